@@ -1,0 +1,1 @@
+"""Storage server nodes that keep opaque shares and speak Tahoe-LAFS's HTTP storage protocol."""
