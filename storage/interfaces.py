@@ -26,7 +26,7 @@ class ByteRange:
 
 @frozen
 class AllocationResult:
-    """What an immutable allocation did: shares already complete here, shares now open for writing."""
+    """What an allocation did: shares already complete here, shares now open for writing."""
 
     already_have: frozenset[int]
     allocated: frozenset[int]
@@ -76,7 +76,7 @@ class TestWriteVectors:
 
 @frozen
 class ReadTestWriteResult:
-    """Whether every test held (and so every write was applied), and the reads taken before writing."""
+    """Whether every test held (so every write was applied), and the reads taken before writing."""
 
     success: bool
     reads: dict[int, list[bytes]] = field(factory=dict)
@@ -120,7 +120,7 @@ class IStorageServer(Interface):
     def write_immutable(
         storage_index: bytes, share_number: int, upload_secret: bytes, offset: int, data: bytes
     ) -> WriteResult:
-        """Write a chunk of an allocated share; the share becomes readable once every byte is written.
+        """Write a chunk of an allocated share; it becomes readable once every byte is written.
 
         Raises NoSuchUpload (no such allocation), NotAuthorized (wrong upload secret),
         ConflictingWrite (different bytes over written ones) or RangeNotSatisfiable.

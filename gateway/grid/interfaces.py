@@ -54,7 +54,9 @@ class IStorageClient(Interface):
     ) -> WriteResult:
         """Write a chunk of an allocated immutable share."""
 
-    async def abort_immutable(storage_index: bytes, share_number: int, upload_secret: bytes) -> None:
+    async def abort_immutable(
+        storage_index: bytes, share_number: int, upload_secret: bytes
+    ) -> None:
         """Discard an incomplete immutable upload."""
 
     async def list_immutable(storage_index: bytes) -> frozenset[int]:
@@ -65,7 +67,9 @@ class IStorageClient(Interface):
     ) -> bytes:
         """Read a byte range of an immutable share (clamped at its end)."""
 
-    async def advise_corrupt_immutable(storage_index: bytes, share_number: int, reason: str) -> None:
+    async def advise_corrupt_immutable(
+        storage_index: bytes, share_number: int, reason: str
+    ) -> None:
         """Tell the server one of its immutable shares is corrupt."""
 
     async def read_test_write(
@@ -81,7 +85,9 @@ class IStorageClient(Interface):
     async def list_mutable(storage_index: bytes) -> frozenset[int]:
         """Shares of a mutable slot."""
 
-    async def read_mutable(storage_index: bytes, share_number: int, offset: int, length: int) -> bytes:
+    async def read_mutable(
+        storage_index: bytes, share_number: int, offset: int, length: int
+    ) -> bytes:
         """Read a byte range of a mutable share."""
 
     async def advise_corrupt_mutable(storage_index: bytes, share_number: int, reason: str) -> None:

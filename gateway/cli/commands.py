@@ -1,0 +1,161 @@
+"""The node lifecycle subcommands: create, create-storage, start, run, stop, status.
+
+Every failure prints one line, ``gateway: <what went wrong>``, on stderr and
+returns a non-zero exit code: 1 for an error, 2 for a usage error, 3 for
+``stop`` or ``status`` of a node that is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import IO
+
+from gateway.cli.create import create_default_gateway, create_gateway, create_storage
+from gateway.cli.main import UsageError
+from gateway.config import ConfigError, load_config
+from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir
+from gateway.pidfile import AlreadyRunning, running_pid
+from gateway.runner import LaunchError, NotRunning, launch_node, run_node, stop_node
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOT_RUNNING = 3
+
+
+def dispatch(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run the parsed subcommand."""
+    handler = {
+        "create": cmd_create,
+        "create-storage": cmd_create_storage,
+        "start": cmd_start,
+        "run": cmd_run,
+        "stop": cmd_stop,
+        "status": cmd_status,
+    }[args.command]
+    return handler(args, out, err)
+
+
+def _fail(err: IO[str], message: str, code: int = EXIT_ERROR) -> int:
+    print(f"gateway: {message}", file=err, flush=True)
+    return code
+
+
+def cmd_create(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway create DIR``."""
+    try:
+        lines = create_gateway(
+            args.dir,
+            host=args.host,
+            sftp_port=args.sftp_port,
+            web_port=args.web_port,
+            storage=args.storage,
+            shares=args.shares,
+            nickname=args.nickname,
+        )
+    except NodeDirExists as e:
+        return _fail(err, str(e))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
+def cmd_create_storage(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway create-storage DIR``."""
+    try:
+        lines = create_storage(
+            args.dir,
+            host=args.host,
+            port=args.port,
+            location=args.location,
+            reserved_space=args.reserved_space,
+            web_port=args.web_port,
+            nickname=args.nickname,
+        )
+    except NodeDirExists as e:
+        return _fail(err, str(e))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
+def _node_dir(args: argparse.Namespace) -> Path:
+    return args.dir if args.dir is not None else default_node_dir()
+
+
+def _check_node_dir(node_dir: Path) -> None:
+    """Refuse early, with a helpful line, a directory that is not a node."""
+    if not NodeDir(node_dir).config.exists():
+        raise ConfigError(
+            NodeDir(node_dir).config,
+            None,
+            None,
+            "missing: not a node directory (make one with 'gateway create DIR')",
+        )
+
+
+def cmd_start(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway start [DIR]``: start in the background, return once listening."""
+    node_dir = _node_dir(args)
+    if args.dir is None and not NodeDir(node_dir).config.exists():
+        for line in create_default_gateway(node_dir):
+            print(line, file=out, flush=True)
+    try:
+        _check_node_dir(node_dir)
+        lines = launch_node(node_dir, timeout=args.timeout)
+    except ConfigError as e:
+        return _fail(err, str(e))
+    except AlreadyRunning as e:
+        return _fail(err, f"node in {node_dir} is {e}")
+    except LaunchError as e:
+        return _fail(err, f"could not start node in {node_dir}: {e}")
+    print(f"Node in {node_dir} started.", file=out)
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway run [DIR]``: run in the foreground until SIGTERM."""
+    from gateway.node import build_node
+
+    node_dir = _node_dir(args)
+    return run_node(node_dir, build_node, ready_fd=args.ready_fd, out=out, err=err)
+
+
+def cmd_stop(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway stop [DIR]``: SIGTERM, then wait until the node has finished its work."""
+    node_dir = _node_dir(args)
+    try:
+        _check_node_dir(node_dir)
+        config = load_config(NodeDir(node_dir).config)
+    except ConfigError as e:
+        return _fail(err, str(e))
+    grace = config.get("uploads", "grace_period") if config.kind == "gateway" else 0.0
+    try:
+        pid = stop_node(node_dir, timeout=grace + 30.0)
+    except NotRunning as e:
+        return _fail(err, str(e), EXIT_NOT_RUNNING)
+    except TimeoutError as e:
+        return _fail(err, str(e))
+    print(f"Node in {node_dir} (pid {pid}) stopped.", file=out)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """``gateway status [DIR]``: whether the node runs (exit 0) or not (exit 3)."""
+    node_dir = _node_dir(args)
+    try:
+        _check_node_dir(node_dir)
+    except ConfigError as e:
+        return _fail(err, str(e))
+    pid = running_pid(NodeDir(node_dir).pid_file)
+    if pid is None:
+        print(f"Node in {node_dir} is not running.", file=out)
+        return EXIT_NOT_RUNNING
+    print(f"Node in {node_dir} is running (pid {pid}).", file=out)
+    return EXIT_OK

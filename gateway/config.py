@@ -1,0 +1,395 @@
+"""A node's configuration file (``node.cfg``): its schema, parsing and validation.
+
+The file is INI. Every key a node understands is declared once in
+:data:`SCHEMA`, with its parser and default; anything else in the file is
+refused at start with a message that names the file, the section and the key,
+so a typo never silently falls back to a default. ``docs/configuration.rst``
+documents every key; :func:`render_reference` produces its table.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+CONFIG_FILENAME = "node.cfg"
+
+NODE_KINDS = ("gateway", "storage")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names file, section and key."""
+
+    def __init__(self, path: Path | str, section: str | None, key: str | None, message: str):
+        self.path = str(path)
+        self.section = section
+        self.key = key
+        self.message = message
+        where = self.path
+        if section is not None:
+            where += f": [{section}]"
+            if key is not None:
+                where += f" {key}"
+        super().__init__(f"{where}: {message}")
+
+
+# --- value parsers: each takes the raw string and returns a value or raises ValueError ---
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``1024``, ``500M``, ``10GiB`` (decimal and binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 500M or 10GiB, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration such as ``30``, ``30s``, ``5m``, ``1h`` into seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _DURATION_UNITS:
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def parse_bool(text: str) -> bool:
+    """Parse ``true/false``, ``yes/no``, ``on/off``, ``1/0``."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_port(text: str) -> int:
+    """Parse a TCP port number; 0 means any free port, chosen at each start."""
+    try:
+        port = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def parse_host(text: str) -> str:
+    """Parse a listening address: an IPv4/IPv6 literal or a host name."""
+    host = text.strip()
+    if not host or not re.fullmatch(r"[A-Za-z0-9.:\-\[\]_]+", host):
+        raise ValueError(f"expected an address such as 127.0.0.1, got {text!r}")
+    return host.strip("[]")
+
+
+def parse_location(text: str) -> str:
+    """Parse an advertised ``HOST:PORT``."""
+    match = re.fullmatch(r"\s*(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d+)\s*", text)
+    if not match or not 0 < int(match.group(2)) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return f"{match.group(1)}:{match.group(2)}"
+
+
+def parse_nickname(text: str) -> str:
+    """Parse a node nickname: printable, at most 64 characters."""
+    name = text.strip()
+    if len(name) > 64 or not name.isprintable():
+        raise ValueError("expected at most 64 printable characters")
+    return name
+
+
+def parse_share_count(text: str) -> int:
+    """Parse a share count: 1..256."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 256:
+        raise ValueError(f"must be between 1 and 256, got {value}")
+    return value
+
+
+def parse_log_level(text: str) -> str:
+    """Parse a log level name."""
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warn", "error", "critical"):
+        raise ValueError(f"expected one of debug, info, warn, error, critical; got {text!r}")
+    return level
+
+
+def parse_close_mode(text: str) -> str:
+    """Parse when an SFTP CLOSE replies: ``local`` (staged and journaled) or ``grid``."""
+    mode = text.strip().lower()
+    if mode not in ("local", "grid"):
+        raise ValueError(f"expected local or grid, got {text!r}")
+    return mode
+
+
+def parse_kind(text: str) -> str:
+    """Parse the node kind."""
+    kind = text.strip().lower()
+    if kind not in NODE_KINDS:
+        raise ValueError(f"expected one of {', '.join(NODE_KINDS)}, got {text!r}")
+    return kind
+
+
+@frozen
+class Option:
+    """One configuration key: where it lives, how it parses, its default and what it means."""
+
+    section: str
+    key: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+    kinds: tuple[str, ...] = NODE_KINDS
+
+
+SCHEMA: tuple[Option, ...] = (
+    Option("node", "kind", parse_kind, None, "What this node is: ``gateway`` or ``storage``."),
+    Option("node", "nickname", parse_nickname, "", "A human name shown on status pages."),
+    Option("node", "log_level", parse_log_level, "info", "Lowest level written to logs/node.log."),
+    Option(
+        "sftp", "host", parse_host, "127.0.0.1", "Address the SFTP server listens on.", ("gateway",)
+    ),
+    Option(
+        "sftp",
+        "port",
+        parse_port,
+        "8022",
+        "SFTP port (0: any free port at each start).",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "host_key_passphrase_file",
+        str,
+        "",
+        "File holding the passphrase of an encrypted host key (relative to the node "
+        "directory); empty when the key is not encrypted.",
+        ("gateway",),
+    ),
+    Option("web", "enabled", parse_bool, "true", "Serve the status page.", ("gateway", "storage")),
+    Option("web", "host", parse_host, "127.0.0.1", "Address the status page listens on."),
+    Option("web", "port", parse_port, "8023", "Status page port (0: any free port)."),
+    Option(
+        "grid",
+        "embedded",
+        parse_bool,
+        "true",
+        "Run a storage server inside the gateway (shares under storage/).",
+        ("gateway",),
+    ),
+    Option(
+        "grid",
+        "shares.needed",
+        parse_share_count,
+        "1",
+        "Shares needed to rebuild a file (k).",
+        ("gateway",),
+    ),
+    Option(
+        "grid",
+        "shares.happy",
+        parse_share_count,
+        "1",
+        "Distinct servers an upload must reach (servers of happiness).",
+        ("gateway",),
+    ),
+    Option(
+        "grid", "shares.total", parse_share_count, "1", "Shares made per file (N).", ("gateway",)
+    ),
+    Option(
+        "uploads",
+        "close",
+        parse_close_mode,
+        "local",
+        "When CLOSE replies: ``local`` once staged and journaled, ``grid`` once uploaded.",
+        ("gateway",),
+    ),
+    Option(
+        "uploads",
+        "staging_quota",
+        parse_size,
+        "10GiB",
+        "Most bytes staged locally while uploads are pending.",
+        ("gateway",),
+    ),
+    Option(
+        "uploads",
+        "grace_period",
+        parse_duration,
+        "30s",
+        "How long ``gateway stop`` lets queued uploads finish before journaling them.",
+        ("gateway",),
+    ),
+    Option(
+        "storage",
+        "host",
+        parse_host,
+        "127.0.0.1",
+        "Address the storage server listens on.",
+        ("storage",),
+    ),
+    Option("storage", "port", parse_port, "0", "Storage server port.", ("storage",)),
+    Option(
+        "storage",
+        "location",
+        parse_location,
+        None,
+        "HOST:PORT that clients use to reach this server (goes into the NURL).",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "reserved_space",
+        parse_size,
+        "1GiB",
+        "Free space always kept on the disk; allocations that would cross it are refused.",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "expire.enabled",
+        parse_bool,
+        "false",
+        "Delete shares whose leases have all expired.",
+        ("storage",),
+    ),
+)
+
+_BY_KEY: Mapping[tuple[str, str], Option] = {(o.section, o.key): o for o in SCHEMA}
+
+
+@frozen
+class NodeConfig:
+    """A validated configuration: typed values by (section, key), plus where it came from."""
+
+    path: str
+    kind: str
+    values: Mapping[tuple[str, str], Any]
+
+    def get(self, section: str, key: str) -> Any:
+        """The value of a key (its default where the file leaves it out)."""
+        return self.values[(section, key)]
+
+
+def options_for(kind: str) -> tuple[Option, ...]:
+    """The keys a node of this kind understands."""
+    return tuple(o for o in SCHEMA if kind in o.kinds)
+
+
+def parse_config(text: str, path: Path | str) -> NodeConfig:
+    """Parse and validate configuration text; raise ConfigError naming what is wrong."""
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(path, None, None, f"not a valid INI file: {first}") from None
+    try:
+        kind = parse_kind(parser.get("node", "kind"))
+    except (configparser.Error, ValueError) as e:
+        message = str(e) if isinstance(e, ValueError) else "missing (gateway or storage)"
+        raise ConfigError(path, "node", "kind", message) from None
+    known = {(o.section, o.key): o for o in options_for(kind)}
+    for section in parser.sections():
+        for key in parser[section]:
+            if (section, key) not in known:
+                if (section, key) in _BY_KEY:
+                    raise ConfigError(path, section, key, f"not used by a {kind} node")
+                raise ConfigError(path, section, key, "unknown key")
+    values: dict[tuple[str, str], Any] = {}
+    for (section, key), option in known.items():
+        raw = parser.get(section, key, fallback=option.default)
+        if raw is None:
+            raise ConfigError(path, section, key, "required, but missing")
+        try:
+            values[(section, key)] = option.parse(raw)
+        except ValueError as e:
+            raise ConfigError(path, section, key, str(e)) from None
+    config = NodeConfig(path=str(path), kind=kind, values=values)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: NodeConfig) -> None:
+    """Refuse impossible combinations of otherwise valid values."""
+    if config.kind != "gateway":
+        return
+    needed = config.get("grid", "shares.needed")
+    happy = config.get("grid", "shares.happy")
+    total = config.get("grid", "shares.total")
+    if happy > total:
+        raise ConfigError(
+            config.path,
+            "grid",
+            "shares.happy",
+            f"happy ({happy}) cannot be greater than shares.total ({total})",
+        )
+    if needed > happy:
+        raise ConfigError(
+            config.path,
+            "grid",
+            "shares.needed",
+            f"needed ({needed}) cannot be greater than shares.happy ({happy})",
+        )
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a node's configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "missing: is this a node directory?") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, None, None, f"cannot be read: {e}") from None
+    return parse_config(text, path)
+
+
+def render_config(kind: str, settings: Mapping[tuple[str, str], str]) -> str:
+    """Write a commented configuration file for a new node of ``kind``.
+
+    ``settings`` overrides defaults; keys left at their default are written
+    commented out, so the file shows every knob.
+    """
+    lines = [f"# Configuration of this {kind} node. Reference: docs/configuration.rst", ""]
+    section = None
+    for option in options_for(kind):
+        if option.section != section:
+            if section is not None:
+                lines.append("")
+            section = option.section
+            lines.append(f"[{section}]")
+        lines.append(f"# {option.doc}")
+        if (option.section, option.key) in settings:
+            lines.append(f"{option.key} = {settings[(option.section, option.key)]}")
+        elif option.key == "kind":
+            lines.append(f"kind = {kind}")
+        else:
+            lines.append(f"#{option.key} = {option.default}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,43 @@
+"""Listening on TCP with errors a user can act on."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+
+from gateway.service import StartupError
+
+
+def listen_tcp(
+    reactor: Any, factory: IProtocolFactory, host: str, port: int, what: str
+) -> IListeningPort:
+    """Listen on host:port or raise StartupError saying why not (address in use, ...)."""
+    try:
+        listening: IListeningPort = reactor.listenTCP(port, factory, interface=host)
+    except CannotListenError as e:
+        reason = e.socketError
+        code = getattr(reason, "errno", None)
+        if code == errno.EADDRINUSE:
+            cause = "address already in use"
+        elif code == errno.EACCES:
+            cause = "permission denied (ports below 1024 need privileges)"
+        elif code == errno.EADDRNOTAVAIL:
+            cause = "no such local address"
+        else:
+            cause = getattr(reason, "strerror", None) or str(reason)
+        raise StartupError(what, f"cannot listen on {hostport(host, port)}: {cause}") from None
+    return listening
+
+
+def bound_address(listening: IListeningPort) -> tuple[str, int]:
+    """The (host, port) a listening port actually got (resolves port 0)."""
+    address = listening.getHost()
+    return address.host, address.port  # type: ignore[attr-defined]
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 literal."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,103 @@
+"""Where a node's log goes, and the filter that keeps secrets out of it.
+
+Code never logs a secret on purpose. As a second line of defence every event is
+formatted and scrubbed before it is written: capability strings, NURL swissnums
+and any secret value registered with :meth:`Scrubber.add` become ``[redacted]``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    eventAsText,
+    globalLogBeginner,
+)
+from zope.interface import implementer
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+
+# Capability strings (gateway/objects/caps.py: "GG:<kind>:..."), NURL swissnums.
+_PATTERNS = (
+    re.compile(r"\bGG:[A-Z-]+:[A-Za-z0-9:]{8,}"),
+    re.compile(r"(pb://[^@/\s]+@[^/\s]+/)[^#\s]+"),
+)
+
+
+class Scrubber:
+    """Removes secrets from log text."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, secret: str | bytes) -> None:
+        """Never let this value reach a log."""
+        text = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
+        if len(text) >= 6:
+            self._secrets.add(text)
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with every known secret and secret-shaped string redacted."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        text = _PATTERNS[0].sub("[redacted-cap]", text)
+        return _PATTERNS[1].sub(r"\1[redacted]", text)
+
+
+def _formatter(scrubber: Scrubber) -> Any:
+    def format_event(event: dict[str, Any]) -> str | None:
+        text = eventAsText(event, includeSystem=True, formatTime=_format_time)
+        return scrubber.scrub(text) + "\n"
+
+    return format_event
+
+
+def _format_time(when: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+
+
+@implementer(ILogObserver)
+class ScrubbingFileObserver:
+    """Writes scrubbed text events to one stream."""
+
+    def __init__(self, stream: IO[str], scrubber: Scrubber):
+        self._observer = FileLogObserver(stream, _formatter(scrubber))
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Write one event."""
+        self._observer(event)
+
+
+def start_logging(
+    log_file: Path, level: str, scrubber: Scrubber, also_stderr: bool = False
+) -> IO[str]:
+    """Send every twisted.logger event at ``level`` or above to ``log_file`` (and stderr)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(log_file, "a", encoding="utf-8", buffering=1)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
+    observers: list[ILogObserver] = [
+        FilteringLogObserver(ScrubbingFileObserver(stream, scrubber), [predicate])
+    ]
+    if also_stderr:
+        observers.append(
+            FilteringLogObserver(ScrubbingFileObserver(sys.stderr, scrubber), [predicate])
+        )
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    return stream

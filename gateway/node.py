@@ -1,0 +1,42 @@
+"""Assembling a node's services from its directory and configuration.
+
+A gateway node's parts, in start order: embedded storage server (when the grid
+is embedded), storage client (the grid), SFTP, web. A storage node's parts:
+the storage server (HTTPS) and its status page. Stopping goes in reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import NodeConfig
+from gateway.logfile import Scrubber
+from gateway.nodedir import NodeDir
+from gateway.service import Node
+from gateway.web.status import StatusPart
+
+
+def build_node(reactor: Any, nd: NodeDir, config: NodeConfig, scrubber: Scrubber) -> Node:
+    """Build the node a directory describes (not yet started)."""
+    node = Node(config.kind, config.get("node", "nickname"))
+    if config.kind == "gateway":
+        _add_gateway_parts(reactor, node, nd, config, scrubber)
+    else:
+        _add_storage_parts(reactor, node, nd, config, scrubber)
+    if config.get("web", "enabled"):
+        node.add_part(
+            StatusPart(reactor, node, config.get("web", "host"), config.get("web", "port"))
+        )
+    return node
+
+
+def _add_gateway_parts(
+    reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
+) -> None:
+    """Embedded storage, grid client, upload queue and SFTP."""
+
+
+def _add_storage_parts(
+    reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
+) -> None:
+    """The HTTPS storage server."""

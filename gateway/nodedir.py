@@ -1,0 +1,142 @@
+"""The layout of a node directory and the code that creates one.
+
+A node directory holds one node, like Tahoe-LAFS's::
+
+    DIR/node.cfg            configuration (INI; docs/configuration.rst)
+    DIR/private/            secrets, mode 0700, every file 0600
+    DIR/logs/node.log       the node's log (twisted.logger, JSON lines)
+    DIR/node.pid            pid of the running node (locked while it runs)
+    DIR/storage/            shares (a storage node, or a gateway's embedded server)
+    DIR/staging/            a gateway's staged files, mode 0700
+    DIR/state/              a gateway's journal and other state
+
+Secret files are written with :func:`write_private`, which never lets them
+exist with a wider mode, even for an instant.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from attrs import frozen
+
+from gateway.config import CONFIG_FILENAME
+
+
+@frozen
+class NodeDir:
+    """Paths inside one node directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """The configuration file."""
+        return self.root / CONFIG_FILENAME
+
+    @property
+    def private(self) -> Path:
+        """The secrets folder (0700)."""
+        return self.root / "private"
+
+    @property
+    def logs(self) -> Path:
+        """The log folder."""
+        return self.root / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        """The node's main log."""
+        return self.logs / "node.log"
+
+    @property
+    def pid_file(self) -> Path:
+        """The pid file, locked while the node runs."""
+        return self.root / "node.pid"
+
+    @property
+    def storage(self) -> Path:
+        """Where shares live."""
+        return self.root / "storage"
+
+    @property
+    def staging(self) -> Path:
+        """Staged SFTP writes (gateway only)."""
+        return self.root / "staging"
+
+    @property
+    def state(self) -> Path:
+        """Journal and other durable state (gateway only)."""
+        return self.root / "state"
+
+    def secret(self, name: str) -> Path:
+        """A file in private/."""
+        return self.private / name
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file atomically: temp file, fsync, rename, directory fsync.
+
+    The temp file is created with ``mode`` from the start, so a secret file
+    (0600) is never readable by others, even for an instant.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file atomically with mode 0600."""
+    write_atomic(path, data, 0o600)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class NodeDirExists(Exception):
+    """``create`` was pointed at a directory that already holds a node or other files."""
+
+
+def make_node_dir(root: Path, private_dirs: tuple[str, ...] = ()) -> NodeDir:
+    """Create an empty node directory skeleton (refusing a non-empty existing one)."""
+    if root.exists():
+        if not root.is_dir():
+            raise NodeDirExists(f"{root} exists and is not a directory")
+        if any(root.iterdir()):
+            raise NodeDirExists(f"{root} is not empty; refusing to create a node there")
+    root.mkdir(parents=True, exist_ok=True)
+    node = NodeDir(root)
+    node.private.mkdir(mode=0o700)
+    node.logs.mkdir(mode=0o755)
+    for name in private_dirs:
+        (root / name).mkdir(mode=0o700)
+    return node
+
+
+def default_node_dir() -> Path:
+    """The node directory ``gateway start`` uses when given none.
+
+    ``$GATEWAY_DIR`` if set, else ``$XDG_DATA_HOME/gateway`` (``~/.local/share/gateway``).
+    """
+    explicit = os.environ.get("GATEWAY_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "gateway"

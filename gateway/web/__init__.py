@@ -1,0 +1,1 @@
+"""The gateway's web frontend: the status page and its JSON twins."""

@@ -1,0 +1,3 @@
+"""Shared pytest fixtures."""
+
+from tests.nodes import reaper  # noqa: F401
