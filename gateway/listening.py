@@ -18,18 +18,23 @@ def listen_tcp(
     try:
         listening: IListeningPort = reactor.listenTCP(port, factory, interface=host)
     except CannotListenError as e:
-        reason = e.socketError
-        code = getattr(reason, "errno", None)
-        if code == errno.EADDRINUSE:
-            cause = "address already in use"
-        elif code == errno.EACCES:
-            cause = "permission denied (ports below 1024 need privileges)"
-        elif code == errno.EADDRNOTAVAIL:
-            cause = "no such local address"
-        else:
-            cause = getattr(reason, "strerror", None) or str(reason)
-        raise StartupError(what, f"cannot listen on {hostport(host, port)}: {cause}") from None
+        raise listen_failure(e, what, host, port) from None
     return listening
+
+
+def listen_failure(error: CannotListenError, what: str, host: str, port: int) -> StartupError:
+    """The StartupError that says, in words, why listening on host:port failed."""
+    reason = error.socketError
+    code = getattr(reason, "errno", None)
+    if code == errno.EADDRINUSE:
+        cause = "address already in use"
+    elif code == errno.EACCES:
+        cause = "permission denied (ports below 1024 need privileges)"
+    elif code == errno.EADDRNOTAVAIL:
+        cause = "no such local address"
+    else:
+        cause = getattr(reason, "strerror", None) or str(reason)
+    return StartupError(what, f"cannot listen on {hostport(host, port)}: {cause}")
 
 
 def bound_address(listening: IListeningPort) -> tuple[str, int]:

@@ -40,3 +40,6 @@ def _add_storage_parts(
     reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 ) -> None:
     """The HTTPS storage server."""
+    from gateway.storage_node import StorageServerPart
+
+    node.add_part(StorageServerPart(reactor, nd, config))

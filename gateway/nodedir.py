@@ -24,6 +24,15 @@ from attrs import frozen
 
 from gateway.config import CONFIG_FILENAME
 
+# Names of the files in private/.
+CONVERGENCE_FILE = "convergence"
+LEASE_SECRET_FILE = "lease_secret"
+SERVERS_FILE = "servers"
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+ACCOUNTS_FILE = "accounts.json"
+SWISSNUM_FILE = "swissnum"
+NURL_FILE = "nurl"
+
 
 @frozen
 class NodeDir:

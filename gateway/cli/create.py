@@ -18,13 +18,21 @@ from gateway.config import (
     render_config,
 )
 from gateway.listening import hostport
-from gateway.nodedir import NodeDir, make_node_dir, write_private
+from gateway.nodedir import (
+    CONVERGENCE_FILE,
+    HOST_KEY_FILE,
+    LEASE_SECRET_FILE,
+    NURL_FILE,
+    SERVERS_FILE,
+    SWISSNUM_FILE,
+    NodeDir,
+    make_node_dir,
+    write_private,
+)
 
 GRID_DEFAULT_NEEDED = 3
 GRID_DEFAULT_HAPPY = 7
 GRID_DEFAULT_TOTAL = 10
-SERVERS_FILE = "servers"
-NURL_FILE = "nurl"
 
 
 def parse_shares(text: str) -> tuple[int, int, int]:
@@ -102,12 +110,12 @@ def create_gateway(
     }
     if not storage:
         nd.storage.mkdir(mode=0o700)
-    write_private(nd.secret("convergence"), _secret_text())
-    write_private(nd.secret("lease_secret"), _secret_text())
+    write_private(nd.secret(CONVERGENCE_FILE), _secret_text())
+    write_private(nd.secret(LEASE_SECRET_FILE), _secret_text())
     write_private(nd.secret(SERVERS_FILE), "".join(f"{n}\n" for n in storage).encode())
     from gateway.sftp.ssh import generate_host_key
 
-    generate_host_key(nd.secret("ssh_host_ed25519_key"))
+    generate_host_key(nd.secret(HOST_KEY_FILE))
     nd.config.write_text(render_config("gateway", settings), encoding="utf-8")
     grid = f"{len(storage)} storage servers" if storage else "embedded storage"
     return [f"Created gateway node in {root} ({grid}, shares {needed}/{happy}/{total})."]
@@ -151,7 +159,7 @@ def create_storage(
     nd.storage.mkdir(mode=0o700)
     credentials = create_tls_credentials(nd.private)
     swissnum = new_swissnum()
-    write_private(nd.secret("swissnum"), swissnum + b"\n")
+    write_private(nd.secret(SWISSNUM_FILE), swissnum + b"\n")
     location_host, location_port = location.rsplit(":", 1)
     nurl = format_nurl(
         credentials.spki_hash, location_host.strip("[]"), int(location_port), swissnum
