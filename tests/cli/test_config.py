@@ -129,3 +129,11 @@ def test_impossible_encodings_are_refused(needed: int, happy: int, total: int) -
             parse_config(text, "c")
         assert e.value.section == "grid"
         assert e.value.key == ("shares.happy" if happy > total else "shares.needed")
+
+
+def test_every_key_is_documented() -> None:
+    """docs/configuration.rst documents every key of the schema, with its default."""
+    text = (Path(__file__).parents[2] / "docs" / "configuration.rst").read_text()
+    for option in SCHEMA:
+        assert f"``{option.key}`` (default" in text, option.key
+        assert f"``[{option.section}]``" in text, option.section
