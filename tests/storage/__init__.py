@@ -1,0 +1,1 @@
+"""Tests of the storage server core and its backends."""
