@@ -34,6 +34,13 @@ def _add_gateway_parts(
     reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 ) -> None:
     """Embedded storage, grid client, upload queue and SFTP."""
+    from gateway.grid.part import EmbeddedStoragePart, GridPart
+
+    embedded = None
+    if config.get("grid", "embedded"):
+        embedded = EmbeddedStoragePart(reactor, nd)
+        node.add_part(embedded)
+    node.add_part(GridPart(reactor, nd, config, embedded))
 
 
 def _add_storage_parts(

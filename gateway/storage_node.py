@@ -94,8 +94,10 @@ class StorageServerPart(NodePart):
                 await stopped
         self._timers = []
         if self._listening is not None:
-            await self._listening.stopListening()
+            stopped = self._listening.stopListening()
             self._listening = None
+            if stopped is not None:
+                await stopped
 
     def announce(self) -> list[str]:
         """Where the server listens, and its NURL (a secret: shown to the operator only)."""

@@ -106,8 +106,10 @@ class StatusPart(NodePart):
     async def stop(self) -> None:
         """Stop listening."""
         if self._listening is not None:
-            await self._listening.stopListening()
+            stopped = self._listening.stopListening()
             self._listening = None
+            if stopped is not None:
+                await stopped
 
     def announce(self) -> list[str]:
         """Where the status page is."""

@@ -1,0 +1,187 @@
+"""The gateway's grid as node parts: an embedded storage server, and the storage client.
+
+The storage client holds one :class:`~gateway.grid.interfaces.IStorageClient`
+per server — the embedded one in-process, remote ones by NURL from
+``private/servers`` — and polls each server's version (space, liveness) on a
+timer, so the status page and the CLI can show the grid's health.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+
+from gateway.config import NodeConfig
+from gateway.grid.http_client import HttpStorageClient, ServerHealth
+from gateway.grid.interfaces import ServerUnavailable
+from gateway.grid.local import LocalStorageClient
+from gateway.nodedir import SERVERS_FILE, NodeDir
+from gateway.service import NodePart, StartupError
+from storage.disk import DiskBackend
+from storage.errors import StorageError
+from storage.expiry import idle_upload_service
+from storage.server import StorageServer
+from storage.wire import InvalidNurl, parse_nurl
+
+HEALTH_INTERVAL = 60.0
+
+
+@frozen
+class Encoding:
+    """Erasure-coding parameters: k needed, happy servers, N total shares."""
+
+    needed: int
+    happy: int
+    total: int
+
+    def __str__(self) -> str:
+        return f"{self.needed}/{self.happy}/{self.total}"
+
+
+def read_server_list(nd: NodeDir) -> list[str]:
+    """The NURLs in private/servers (comments and blank lines skipped), validated."""
+    path = nd.secret(SERVERS_FILE)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    nurls = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            parse_nurl(text)
+        except InvalidNurl as e:
+            # The message of InvalidNurl never contains the swissnum.
+            raise StartupError("storage client", f"{path} line {number}: {e}") from None
+        nurls.append(text)
+    return nurls
+
+
+class EmbeddedStoragePart(NodePart):
+    """A storage server inside the gateway, keeping shares under DIR/storage."""
+
+    def __init__(self, reactor: Any, nd: NodeDir):
+        super().__init__("embedded storage")
+        self._reactor = reactor
+        self._nd = nd
+        self.server: StorageServer | None = None
+        self._timer: TimerService | None = None
+
+    async def start(self) -> None:
+        """Open the share store (discarding uploads a crash left incomplete)."""
+        self.server = StorageServer(DiskBackend(self._nd.storage), self._reactor)
+        self._timer = idle_upload_service(self.server)
+        self._timer.startService()
+
+    async def stop(self) -> None:
+        """Stop the idle-upload timer."""
+        if self._timer is not None:
+            stopped = self._timer.stopService()
+            if stopped is not None:
+                await stopped
+            self._timer = None
+
+    def status(self) -> dict[str, Any]:
+        """Space left on the embedded store."""
+        if self.server is None:
+            return {"running": False}
+        return {"running": True, "available_space": self.server.available_space()}
+
+
+class GridPart(NodePart):
+    """The storage client: every server the gateway uses, with its health."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        nd: NodeDir,
+        config: NodeConfig,
+        embedded: EmbeddedStoragePart | None,
+    ):
+        super().__init__("storage client")
+        self._reactor = reactor
+        self._nd = nd
+        self._embedded = embedded
+        self.encoding = Encoding(
+            config.get("grid", "shares.needed"),
+            config.get("grid", "shares.happy"),
+            config.get("grid", "shares.total"),
+        )
+        self.servers: list[HttpStorageClient | LocalStorageClient] = []
+        self._poll: LoopingCall | None = None
+        self._polling: Deferred[LoopingCall] | None = None
+
+    async def start(self) -> None:
+        """Make a client per server and start polling their health."""
+        servers: list[HttpStorageClient | LocalStorageClient] = []
+        if self._embedded is not None:
+            assert self._embedded.server is not None, "embedded storage starts first"
+            servers.append(
+                LocalStorageClient(self._embedded.server, nickname="embedded", clock=self._reactor)
+            )
+        for nurl in read_server_list(self._nd):
+            servers.append(HttpStorageClient.from_nurl(self._reactor, nurl))
+        if not servers:
+            raise StartupError(
+                "storage client",
+                f"no storage servers: add NURLs to {self._nd.secret(SERVERS_FILE)} "
+                "or set [grid] embedded = true",
+            )
+        self.servers = servers
+        self._poll = LoopingCall(self.check_health)
+        self._poll.clock = self._reactor
+        self._polling = self._poll.start(HEALTH_INTERVAL, now=True)
+
+    async def check_health(self) -> None:
+        """Ask every server for its version, concurrently; clients record the outcome."""
+        from twisted.internet.defer import DeferredList
+
+        async def ask(server: HttpStorageClient | LocalStorageClient) -> None:
+            try:
+                await server.get_version()
+            except (ServerUnavailable, StorageError):
+                pass  # recorded in the client's health
+
+        await DeferredList(
+            [Deferred.fromCoroutine(ask(s)) for s in self.servers], consumeErrors=True
+        )
+
+    async def stop(self) -> None:
+        """Stop polling and close connections."""
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        for server in self.servers:
+            await server.close()
+
+    def health(self) -> list[tuple[str, ServerHealth]]:
+        """(nickname, health) of every server."""
+        return [(server.nickname, server.health) for server in self.servers]
+
+    def announce(self) -> list[str]:
+        """What grid the gateway uses."""
+        if self._embedded is not None and len(self.servers) == 1:
+            return [f"Grid: embedded storage (shares {self.encoding})"]
+        return [f"Grid: {len(self.servers)} storage servers (shares {self.encoding})"]
+
+    def status(self) -> dict[str, Any]:
+        """Every server's health; nicknames only, never NURLs."""
+        return {
+            "encoding": str(self.encoding),
+            "servers": [
+                {
+                    "nickname": nickname,
+                    "connected": health.connected,
+                    "last_error": health.last_error,
+                    "latency": health.last_latency,
+                    "available_space": health.available_space,
+                    "last_contact": health.last_contact,
+                }
+                for nickname, health in self.health()
+            ],
+        }
