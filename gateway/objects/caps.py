@@ -1,0 +1,404 @@
+"""Capabilities: the value objects that name and authorize objects, and their printable strings.
+
+Formats (base32 is RFC 4648, lowercase, unpadded; numbers are decimal)::
+
+    GG:LIT:<data>                               literal: a tiny file's bytes in the cap
+    GG:CHK:<read key>:<ueb hash>:<k>:<n>:<size> immutable file read cap
+    GG:CHK-V:<storage index>:<ueb hash>:<k>:<n>:<size>   immutable verify cap
+    GG:SSK:<signing seed>                       mutable file write cap
+    GG:SSK-RO:<read key>:<public key>           mutable file read cap
+    GG:SSK-V:<storage index>:<public key>       mutable file verify cap
+    GG:DIR:… GG:DIR-RO:… GG:DIR-V:…             directories: same fields as SSK
+
+Reductions go write → read → verify, each a one-way function: the read key is a
+hash of the Ed25519 seed, the storage index a hash of the read key, so storage
+servers (which see only storage indexes and public keys) never learn a read key.
+Keys, seeds and literal data never appear in ``repr``; a cap's string form is
+only produced by :meth:`to_string`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import nacl.signing
+from attrs import field, frozen
+
+from gateway.objects.crypto import (
+    HASH_SIZE,
+    KEY_SIZE,
+    STORAGE_INDEX_SIZE,
+    immutable_storage_index,
+    mutable_read_key,
+    mutable_storage_index,
+)
+from gateway.objects.errors import BadCapability
+
+PREFIX = "GG"
+MAX_SHARES = 256
+
+
+def b32encode(data: bytes) -> str:
+    """Lowercase unpadded base32, as Tahoe-LAFS writes it."""
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+_B32_CHARS = re.compile(r"[a-z2-7]*")
+
+
+def b32decode(text: str, what: str, size: int | None = None) -> bytes:
+    """Decode lowercase unpadded base32, raising BadCapability that names ``what`` was wrong."""
+    if not _B32_CHARS.fullmatch(text):
+        raise BadCapability(f"the {what} is not valid base32 (only a-z and 2-7 are allowed)")
+    try:
+        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except binascii.Error:
+        raise BadCapability(f"the {what} is not valid base32 (wrong length)") from None
+    if b32encode(data) != text:
+        raise BadCapability(f"the {what} is not canonical base32 (damaged or truncated)")
+    if size is not None and len(data) != size:
+        raise BadCapability(f"the {what} has {len(data)} bytes where {size} are expected")
+    return data
+
+
+def _check_params(k: int, n: int) -> None:
+    if not 1 <= k <= n <= MAX_SHARES:
+        raise BadCapability(f"encoding parameters k={k}, n={n} are not 1 <= k <= n <= 256")
+
+
+@frozen
+class LiteralCap:
+    """A tiny immutable file held entirely inside its capability (no shares, no verify cap)."""
+
+    data: bytes = field(repr=False)
+
+    read_only = True
+
+    @property
+    def size(self) -> int:
+        """The file's length in bytes."""
+        return len(self.data)
+
+    @property
+    def storage_index(self) -> None:
+        """Literal files are stored nowhere."""
+        return None
+
+    def get_read_cap(self) -> LiteralCap:
+        """A literal cap is its own read cap."""
+        return self
+
+    def get_verify_cap(self) -> None:
+        """There is nothing on the grid to verify."""
+        return None
+
+    def to_string(self) -> str:
+        """The printable capability (reveals the contents)."""
+        return f"{PREFIX}:LIT:{b32encode(self.data)}"
+
+
+@frozen
+class ImmutableVerifyCap:
+    """Lets a holder find and check every share of an immutable file, but not read it."""
+
+    storage_index: bytes
+    ueb_hash: bytes
+    k: int
+    n: int
+    size: int
+
+    read_only = True
+
+    def get_verify_cap(self) -> ImmutableVerifyCap:
+        """A verify cap is its own verify cap."""
+        return self
+
+    def to_string(self) -> str:
+        """The printable verify capability."""
+        si, ueb = b32encode(self.storage_index), b32encode(self.ueb_hash)
+        return f"{PREFIX}:CHK-V:{si}:{ueb}:{self.k}:{self.n}:{self.size}"
+
+
+@frozen
+class ImmutableReadCap:
+    """Reads an immutable file: its key, the hash of its URI extension block, and its shape."""
+
+    key: bytes = field(repr=False)
+    ueb_hash: bytes
+    k: int
+    n: int
+    size: int
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """Where servers keep the shares (a hash of the key)."""
+        return immutable_storage_index(self.key)
+
+    def get_read_cap(self) -> ImmutableReadCap:
+        """A read cap is its own read cap."""
+        return self
+
+    def get_verify_cap(self) -> ImmutableVerifyCap:
+        """Reduce to the verify cap."""
+        return ImmutableVerifyCap(self.storage_index, self.ueb_hash, self.k, self.n, self.size)
+
+    def to_string(self) -> str:
+        """The printable read capability."""
+        key, ueb = b32encode(self.key), b32encode(self.ueb_hash)
+        return f"{PREFIX}:CHK:{key}:{ueb}:{self.k}:{self.n}:{self.size}"
+
+
+@frozen
+class MutableVerifyCap:
+    """Lets a holder find and check a mutable object's shares and signatures, but not read it."""
+
+    storage_index: bytes
+    public_key: bytes
+
+    read_only = True
+
+    def get_verify_cap(self) -> MutableVerifyCap:
+        """A verify cap is its own verify cap."""
+        return self
+
+    def to_string(self) -> str:
+        """The printable verify capability."""
+        return f"{PREFIX}:SSK-V:{b32encode(self.storage_index)}:{b32encode(self.public_key)}"
+
+
+@frozen
+class MutableReadCap:
+    """Reads any version of a mutable object and checks its Ed25519 signature."""
+
+    read_key: bytes = field(repr=False)
+    public_key: bytes
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """Where servers keep the shares (a hash of the read key)."""
+        return mutable_storage_index(self.read_key)
+
+    def get_read_cap(self) -> MutableReadCap:
+        """A read cap is its own read cap."""
+        return self
+
+    def get_verify_cap(self) -> MutableVerifyCap:
+        """Reduce to the verify cap."""
+        return MutableVerifyCap(self.storage_index, self.public_key)
+
+    def to_string(self) -> str:
+        """The printable read capability."""
+        return f"{PREFIX}:SSK-RO:{b32encode(self.read_key)}:{b32encode(self.public_key)}"
+
+
+@frozen
+class MutableWriteCap:
+    """Writes a mutable object: holds the Ed25519 signing seed, from which all else derives."""
+
+    signing_seed: bytes = field(repr=False)
+
+    read_only = False
+
+    @classmethod
+    def generate(cls) -> MutableWriteCap:
+        """A write cap for a brand-new mutable object."""
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        """The Ed25519 key that signs every version."""
+        return nacl.signing.SigningKey(self.signing_seed)
+
+    @property
+    def public_key(self) -> bytes:
+        """The Ed25519 public key readers check signatures with."""
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def storage_index(self) -> bytes:
+        """Where servers keep the shares."""
+        return self.get_read_cap().storage_index
+
+    def get_read_cap(self) -> MutableReadCap:
+        """Reduce to the read cap."""
+        return MutableReadCap(mutable_read_key(self.signing_seed), self.public_key)
+
+    def get_verify_cap(self) -> MutableVerifyCap:
+        """Reduce to the verify cap."""
+        return self.get_read_cap().get_verify_cap()
+
+    def to_string(self) -> str:
+        """The printable write capability."""
+        return f"{PREFIX}:SSK:{b32encode(self.signing_seed)}"
+
+
+@frozen
+class DirectoryVerifyCap:
+    """Verifies the mutable object that holds a directory."""
+
+    node: MutableVerifyCap
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """The storage index of the underlying mutable object."""
+        return self.node.storage_index
+
+    def get_verify_cap(self) -> DirectoryVerifyCap:
+        """A verify cap is its own verify cap."""
+        return self
+
+    def to_string(self) -> str:
+        """The printable verify capability."""
+        return self.node.to_string().replace(":SSK-V:", ":DIR-V:", 1)
+
+
+@frozen
+class DirectoryReadCap:
+    """Lists a directory and reads its children (write caps of children stay hidden)."""
+
+    node: MutableReadCap
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """The storage index of the underlying mutable object."""
+        return self.node.storage_index
+
+    def get_read_cap(self) -> DirectoryReadCap:
+        """A read cap is its own read cap."""
+        return self
+
+    def get_verify_cap(self) -> DirectoryVerifyCap:
+        """Reduce to the verify cap."""
+        return DirectoryVerifyCap(self.node.get_verify_cap())
+
+    def to_string(self) -> str:
+        """The printable read capability."""
+        return self.node.to_string().replace(":SSK-RO:", ":DIR-RO:", 1)
+
+
+@frozen
+class DirectoryWriteCap:
+    """Modifies a directory: add, replace and remove entries."""
+
+    node: MutableWriteCap
+
+    read_only = False
+
+    @classmethod
+    def generate(cls) -> DirectoryWriteCap:
+        """A write cap for a brand-new directory."""
+        return cls(MutableWriteCap.generate())
+
+    @property
+    def storage_index(self) -> bytes:
+        """The storage index of the underlying mutable object."""
+        return self.node.storage_index
+
+    def get_read_cap(self) -> DirectoryReadCap:
+        """Reduce to the read cap."""
+        return DirectoryReadCap(self.node.get_read_cap())
+
+    def get_verify_cap(self) -> DirectoryVerifyCap:
+        """Reduce to the verify cap."""
+        return DirectoryVerifyCap(self.node.get_verify_cap())
+
+    def to_string(self) -> str:
+        """The printable write capability."""
+        return self.node.to_string().replace(":SSK:", ":DIR:", 1)
+
+
+ImmutableCap = LiteralCap | ImmutableReadCap
+"""What reads an immutable file."""
+
+VerifyCap = ImmutableVerifyCap | MutableVerifyCap | DirectoryVerifyCap
+"""What verifies an object (literal files have none)."""
+
+Capability = (
+    LiteralCap
+    | ImmutableReadCap
+    | ImmutableVerifyCap
+    | MutableWriteCap
+    | MutableReadCap
+    | MutableVerifyCap
+    | DirectoryWriteCap
+    | DirectoryReadCap
+    | DirectoryVerifyCap
+)
+"""Any capability :func:`parse` can return."""
+
+
+_FIELDS: dict[str, int] = {
+    "LIT": 1,
+    "CHK": 5,
+    "CHK-V": 5,
+    "SSK": 1,
+    "SSK-RO": 2,
+    "SSK-V": 2,
+    "DIR": 1,
+    "DIR-RO": 2,
+    "DIR-V": 2,
+}
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
+        raise BadCapability(f"the {what} is not a decimal number")
+    if len(text) > 20:
+        raise BadCapability(f"the {what} is too large")
+    return int(text)
+
+
+def parse(text: str) -> Capability:
+    """Parse a capability string, raising BadCapability with a message that says what is wrong.
+
+    The message never repeats the string (it may be a secret).
+    """
+    text = text.strip()
+    parts = text.split(":")
+    if len(parts) < 3 or parts[0] != PREFIX:
+        raise BadCapability(f"not a capability: it should start with '{PREFIX}:<kind>:'")
+    kind, fields = parts[1], parts[2:]
+    if kind not in _FIELDS:
+        shown = f" '{kind}'" if len(kind) <= 8 and kind.isalnum() else ""
+        raise BadCapability(f"unknown capability kind{shown} (known kinds: {', '.join(_FIELDS)})")
+    if len(fields) != _FIELDS[kind]:
+        raise BadCapability(
+            f"a {kind} capability has {_FIELDS[kind]} field(s) after '{PREFIX}:{kind}:',"
+            f" this one has {len(fields)}"
+        )
+    if kind == "LIT":
+        return LiteralCap(b32decode(fields[0], "literal data"))
+    if kind in ("CHK", "CHK-V"):
+        first = b32decode(
+            fields[0],
+            "read key" if kind == "CHK" else "storage index",
+            KEY_SIZE if kind == "CHK" else STORAGE_INDEX_SIZE,
+        )
+        ueb_hash = b32decode(fields[1], "URI extension block hash", HASH_SIZE)
+        k, n = _number(fields[2], "k (shares needed)"), _number(fields[3], "n (total shares)")
+        size = _number(fields[4], "size")
+        _check_params(k, n)
+        if kind == "CHK":
+            return ImmutableReadCap(first, ueb_hash, k, n, size)
+        return ImmutableVerifyCap(first, ueb_hash, k, n, size)
+    if kind in ("SSK", "DIR"):
+        writer = MutableWriteCap(b32decode(fields[0], "signing key", KEY_SIZE))
+        return writer if kind == "SSK" else DirectoryWriteCap(writer)
+    public_key = b32decode(fields[1], "public key", KEY_SIZE)
+    if kind in ("SSK-RO", "DIR-RO"):
+        reader = MutableReadCap(b32decode(fields[0], "read key", KEY_SIZE), public_key)
+        return reader if kind == "SSK-RO" else DirectoryReadCap(reader)
+    verifier = MutableVerifyCap(
+        b32decode(fields[0], "storage index", STORAGE_INDEX_SIZE), public_key
+    )
+    return verifier if kind == "SSK-V" else DirectoryVerifyCap(verifier)

@@ -1,0 +1,360 @@
+"""Mutable objects: signed versions of encrypted, erasure-coded contents, written with test-and-set.
+
+A version is ``(sequence number, salt, UEB hash)``. Its contents are encoded
+exactly like an immutable file (see :mod:`gateway.objects.immutable_format`)
+under a key derived from the read key and the version's fresh random salt. Each
+share is that immutable-format share preceded by a signed header::
+
+    magic "GG-MUT1\\n" (8) | seqnum (u64) | salt (32) | UEB hash (32)
+    | k (u16) | n (u16) | segment size (u32) | size (u64) | Ed25519 signature (64)
+
+The signature covers the storage index and every header field before it, so a
+server cannot roll a share back to another object's version. Writers replace
+each share with one read-test-write per server whose test compares the old
+``(seqnum, salt, UEB hash)`` bytes (or the share's absence): a writer that lost a
+race gets :class:`UncoordinatedWriteError`. Readers take the highest sequence
+number with a valid signature that they can rebuild. Contents are held in
+memory whole (mutables are directories and small files).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+import nacl.exceptions
+import nacl.signing
+from attrs import define, field, frozen
+
+from gateway.grid.interfaces import IStorageClient
+from gateway.objects import immutable_format as fmt
+from gateway.objects.caps import ImmutableReadCap, MutableReadCap, MutableWriteCap, b32encode
+from gateway.objects.concurrency import gather
+from gateway.objects.crypto import (
+    GatewaySecrets,
+    mutable_data_key,
+    random_key,
+    write_enabler,
+    write_enabler_master,
+)
+from gateway.objects.errors import (
+    CorruptShare,
+    NotEnoughShares,
+    UncoordinatedWriteError,
+    UploadUnhappy,
+)
+from gateway.objects.immutable import SERVER_FAILURES, ImmutableReader
+from gateway.objects.placement import happiness, permuted_ring
+from storage.interfaces import TestVector, TestWriteVectors, WriteVector
+
+_HEADER = struct.Struct(">8sQ32s32sHHIQ64s")
+MAGIC = b"GG-MUT1\n"
+HEADER_SIZE = _HEADER.size
+_SIGNED = HEADER_SIZE - 64
+_SIG_DOMAIN = b"GG-MUT1-SIG\n"
+
+
+@frozen
+class MutableVersion:
+    """One signed version of a mutable object (what a writer tests against)."""
+
+    seqnum: int
+    salt: bytes = field(repr=False)
+    ueb_hash: bytes
+    k: int
+    n: int
+    segment_size: int
+    size: int
+
+    def version_bytes(self) -> bytes:
+        """The header bytes a test vector compares (seqnum, salt, UEB hash)."""
+        return struct.pack(">Q32s32s", self.seqnum, self.salt, self.ueb_hash)
+
+
+def _signed_part(version: MutableVersion) -> bytes:
+    return _HEADER.pack(
+        MAGIC,
+        version.seqnum,
+        version.salt,
+        version.ueb_hash,
+        version.k,
+        version.n,
+        version.segment_size,
+        version.size,
+        b"\0" * 64,
+    )[:_SIGNED]
+
+
+def pack_header(writer: MutableWriteCap, version: MutableVersion) -> bytes:
+    """The signed header that starts every share of ``version``."""
+    signed = _signed_part(version)
+    signature = writer.signing_key.sign(_SIG_DOMAIN + writer.storage_index + signed).signature
+    return signed + signature
+
+
+def parse_header(reader: MutableReadCap, data: bytes) -> MutableVersion:
+    """Check a share header's signature against the cap, raising CorruptShare when it fails."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptShare("the mutable share is too short for its header")
+    magic, seqnum, salt, ueb_hash, k, n, segsize, size, signature = _HEADER.unpack(
+        data[:HEADER_SIZE]
+    )
+    if magic != MAGIC:
+        raise CorruptShare("the mutable share has an unknown format")
+    try:
+        nacl.signing.VerifyKey(reader.public_key).verify(
+            _SIG_DOMAIN + reader.storage_index + data[:_SIGNED], signature
+        )
+    except nacl.exceptions.BadSignatureError:
+        raise CorruptShare("the mutable share's signature is invalid") from None
+    return MutableVersion(seqnum, salt, ueb_hash, k, n, segsize, size)
+
+
+@define(eq=False)
+class _VersionView:
+    """The shares of one version on one server, seen as immutable shares (offset by the header).
+
+    Provides only what :class:`ImmutableReader` uses: list, read, advise. The
+    reader passes the storage index of its pseudo read cap; the view substitutes
+    the mutable slot's own.
+    """
+
+    server: IStorageClient
+    shares: set[int]
+    storage_index: bytes
+
+    @property
+    def server_id(self) -> bytes:
+        return cast(bytes, self.server.server_id)
+
+    async def list_immutable(self, storage_index: bytes) -> frozenset[int]:
+        return frozenset(self.shares)
+
+    async def read_immutable(
+        self, storage_index: bytes, share_number: int, offset: int, length: int
+    ) -> bytes:
+        return await self.server.read_mutable(
+            self.storage_index, share_number, HEADER_SIZE + offset, length
+        )
+
+    async def advise_corrupt_immutable(
+        self, storage_index: bytes, share_number: int, reason: str
+    ) -> None:
+        await self.server.advise_corrupt_mutable(self.storage_index, share_number, reason)
+
+
+@define
+class _Scan:
+    """What a read found: each valid version and where its shares are."""
+
+    versions: dict[MutableVersion, dict[IStorageClient, set[int]]] = field(factory=dict)
+    shares_by_server: dict[IStorageClient, set[int]] = field(factory=dict)
+
+    def newest_first(self) -> list[MutableVersion]:
+        return sorted(self.versions, key=lambda v: (v.seqnum, v.ueb_hash), reverse=True)
+
+
+@define(eq=False)
+class MutableClient:
+    """Creates, reads and writes mutable objects on a set of storage servers."""
+
+    servers: Sequence[IStorageClient]
+    secrets: GatewaySecrets
+    params: fmt.EncodingParams = fmt.EncodingParams()
+
+    async def create(self, contents: bytes) -> MutableWriteCap:
+        """A new mutable object holding ``contents`` (sequence number 1)."""
+        writer = MutableWriteCap.generate()
+        await self._publish(writer, contents, None, _Scan())
+        return writer
+
+    async def read(self, cap: MutableReadCap | MutableWriteCap) -> tuple[bytes, MutableVersion]:
+        """The newest readable version's contents, and that version (to write against)."""
+        reader = cap.get_read_cap() if isinstance(cap, MutableWriteCap) else cap
+        data, version, _ = await self._read(reader)
+        return data, version
+
+    async def write(
+        self, cap: MutableWriteCap, contents: bytes, expected: MutableVersion
+    ) -> MutableVersion:
+        """Replace the contents, if the object is still at ``expected``.
+
+        Raises UncoordinatedWriteError when another writer got there first.
+        """
+        scan = await self._scan(cap.get_read_cap())
+        return await self._publish(cap, contents, expected, scan)
+
+    async def modify(
+        self,
+        cap: MutableWriteCap,
+        change: Callable[[bytes], bytes | Awaitable[bytes]],
+        attempts: int = 8,
+    ) -> MutableVersion:
+        """Read, apply ``change`` and write; on a lost race re-read and re-apply."""
+        for _ in range(attempts - 1):
+            try:
+                return await self._modify_once(cap, change)
+            except UncoordinatedWriteError:
+                continue
+        return await self._modify_once(cap, change)
+
+    async def _modify_once(
+        self, cap: MutableWriteCap, change: Callable[[bytes], bytes | Awaitable[bytes]]
+    ) -> MutableVersion:
+        data, version, scan = await self._read(cap.get_read_cap())
+        new = change(data)
+        if not isinstance(new, bytes):
+            new = await new
+        return await self._publish(cap, new, version, scan)
+
+    # -- reading --
+
+    async def _scan(self, reader: MutableReadCap) -> _Scan:
+        si = reader.storage_index
+        ring = permuted_ring(self.servers, si)
+        listed = await gather(s.list_mutable(si) for s in ring)
+        scan = _Scan()
+        wanted = [
+            (server, share)
+            for server, shares in zip(ring, listed, strict=True)
+            if isinstance(shares, frozenset)
+            for share in sorted(shares)
+        ]
+        for server, share in wanted:
+            scan.shares_by_server.setdefault(server, set()).add(share)
+        headers = await gather(s.read_mutable(si, sh, 0, HEADER_SIZE) for s, sh in wanted)
+        for (server, share), header in zip(wanted, headers, strict=True):
+            if not isinstance(header, bytes):
+                continue
+            try:
+                version = parse_header(reader, header)
+            except CorruptShare as e:
+                try:
+                    await server.advise_corrupt_mutable(si, share, str(e))
+                except SERVER_FAILURES:
+                    pass
+                continue
+            scan.versions.setdefault(version, {}).setdefault(server, set()).add(share)
+        return scan
+
+    async def _read(self, reader: MutableReadCap) -> tuple[bytes, MutableVersion, _Scan]:
+        scan = await self._scan(reader)
+        errors = []
+        for version in scan.newest_first():
+            views = [
+                _VersionView(s, shares, reader.storage_index)
+                for s, shares in scan.versions[version].items()
+            ]
+            cap = ImmutableReadCap(
+                mutable_data_key(reader.read_key, version.salt),
+                version.ueb_hash,
+                version.k,
+                version.n,
+                version.size,
+            )
+            # The views provide the three reading methods ImmutableReader uses.
+            immutable = ImmutableReader(cap, cast(Sequence[IStorageClient], views))
+            try:
+                return await immutable.read(0, version.size), version, scan
+            except NotEnoughShares as e:
+                errors.append(str(e))
+        si = b32encode(reader.storage_index)
+        detail = "; ".join(errors) or "no share with a valid signature was found"
+        raise NotEnoughShares(f"cannot read the mutable object {si}: {detail}")
+
+    # -- writing --
+
+    async def _publish(
+        self,
+        writer: MutableWriteCap,
+        contents: bytes,
+        expected: MutableVersion | None,
+        scan: _Scan,
+    ) -> MutableVersion:
+        params = self.params
+        si = writer.storage_index
+        salt = random_key()
+        key = mutable_data_key(writer.get_read_cap().read_key, salt)
+        encoded, shares = fmt.encode_bytes(contents, key, params)
+        version = MutableVersion(
+            (expected.seqnum if expected else 0) + 1,
+            salt,
+            encoded.ueb_hash,
+            params.k,
+            params.n,
+            params.segment_size,
+            len(contents),
+        )
+        header = pack_header(writer, version)
+        floor = expected.seqnum if expected else 0
+        if any(v != expected and v.seqnum >= floor for v in scan.versions):
+            raise _lost_race(si)
+        # Where each share goes: where the expected version keeps it, else around the ring.
+        targets: dict[IStorageClient, dict[int, TestVector]] = {}
+        old = scan.versions.get(expected, {}) if expected else {}
+        placed: set[int] = set()
+        for server, held in old.items():
+            for share in held:
+                specimen = expected.version_bytes() if expected else b""
+                targets.setdefault(server, {})[share] = TestVector(8, len(specimen), specimen)
+                placed.add(share)
+        ring = permuted_ring(self.servers, si)
+        if not ring:
+            raise UploadUnhappy("there are no storage servers to write to")
+        known = {
+            (server, share): v.version_bytes()
+            for v, where in scan.versions.items()
+            for server, held in where.items()
+            for share in held
+        }
+        homeless = [j for j in range(params.n) if j not in placed]
+        for i, share in enumerate(homeless):
+            server = ring[i % len(ring)]
+            if share in targets.get(server, {}):
+                continue
+            if share not in scan.shares_by_server.get(server, set()):
+                targets.setdefault(server, {})[share] = TestVector(0, 1, b"")
+            elif (server, share) in known:  # an older version's share: replace it
+                specimen = known[server, share]
+                targets.setdefault(server, {})[share] = TestVector(8, len(specimen), specimen)
+        master = write_enabler_master(writer.signing_seed)
+
+        async def send(server: IStorageClient, tests: dict[int, TestVector]) -> bool:
+            sid = server.server_id
+            vectors = {
+                share: TestWriteVectors(
+                    test=(test,),
+                    write=(WriteVector(0, header + shares[share]),),
+                    new_length=HEADER_SIZE + len(shares[share]),
+                )
+                for share, test in tests.items()
+            }
+            result = await server.read_test_write(
+                si,
+                write_enabler(master, sid, si),
+                self.secrets.renew_secret(sid, si),
+                self.secrets.cancel_secret(sid, si),
+                vectors,
+                (),
+            )
+            return result.success
+
+        order = list(targets.items())
+        results = await gather(send(s, tests) for s, tests in order)
+        if any(r is False for r in results):
+            raise _lost_race(si)
+        holders = {s: set(tests) for (s, tests), r in zip(order, results, strict=True) if r is True}
+        if happiness(holders) < params.happy:
+            raise UploadUnhappy(
+                f"the new version of mutable object {b32encode(si)} reached only"
+                f" {happiness(holders)} server(s), {params.happy} are required"
+            )
+        return version
+
+
+def _lost_race(storage_index: bytes) -> UncoordinatedWriteError:
+    return UncoordinatedWriteError(
+        f"another writer changed the mutable object {b32encode(storage_index)} since it was"
+        " read; re-read it and apply the change again"
+    )

@@ -1,0 +1,1 @@
+"""The upload queue: journaled background uploads to the grid."""

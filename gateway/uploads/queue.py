@@ -1,0 +1,236 @@
+"""The background upload queue: journaled jobs uploaded to the grid, retried with backoff.
+
+A job enters the queue only once its journal record is durable; it leaves
+only once the uploader has published it, and then its record is removed. A
+failed attempt is recorded (attempts, last error) and retried after an
+exponential backoff on the passed-in clock. On start every journaled job is
+resumed; on stop the queue lets running uploads finish for up to the grace
+period, and whatever is left stays journaled for the next start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from gateway.service import NodePart
+from gateway.uploads.journal import UploadJob, UploadJournal
+
+Uploader = Callable[[UploadJob], Awaitable[None]]
+
+
+class QueueStopped(Exception):
+    """The queue stopped before the job was uploaded; it stays journaled."""
+
+
+@frozen
+class Finished:
+    """A recently finished upload, for the status page."""
+
+    display: str
+    size: int
+    attempts: int
+    finished_at: float
+
+
+class UploadQueue(NodePart):
+    """Uploads journaled jobs in the background, a few at a time, in arrival order."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: Any,
+        journal: UploadJournal,
+        uploader: Uploader,
+        *,
+        concurrency: int = 2,
+        grace_period: float = 30.0,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        keep_finished: int = 50,
+    ):
+        super().__init__("upload queue")
+        self._clock = clock
+        self._journal = journal
+        self._uploader = uploader
+        self._concurrency = concurrency
+        self._grace = grace_period
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._keep_finished = keep_finished
+        self._jobs: dict[str, UploadJob] = {}
+        self._ready_ids: list[str] = []
+        self._retry_at: dict[str, tuple[float, IDelayedCall]] = {}
+        self._running: dict[str, Deferred[None]] = {}
+        self._waiters: dict[str, list[Deferred[None]]] = {}
+        self._accepting = False
+        self.finished: list[Finished] = []
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every journaled job."""
+        self._accepting = True
+        for job in self._journal.load():
+            self._jobs[job.job_id] = job
+            self._ready_ids.append(job.job_id)
+        for name in self._journal.damaged:
+            self.log.error("upload record {name} is damaged; set aside", name=name)
+        if self._jobs:
+            self.log.info("resuming {n} journaled uploads", n=len(self._jobs))
+        self._kick()
+
+    async def stop(self) -> None:
+        """Stop starting uploads; give running ones the grace period; leave the rest journaled."""
+        self._accepting = False
+        for _, call in self._retry_at.values():
+            if call.active():
+                call.cancel()
+        self._retry_at.clear()
+        running = list(self._running.values())
+        if running:
+            self.log.info(
+                "waiting up to {grace} s for {n} uploads", grace=self._grace, n=len(running)
+            )
+            everything: Deferred[Any] = DeferredList(running, consumeErrors=True)
+            everything.addTimeout(self._grace, self._clock)
+            try:
+                await everything
+            except Exception:
+                for upload in list(self._running.values()):
+                    upload.cancel()
+        for job_id, waiters in list(self._waiters.items()):
+            for waiter in waiters:
+                waiter.errback(QueueStopped(f"upload of {self._display(job_id)} still pending"))
+        self._waiters.clear()
+        if self._jobs:
+            self.log.info("{n} uploads stay journaled for the next start", n=len(self._jobs))
+
+    # -- use -------------------------------------------------------------------
+
+    def enqueue(self, job: UploadJob) -> None:
+        """Journal the job durably, then queue it. Returns once the record is on disk."""
+        if not self._accepting:
+            raise QueueStopped("the upload queue is stopped")
+        self._journal.record(job)
+        self._jobs[job.job_id] = job
+        self._ready_ids.append(job.job_id)
+        self._kick()
+
+    def wait_for(self, job_id: str) -> Deferred[None]:
+        """Fires once the job is uploaded (at once when it is not pending)."""
+        if job_id not in self._jobs:
+            return Deferred.fromCoroutine(_done())
+        waiter: Deferred[None] = Deferred()
+        self._waiters.setdefault(job_id, []).append(waiter)
+        return waiter
+
+    def pending(self) -> list[UploadJob]:
+        """Jobs not yet uploaded, oldest first."""
+        return sorted(self._jobs.values(), key=lambda job: (job.created, job.job_id))
+
+    def retry_now(self) -> None:
+        """Retry every waiting job at once (an operator's nudge, or the grid came back)."""
+        for job_id, (_, call) in list(self._retry_at.items()):
+            if call.active():
+                call.cancel()
+            del self._retry_at[job_id]
+            self._ready_ids.append(job_id)
+        self._kick()
+
+    # -- machinery -------------------------------------------------------------
+
+    def _display(self, job_id: str) -> str:
+        job = self._jobs.get(job_id)
+        return job.display if job else job_id
+
+    def _kick(self) -> None:
+        while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
+            job_id = self._ready_ids.pop(0)
+            if job_id in self._jobs and job_id not in self._running:
+                self._running[job_id] = Deferred.fromCoroutine(self._attempt(job_id))
+
+    async def _attempt(self, job_id: str) -> None:
+        job = self._jobs[job_id]
+        try:
+            await self._uploader(job)
+        except CancelledError:
+            self._running.pop(job_id, None)
+            return
+        except Exception as e:
+            self._running.pop(job_id, None)
+            self._failed(job, e)
+            return
+        self._running.pop(job_id, None)
+        self._journal.remove(job_id)
+        del self._jobs[job_id]
+        self.finished.append(
+            Finished(job.display, job.size, job.attempts + 1, self._clock.seconds())
+        )
+        del self.finished[: -self._keep_finished]
+        for waiter in self._waiters.pop(job_id, []):
+            waiter.callback(None)
+        self._kick()
+
+    def _failed(self, job: UploadJob, error: Exception) -> None:
+        message = str(error) or type(error).__name__
+        job = job.failed(message)
+        self._jobs[job.job_id] = job
+        try:
+            self._journal.record(job)
+        except OSError as e:
+            self.log.error("cannot update upload record: {e}", e=e.strerror)
+        delay = min(self._base_delay * 2 ** (job.attempts - 1), self._max_delay)
+        self.log.warn(
+            "upload of {name} failed (attempt {n}): {error}; retry in {delay:.0f} s",
+            name=job.display,
+            n=job.attempts,
+            error=message,
+            delay=delay,
+        )
+        if self._accepting:
+            call = self._clock.callLater(delay, self._retry, job.job_id)
+            self._retry_at[job.job_id] = (self._clock.seconds() + delay, call)
+        self._kick()
+
+    def _retry(self, job_id: str) -> None:
+        self._retry_at.pop(job_id, None)
+        self._ready_ids.append(job_id)
+        self._kick()
+
+    def status(self) -> dict[str, Any]:
+        """Queue depth and every pending job (display name, size, attempts, retry, error)."""
+        return {
+            "pending": [
+                {
+                    "file": job.display,
+                    "size": job.size,
+                    "attempts": job.attempts,
+                    "uploading": job.job_id in self._running,
+                    "next_retry": self._retry_at[job.job_id][0]
+                    if job.job_id in self._retry_at
+                    else None,
+                    "last_error": job.last_error,
+                }
+                for job in self.pending()
+            ],
+            "recently_finished": [
+                {
+                    "file": f.display,
+                    "size": f.size,
+                    "attempts": f.attempts,
+                    "finished_at": f.finished_at,
+                }
+                for f in reversed(self.finished)
+            ],
+        }
+
+
+async def _done() -> None:
+    return None

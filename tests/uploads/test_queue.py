@@ -1,0 +1,158 @@
+"""The upload queue on a fake clock: journaling, retries with backoff, resume, graceful stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from gateway.uploads.journal import UploadJob, UploadJournal, new_job_id
+from gateway.uploads.queue import QueueStopped, UploadQueue
+
+
+class RecordingUploader:
+    """An uploader whose every attempt is a Deferred the test fires or fails."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, Deferred[None]]] = []
+
+    async def __call__(self, job: UploadJob) -> None:
+        d: Deferred[None] = Deferred()
+        self.attempts.append((job.display, d))
+        await d
+
+    def succeed(self, index: int = -1) -> None:
+        self.attempts[index][1].callback(None)
+
+    def fail(self, message: str, index: int = -1) -> None:
+        self.attempts[index][1].errback(ConnectionError(message))
+
+
+def _job(name: str, created: float = 0.0) -> UploadJob:
+    return UploadJob(new_job_id(), f"/staging/{name}", 10, name, {"cap": "secret"}, created)
+
+
+def _started(tmp_path: Path, uploader: RecordingUploader, clock: Clock, **kw: float) -> UploadQueue:
+    queue = UploadQueue(clock, UploadJournal(tmp_path / "journal"), uploader, **kw)  # type: ignore[arg-type]
+    queue.startService()
+    assert queue.when_ready().called
+    return queue
+
+
+def _records(tmp_path: Path) -> list[UploadJob]:
+    return list(UploadJournal(tmp_path / "journal").load())
+
+
+def test_a_job_is_journaled_until_uploaded(tmp_path: Path) -> None:
+    """The record exists from enqueue until the upload succeeds; waiters fire then."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock)
+    job = _job("a.txt")
+    queue.enqueue(job)
+    assert [r.job_id for r in _records(tmp_path)] == [job.job_id]
+    done = queue.wait_for(job.job_id)
+    assert not done.called
+    uploader.succeed()
+    assert done.called
+    assert _records(tmp_path) == []
+    assert queue.pending() == []
+    assert [f.display for f in queue.finished] == ["a.txt"]
+
+
+def test_failures_are_recorded_and_retried_with_backoff(tmp_path: Path) -> None:
+    """Each failure is journaled with its message; retries come after 1, 2, 4 s."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock)
+    job = _job("b.bin")
+    queue.enqueue(job)
+    for attempt, delay in enumerate([1.0, 2.0, 4.0], start=1):
+        uploader.fail("grid unreachable")
+        (record,) = _records(tmp_path)
+        assert record.attempts == attempt and record.last_error == "grid unreachable"
+        assert queue.status()["pending"][0]["next_retry"] == clock.seconds() + delay
+        clock.advance(delay - 0.01)
+        assert len(uploader.attempts) == attempt
+        clock.advance(0.01)
+        assert len(uploader.attempts) == attempt + 1
+    uploader.succeed()
+    assert _records(tmp_path) == []
+    assert queue.finished[-1].attempts == 4
+
+
+def test_journaled_jobs_resume_in_order_after_restart(tmp_path: Path) -> None:
+    """Jobs journaled by a previous run are uploaded on start, oldest first."""
+    journal = UploadJournal(tmp_path / "journal")
+    for name, created in [("late", 20.0), ("early", 10.0)]:
+        journal.record(_job(name, created))
+    uploader = RecordingUploader()
+    queue = _started(tmp_path, uploader, Clock(), concurrency=1)
+    assert [name for name, _ in uploader.attempts] == ["early"]
+    uploader.succeed()
+    assert [name for name, _ in uploader.attempts] == ["early", "late"]
+    uploader.succeed()
+    assert queue.pending() == [] and _records(tmp_path) == []
+
+
+def test_concurrency_is_bounded(tmp_path: Path) -> None:
+    """No more than `concurrency` uploads run at once."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, concurrency=2)
+    for name in "xyz":
+        queue.enqueue(_job(name))
+    assert [n for n, _ in uploader.attempts] == ["x", "y"]
+    uploader.succeed(0)
+    assert [n for n, _ in uploader.attempts] == ["x", "y", "z"]
+
+
+def test_stop_waits_for_the_grace_period_then_leaves_jobs_journaled(tmp_path: Path) -> None:
+    """A stuck upload holds stop only for the grace period; its record survives; waiters learn."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, grace_period=5.0)
+    job = _job("stuck")
+    queue.enqueue(job)
+    waiter = queue.wait_for(job.job_id)
+    failures: list[BaseException] = []
+    waiter.addErrback(lambda f: failures.append(f.value))
+    stopped = queue.stopService()
+    assert not stopped.called
+    clock.advance(5.0)
+    assert stopped.called
+    assert [r.job_id for r in _records(tmp_path)] == [job.job_id]
+    assert len(failures) == 1 and isinstance(failures[0], QueueStopped)
+    with pytest.raises(QueueStopped):
+        queue.enqueue(_job("after"))
+
+
+def test_stop_lets_a_running_upload_finish(tmp_path: Path) -> None:
+    """An upload that completes within the grace period is published and forgotten."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, grace_period=5.0)
+    queue.enqueue(_job("quick"))
+    stopped = queue.stopService()
+    uploader.succeed()
+    assert stopped.called
+    assert _records(tmp_path) == []
+
+
+def test_damaged_records_are_set_aside(tmp_path: Path) -> None:
+    """A record that does not decode is renamed aside and the rest still resume."""
+    journal = UploadJournal(tmp_path / "journal")
+    journal.record(_job("good"))
+    (tmp_path / "journal" / "bad.upload").write_bytes(b"\xff\x00garbage")
+    uploader = RecordingUploader()
+    _started(tmp_path, uploader, Clock())
+    assert [n for n, _ in uploader.attempts] == ["good"]
+    assert (tmp_path / "journal" / "bad.damaged").exists()
+
+
+def test_status_never_shows_the_target(tmp_path: Path) -> None:
+    """The status summary names files, never the target capability."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock)
+    queue.enqueue(_job("visible.txt"))
+    status = queue.status()
+    assert status["pending"][0]["file"] == "visible.txt"
+    assert "secret" not in repr(status)
+    assert "secret" not in repr(queue.pending())
