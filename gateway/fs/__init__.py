@@ -1,0 +1,1 @@
+"""The gateway's filesystem layer: paths onto directory objects, open-file state and staging."""

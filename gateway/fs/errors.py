@@ -1,0 +1,52 @@
+"""Errors of the filesystem layer, each meaning one thing a client can be told.
+
+Frontends map these to their wire codes in one place (the SFTP adapter maps
+them to SSH_FX_* status codes). Messages are for the user and never contain a
+capability or any other secret.
+"""
+
+from __future__ import annotations
+
+
+class FSError(Exception):
+    """Base of filesystem errors; the message is shown to the client."""
+
+
+class NoSuchFile(FSError):
+    """The path (or a directory on the way to it) does not exist."""
+
+
+class PermissionDenied(FSError):
+    """Read-only account, read-only capability, or a no-write entry."""
+
+
+class FileExists(FSError):
+    """The target name is taken (exclusive create, mkdir, rename without overwrite)."""
+
+
+class NotADirectory(FSError):
+    """A path component that should be a directory is a file."""
+
+
+class IsADirectory(FSError):
+    """A file operation on a directory."""
+
+
+class DirectoryNotEmpty(FSError):
+    """rmdir of a directory that still has entries."""
+
+
+class InvalidName(FSError):
+    """A name that is not valid UTF-8, too long, or otherwise unusable."""
+
+
+class NoSpace(FSError):
+    """The staging quota or the gateway's disk is full."""
+
+
+class NotSupported(FSError):
+    """An operation this filesystem cannot honour (e.g. hard links)."""
+
+
+class GridUnavailable(FSError):
+    """The grid could not be reached or could not serve the object right now."""

@@ -1,0 +1,156 @@
+"""An in-process :class:`IStorageClient` over an :class:`IStorageServer`: the embedded grid.
+
+The single-machine default runs the storage core inside the gateway process;
+this adapter gives the object layer the same interface it uses for remote
+servers, with the core's errors passing through unchanged.
+"""
+
+from __future__ import annotations
+
+from attrs import evolve
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from gateway.grid.http_client import ServerHealth
+from gateway.grid.interfaces import IStorageClient
+from storage.interfaces import (
+    AllocationResult,
+    IStorageServer,
+    ReadTestWriteResult,
+    ReadVector,
+    TestWriteVectors,
+    VersionInfo,
+    WriteResult,
+)
+
+
+@implementer(IStorageClient)
+class LocalStorageClient:
+    """The embedded storage core, seen as one more storage server."""
+
+    def __init__(
+        self,
+        server: IStorageServer,
+        *,
+        server_id: bytes = b"local",
+        nickname: str = "local",
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self._server = server
+        self._clock = clock
+        self.server_id = server_id
+        self.nickname = nickname
+        self._health = ServerHealth(connected=True, last_latency=0.0)
+
+    def __repr__(self) -> str:
+        return f"<LocalStorageClient {self.nickname}>"
+
+    @property
+    def health(self) -> ServerHealth:
+        """Always connected; available space as of the last version query."""
+        return self._health
+
+    async def close(self) -> None:
+        """Nothing to close: there is no connection."""
+
+    async def get_version(self) -> VersionInfo:
+        """Ask the core for its limits and available space."""
+        info = self._server.get_version()
+        now = self._clock.seconds() if self._clock is not None else None
+        self._health = evolve(self._health, available_space=info.available_space, last_contact=now)
+        return info
+
+    async def add_or_renew_lease(
+        self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
+    ) -> None:
+        """Renew or add a lease on every share of the index."""
+        self._server.add_or_renew_lease(storage_index, renew_secret, cancel_secret)
+
+    async def allocate_buckets(
+        self,
+        storage_index: bytes,
+        share_numbers: frozenset[int],
+        allocated_size: int,
+        upload_secret: bytes,
+        renew_secret: bytes,
+        cancel_secret: bytes,
+    ) -> AllocationResult:
+        """Open immutable shares for writing."""
+        return self._server.allocate_buckets(
+            storage_index,
+            frozenset(share_numbers),
+            allocated_size,
+            upload_secret,
+            renew_secret,
+            cancel_secret,
+        )
+
+    async def write_immutable(
+        self,
+        storage_index: bytes,
+        share_number: int,
+        upload_secret: bytes,
+        offset: int,
+        data: bytes,
+    ) -> WriteResult:
+        """Write a chunk of an allocated immutable share."""
+        return self._server.write_immutable(
+            storage_index, share_number, upload_secret, offset, bytes(data)
+        )
+
+    async def abort_immutable(
+        self, storage_index: bytes, share_number: int, upload_secret: bytes
+    ) -> None:
+        """Discard an incomplete immutable upload."""
+        self._server.abort_immutable(storage_index, share_number, upload_secret)
+
+    async def list_immutable(self, storage_index: bytes) -> frozenset[int]:
+        """Complete immutable shares held for the index."""
+        return frozenset(self._server.list_immutable(storage_index))
+
+    async def read_immutable(
+        self, storage_index: bytes, share_number: int, offset: int, length: int
+    ) -> bytes:
+        """Read a byte range of an immutable share (clamped at its end)."""
+        return self._server.read_immutable(storage_index, share_number, offset, length)
+
+    async def advise_corrupt_immutable(
+        self, storage_index: bytes, share_number: int, reason: str
+    ) -> None:
+        """Tell the core one of its immutable shares is corrupt."""
+        self._server.advise_corrupt_immutable(storage_index, share_number, reason)
+
+    async def read_test_write(
+        self,
+        storage_index: bytes,
+        write_enabler: bytes,
+        renew_secret: bytes,
+        cancel_secret: bytes,
+        test_write_vectors: dict[int, TestWriteVectors],
+        read_vector: tuple[ReadVector, ...],
+    ) -> ReadTestWriteResult:
+        """Atomic read, test and write on a mutable slot."""
+        return self._server.read_test_write(
+            storage_index,
+            write_enabler,
+            renew_secret,
+            cancel_secret,
+            dict(test_write_vectors),
+            tuple(read_vector),
+        )
+
+    async def list_mutable(self, storage_index: bytes) -> frozenset[int]:
+        """Shares of a mutable slot."""
+        return frozenset(self._server.list_mutable(storage_index))
+
+    async def read_mutable(
+        self, storage_index: bytes, share_number: int, offset: int, length: int
+    ) -> bytes:
+        """Read a byte range of a mutable share."""
+        return self._server.read_mutable(storage_index, share_number, offset, length)
+
+    async def advise_corrupt_mutable(
+        self, storage_index: bytes, share_number: int, reason: str
+    ) -> None:
+        """Tell the core one of its mutable shares is corrupt."""
+        self._server.advise_corrupt_mutable(storage_index, share_number, reason)

@@ -1,0 +1,486 @@
+"""The HTTPS side of Tahoe-LAFS's storage protocol: a thin adapter over :class:`IStorageServer`.
+
+Every endpoint is one row of :data:`_ROUTES`, which declares its method, path,
+required ``X-Tahoe-Authorization`` secrets, body kind and size limit, body
+validator and whether it answers CBOR. :class:`StorageResource` applies those
+declarations in one order for every request — route (404/405), swissnum (401),
+oversized body (413), path parameters (400), secrets (400), ``Accept`` (406),
+``Content-Type`` (415), CBOR and schema (400) — and only then calls the handler.
+Core errors map to statuses through :func:`storage.wire.status_for_error`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import IO, Any, cast
+
+from attrs import field, frozen
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web import server
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from storage import wire
+from storage.errors import InvalidRequest, RangeNotSatisfiable, StorageError
+from storage.interfaces import IStorageServer
+from storage.tls import TlsCredentials
+from storage.wire import SecretKind
+
+_log = Logger()
+
+DEFAULT_MAX_WRITE_SIZE = 32 * 1024 * 1024
+"""Largest immutable write chunk (PATCH body) accepted by default."""
+
+DEFAULT_MAX_RTW_SIZE = 64 * 1024 * 1024
+"""Largest mutable read-test-write body accepted by default."""
+
+_READ_CHUNK = 1024 * 1024
+
+
+@frozen
+class _Reply:
+    """What a handler answers: status, optional content type and body."""
+
+    code: int = 200
+    body: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@frozen
+class _Call:
+    """One validated request, as handlers see it."""
+
+    request: server.Request
+    storage_index: bytes = b""
+    share_number: int = -1
+    secrets: dict[SecretKind, bytes] = field(factory=dict, repr=False)
+    message: Any = field(default=None, repr=False)
+
+
+_Handler = Callable[["StorageResource", _Call], _Reply]
+
+
+@frozen
+class _Route:
+    """The declaration of one endpoint: everything checked before its handler runs."""
+
+    method: bytes
+    pattern: re.Pattern[str]
+    handler: _Handler
+    secrets: frozenset[SecretKind] = frozenset()
+    body: str = "none"  # "none" | "cbor" | "raw"
+    max_body: int = 0
+    validate: Callable[[Any], Any] | None = None
+    responds_cbor: bool = False
+    raw_errors: bool = False
+
+
+class _HTTPError(Exception):
+    """Raised while checking a request to answer it with a status and a message."""
+
+    def __init__(self, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def _accepts_cbor(accept: bytes | None) -> bool:
+    """Whether an ``Accept`` header admits ``application/cbor`` (absent means yes)."""
+    if accept is None:
+        return True
+    for item in accept.decode("latin-1").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0 and media.lower() in ("application/cbor", "application/*", "*/*"):
+            return True
+    return False
+
+
+def _media_type(value: bytes | None) -> str | None:
+    """The media type of a ``Content-Type`` header, lowercased, parameters dropped."""
+    if value is None:
+        return None
+    return value.decode("latin-1").split(";")[0].strip().lower() or None
+
+
+class StorageResource(Resource):
+    """The ``/storage/v1/`` tree over one storage core, authorized by one swissnum."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        storage: IStorageServer,
+        swissnum: bytes,
+        *,
+        max_write_size: int = DEFAULT_MAX_WRITE_SIZE,
+        max_rtw_size: int = DEFAULT_MAX_RTW_SIZE,
+    ) -> None:
+        super().__init__()
+        self._storage = storage
+        self._swissnum = swissnum
+        self._limits = {"write": max_write_size, "rtw": max_rtw_size}
+
+    def __repr__(self) -> str:
+        return f"<StorageResource over {self._storage!r}>"
+
+    # --- the request pipeline ---------------------------------------------------------
+
+    def render(self, request: server.Request) -> bytes:
+        """Check the request against its route's declaration, run the handler, answer."""
+        request.defaultContentType = None
+        route: _Route | None = None
+        try:
+            route, match = self._find_route(request)
+            reply = route.handler(self, self._check(request, route, match))
+        except _HTTPError as e:
+            reply = _text_reply(e.code, e.message, e.headers)
+        except StorageError as e:
+            reply = _text_reply(wire.status_for_error(e), str(e) or type(e).__name__)
+        except Exception:
+            _log.failure(
+                "storage request {method} {path} failed", method=request.method, path=request.path
+            )
+            reply = _text_reply(500, "internal error in the storage server")
+        if route is not None and route.raw_errors and reply.code >= 300:
+            # Tahoe's client checks a share read's Content-Type before its status.
+            reply = _Reply(reply.code, b"", wire.OCTET_STREAM, reply.headers)
+        request.setResponseCode(reply.code)
+        for name, value in reply.headers:
+            request.setHeader(name, value)
+        if reply.content_type is not None:
+            request.setHeader("Content-Type", reply.content_type)
+        return reply.body
+
+    def _find_route(self, request: server.Request) -> tuple[_Route, re.Match[str]]:
+        try:
+            path = cast(bytes, request.path).decode("ascii")
+        except UnicodeDecodeError:
+            raise _HTTPError(404, "no such resource") from None
+        resource: str | None = None
+        for route in _ROUTES:
+            match = route.pattern.fullmatch(path)
+            if match is None or (resource is not None and route.pattern.pattern != resource):
+                continue
+            resource = route.pattern.pattern
+            if route.method == request.method:
+                return route, match
+        if resource is None:
+            raise _HTTPError(404, "no such resource")
+        allowed = ", ".join(
+            sorted(r.method.decode() for r in _ROUTES if r.pattern.pattern == resource)
+        )
+        raise _HTTPError(405, "method not allowed here", (("Allow", allowed),))
+
+    def _check(self, request: server.Request, route: _Route, match: re.Match[str]) -> _Call:
+        headers = request.requestHeaders
+        auth = headers.getRawHeaders(b"authorization")
+        if auth is None or len(auth) != 1 or not wire.check_authorization(auth[0], self._swissnum):
+            raise _HTTPError(401, "missing or wrong Authorization (swissnum)")
+        if getattr(request, "body_too_large", False):
+            raise _HTTPError(413, "request body too large")
+        params = match.groupdict()
+        storage_index = wire.si_a2b(params["si"]) if "si" in params else b""
+        share_number = wire.parse_share_number(params["sh"]) if "sh" in params else -1
+        try:
+            secrets = wire.parse_secrets(
+                headers.getRawHeaders(b"x-tahoe-authorization", []), route.secrets
+            )
+        except wire.BadSecrets as e:
+            raise _HTTPError(400, str(e)) from None
+        if route.responds_cbor and not _accepts_cbor(request.getHeader(b"accept")):
+            raise _HTTPError(406, "this endpoint answers application/cbor only")
+        message = self._read_body(request, route)
+        return _Call(request, storage_index, share_number, secrets, message)
+
+    def _read_body(self, request: server.Request, route: _Route) -> Any:
+        if route.body == "none":
+            return None
+        limit = route.max_body or self._limits["write" if route.body == "raw" else "rtw"]
+        content = cast(IO[bytes] | None, request.content)
+        data = b""
+        if content is not None:
+            content.seek(0, 2)
+            if content.tell() > limit:
+                raise _HTTPError(413, f"request body larger than {limit} bytes")
+            content.seek(0)
+            data = content.read()
+        if route.body == "raw":
+            return data
+        content_type = _media_type(request.getHeader(b"content-type"))
+        if content_type not in (None, wire.CBOR_MIME_TYPE):
+            raise _HTTPError(415, "request bodies must be application/cbor")
+        try:
+            decoded = wire.cbor_loads(data)
+            return route.validate(decoded) if route.validate else decoded
+        except wire.MalformedMessage as e:
+            raise _HTTPError(400, str(e)) from None
+
+    # --- handlers -------------------------------------------------------------------
+
+    def _version(self, call: _Call) -> _Reply:
+        return _cbor(wire.encode_version(self._storage.get_version()))
+
+    def _renew_lease(self, call: _Call) -> _Reply:
+        self._storage.add_or_renew_lease(
+            call.storage_index,
+            call.secrets[SecretKind.LEASE_RENEW],
+            call.secrets[SecretKind.LEASE_CANCEL],
+        )
+        return _Reply(204)
+
+    def _allocate(self, call: _Call) -> _Reply:
+        share_numbers, allocated_size = call.message
+        result = self._storage.allocate_buckets(
+            call.storage_index,
+            share_numbers,
+            allocated_size,
+            call.secrets[SecretKind.UPLOAD],
+            call.secrets[SecretKind.LEASE_RENEW],
+            call.secrets[SecretKind.LEASE_CANCEL],
+        )
+        return _cbor(wire.encode_allocation(result))
+
+    def _write(self, call: _Call) -> _Reply:
+        content_range = call.request.getHeader(b"content-range")
+        if content_range is None:
+            raise RangeNotSatisfiable("a write needs a Content-Range header")
+        begin, end = wire.parse_content_range(content_range.decode("latin-1"))
+        if len(call.message) != end - begin:
+            raise InvalidRequest("body length differs from the Content-Range")
+        result = self._storage.write_immutable(
+            call.storage_index,
+            call.share_number,
+            call.secrets[SecretKind.UPLOAD],
+            begin,
+            call.message,
+        )
+        return _cbor(wire.encode_write_progress(result), 201 if result.finished else 200)
+
+    def _abort(self, call: _Call) -> _Reply:
+        self._storage.abort_immutable(
+            call.storage_index, call.share_number, call.secrets[SecretKind.UPLOAD]
+        )
+        return _Reply(200)
+
+    def _list_immutable(self, call: _Call) -> _Reply:
+        return _cbor(wire.encode_share_set(self._storage.list_immutable(call.storage_index)))
+
+    def _read_immutable(self, call: _Call) -> _Reply:
+        return _read_range(call, self._storage.read_immutable)
+
+    def _corrupt_immutable(self, call: _Call) -> _Reply:
+        self._storage.advise_corrupt_immutable(call.storage_index, call.share_number, call.message)
+        return _Reply(200)
+
+    def _read_test_write(self, call: _Call) -> _Reply:
+        test_write_vectors, read_vector = call.message
+        result = self._storage.read_test_write(
+            call.storage_index,
+            call.secrets[SecretKind.WRITE_ENABLER],
+            call.secrets[SecretKind.LEASE_RENEW],
+            call.secrets[SecretKind.LEASE_CANCEL],
+            test_write_vectors,
+            read_vector,
+        )
+        return _cbor(wire.encode_rtw_result(result))
+
+    def _list_mutable(self, call: _Call) -> _Reply:
+        return _cbor(wire.encode_share_set(self._storage.list_mutable(call.storage_index)))
+
+    def _read_mutable(self, call: _Call) -> _Reply:
+        return _read_range(call, self._storage.read_mutable)
+
+    def _corrupt_mutable(self, call: _Call) -> _Reply:
+        self._storage.advise_corrupt_mutable(call.storage_index, call.share_number, call.message)
+        return _Reply(200)
+
+
+def _cbor(body: bytes, code: int = 200) -> _Reply:
+    return _Reply(code, body, wire.CBOR_MIME_TYPE)
+
+
+def _text_reply(code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
+    return _Reply(code, message.encode("utf-8"), "text/plain; charset=utf-8", headers)
+
+
+def _read_range(call: _Call, read: Callable[[bytes, int, int, int], bytes]) -> _Reply:
+    """Serve a share read as Tahoe does: 200 whole share, 206 a range, 204 an empty range."""
+    range_header = call.request.getHeader(b"range")
+    si, shnum = call.storage_index, call.share_number
+    if range_header is None:
+        chunks = []
+        offset = 0
+        while True:
+            chunk = read(si, shnum, offset, _READ_CHUNK)
+            chunks.append(chunk)
+            offset += len(chunk)
+            if len(chunk) < _READ_CHUNK:
+                break
+        return _Reply(200, b"".join(chunks), wire.OCTET_STREAM)
+    begin, end = wire.parse_range(range_header.decode("latin-1"))
+    data = read(si, shnum, begin, end - begin)
+    if not data:
+        return _Reply(204)
+    content_range = wire.format_content_range(begin, len(data))
+    return _Reply(206, data, wire.OCTET_STREAM, (("Content-Range", content_range),))
+
+
+_SI = r"(?P<si>[^/]+)"
+_SH = r"(?P<sh>[^/]+)"
+_LEASES = frozenset({SecretKind.LEASE_RENEW, SecretKind.LEASE_CANCEL})
+_UPLOAD = frozenset({SecretKind.UPLOAD})
+_S = StorageResource
+
+
+def _p(path: str) -> re.Pattern[str]:
+    return re.compile(wire.V1_PREFIX + path)
+
+
+# Literal paths come before the parameterised paths they would otherwise match.
+_ROUTES: tuple[_Route, ...] = (
+    _Route(b"GET", _p("/version"), _S._version, responds_cbor=True),
+    _Route(b"PUT", _p(f"/lease/{_SI}"), _S._renew_lease, _LEASES),
+    _Route(b"GET", _p(f"/immutable/{_SI}/shares"), _S._list_immutable, responds_cbor=True),
+    _Route(
+        b"POST",
+        _p(f"/immutable/{_SI}"),
+        _S._allocate,
+        _LEASES | _UPLOAD,
+        "cbor",
+        8192,
+        wire.decode_allocate_request,
+        responds_cbor=True,
+    ),
+    _Route(b"PUT", _p(f"/immutable/{_SI}/{_SH}/abort"), _S._abort, _UPLOAD),
+    _Route(
+        b"POST",
+        _p(f"/immutable/{_SI}/{_SH}/corrupt"),
+        _S._corrupt_immutable,
+        body="cbor",
+        max_body=32768,
+        validate=wire.decode_corrupt_request,
+    ),
+    _Route(b"PATCH", _p(f"/immutable/{_SI}/{_SH}"), _S._write, _UPLOAD, "raw", responds_cbor=True),
+    _Route(b"GET", _p(f"/immutable/{_SI}/{_SH}"), _S._read_immutable, raw_errors=True),
+    _Route(
+        b"POST",
+        _p(f"/mutable/{_SI}/read-test-write"),
+        _S._read_test_write,
+        _LEASES | {SecretKind.WRITE_ENABLER},
+        "cbor",
+        validate=wire.decode_rtw_request,
+        responds_cbor=True,
+    ),
+    _Route(b"GET", _p(f"/mutable/{_SI}/shares"), _S._list_mutable, responds_cbor=True),
+    _Route(
+        b"POST",
+        _p(f"/mutable/{_SI}/{_SH}/corrupt"),
+        _S._corrupt_mutable,
+        body="cbor",
+        max_body=32768,
+        validate=wire.decode_corrupt_request,
+    ),
+    _Route(b"GET", _p(f"/mutable/{_SI}/{_SH}"), _S._read_mutable, raw_errors=True),
+)
+
+
+class _LimitedRequest(server.Request):
+    """A request that stops buffering a body once it exceeds the site's limit (then 413)."""
+
+    body_too_large = False
+    _received = 0
+
+    def __init__(self, channel: Any, queued: object = None, *, max_body_size: int) -> None:
+        super().__init__(channel)
+        self._max_body_size = max_body_size
+
+    def gotLength(self, length: int | None) -> None:
+        """Refuse to buffer a body whose declared length is over the limit."""
+        if length is not None and length > self._max_body_size:
+            self.body_too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Buffer a chunk unless the body has grown past the limit."""
+        if self.body_too_large:
+            return
+        self._received += len(data)
+        if self._received > self._max_body_size:
+            self.body_too_large = True
+            assert self.content is not None
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+def make_storage_site(
+    storage: IStorageServer,
+    swissnum: bytes,
+    *,
+    max_write_size: int = DEFAULT_MAX_WRITE_SIZE,
+    max_rtw_size: int = DEFAULT_MAX_RTW_SIZE,
+) -> Site:
+    """A twisted.web ``Site`` serving the storage protocol over ``storage`` for ``swissnum``."""
+    resource = StorageResource(
+        storage, swissnum, max_write_size=max_write_size, max_rtw_size=max_rtw_size
+    )
+    limit = max(max_write_size, max_rtw_size, 65536)
+
+    def request_factory(channel: Any, queued: object = None) -> _LimitedRequest:
+        return _LimitedRequest(channel, queued, max_body_size=limit)
+
+    site = Site(resource, requestFactory=request_factory)
+    site.displayTracebacks = False
+    return site
+
+
+async def listen_storage_on(
+    endpoint: IStreamServerEndpoint,
+    site: IProtocolFactory,
+    credentials: TlsCredentials,
+    swissnum: bytes,
+    nurl_host: str,
+) -> tuple[IListeningPort, str]:
+    """Serve ``site`` over TLS on ``endpoint``; answer the listening port and the NURL.
+
+    ``site`` is normally :func:`make_storage_site`'s (any protocol factory wrapping it works).
+    """
+    factory = TLSMemoryBIOFactory(credentials.server_options(), False, site)
+    port = await endpoint.listen(factory)
+    address = cast(IPv4Address | IPv6Address, port.getHost())
+    return port, wire.format_nurl(credentials.spki_hash, nurl_host, address.port, swissnum)
+
+
+async def listen_storage(
+    reactor: Any,
+    site: IProtocolFactory,
+    credentials: TlsCredentials,
+    swissnum: bytes,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    nurl_host: str | None = None,
+) -> tuple[IListeningPort, str]:
+    """Listen with TLS on ``host:port`` (0 picks a port); the NURL names ``nurl_host`` or host."""
+    endpoint: IStreamServerEndpoint
+    if ":" in host:
+        endpoint = TCP6ServerEndpoint(reactor, port, interface=host)
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=host)
+    return await listen_storage_on(endpoint, site, credentials, swissnum, nurl_host or host)
