@@ -90,9 +90,7 @@ class StagingArea:
     def reserve(self, amount: int) -> None:
         """Account for ``amount`` more bytes, or raise NoSpace past the quota."""
         if amount and self.used + amount > self.quota:
-            raise NoSpace(
-                f"staging quota of {self.quota} bytes is full; uploads are still pending"
-            )
+            raise NoSpace(f"staging quota of {self.quota} bytes is full; uploads are still pending")
         self.used += amount
 
     def release(self, amount: int) -> None:
