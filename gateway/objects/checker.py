@@ -1,0 +1,677 @@
+"""Check, verify and deep-check objects on the grid: who holds which share, and is it intact.
+
+*Check* asks every server which shares of an object it holds (one ``list``
+request per server, all at once; for mutable objects also each share's signed
+header, to learn which version it holds). It reads no block, so a corrupt block
+goes unnoticed: a checked share is only "present".
+
+*Verify* is a check that also downloads every block of every share found and
+hashes it against the commitments of the capability (the share tree root in the
+UEB the cap hashes, or the signed header of a mutable version). Each share is
+then "good" or "corrupt" (with a reason); the server holding a corrupt share is
+told with ``advise_corrupt_*``. Verification needs only a verify cap.
+
+Health, as Tahoe-LAFS defines it for our formats:
+
+- *recoverable*: at least ``k`` distinct usable shares of one version exist;
+- *healthy*: all ``n`` shares of the newest (and only) version are usable and
+  spread so that servers-of-happiness reaches ``happy``.
+
+Literal caps hold their data and are always healthy. Results are frozen value
+objects with a ``to_json()`` for the CLI and the status page: they name storage
+indexes (public) and servers, never a read or write cap.
+
+:func:`deep_check` walks a tree of objects through a ``children`` callable,
+visiting every reachable object once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from attrs import evolve, field, frozen
+
+from gateway.grid.interfaces import IStorageClient
+from gateway.objects import immutable_format as fmt
+from gateway.objects import merkle
+from gateway.objects.caps import (
+    Capability,
+    DirectoryReadCap,
+    DirectoryVerifyCap,
+    DirectoryWriteCap,
+    ImmutableReadCap,
+    ImmutableVerifyCap,
+    LiteralCap,
+    MutableReadCap,
+    MutableVerifyCap,
+    b32encode,
+)
+from gateway.objects.concurrency import gather
+from gateway.objects.crypto import HASH_SIZE
+from gateway.objects.errors import CorruptObject, CorruptShare, ObjectError
+from gateway.objects.immutable import SERVER_FAILURES
+from gateway.objects.mutable import HEADER_SIZE as MUTABLE_HEADER_SIZE
+from gateway.objects.mutable import MutableVersion, parse_header
+from gateway.objects.placement import happiness, permuted_ring
+
+if TYPE_CHECKING:
+    from gateway.objects.repairer import RepairResult
+
+VERIFY_READ_SIZE = 1 << 20
+"""Bytes of blocks fetched per request while verifying one share."""
+
+ReadShare = Callable[[int, int], Awaitable[bytes]]
+"""Reads ``(offset, length)`` of one immutable-format share."""
+
+Children = Callable[[Capability], AsyncIterator[Capability]]
+"""Lists the caps a directory cap links to (supplied by the directory layer)."""
+
+
+def default_happy(n: int, happy: int | None = None) -> int:
+    """The happiness a healthy object needs: ``happy`` (default: the grid's), at most ``n``."""
+    return min(n, happy if happy is not None else fmt.EncodingParams().happy)
+
+
+class ShareStatus(enum.Enum):
+    """What a check or verify learned about one share on one server."""
+
+    PRESENT = "present"
+    """Listed by its server (and for a mutable share, its signed header is valid); not read."""
+    GOOD = "good"
+    """Every block was downloaded and matched its hashes."""
+    CORRUPT = "corrupt"
+    """Some part failed its hash or signature; the server was told."""
+    UNREADABLE = "unreadable"
+    """Listed, but the server failed while it was being read (not known good or bad)."""
+
+
+USABLE = frozenset({ShareStatus.PRESENT, ShareStatus.GOOD})
+
+
+def _server_json(server: IStorageClient) -> dict[str, str]:
+    return {"server_id": b32encode(server.server_id), "nickname": str(server.nickname)}
+
+
+@frozen
+class ShareReport:
+    """One share on one server: its number, its version (mutable only) and its status."""
+
+    share_number: int
+    server: IStorageClient = field(eq=False, repr=False)
+    status: ShareStatus
+    seqnum: int | None = None
+    ueb_hash: bytes | None = field(default=None, repr=False)
+    reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Counts towards health (present or good)."""
+        return self.status in USABLE
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (server id in base32, no secrets)."""
+        out: dict[str, Any] = {"share_number": self.share_number, "status": self.status.value}
+        out.update(_server_json(self.server))
+        if self.seqnum is not None:
+            out["seqnum"] = self.seqnum
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@frozen
+class VersionReport:
+    """One version of a mutable object seen on the grid, and how many usable shares it has."""
+
+    seqnum: int
+    ueb_hash: bytes = field(repr=False)
+    k: int
+    n: int
+    share_numbers: frozenset[int]
+
+    @property
+    def recoverable(self) -> bool:
+        """At least ``k`` distinct usable shares of this version exist."""
+        return len(self.share_numbers) >= self.k
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "seqnum": self.seqnum,
+            "root_hash": b32encode(self.ueb_hash),
+            "k": self.k,
+            "n": self.n,
+            "shares": len(self.share_numbers),
+            "recoverable": self.recoverable,
+        }
+
+
+@frozen
+class CheckResult:
+    """What a check (or verify) found for one object.
+
+    ``shares`` lists every share found on every server. For a mutable object the
+    counts, health and happiness refer to its newest version; ``k`` and ``n``
+    are that version's (None when nothing was found).
+    """
+
+    kind: str
+    """``literal``, ``immutable``, ``mutable`` or ``directory``."""
+    storage_index: bytes | None
+    verified: bool
+    k: int | None
+    n: int | None
+    happy: int | None
+    servers_queried: int
+    shares: tuple[ShareReport, ...] = ()
+    unreachable: tuple[IStorageClient, ...] = field(default=(), eq=False, repr=False)
+    versions: tuple[VersionReport, ...] = ()
+    """Mutable objects only: every valid version found, newest first."""
+
+    @classmethod
+    def literal(cls) -> CheckResult:
+        """A literal file: nothing on the grid, always healthy."""
+        return cls("literal", None, False, None, None, None, 0)
+
+    @property
+    def newest(self) -> VersionReport | None:
+        """The newest version found (mutable objects only)."""
+        return self.versions[0] if self.versions else None
+
+    @property
+    def current_shares(self) -> tuple[ShareReport, ...]:
+        """Usable shares of the object (of its newest version, for a mutable one)."""
+        newest = self.newest
+        return tuple(
+            s
+            for s in self.shares
+            if s.usable
+            and (newest is None or (s.seqnum, s.ueb_hash) == (newest.seqnum, newest.ueb_hash))
+        )
+
+    @property
+    def good_share_numbers(self) -> frozenset[int]:
+        """Distinct share numbers with at least one usable copy."""
+        return frozenset(s.share_number for s in self.current_shares)
+
+    @property
+    def shares_found(self) -> int:
+        """Every share copy any server listed (including corrupt and stale ones)."""
+        return len(self.shares)
+
+    @property
+    def shares_good(self) -> int:
+        """Distinct usable shares (of the newest version)."""
+        return len(self.good_share_numbers)
+
+    @property
+    def corrupt_shares(self) -> tuple[ShareReport, ...]:
+        """Shares that failed a hash or signature check."""
+        return tuple(s for s in self.shares if s.status is ShareStatus.CORRUPT)
+
+    @property
+    def holders(self) -> dict[IStorageClient, set[int]]:
+        """Server → usable share numbers (of the newest version)."""
+        out: dict[IStorageClient, set[int]] = {}
+        for s in self.current_shares:
+            out.setdefault(s.server, set()).add(s.share_number)
+        return out
+
+    @property
+    def distinct_servers(self) -> int:
+        """Servers holding at least one usable share."""
+        return len(self.holders)
+
+    @property
+    def happiness(self) -> int:
+        """Servers-of-happiness of the usable shares."""
+        return happiness(self.holders)
+
+    @property
+    def recoverable(self) -> bool:
+        """Enough shares of some version exist to rebuild the object."""
+        if self.kind == "literal":
+            return True
+        if self.versions:
+            return any(v.recoverable for v in self.versions)
+        return self.k is not None and self.shares_good >= self.k
+
+    @property
+    def healthy(self) -> bool:
+        """All ``n`` shares (of the only version) are usable, on ``happy`` servers' worth."""
+        if self.kind == "literal":
+            return True
+        if self.n is None or self.happy is None or len(self.versions) > 1:
+            return False
+        return self.shares_good >= self.n and self.happiness >= self.happy
+
+    def summary(self) -> str:
+        """One line for a terminal."""
+        if self.kind == "literal":
+            return "healthy (literal)"
+        state = (
+            "healthy"
+            if self.healthy
+            else ("not healthy" if self.recoverable else "NOT RECOVERABLE")
+        )
+        corrupt = f", {len(self.corrupt_shares)} corrupt" if self.corrupt_shares else ""
+        return (
+            f"{state}: {self.shares_good} of {self.n or '?'} shares (need {self.k or '?'}),"
+            f" on {self.distinct_servers} server(s), happiness {self.happiness}{corrupt}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict for the CLI and status page (no capabilities)."""
+        sharemap: dict[str, list[str]] = {}
+        for s in self.current_shares:
+            sharemap.setdefault(str(s.share_number), []).append(b32encode(s.server.server_id))
+        return {
+            "kind": self.kind,
+            "storage_index": b32encode(self.storage_index) if self.storage_index else None,
+            "verified": self.verified,
+            "healthy": self.healthy,
+            "recoverable": self.recoverable,
+            "summary": self.summary(),
+            "k": self.k,
+            "n": self.n,
+            "happy": self.happy,
+            "shares_found": self.shares_found,
+            "shares_good": self.shares_good,
+            "distinct_servers": self.distinct_servers,
+            "happiness": self.happiness,
+            "servers_queried": self.servers_queried,
+            "servers_unreachable": [_server_json(s) for s in self.unreachable],
+            "sharemap": sharemap,
+            "shares": [s.to_json() for s in self.shares],
+            "corrupt_shares": [s.to_json() for s in self.corrupt_shares],
+            "versions": [v.to_json() for v in self.versions],
+        }
+
+
+# --- check and verify --------------------------------------------------------------
+
+
+async def check(
+    cap: Capability,
+    servers: Sequence[IStorageClient],
+    *,
+    verify: bool = False,
+    happy: int | None = None,
+) -> CheckResult:
+    """Check (or with ``verify``, verify) one object; any cap kind works, verify caps included.
+
+    ``happy`` is the servers-of-happiness a healthy object needs (see
+    :func:`default_happy`; never more than its ``n``). Server failures are reported in the
+    result, not raised.
+    """
+    if isinstance(cap, LiteralCap):
+        return CheckResult.literal()
+    verifier = cap.get_verify_cap()
+    if isinstance(verifier, ImmutableVerifyCap):
+        return await _check_immutable(verifier, servers, verify, happy)
+    if isinstance(verifier, DirectoryVerifyCap):
+        return await _check_mutable(verifier.node, "directory", servers, verify, happy)
+    return await _check_mutable(verifier, "mutable", servers, verify, happy)
+
+
+def _commitment(verifier: ImmutableVerifyCap) -> ImmutableReadCap:
+    # verify_prefix reads only k, n, size and ueb_hash, which a verify cap also has:
+    # verification never needs the read key.
+    return cast(ImmutableReadCap, verifier)
+
+
+async def verify_share(read: ReadShare, verifier: ImmutableVerifyCap, share_number: int) -> None:
+    """Download one immutable-format share and check every byte that matters, or raise.
+
+    Raises CorruptShare (or CorruptObject) naming what failed; server errors
+    pass through.
+    """
+    prefix = await read(0, fmt.prefix_length(verifier.n))
+    verified = fmt.verify_prefix(_commitment(verifier), share_number, prefix)
+    layout = verified.layout
+    tree_length = merkle.tree_size(layout.num_segments) * HASH_SIZE
+    tree = await read(layout.tree_offset, tree_length)
+    if len(tree) != tree_length:
+        raise CorruptShare(f"share {share_number} has a truncated block hash tree")
+    nodes = {i: tree[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(tree_length // HASH_SIZE)}
+    per_read = max(1, VERIFY_READ_SIZE // layout.block_length(0))
+    for first in range(0, layout.num_segments, per_read):
+        last = min(layout.num_segments, first + per_read) - 1
+        start = layout.block_offset(first)
+        data = await read(start, layout.block_offset(last) + layout.block_length(last) - start)
+        for segment in range(first, last + 1):
+            offset = layout.block_offset(segment) - start
+            block = data[offset : offset + layout.block_length(segment)]
+            fmt.verify_block(verified, segment, block, nodes)
+
+
+async def _verify_status(
+    read: ReadShare, verifier: ImmutableVerifyCap, share: int
+) -> tuple[ShareStatus, str | None]:
+    """Verify one share: its status and, unless good, why."""
+    try:
+        await verify_share(read, verifier, share)
+    except (CorruptShare, CorruptObject) as e:
+        return ShareStatus.CORRUPT, str(e)
+    except SERVER_FAILURES as e:
+        return ShareStatus.UNREADABLE, str(e)
+    return ShareStatus.GOOD, None
+
+
+async def _advise(reports: Sequence[ShareReport], storage_index: bytes, mutable: bool) -> None:
+    """Tell each server about its corrupt shares (failures to tell are ignored)."""
+
+    async def advise(report: ShareReport) -> None:
+        server, reason = report.server, report.reason or "corrupt"
+        if mutable:
+            await server.advise_corrupt_mutable(storage_index, report.share_number, reason)
+        else:
+            await server.advise_corrupt_immutable(storage_index, report.share_number, reason)
+
+    results = await gather(advise(r) for r in reports if r.status is ShareStatus.CORRUPT)
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, SERVER_FAILURES):
+            raise result
+
+
+async def _list(
+    servers: Sequence[IStorageClient], storage_index: bytes, mutable: bool
+) -> tuple[list[tuple[IStorageClient, int]], list[IStorageClient]]:
+    """Ask every server for its shares: (server, share) pairs in ring order, and failed servers."""
+    ring = permuted_ring(servers, storage_index)
+    listed = await gather(
+        (s.list_mutable(storage_index) if mutable else s.list_immutable(storage_index))
+        for s in ring
+    )
+    found: list[tuple[IStorageClient, int]] = []
+    unreachable: list[IStorageClient] = []
+    for server, result in zip(ring, listed, strict=True):
+        if isinstance(result, SERVER_FAILURES):
+            unreachable.append(server)
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            found.extend((server, share) for share in sorted(result))
+    return found, unreachable
+
+
+async def _check_immutable(
+    verifier: ImmutableVerifyCap,
+    servers: Sequence[IStorageClient],
+    verify: bool,
+    happy: int | None,
+) -> CheckResult:
+    si = verifier.storage_index
+    found, unreachable = await _list(servers, si, mutable=False)
+    found = [(server, share) for server, share in found if share < verifier.n]
+    if verify:
+
+        def reader(server: IStorageClient, share: int) -> ReadShare:
+            return lambda offset, length: server.read_immutable(si, share, offset, length)
+
+        outcomes = await gather(_verify_status(reader(s, sh), verifier, sh) for s, sh in found)
+        reports = [
+            _verified_report(share, server, outcome)
+            for (server, share), outcome in zip(found, outcomes, strict=True)
+        ]
+        await _advise(reports, si, mutable=False)
+    else:
+        reports = [ShareReport(share, server, ShareStatus.PRESENT) for server, share in found]
+    return CheckResult(
+        "immutable",
+        si,
+        verify,
+        verifier.k,
+        verifier.n,
+        default_happy(verifier.n, happy),
+        len(servers),
+        tuple(reports),
+        tuple(unreachable),
+    )
+
+
+def _verified_report(
+    share: int,
+    server: IStorageClient,
+    outcome: tuple[ShareStatus, str | None] | Exception,
+    seqnum: int | None = None,
+    ueb_hash: bytes | None = None,
+) -> ShareReport:
+    if isinstance(outcome, Exception):
+        raise outcome
+    status, reason = outcome
+    return ShareReport(share, server, status, seqnum, ueb_hash, reason)
+
+
+async def _check_mutable(
+    verifier: MutableVerifyCap,
+    kind: str,
+    servers: Sequence[IStorageClient],
+    verify: bool,
+    happy: int | None,
+) -> CheckResult:
+    si = verifier.storage_index
+    found, unreachable = await _list(servers, si, mutable=True)
+    headers = await gather(s.read_mutable(si, sh, 0, MUTABLE_HEADER_SIZE) for s, sh in found)
+    # parse_header uses only the public key and storage index, which the verify cap has.
+    header_cap = cast(MutableReadCap, verifier)
+    reports: list[ShareReport] = []
+    versions: dict[tuple[int, bytes], MutableVersion] = {}
+    for (server, share), header in zip(found, headers, strict=True):
+        if isinstance(header, SERVER_FAILURES):
+            reports.append(ShareReport(share, server, ShareStatus.UNREADABLE, reason=str(header)))
+            continue
+        if isinstance(header, Exception):
+            raise header
+        try:
+            version = parse_header(header_cap, header)
+            if share >= version.n:
+                raise CorruptShare(f"share {share} lies outside its version's {version.n} shares")
+        except CorruptShare as e:
+            reports.append(ShareReport(share, server, ShareStatus.CORRUPT, reason=str(e)))
+            continue
+        versions.setdefault((version.seqnum, version.ueb_hash), version)
+        reports.append(
+            ShareReport(share, server, ShareStatus.PRESENT, version.seqnum, version.ueb_hash)
+        )
+    if verify:
+        reports = await _verify_mutable(si, reports, versions)
+    await _advise(reports, si, mutable=True)
+    found_versions = [
+        VersionReport(
+            v.seqnum,
+            v.ueb_hash,
+            v.k,
+            v.n,
+            frozenset(
+                r.share_number
+                for r in reports
+                if r.usable and (r.seqnum, r.ueb_hash) == (v.seqnum, v.ueb_hash)
+            ),
+        )
+        for _, v in sorted(versions.items(), reverse=True)
+    ]
+    newest = found_versions[0] if found_versions else None
+    return CheckResult(
+        kind,
+        si,
+        verify,
+        newest.k if newest else None,
+        newest.n if newest else None,
+        default_happy(newest.n, happy) if newest else None,
+        len(servers),
+        tuple(reports),
+        tuple(unreachable),
+        tuple(found_versions),
+    )
+
+
+async def _verify_mutable(
+    storage_index: bytes,
+    reports: list[ShareReport],
+    versions: dict[tuple[int, bytes], MutableVersion],
+) -> list[ShareReport]:
+    """Verify the immutable-format body of every share whose signed header was valid."""
+    pending = [r for r in reports if r.status is ShareStatus.PRESENT]
+
+    def reader(report: ShareReport) -> ReadShare:
+        server, share = report.server, report.share_number
+        return lambda offset, length: server.read_mutable(
+            storage_index, share, MUTABLE_HEADER_SIZE + offset, length
+        )
+
+    def shape(report: ShareReport) -> ImmutableVerifyCap:
+        assert report.seqnum is not None and report.ueb_hash is not None
+        v = versions[report.seqnum, report.ueb_hash]
+        return ImmutableVerifyCap(storage_index, v.ueb_hash, v.k, v.n, v.size)
+
+    outcomes = await gather(_verify_status(reader(r), shape(r), r.share_number) for r in pending)
+    verified = {
+        id(r): _verified_report(r.share_number, r.server, outcome, r.seqnum, r.ueb_hash)
+        for r, outcome in zip(pending, outcomes, strict=True)
+    }
+    return [verified.get(id(r), r) for r in reports]
+
+
+# --- deep check ---------------------------------------------------------------------
+
+Repair = Callable[[Capability, CheckResult], Awaitable["RepairResult"]]
+"""Repairs one object given its check result (see :func:`gateway.objects.repairer.repair`)."""
+
+
+@frozen
+class DeepCheckEntry:
+    """The outcome for one object of a deep check."""
+
+    check: CheckResult
+    repair: RepairResult | None = None
+    error: str | None = None
+    """Why the object's children could not be listed, or its repair failed."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "check": self.check.to_json(),
+            "repair": self.repair.to_json() if self.repair is not None else None,
+            "error": self.error,
+        }
+
+
+@frozen
+class DeepCheckResult:
+    """Every object reachable from a root, each checked once, with totals."""
+
+    entries: tuple[DeepCheckEntry, ...]
+
+    @property
+    def objects_checked(self) -> int:
+        """Objects visited (literal files included)."""
+        return len(self.entries)
+
+    def _final(self, entry: DeepCheckEntry) -> CheckResult:
+        return entry.repair.after if entry.repair is not None else entry.check
+
+    @property
+    def healthy(self) -> int:
+        """Objects healthy at the end (after any repair)."""
+        return sum(1 for e in self.entries if self._final(e).healthy)
+
+    @property
+    def unhealthy(self) -> int:
+        """Objects not healthy at the end."""
+        return self.objects_checked - self.healthy
+
+    @property
+    def unrecoverable(self) -> int:
+        """Objects that cannot be rebuilt at the end."""
+        return sum(1 for e in self.entries if not self._final(e).recoverable)
+
+    @property
+    def corrupt_shares(self) -> int:
+        """Corrupt shares found by the checks (before any repair)."""
+        return sum(len(e.check.corrupt_shares) for e in self.entries)
+
+    @property
+    def repairs_attempted(self) -> int:
+        """Objects a repair re-created shares for."""
+        return sum(1 for e in self.entries if e.repair is not None and e.repair.attempted)
+
+    @property
+    def repairs_succeeded(self) -> int:
+        """Repairs after which the object was healthy."""
+        return sum(
+            1 for e in self.entries if e.repair is not None and e.repair.attempted and e.repair.ok
+        )
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Directories that could not be listed and repairs that failed."""
+        return tuple(e.error for e in self.entries if e.error is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: totals, then one entry per object."""
+        return {
+            "objects_checked": self.objects_checked,
+            "healthy": self.healthy,
+            "unhealthy": self.unhealthy,
+            "unrecoverable": self.unrecoverable,
+            "corrupt_shares": self.corrupt_shares,
+            "repairs_attempted": self.repairs_attempted,
+            "repairs_succeeded": self.repairs_succeeded,
+            "errors": list(self.errors),
+            "objects": [e.to_json() for e in self.entries],
+        }
+
+
+def _identity(cap: Capability) -> Hashable:
+    """What makes two caps the same object (a write and a read cap of one object are)."""
+    return cap if isinstance(cap, LiteralCap) else cap.get_verify_cap()
+
+
+async def deep_check(
+    root: Capability,
+    children: Children,
+    servers: Sequence[IStorageClient],
+    *,
+    verify: bool = False,
+    happy: int | None = None,
+    repair: Repair | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DeepCheckResult:
+    """Check every object reachable from ``root``, each once (cycles are harmless).
+
+    ``children`` is called for directory caps only and yields the caps they
+    link to. With ``repair``, every object that is not healthy (or has corrupt
+    shares) is passed to it with its check result. ``on_progress(done,
+    total_known)`` is called after each object. Directories that cannot be
+    listed and repairs that fail are recorded as entry errors; the walk goes on.
+    """
+    seen: set[Hashable] = {_identity(root)}
+    queue: deque[Capability] = deque([root])
+    entries: list[DeepCheckEntry] = []
+    while queue:
+        cap = queue.popleft()
+        result = await check(cap, servers, verify=verify, happy=happy)
+        entry = DeepCheckEntry(result)
+        if repair is not None and (not result.healthy or result.corrupt_shares):
+            try:
+                entry = evolve(entry, repair=await repair(cap, result))
+            except (ObjectError, *SERVER_FAILURES) as e:
+                entry = evolve(entry, error=f"repair failed: {e}")
+        if isinstance(cap, (DirectoryWriteCap, DirectoryReadCap)):
+            try:
+                async for child in children(cap):
+                    identity = _identity(child)
+                    if identity not in seen:
+                        seen.add(identity)
+                        queue.append(child)
+            except (ObjectError, *SERVER_FAILURES) as e:
+                si = b32encode(cap.storage_index)
+                entry = evolve(entry, error=f"could not list directory {si}: {e}")
+        entries.append(entry)
+        if on_progress is not None:
+            on_progress(len(entries), len(entries) + len(queue))
+    return DeepCheckResult(tuple(entries))
