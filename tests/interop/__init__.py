@@ -1,0 +1,1 @@
+"""Interoperability proofs against unmodified Tahoe-LAFS 1.20 nodes run as real processes."""
