@@ -40,7 +40,15 @@ def _add_gateway_parts(
     if config.get("grid", "embedded"):
         embedded = EmbeddedStoragePart(reactor, nd)
         node.add_part(embedded)
-    node.add_part(GridPart(reactor, nd, config, embedded))
+    grid = GridPart(reactor, nd, config, embedded)
+    node.add_part(grid)
+    from gateway.fs.part import FilesystemPart
+    from gateway.sftp.part import SFTPPart
+
+    fs = FilesystemPart(reactor, nd, config, grid)
+    node.add_part(fs)
+    node.add_part(fs.queue)
+    node.add_part(SFTPPart(reactor, nd, config, fs))
 
 
 def _add_storage_parts(

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import IO
 
+from gateway.cli.accounts import cmd_account
 from gateway.cli.create import create_default_gateway, create_gateway, create_storage
 from gateway.cli.main import UsageError
 from gateway.config import ConfigError, load_config
@@ -32,6 +33,7 @@ def dispatch(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "run": cmd_run,
         "stop": cmd_stop,
         "status": cmd_status,
+        "account": cmd_account,
     }[args.command]
     return handler(args, out, err)
 

@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="say whether a node runs")
     _add_dir(p, optional=True)
+
+    from gateway.cli.account_commands import add_account_parsers
+
+    p = sub.add_parser("account", help="manage a gateway's SFTP accounts")
+    add_account_parsers(p.add_subparsers(dest="account_command", metavar="ACTION", required=True))
     return parser
 
 

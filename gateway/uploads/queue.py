@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -122,6 +122,15 @@ class UploadQueue(NodePart):
         self._jobs[job.job_id] = job
         self._ready_ids.append(job.job_id)
         self._kick()
+
+    def update_target(self, job_id: str, target: dict[str, Any]) -> None:
+        """Point a pending job elsewhere (its file was renamed or re-stamped); durably."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        job = evolve(job, target=target)
+        self._journal.record(job)
+        self._jobs[job_id] = job
 
     def wait_for(self, job_id: str) -> Deferred[None]:
         """Fires once the job is uploaded (at once when it is not pending)."""

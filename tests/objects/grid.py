@@ -8,7 +8,7 @@ unreachable, to fail after some number of requests, or to take simulated time
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from attrs import define, field
@@ -213,3 +213,35 @@ def run(coroutine: Coroutine[Any, Any, T], clock: Clock | None = None, step: flo
     if isinstance(result, Failure):
         result.raiseException()
     return result
+
+
+@define(eq=False)
+class _Intercepted:
+    """Stands in for a client's inner adapter, calling a hook before each request reaches it."""
+
+    inner: Any
+    hook: Callable[[str, tuple[Any, ...]], None]
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if not callable(method):
+            return method
+
+        async def call(*args: Any) -> Any:
+            self.hook(name, args)
+            return await method(*args)
+
+        return call
+
+
+def intercept(client: GridClient, hook: Callable[[str, tuple[Any, ...]], None]) -> None:
+    """Call ``hook(method name, arguments)`` just before each request reaches ``client``'s server.
+
+    The hook runs after the request passed the fault injection and latency, so it
+    can change the grid between a gateway's requests (e.g. publish a new version
+    while a read is in flight). Calling it again replaces the hook.
+    """
+    inner = client.inner
+    if isinstance(inner, _Intercepted):
+        inner = inner.inner
+    client.inner = _Intercepted(inner, hook)  # type: ignore[assignment]

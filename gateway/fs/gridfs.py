@@ -1,0 +1,635 @@
+"""The filesystem a session sees: paths under the account's root, on directory objects.
+
+Reads come from the grid, or from the local overlay for files still being
+written or uploaded; writes go to staged files and are published by the
+volume at the last close. Permissions are approximated from capabilities:
+a read-only account, a read-only directory or a no-write entry shows no
+``w`` bits and refuses writes; ``chmod a-w`` sets no-write, ``u+w`` clears it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from gateway.fs.errors import (
+    DirectoryNotEmpty,
+    FileExists,
+    FSError,
+    IsADirectory,
+    NoSuchFile,
+    NotADirectory,
+    PermissionDenied,
+)
+from gateway.fs.handles import ReadHandle, StagedReader, WriteHandle, bytes_reader
+from gateway.fs.interfaces import (
+    FileAttributes,
+    FilesystemStats,
+    IFilesystem,
+    IOpenFile,
+    OpenFlags,
+    SetAttributes,
+)
+from gateway.fs.openfile import LocalMeta, Pending, WriteState
+from gateway.fs.paths import Path, join, parent_and_name, split
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
+from gateway.objects.caps import (
+    DirectoryReadCap,
+    ImmutableReadCap,
+    LiteralCap,
+    MutableReadCap,
+    MutableWriteCap,
+)
+from gateway.objects.dirnode import (
+    ChildExists,
+    DirectoryNode,
+    Entry,
+    EntryMetadata,
+    NoSuchChild,
+    move,
+)
+from gateway.objects.errors import ObjectError
+
+MAX_SYMLINK_HOPS = 8
+COPY_CHUNK = 1 << 20
+
+
+def _no_write_bits(mode: int) -> int:
+    return mode & ~0o222
+
+
+@implementer(IFilesystem)
+class GridFilesystem:
+    """One session's filesystem over a shared :class:`Volume`."""
+
+    def __init__(self, volume: Volume, read_only: bool = False):
+        self.volume = volume
+        self.read_only = read_only or volume.read_only_root
+        self._overlay = volume.overlay
+
+    def now(self) -> float:
+        """The volume clock's time."""
+        return float(self.volume.clock.seconds())
+
+    # -- lookups ---------------------------------------------------------------------
+
+    async def _entry(self, parts: Path) -> tuple[DirectoryNode, Entry]:
+        parent, name = parent_and_name(parts)
+        directory = await self.volume.directory(parent)
+        try:
+            return directory, await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+        except NoSuchChild:
+            raise NoSuchFile(f"no such file: {join(parts)}") from None
+        except ObjectError as e:
+            raise grid_errors(e) from None
+
+    async def _follow(self, parts: Path) -> tuple[Path, DirectoryNode, Entry]:
+        for _ in range(MAX_SYMLINK_HOPS):
+            directory, entry = await self._entry(parts)
+            if entry.kind != "symlink":
+                return parts, directory, entry
+            target = entry.metadata.symlink or ""
+            base = "" if target.startswith("/") else join(parts[:-1]) + "/"
+            parts = split(base + target)
+            if not parts:
+                raise IsADirectory("the link points at the root directory")
+        raise NoSuchFile(f"too many levels of symbolic links: {join(parts)}")
+
+    def _attributes(self, entry: Entry, directory: DirectoryNode) -> FileAttributes:
+        meta = entry.metadata
+        if entry.kind == "symlink":
+            size, mode = len((meta.symlink or "").encode()), 0o777
+        elif entry.kind == "dir":
+            size, mode = 0, meta.mode if meta.mode is not None else 0o755
+        else:
+            size = meta.size if meta.size is not None else _cap_size(entry.cap)
+            mode = meta.mode if meta.mode is not None else 0o644
+        writable = not (
+            self.read_only
+            or directory.read_only
+            or meta.no_write
+            or isinstance(entry.cap, MutableReadCap | DirectoryReadCap)
+        )
+        if entry.kind != "symlink" and not writable:
+            mode = _no_write_bits(mode)
+        return FileAttributes(entry.kind, size, mode, meta.mtime, meta.mtime, meta.ctime)
+
+    def _root_attributes(self) -> FileAttributes:
+        mode = 0o555 if self.read_only else 0o755
+        return FileAttributes("dir", 0, mode, 0.0, 0.0, 0.0)
+
+    async def _local_attributes(self, local: WriteState | Pending) -> FileAttributes:
+        if isinstance(local, WriteState):
+            await _settled(local.ready)
+            attrs = local.attributes(self.now())
+        else:
+            attrs = local.attributes()
+        if self.read_only:
+            attrs = FileAttributes(
+                attrs.kind,
+                attrs.size,
+                _no_write_bits(attrs.mode),
+                attrs.mtime,
+                attrs.atime,
+                attrs.ctime,
+            )
+        return attrs
+
+    # -- IFilesystem: reading --------------------------------------------------------
+
+    async def realpath(self, path: str) -> str:
+        """Canonical absolute path."""
+        return join(split(path))
+
+    async def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
+        """Attributes, from the overlay first."""
+        parts = split(path)
+        if not parts:
+            return self._root_attributes()
+        local = self._overlay.local(parts)
+        if local is not None:
+            return await self._local_attributes(local)
+        if follow_symlinks:
+            target, directory, entry = await self._follow(parts)
+            local = self._overlay.local(target)
+            if local is not None:
+                return await self._local_attributes(local)
+        else:
+            directory, entry = await self._entry(parts)
+        return self._attributes(entry, directory)
+
+    async def list(self, path: str) -> list[tuple[str, FileAttributes]]:
+        """Grid entries merged with the overlay's files in this directory."""
+        parts = split(path)
+        directory = await self.volume.directory(parts)
+        try:
+            entries = await directory.list(max_age=DIRECTORY_CACHE_SECONDS)
+        except ObjectError as e:
+            raise grid_errors(e) from None
+        listing = {name: self._attributes(entry, directory) for name, entry in entries.items()}
+        for name, local in list(self._overlay.children(parts)):
+            listing[name] = await self._local_attributes(local)
+        return sorted(listing.items())
+
+    async def readlink(self, path: str) -> str:
+        """A symlink entry's target."""
+        _, entry = await self._entry(split(path))
+        if entry.kind != "symlink":
+            raise FSError(f"not a symbolic link: {path}")
+        return entry.metadata.symlink or ""
+
+    async def statvfs(self, path: str) -> FilesystemStats:
+        """Usable grid space: servers' free space scaled by the encoding's expansion."""
+        params = self.volume.store.params
+        free = sum(_available_space(server) for server in self.volume.store.servers)
+        usable = free * params.k // params.n
+        block = 4096
+        return FilesystemStats(
+            block, usable // block, usable // block, usable // block, 1 << 32, 1 << 31
+        )
+
+    # -- IFilesystem: opening ----------------------------------------------------------
+
+    async def open(self, path: str, flags: OpenFlags, attrs: SetAttributes) -> IOpenFile:
+        """Open for reading (grid or overlay) or writing (staged, shared per path)."""
+        parts = split(path)
+        if not parts:
+            raise IsADirectory("the root is a directory")
+        writing = flags.write or flags.truncate
+        if not writing and flags.create and not await self._exists(parts):
+            writing = True
+        if writing:
+            return await self._open_for_writing(parts, flags, attrs)
+        return await self._open_for_reading(parts)
+
+    async def _exists(self, parts: Path) -> bool:
+        if self._overlay.local(parts) is not None:
+            return True
+        try:
+            await self._entry(parts)
+        except NoSuchFile:
+            return False
+        return True
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise PermissionDenied("this account is read-only")
+
+    async def _open_for_writing(
+        self, parts: Path, flags: OpenFlags, attrs: SetAttributes
+    ) -> WriteHandle:
+        self._require_writable()
+        state = self._overlay.writing.get(parts)
+        if state is not None and not state.abandoned:
+            if flags.exclusive and flags.create:
+                raise FileExists(f"{join(parts)} already exists")
+            state.handles += 1
+            handle = WriteHandle(self, state, flags.read, flags.append)
+            await _settled(state.ready)
+            if state.failure is not None:
+                state.handles -= 1
+                raise _as_fs_error(state.failure)
+            if flags.truncate:
+                assert state.staged is not None
+                state.staged.truncate(0)
+                state.dirty = True
+            return handle
+        # Registered before the first await: a STAT pipelined behind this OPEN sees the file.
+        state = WriteState(
+            parts,
+            LocalMeta(mode=attrs.mode, ctime=self.now()),
+            handles=1,
+            generation=self._overlay.next_generation(),
+        )
+        self._overlay.writing[parts] = state
+        try:
+            await self._prepare(state, flags)
+        except BaseException as e:
+            state.failure = e
+            if self._overlay.writing.get(parts) is state:
+                del self._overlay.writing[parts]
+            if state.staged is not None:
+                state.staged.discard()
+            state.ready.callback(None)
+            raise
+        state.ready.callback(None)
+        return WriteHandle(self, state, flags.read, flags.append)
+
+    async def _prepare(self, state: WriteState, flags: OpenFlags) -> None:
+        """Check the open is allowed and give the state its starting contents."""
+        parts = state.path
+        parent, name = parent_and_name(parts)
+        directory = await self.volume.directory(parent)
+        if directory.read_only:
+            raise PermissionDenied(f"read-only directory: {join(parent)}")
+        pending = self._overlay.pending.get(parts)
+        entry: Entry | None = None
+        if pending is None:
+            try:
+                entry = await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+            except NoSuchChild:
+                entry = None
+            except ObjectError as e:
+                raise grid_errors(e) from None
+        exists = pending is not None or entry is not None
+        if entry is not None:
+            if entry.kind == "dir":
+                raise IsADirectory(f"{join(parts)} is a directory")
+            if entry.kind == "symlink":
+                raise PermissionDenied("cannot open a symbolic link entry for writing")
+            if entry.metadata.no_write or isinstance(entry.cap, MutableReadCap):
+                raise PermissionDenied(f"{join(parts)} is read-only")
+        if exists and flags.exclusive and flags.create:
+            raise FileExists(f"{join(parts)} already exists")
+        if not exists and not flags.create:
+            raise NoSuchFile(f"no such file: {join(parts)}")
+        if pending is not None:
+            if state.meta.mode is None:
+                state.meta.mode = pending.meta.mode
+            state.meta.ctime = pending.meta.ctime
+        elif entry is not None:
+            if state.meta.mode is None:
+                state.meta.mode = entry.metadata.mode
+            state.meta.ctime = entry.metadata.ctime
+        if exists and not flags.truncate:
+            if pending is not None:
+                state.staged = self.volume.staged_copy(pending.staged)
+            else:
+                assert entry is not None
+                state.staged = self.volume.staging.create()
+                await self._download_into(entry, state)
+        else:
+            state.staged = self.volume.staging.create()
+            state.dirty = True
+
+    async def _download_into(self, entry: Entry, state: WriteState) -> None:
+        """Copy an existing file's bytes into the state's staged file (to modify it)."""
+        assert state.staged is not None
+        cap = entry.cap
+        try:
+            if isinstance(cap, MutableWriteCap):
+                state.staged.write(0, await self.volume.store.read_mutable(cap))
+                return
+            if not isinstance(cap, LiteralCap | ImmutableReadCap):
+                raise PermissionDenied("this entry cannot be written")
+            reader = self.volume.store.reader(cap)
+            offset = 0
+            while offset < reader.size:
+                chunk = await reader.read(offset, COPY_CHUNK)
+                if not chunk:
+                    break
+                state.staged.write(offset, chunk)
+                offset += len(chunk)
+        except ObjectError as e:
+            raise grid_errors(e) from None
+
+    async def _open_for_reading(self, parts: Path) -> ReadHandle:
+        local = self._overlay.local(parts)
+        if local is None:
+            target, directory, entry = await self._follow(parts)
+            local = self._overlay.local(target)
+        if local is not None:
+            attrs = await self._local_attributes(local)
+            if isinstance(local, WriteState) and local.failure is not None:
+                raise _as_fs_error(local.failure)
+            assert local.staged is not None
+            staged_reader = StagedReader.of(local.staged)
+            return ReadHandle(join(parts), staged_reader.read, attrs, staged_reader.close)
+        if entry.kind == "dir":
+            raise IsADirectory(f"{join(parts)} is a directory")
+        attrs = self._attributes(entry, directory)
+        cap = entry.cap
+        if isinstance(cap, MutableWriteCap | MutableReadCap):
+            try:
+                data = await self.volume.store.read_mutable(cap)
+            except ObjectError as e:
+                raise grid_errors(e) from None
+            return ReadHandle(join(parts), bytes_reader(data), attrs)
+        if not isinstance(cap, LiteralCap | ImmutableReadCap):
+            raise PermissionDenied("this entry cannot be read as a file")
+        reader = self.volume.store.reader(cap)
+
+        async def read(offset: int, length: int) -> bytes:
+            try:
+                return await reader.read(offset, length)
+            except ObjectError as e:
+                raise grid_errors(e) from None
+
+        return ReadHandle(join(parts), read, attrs)
+
+    # -- handles call back here ----------------------------------------------------------
+
+    def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
+        """Attribute changes on a file that lives in the overlay."""
+        if changes.size is not None:
+            assert state.staged is not None
+            state.staged.truncate(changes.size)
+            if isinstance(state, WriteState):
+                state.dirty = True
+        if changes.mode is not None:
+            state.meta.mode = changes.mode & 0o7777
+        if changes.mtime is not None:
+            state.meta.mtime = changes.mtime
+        if changes.atime is not None:
+            state.meta.atime = changes.atime
+        if isinstance(state, Pending):
+            self.volume.retarget(state)
+
+    async def close_write(self, state: WriteState) -> None:
+        """One writer closed; the last one publishes (unless the file was removed or unchanged)."""
+        state.handles -= 1
+        if state.handles > 0:
+            return
+        if self._overlay.writing.get(state.path) is state:
+            del self._overlay.writing[state.path]
+        assert state.staged is not None
+        if state.abandoned or not state.dirty:
+            state.staged.discard()
+            return
+        await self.volume.publish(state)
+
+    async def fsync_state(self, state: WriteState) -> None:
+        """Publish a snapshot of the open file and return once it is in the grid."""
+        if not state.dirty:
+            return
+        assert state.staged is not None
+        meta = state.meta
+        snapshot = WriteState(
+            state.path,
+            LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime),
+            staged=self.volume.staged_copy(state.staged),
+            generation=self._overlay.next_generation(),
+        )
+        state.generation = self._overlay.next_generation()  # a later close is newer
+        state.dirty = False
+        pending = await self.volume.publish(snapshot, wait=False)
+        await self.volume.queue.wait_for(pending.job_id)
+
+    # -- IFilesystem: changing -----------------------------------------------------------
+
+    async def _writable_directory(self, parts: Path) -> DirectoryNode:
+        self._require_writable()
+        directory = await self.volume.directory(parts)
+        if directory.read_only:
+            raise PermissionDenied(f"read-only directory: {join(parts)}")
+        return directory
+
+    async def mkdir(self, path: str, attrs: SetAttributes) -> None:
+        """Create a directory."""
+        parts = split(path)
+        parent, name = parent_and_name(parts)
+        directory = await self._writable_directory(parent)
+        if self._overlay.local(parts) is not None:
+            raise FileExists(f"{join(parts)} already exists")
+        now = self.now()
+        metadata = EntryMetadata(kind="dir", mtime=now, ctime=now, mode=attrs.mode)
+        try:
+            await directory.mkdir(name, metadata)
+        except ChildExists:
+            raise FileExists(f"{join(parts)} already exists") from None
+        except ObjectError as e:
+            raise grid_errors(e) from None
+
+    async def rmdir(self, path: str) -> None:
+        """Remove an empty directory."""
+        parts = split(path)
+        if not parts:
+            raise PermissionDenied("the root directory cannot be removed")
+        parent, name = parent_and_name(parts)
+        directory = await self._writable_directory(parent)
+        _, entry = await self._entry(parts)
+        if entry.kind != "dir":
+            raise NotADirectory(f"not a directory: {join(parts)}")
+        child = await self.volume.directory(parts)
+        if await child.list() or self._overlay.has_under(parts):
+            raise DirectoryNotEmpty(f"directory not empty: {join(parts)}")
+        try:
+            await directory.remove(name)
+        except NoSuchChild:
+            raise NoSuchFile(f"no such directory: {join(parts)}") from None
+
+    async def remove(self, path: str) -> None:
+        """Remove a file or symlink; a file still open or uploading is abandoned."""
+        parts = split(path)
+        parent, name = parent_and_name(parts)
+        directory = await self._writable_directory(parent)
+        found = await self._abandon_local(parts)
+        try:
+            entry = await directory.get(name)
+        except NoSuchChild:
+            if not found:
+                raise NoSuchFile(f"no such file: {join(parts)}") from None
+            return
+        if entry.kind == "dir":
+            raise IsADirectory(f"{join(parts)} is a directory")
+        try:
+            await directory.remove(name)
+        except NoSuchChild:
+            if not found:
+                raise NoSuchFile(f"no such file: {join(parts)}") from None
+
+    async def _abandon_local(self, parts: Path) -> bool:
+        """Forget the local state of a path (its open handles publish nothing)."""
+        found = False
+        state = self._overlay.writing.pop(parts, None)
+        if state is not None:
+            state.abandoned = True
+            found = True
+        pending = self._overlay.pending.get(parts)
+        if pending is not None:
+            await pending.lock.acquire()
+            try:
+                pending.abandoned = True
+                if self._overlay.pending.get(parts) is pending:
+                    del self._overlay.pending[parts]
+            finally:
+                pending.lock.release()
+            found = True
+        return found
+
+    async def rename(self, old: str, new: str, overwrite: bool) -> None:
+        """Rename files or directories; local files under ``old`` follow."""
+        old_parts, new_parts = split(old), split(new)
+        if old_parts == new_parts:
+            await self.stat(old, follow_symlinks=False)
+            return
+        if new_parts[: len(old_parts)] == old_parts:
+            raise FSError("cannot move a directory into itself")
+        old_parent, old_name = parent_and_name(old_parts)
+        new_parent, new_name = parent_and_name(new_parts)
+        source_dir = await self._writable_directory(old_parent)
+        target_dir = await self._writable_directory(new_parent)
+        local_source = self._overlay.local(old_parts) is not None or self._overlay.has_under(
+            old_parts
+        )
+        grid_source = await _maybe(source_dir, old_name)
+        if not local_source and grid_source is None:
+            raise NoSuchFile(f"no such file: {join(old_parts)}")
+        grid_target = await _maybe(target_dir, new_name)
+        target_exists = grid_target is not None or self._overlay.local(new_parts) is not None
+        if target_exists and not overwrite:
+            raise FileExists(f"{join(new_parts)} already exists")
+        if grid_target is not None and grid_target.kind == "dir":
+            raise FileExists(f"{join(new_parts)} is a directory")
+        if overwrite:
+            await self._abandon_local(new_parts)
+        moving = [
+            p for path, p in self._overlay.pending.items() if path[: len(old_parts)] == old_parts
+        ]
+        for pending in moving:
+            await pending.lock.acquire()
+        try:
+            if grid_source is not None:
+                try:
+                    if old_parent == new_parent:
+                        await source_dir.rename(old_name, new_name, overwrite=True)
+                    else:
+                        await move(source_dir, old_name, target_dir, new_name, overwrite=True)
+                except NoSuchChild:
+                    raise NoSuchFile(f"no such file: {join(old_parts)}") from None
+                except ObjectError as e:
+                    raise grid_errors(e) from None
+            self._overlay.move(old_parts, new_parts)
+            for pending in moving:
+                self.volume.retarget(pending)
+        finally:
+            for pending in moving:
+                pending.lock.release()
+
+    async def symlink(self, link_path: str, target: str) -> None:
+        """Create a symlink entry."""
+        parts = split(link_path)
+        parent, name = parent_and_name(parts)
+        directory = await self._writable_directory(parent)
+        if self._overlay.local(parts) is not None:
+            raise FileExists(f"{join(parts)} already exists")
+        try:
+            await directory.add(
+                name, None, EntryMetadata.symlink_to(target, self.now()), overwrite=False
+            )
+        except ChildExists:
+            raise FileExists(f"{join(parts)} already exists") from None
+
+    async def setattr(self, path: str, changes: SetAttributes) -> None:
+        """Size, mode and times; on a local file, or on its directory entry."""
+        self._require_writable()
+        parts = split(path)
+        if not parts:
+            return
+        local = self._overlay.local(parts)
+        if isinstance(local, WriteState):
+            await _settled(local.ready)
+            self.apply_local(local, changes)
+            return
+        if changes.size is not None:
+            handle = await self.open(path, OpenFlags(write=True), SetAttributes())
+            try:
+                await handle.setattr(changes)
+            finally:
+                await handle.close()
+            changes = SetAttributes(mode=changes.mode, mtime=changes.mtime, atime=changes.atime)
+            local = self._overlay.local(parts)
+        if isinstance(local, Pending):
+            await local.lock.acquire()
+            try:
+                self.apply_local(local, changes)
+            finally:
+                local.lock.release()
+            return
+        fields: dict[str, Any] = {}
+        if changes.mode is not None:
+            fields["mode"] = changes.mode & 0o7777
+            fields["no_write"] = not changes.mode & 0o222
+        if changes.mtime is not None:
+            fields["mtime"] = changes.mtime
+        if not fields:
+            return
+        parent, name = parent_and_name(parts)
+        directory = await self._writable_directory(parent)
+        try:
+            await directory.set_metadata(name, **fields)
+        except NoSuchChild:
+            raise NoSuchFile(f"no such file: {join(parts)}") from None
+
+
+async def _settled(ready: Deferred[None]) -> None:
+    """Wait for a state's starting contents without consuming its result."""
+    if ready.called:
+        return
+    waiter: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    ready.addBoth(fire)
+    await waiter
+
+
+async def _maybe(directory: DirectoryNode, name: str) -> Entry | None:
+    try:
+        return await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+    except NoSuchChild:
+        return None
+    except ObjectError as e:
+        raise grid_errors(e) from None
+
+
+def _available_space(server: object) -> int:
+    health = getattr(server, "health", None)
+    space = getattr(health, "available_space", None)
+    return space if isinstance(space, int) else 0
+
+
+def _cap_size(cap: object) -> int:
+    if isinstance(cap, LiteralCap | ImmutableReadCap):
+        return cap.size
+    return 0
+
+
+def _as_fs_error(error: BaseException) -> Exception:
+    if isinstance(error, FSError):
+        return error
+    return NoSuchFile("the file could not be opened")

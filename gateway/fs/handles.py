@@ -1,0 +1,137 @@
+"""Open handles: a writer on a path's shared staged file, or a reader of a file's bytes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+from zope.interface import implementer
+
+from gateway.fs.errors import PermissionDenied
+from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
+from gateway.fs.openfile import WriteState
+from gateway.fs.paths import join
+from gateway.fs.staging import StagedFile
+
+if TYPE_CHECKING:
+    from gateway.fs.gridfs import GridFilesystem
+
+
+@implementer(IOpenFile)
+@define(eq=False)
+class WriteHandle:
+    """A handle on a path open for writing; all such handles share the path's WriteState."""
+
+    fs: GridFilesystem
+    state: WriteState
+    readable: bool
+    append: bool
+    closed: bool = False
+
+    @property
+    def path(self) -> str:
+        """Where the file is now (renames re-target it)."""
+        return join(self.state.path)
+
+    def _staged(self) -> StagedFile:
+        assert self.state.staged is not None, "state not ready"
+        return self.state.staged
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read what has been written so far."""
+        if not self.readable:
+            raise PermissionDenied("file was not opened for reading")
+        return self._staged().read(offset, length)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        """Write into the staged file (at the end, for an appending handle)."""
+        staged = self._staged()
+        staged.write(staged.size if self.append else offset, data)
+        self.state.dirty = True
+
+    async def stat(self) -> FileAttributes:
+        """The file as written so far."""
+        return self.state.attributes(self.fs.now())
+
+    async def setattr(self, changes: SetAttributes) -> None:
+        """Truncate/extend, or set mode and times, on the open file."""
+        self.fs.apply_local(self.state, changes)
+
+    async def fsync(self) -> None:
+        """Return once these contents are durable in the grid."""
+        await self.fs.fsync_state(self.state)
+
+    async def close(self) -> None:
+        """Close; the last handle's close publishes the file."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.fs.close_write(self.state)
+
+
+@define(eq=False)
+class StagedReader:
+    """Reads a staged file through its own descriptor, so it outlives the staged file's removal."""
+
+    fd: int
+
+    @classmethod
+    def of(cls, staged: StagedFile) -> StagedReader:
+        """A reader sharing the staged file's bytes (later writes included)."""
+        return cls(os.dup(staged.fd))
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Bytes at offset, clamped at the file's current end."""
+        return os.pread(self.fd, length, offset)
+
+    def close(self) -> None:
+        """Release the descriptor."""
+        os.close(self.fd)
+
+
+@implementer(IOpenFile)
+@define(eq=False)
+class ReadHandle:
+    """A read-only handle on a file's bytes (grid object, or a file still being uploaded)."""
+
+    path: str
+    read_range: Callable[[int, int], Awaitable[bytes]]
+    attributes: FileAttributes
+    on_close: Callable[[], None] = field(default=lambda: None)
+    closed: bool = False
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read a range."""
+        return await self.read_range(offset, length)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        """Refused: the handle is read-only."""
+        raise PermissionDenied("file was not opened for writing")
+
+    async def stat(self) -> FileAttributes:
+        """The attributes the file had when opened."""
+        return self.attributes
+
+    async def setattr(self, changes: SetAttributes) -> None:
+        """Refused: the handle is read-only."""
+        raise PermissionDenied("file was not opened for writing")
+
+    async def fsync(self) -> None:
+        """Nothing to sync on a read-only handle."""
+
+    async def close(self) -> None:
+        """Close."""
+        if not self.closed:
+            self.closed = True
+            self.on_close()
+
+
+def bytes_reader(data: bytes) -> Callable[[int, int], Awaitable[bytes]]:
+    """A read function over bytes in memory (a mutable file's contents)."""
+
+    async def read(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    return read

@@ -1,0 +1,94 @@
+"""The filesystem layer as a node part: staging, one volume per root, the uploader.
+
+On start it re-adopts every upload journaled by an earlier run, so those files
+are visible (and readable from staging) before the upload queue resumes them.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from gateway.config import NodeConfig
+from gateway.fs.staging import StagingArea
+from gateway.fs.volume import Volume
+from gateway.grid.part import GridPart
+from gateway.nodedir import CONVERGENCE_FILE, LEASE_SECRET_FILE, NodeDir
+from gateway.objects.crypto import GatewaySecrets
+from gateway.objects.immutable_format import EncodingParams
+from gateway.objects.store import ObjectStore
+from gateway.service import NodePart, StartupError
+from gateway.storage_node import read_secret_file
+from gateway.uploads.journal import UploadJob, UploadJournal
+from gateway.uploads.queue import UploadQueue
+
+
+def read_gateway_secrets(nd: NodeDir) -> GatewaySecrets:
+    """The convergence and lease secrets from private/ (base32 text, as create writes them)."""
+
+    def decode(name: str) -> bytes:
+        text = read_secret_file(nd, name, "filesystem").decode("ascii", "replace").upper()
+        try:
+            return base64.b32decode(text + "=" * (-len(text) % 8))
+        except ValueError:
+            raise StartupError("filesystem", f"{nd.secret(name)} is damaged") from None
+
+    return GatewaySecrets(convergence=decode(CONVERGENCE_FILE), lease=decode(LEASE_SECRET_FILE))
+
+
+class FilesystemPart(NodePart):
+    """Staging, the object store and the volumes every SFTP session works on."""
+
+    def __init__(self, reactor: Any, nd: NodeDir, config: NodeConfig, grid: GridPart):
+        super().__init__("filesystem")
+        self._reactor = reactor
+        self._nd = nd
+        self._grid = grid
+        self._quota: int = config.get("uploads", "staging_quota")
+        self._close_waits = config.get("uploads", "close") == "grid"
+        self.journal = UploadJournal(nd.state / "uploads")
+        self.queue = UploadQueue(
+            reactor, self.journal, self.upload, grace_period=config.get("uploads", "grace_period")
+        )
+        self.volumes: dict[str, Volume] = {}
+        self.staging: StagingArea | None = None
+        self.store: ObjectStore | None = None
+
+    async def start(self) -> None:
+        """Open staging, build the object store and re-adopt journaled uploads."""
+        secrets = read_gateway_secrets(self._nd)
+        encoding = self._grid.encoding
+        params = EncodingParams(k=encoding.needed, happy=encoding.happy, n=encoding.total)
+        self.store = ObjectStore(lambda: self._grid.servers, secrets, params, self._reactor)
+        self.staging = StagingArea(self._nd.staging, self._quota)
+        journaled = list(self.journal.load())
+        referenced = {job.staged for job in journaled}
+        for leftover in self.staging.leftovers(referenced):
+            leftover.unlink()  # written but never closed before a crash: never acknowledged
+        for job in journaled:
+            self.volume(job.target["root"]).adopt(job)
+
+    def volume(self, root_cap: str) -> Volume:
+        """The shared volume of a root directory."""
+        volume = self.volumes.get(root_cap)
+        if volume is None:
+            assert self.store is not None and self.staging is not None, "filesystem not started"
+            volume = Volume(
+                root_cap, self.store, self.staging, self.queue, self._reactor, self._close_waits
+            )
+            self.volumes[root_cap] = volume
+        return volume
+
+    async def upload(self, job: UploadJob) -> None:
+        """The upload queue's worker: hand the job to its volume."""
+        await self.volume(job.target["root"]).upload(job)
+
+    def status(self) -> dict[str, Any]:
+        """Staging use (no paths of secrets, no caps)."""
+        if self.staging is None:
+            return {"running": False}
+        return {
+            "staging_used": self.staging.used,
+            "staging_quota": self.staging.quota,
+            "volumes": len(self.volumes),
+        }

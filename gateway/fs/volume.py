@@ -1,0 +1,230 @@
+"""One root directory as the filesystem layer keeps it: directory nodes, the overlay, publishing.
+
+Every session whose account has the same root shares one :class:`Volume`, so
+files being written or uploaded are seen by all of them. The volume turns a
+closed file into a journaled upload job and, when the upload queue runs that
+job, uploads the staged bytes and links them into the directory the file's
+path names *now* (a rename while uploading re-targets it; a remove abandons
+it; an older version never replaces a newer one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from typing import Any
+
+from twisted.logger import Logger
+
+from gateway.fs.errors import GridUnavailable, NoSuchFile, NotADirectory, PermissionDenied
+from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
+from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.staging import StagedFile, StagingArea
+from gateway.grid.interfaces import ServerUnavailable
+from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap, MutableWriteCap, parse
+from gateway.objects.dirnode import DirectoryNode, EntryMetadata, NoSuchChild
+from gateway.objects.errors import NotEnoughShares, ObjectError, UploadUnhappy
+from gateway.objects.store import ObjectStore
+from gateway.uploads.journal import UploadJob, new_job_id
+from gateway.uploads.queue import UploadQueue
+
+#: Seconds a directory's contents read from the grid are reused for lookups.
+DIRECTORY_CACHE_SECONDS = 1.0
+
+
+def grid_errors(error: Exception) -> Exception:
+    """The filesystem error a client sees for an object-layer failure."""
+    if isinstance(error, NoSuchChild):
+        return NoSuchFile(str(error))
+    if isinstance(error, ServerUnavailable | NotEnoughShares | UploadUnhappy):
+        return GridUnavailable(f"the grid cannot serve this now: {error}")
+    return error
+
+
+class Volume:
+    """The shared state of one root directory."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        root_cap: str,
+        store: ObjectStore,
+        staging: StagingArea,
+        queue: UploadQueue,
+        clock: Any,
+        close_waits_for_grid: bool = False,
+    ):
+        self.root_cap = root_cap
+        self.store = store
+        self.staging = staging
+        self.queue = queue
+        self.clock = clock
+        self.close_waits_for_grid = close_waits_for_grid
+        self.overlay = Overlay()
+        self._root = store.directory(root_cap)
+        self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, DirectoryNode] = {}
+
+    # -- directories -------------------------------------------------------------
+
+    @property
+    def read_only_root(self) -> bool:
+        """Whether the root itself is read-only (a read cap)."""
+        return self._root.read_only
+
+    async def directory(self, parts: Path) -> DirectoryNode:
+        """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way)."""
+        node = self._root
+        for depth, name in enumerate(parts):
+            try:
+                entry = await node.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+            except NoSuchChild:
+                raise NoSuchFile(f"no such directory: {join(parts[: depth + 1])}") from None
+            except ObjectError as e:
+                raise grid_errors(e) from None
+            if not isinstance(entry.cap, DirectoryWriteCap | DirectoryReadCap):
+                raise NotADirectory(f"not a directory: {join(parts[: depth + 1])}")
+            node = self._nodes.get(entry.cap) or self._nodes.setdefault(
+                entry.cap, node.child_node(entry)
+            )
+        return node
+
+    # -- closing and publishing ---------------------------------------------------
+
+    async def publish(self, state: WriteState, wait: bool | None = None) -> Pending:
+        """Journal the upload of a written file; wait for the grid if configured (or told)."""
+        assert state.staged is not None
+        staged = state.staged
+        staged.fsync()
+        self.staging.sync_directory()
+        meta = state.meta
+        job = UploadJob(
+            job_id=new_job_id(),
+            staged=str(staged.path),
+            size=staged.size,
+            display=join(state.path),
+            target=self._target(state.path, meta, state.generation),
+            created=self.clock.seconds(),
+        )
+        pending = Pending(state.path, job.job_id, staged, meta, state.generation)
+        self.overlay.pending[state.path] = pending
+        self.overlay.by_job[job.job_id] = pending
+        self.queue.enqueue(job)
+        if self.close_waits_for_grid if wait is None else wait:
+            await self.queue.wait_for(job.job_id)
+        return pending
+
+    def _target(self, path: Path, meta: LocalMeta, generation: int) -> dict[str, Any]:
+        return {
+            "root": self.root_cap,
+            "path": list(path),
+            "mode": meta.mode,
+            "mtime": meta.mtime,
+            "ctime": meta.ctime,
+            "generation": generation,
+        }
+
+    def retarget(self, pending: Pending) -> None:
+        """A pending file was renamed or its metadata changed: rewrite its journal record."""
+        self.queue.update_target(
+            pending.job_id, self._target(pending.path, pending.meta, pending.generation)
+        )
+
+    def adopt(self, job: UploadJob) -> None:
+        """A job journaled by an earlier run: make its file visible again until it is linked."""
+        path = tuple(job.target["path"])
+        meta = LocalMeta(
+            job.target.get("mode"),
+            job.target.get("mtime"),
+            None,
+            job.target.get("ctime") or job.created,
+        )
+        generation = self.overlay.next_generation()
+        staged = self.staging.reopen(FilePath(job.staged))
+        pending = Pending(path, job.job_id, staged, meta, generation)
+        self.overlay.pending[path] = pending
+        self.overlay.by_job[job.job_id] = pending
+
+    async def upload(self, job: UploadJob) -> None:
+        """Run one upload job: upload the staged bytes, then link them where the file is now."""
+        pending = self.overlay.by_job.get(job.job_id)
+        if pending is None or pending.abandoned:
+            self._finish(job.job_id, pending)
+            return
+        mutable = await self._existing_mutable(pending)
+        if mutable is not None:
+            data = pending.staged.read(0, pending.staged.size)
+            await self.store.mutable_client().modify(mutable, lambda _old: data)
+            cap = None
+        else:
+            with open(pending.staged.path, "rb") as source:
+                cap = await self.store.upload(source)
+        await pending.lock.acquire()
+        try:
+            path = pending.path
+            newest = self.overlay.linked.get(path, 0)
+            if not pending.abandoned and pending.generation > newest:
+                parent, name = parent_and_name(path)
+                directory = await self.directory(parent)
+                now = self.clock.seconds()
+                mtime = pending.meta.mtime if pending.meta.mtime is not None else now
+                if cap is not None:
+                    metadata = EntryMetadata(
+                        kind="file",
+                        mtime=mtime,
+                        ctime=pending.meta.ctime or now,
+                        mode=pending.meta.mode,
+                        size=pending.staged.size,
+                        no_write=pending.meta.mode is not None and not pending.meta.mode & 0o222,
+                    )
+                    await directory.add(name, cap, metadata, overwrite=True)
+                else:
+                    await directory.set_metadata(name, mtime=mtime, size=pending.staged.size)
+                self.overlay.linked[path] = pending.generation
+        except NoSuchFile:
+            self.log.warn(
+                "{path}: its directory was removed before the upload finished; dropped",
+                path=join(pending.path),
+            )
+        finally:
+            pending.lock.release()
+        self._finish(job.job_id, pending)
+
+    async def _existing_mutable(self, pending: Pending) -> MutableWriteCap | None:
+        """The mutable file the path names, when the file being replaced is one."""
+        parent, name = parent_and_name(pending.path)
+        try:
+            entry = await (await self.directory(parent)).get(name, DIRECTORY_CACHE_SECONDS)
+        except (NoSuchFile, NoSuchChild, NotADirectory):
+            return None
+        return entry.cap if isinstance(entry.cap, MutableWriteCap) else None
+
+    def _finish(self, job_id: str, pending: Pending | None) -> None:
+        self.overlay.by_job.pop(job_id, None)
+        if pending is None:
+            return
+        if self.overlay.pending.get(pending.path) is pending:
+            del self.overlay.pending[pending.path]
+        pending.staged.discard()
+
+    def check_writable(self, directory: DirectoryNode) -> None:
+        """PermissionDenied when a directory is read-only."""
+        if directory.read_only:
+            raise PermissionDenied("read-only directory")
+
+    def staged_copy(self, source: StagedFile) -> StagedFile:
+        """A new staged file holding the same bytes (for reopening a file still uploading)."""
+        copy = self.staging.create()
+        offset = 0
+        while offset < source.size:
+            chunk = source.read(offset, 1 << 20)
+            copy.write(offset, chunk)
+            offset += len(chunk)
+        return copy
+
+
+def parse_root(cap: str) -> DirectoryWriteCap | DirectoryReadCap:
+    """A root directory capability from an account, checked to be one."""
+    parsed = parse(cap)
+    if not isinstance(parsed, DirectoryWriteCap | DirectoryReadCap):
+        raise ValueError("the root capability does not name a directory")
+    return parsed

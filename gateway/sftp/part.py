@@ -1,0 +1,88 @@
+"""The SFTP server as a node part: SSH on the configured address, sessions on the volumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.conch.interfaces import ISFTPServer
+from twisted.logger import Logger
+
+from gateway.accounts import AccountStore, accounts_path
+from gateway.config import NodeConfig
+from gateway.fs.gridfs import GridFilesystem
+from gateway.fs.part import FilesystemPart
+from gateway.listening import bound_address, hostport, listen_tcp
+from gateway.nodedir import HOST_KEY_FILE, NodeDir
+from gateway.service import NodePart, StartupError
+from gateway.sftp.server import GatewaySFTPServer
+from gateway.sftp.ssh import AccountAvatar, HostKeyError, load_host_key, make_ssh_factory
+
+
+class SFTPPart(NodePart):
+    """Listens for SSH and serves each account's root over SFTP."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, nd: NodeDir, config: NodeConfig, fs: FilesystemPart):
+        super().__init__("sftp")
+        self._reactor = reactor
+        self._nd = nd
+        self._fs = fs
+        self._host: str = config.get("sftp", "host")
+        self._port: int = config.get("sftp", "port")
+        self._passphrase_file: str = config.get("sftp", "host_key_passphrase_file")
+        self._listening: Any = None
+        self.accounts = AccountStore(accounts_path(nd.root))
+
+    def _passphrase(self) -> bytes | None:
+        if not self._passphrase_file:
+            return None
+        path = self._nd.root / self._passphrase_file
+        try:
+            return path.read_bytes().strip()
+        except OSError as e:
+            raise StartupError(
+                "sftp", f"cannot read host key passphrase file {path}: {e.strerror}"
+            ) from None
+
+    def sftp_server(self, avatar: AccountAvatar) -> ISFTPServer:
+        """The SFTP server of one session."""
+        volume = self._fs.volume(avatar.root_cap)
+        fs = GridFilesystem(volume, read_only=avatar.read_only)
+        return GatewaySFTPServer(fs, user=avatar.name, rename_overwrites=avatar.rename_overwrites)
+
+    async def start(self) -> None:
+        """Load the host key and accounts, then listen."""
+        try:
+            key = load_host_key(self._nd.secret(HOST_KEY_FILE), self._passphrase())
+        except HostKeyError as e:
+            raise StartupError("sftp", str(e)) from None
+        self.accounts.load()
+        factory = make_ssh_factory(
+            reactor=self._reactor,
+            host_key=key,
+            accounts=self.accounts,
+            sftp_server_factory=self.sftp_server,
+            log=self.log,
+        )
+        self._listening = listen_tcp(self._reactor, factory, self._host, self._port, "sftp")
+
+    async def stop(self) -> None:
+        """Stop accepting connections."""
+        if self._listening is not None:
+            stopped = self._listening.stopListening()
+            self._listening = None
+            if stopped is not None:
+                await stopped
+
+    def announce(self) -> list[str]:
+        """How to connect."""
+        host, port = bound_address(self._listening)
+        return [f"SFTP: sftp -P {port} USER@{host}  (listening on {hostport(host, port)})"]
+
+    def status(self) -> dict[str, Any]:
+        """The listening address and number of accounts."""
+        if self._listening is None:
+            return {"running": False}
+        host, port = bound_address(self._listening)
+        return {"listening": hostport(host, port), "accounts": len(self.accounts.list())}

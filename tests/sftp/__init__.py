@@ -1,0 +1,1 @@
+"""Tests of the SFTP frontend: accounts, SSH server layer."""
