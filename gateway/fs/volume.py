@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Any
 
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from gateway.fs.errors import GridUnavailable, NoSuchFile, NotADirectory, PermissionDenied
@@ -21,8 +22,13 @@ from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.grid.interfaces import ServerUnavailable
 from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap, MutableWriteCap, parse
-from gateway.objects.dirnode import DirectoryNode, EntryMetadata, NoSuchChild
-from gateway.objects.errors import NotEnoughShares, ObjectError, UploadUnhappy
+from gateway.objects.dirnode import DirectoryNode, EntryMetadata, NoSuchChild, pack_contents
+from gateway.objects.errors import (
+    NotEnoughShares,
+    ObjectError,
+    UncoordinatedWriteError,
+    UploadUnhappy,
+)
 from gateway.objects.store import ObjectStore
 from gateway.uploads.journal import UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
@@ -63,6 +69,8 @@ class Volume:
         self.overlay = Overlay()
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, DirectoryNode] = {}
+        self._root_ready = False
+        self._root_lock = DeferredLock()
 
     # -- directories -------------------------------------------------------------
 
@@ -71,8 +79,35 @@ class Volume:
         """Whether the root itself is read-only (a read cap)."""
         return self._root.read_only
 
+    async def ensure_root(self) -> None:
+        """Create the root directory on first use (accounts get a fresh key, not an object)."""
+        if self._root_ready:
+            return
+        await self._root_lock.acquire()
+        try:
+            if self._root_ready:
+                return
+            try:
+                await self._root.list()
+            except NotEnoughShares:
+                if not isinstance(self._root.cap, DirectoryWriteCap):
+                    raise GridUnavailable("the root directory cannot be read now") from None
+                try:
+                    await self.store.mutable_client().create(pack_contents({}), self._root.cap.node)
+                except UncoordinatedWriteError:
+                    raise GridUnavailable("the root directory cannot be read now") from None
+                except ObjectError as e:
+                    raise grid_errors(e) from None
+                self.log.info("created a new root directory")
+            except ObjectError as e:
+                raise grid_errors(e) from None
+            self._root_ready = True
+        finally:
+            self._root_lock.release()
+
     async def directory(self, parts: Path) -> DirectoryNode:
         """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way)."""
+        await self.ensure_root()
         node = self._root
         for depth, name in enumerate(parts):
             try:

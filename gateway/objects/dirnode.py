@@ -56,7 +56,6 @@ from gateway.objects.crypto import directory_write_key
 from gateway.objects.errors import (
     BadCapability,
     CorruptObject,
-    NotEnoughShares,
     NotWritable,
     ObjectError,
     UncoordinatedWriteError,
@@ -381,11 +380,8 @@ class DirectoryNode:
 
     ``clock`` times the read cache and the random pauses (growing from
     ``backoff`` to at most ``max_backoff`` seconds) between attempts of a change
-    that lost a race; ``attempts`` bounds those attempts. A read that overlaps
-    another writer's publish sees shares replaced under it, which
-    :class:`MutableClient` reports as NotEnoughShares; reads and changes retry
-    that within the same budget (so on a grid that is really down the error
-    comes only after the pauses).
+    that lost a race; ``attempts`` bounds those attempts. (A read that overlaps
+    another writer's publish is retried by :class:`MutableClient` itself.)
     """
 
     client: MutableClient
@@ -633,14 +629,7 @@ class DirectoryNode:
             when, records = self._cache
             if self.clock.seconds() - when <= max_age:
                 return records
-        for attempt in range(self.attempts):
-            try:
-                data, _ = await self.client.read(self.cap.node)
-                break
-            except NotEnoughShares:
-                if attempt == self.attempts - 1:
-                    raise
-                await self._pause(attempt)
+        data, _ = await self.client.read(self.cap.node)
         records = unpack_contents(data)
         self._remember(records)
         return records
@@ -663,12 +652,10 @@ class DirectoryNode:
         for attempt in range(self.attempts):
             try:
                 await self.client.modify(self.cap.node, apply, attempts=1)
-            except (UncoordinatedWriteError, NotEnoughShares) as e:
+            except UncoordinatedWriteError:
                 if attempt < self.attempts - 1:
                     await self._pause(attempt)
                     continue
-                if isinstance(e, NotEnoughShares):
-                    raise
                 si = b32encode(self.storage_index)
                 raise UncoordinatedWriteError(
                     f"the directory {si} changed under every one of {self.attempts}"

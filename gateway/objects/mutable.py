@@ -12,9 +12,28 @@ The signature covers the storage index and every header field before it, so a
 server cannot roll a share back to another object's version. Writers replace
 each share with one read-test-write per server whose test compares the old
 ``(seqnum, salt, UEB hash)`` bytes (or the share's absence): a writer that lost a
-race gets :class:`UncoordinatedWriteError`. Readers take the highest sequence
-number with a valid signature that they can rebuild. Contents are held in
-memory whole (mutables are directories and small files).
+race gets :class:`UncoordinatedWriteError`. Contents are held in memory whole
+(mutables are directories and small files).
+
+Readers take the highest version with a valid signature that they can rebuild:
+highest sequence number, ties (two writers that each reached part of the grid
+with the same sequence number, e.g. during a partition) broken by the higher
+root (UEB) hash, so every reader picks the same one.
+
+A writer publishes above the highest sequence number it saw, testing each share
+against the version that share held when it was scanned, and rewrites every
+share it saw (so the next write after a split leaves one version everywhere). It
+refuses (lost race) only when a version readers would prefer to the one it
+wrote against could have been read: one with ``k`` distinct shares that was not
+proven unrecoverable. A newer version with fewer than ``k`` shares (a failed or
+in-flight publish) does not block it; if that publish is still in flight, the
+test vectors make one of the two writers lose.
+
+A read overlapping another writer's publish can find shares replaced between
+its header scan and its block reads. A share that fails verification has its
+header read again: if it now holds another version, the read scans again and
+retries (a bounded number of times); only a share whose header is unchanged is
+reported to its server as corrupt.
 """
 
 from __future__ import annotations
@@ -54,6 +73,9 @@ HEADER_SIZE = _HEADER.size
 _SIGNED = HEADER_SIZE - 64
 _SIG_DOMAIN = b"GG-MUT1-SIG\n"
 
+READ_ATTEMPTS = 6
+"""How many scans a read makes when shares keep being replaced under it by another writer."""
+
 
 @frozen
 class MutableVersion:
@@ -70,6 +92,10 @@ class MutableVersion:
     def version_bytes(self) -> bytes:
         """The header bytes a test vector compares (seqnum, salt, UEB hash)."""
         return struct.pack(">Q32s32s", self.seqnum, self.salt, self.ueb_hash)
+
+    def rank(self) -> tuple[int, bytes, bytes]:
+        """The order readers prefer versions in: sequence number, then root hash (then salt)."""
+        return (self.seqnum, self.ueb_hash, self.salt)
 
 
 def _signed_part(version: MutableVersion) -> bytes:
@@ -112,17 +138,30 @@ def parse_header(reader: MutableReadCap, data: bytes) -> MutableVersion:
 
 
 @define(eq=False)
+class _ReadProbe:
+    """What happened, besides plain corruption, while one version was being read."""
+
+    changed: bool = False
+    """A share turned out to hold another version than the scan found (another writer's publish)."""
+    server_failures: int = 0
+    """Requests that failed because a server did (the version may be readable later)."""
+
+
+@define(eq=False)
 class _VersionView:
     """The shares of one version on one server, seen as immutable shares (offset by the header).
 
     Provides only what :class:`ImmutableReader` uses: list, read, advise. The
     reader passes the storage index of its pseudo read cap; the view substitutes
-    the mutable slot's own.
+    the mutable slot's own. A corruption advisory is only passed on when the
+    share still holds ``version``; otherwise the probe records a version change.
     """
 
     server: IStorageClient
     shares: set[int]
-    storage_index: bytes
+    reader: MutableReadCap = field(repr=False)
+    version: MutableVersion
+    probe: _ReadProbe
 
     @property
     def server_id(self) -> bytes:
@@ -134,25 +173,54 @@ class _VersionView:
     async def read_immutable(
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
-        return await self.server.read_mutable(
-            self.storage_index, share_number, HEADER_SIZE + offset, length
-        )
+        try:
+            return await self.server.read_mutable(
+                self.reader.storage_index, share_number, HEADER_SIZE + offset, length
+            )
+        except SERVER_FAILURES:
+            self.probe.server_failures += 1
+            raise
 
     async def advise_corrupt_immutable(
         self, storage_index: bytes, share_number: int, reason: str
     ) -> None:
-        await self.server.advise_corrupt_mutable(self.storage_index, share_number, reason)
+        si = self.reader.storage_index
+        try:
+            header = await self.server.read_mutable(si, share_number, 0, HEADER_SIZE)
+        except SERVER_FAILURES:
+            self.probe.server_failures += 1  # cannot tell a new version from rot: say nothing
+            return
+        try:
+            now: MutableVersion | None = parse_header(self.reader, header)
+        except CorruptShare:
+            now = None  # replaced by something unsigned: the next scan reports it
+        if now != self.version:
+            self.probe.changed = True
+            return
+        await self.server.advise_corrupt_mutable(si, share_number, reason)
 
 
 @define
 class _Scan:
-    """What a read found: each valid version and where its shares are."""
+    """What a scan found: each valid version and where its shares are.
+
+    ``unrecoverable`` holds the versions a read tried and proved cannot be
+    rebuilt (too few shares, or corrupt ones), as opposed to ones it could not
+    read because servers failed or shares changed meanwhile.
+    """
 
     versions: dict[MutableVersion, dict[IStorageClient, set[int]]] = field(factory=dict)
     shares_by_server: dict[IStorageClient, set[int]] = field(factory=dict)
+    reachable: set[IStorageClient] = field(factory=set)
+    unrecoverable: set[MutableVersion] = field(factory=set)
 
     def newest_first(self) -> list[MutableVersion]:
-        return sorted(self.versions, key=lambda v: (v.seqnum, v.ueb_hash), reverse=True)
+        """Every version found, in the order readers prefer them."""
+        return sorted(self.versions, key=MutableVersion.rank, reverse=True)
+
+    def share_numbers(self, version: MutableVersion) -> set[int]:
+        """The distinct share numbers of ``version`` that were found."""
+        return set().union(*self.versions.get(version, {}).values())
 
 
 @define(eq=False)
@@ -163,9 +231,15 @@ class MutableClient:
     secrets: GatewaySecrets
     params: fmt.EncodingParams = fmt.EncodingParams()
 
-    async def create(self, contents: bytes) -> MutableWriteCap:
-        """A new mutable object holding ``contents`` (sequence number 1)."""
-        writer = MutableWriteCap.generate()
+    async def create(
+        self, contents: bytes, writer: MutableWriteCap | None = None
+    ) -> MutableWriteCap:
+        """A new mutable object holding ``contents`` (sequence number 1).
+
+        With ``writer`` the object is created under that (pre-generated) key; a
+        server already holding a share of it makes this raise UncoordinatedWriteError.
+        """
+        writer = writer or MutableWriteCap.generate()
         await self._publish(writer, contents, None, _Scan())
         return writer
 
@@ -215,6 +289,9 @@ class MutableClient:
         ring = permuted_ring(self.servers, si)
         listed = await gather(s.list_mutable(si) for s in ring)
         scan = _Scan()
+        scan.reachable.update(
+            s for s, shares in zip(ring, listed, strict=True) if isinstance(shares, frozenset)
+        )
         wanted = [
             (server, share)
             for server, shares in zip(ring, listed, strict=True)
@@ -227,41 +304,79 @@ class MutableClient:
         for (server, share), header in zip(wanted, headers, strict=True):
             if not isinstance(header, bytes):
                 continue
-            try:
-                version = parse_header(reader, header)
-            except CorruptShare as e:
-                try:
-                    await server.advise_corrupt_mutable(si, share, str(e))
-                except SERVER_FAILURES:
-                    pass
-                continue
-            scan.versions.setdefault(version, {}).setdefault(server, set()).add(share)
+            version = await self._check_header(reader, server, share, header)
+            if version is not None:
+                scan.versions.setdefault(version, {}).setdefault(server, set()).add(share)
         return scan
 
+    async def _check_header(
+        self, reader: MutableReadCap, server: IStorageClient, share: int, header: bytes
+    ) -> MutableVersion | None:
+        """The version a scanned header holds, or None (reporting it when it is really corrupt).
+
+        A header that fails its check is read again first: when it changed
+        meanwhile (a torn read of a share being replaced) the new one is used.
+        """
+        si = reader.storage_index
+        try:
+            return parse_header(reader, header)
+        except CorruptShare as e:
+            reason = str(e)
+        try:
+            again = await server.read_mutable(si, share, 0, HEADER_SIZE)
+            if again != header:
+                return parse_header(reader, again)
+            await server.advise_corrupt_mutable(si, share, reason)
+        except (*SERVER_FAILURES, CorruptShare):
+            pass
+        return None
+
     async def _read(self, reader: MutableReadCap) -> tuple[bytes, MutableVersion, _Scan]:
-        scan = await self._scan(reader)
-        errors = []
-        for version in scan.newest_first():
-            views = [
-                _VersionView(s, shares, reader.storage_index)
-                for s, shares in scan.versions[version].items()
-            ]
-            cap = ImmutableReadCap(
-                mutable_data_key(reader.read_key, version.salt),
-                version.ueb_hash,
-                version.k,
-                version.n,
-                version.size,
+        """Scan, then read the preferred version that can be rebuilt; rescan if shares change."""
+        errors: list[str] = []
+        for _ in range(READ_ATTEMPTS):
+            scan = await self._scan(reader)
+            errors = []
+            changed = False
+            for version in scan.newest_first():
+                probe = _ReadProbe()
+                try:
+                    return await self._read_version(reader, scan, version, probe), version, scan
+                except NotEnoughShares as e:
+                    if probe.changed:
+                        changed = True
+                        break
+                    if not probe.server_failures:
+                        scan.unrecoverable.add(version)
+                    errors.append(str(e))
+            if not changed:
+                break
+        else:
+            errors.append(
+                f"its shares were replaced by other writers during each of {READ_ATTEMPTS}"
+                " attempts to read it"
             )
-            # The views provide the three reading methods ImmutableReader uses.
-            immutable = ImmutableReader(cap, cast(Sequence[IStorageClient], views))
-            try:
-                return await immutable.read(0, version.size), version, scan
-            except NotEnoughShares as e:
-                errors.append(str(e))
         si = b32encode(reader.storage_index)
         detail = "; ".join(errors) or "no share with a valid signature was found"
         raise NotEnoughShares(f"cannot read the mutable object {si}: {detail}")
+
+    async def _read_version(
+        self, reader: MutableReadCap, scan: _Scan, version: MutableVersion, probe: _ReadProbe
+    ) -> bytes:
+        views = [
+            _VersionView(s, shares, reader, version, probe)
+            for s, shares in scan.versions[version].items()
+        ]
+        cap = ImmutableReadCap(
+            mutable_data_key(reader.read_key, version.salt),
+            version.ueb_hash,
+            version.k,
+            version.n,
+            version.size,
+        )
+        # The views provide the three reading methods ImmutableReader uses.
+        immutable = ImmutableReader(cap, cast(Sequence[IStorageClient], views))
+        return await immutable.read(0, version.size)
 
     # -- writing --
 
@@ -274,11 +389,22 @@ class MutableClient:
     ) -> MutableVersion:
         params = self.params
         si = writer.storage_index
+        if any(
+            (expected is None or v.rank() > expected.rank())
+            and v not in scan.unrecoverable
+            and len(scan.share_numbers(v)) >= v.k
+            for v in scan.versions
+        ):
+            raise _lost_race(si)  # readers would prefer a version we did not write against
+        ring = permuted_ring(self.servers, si)
+        if not ring:
+            raise UploadUnhappy("there are no storage servers to write to")
         salt = random_key()
         key = mutable_data_key(writer.get_read_cap().read_key, salt)
         encoded, shares = fmt.encode_bytes(contents, key, params)
+        seen = [v.seqnum for v in scan.versions]
         version = MutableVersion(
-            (expected.seqnum if expected else 0) + 1,
+            max([expected.seqnum if expected else 0, *seen]) + 1,
             salt,
             encoded.ueb_hash,
             params.k,
@@ -287,37 +413,7 @@ class MutableClient:
             len(contents),
         )
         header = pack_header(writer, version)
-        floor = expected.seqnum if expected else 0
-        if any(v != expected and v.seqnum >= floor for v in scan.versions):
-            raise _lost_race(si)
-        # Where each share goes: where the expected version keeps it, else around the ring.
-        targets: dict[IStorageClient, dict[int, TestVector]] = {}
-        old = scan.versions.get(expected, {}) if expected else {}
-        placed: set[int] = set()
-        for server, held in old.items():
-            for share in held:
-                specimen = expected.version_bytes() if expected else b""
-                targets.setdefault(server, {})[share] = TestVector(8, len(specimen), specimen)
-                placed.add(share)
-        ring = permuted_ring(self.servers, si)
-        if not ring:
-            raise UploadUnhappy("there are no storage servers to write to")
-        known = {
-            (server, share): v.version_bytes()
-            for v, where in scan.versions.items()
-            for server, held in where.items()
-            for share in held
-        }
-        homeless = [j for j in range(params.n) if j not in placed]
-        for i, share in enumerate(homeless):
-            server = ring[i % len(ring)]
-            if share in targets.get(server, {}):
-                continue
-            if share not in scan.shares_by_server.get(server, set()):
-                targets.setdefault(server, {})[share] = TestVector(0, 1, b"")
-            elif (server, share) in known:  # an older version's share: replace it
-                specimen = known[server, share]
-                targets.setdefault(server, {})[share] = TestVector(8, len(specimen), specimen)
+        targets = _targets(scan, ring, params.n)
         master = write_enabler_master(writer.signing_seed)
 
         async def send(server: IStorageClient, tests: dict[int, TestVector]) -> bool:
@@ -351,6 +447,34 @@ class MutableClient:
                 f" {happiness(holders)} server(s), {params.happy} are required"
             )
         return version
+
+
+def _targets(
+    scan: _Scan, ring: Sequence[IStorageClient], n: int
+) -> dict[IStorageClient, dict[int, TestVector]]:
+    """Where each share of a new version goes, and what each write tests first.
+
+    Every share found holding a valid version (of any sequence number) is
+    replaced in place, tested against exactly that version. Share numbers found
+    nowhere go round the ring, servers that answered the scan and hold the fewest
+    shares first, each tested for absence. A share whose header was unreadable
+    or corrupt is left alone.
+    """
+    targets: dict[IStorageClient, dict[int, TestVector]] = {}
+    for version, where in scan.versions.items():
+        specimen = version.version_bytes()
+        for server, held in where.items():
+            for share in held:
+                if share < n:
+                    targets.setdefault(server, {})[share] = TestVector(8, len(specimen), specimen)
+    placed = {share for tests in targets.values() for share in tests}
+    homeless = [j for j in range(n) if j not in placed]
+    order = sorted(ring, key=lambda s: (s not in scan.reachable, len(targets.get(s, {}))))
+    for i, share in enumerate(homeless):
+        server = order[i % len(order)]
+        if share not in scan.shares_by_server.get(server, set()):
+            targets.setdefault(server, {})[share] = TestVector(0, 1, b"")
+    return targets
 
 
 def _lost_race(storage_index: bytes) -> UncoordinatedWriteError:

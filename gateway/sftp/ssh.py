@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,8 +49,12 @@ from twisted.conch.avatar import ConchUser
 from twisted.conch.error import IgnoreAuthentication, ValidPublicKey
 from twisted.conch.interfaces import IConchUser, ISFTPServer
 from twisted.conch.ssh import keys
-from twisted.conch.ssh.common import getNS
-from twisted.conch.ssh.connection import SSHConnection
+from twisted.conch.ssh.common import NS, getNS
+from twisted.conch.ssh.connection import (
+    MSG_CHANNEL_OPEN_FAILURE,
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    SSHConnection,
+)
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.filetransfer import FileTransferServer
 from twisted.conch.ssh.keys import Key
@@ -511,6 +516,31 @@ class _SFTPOnlySession(SSHSession):
 # --- transport, user authentication and factory --------------------------------------
 
 
+class _SFTPOnlyConnection(SSHConnection):
+    """``ssh-connection`` that refuses every channel type but ``session`` up front.
+
+    (Conch would refuse them too, but logs each refusal as a traceback.)
+    """
+
+    def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        """Open session channels; refuse forwarding and other channel types quietly."""
+        channel_type, rest = getNS(packet)
+        if channel_type == b"session":
+            super().ssh_CHANNEL_OPEN(packet)
+            return
+        avatar = getattr(self.transport, "avatar", None)
+        if isinstance(avatar, AccountAvatar):
+            avatar.refused(channel_type.decode("ascii", "replace")[:64])
+        assert self.transport is not None
+        self.transport.sendPacket(
+            MSG_CHANNEL_OPEN_FAILURE,
+            rest[:4]  # the sender's channel number
+            + struct.pack(">L", OPEN_ADMINISTRATIVELY_PROHIBITED)
+            + NS(b"only SFTP is served here")
+            + NS(b""),
+        )
+
+
 class _GatewayServerTransport(SSHServerTransport):
     """The server transport restricted to modern algorithms."""
 
@@ -656,7 +686,7 @@ class GatewaySSHFactory(SSHFactory):
         self.primes = None
         self.services = {
             b"ssh-userauth": _ThrottledUserAuthServer,
-            b"ssh-connection": SSHConnection,
+            b"ssh-connection": _SFTPOnlyConnection,
         }
 
     def getService(self, transport: Any, service: bytes) -> Any:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import random
+import struct
+
 import pytest
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import Clock
 
 from gateway.objects import immutable_format as fmt
 from gateway.objects import mutable
+from gateway.objects.caps import LiteralCap, MutableWriteCap
 from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.errors import CorruptShare, NotEnoughShares, UncoordinatedWriteError
-from gateway.objects.mutable import MutableClient
-from tests.objects.grid import GridClient, make_grid, run
+from gateway.objects.dirnode import DirectoryNode
+from gateway.objects.errors import (
+    CorruptShare,
+    NotEnoughShares,
+    UncoordinatedWriteError,
+    UploadUnhappy,
+)
+from gateway.objects.mutable import MutableClient, MutableVersion
+from tests.objects.grid import GridClient, intercept, make_grid, run
 
 PARAMS = fmt.EncodingParams(k=3, happy=7, n=10, segment_size=256)
 SECRETS = GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32)
@@ -126,3 +138,293 @@ def test_other_object_cannot_vouch() -> None:
     assert mutable.parse_header(cap1.get_read_cap(), header).seqnum == 1
     with pytest.raises(CorruptShare, match="signature is invalid"):
         mutable.parse_header(cap2.get_read_cap(), header)
+
+
+# --- split versions (two writers reached disjoint servers with the same seqnum) -------
+
+SPLIT_PARAMS = fmt.EncodingParams(k=2, happy=2, n=4, segment_size=256)
+
+
+def split_object(
+    grid: list[GridClient],
+) -> tuple[MutableWriteCap, MutableVersion, MutableVersion, bytes]:
+    """An object whose servers 0-1 hold writer A's version 2 and servers 2-3 writer B's.
+
+    Both writers wrote against version 1 while the grid was partitioned. Returns
+    the cap, the version readers prefer (higher root hash), the other one, and
+    the preferred version's contents.
+    """
+    c = MutableClient(grid, SECRETS, SPLIT_PARAMS)
+    cap = run(c.create(b"base"))
+    _, v1 = run(c.read(cap))
+    for contents, down in ((b"from A", grid[2:]), (b"from B", grid[:2])):
+        for g in down:
+            g.available = False
+        run(c.write(cap, contents, v1))
+        for g in grid:
+            g.available = True
+    held = [{header_of(g, cap.storage_index, sh) for sh in shares_on(g, cap)} for g in grid]
+    assert held[0] == held[1] and held[2] == held[3] and len(held[0] | held[2]) == 2
+    (a,), (b,) = held[0], held[2]
+    assert a.seqnum == b.seqnum == 2
+    winner, loser = (a, b) if a.ueb_hash > b.ueb_hash else (b, a)
+    return cap, winner, loser, b"from A" if winner == a else b"from B"
+
+
+def shares_on(g: GridClient, cap: MutableWriteCap) -> frozenset[int]:
+    """The share numbers ``g`` holds for ``cap``'s slot (read straight from its core)."""
+    return frozenset(g.server.list_mutable(cap.storage_index))
+
+
+def header_of(g: GridClient, si: bytes, share: int) -> MutableVersion:
+    """The version in the header of one stored share (signature not checked)."""
+    header = g.server.read_mutable(si, share, 0, mutable.HEADER_SIZE)
+    _, seqnum, salt, ueb_hash, k, n, segsize, size, _ = struct.unpack(">8sQ32s32sHHIQ64s", header)
+    return MutableVersion(seqnum, salt, ueb_hash, k, n, segsize, size)
+
+
+def stored_versions(grid: list[GridClient], cap: MutableWriteCap) -> dict[bytes, set[int]]:
+    """Server id → the sequence numbers of every share it holds for ``cap``."""
+    si = cap.storage_index
+    return {g.server_id: {header_of(g, si, sh).seqnum for sh in shares_on(g, cap)} for g in grid}
+
+
+def test_split_versions_read_deterministically() -> None:
+    """Every reader of a split object gets the version with the higher root hash."""
+    grid = make_grid(4)
+    cap, winner, _, contents = split_object(grid)
+    for secrets in (SECRETS, GatewaySecrets(b"C" * 32, b"L" * 32)):
+        assert run(MutableClient(grid, secrets, SPLIT_PARAMS).read(cap)) == (contents, winner)
+
+
+def test_split_versions_are_healed_by_the_next_modify() -> None:
+    """A modify of a split object publishes above both versions, onto every server."""
+    grid = make_grid(4)
+    cap, _, _, before = split_object(grid)
+    c = MutableClient(grid, SECRETS, SPLIT_PARAMS)
+    version = run(c.modify(cap, lambda data: data + b"!"))
+    assert version.seqnum == 3
+    assert run(c.read(cap)) == (before + b"!", version)
+    assert stored_versions(grid, cap) == {g.server_id: {3} for g in grid}
+    assert run(c.modify(cap, lambda data: data + b"?")).seqnum == 4
+
+
+def test_split_versions_still_detect_races() -> None:
+    """Healing a split tests each share against what it held: a racing writer is not overwritten."""
+    grid = make_grid(4)
+    cap, _, _, start = split_object(grid)
+    c = MutableClient(grid, SECRETS, SPLIT_PARAMS)
+    calls = []
+
+    async def append_b(old: bytes) -> bytes:
+        calls.append(old)
+        if len(calls) == 1:  # another writer heals the split between our read and our write
+            await c.modify(cap, lambda data: data + b"c")
+        return old + b"b"
+
+    assert run(c.modify(cap, append_b)).seqnum == 4
+    assert calls == [start, start + b"c"]
+    assert run(c.read(cap))[0] == start + b"cb"
+    assert stored_versions(grid, cap) == {g.server_id: {4} for g in grid}
+
+
+def test_write_against_the_losing_split_version_is_a_lost_race() -> None:
+    """A writer holding the version readers do not prefer has lost; one holding the winner wins."""
+    grid = make_grid(4)
+    cap, winner, loser, _ = split_object(grid)
+    c = MutableClient(grid, SECRETS, SPLIT_PARAMS)
+    with pytest.raises(UncoordinatedWriteError):
+        run(c.write(cap, b"stale", loser))
+    assert run(c.write(cap, b"fresh", winner)).seqnum == 3
+    assert run(c.read(cap))[0] == b"fresh"
+
+
+def test_failed_publish_does_not_block_later_writes() -> None:
+    """A publish that left fewer than k shares of a newer version is written over, not obeyed."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"one"))
+    _, v1 = run(c.read(cap))
+    for g in grid[1:]:
+        g.available = False
+    with pytest.raises(UploadUnhappy):
+        run(c.write(cap, b"lost", v1))
+    for g in grid:
+        g.available = True
+    assert run(c.read(cap)) == (b"one", v1)
+    version = run(c.modify(cap, lambda data: data + b"+two"))
+    assert version.seqnum == 3 and run(c.read(cap)) == (b"one+two", version)
+    assert set().union(*stored_versions(grid, cap).values()) == {3}
+
+
+def test_unrecoverable_newer_version_is_written_over() -> None:
+    """A newer version too corrupt to rebuild is reported, the older one read, and written over."""
+    grid = make_grid(12)
+    params = fmt.EncodingParams(k=3, happy=5, n=10, segment_size=256)
+    c = MutableClient(grid, SECRETS, params)
+    cap = run(c.create(b"old" * 100))
+    si = cap.storage_index
+    _, v1 = run(c.read(cap))
+    keep = [g for g in grid if shares_on(g, cap)][:3]  # three v1 shares survive: k
+    for g in keep:
+        g.available = False
+    v2 = run(c.write(cap, b"new" * 100, v1))
+    for g in keep:
+        g.available = True
+    body = fmt.ShareLayout(300, 256, 3, 10)
+    rotted = [(g, sh) for g in grid for sh in shares_on(g, cap) if header_of(g, si, sh) == v2][:8]
+    for g, sh in rotted:
+        g.flip_byte(si, sh, mutable.HEADER_SIZE + body.block_offset(0) + 1)
+    assert run(c.read(cap)) == (b"old" * 100, v1)
+    reports = sorted(
+        (g.server_id, r.share_number) for g in grid for r in g.server.corruption_reports
+    )
+    assert reports == sorted((g.server_id, sh) for g, sh in rotted)
+    assert run(c.modify(cap, lambda data: data + b"!")).seqnum == 3
+    assert run(c.read(cap))[0] == b"old" * 100 + b"!"
+
+
+# --- reads overlapping another writer's publish -------------------------------------
+
+
+def advisories(grid: list[GridClient]) -> int:
+    """How many corruption advisories the grid's servers were sent."""
+    return sum(g.count("advise_corrupt_mutable") for g in grid)
+
+
+def publish_during_reads(
+    grid: list[GridClient], cap: MutableWriteCap, times: int
+) -> list[MutableVersion]:
+    """Make another gateway publish a new version right after each of a reader's scans.
+
+    The publish lands between the reader's header scan and its first block read,
+    so every share the reader chose has been replaced when it reads its blocks.
+    Returns the versions published (filled in as they happen).
+    """
+    other = MutableClient(grid, GatewaySecrets(b"C" * 32, b"L" * 32), PARAMS)
+    published: list[MutableVersion] = []
+    state = {"scanned": False, "busy": False}
+
+    def hook(method: str, args: tuple[object, ...]) -> None:
+        if state["busy"] or len(published) >= times:
+            return
+        if method == "list_mutable":
+            state["scanned"] = True
+        elif method == "read_mutable" and state["scanned"] and args[2] >= mutable.HEADER_SIZE:
+            state["busy"], state["scanned"] = True, False
+            try:
+                n = len(published) + 1
+                published.append(run(other.modify(cap, lambda d: b"version %d" % n)))
+            finally:
+                state["busy"] = False
+
+    for g in grid:
+        intercept(g, hook)
+    return published
+
+
+def test_read_overlapping_a_publish_rereads_without_advising() -> None:
+    """Shares replaced between the scan and the block reads mean a new version, not corruption."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"x" * 700))
+    published = publish_during_reads(grid, cap, times=1)
+    contents, version = run(c.read(cap))
+    assert len(published) == 1
+    assert (contents, version) == (b"version 1", published[0])
+    assert advisories(grid) == 0
+
+
+def test_modify_overlapping_a_publish_applies_to_the_new_version() -> None:
+    """A modify whose read overlapped a publish builds on the new version."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"x" * 700))
+    published = publish_during_reads(grid, cap, times=2)
+    version = run(c.modify(cap, lambda d: d + b"+mine"))
+    assert len(published) == 2 and version.seqnum == 4
+    assert run(c.read(cap))[0] == b"version 2+mine"
+    assert advisories(grid) == 0
+
+
+def test_read_overlapping_publishes_is_bounded() -> None:
+    """A read whose shares keep being replaced gives up (NotEnoughShares), still not advising."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"x" * 700))
+    published = publish_during_reads(grid, cap, times=1000)
+    with pytest.raises(NotEnoughShares, match="replaced"):
+        run(c.read(cap))
+    assert len(published) == mutable.READ_ATTEMPTS
+    assert advisories(grid) == 0
+
+
+def test_corrupt_block_is_still_reported() -> None:
+    """A block that fails verification while its header is unchanged is real corruption."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"rot" * 300))
+    si = cap.storage_index
+    victim = next(g for g in grid if shares_on(g, cap))
+    share = min(shares_on(victim, cap))
+    body = fmt.ShareLayout(900, 256, 3, 10)
+    victim.flip_byte(si, share, mutable.HEADER_SIZE + body.block_offset(0) + 3)
+    others = [g for g in grid if shares_on(g, cap) and g is not victim]
+    for g in others[2:]:  # only k shares reachable: the reader must use the victim's
+        g.available = False
+    with pytest.raises(NotEnoughShares, match="1 corrupt"):
+        run(c.read(cap))
+    assert [r.share_number for r in victim.server.corruption_reports] == [share]
+    for g in grid:
+        g.available = True
+    assert run(c.read(cap))[0] == b"rot" * 300
+    assert [r.share_number for r in victim.server.corruption_reports] in ([share], [share] * 2)
+
+
+def test_concurrent_directory_writers_send_no_false_advisories() -> None:
+    """Two directory writers and a reader on one directory: nothing lost, no corruption reported.
+
+    The dirnode concurrency scenario (two writers, every request taking simulated
+    time, so reads overlap the other writer's publishes constantly) plus a reader
+    listing throughout; directories no longer retry failed reads themselves.
+    """
+    clock = Clock()
+    grid = make_grid(4, clock=clock, latency=0.01)
+    dir_params = fmt.EncodingParams(k=2, happy=3, n=4, segment_size=64 * 1024)
+    first = MutableClient(grid, SECRETS, dir_params)
+    second = MutableClient(grid, GatewaySecrets(b"C" * 32, b"L" * 32), dir_params)
+    root = run(DirectoryNode.create(first, clock=clock), clock)
+    writers = [
+        DirectoryNode.open(first, root.cap, clock=clock, rng=random.Random(1)),
+        DirectoryNode.open(second, root.cap, clock=clock, rng=random.Random(2)),
+    ]
+    reader = DirectoryNode.open(first, root.cap.get_read_cap(), clock=clock)
+    done: list[str] = []
+    listings: list[int] = []
+
+    async def add_all(node: DirectoryNode, prefix: str) -> None:
+        for i in range(100):
+            await node.add(f"{prefix}-{i}", LiteralCap(b"%s%d" % (prefix.encode(), i)))
+        done.append(prefix)
+
+    async def keep_listing() -> None:
+        while len(done) < 2:
+            listings.append(len(await reader.list()))
+
+    async def everything() -> None:
+        await DeferredList(
+            [
+                Deferred.fromCoroutine(c)
+                for c in (add_all(writers[0], "one"), add_all(writers[1], "two"), keep_listing())
+            ],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+
+    run(everything(), clock)
+    listed = run(reader.list(), clock)
+    assert len(listed) == 200 and listed["two-99"].cap == LiteralCap(b"two99")
+    assert grid[0].count("read_test_write") > 201, "the writers never collided"
+    assert len(listings) > 50 and listings == sorted(listings)
+    assert advisories(grid) == 0
+    assert not any(g.server.corruption_reports for g in grid)

@@ -9,6 +9,7 @@ session reached it as the right account.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import socket
@@ -20,12 +21,13 @@ from typing import Any
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import ISFTPServer
 from twisted.conch.ssh import filetransfer
 from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.keys import Key
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, SSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer, reactor
@@ -51,6 +53,7 @@ from gateway.sftp.ssh import (
     CIPHERS,
     KEY_EXCHANGES,
     MACS,
+    AccountPublicKeyChecker,
     AccountRealm,
     GatewaySSHFactory,
     LoginThrottle,
@@ -125,10 +128,22 @@ def sftp_pwd(transport: paramiko.Transport) -> str:
         sftp.close()
 
 
+class RecordingHandler(logging.Handler):
+    """Keeps the messages of one paramiko transport's log channel."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def kex_name(transport: paramiko.Transport) -> str:
-    """The key exchange paramiko negotiated."""
-    engine = type(transport.kex_engine)
-    return next(name for name, cls in transport._kex_info.items() if cls is engine)
+    """The key exchange paramiko negotiated (from its debug log)."""
+    handler: RecordingHandler = transport.test_log  # type: ignore[attr-defined]
+    (line,) = [m for m in handler.messages if m.startswith("Kex: ")]
+    return line.removeprefix("Kex: ")
 
 
 class ServerTestCase(unittest.TestCase):
@@ -226,6 +241,13 @@ class ServerTestCase(unittest.TestCase):
         def connect() -> paramiko.Transport:
             sock = socket.create_connection(("127.0.0.1", self.port_number), timeout=20)
             transport = paramiko.Transport(sock, disabled_algorithms=disabled)
+            channel = f"tests.paramiko.{id(transport)}"
+            transport.set_log_channel(channel)
+            transport.test_log = RecordingHandler()  # type: ignore[attr-defined]
+            logger = logging.getLogger(channel)
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
+            logger.addHandler(transport.test_log)  # type: ignore[attr-defined]
             try:
                 transport.start_client(timeout=20)
                 if password is not None:
@@ -267,12 +289,20 @@ class ServerTestCase(unittest.TestCase):
         )
         return out.decode(errors="replace"), err.decode(errors="replace"), code
 
-    async def sftp_pwd(self, *extra: str, **env: str) -> tuple[str, str, int]:
+    async def sftp_pwd(self, destination: str, *extra: str, **env: str) -> tuple[str, str, int]:
+        """Run OpenSSH sftp with the batch command ``pwd``; return (stdout, stderr, status)."""
         batch = self.dir / "batch"
         batch.write_text("pwd\n")
         return await self.run_process(
             SFTP or "sftp",
-            [*self.openssh_args(*extra), "-P", str(self.port_number), "-b", str(batch)],
+            [
+                *self.openssh_args(*extra),
+                "-P",
+                str(self.port_number),
+                "-b",
+                str(batch),
+                destination,
+            ],
             **env,
         )
 
@@ -350,12 +380,30 @@ class PasswordAndKeyTests(ServerTestCase):
 
     @async_test
     async def test_sha1_rsa_signature_refused(self) -> None:
-        """An RSA key signing with SHA-1 (ssh-rsa) is refused even though the key is listed."""
-        with self.assertRaises(paramiko.AuthenticationException):
-            await self.paramiko_login(
-                "bob",
-                key_file="bob_key",
-                disabled={"pubkeys": ["rsa-sha2-512", "rsa-sha2-256"]},
+        """A listed RSA key signing with SHA-1 (ssh-rsa) or a mismatched name is refused."""
+        checker = AccountPublicKeyChecker(self.accounts, Logger())
+        key = Key(self.bob_key)
+        blob = key.public().blob()
+
+        def credentials(alg: bytes, signature_type: bytes) -> SSHPrivateKey:
+            data = b"session id and request"
+            return SSHPrivateKey(b"bob", alg, blob, data, key.sign(data, signature_type))
+
+        good = await checker.requestAvatarId(credentials(b"rsa-sha2-512", b"rsa-sha2-512"))
+        self.assertEqual(good, b"bob")
+        for alg, signature_type in [
+            (b"ssh-rsa", b"ssh-rsa"),
+            (b"rsa-sha2-256", b"ssh-rsa"),
+            (b"rsa-sha2-512", b"rsa-sha2-256"),
+        ]:
+            with self.assertRaises(UnauthorizedLogin):
+                await checker.requestAvatarId(credentials(alg, signature_type))
+        with self.assertRaises(ValidPublicKey):  # probe without signature: "this key would do"
+            await checker.requestAvatarId(SSHPrivateKey(b"bob", b"rsa-sha2-256", blob, None, None))
+        stranger = Key(self.stranger_key).public().blob()
+        with self.assertRaises(UnauthorizedLogin):  # no "would do" for unlisted keys
+            await checker.requestAvatarId(
+                SSHPrivateKey(b"bob", b"ssh-ed25519", stranger, None, None)
             )
 
     @async_test
@@ -395,6 +443,7 @@ class PasswordAndKeyTests(ServerTestCase):
             await self.in_thread(transport.close)
         self.assertEqual(result, ["exec", "shell", "pty", "direct-tcpip", "tcpip-forward", "/"])
         self.assertIn("refused exec request from alice", self.log_text())
+        self.assertIn("refused direct-tcpip request from alice", self.log_text())
 
     @async_test
     async def test_legacy_only_client_refused(self) -> None:
@@ -454,7 +503,7 @@ class OpenSSHTests(ServerTestCase):
     async def test_sftp_with_key_and_modern_algorithms(self) -> None:
         """sftp logs in with a key; the server proposes only modern algorithms."""
         out, err, code = await self.sftp_pwd(
-            "-vv", "-i", str(self.dir / "alice_key"), "-o", "IdentitiesOnly=yes", "alice@127.0.0.1"
+            "alice@127.0.0.1", "-vv", "-i", str(self.dir / "alice_key"), "-o", "IdentitiesOnly=yes"
         )
         self.assertEqual(code, 0, err)
         self.assertIn("Remote working directory: /", out)
@@ -476,7 +525,7 @@ class OpenSSHTests(ServerTestCase):
     async def test_sftp_with_rsa_key(self) -> None:
         """OpenSSH signs with rsa-sha2-* because server-sig-algs lists them."""
         out, err, code = await self.sftp_pwd(
-            "-v", "-i", str(self.dir / "bob_key"), "-o", "IdentitiesOnly=yes", "bob@127.0.0.1"
+            "bob@127.0.0.1", "-v", "-i", str(self.dir / "bob_key"), "-o", "IdentitiesOnly=yes"
         )
         self.assertEqual(code, 0, err)
         self.assertIn("Remote working directory: /", out)
@@ -488,6 +537,7 @@ class OpenSSHTests(ServerTestCase):
         askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
         askpass.chmod(0o700)
         out, err, code = await self.sftp_pwd(
+            "alice@127.0.0.1",
             "-o",
             "BatchMode=no",  # must precede -b, which turns batch mode on
             "-o",
@@ -496,7 +546,6 @@ class OpenSSHTests(ServerTestCase):
             "PubkeyAuthentication=no",
             "-o",
             "NumberOfPasswordPrompts=1",
-            "alice@127.0.0.1",
             SSH_ASKPASS=str(askpass),
             SSH_ASKPASS_REQUIRE="force",
         )
@@ -507,7 +556,7 @@ class OpenSSHTests(ServerTestCase):
     async def test_wrong_key_refused(self) -> None:
         """sftp with an unlisted key is refused."""
         out, err, code = await self.sftp_pwd(
-            "-i", str(self.dir / "stranger_key"), "-o", "IdentitiesOnly=yes", "alice@127.0.0.1"
+            "alice@127.0.0.1", "-i", str(self.dir / "stranger_key"), "-o", "IdentitiesOnly=yes"
         )
         self.assertNotEqual(code, 0)
         self.assertIn("Permission denied", err)
@@ -541,7 +590,7 @@ class OpenSSHTests(ServerTestCase):
             "HostKeyAlgorithms=rsa-sha2-512",
         ]:
             out, err, code = await self.sftp_pwd(
-                "-o", option, "-i", str(self.dir / "alice_key"), "alice@127.0.0.1"
+                "alice@127.0.0.1", "-o", option, "-i", str(self.dir / "alice_key")
             )
             self.assertEqual(code, 255, option)
             self.assertIn("no matching", err, option)
@@ -733,10 +782,12 @@ class UserAuthDelayTests(unittest.TestCase):
         """A second connection for the same name waits out the first one's penalty."""
         first, first_transport = self.connect("10.0.0.1")
         for _ in range(3):
-            self.time_to_failure(first, first_transport)  # now blocked 2 s
+            self.time_to_failure(first, first_transport)
+        self.attempt(first)  # 4th failure: "alice" blocked for 4 s
         second, second_transport = self.connect("10.0.0.2")
-        # waits 2 s (the name's block), then its own failure adds 4 s
-        self.assertEqual(self.time_to_failure(second, second_transport), 2 + 4)
+        # waits out the 4 s, then its own failure (the 5th for "alice") costs 8 s
+        self.assertEqual(self.time_to_failure(second, second_transport), 4 + 8)
+        self.assertEqual(first_transport.packets[-1][0], MSG_USERAUTH_FAILURE)
 
     def test_disconnect_cancels_the_wait(self) -> None:
         """A connection closed during a delay gets no reply and leaves no timer behind."""
