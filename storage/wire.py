@@ -231,11 +231,13 @@ def parse_secrets(
 ) -> dict[SecretKind, bytes]:
     """Decode ``X-Tahoe-Authorization`` values; exactly ``required`` must be present.
 
+    Several secrets may share one header line, comma-separated (RFC 9110 lets
+    intermediaries combine repeated fields that way; base64 has no commas).
     Raises :class:`BadSecrets` with a message naming kinds, never values.
     """
     by_name = {k.value: k for k in SecretKind}
     result: dict[SecretKind, bytes] = {}
-    for raw in values:
+    for raw in (part for line in values for part in line.split(b",")):
         name, _, encoded = raw.strip().partition(b" ")
         kind = by_name.get(name.decode("ascii", "replace"))
         if kind is None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import select
+import signal
 import ssl
 import stat
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import cbor2
 
-from tests.nodes import NodeReaper, gateway
+from tests.nodes import NodeReaper, gateway, node_pid
 
 
 def _nurl_parts(nurl: str) -> tuple[str, int, str]:
@@ -72,3 +76,108 @@ def test_create_storage_on_all_addresses_needs_a_location(tmp_path: Path) -> Non
     assert result.code == 2
     assert "--location HOST:PORT is needed" in result.err
     assert not (tmp_path / "s").exists()
+
+
+class _RawStorage:
+    """The storage protocol spoken by hand (urllib + cbor2): a real client with no shared code."""
+
+    def __init__(self, nurl: str):
+        host, port, swissnum = _nurl_parts(nurl)
+        self.base = f"https://{host}:{port}/storage/v1"
+        self.auth = "Tahoe-LAFS " + base64.b64encode(swissnum.encode()).decode()
+        self.context = ssl.create_default_context()
+        self.context.check_hostname = False
+        self.context.verify_mode = ssl.CERT_NONE
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.base + path,
+            data=body,
+            method=method,
+            headers={"Authorization": self.auth, **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+
+def _secret(kind: str, value: bytes) -> str:
+    return f"{kind} {base64.b64encode(value).decode()}"
+
+
+def test_kill_9_mid_upload_leaves_no_readable_half_share(
+    tmp_path: Path, reaper: NodeReaper
+) -> None:
+    """A storage node SIGKILLed mid-upload restarts clean: the half share is neither listed nor
+    readable, and the same upload can then be done again, completely."""
+    node_dir = reaper.track(tmp_path / "storage")
+    created = gateway("create-storage", node_dir, "--reserved-space", "1M")
+    nurl = created.out.strip().splitlines()[-1]
+    assert gateway("start", node_dir).code == 0
+    storage = _RawStorage(nurl)
+    si = "aaaaaaaaaaaaaaaaaaaaaaaaaa"  # 16 zero bytes in base32
+    lease = {
+        "X-Tahoe-Authorization": ", ".join(
+            [
+                _secret("lease-renew-secret", b"r" * 32),
+                _secret("lease-cancel-secret", b"c" * 32),
+                _secret("upload-secret", b"u" * 32),
+            ]
+        )
+    }
+    share = os.urandom(100_000)
+    body = cbor2.dumps({"share-numbers": {0}, "allocated-size": len(share)})
+    status, _ = storage.request(
+        "POST", f"/immutable/{si}", body, {"Content-Type": "application/cbor", **lease}
+    )
+    assert status == 200
+    upload = {
+        "X-Tahoe-Authorization": _secret("upload-secret", b"u" * 32),
+        "Content-Type": "application/octet-stream",
+    }
+    status, _ = storage.request(
+        "PATCH",
+        f"/immutable/{si}/0",
+        share[:60_000],
+        {"Content-Range": f"bytes 0-59999/{len(share)}", **upload},
+    )
+    assert status == 200
+
+    pid = node_pid(node_dir)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    pidfd = os.pidfd_open(pid)
+    select.select([pidfd], [], [], 30)
+    os.close(pidfd)
+    assert gateway("start", node_dir).code == 0
+
+    status, listed = storage.request("GET", f"/immutable/{si}/shares")
+    assert status == 200 and cbor2.loads(listed) == set()
+    status, _ = storage.request("GET", f"/immutable/{si}/0", headers={"Range": "bytes=0-99"})
+    assert status == 404
+    assert not list((node_dir / "storage" / "shares" / "incoming").rglob("0"))
+
+    status, _ = storage.request(
+        "POST", f"/immutable/{si}", body, {"Content-Type": "application/cbor", **lease}
+    )
+    assert status == 200
+    status, _ = storage.request(
+        "PATCH",
+        f"/immutable/{si}/0",
+        share,
+        {"Content-Range": f"bytes 0-{len(share) - 1}/{len(share)}", **upload},
+    )
+    assert status == 201
+    status, data = storage.request(
+        "GET", f"/immutable/{si}/0", headers={"Range": f"bytes=0-{len(share) - 1}"}
+    )
+    assert status == 206 and data == share
+    assert gateway("stop", node_dir).code == 0
