@@ -7,7 +7,7 @@ from typing import Any
 from twisted.conch.interfaces import ISFTPServer
 from twisted.logger import Logger
 
-from gateway.accounts import AccountStore, accounts_path
+from gateway.accounts import AccountFileError, AccountStore, accounts_path
 from gateway.config import NodeConfig
 from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.part import FilesystemPart
@@ -57,7 +57,10 @@ class SFTPPart(NodePart):
             key = load_host_key(self._nd.secret(HOST_KEY_FILE), self._passphrase())
         except HostKeyError as e:
             raise StartupError("sftp", str(e)) from None
-        self.accounts.load()
+        try:
+            self.accounts.load()
+        except AccountFileError as e:
+            raise StartupError("sftp", str(e)) from None
         factory = make_ssh_factory(
             reactor=self._reactor,
             host_key=key,
@@ -85,4 +88,8 @@ class SFTPPart(NodePart):
         if self._listening is None:
             return {"running": False}
         host, port = bound_address(self._listening)
-        return {"listening": hostport(host, port), "accounts": len(self.accounts.list())}
+        try:
+            accounts: int | str = len(self.accounts.list())
+        except AccountFileError:
+            accounts = "the accounts file is damaged"
+        return {"listening": hostport(host, port), "accounts": accounts}

@@ -209,3 +209,28 @@ def test_bad_config_lines_are_refused_at_start(
     assert str(cfg) in lines[0]
     assert message in lines[0]
     assert gateway("status", node_dir).code == 3
+
+
+def test_missing_host_key_names_the_file(tmp_path: Path, reaper: NodeReaper) -> None:
+    """A gateway whose SSH host key is gone refuses to start, naming the file."""
+    node_dir = _create(tmp_path, reaper)
+    key = node_dir / "private" / "ssh_host_ed25519_key"
+    key.unlink()
+    result = gateway("start", node_dir)
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"sftp: cannot read host key {key}" in lines[0]
+    assert gateway("status", node_dir).code == 3
+
+
+def test_damaged_accounts_file_is_refused_at_start(tmp_path: Path, reaper: NodeReaper) -> None:
+    """A damaged accounts file stops the start with one line instead of serving no accounts."""
+    node_dir = _create(tmp_path, reaper)
+    accounts = node_dir / "private" / "accounts.json"
+    accounts.write_text("{not json")
+    accounts.chmod(0o600)
+    result = gateway("start", node_dir)
+    assert result.code == 1
+    assert "sftp:" in result.err and str(accounts) in result.err
+    assert len(result.err.strip().splitlines()) == 1
