@@ -8,6 +8,7 @@ returns a non-zero exit code: 1 for an error, 2 for a usage error, 3 for
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -43,10 +44,25 @@ def _fail(err: IO[str], message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
+def _created(err: IO[str], out: IO[str], create: Callable[[], list[str]]) -> int:
+    """Run a create function: usage errors exit 2, a refused directory exits 1."""
+    try:
+        lines = create()
+    except NodeDirExists as e:
+        return _fail(err, str(e))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line, file=out)
+    return EXIT_OK
+
+
 def cmd_create(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """``gateway create DIR``."""
-    try:
-        lines = create_gateway(
+    return _created(
+        err,
+        out,
+        lambda: create_gateway(
             args.dir,
             host=args.host,
             sftp_port=args.sftp_port,
@@ -54,20 +70,16 @@ def cmd_create(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             storage=args.storage,
             shares=args.shares,
             nickname=args.nickname,
-        )
-    except NodeDirExists as e:
-        return _fail(err, str(e))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for line in lines:
-        print(line, file=out)
-    return EXIT_OK
+        ),
+    )
 
 
 def cmd_create_storage(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """``gateway create-storage DIR``."""
-    try:
-        lines = create_storage(
+    return _created(
+        err,
+        out,
+        lambda: create_storage(
             args.dir,
             host=args.host,
             port=args.port,
@@ -75,14 +87,8 @@ def cmd_create_storage(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
             reserved_space=args.reserved_space,
             web_port=args.web_port,
             nickname=args.nickname,
-        )
-    except NodeDirExists as e:
-        return _fail(err, str(e))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for line in lines:
-        print(line, file=out)
-    return EXIT_OK
+        ),
+    )
 
 
 def _node_dir(args: argparse.Namespace) -> Path:
