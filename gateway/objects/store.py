@@ -7,8 +7,12 @@ for on every operation, so servers that join or leave are used at once.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import (
@@ -23,7 +27,7 @@ from gateway.objects.caps import (
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.immutable import ImmutableReader, ImmutableUploader
-from gateway.objects.immutable_format import EncodingParams
+from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.mutable import MutableClient
 
 
@@ -74,11 +78,26 @@ class ObjectStore:
 
 
 class FileReader:
-    """Byte ranges of one immutable file; literal files need no grid."""
+    """Byte ranges of one immutable file; literal files need no grid.
 
-    def __init__(self, cap: ImmutableCap, servers: Sequence[IStorageClient]):
+    SFTP clients read in 32–64 KiB requests, many in flight; each would make
+    the reader fetch and decrypt a whole segment. So reads go through a small
+    cache of segment-aligned chunks, and concurrent requests for one chunk
+    share a single fetch.
+    """
+
+    def __init__(
+        self,
+        cap: ImmutableCap,
+        servers: Sequence[IStorageClient],
+        chunk_size: int = DEFAULT_SEGMENT_SIZE,
+        cached_chunks: int = 16,
+    ):
         self.cap = cap
         self._reader = ImmutableReader(cap, servers) if isinstance(cap, ImmutableReadCap) else None
+        self._chunk_size = chunk_size
+        self._capacity = cached_chunks
+        self._chunks: OrderedDict[int, Deferred[bytes]] = OrderedDict()
 
     @property
     def size(self) -> int:
@@ -89,5 +108,45 @@ class FileReader:
         """Bytes at ``offset`` (clamped at the end)."""
         if isinstance(self.cap, LiteralCap):
             return self.cap.data[offset : offset + length]
-        assert self._reader is not None
-        return await self._reader.read(offset, length)
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        first, last = offset // self._chunk_size, (end - 1) // self._chunk_size
+        pieces = [await self._chunk(i) for i in range(first, last + 1)]
+        data = b"".join(pieces)
+        start = offset - first * self._chunk_size
+        return data[start : start + (end - offset)]
+
+    async def _chunk(self, index: int) -> bytes:
+        cached = self._chunks.get(index)
+        if cached is None:
+            assert self._reader is not None
+            cached = Deferred.fromCoroutine(
+                self._reader.read(index * self._chunk_size, self._chunk_size)
+            )
+            self._chunks[index] = cached
+            while len(self._chunks) > self._capacity:
+                self._chunks.popitem(last=False)
+        else:
+            self._chunks.move_to_end(index)
+        try:
+            return await _shared(cached)
+        except BaseException:
+            if self._chunks.get(index) is cached:
+                del self._chunks[index]  # a failed fetch is not remembered
+            raise
+
+
+async def _shared(result: Deferred[bytes]) -> bytes:
+    """Await a Deferred that other readers may also await (its result is not consumed)."""
+    waiter: Deferred[bytes] = Deferred()
+
+    def deliver(value: object) -> object:
+        if isinstance(value, Failure):
+            waiter.errback(value)
+        else:
+            waiter.callback(value)  # type: ignore[arg-type]
+        return value
+
+    result.addBoth(deliver)
+    return await waiter
