@@ -10,7 +10,7 @@ order, those holding the fewest shares first; a server never receives a share
 number it already holds (a corrupt immutable share cannot be overwritten through
 the protocol, so its replacement lives on another server and the corrupt copy
 stays, reported by every verify). When all ``n`` shares exist but happiness is
-short, extra copies go to servers holding nothing.
+short, extra copies go to servers holding no usable share.
 
 Mutable objects and directories (needs the write cap): the newest readable
 version's contents are republished through :class:`MutableClient` as a new
@@ -309,10 +309,15 @@ class _ImmutableRepair:
         for server in permuted_ring(self.servers, self.si):
             if happiness(good) >= happy:
                 return
-            if server in self.dead or self.held.get(server):
+            # A server whose only shares are corrupt counts as holding nothing: it may
+            # take a copy of another share number (never one it already holds).
+            if server in self.dead or good.get(server):
                 continue
+            held = self.held.get(server, set())
             current = happiness(good)
             for share in range(self.cap.n):
+                if share in held:
+                    continue
                 if happiness({**good, server: {share}}) > current:
                     if await self._allocate(server, share, share_size):
                         good[server] = {share}

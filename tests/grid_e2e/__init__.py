@@ -1,0 +1,1 @@
+"""End-to-end tests of the object layer on grids of real storage node processes."""
