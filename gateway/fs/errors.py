@@ -40,6 +40,10 @@ class InvalidName(FSError):
     """A name that is not valid UTF-8, too long, or otherwise unusable."""
 
 
+class InvalidArgument(FSError):
+    """A request that cannot apply to its target (readlink of a file, a move into itself)."""
+
+
 class NoSpace(FSError):
     """The staging quota or the gateway's disk is full."""
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gateway.fs.errors import (
     DirectoryNotEmpty,
     FileExists,
-    FSError,
+    InvalidArgument,
     IsADirectory,
     NoSuchFile,
     NotADirectory,
     PermissionDenied,
 )
-from gateway.fs.handles import ReadHandle, StagedReader, WriteHandle, bytes_reader
+from gateway.fs.handles import ReadHandle, StagedReader, bytes_reader
 from gateway.fs.interfaces import (
     FileAttributes,
     FilesystemStats,
@@ -32,9 +31,10 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
-from gateway.fs.openfile import LocalMeta, Pending, WriteState
+from gateway.fs.openfile import Pending, WriteState, settled
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
+from gateway.fs.writing import Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     DirectoryReadCap,
     ImmutableReadCap,
@@ -53,7 +53,9 @@ from gateway.objects.dirnode import (
 from gateway.objects.errors import ObjectError
 
 MAX_SYMLINK_HOPS = 8
-COPY_CHUNK = 1 << 20
+
+Local = WriteState | Pending
+Found = tuple[DirectoryNode, Entry]
 
 
 def _no_write_bits(mode: int) -> int:
@@ -68,6 +70,7 @@ class GridFilesystem:
         self.volume = volume
         self.read_only = read_only or volume.read_only_root
         self._overlay = volume.overlay
+        self._writers = Writers(volume, volume.clock)
 
     def now(self) -> float:
         """The volume clock's time."""
@@ -85,11 +88,15 @@ class GridFilesystem:
         except ObjectError as e:
             raise grid_errors(e) from None
 
-    async def _follow(self, parts: Path) -> tuple[Path, DirectoryNode, Entry]:
+    async def _follow(self, parts: Path) -> tuple[Path, Local | None, Found | None]:
+        """Follow symlink entries to a local file or a grid entry (its path, then one of both)."""
         for _ in range(MAX_SYMLINK_HOPS):
+            local = self._overlay.local(parts)
+            if local is not None:
+                return parts, local, None
             directory, entry = await self._entry(parts)
             if entry.kind != "symlink":
-                return parts, directory, entry
+                return parts, None, (directory, entry)
             target = entry.metadata.symlink or ""
             base = "" if target.startswith("/") else join(parts[:-1]) + "/"
             parts = split(base + target)
@@ -122,7 +129,7 @@ class GridFilesystem:
 
     async def _local_attributes(self, local: WriteState | Pending) -> FileAttributes:
         if isinstance(local, WriteState):
-            await _settled(local.ready)
+            await settled(local.ready)
             attrs = local.attributes(self.now())
         else:
             attrs = local.attributes()
@@ -152,10 +159,11 @@ class GridFilesystem:
         if local is not None:
             return await self._local_attributes(local)
         if follow_symlinks:
-            target, directory, entry = await self._follow(parts)
-            local = self._overlay.local(target)
+            _, local, found = await self._follow(parts)
             if local is not None:
                 return await self._local_attributes(local)
+            assert found is not None
+            directory, entry = found
         else:
             directory, entry = await self._entry(parts)
         return self._attributes(entry, directory)
@@ -175,13 +183,16 @@ class GridFilesystem:
 
     async def readlink(self, path: str) -> str:
         """A symlink entry's target."""
-        _, entry = await self._entry(split(path))
-        if entry.kind != "symlink":
-            raise FSError(f"not a symbolic link: {path}")
+        parts = split(path)
+        if self._overlay.local(parts) is None:
+            _, entry = await self._entry(parts)
+        if self._overlay.local(parts) is not None or entry.kind != "symlink":
+            raise InvalidArgument(f"not a symbolic link: {join(parts)}")
         return entry.metadata.symlink or ""
 
     async def statvfs(self, path: str) -> FilesystemStats:
         """Usable grid space: servers' free space scaled by the encoding's expansion."""
+        await self.stat(path)
         params = self.volume.store.params
         free = sum(_available_space(server) for server in self.volume.store.servers)
         usable = free * params.k // params.n
@@ -201,7 +212,8 @@ class GridFilesystem:
         if not writing and flags.create and not await self._exists(parts):
             writing = True
         if writing:
-            return await self._open_for_writing(parts, flags, attrs)
+            self._require_writable()
+            return await self._writers.open(parts, flags, attrs)
         return await self._open_for_reading(parts)
 
     async def _exists(self, parts: Path) -> bool:
@@ -217,126 +229,17 @@ class GridFilesystem:
         if self.read_only:
             raise PermissionDenied("this account is read-only")
 
-    async def _open_for_writing(
-        self, parts: Path, flags: OpenFlags, attrs: SetAttributes
-    ) -> WriteHandle:
-        self._require_writable()
-        state = self._overlay.writing.get(parts)
-        if state is not None and not state.abandoned:
-            if flags.exclusive and flags.create:
-                raise FileExists(f"{join(parts)} already exists")
-            state.handles += 1
-            handle = WriteHandle(self, state, flags.read, flags.append)
-            await _settled(state.ready)
-            if state.failure is not None:
-                state.handles -= 1
-                raise _as_fs_error(state.failure)
-            if flags.truncate:
-                assert state.staged is not None
-                state.staged.truncate(0)
-                state.dirty = True
-            return handle
-        # Registered before the first await: a STAT pipelined behind this OPEN sees the file.
-        state = WriteState(
-            parts,
-            LocalMeta(mode=attrs.mode, ctime=self.now()),
-            handles=1,
-            generation=self._overlay.next_generation(),
-        )
-        self._overlay.writing[parts] = state
-        try:
-            await self._prepare(state, flags)
-        except BaseException as e:
-            state.failure = e
-            if self._overlay.writing.get(parts) is state:
-                del self._overlay.writing[parts]
-            if state.staged is not None:
-                state.staged.discard()
-            state.ready.callback(None)
-            raise
-        state.ready.callback(None)
-        return WriteHandle(self, state, flags.read, flags.append)
-
-    async def _prepare(self, state: WriteState, flags: OpenFlags) -> None:
-        """Check the open is allowed and give the state its starting contents."""
-        parts = state.path
-        parent, name = parent_and_name(parts)
-        directory = await self.volume.directory(parent)
-        if directory.read_only:
-            raise PermissionDenied(f"read-only directory: {join(parent)}")
-        pending = self._overlay.pending.get(parts)
-        entry: Entry | None = None
-        if pending is None:
-            try:
-                entry = await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
-            except NoSuchChild:
-                entry = None
-            except ObjectError as e:
-                raise grid_errors(e) from None
-        exists = pending is not None or entry is not None
-        if entry is not None:
-            if entry.kind == "dir":
-                raise IsADirectory(f"{join(parts)} is a directory")
-            if entry.kind == "symlink":
-                raise PermissionDenied("cannot open a symbolic link entry for writing")
-            if entry.metadata.no_write or isinstance(entry.cap, MutableReadCap):
-                raise PermissionDenied(f"{join(parts)} is read-only")
-        if exists and flags.exclusive and flags.create:
-            raise FileExists(f"{join(parts)} already exists")
-        if not exists and not flags.create:
-            raise NoSuchFile(f"no such file: {join(parts)}")
-        if pending is not None:
-            if state.meta.mode is None:
-                state.meta.mode = pending.meta.mode
-            state.meta.ctime = pending.meta.ctime
-        elif entry is not None:
-            if state.meta.mode is None:
-                state.meta.mode = entry.metadata.mode
-            state.meta.ctime = entry.metadata.ctime
-        if exists and not flags.truncate:
-            if pending is not None:
-                state.staged = self.volume.staged_copy(pending.staged)
-            else:
-                assert entry is not None
-                state.staged = self.volume.staging.create()
-                await self._download_into(entry, state)
-        else:
-            state.staged = self.volume.staging.create()
-            state.dirty = True
-
-    async def _download_into(self, entry: Entry, state: WriteState) -> None:
-        """Copy an existing file's bytes into the state's staged file (to modify it)."""
-        assert state.staged is not None
-        cap = entry.cap
-        try:
-            if isinstance(cap, MutableWriteCap):
-                state.staged.write(0, await self.volume.store.read_mutable(cap))
-                return
-            if not isinstance(cap, LiteralCap | ImmutableReadCap):
-                raise PermissionDenied("this entry cannot be written")
-            reader = self.volume.store.reader(cap)
-            offset = 0
-            while offset < reader.size:
-                chunk = await reader.read(offset, COPY_CHUNK)
-                if not chunk:
-                    break
-                state.staged.write(offset, chunk)
-                offset += len(chunk)
-        except ObjectError as e:
-            raise grid_errors(e) from None
-
     async def _open_for_reading(self, parts: Path) -> ReadHandle:
-        local = self._overlay.local(parts)
-        if local is None:
-            target, directory, entry = await self._follow(parts)
-            local = self._overlay.local(target)
+        _, local, found = await self._follow(parts)
         if local is not None:
             attrs = await self._local_attributes(local)
             if isinstance(local, WriteState) and local.failure is not None:
-                raise _as_fs_error(local.failure)
+                raise as_fs_error(local.failure)
             assert local.staged is not None
             staged_reader = StagedReader.of(local.staged)
             return ReadHandle(join(parts), staged_reader.read, attrs, staged_reader.close)
+        assert found is not None
+        directory, entry = found
         if entry.kind == "dir":
             raise IsADirectory(f"{join(parts)} is a directory")
         attrs = self._attributes(entry, directory)
@@ -361,54 +264,6 @@ class GridFilesystem:
 
     # -- handles call back here ----------------------------------------------------------
 
-    def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
-        """Attribute changes on a file that lives in the overlay."""
-        if changes.size is not None:
-            assert state.staged is not None
-            state.staged.truncate(changes.size)
-            if isinstance(state, WriteState):
-                state.dirty = True
-        if changes.mode is not None:
-            state.meta.mode = changes.mode & 0o7777
-        if changes.mtime is not None:
-            state.meta.mtime = changes.mtime
-        if changes.atime is not None:
-            state.meta.atime = changes.atime
-        if isinstance(state, Pending):
-            self.volume.retarget(state)
-
-    async def close_write(self, state: WriteState) -> None:
-        """One writer closed; the last one publishes (unless the file was removed or unchanged)."""
-        state.handles -= 1
-        if state.handles > 0:
-            return
-        if self._overlay.writing.get(state.path) is state:
-            del self._overlay.writing[state.path]
-        assert state.staged is not None
-        if state.abandoned or not state.dirty:
-            state.staged.discard()
-            return
-        await self.volume.publish(state)
-
-    async def fsync_state(self, state: WriteState) -> None:
-        """Publish a snapshot of the open file and return once it is in the grid."""
-        if not state.dirty:
-            return
-        assert state.staged is not None
-        meta = state.meta
-        snapshot = WriteState(
-            state.path,
-            LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime),
-            staged=self.volume.staged_copy(state.staged),
-            generation=self._overlay.next_generation(),
-        )
-        state.generation = self._overlay.next_generation()  # a later close is newer
-        state.dirty = False
-        pending = await self.volume.publish(snapshot, wait=False)
-        await self.volume.queue.wait_for(pending.job_id)
-
-    # -- IFilesystem: changing -----------------------------------------------------------
-
     async def _writable_directory(self, parts: Path) -> DirectoryNode:
         self._require_writable()
         directory = await self.volume.directory(parts)
@@ -424,7 +279,7 @@ class GridFilesystem:
         if self._overlay.local(parts) is not None:
             raise FileExists(f"{join(parts)} already exists")
         now = self.now()
-        metadata = EntryMetadata(kind="dir", mtime=now, ctime=now, mode=attrs.mode)
+        metadata = EntryMetadata(kind="dir", mtime=now, ctime=now, mode=creation_mode(attrs.mode))
         try:
             await directory.mkdir(name, metadata)
         except ChildExists:
@@ -496,7 +351,7 @@ class GridFilesystem:
             await self.stat(old, follow_symlinks=False)
             return
         if new_parts[: len(old_parts)] == old_parts:
-            raise FSError("cannot move a directory into itself")
+            raise InvalidArgument("cannot move a directory into itself")
         old_parent, old_name = parent_and_name(old_parts)
         new_parent, new_name = parent_and_name(new_parts)
         source_dir = await self._writable_directory(old_parent)
@@ -560,8 +415,8 @@ class GridFilesystem:
             return
         local = self._overlay.local(parts)
         if isinstance(local, WriteState):
-            await _settled(local.ready)
-            self.apply_local(local, changes)
+            await settled(local.ready)
+            self._writers.apply_local(local, changes)
             return
         if changes.size is not None:
             handle = await self.open(path, OpenFlags(write=True), SetAttributes())
@@ -574,7 +429,7 @@ class GridFilesystem:
         if isinstance(local, Pending):
             await local.lock.acquire()
             try:
-                self.apply_local(local, changes)
+                self._writers.apply_local(local, changes)
             finally:
                 local.lock.release()
             return
@@ -592,20 +447,6 @@ class GridFilesystem:
             await directory.set_metadata(name, **fields)
         except NoSuchChild:
             raise NoSuchFile(f"no such file: {join(parts)}") from None
-
-
-async def _settled(ready: Deferred[None]) -> None:
-    """Wait for a state's starting contents without consuming its result."""
-    if ready.called:
-        return
-    waiter: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        waiter.callback(None)
-        return result
-
-    ready.addBoth(fire)
-    await waiter
 
 
 async def _maybe(directory: DirectoryNode, name: str) -> Entry | None:
@@ -627,9 +468,3 @@ def _cap_size(cap: object) -> int:
     if isinstance(cap, LiteralCap | ImmutableReadCap):
         return cap.size
     return 0
-
-
-def _as_fs_error(error: BaseException) -> Exception:
-    if isinstance(error, FSError):
-        return error
-    return NoSuchFile("the file could not be opened")

@@ -16,7 +16,7 @@ from gateway.fs.paths import join
 from gateway.fs.staging import StagedFile
 
 if TYPE_CHECKING:
-    from gateway.fs.gridfs import GridFilesystem
+    from gateway.fs.writing import Writers
 
 
 @implementer(IOpenFile)
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class WriteHandle:
     """A handle on a path open for writing; all such handles share the path's WriteState."""
 
-    fs: GridFilesystem
+    writers: Writers
     state: WriteState
     readable: bool
     append: bool
@@ -53,22 +53,29 @@ class WriteHandle:
 
     async def stat(self) -> FileAttributes:
         """The file as written so far."""
-        return self.state.attributes(self.fs.now())
+        return self.state.attributes(self.writers.now())
 
     async def setattr(self, changes: SetAttributes) -> None:
         """Truncate/extend, or set mode and times, on the open file."""
-        self.fs.apply_local(self.state, changes)
+        self.writers.apply_local(self.state, changes)
 
     async def fsync(self) -> None:
         """Return once these contents are durable in the grid."""
-        await self.fs.fsync_state(self.state)
+        await self.writers.fsync(self.state)
 
     async def close(self) -> None:
         """Close; the last handle's close publishes the file."""
         if self.closed:
             return
         self.closed = True
-        await self.fs.close_write(self.state)
+        await self.writers.close(self.state)
+
+    async def abort(self) -> None:
+        """The client went away without closing: this handle's writes alone publish nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.writers.abort(self.state)
 
 
 @define(eq=False)
@@ -126,6 +133,10 @@ class ReadHandle:
         if not self.closed:
             self.closed = True
             self.on_close()
+
+    async def abort(self) -> None:
+        """Same as close: a reader changes nothing."""
+        await self.close()
 
 
 def bytes_reader(data: bytes) -> Callable[[int, int], Awaitable[bytes]]:

@@ -95,6 +95,9 @@ class IOpenFile(Interface):
     async def close() -> None:
         """Close the handle; the last close of a written file publishes it."""
 
+    async def abort() -> None:
+        """The client vanished without closing: drop this handle, publishing nothing of its own."""
+
 
 class IFilesystem(Interface):
     """A user's view of their root directory."""

@@ -47,6 +47,8 @@ class WriteState:
     ready: Deferred[None] = field(factory=Deferred)
     failure: BaseException | None = None
     generation: int = 0
+    #: Whether any handle was closed by its client (rather than lost with its session).
+    closed_by_client: bool = False
 
     def attributes(self, now: float) -> FileAttributes:
         """What stat says about the file while it is open."""
@@ -57,7 +59,7 @@ class WriteState:
             size=size,
             mode=self.meta.mode if self.meta.mode is not None else 0o644,
             mtime=mtime,
-            atime=self.meta.atime if self.meta.atime is not None else mtime,
+            atime=mtime,
             ctime=self.meta.ctime or now,
         )
 
@@ -83,9 +85,23 @@ class Pending:
             size=self.staged.size,
             mode=self.meta.mode if self.meta.mode is not None else 0o644,
             mtime=mtime,
-            atime=self.meta.atime if self.meta.atime is not None else mtime,
+            atime=mtime,
             ctime=self.meta.ctime,
         )
+
+
+async def settled(ready: Deferred[None]) -> None:
+    """Wait for a state's starting contents without consuming its result."""
+    if ready.called:
+        return
+    waiter: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    ready.addBoth(fire)
+    await waiter
 
 
 class Overlay:

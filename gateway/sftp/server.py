@@ -44,8 +44,13 @@ from twisted.conch.ssh.filetransfer import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
+    FileTransferBase,
+    FileTransferServer,
     SFTPError,
 )
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.fs import errors
@@ -64,6 +69,7 @@ STATUS_FOR_ERROR: dict[type[errors.FSError], int] = {
     errors.NotADirectory: FX_NO_SUCH_FILE,
     errors.PermissionDenied: FX_PERMISSION_DENIED,
     errors.InvalidName: FX_BAD_MESSAGE,
+    errors.InvalidArgument: FX_BAD_MESSAGE,
     errors.NotSupported: FX_OP_UNSUPPORTED,
     errors.FileExists: FX_FAILURE,
     errors.IsADirectory: FX_FAILURE,
@@ -92,7 +98,14 @@ R = TypeVar("R")
 def sftp_error(error: errors.FSError) -> SFTPError:
     """The SFTPError a client is sent for a filesystem error."""
     code = next((c for kind, c in STATUS_FOR_ERROR.items() if isinstance(error, kind)), FX_FAILURE)
-    return SFTPError(code, str(error) or type(error).__name__)
+    return SFTPError(code, ascii_message(str(error) or type(error).__name__))
+
+
+def ascii_message(text: str) -> str:
+    """A status message Conch can send: it encodes messages as ASCII, and a message it
+    cannot encode is never answered at all (the client hangs), so non-ASCII names are
+    escaped."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -214,6 +227,11 @@ class SFTPHandle:
         self.server.forget(self)
         await self.file.close()
 
+    def abort(self) -> Deferred[None]:
+        """The session ended without a CLOSE: nothing this handle wrote is published."""
+        self.server.forget(self)
+        return Deferred.fromCoroutine(self.file.abort())
+
 
 @define(eq=False)
 class DirectoryListing:
@@ -229,6 +247,38 @@ class DirectoryListing:
 
     def close(self) -> None:
         """CLOSE of a directory handle."""
+
+
+class GatewayFileTransferServer(FileTransferServer):
+    """Conch's SFTP server protocol with two fixes the gateway needs.
+
+    - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
+      from OpenSSH; Conch's own server calls error callbacks it does not
+      define, so such a request is never answered and the client hangs.
+    - When the session ends with files still open (the client was killed, or
+      the connection dropped), those handles are *aborted*, not closed: a
+      half-written upload never replaces a file's contents. Conch would call
+      ``close()`` on them, which is what an explicit CLOSE does.
+    """
+
+    def _ebRead(self, reason: Failure, requestId: bytes) -> None:
+        self._sendStatus(requestId, FX_FAILURE, b"no such open file handle")
+
+    _ebWrite = _ebRead
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Abort every file still open; close directory listings."""
+        FileTransferBase.connectionLost(self, reason)
+        files, self.openFiles = self.openFiles, {}
+        for file in files.values():
+            abort = getattr(file, "abort", None)
+            if abort is not None:
+                abort()
+            else:
+                file.close()
+        directories, self.openDirs = self.openDirs, {}
+        for directory, _ in directories.values():
+            directory.close()
 
 
 @implementer(ISFTPServer)
@@ -262,11 +312,11 @@ class GatewaySFTPServer:
         """A handle is closing: extensions can no longer find it."""
         self._handles.pop(str(hash(handle)).encode(), None)
 
-    def _handle(self, wire_handle: bytes) -> SFTPHandle:
+    def _handle(self, wire_handle: bytes, code: int = FX_FAILURE) -> SFTPHandle:
         try:
             return self._handles[wire_handle]
         except KeyError:
-            raise SFTPError(FX_FAILURE, "no such open file handle") from None
+            raise SFTPError(code, "no such open file handle") from None
 
     # -- ISFTPServer ---------------------------------------------------------------
 
@@ -386,7 +436,7 @@ class GatewaySFTPServer:
 
     async def _fsync(self, data: bytes) -> bytes:
         wire_handle, _ = getNS(data)
-        await self._handle(wire_handle).file.fsync()
+        await self._handle(wire_handle, FX_NO_SUCH_FILE).file.fsync()
         raise SFTPError(FX_OK, "synced")
 
     async def _limits(self, data: bytes) -> bytes:

@@ -56,7 +56,6 @@ from twisted.conch.ssh.connection import (
     SSHConnection,
 )
 from twisted.conch.ssh.factory import SSHFactory
-from twisted.conch.ssh.filetransfer import FileTransferServer
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.session import SSHSession
 from twisted.conch.ssh.transport import SSHServerTransport, SSHTransportBase
@@ -77,6 +76,7 @@ from zope.interface import implementer
 
 import gateway
 from gateway.accounts import Account, AccountFileError, AccountStore
+from gateway.sftp.server import GatewayFileTransferServer
 
 __all__ = [
     "CIPHERS",
@@ -464,7 +464,7 @@ class AccountAvatar(ConchUser):
             raise TypeError(f"sftp_server_factory returned {type(server)!r}, not an ISFTPServer")
         self._log_to.info("SFTP session started for {user}", user=self.name)
         # ISFTPServer(server) inside FileTransferServer is server itself: no adapters.
-        return FileTransferServer(data=data, avatar=server)
+        return GatewayFileTransferServer(data=data, avatar=server)
 
     def refused(self, request: str) -> None:
         """Log a refused session request."""

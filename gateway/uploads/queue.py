@@ -163,7 +163,9 @@ class UploadQueue(NodePart):
         while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
             job_id = self._ready_ids.pop(0)
             if job_id in self._jobs and job_id not in self._running:
-                self._running[job_id] = Deferred.fromCoroutine(self._attempt(job_id))
+                attempt = Deferred.fromCoroutine(self._attempt(job_id))
+                if not attempt.called:  # an upload that finished at once holds no slot
+                    self._running[job_id] = attempt
 
     async def _attempt(self, job_id: str) -> None:
         job = self._jobs[job_id]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import attrs
 import paramiko
+import paramiko.sftp
+import paramiko.sftp_attr
 import pytest
 
 from tests.nodes import NodeReaper, gateway
@@ -57,3 +59,122 @@ def running_gateway(tmp_path: Path, reaper: NodeReaper) -> Iterator[RunningGatew
     yield gw
     stopped = gateway("stop", gw.node_dir)
     assert stopped.code == 0, stopped.err
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One gateway for a whole test module (tests work in their own directories)."""
+    reaper = NodeReaper()
+    try:
+        gw = start_gateway(tmp_path_factory.mktemp("shared"), reaper)
+        yield gw
+        stopped = gateway("stop", gw.node_dir)
+        assert stopped.code == 0, stopped.err
+    finally:
+        reaper.reap()
+
+
+class RawSFTP(paramiko.sftp.BaseSFTP):
+    """SFTP at the packet level: send requests without waiting, read each reply by id.
+
+    paramiko's client hides status codes behind exceptions and never pipelines
+    on its own; this speaks the same version 3 protocol but lets a test send
+    OPEN and STAT back to back, or a bogus handle, and see the exact status.
+    """
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        super().__init__()
+        channel = transport.open_session()
+        channel.invoke_subsystem("sftp")
+        self.sock = channel
+        self._next = 1
+        self._replies: dict[int, tuple[int, paramiko.Message]] = {}
+        init = paramiko.Message()
+        init.add_int(3)
+        self._send_packet(paramiko.sftp.CMD_INIT, init)
+        kind, data = self._read_packet()
+        assert kind == paramiko.sftp.CMD_VERSION
+        version = paramiko.Message(data)
+        self.version = version.get_int()
+        self.extensions: dict[bytes, bytes] = {}
+        while version.get_remainder():
+            name = version.get_string()
+            self.extensions[name] = version.get_string()
+
+    def send(self, kind: int, *fields: object) -> int:
+        """Send one request; its id (read the reply with :meth:`reply`)."""
+        number = self._next
+        self._next += 1
+        message = paramiko.Message()
+        message.add_int(number)
+        for item in fields:
+            if isinstance(item, paramiko.sftp_attr.SFTPAttributes):
+                item._pack(message)
+            elif isinstance(item, Int64):
+                message.add_int64(item.value)
+            elif isinstance(item, int):
+                message.add_int(item)
+            else:
+                assert isinstance(item, bytes | str)
+                message.add_string(item)
+        self._send_packet(kind, message)
+        return number
+
+    def reply(self, number: int) -> tuple[int, paramiko.Message]:
+        """The reply to request ``number`` (replies to others are kept for later)."""
+        while number not in self._replies:
+            kind, data = self._read_packet()
+            message = paramiko.Message(data)
+            self._replies[message.get_int()] = (kind, message)
+        return self._replies.pop(number)
+
+    def call(self, kind: int, *fields: object) -> tuple[int, paramiko.Message]:
+        """Send a request and wait for its reply."""
+        return self.reply(self.send(kind, *fields))
+
+    def status(self, kind: int, *fields: object) -> int:
+        """Send a request whose reply is a STATUS; the status code."""
+        return status_code(self.call(kind, *fields))
+
+    def open(self, path: str | bytes, flags: int, attrs: dict[str, int] | None = None) -> bytes:
+        """OPEN that must succeed: the handle."""
+        kind, message = self.call(paramiko.sftp.CMD_OPEN, path, flags, attributes(attrs))
+        assert kind == paramiko.sftp.CMD_HANDLE, status_text((kind, message))
+        return message.get_binary()
+
+    def stat(self, path: str | bytes) -> paramiko.SFTPAttributes:
+        """STAT that must succeed."""
+        kind, message = self.call(paramiko.sftp.CMD_STAT, path)
+        assert kind == paramiko.sftp.CMD_ATTRS, status_text((kind, message))
+        return paramiko.SFTPAttributes._from_msg(message)
+
+
+@attrs.frozen
+class Int64:
+    """A uint64 field (offsets), told apart from the uint32 fields."""
+
+    value: int
+
+
+def attributes(values: dict[str, int] | None = None) -> paramiko.SFTPAttributes:
+    """An ATTRS structure with the given fields (size, permissions, atime+mtime)."""
+    attrs = paramiko.SFTPAttributes()
+    for name, value in (values or {}).items():
+        setattr(attrs, "st_" + name, value)
+    return attrs
+
+
+def status_code(reply: tuple[int, paramiko.Message]) -> int:
+    """The code of a STATUS reply (fails on any other reply)."""
+    kind, message = reply
+    assert kind == paramiko.sftp.CMD_STATUS, f"expected STATUS, got packet type {kind}"
+    return message.get_int()
+
+
+def status_text(reply: tuple[int, paramiko.Message]) -> str:
+    """A STATUS reply as 'code message' (for assertion messages)."""
+    kind, message = reply
+    if kind != paramiko.sftp.CMD_STATUS:
+        return f"packet type {kind}"
+    code = message.get_int()
+    return f"{code} {message.get_text()}"

@@ -1,0 +1,218 @@
+"""Opening files for writing, and what happens when their handles close, sync or vanish.
+
+All handles open for writing on one path share a :class:`WriteState` and its
+staged file. It is registered in the overlay *before* the first await of the
+OPEN, so a STAT pipelined behind the OPEN already sees the file. The last
+handle to close hands the staged file to the volume for publishing; a handle
+whose session ended without a CLOSE is aborted, and publishes nothing unless
+another handle on the same file was closed by its client (whose data the
+gateway acknowledged, and therefore keeps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.fs.errors import FileExists, FSError, IsADirectory, NoSuchFile, PermissionDenied
+from gateway.fs.handles import WriteHandle
+from gateway.fs.interfaces import OpenFlags, SetAttributes
+from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState, settled
+from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
+from gateway.objects.caps import ImmutableReadCap, LiteralCap, MutableReadCap, MutableWriteCap
+from gateway.objects.dirnode import Entry, NoSuchChild
+from gateway.objects.errors import ObjectError
+
+COPY_CHUNK = 1 << 20
+
+#: Applied to the mode a client gives at OPEN or MKDIR, as a POSIX server's umask is.
+CREATE_UMASK = 0o022
+
+
+def creation_mode(mode: int | None) -> int | None:
+    """The mode a new file or directory gets from the mode the client asked for."""
+    return None if mode is None else mode & 0o7777 & ~CREATE_UMASK
+
+
+class Writers:
+    """The write side of one session's filesystem: open, close, abort, fsync."""
+
+    def __init__(self, volume: Volume, clock: Any):
+        self.volume = volume
+        self.overlay: Overlay = volume.overlay
+        self._clock = clock
+
+    def now(self) -> float:
+        """The volume clock's time."""
+        return float(self._clock.seconds())
+
+    async def open(self, parts: Path, flags: OpenFlags, attrs: SetAttributes) -> WriteHandle:
+        """A handle on the path's shared write state, creating the state if needed."""
+        state = self.overlay.writing.get(parts)
+        if state is not None and not state.abandoned:
+            if flags.exclusive and flags.create:
+                raise FileExists(f"{join(parts)} already exists")
+            state.handles += 1
+            handle = WriteHandle(self, state, flags.read, flags.append)
+            await settled(state.ready)
+            if state.failure is not None:
+                state.handles -= 1
+                raise as_fs_error(state.failure)
+            if flags.truncate:
+                assert state.staged is not None
+                state.staged.truncate(0)
+                state.dirty = True
+            return handle
+        # Registered before the first await: a STAT pipelined behind this OPEN sees the file.
+        state = WriteState(
+            parts,
+            LocalMeta(mode=creation_mode(attrs.mode), ctime=self.now()),
+            handles=1,
+            generation=self.overlay.next_generation(),
+        )
+        self.overlay.writing[parts] = state
+        try:
+            await self._prepare(state, flags)
+        except BaseException as e:
+            state.failure = e
+            if self.overlay.writing.get(parts) is state:
+                del self.overlay.writing[parts]
+            if state.staged is not None:
+                state.staged.discard()
+            state.ready.callback(None)
+            raise
+        state.ready.callback(None)
+        return WriteHandle(self, state, flags.read, flags.append)
+
+    async def _prepare(self, state: WriteState, flags: OpenFlags) -> None:
+        """Check the open is allowed and give the state its starting contents."""
+        parts = state.path
+        parent, name = parent_and_name(parts)
+        directory = await self.volume.directory(parent)
+        if directory.read_only:
+            raise PermissionDenied(f"read-only directory: {join(parent)}")
+        pending = self.overlay.pending.get(parts)
+        entry: Entry | None = None
+        if pending is None:
+            try:
+                entry = await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+            except NoSuchChild:
+                entry = None
+            except ObjectError as e:
+                raise grid_errors(e) from None
+        exists = pending is not None or entry is not None
+        if entry is not None:
+            if entry.kind == "dir":
+                raise IsADirectory(f"{join(parts)} is a directory")
+            if entry.kind == "symlink":
+                raise PermissionDenied("cannot open a symbolic link entry for writing")
+            if entry.metadata.no_write or isinstance(entry.cap, MutableReadCap):
+                raise PermissionDenied(f"{join(parts)} is read-only")
+        if pending is not None and pending.meta.mode is not None and not pending.meta.mode & 0o222:
+            raise PermissionDenied(f"{join(parts)} is read-only")
+        if exists and flags.exclusive and flags.create:
+            raise FileExists(f"{join(parts)} already exists")
+        if not exists and not flags.create:
+            raise NoSuchFile(f"no such file: {join(parts)}")
+        if pending is not None:
+            state.meta.mode = pending.meta.mode
+            state.meta.ctime = pending.meta.ctime
+        elif entry is not None:
+            state.meta.mode = entry.metadata.mode
+            state.meta.ctime = entry.metadata.ctime
+        if exists and not flags.truncate:
+            if pending is not None:
+                state.staged = self.volume.staged_copy(pending.staged)
+            else:
+                assert entry is not None
+                state.staged = self.volume.staging.create()
+                await self._download_into(entry, state)
+        else:
+            state.staged = self.volume.staging.create()
+            state.dirty = True
+
+    async def _download_into(self, entry: Entry, state: WriteState) -> None:
+        """Copy an existing file's bytes into the state's staged file (to modify it)."""
+        assert state.staged is not None
+        cap = entry.cap
+        try:
+            if isinstance(cap, MutableWriteCap):
+                state.staged.write(0, await self.volume.store.read_mutable(cap))
+                return
+            if not isinstance(cap, LiteralCap | ImmutableReadCap):
+                raise PermissionDenied("this entry cannot be written")
+            reader = self.volume.store.reader(cap)
+            offset = 0
+            while offset < reader.size:
+                chunk = await reader.read(offset, COPY_CHUNK)
+                if not chunk:
+                    break
+                state.staged.write(offset, chunk)
+                offset += len(chunk)
+        except ObjectError as e:
+            raise grid_errors(e) from None
+
+    # -- handles call back here ----------------------------------------------------------
+
+    def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
+        """Attribute changes on a file that lives in the overlay."""
+        if changes.size is not None:
+            assert state.staged is not None
+            state.staged.truncate(changes.size)
+            if isinstance(state, WriteState):
+                state.dirty = True
+        if changes.mode is not None:
+            state.meta.mode = changes.mode & 0o7777
+        if changes.mtime is not None:
+            state.meta.mtime = changes.mtime
+        if changes.atime is not None:
+            state.meta.atime = changes.atime
+        if isinstance(state, WriteState) and changes != SetAttributes():
+            state.dirty = True  # metadata set on an open file is published with it
+        if isinstance(state, Pending):
+            self.volume.retarget(state)
+
+    async def close(self, state: WriteState) -> None:
+        """One writer closed; the last one publishes (unless the file was removed or unchanged)."""
+        state.closed_by_client = True
+        await self._release(state)
+
+    async def abort(self, state: WriteState) -> None:
+        """One writer vanished without a CLOSE; see the module docstring for what is kept."""
+        await self._release(state)
+
+    async def _release(self, state: WriteState) -> None:
+        state.handles -= 1
+        if state.handles > 0:
+            return
+        if self.overlay.writing.get(state.path) is state:
+            del self.overlay.writing[state.path]
+        assert state.staged is not None
+        if state.abandoned or not state.dirty or not state.closed_by_client:
+            state.staged.discard()
+            return
+        await self.volume.publish(state)
+
+    async def fsync(self, state: WriteState) -> None:
+        """Publish a snapshot of the open file and return once it is in the grid."""
+        if not state.dirty:
+            return
+        assert state.staged is not None
+        meta = state.meta
+        snapshot = WriteState(
+            state.path,
+            LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime),
+            staged=self.volume.staged_copy(state.staged),
+            generation=self.overlay.next_generation(),
+        )
+        state.generation = self.overlay.next_generation()  # a later close is newer
+        state.dirty = False
+        pending = await self.volume.publish(snapshot, wait=False)
+        await self.volume.queue.wait_for(pending.job_id)
+
+
+def as_fs_error(error: BaseException) -> Exception:
+    """The error a handle sharing a failed open gets."""
+    if isinstance(error, FSError):
+        return error
+    return NoSuchFile("the file could not be opened")

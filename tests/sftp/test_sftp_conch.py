@@ -1,0 +1,120 @@
+"""GatewayFileTransferServer: Conch's SFTP protocol with the gateway's fixes, packet by packet."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from twisted.conch.ssh.common import NS
+from twisted.conch.ssh.filetransfer import (
+    FX_FAILURE,
+    FXF_CREAT,
+    FXF_WRITE,
+    FXP_CLOSE,
+    FXP_INIT,
+    FXP_OPEN,
+    FXP_READ,
+    FXP_STATUS,
+    FXP_WRITE,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
+from gateway.sftp.server import GatewayFileTransferServer, GatewaySFTPServer
+
+
+@implementer(IOpenFile)
+class RecordingFile:
+    """An open file that records how it ended."""
+
+    path = "/f"
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return b""
+
+    async def write(self, offset: int, data: bytes) -> None:
+        self.events.append("write")
+
+    async def stat(self) -> FileAttributes:
+        return FileAttributes("file", 0, 0o644, 0.0, 0.0)
+
+    async def setattr(self, changes: SetAttributes) -> None:
+        pass
+
+    async def fsync(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+    async def abort(self) -> None:
+        self.events.append("abort")
+
+
+class OneFileFilesystem:
+    """Opens the same recording file for every path."""
+
+    read_only = False
+
+    def __init__(self) -> None:
+        self.file = RecordingFile()
+
+    async def open(self, path: str, flags: Any, attrs: Any) -> IOpenFile:
+        return self.file
+
+
+def packet(kind: int, request_id: int, body: bytes) -> bytes:
+    """One SFTP packet."""
+    payload = bytes([kind]) + struct.pack("!L", request_id) + body
+    return struct.pack("!L", len(payload)) + payload
+
+
+def statuses(wire: bytes) -> list[tuple[int, int]]:
+    """(request id, code) of every STATUS packet in ``wire``."""
+    found = []
+    while wire:
+        (length,) = struct.unpack("!L", wire[:4])
+        body, wire = wire[4 : 4 + length], wire[4 + length :]
+        if body[0] == FXP_STATUS:
+            found.append(struct.unpack("!LL", body[1:9]))
+    return found
+
+
+def connected() -> tuple[GatewayFileTransferServer, StringTransport, OneFileFilesystem]:
+    """A server past INIT on a string transport, over a one-file filesystem."""
+    fs = OneFileFilesystem()
+    server = GatewayFileTransferServer(avatar=GatewaySFTPServer(fs, user="u"))  # type: ignore[arg-type]
+    transport = StringTransport()
+    server.makeConnection(transport)
+    server.dataReceived(struct.pack("!LBL", 5, FXP_INIT, 3))
+    transport.clear()
+    return server, transport, fs
+
+
+def test_read_and_write_on_an_unknown_handle_are_answered() -> None:
+    """READ and WRITE on a handle that is not open get FX_FAILURE (Conch leaves them unanswered)."""
+    server, transport, _ = connected()
+    server.dataReceived(packet(FXP_READ, 7, NS(b"bogus") + struct.pack("!QL", 0, 10)))
+    server.dataReceived(packet(FXP_WRITE, 8, NS(b"bogus") + struct.pack("!Q", 0) + NS(b"x")))
+    assert statuses(transport.value()) == [(7, FX_FAILURE), (8, FX_FAILURE)]
+
+
+def test_lost_session_aborts_open_files_and_close_closes_them() -> None:
+    """Files open when the session ends are aborted; an explicit CLOSE closes."""
+    server, transport, fs = connected()
+    verifyObject(IOpenFile, fs.file)
+    open_body = NS(b"/f") + struct.pack("!LL", FXF_WRITE | FXF_CREAT, 0)
+    server.dataReceived(packet(FXP_OPEN, 1, open_body))
+    handle = transport.value()[9:]
+    server.dataReceived(packet(FXP_CLOSE, 2, handle))
+    assert fs.file.events == ["close"]
+    server.dataReceived(packet(FXP_OPEN, 3, open_body))
+    server.connectionLost(Failure(ConnectionDone()))
+    assert fs.file.events == ["close", "abort"]
