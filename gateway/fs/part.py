@@ -22,6 +22,9 @@ from gateway.storage_node import read_secret_file
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 
+#: Uploads run at once; with several in flight, links into one directory share publishes.
+UPLOAD_CONCURRENCY = 8
+
 
 def read_gateway_secrets(nd: NodeDir) -> GatewaySecrets:
     """The convergence and lease secrets from private/ (base32 text, as create writes them)."""
@@ -48,7 +51,11 @@ class FilesystemPart(NodePart):
         self._close_waits = config.get("uploads", "close") == "grid"
         self.journal = UploadJournal(nd.state / "uploads")
         self.queue = UploadQueue(
-            reactor, self.journal, self.upload, grace_period=config.get("uploads", "grace_period")
+            reactor,
+            self.journal,
+            self.upload,
+            concurrency=UPLOAD_CONCURRENCY,
+            grace_period=config.get("uploads", "grace_period"),
         )
         self.volumes: dict[str, Volume] = {}
         self.staging: StagingArea | None = None

@@ -17,6 +17,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from gateway.fs.errors import GridUnavailable, NoSuchFile, NotADirectory, PermissionDenied
+from gateway.fs.linker import DirectoryLinker
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.staging import StagedFile, StagingArea
@@ -70,6 +71,7 @@ class Volume:
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, DirectoryNode] = {}
         self._root_ready = False
+        self.linker = DirectoryLinker()
         self._root_lock = DeferredLock()
 
     # -- directories -------------------------------------------------------------
@@ -197,7 +199,10 @@ class Volume:
         try:
             path = pending.path
             newest = self.overlay.linked.get(path, 0)
-            if not pending.abandoned and pending.generation > newest:
+            if not pending.abandoned and pending.generation >= newest:
+                # Reserve the path before publishing: an older version still uploading must not
+                # be linked after this one, even by a later batch.
+                self.overlay.linked[path] = pending.generation
                 parent, name = parent_and_name(path)
                 directory = await self.directory(parent)
                 now = self.clock.seconds()
@@ -211,10 +216,9 @@ class Volume:
                         size=pending.staged.size,
                         no_write=pending.meta.mode is not None and not pending.meta.mode & 0o222,
                     )
-                    await directory.add(name, cap, metadata, overwrite=True)
+                    await self.linker.link(directory, name, cap, metadata)
                 else:
                     await directory.set_metadata(name, mtime=mtime, size=pending.staged.size)
-                self.overlay.linked[path] = pending.generation
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
