@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -37,14 +37,29 @@ class RunningGateway:
 
 
 def start_gateway(
-    tmp_path: Path, reaper: NodeReaper, *create_args: str, name: str = "gw", user: str = "alice"
+    tmp_path: Path,
+    reaper: NodeReaper,
+    *create_args: str,
+    name: str = "gw",
+    user: str = "alice",
+    configure: Callable[[Path], None] | None = None,
 ) -> RunningGateway:
-    """Create and start a gateway (embedded grid unless told otherwise) with one account."""
+    """Create and start a gateway (embedded grid unless told otherwise) with one account.
+
+    ``configure`` may change the node directory (node.cfg, keys) before the first start.
+    """
     node_dir = reaper.track(tmp_path / name)
     created = gateway("create", node_dir, "--sftp-port", "0", "--web-port", "0", *create_args)
     assert created.code == 0, created.err
     added = gateway("account", "add", node_dir, user, "--password-stdin", stdin=PASSWORD + "\n")
     assert added.code == 0, added.err
+    if configure is not None:
+        configure(node_dir)
+    return restart_gateway(node_dir, user)
+
+
+def restart_gateway(node_dir: Path, user: str = "alice") -> RunningGateway:
+    """Start a created gateway and learn where its SFTP server listens."""
     started = gateway("start", node_dir)
     assert started.code == 0, started.err
     match = re.search(r"SFTP: sftp -P (\d+) USER@(\S+)", started.out)

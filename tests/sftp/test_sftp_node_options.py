@@ -1,0 +1,100 @@
+"""Node options of the SFTP frontend on real processes: CLOSE waiting for the grid, and an
+encrypted host key."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+from pathlib import Path
+
+from gateway.sftp.ssh import generate_host_key
+from tests.nodes import NodeReaper, gateway, node_pid
+from tests.sftp.gateway_node import restart_gateway, start_gateway
+
+
+def _set(node_dir: Path, old: str, new: str) -> None:
+    cfg = node_dir / "node.cfg"
+    text = cfg.read_text()
+    assert old in text, old
+    cfg.write_text(text.replace(old, new, 1))
+
+
+def _kill(node_dir: Path) -> None:
+    pid = node_pid(node_dir)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    pidfd = os.pidfd_open(pid)
+    select.select([pidfd], [], [], 30)
+    os.close(pidfd)
+
+
+def test_close_waits_for_the_grid_when_configured(tmp_path: Path, reaper: NodeReaper) -> None:
+    """With close = grid, a file whose CLOSE was answered survives SIGKILL plus the loss of the
+    gateway's staging area and journal: it is already in the grid."""
+    gw = start_gateway(
+        tmp_path, reaper, configure=lambda d: _set(d, "#close = local", "close = grid")
+    )
+    data = os.urandom(1_500_000)
+    transport, sftp = gw.sftp()
+    try:
+        with sftp.open("/durable.bin", "wb") as f:
+            f.write(data)
+    finally:
+        transport.close()
+    _kill(gw.node_dir)
+    shutil.rmtree(gw.node_dir / "staging")
+    shutil.rmtree(gw.node_dir / "state")
+    again = restart_gateway(gw.node_dir)
+    transport, sftp = again.sftp()
+    try:
+        with sftp.open("/durable.bin", "rb") as f:
+            assert f.read() == data
+    finally:
+        transport.close()
+    assert gateway("stop", gw.node_dir).code == 0
+
+
+def _encrypt_host_key(node_dir: Path, passphrase: str) -> None:
+    key = node_dir / "private" / "ssh_host_ed25519_key"
+    key.unlink()
+    (node_dir / "private" / "ssh_host_ed25519_key.pub").unlink()
+    generate_host_key(key, passphrase=passphrase)
+    secret = node_dir / "private" / "host_key_passphrase"
+    secret.write_text(passphrase + "\n")
+    secret.chmod(0o600)
+    _set(
+        node_dir,
+        "#host_key_passphrase_file = ",
+        "host_key_passphrase_file = private/host_key_passphrase",
+    )
+
+
+def test_passphrase_protected_host_key(tmp_path: Path, reaper: NodeReaper) -> None:
+    """An encrypted host key with its passphrase file serves; the client sees that key."""
+    gw = start_gateway(tmp_path, reaper, configure=lambda d: _encrypt_host_key(d, "s3cret pass"))
+    public = (gw.node_dir / "private" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    transport, sftp = gw.sftp()
+    try:
+        assert transport.get_remote_server_key().get_base64() == public
+        assert sftp.listdir("/") == []
+    finally:
+        transport.close()
+    assert gateway("stop", gw.node_dir).code == 0
+    log = (gw.node_dir / "logs" / "node.log").read_text()
+    assert "s3cret pass" not in log
+
+
+def test_wrong_host_key_passphrase_stops_the_start(tmp_path: Path, reaper: NodeReaper) -> None:
+    """A wrong passphrase is refused at start with one line naming the key, never the phrase."""
+    node_dir = reaper.track(tmp_path / "gw")
+    assert gateway("create", node_dir, "--sftp-port", "0", "--web-port", "0").code == 0
+    _encrypt_host_key(node_dir, "right one")
+    (node_dir / "private" / "host_key_passphrase").write_text("wrong one\n")
+    result = gateway("start", node_dir)
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1
+    assert "ssh_host_ed25519_key" in lines[0] and "wrong passphrase" in lines[0]
+    assert "wrong one" not in result.err
