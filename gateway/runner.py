@@ -138,6 +138,7 @@ class LaunchError(Exception):
 
 def launch_node(node_dir: Path, timeout: float = START_TIMEOUT) -> list[str]:
     """Start ``gateway run`` detached; return what it listens on once it is up."""
+    node_dir = node_dir.absolute()  # the node runs from "/", not from our working directory
     nd = NodeDir(node_dir)
     pid = running_pid(nd.pid_file)
     if pid is not None:

@@ -234,3 +234,14 @@ def test_damaged_accounts_file_is_refused_at_start(tmp_path: Path, reaper: NodeR
     assert result.code == 1
     assert "sftp:" in result.err and str(accounts) in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_relative_node_directory(tmp_path: Path, reaper: NodeReaper) -> None:
+    """A node directory given relative to the working directory starts and stops."""
+    reaper.track(tmp_path / "rel")
+    assert os.getcwd() == str(tmp_path)
+    assert gateway("create", "rel", "--sftp-port", "0", "--web-port", "0").code == 0
+    started = gateway("start", "rel")
+    assert started.code == 0, started.err
+    assert gateway("status", "rel").code == 0
+    assert gateway("stop", "rel").code == 0
