@@ -223,6 +223,15 @@ SCHEMA: tuple[Option, ...] = (
         "grid", "shares.total", parse_share_count, "1", "Shares made per file (N).", ("gateway",)
     ),
     Option(
+        "grid",
+        "lease_renewal_interval",
+        parse_duration,
+        "7d",
+        "How often the leases on every share reachable from an account's root are renewed "
+        "(servers keep a lease 31 days).",
+        ("gateway",),
+    ),
+    Option(
         "uploads",
         "close",
         parse_close_mode,

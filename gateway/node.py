@@ -1,7 +1,8 @@
 """Assembling a node's services from its directory and configuration.
 
 A gateway node's parts, in start order: embedded storage server (when the grid
-is embedded), storage client (the grid), SFTP, web. A storage node's parts:
+is embedded), storage client (the grid), filesystem, upload queue, SFTP, the
+control endpoint (the CLI's way in), lease renewal, web. A storage node's parts:
 the storage server (HTTPS) and its status page. Stopping goes in reverse.
 """
 
@@ -25,7 +26,9 @@ def build_node(reactor: Any, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
         _add_storage_parts(reactor, node, nd, config, scrubber)
     if config.get("web", "enabled"):
         node.add_part(
-            StatusPart(reactor, node, config.get("web", "host"), config.get("web", "port"))
+            StatusPart(
+                reactor, node, config.get("web", "host"), config.get("web", "port"), scrubber
+            )
         )
     return node
 
@@ -33,7 +36,7 @@ def build_node(reactor: Any, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 def _add_gateway_parts(
     reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 ) -> None:
-    """Embedded storage, grid client, upload queue and SFTP."""
+    """Embedded storage, grid client, filesystem, upload queue, SFTP, control, leases."""
     from gateway.grid.part import EmbeddedStoragePart, GridPart
 
     embedded = None
@@ -49,6 +52,13 @@ def _add_gateway_parts(
     node.add_part(fs)
     node.add_part(fs.queue)
     node.add_part(SFTPPart(reactor, nd, config, fs))
+    from gateway.control.part import ControlPart
+    from gateway.maintenance import LeaseRenewalPart
+
+    node.add_part(ControlPart(reactor, nd, fs))
+    node.add_part(
+        LeaseRenewalPart(reactor, nd, fs, interval=config.get("grid", "lease_renewal_interval"))
+    )
 
 
 def _add_storage_parts(

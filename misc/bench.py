@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
+    parser.add_argument("--only", metavar="TEXT", help="run only workloads whose name has TEXT")
     args = parser.parse_args(argv)
     runs = 1 if args.smoke else args.runs
     big = 1 * MiB if args.smoke else 64 * MiB
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"ls -l of {n_list} entries", lambda t, w: list_many(t, w, n_list)),
         (f"mkdir+rename+rmdir x{n_meta}", lambda t, w: metadata_ops(t, w, n_meta)),
     ]
+    if args.only:
+        workloads = [w for w in workloads if args.only in w[0] or w[0].startswith("upload")]
     results: dict[str, dict[str, list[float]]] = {}
     units: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:

@@ -2,7 +2,8 @@
 
 Every failure prints one line, ``gateway: <what went wrong>``, on stderr and
 returns a non-zero exit code: 1 for an error, 2 for a usage error, 3 for
-``stop`` or ``status`` of a node that is not running.
+``stop``, ``status`` or a file command (``gateway.cli.files``) on a node that
+is not running.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import IO
 
 from gateway.cli.accounts import cmd_account
 from gateway.cli.create import create_default_gateway, create_gateway, create_storage
+from gateway.cli.files import COMMANDS as FILE_COMMANDS
+from gateway.cli.files import cmd_files
 from gateway.cli.main import UsageError
 from gateway.config import ConfigError, load_config
 from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir
@@ -35,6 +38,7 @@ def dispatch(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "stop": cmd_stop,
         "status": cmd_status,
         "account": cmd_account,
+        **{name: cmd_files for name in FILE_COMMANDS},
     }[args.command]
     return handler(args, out, err)
 

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("account", help="manage a gateway's SFTP accounts")
     add_account_parsers(p.add_subparsers(dest="account_command", metavar="ACTION", required=True))
+
+    from gateway.cli.files import add_file_parsers
+
+    add_file_parsers(sub)
     return parser
 
 
