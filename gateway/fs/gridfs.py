@@ -356,26 +356,29 @@ class GridFilesystem:
         new_parent, new_name = parent_and_name(new_parts)
         source_dir = await self._writable_directory(old_parent)
         target_dir = await self._writable_directory(new_parent)
-        local_source = self._overlay.local(old_parts) is not None or self._overlay.has_under(
-            old_parts
-        )
-        grid_source = await _maybe(source_dir, old_name)
-        if not local_source and grid_source is None:
-            raise NoSuchFile(f"no such file: {join(old_parts)}")
-        grid_target = await _maybe(target_dir, new_name)
-        target_exists = grid_target is not None or self._overlay.local(new_parts) is not None
-        if target_exists and not overwrite:
-            raise FileExists(f"{join(new_parts)} already exists")
-        if grid_target is not None and grid_target.kind == "dir":
-            raise FileExists(f"{join(new_parts)} is a directory")
-        if overwrite:
-            await self._abandon_local(new_parts)
-        moving = [
+        # Hold the files being uploaded under ``old`` first and look at the grid after: a link
+        # in flight finishes before we decide what is local and what is in the grid.
+        held = [
             p for path, p in self._overlay.pending.items() if path[: len(old_parts)] == old_parts
         ]
-        for pending in moving:
+        for pending in held:
             await pending.lock.acquire()
         try:
+            moving = [p for p in held if self._overlay.pending.get(p.path) is p]
+            local_source = self._overlay.local(old_parts) is not None or self._overlay.has_under(
+                old_parts
+            )
+            grid_source = await _maybe(source_dir, old_name)
+            if not local_source and grid_source is None:
+                raise NoSuchFile(f"no such file: {join(old_parts)}")
+            grid_target = await _maybe(target_dir, new_name)
+            target_exists = grid_target is not None or self._overlay.local(new_parts) is not None
+            if target_exists and not overwrite:
+                raise FileExists(f"{join(new_parts)} already exists")
+            if grid_target is not None and grid_target.kind == "dir":
+                raise FileExists(f"{join(new_parts)} is a directory")
+            if overwrite:
+                await self._abandon_local(new_parts)
             if grid_source is not None:
                 try:
                     if old_parent == new_parent:
@@ -390,7 +393,7 @@ class GridFilesystem:
             for pending in moving:
                 self.volume.retarget(pending)
         finally:
-            for pending in moving:
+            for pending in held:
                 pending.lock.release()
 
     async def symlink(self, link_path: str, target: str) -> None:
@@ -429,10 +432,12 @@ class GridFilesystem:
         if isinstance(local, Pending):
             await local.lock.acquire()
             try:
-                self._writers.apply_local(local, changes)
+                if self._overlay.pending.get(parts) is local:
+                    self._writers.apply_local(local, changes)
+                    return
+                # Linked while we waited for it: change the directory entry instead.
             finally:
                 local.lock.release()
-            return
         fields: dict[str, Any] = {}
         if changes.mode is not None:
             fields["mode"] = changes.mode & 0o7777

@@ -1,11 +1,14 @@
 """Group commit of directory links: many small files closed at once cost few directory publishes.
 
-Every link into a directory goes through :class:`DirectoryLinker`. When no
-publish of that directory is under way the link is published at once; links
-that arrive while one is under way are queued and published together by the
-next one (``add_many``: one mutable publish). Nothing waits on a timer, so a
-lone file is linked as fast as before, and a burst of files (an ``sftp put``
-of a tree, ``cp -r`` over sshfs) shares publishes.
+Every link into a directory goes through :class:`DirectoryLinker`. A link
+into a directory with no publish under way is published after ``window``
+seconds (0: on the next reactor turn), together with every other link made by
+then; links that arrive while a publish is under way are queued and published
+together by the next one (``add_many``: one mutable publish). The window matters for clients that
+write files one after another (``sftp put`` of many files, ``cp -r`` over
+sshfs): when CLOSE has already been answered from local staging, nobody waits
+for the link, and one publish then covers every file closed within the
+window, whether the grid is remote or embedded in the process.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ class _Batch:
 class DirectoryLinker:
     """Coalesces concurrent links into the same directory into single publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any, window: float = 0.0) -> None:
+        self._clock = clock
+        self._window = window
         self._queued: dict[Any, _Batch] = {}
         self._publishing: set[Any] = set()
         self.publishes = 0
@@ -49,11 +54,13 @@ class DirectoryLinker:
         batch.waiters.append(waiter)
         self.links += 1
         if key not in self._publishing:
-            Deferred.fromCoroutine(self._publish_all(key))
+            self._publishing.add(key)
+            self._clock.callLater(
+                self._window, lambda: Deferred.fromCoroutine(self._publish_all(key))
+            )
         await waiter
 
     async def _publish_all(self, key: Any) -> None:
-        self._publishing.add(key)
         try:
             while key in self._queued:
                 batch = self._queued.pop(key)

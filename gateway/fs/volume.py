@@ -34,6 +34,9 @@ from gateway.objects.store import ObjectStore
 from gateway.uploads.journal import UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
 
+#: Seconds links into one directory are gathered before a publish, when CLOSE does not wait.
+LINK_WINDOW = 0.05
+
 #: Seconds a directory's contents read from the grid are reused for lookups.
 DIRECTORY_CACHE_SECONDS = 1.0
 
@@ -71,7 +74,7 @@ class Volume:
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, DirectoryNode] = {}
         self._root_ready = False
-        self.linker = DirectoryLinker()
+        self.linker = DirectoryLinker(clock, 0.0 if close_waits_for_grid else LINK_WINDOW)
         self._root_lock = DeferredLock()
 
     # -- directories -------------------------------------------------------------
@@ -194,7 +197,7 @@ class Volume:
             cap = None
         else:
             with open(pending.staged.path, "rb") as source:
-                cap = await self.store.upload(source)
+                cap = await self.store.upload(self.queue.reading(job.job_id, source))
         await pending.lock.acquire()
         try:
             path = pending.path
@@ -224,9 +227,13 @@ class Volume:
                 "{path}: its directory was removed before the upload finished; dropped",
                 path=join(pending.path),
             )
-        finally:
-            pending.lock.release()
+        except BaseException:
+            pending.lock.release()  # the job is retried; the file stays pending
+            raise
+        # Forget the pending entry *before* releasing the lock: whoever waited for it (a
+        # rename, setattr or remove) must then find the file in the grid, not in the overlay.
         self._finish(job.job_id, pending)
+        pending.lock.release()
 
     async def _existing_mutable(self, pending: Pending) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""

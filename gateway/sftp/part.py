@@ -15,6 +15,7 @@ from gateway.listening import bound_address, hostport, listen_tcp
 from gateway.nodedir import HOST_KEY_FILE, NodeDir
 from gateway.service import NodePart, StartupError
 from gateway.sftp.server import GatewaySFTPServer
+from gateway.sftp.sessions import SessionRegistry
 from gateway.sftp.ssh import AccountAvatar, HostKeyError, load_host_key, make_ssh_factory
 
 
@@ -33,6 +34,7 @@ class SFTPPart(NodePart):
         self._passphrase_file: str = config.get("sftp", "host_key_passphrase_file")
         self._listening: Any = None
         self.accounts = AccountStore(accounts_path(nd.root))
+        self.sessions = SessionRegistry(reactor)
 
     def _passphrase(self) -> bytes | None:
         if not self._passphrase_file:
@@ -49,7 +51,10 @@ class SFTPPart(NodePart):
         """The SFTP server of one session."""
         volume = self._fs.volume(avatar.root_cap)
         fs = GridFilesystem(volume, read_only=avatar.read_only)
-        return GatewaySFTPServer(fs, user=avatar.name, rename_overwrites=avatar.rename_overwrites)
+        session = self.sessions.start(avatar.name, avatar.client_version, avatar.remote_address)
+        return GatewaySFTPServer(
+            fs, user=avatar.name, rename_overwrites=avatar.rename_overwrites, session=session
+        )
 
     async def start(self) -> None:
         """Load the host key and accounts, then listen."""
@@ -92,4 +97,8 @@ class SFTPPart(NodePart):
             accounts: int | str = len(self.accounts.list())
         except AccountFileError:
             accounts = "the accounts file is damaged"
-        return {"listening": hostport(host, port), "accounts": accounts}
+        return {
+            "listening": hostport(host, port),
+            "accounts": accounts,
+            "sessions": len(self.sessions.sessions),
+        }

@@ -62,6 +62,7 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
+from gateway.sftp.sessions import ISessionObserver
 
 #: The one place filesystem errors become SFTP status codes.
 STATUS_FOR_ERROR: dict[type[errors.FSError], int] = {
@@ -90,6 +91,10 @@ EXTENSIONS = {
     b"fsync@openssh.com": b"1",
     b"limits@openssh.com": b"1",
 }
+
+#: Packet types that are requests (timed) and replies (end the timing).
+REQUEST_KINDS = frozenset(range(3, 21)) | {200}
+REPLY_KINDS = frozenset({101, 102, 103, 104, 105, 201})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -204,12 +209,17 @@ class SFTPHandle:
     @_translated
     async def readChunk(self, offset: int, length: int) -> bytes:
         """READ: b'' means end of file (Conch answers EOF)."""
-        return await self.file.read(offset, min(length, MAX_READ_WRITE))
+        data = await self.file.read(offset, min(length, MAX_READ_WRITE))
+        if self.server.session is not None:
+            self.server.session.transferred(self, len(data), received=False)
+        return data
 
     @_translated
     async def writeChunk(self, offset: int, data: bytes) -> None:
         """WRITE."""
         await self.file.write(offset, data)
+        if self.server.session is not None:
+            self.server.session.transferred(self, len(data), received=True)
 
     @_translated
     async def getAttrs(self) -> dict[str, int]:
@@ -261,6 +271,38 @@ class GatewayFileTransferServer(FileTransferServer):
       ``close()`` on them, which is what an explicit CLOSE does.
     """
 
+    def __init__(self, data: bytes | None = None, avatar: object = None) -> None:
+        super().__init__(data=data, avatar=avatar)
+        self._started: dict[int, tuple[str, float]] = {}
+
+    def _session(self) -> ISessionObserver | None:
+        session = getattr(self.client, "session", None)
+        return session if ISessionObserver.providedBy(session) else None
+
+    def dataReceived(self, data: bytes) -> None:
+        """Note when each complete request arrived (for its latency), then handle as Conch does."""
+        if self._session() is not None:
+            arrived = time.perf_counter()
+            buffer, offset = self.buf + data, 0
+            while len(buffer) - offset >= 9:
+                length, kind, request_id = struct.unpack_from("!LBL", buffer, offset)
+                if len(buffer) - offset < 4 + length:
+                    break
+                if kind in REQUEST_KINDS:
+                    self._started[request_id] = (self.packetTypes[kind].lower(), arrived)
+                offset += 4 + length
+        super().dataReceived(data)
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        """Send a packet; a reply tells the session how long its request took."""
+        super().sendPacket(kind, data)
+        session = self._session()
+        if session is not None and kind in REPLY_KINDS and len(data) >= 4:
+            (request_id,) = struct.unpack_from("!L", data)
+            request = self._started.pop(request_id, None)
+            if request is not None:
+                session.request(request[0], time.perf_counter() - request[1])
+
     def _ebRead(self, reason: Failure, requestId: bytes) -> None:
         self._sendStatus(requestId, FX_FAILURE, b"no such open file handle")
 
@@ -279,6 +321,9 @@ class GatewayFileTransferServer(FileTransferServer):
         directories, self.openDirs = self.openDirs, {}
         for directory, _ in directories.values():
             directory.close()
+        session = self._session()
+        if session is not None:
+            session.ended()
 
 
 @implementer(ISFTPServer)
@@ -292,8 +337,10 @@ class GatewaySFTPServer:
         user: str,
         rename_overwrites: bool = False,
         clock: Callable[[], float] = time.time,
+        session: ISessionObserver | None = None,
     ):
         self.avatar = None
+        self.session = session
         self._fs = fs
         self._user = user
         self._rename_overwrites = rename_overwrites
@@ -311,6 +358,8 @@ class GatewaySFTPServer:
     def forget(self, handle: SFTPHandle) -> None:
         """A handle is closing: extensions can no longer find it."""
         self._handles.pop(str(hash(handle)).encode(), None)
+        if self.session is not None:
+            self.session.closed(handle)
 
     def _handle(self, wire_handle: bytes, code: int = FX_FAILURE) -> SFTPHandle:
         try:
@@ -332,6 +381,10 @@ class GatewaySFTPServer:
         )
         handle = SFTPHandle(opened, self)
         self._handles[str(hash(handle)).encode()] = handle
+        if self.session is not None:
+            writing = bool(flags & (FXF_WRITE | FXF_APPEND | FXF_TRUNC))
+            size = None if writing else (await opened.stat()).size
+            self.session.opened(handle, opened.path, writing, size)
         return handle
 
     @_translated

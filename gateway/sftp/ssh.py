@@ -424,6 +424,8 @@ class AccountAvatar(ConchUser):
     """One logged-in SSH session of an account: serves only the ``sftp`` subsystem."""
 
     remote_address: str | None = None
+    client_version: str | None = None
+    """The client's SSH version line (e.g. ``SSH-2.0-OpenSSH_9.2p1``), for the status page."""
 
     def __init__(
         self, account: Account, sftp_server_factory: SFTPServerFactory, log: Logger
@@ -620,6 +622,8 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
                 raise IgnoreAuthentication()
             if isinstance(avatar, AccountAvatar):
                 avatar.remote_address = address
+                version = getattr(self.transport, "otherVersionString", b"")
+                avatar.client_version = version.decode("ascii", "replace")
             self._log_to.info(
                 "{user} logged in from {address} ({method})",
                 user=name,

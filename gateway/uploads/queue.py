@@ -11,13 +11,14 @@ period, and whatever is left stays journaled for the next start.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from attrs import evolve, frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from gateway.metrics import Progress, ProgressReader
 from gateway.service import NodePart
 from gateway.uploads.journal import UploadJob, UploadJournal
 
@@ -71,6 +72,7 @@ class UploadQueue(NodePart):
         self._waiters: dict[str, list[Deferred[None]]] = {}
         self._accepting = False
         self.finished: list[Finished] = []
+        self.progress: dict[str, Progress] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -121,7 +123,9 @@ class UploadQueue(NodePart):
         self._journal.record(job)
         self._jobs[job.job_id] = job
         self._ready_ids.append(job.job_id)
-        self._kick()
+        # Start on the next reactor turn: the caller (a CLOSE) must not run the upload itself,
+        # and jobs enqueued in one turn start together, so their directory links can batch.
+        self._clock.callLater(0, self._kick)
 
     def update_target(self, job_id: str, target: dict[str, Any]) -> None:
         """Point a pending job elsewhere (its file was renamed or re-stamped); durably."""
@@ -143,6 +147,13 @@ class UploadQueue(NodePart):
     def pending(self) -> list[UploadJob]:
         """Jobs not yet uploaded, oldest first."""
         return sorted(self._jobs.values(), key=lambda job: (job.created, job.job_id))
+
+    def reading(self, job_id: str, source: BinaryIO) -> BinaryIO:
+        """``source`` (the job's staged file) wrapped to report the upload's progress."""
+        progress = self.progress.get(job_id)
+        if progress is None:
+            return source
+        return ProgressReader(source, progress).as_binary_io()
 
     def retry_now(self) -> None:
         """Retry every waiting job at once (an operator's nudge, or the grid came back)."""
@@ -168,7 +179,14 @@ class UploadQueue(NodePart):
                     self._running[job_id] = attempt
 
     async def _attempt(self, job_id: str) -> None:
+        try:
+            await self._upload(job_id)
+        finally:
+            self.progress.pop(job_id, None)
+
+    async def _upload(self, job_id: str) -> None:
         job = self._jobs[job_id]
+        self.progress[job_id] = Progress(self._clock, total=job.size)
         try:
             await self._uploader(job)
         except CancelledError:
@@ -228,6 +246,9 @@ class UploadQueue(NodePart):
                     if job.job_id in self._retry_at
                     else None,
                     "last_error": job.last_error,
+                    "progress": self.progress[job.job_id].to_json()
+                    if job.job_id in self.progress
+                    else None,
                 }
                 for job in self.pending()
             ],

@@ -26,7 +26,7 @@ def test_concurrent_links_share_publishes() -> None:
     clock = Clock()
     world = World(make_grid(3, clock=clock, latency=0.01), clock)
     root = world.mkroot()
-    linker = DirectoryLinker()
+    linker = DirectoryLinker(world.clock)
     before = world.grid[0].count("read_test_write")
 
     async def link_all() -> Any:
@@ -47,10 +47,11 @@ def test_concurrent_links_share_publishes() -> None:
 
 def test_a_failed_publish_reaches_every_waiter() -> None:
     """When a batch cannot be published, each of its links fails (to be retried by its job)."""
-    world = World(make_grid(3))
+    clock = Clock()
+    world = World(make_grid(3, clock=clock, latency=0.01), clock)
     root = world.mkroot()
     read_only = world.open(root.cap.get_read_cap())
-    linker = DirectoryLinker()
+    linker = DirectoryLinker(world.clock)
     failures: list[str] = []
 
     async def link_all() -> None:
@@ -65,3 +66,22 @@ def test_a_failed_publish_reaches_every_waiter() -> None:
     world.run(link_all())
     assert failures == ["NotWritable"] * 5
     assert world.run(world.open(root.cap).list()) == {}
+
+
+def test_links_within_the_window_share_one_publish() -> None:
+    """Links made one after another within the window (a sequential client) share a publish."""
+    clock = Clock()
+    world = World(make_grid(3), clock)
+    root = world.mkroot()
+    linker = DirectoryLinker(clock, window=0.05)
+    done = [
+        Deferred.fromCoroutine(linker.link(root, f"f{i}", LiteralCap(b"%d" % i), _meta(i)))
+        for i in range(3)
+    ]
+    clock.advance(0.01)
+    done.append(Deferred.fromCoroutine(linker.link(root, "late", LiteralCap(b"l"), _meta(1))))
+    assert not any(d.called for d in done)
+    clock.advance(0.05)
+    assert all(d.called for d in done)
+    assert linker.publishes == 1
+    assert sorted(world.run(world.open(root.cap).list())) == ["f0", "f1", "f2", "late"]

@@ -51,6 +51,7 @@ def test_a_job_is_journaled_until_uploaded(tmp_path: Path) -> None:
     queue = _started(tmp_path, uploader, clock)
     job = _job("a.txt")
     queue.enqueue(job)
+    clock.advance(0)  # jobs start on the next reactor turn
     assert [r.job_id for r in _records(tmp_path)] == [job.job_id]
     done = queue.wait_for(job.job_id)
     assert not done.called
@@ -67,6 +68,7 @@ def test_failures_are_recorded_and_retried_with_backoff(tmp_path: Path) -> None:
     queue = _started(tmp_path, uploader, clock)
     job = _job("b.bin")
     queue.enqueue(job)
+    clock.advance(0)  # jobs start on the next reactor turn
     for attempt, delay in enumerate([1.0, 2.0, 4.0], start=1):
         uploader.fail("grid unreachable")
         (record,) = _records(tmp_path)
@@ -101,6 +103,7 @@ def test_concurrency_is_bounded(tmp_path: Path) -> None:
     queue = _started(tmp_path, uploader, clock, concurrency=2)
     for name in "xyz":
         queue.enqueue(_job(name))
+        clock.advance(0)  # jobs start on the next reactor turn
     assert [n for n, _ in uploader.attempts] == ["x", "y"]
     uploader.succeed(0)
     assert [n for n, _ in uploader.attempts] == ["x", "y", "z"]
@@ -112,6 +115,7 @@ def test_stop_waits_for_the_grace_period_then_leaves_jobs_journaled(tmp_path: Pa
     queue = _started(tmp_path, uploader, clock, grace_period=5.0)
     job = _job("stuck")
     queue.enqueue(job)
+    clock.advance(0)  # jobs start on the next reactor turn
     waiter = queue.wait_for(job.job_id)
     failures: list[BaseException] = []
     waiter.addErrback(lambda f: failures.append(f.value))
@@ -130,6 +134,7 @@ def test_stop_lets_a_running_upload_finish(tmp_path: Path) -> None:
     uploader, clock = RecordingUploader(), Clock()
     queue = _started(tmp_path, uploader, clock, grace_period=5.0)
     queue.enqueue(_job("quick"))
+    clock.advance(0)  # jobs start on the next reactor turn
     stopped = queue.stopService()
     uploader.succeed()
     assert stopped.called
@@ -152,7 +157,35 @@ def test_status_never_shows_the_target(tmp_path: Path) -> None:
     uploader, clock = RecordingUploader(), Clock()
     queue = _started(tmp_path, uploader, clock)
     queue.enqueue(_job("visible.txt"))
+    clock.advance(0)  # jobs start on the next reactor turn
     status = queue.status()
     assert status["pending"][0]["file"] == "visible.txt"
     assert "secret" not in repr(status)
     assert "secret" not in repr(queue.pending())
+
+
+def test_enqueue_returns_before_the_upload_starts(tmp_path: Path) -> None:
+    """A CLOSE that enqueues never runs the upload itself; it starts on the next turn."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock)
+    queue.enqueue(_job("later"))
+    assert uploader.attempts == []
+    clock.advance(0)
+    assert [n for n, _ in uploader.attempts] == ["later"]
+
+
+def test_uploads_that_finish_at_once_free_their_slot(tmp_path: Path) -> None:
+    """Jobs whose upload completes without waiting never hold a slot (the queue keeps going)."""
+    done: list[str] = []
+
+    async def instant(job: UploadJob) -> None:
+        done.append(job.display)
+
+    clock = Clock()
+    queue = UploadQueue(clock, UploadJournal(tmp_path / "journal"), instant, concurrency=2)
+    queue.startService()
+    for name in "abcde":
+        queue.enqueue(_job(name))
+    clock.advance(0)
+    assert done == list("abcde")
+    assert queue.pending() == [] and _records(tmp_path) == []
