@@ -30,6 +30,7 @@ from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
 from gateway.fs.part import FilesystemPart
 from gateway.fs.paths import join, parent_and_name, split
 from gateway.fs.volume import grid_errors
+from gateway.metrics import CheckHistory
 from gateway.objects import checker, repairer
 from gateway.objects.caps import (
     Capability,
@@ -39,6 +40,7 @@ from gateway.objects.caps import (
     LiteralCap,
     MutableReadCap,
     MutableWriteCap,
+    b32encode,
     parse,
 )
 from gateway.objects.dirnode import ChildCap, NoSuchChild
@@ -77,9 +79,15 @@ def _entry_json(name: str, attrs: FileAttributes) -> dict[str, Any]:
 class FileOperations:
     """The CLI's operations on one gateway's filesystem part and accounts."""
 
-    def __init__(self, fs: FilesystemPart, accounts: AccountStore):
+    def __init__(
+        self,
+        fs: FilesystemPart,
+        accounts: AccountStore,
+        check_history: CheckHistory | None = None,
+    ):
         self._fs = fs
         self._accounts = accounts
+        self.check_history = check_history
 
     @property
     def store(self) -> ObjectStore:
@@ -316,6 +324,12 @@ class FileOperations:
     ) -> dict[str, Any]:
         """Check (verify, repair) one object, or with ``deep`` every object under a directory."""
         cap = await self.check_cap(target_text, account)
+        # What the Health page may show: the path asked about, never a capability.
+        index = cap.storage_index
+        label = target_text
+        if target_text.startswith("GG:"):
+            label = f"storage index {b32encode(index)}" if index else "a literal file"
+        kind = "repair" if repair else ("verify" if verify else "check")
         store = self.store
         servers = store.servers
         happy = store.params.happy
@@ -335,6 +349,13 @@ class FileOperations:
                 repair=fix if repair else None,
                 on_progress=on_progress,
             )
+            self._record(
+                f"deep {kind}",
+                label,
+                result.unhealthy == 0,
+                f"{result.objects_checked} objects, {result.unhealthy} not healthy, "
+                f"{result.unrecoverable} not recoverable",
+            )
             return {"deep": True, **result.to_json()}
         found = await checker.check(cap, servers, verify=verify, happy=happy)
         fixed = None
@@ -342,11 +363,17 @@ class FileOperations:
             fixed = await fix(cap, found)
         if on_progress is not None:
             on_progress(1, 1)
+        final = fixed.after if fixed is not None else found
+        self._record(kind, label, final.healthy, final.summary())
         return {
             "deep": False,
             "check": found.to_json(),
             "repair": fixed.to_json() if fixed is not None else None,
         }
+
+    def _record(self, kind: str, label: str, healthy: bool, summary: str) -> None:
+        if self.check_history is not None:
+            self.check_history.record(kind, label, healthy, summary)
 
     async def _children(self, cap: Capability) -> AsyncIterator[Capability]:
         assert isinstance(cap, DirectoryWriteCap | DirectoryReadCap)

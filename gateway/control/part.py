@@ -19,6 +19,7 @@ from gateway.control.operations import FileOperations
 from gateway.control.protocol import ShortPath, socket_path
 from gateway.control.server import ControlResource, ControlSite
 from gateway.fs.part import FilesystemPart
+from gateway.metrics import CheckHistory
 from gateway.nodedir import NodeDir
 from gateway.service import NodePart, StartupError
 
@@ -31,6 +32,7 @@ class ControlPart(NodePart):
         self._reactor = reactor
         self._nd = nd
         self._fs = fs
+        self.check_history = CheckHistory(clock=reactor)  # shown on the status page's Health
         self._listening: IListeningPort | None = None
         self._address: ShortPath | None = None
 
@@ -44,7 +46,9 @@ class ControlPart(NodePart):
             pass
         except OSError as e:
             raise StartupError("control", f"cannot remove stale {path}: {e.strerror}") from None
-        ops = FileOperations(self._fs, AccountStore(accounts_path(self._nd.root)))
+        ops = FileOperations(
+            self._fs, AccountStore(accounts_path(self._nd.root)), self.check_history
+        )
         site = ControlSite(ControlResource(ops, self._reactor), spool=self._nd.staging)
         self._address = ShortPath(path)
         endpoint = UNIXServerEndpoint(self._reactor, self._address.address, mode=0o600)

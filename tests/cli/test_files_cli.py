@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +154,15 @@ def test_check_healthy_file_and_deep_check(gw: RunningGateway, tmp_path: Path) -
     assert deep.code == 0, deep.err
     assert "0 not healthy" in deep.out
     assert "GG:" not in plain.out + verified.out + deep.out  # checks never print caps
+    with urllib.request.urlopen(gw.web_url + "health.json", timeout=10) as response:
+        body = response.read().decode()
+    checks = json.loads(body)["checks"]
+    assert {(c["kind"], c["target"], c["healthy"]) for c in checks} >= {
+        ("check", "/checked.bin", True),
+        ("verify", "alice:/checked.bin", True),
+        ("deep verify", "/", True),
+    }
+    assert "GG:" not in body  # the Health page names paths, never capabilities
 
 
 def test_bad_arguments_are_clear_errors(gw: RunningGateway, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ class RunningGateway:
     port: int
     user: str
     password: str
+    web_url: str = ""
 
     def sftp(self) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
         """A logged-in paramiko SFTP session (close the transport when done)."""
@@ -64,7 +65,10 @@ def restart_gateway(node_dir: Path, user: str = "alice") -> RunningGateway:
     assert started.code == 0, started.err
     match = re.search(r"SFTP: sftp -P (\d+) USER@(\S+)", started.out)
     assert match, started.out
-    return RunningGateway(node_dir, match.group(2), int(match.group(1)), user, PASSWORD)
+    web = re.search(r"Status page: (\S+)", started.out)
+    return RunningGateway(
+        node_dir, match.group(2), int(match.group(1)), user, PASSWORD, web.group(1) if web else ""
+    )
 
 
 @pytest.fixture
