@@ -18,6 +18,7 @@ from gateway.cli.create import create_default_gateway, create_gateway, create_st
 from gateway.cli.files import COMMANDS as FILE_COMMANDS
 from gateway.cli.files import cmd_files
 from gateway.cli.main import UsageError
+from gateway.cli.uploads import cmd_uploads
 from gateway.config import ConfigError, load_config
 from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir
 from gateway.pidfile import AlreadyRunning, running_pid
@@ -39,6 +40,7 @@ def dispatch(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "status": cmd_status,
         "account": cmd_account,
         **{name: cmd_files for name in FILE_COMMANDS},
+        "uploads": cmd_uploads,
     }[args.command]
     return handler(args, out, err)
 

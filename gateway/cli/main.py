@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.files import add_file_parsers
 
     add_file_parsers(sub)
+
+    from gateway.cli.uploads import add_uploads_parser
+
+    add_uploads_parser(sub)
     return parser
 
 

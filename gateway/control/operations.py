@@ -95,6 +95,22 @@ class FileOperations:
         assert self._fs.store is not None, "filesystem not started"
         return self._fs.store
 
+    def uploads(self, retry_now: bool = False) -> dict[str, Any]:
+        """The upload queue: every pending upload (no capabilities); retried at once if asked."""
+        queue = self._fs.queue
+        if retry_now:
+            queue.retry_now()
+        status = queue.status()
+        staging = self._fs.status()
+        return {
+            "pending": [
+                {k: v for k, v in job.items() if k != "progress"} for job in status["pending"]
+            ],
+            "retried": retry_now,
+            "staging_used": staging.get("staging_used"),
+            "staging_quota": staging.get("staging_quota"),
+        }
+
     def target(self, text: str, account: str | None) -> Target:
         """Resolve an argument (see :mod:`gateway.control.targets`)."""
         return resolve(text, self._accounts, account)

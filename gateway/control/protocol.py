@@ -9,7 +9,7 @@ lands in an access log.
 
 Answers:
 
-- ``put``, ``ls``, ``mkdir``, ``rm``, ``mv``: a JSON object (200).
+- ``put``, ``ls``, ``mkdir``, ``rm``, ``mv``, ``uploads``: a JSON object (200).
 - ``get``: the file's bytes with a ``Content-Length``; a failure after the
   first byte closes the connection early, so the client sees a short body.
 - ``check``: JSON lines; ``{"progress": [done, total]}`` while a deep check
@@ -30,7 +30,7 @@ SOCKET_NAME = "control.sock"
 API_PREFIX = "/v1/"
 """Every operation's path starts with this."""
 
-OPERATIONS = ("put", "get", "ls", "mkdir", "rm", "mv", "check")
+OPERATIONS = ("put", "get", "ls", "mkdir", "rm", "mv", "check", "uploads")
 """The operations the endpoint serves."""
 
 ARGS_HEADER = "X-Gateway-Args"

@@ -162,6 +162,7 @@ class ControlResource(Resource):
             "rm": self._rm,
             "mv": self._mv,
             "check": self._check,
+            "uploads": self._uploads,
         }
 
     def render_POST(self, request: Request) -> Any:
@@ -268,6 +269,9 @@ class ControlResource(Resource):
             bool(args.get("force")),
         )
         _send_json(request, result)
+
+    async def _uploads(self, request: Request, args: dict[str, Any]) -> None:
+        _send_json(request, self._ops.uploads(retry_now=bool(args.get("retry_now"))))
 
     async def _check(self, request: Request, args: dict[str, Any]) -> None:
         last = [0.0]

@@ -74,6 +74,8 @@ class FilesystemPart(NodePart):
             leftover.unlink()  # written but never closed before a crash: never acknowledged
         for job in journaled:
             self.volume(job.target["root"]).adopt(job)
+        # A server that comes back may be what failed uploads were waiting for.
+        self._grid.on_server_back.append(self.queue.retry_now)
 
     def volume(self, root_cap: str) -> Volume:
         """The shared volume of a root directory."""

@@ -10,20 +10,33 @@ it; an older version never replaces a newer one).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path as FilePath
 from typing import Any
 
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from gateway.fs.errors import GridUnavailable, NoSuchFile, NotADirectory, PermissionDenied
+from gateway.fs.errors import (
+    GridUnavailable,
+    NoSpace,
+    NoSuchFile,
+    NotADirectory,
+    PermissionDenied,
+)
 from gateway.fs.linker import DirectoryLinker
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.grid.interfaces import ServerUnavailable
 from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap, MutableWriteCap, parse
-from gateway.objects.dirnode import DirectoryNode, EntryMetadata, NoSuchChild, pack_contents
+from gateway.objects.dirnode import (
+    DirectoryNode,
+    Entry,
+    EntryMetadata,
+    NoSuchChild,
+    pack_contents,
+)
 from gateway.objects.errors import (
     NotEnoughShares,
     ObjectError,
@@ -116,7 +129,7 @@ class Volume:
         node = self._root
         for depth, name in enumerate(parts):
             try:
-                entry = await node.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+                entry = await self.lookup(node, name)
             except NoSuchChild:
                 raise NoSuchFile(f"no such directory: {join(parts[: depth + 1])}") from None
             except ObjectError as e:
@@ -128,14 +141,26 @@ class Volume:
             )
         return node
 
+    async def lookup(self, node: DirectoryNode, name: str) -> Entry:
+        """An entry of a directory, fresh if the grid answers, else as this node last read it.
+
+        When the grid is unreachable, files can still be opened for writing (into staging)
+        under directories this node has read before; their uploads wait in the queue.
+        """
+        try:
+            return await node.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+        except (ServerUnavailable, NotEnoughShares):
+            if node._cache is None:
+                raise
+            self.log.info("the grid does not answer; using the last listing of a directory")
+            return await node.get(name, max_age=float("inf"))
+
     # -- closing and publishing ---------------------------------------------------
 
     async def publish(self, state: WriteState, wait: bool | None = None) -> Pending:
         """Journal the upload of a written file; wait for the grid if configured (or told)."""
         assert state.staged is not None
         staged = state.staged
-        staged.fsync()
-        self.staging.sync_directory()
         meta = state.meta
         job = UploadJob(
             job_id=new_job_id(),
@@ -146,9 +171,22 @@ class Volume:
             created=self.clock.seconds(),
         )
         pending = Pending(state.path, job.job_id, staged, meta, state.generation)
+        try:
+            staged.fsync()
+            self.staging.sync_directory()
+            self.queue.enqueue(job)  # the journal record is durable once this returns
+        except OSError as e:
+            # Not acknowledged: the client is told, and nothing half-made stays visible.
+            staged.discard()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("the gateway's disk is full; the file was not saved") from None
+            raise
+        except BaseException:
+            staged.discard()
+            raise
+        # Registered only once journaled: a file the client was not told is safe never shows.
         self.overlay.pending[state.path] = pending
         self.overlay.by_job[job.job_id] = pending
-        self.queue.enqueue(job)
         if self.close_waits_for_grid if wait is None else wait:
             await self.queue.wait_for(job.job_id)
         return pending

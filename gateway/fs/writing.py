@@ -18,7 +18,7 @@ from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState, settled
 from gateway.fs.paths import Path, join, parent_and_name
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
+from gateway.fs.volume import Volume, grid_errors
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, MutableReadCap, MutableWriteCap
 from gateway.objects.dirnode import Entry, NoSuchChild
 from gateway.objects.errors import ObjectError
@@ -95,7 +95,7 @@ class Writers:
         entry: Entry | None = None
         if pending is None:
             try:
-                entry = await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+                entry = await self.volume.lookup(directory, name)
             except NoSuchChild:
                 entry = None
             except ObjectError as e:

@@ -8,6 +8,7 @@ timer, so the status page and the CLI can show the grid's health.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
@@ -28,6 +29,9 @@ from storage.server import StorageServer
 from storage.wire import InvalidNurl, parse_nurl
 
 HEALTH_INTERVAL = 60.0
+
+#: Seconds between health polls while some server is unreachable (to notice it coming back).
+HEALTH_RETRY_INTERVAL = 5.0
 
 
 @frozen
@@ -116,6 +120,9 @@ class GridPart(NodePart):
         self.servers: list[HttpStorageClient | LocalStorageClient] = []
         self._poll: LoopingCall | None = None
         self._polling: Deferred[LoopingCall] | None = None
+        self._last_full_poll: float | None = None
+        #: Called when a poll finds a server reachable that was not (e.g. to retry uploads).
+        self.on_server_back: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         """Make a client per server and start polling their health."""
@@ -134,9 +141,22 @@ class GridPart(NodePart):
                 "or set [grid] embedded = true",
             )
         self.servers = servers
-        self._poll = LoopingCall(self.check_health)
+        self._poll = LoopingCall(self._tick)
         self._poll.clock = self._reactor
-        self._polling = self._poll.start(HEALTH_INTERVAL, now=True)
+        self._polling = self._poll.start(HEALTH_RETRY_INTERVAL, now=True)
+
+    async def _tick(self) -> None:
+        """Poll every HEALTH_INTERVAL, or every HEALTH_RETRY_INTERVAL while a server is down."""
+        now = self._reactor.seconds()
+        everyone_up = all(server.health.connected for server in self.servers)
+        if (
+            everyone_up
+            and self._last_full_poll is not None
+            and now - self._last_full_poll < HEALTH_INTERVAL
+        ):
+            return
+        self._last_full_poll = now
+        await self.check_health()
 
     async def check_health(self) -> None:
         """Ask every server for its version, concurrently; clients record the outcome."""
@@ -148,9 +168,13 @@ class GridPart(NodePart):
             except (ServerUnavailable, StorageError):
                 pass  # recorded in the client's health
 
+        down = {id(s) for s in self.servers if not s.health.connected}
         await DeferredList(
             [Deferred.fromCoroutine(ask(s)) for s in self.servers], consumeErrors=True
         )
+        if any(id(s) in down and s.health.connected for s in self.servers):
+            for listener in list(self.on_server_back):
+                listener()
 
     async def stop(self) -> None:
         """Stop polling and close connections."""
