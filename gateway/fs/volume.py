@@ -217,7 +217,13 @@ class Volume:
             job.target.get("ctime") or job.created,
         )
         generation = self.overlay.next_generation()
-        staged = self.staging.reopen(FilePath(job.staged))
+        try:
+            staged = self.staging.reopen(FilePath(job.staged))
+        except FileNotFoundError:
+            # Only a finished upload's staged file is ever removed: the job has nothing left
+            # to do, and the queue finishes it without a pending entry.
+            self.log.info("{path}: already uploaded before the restart", path=join(path))
+            return
         pending = Pending(path, job.job_id, staged, meta, generation)
         self.overlay.pending[path] = pending
         self.overlay.by_job[job.job_id] = pending
@@ -288,6 +294,10 @@ class Volume:
             return
         if self.overlay.pending.get(pending.path) is pending:
             del self.overlay.pending[pending.path]
+        # The journal record goes before the staged bytes: a crash in between must leave either
+        # both (the upload runs again) or a stray staged file (removed at start), never a record
+        # pointing at nothing.
+        self.queue.forget_record(job_id)
         pending.staged.discard()
 
     def check_writable(self, directory: DirectoryNode) -> None:

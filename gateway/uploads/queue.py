@@ -136,6 +136,10 @@ class UploadQueue(NodePart):
         self._journal.record(job)
         self._jobs[job_id] = job
 
+    def forget_record(self, job_id: str) -> None:
+        """Remove a job's journal record now (its uploader finished the job's work)."""
+        self._journal.remove(job_id)
+
     def wait_for(self, job_id: str) -> Deferred[None]:
         """Fires once the job is uploaded (at once when it is not pending)."""
         if job_id not in self._jobs:
