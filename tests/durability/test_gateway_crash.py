@@ -48,14 +48,7 @@ def random_sizes(rng: random.Random, count: int) -> list[int]:
 @pytest.mark.parametrize(
     "seed",
     [
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                reason="open bug: a SIGKILL during a background upload can leave the re-run "
-                "upload linked to a share the reader cannot use (see the durability report)",
-                strict=False,
-            ),
-        ),
+        1,
         2,
         3,
     ],
