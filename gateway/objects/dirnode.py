@@ -194,9 +194,17 @@ class DirectoryNode:
         if not new:
             return {}
 
+        attempts = 0
+
         def change(records: dict[str, Record]) -> None:
+            nonlocal attempts
+            attempts += 1
             if not overwrite:
-                taken = sorted(n for n in new if n in records)
+                # On a retry, a name holding exactly our record was linked by an earlier attempt
+                # of this very change, whose publish landed although it was reported as lost.
+                taken = sorted(
+                    n for n in new if n in records and (attempts == 1 or records[n] != new[n])
+                )
                 if taken:
                     raise ChildExists(exists_message(taken))
             records.update(new)
@@ -209,10 +217,15 @@ class DirectoryNode:
         name = normalize_name(name)
         self._write_key()
 
+        removed: list[Record] = []
+
         def change(records: dict[str, Record]) -> Record:
             if name not in records:
+                if removed:  # an earlier attempt's publish landed after all
+                    return removed[0]
                 raise NoSuchChild(f"there is no entry named {shown_name(name)}")
-            return records.pop(name)
+            removed[:] = [records.pop(name)]
+            return removed[0]
 
         return self._entry(name, await self._modify(change))
 
@@ -223,13 +236,18 @@ class DirectoryNode:
         if old == new:
             return await self.get(old)
 
+        moved: list[Record] = []
+
         def change(records: dict[str, Record]) -> Record:
             if old not in records:
+                if moved and records.get(new) == moved[0]:  # an earlier attempt landed
+                    return moved[0]
                 raise NoSuchChild(f"there is no entry named {shown_name(old)}")
             if not overwrite and new in records:
                 raise ChildExists(exists_message([new]))
-            records[new] = records.pop(old)
-            return records[new]
+            moved[:] = [records.pop(old)]
+            records[new] = moved[0]
+            return moved[0]
 
         return self._entry(new, await self._modify(change))
 
