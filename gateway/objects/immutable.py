@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO
 
 from attrs import define, field
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
@@ -316,6 +316,7 @@ class ImmutableReader:
     _found: int = field(default=0, init=False)
     _unreachable: int = field(default=0, init=False)
     _corrupt: int = field(default=0, init=False)
+    _opening: DeferredLock = field(factory=DeferredLock, init=False)
 
     @property
     def size(self) -> int:
@@ -366,7 +367,19 @@ class ImmutableReader:
         return _ShareSource(server, fmt.verify_prefix(self.cap, share, prefix))
 
     async def _ensure_sources(self, wanted: int, exclude: frozenset[int] = frozenset()) -> None:
-        """Open shares until ``wanted`` sources outside ``exclude`` are active, or none remain."""
+        """Open shares until ``wanted`` sources outside ``exclude`` are active, or none remain.
+
+        Concurrent reads (an SFTP client pipelines them) take turns: otherwise one read
+        could find the candidate list emptied by another whose opens are still in flight,
+        and give up with nothing active although a share is about to open.
+        """
+        await self._opening.acquire()
+        try:
+            await self._ensure_sources_locked(wanted, exclude)
+        finally:
+            self._opening.release()
+
+    async def _ensure_sources_locked(self, wanted: int, exclude: frozenset[int]) -> None:
         if self._candidates is None:
             self._candidates = await self._locate()
         candidates = self._candidates
