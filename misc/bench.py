@@ -8,7 +8,13 @@ real clients (OpenSSH ``sftp`` in batch mode, paramiko) and prints each
 figure's median and its ratio to OpenSSH's. Nothing leaves 127.0.0.1; every
 process started is stopped by pid and the temp dir removed.
 
-    .venv/bin/python misc/bench.py [--runs 3] [--json FILE] [--smoke]
+    .venv/bin/python misc/bench.py [--runs 3] [--json FILE] [--smoke] [--only TEXT]
+        [--no-large] [--no-sshfs] [--no-grid] [--no-quiesce]
+
+Besides the embedded-grid gateway, a full run measures a gateway on a grid of
+five of our storage nodes (3/5/5, HTTPS on loopback) for the bulk transfers
+("grid5" column), the latency of CLOSE after writing 1 GiB and the gateway's
+peak RSS while writing it, and an sshfs copy / tar / diff of a ~500-file tree.
 """
 
 from __future__ import annotations
@@ -26,12 +32,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import paramiko
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
 MiB = 1024 * 1024
+SIDE_FIGURES: dict[str, dict[str, list[float]]] = {}
+"""Figures a workload measures on the side (e.g. peak RSS while writing), by name and target."""
 
 
 def free_port() -> int:
@@ -50,6 +62,7 @@ class Target:
         self.user = user
         self.key = key
         self.root = root  # remote directory the workloads use
+        self.pid: int | None = None  # the server process, when it is ours
 
     def batch(self, commands: str, work: Path) -> float:
         """Run an OpenSSH ``sftp -b`` batch; return its wall time in seconds."""
@@ -135,13 +148,21 @@ def openssh_target(work: Path, key: Path) -> Iterator[Target]:
 
 
 @contextmanager
-def gateway_target(work: Path, key: Path, name: str = "gateway") -> Iterator[Target]:
-    """Our gateway with the embedded grid, one account authorized by the key."""
+def gateway_target(
+    work: Path, key: Path, name: str = "gateway", storage: list[str] | None = None
+) -> Iterator[Target]:
+    """Our gateway, one account authorized by the key: the embedded grid, or ``storage`` NURLs
+    with 3/5/5 encoding."""
     node = work / name
     gateway = [sys.executable, "-m", "gateway"]
     port = free_port()
+    grid: list[str] = []
+    for nurl in storage or []:
+        grid += ["--storage", nurl]
+    if storage:
+        grid += ["--shares", "3/5/5"]
     subprocess.run(
-        [*gateway, "create", str(node), "--sftp-port", str(port), "--web-port", "0"],
+        [*gateway, "create", str(node), "--sftp-port", str(port), "--web-port", "0", *grid],
         check=True,
         capture_output=True,
     )
@@ -152,7 +173,9 @@ def gateway_target(work: Path, key: Path, name: str = "gateway") -> Iterator[Tar
     )
     subprocess.run([*gateway, "start", str(node)], check=True, capture_output=True)
     try:
-        yield Target(name, port, "bench", key, "/")
+        target = Target(name, port, "bench", key, "/")
+        target.pid = int((node / "node.pid").read_text().split()[0])
+        yield target
     finally:
         stopped = subprocess.run([*gateway, "stop", str(node)], capture_output=True)
         if stopped.returncode not in (0, 3):
@@ -241,6 +264,139 @@ def random_reads(target: Target, work: Path, count: int) -> tuple[float, str]:
     return count / seconds, "reads/s"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiesce(target: Target, timeout: float = 300.0) -> None:
+    """Wait until our server is idle: background uploads of earlier workloads' files (the
+    gateway acknowledges a CLOSE before the grid upload) would otherwise be measured as part
+    of the next workload."""
+    if target.pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(target.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)  # sampling another process's CPU time: nothing to await
+        now = _cpu_seconds(target.pid)
+        if now - before < 0.02:
+            return
+        before = now
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """A process's peak resident set size (``VmHWM``) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_hwm(pid: int) -> None:
+    """Reset a process's ``VmHWM`` to its current RSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def close_after_large_write(target: Target, work: Path, size: int) -> tuple[float, str]:
+    """Write ``size`` bytes with paramiko (pipelined), then time the CLOSE alone.
+
+    For our gateway, the peak RSS of its process during the write is recorded
+    as a side figure."""
+    block = os.urandom(MiB)
+    if target.pid is not None:
+        _reset_hwm(target.pid)
+    with target.paramiko() as sftp:
+        f = sftp.open(f"{target.root}/large-{random.randrange(10**9)}.bin", "wb")
+        f.set_pipelined(True)
+        for _ in range(size // MiB):
+            f.write(block)
+        f.flush()
+        started = time.perf_counter()
+        f.close()
+        seconds = time.perf_counter() - started
+    if target.pid is not None:
+        rss = _vm_hwm_kib(target.pid) / 1024
+        name = f"peak RSS writing {size // MiB} MiB"
+        SIDE_FIGURES.setdefault(name, {}).setdefault(target.name, []).append(rss)
+    return seconds * 1000, "ms"
+
+
+def make_tree(path: Path, files: int) -> int:
+    """A copy of a real source tree: the first ``files`` files of Twisted, sorted; its bytes."""
+    import twisted
+
+    source = Path(twisted.__file__).parent
+    chosen = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    total = 0
+    for p in chosen[:files]:
+        dest = path / p.relative_to(source.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dest)
+        total += p.stat().st_size
+    return total
+
+
+def sshfs_tree(target: Target, work: Path, files: int) -> tuple[float, str]:
+    """Through sshfs: ``cp -r`` a source tree in, ``tar c`` it back out, ``diff -r`` it."""
+    tree = work / "tree"
+    if not tree.exists():
+        make_tree(tree, files)
+    mount = work / f"mnt-{target.name}"
+    mount.mkdir(exist_ok=True)
+    subprocess.run(
+        [
+            "sshfs",
+            f"{target.user}@127.0.0.1:{target.root}",
+            str(mount),
+            "-p",
+            str(target.port),
+            "-o",
+            f"IdentityFile={target.key},IdentitiesOnly=yes,StrictHostKeyChecking=no,"
+            "UserKnownHostsFile=/dev/null,LogLevel=ERROR",
+        ],
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        remote = mount / f"tree-{random.randrange(10**9)}"
+        started = time.perf_counter()
+        subprocess.run(["cp", "-r", str(tree), str(remote)], check=True, timeout=1800)
+        subprocess.run(f"tar cf - -C {remote} . > /dev/null", shell=True, check=True, timeout=1800)
+        subprocess.run(["diff", "-r", str(tree), str(remote)], check=True, timeout=1800)
+        seconds = time.perf_counter() - started
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False, timeout=60)
+    return files / seconds, "files/s"
+
+
+@contextmanager
+def grid_gateway_target(work: Path, key: Path) -> Iterator[Target]:
+    """A gateway on five of our storage nodes (3/5/5), as separate processes on loopback."""
+    from tests.grid_e2e.processes import start_our_grid, stop_all
+
+    nodes = start_our_grid(work / "grid5-nodes", 5, reserved_space="0")
+    try:
+        with gateway_target(work, key, "grid5", [n.nurl for n in nodes]) as target:
+            yield target
+    finally:
+        stop_all(nodes)
+
+
+LOWER_IS_BETTER = {"ms", "MiB"}
+
+
+def _ratio(medians: dict[str, float], target: str, unit: str) -> float | None:
+    """How the target compares with OpenSSH, >1 meaning better (None without both figures)."""
+    if target not in medians or not medians.get("openssh") or not medians[target]:
+        return None
+    if unit in LOWER_IS_BETTER:
+        return medians["openssh"] / medians[target]
+    return medians[target] / medians["openssh"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every workload on every target; print the table; write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -248,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
     parser.add_argument("--only", metavar="TEXT", help="run only workloads whose name has TEXT")
+    parser.add_argument("--no-large", action="store_true", help="skip the 1 GiB write")
+    parser.add_argument("--no-sshfs", action="store_true", help="skip the sshfs tree copy")
+    parser.add_argument("--no-grid", action="store_true", help="skip the 5-node grid target")
+    parser.add_argument(
+        "--no-quiesce",
+        action="store_true",
+        help="do not wait for the gateway to go idle between workloads (as before 2026-11-21)",
+    )
     args = parser.parse_args(argv)
     runs = 1 if args.smoke else args.runs
     big = 1 * MiB if args.smoke else 64 * MiB
@@ -260,6 +424,18 @@ def main(argv: list[str] | None = None) -> int:
         (f"ls -l of {n_list} entries", lambda t, w: list_many(t, w, n_list)),
         (f"mkdir+rename+rmdir x{n_meta}", lambda t, w: metadata_ops(t, w, n_meta)),
     ]
+    # The smoke run (a test) keeps to the six workloads above; a full run adds these.
+    if not args.smoke and not args.no_large:
+        large = 1024 * MiB
+        workloads.append(
+            (
+                f"CLOSE after writing {large // MiB} MiB",
+                lambda t, w: close_after_large_write(t, w, large),
+            )
+        )
+    if not args.smoke and not args.no_sshfs and shutil.which("sshfs"):
+        workloads.append(("sshfs cp+tar+diff 500 files", lambda t, w: sshfs_tree(t, w, 500)))
+    grid_workloads = {workloads[0][0], workloads[1][0]}  # bulk transfers on the 5-node grid
     if args.only:
         workloads = [w for w in workloads if args.only in w[0] or w[0].startswith("upload")]
     results: dict[str, dict[str, list[float]]] = {}
@@ -268,33 +444,55 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         key = work / "client_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        with openssh_target(work, key) as openssh, gateway_target(work, key) as ours:
+        with ExitStack() as stack:
+            targets = [
+                stack.enter_context(openssh_target(work, key)),
+                stack.enter_context(gateway_target(work, key)),
+            ]
+            if not args.smoke and not args.no_grid:
+                targets.append(stack.enter_context(grid_gateway_target(work, key)))
             for _ in range(runs):
-                for target in (openssh, ours):
+                for target in targets:
                     for name, workload in workloads:
+                        if target.name == "grid5" and name not in grid_workloads:
+                            continue
+                        if not args.no_quiesce:
+                            quiesce(target)
                         value, unit = workload(target, work)
                         units[name] = unit
                         results.setdefault(name, {}).setdefault(target.name, []).append(value)
-    print(
-        f"{'workload':<32} {'openssh':>12} {'gateway':>12} {'ratio':>7}  unit   (median of {runs})"
+    for name, figures in SIDE_FIGURES.items():
+        results[name] = figures
+        units[name] = "MiB"
+    columns = ["openssh", "gateway"] + (
+        ["grid5"] if any("grid5" in r for r in results.values()) else []
     )
+    header = f"{'workload':<34}" + "".join(f"{c:>10}" for c in columns)
+    header += f"{'ratio':>8}" + (f"{'grid5':>7}" if "grid5" in columns else "")
+    print(f"{header}  unit   (median of {runs}; ratio = gateway/openssh, ms: openssh/gateway)")
     table = []
-    for name, _ in workloads:
+    for name in [w[0] for w in workloads] + list(SIDE_FIGURES):
+        if name not in results:
+            continue
         medians = {t: statistics.median(v) for t, v in results[name].items()}
-        ratio = medians["gateway"] / medians["openssh"] if medians["openssh"] else 0.0
+        unit = units[name]
+        r, g = _ratio(medians, "gateway", unit), _ratio(medians, "grid5", unit)
+
         table.append(
             {
                 "workload": name,
-                "unit": units[name],
-                "ratio": ratio,
+                "unit": unit,
+                "ratio": r,
+                "ratio_grid5": g,
                 **medians,
                 "runs": results[name],
             }
         )
-        print(
-            f"{name:<32} {medians['openssh']:>12.1f} {medians['gateway']:>12.1f} "
-            f"{ratio:>6.2f}x  {units[name]}"
-        )
+        cells = "".join(f"{medians[c]:>10.1f}" if c in medians else f"{'-':>10}" for c in columns)
+        cells += f"{r:>7.2f}x" if r is not None else f"{'-':>8}"
+        if "grid5" in columns:
+            cells += f"{g:>6.2f}x" if g is not None else f"{'-':>7}"
+        print(f"{name:<34}{cells}  {unit}")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "results": table}, indent=1))
     return 0

@@ -55,12 +55,22 @@ def new_lease(renew_secret: bytes, cancel_secret: bytes, now: float) -> Lease:
     )
 
 
+RENEWAL_GRANULARITY = 60 * 60
+"""A renewal that would extend a lease by less than this leaves it as stored (servers then
+skip a durable metadata write; a lease ends at most this much before 31 days after the
+latest renewal)."""
+
+
 def add_or_renew(
-    leases: Iterable[Lease], renew_secret: bytes, cancel_secret: bytes, now: float
+    leases: Iterable[Lease],
+    renew_secret: bytes,
+    cancel_secret: bytes,
+    now: float,
+    granularity: float = 0.0,
 ) -> tuple[Lease, ...]:
     """Return ``leases`` with the one matching ``renew_secret`` renewed, or a new one added.
 
-    Renewal never shortens a lease.
+    Renewal never shortens a lease, and extends it only by ``granularity`` or more.
     """
     fresh = new_lease(renew_secret, cancel_secret, now)
     result: list[Lease] = []
@@ -68,7 +78,8 @@ def add_or_renew(
     for lease in leases:
         if not found and hmac.compare_digest(lease.renew_digest, fresh.renew_digest):
             found = True
-            lease = evolve(lease, expiration=max(lease.expiration, fresh.expiration))
+            if fresh.expiration - lease.expiration >= max(granularity, 1e-9):
+                lease = evolve(lease, expiration=fresh.expiration)
         result.append(lease)
     if not found:
         result.append(fresh)

@@ -34,7 +34,7 @@ from storage.interfaces import (
     VersionInfo,
     WriteResult,
 )
-from storage.leases import add_or_renew, secret_digest
+from storage.leases import RENEWAL_GRANULARITY, add_or_renew, secret_digest
 from storage.space import available_space
 from storage.uploads import IncompleteUpload
 
@@ -104,8 +104,19 @@ class StorageServer:
         metadata = self.backend.get_metadata(storage_index)
         if metadata is None or metadata.kind is not kind:
             metadata = IndexMetadata(kind=kind)
-        leases = add_or_renew(metadata.leases, renew_secret, cancel_secret, self.clock.seconds())
+        leases = add_or_renew(
+            metadata.leases,
+            renew_secret,
+            cancel_secret,
+            self.clock.seconds(),
+            RENEWAL_GRANULARITY,
+        )
         return IndexMetadata(kind, leases, metadata.write_enabler_digest)
+
+    def _put_metadata(self, storage_index: bytes, metadata: IndexMetadata) -> None:
+        """Store an index's metadata, unless it is stored already (one durable write fewer)."""
+        if self.backend.get_metadata(storage_index) != metadata:
+            self.backend.put_metadata(storage_index, metadata)
 
     def add_or_renew_lease(
         self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
@@ -118,7 +129,7 @@ class StorageServer:
         if kind is None:
             raise NoSuchShare("no shares are stored under that storage index")
         metadata = self._renewed(storage_index, kind, renew_secret, cancel_secret)
-        self.backend.put_metadata(storage_index, metadata)
+        self._put_metadata(storage_index, metadata)
 
     # -- immutable -----------------------------------------------------------
 
@@ -148,7 +159,7 @@ class StorageServer:
             metadata = self._renewed(
                 storage_index, ShareKind.IMMUTABLE, renew_secret, cancel_secret
             )
-            self.backend.put_metadata(storage_index, metadata)
+            self._put_metadata(storage_index, metadata)
 
         allocated: set[int] = set()
         new: list[int] = []
@@ -226,7 +237,7 @@ class StorageServer:
         metadata = self._renewed(
             storage_index, ShareKind.IMMUTABLE, upload.renew_secret, upload.cancel_secret
         )
-        self.backend.put_metadata(storage_index, metadata)
+        self._put_metadata(storage_index, metadata)
         self.backend.finish_incoming(storage_index, share_number, upload.size)
         del self._uploads[storage_index, share_number]
         return WriteResult(finished=True)
@@ -267,9 +278,16 @@ class StorageServer:
         check.share_number(share_number)
         check.size(offset, "offset")
         check.size(length, "length")
-        if share_number not in self._shares_of(storage_index, kind):
-            raise NoSuchShare(f"no {kind.value} share {share_number} under that storage index")
-        return self.backend.read_share(storage_index, share_number, offset, length)
+        missing = NoSuchShare(f"no {kind.value} share {share_number} under that storage index")
+        # The kind from the metadata alone (listing the shares as well would cost two
+        # directory reads per request; a missing share is found by reading it).
+        metadata = self.backend.get_metadata(storage_index)
+        if (ShareKind.IMMUTABLE if metadata is None else metadata.kind) is not kind:
+            raise missing
+        try:
+            return self.backend.read_share(storage_index, share_number, offset, length)
+        except NoSuchShare:
+            raise missing from None
 
     def list_immutable(self, storage_index: bytes) -> frozenset[int]:
         """Complete immutable shares under the index."""
@@ -344,6 +362,7 @@ class StorageServer:
                 renew_secret,
                 cancel_secret,
                 self.clock.seconds(),
+                RENEWAL_GRANULARITY,
             )
             new_metadata = IndexMetadata(
                 ShareKind.MUTABLE, leases, _write_enabler_digest(write_enabler)
@@ -380,7 +399,7 @@ class StorageServer:
         remaining = (shares | set(test_write_vectors)) - deleted
         if remaining:
             # Write enabler and lease first, so that no share ever exists without them.
-            self.backend.put_metadata(storage_index, metadata)
+            self._put_metadata(storage_index, metadata)
         for n, vectors in sorted(test_write_vectors.items()):
             if n in deleted:
                 self.backend.delete_share(storage_index, n)

@@ -18,7 +18,13 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    TimeoutError,
+    succeed,
+)
 from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
@@ -40,6 +46,9 @@ from storage.interfaces import (
 from storage.wire import SecretKind
 
 DEFAULT_TIMEOUT = 60.0
+MAX_IN_FLIGHT = 10
+"""Requests in flight to one server at once: each has a pooled connection to itself (more
+would each open, and TLS-handshake, a connection that is closed after one request)."""
 DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -193,8 +202,9 @@ class HttpStorageClient:
         self._owns_pool = pool is None
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)
-            pool.maxPersistentPerHost = 10
+            pool.maxPersistentPerHost = MAX_IN_FLIGHT
         self._pool = pool
+        self._slots = DeferredSemaphore(MAX_IN_FLIGHT)
         self._agent = Agent(reactor, contextFactory=PinnedTLSPolicy(nurl.spki_hash), pool=pool)
         host = f"[{nurl.host}]" if ":" in nurl.host else nurl.host
         self._base = f"https://{host}:{nurl.port}".encode("ascii")
@@ -257,6 +267,7 @@ class HttpStorageClient:
             data = await _collect(response, cap)
             return _Answer(response.code, response.headers, data)
 
+        await self._slots.acquire()
         attempt = Deferred.fromCoroutine(run())
         attempt.addTimeout(self._timeout, self._reactor, onTimeoutCancel=_timed_out)
         try:
@@ -267,6 +278,8 @@ class HttpStorageClient:
             raise self._unavailable(str(e)) from None
         except Exception as e:
             raise self._unavailable(_describe(e)) from None
+        finally:
+            self._slots.release()
         self._health = evolve(
             self._health,
             connected=True,

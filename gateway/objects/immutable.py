@@ -18,15 +18,19 @@ it); NotEnoughShares is raised only when no usable share remains.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
+from gateway.objects import merkle
 from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap, b32encode
 from gateway.objects.concurrency import gather, start
 from gateway.objects.crypto import (
@@ -43,6 +47,38 @@ from gateway.objects.placement import happiness, permuted_ring, spread
 from storage.errors import StorageError
 
 SERVER_FAILURES = (ServerUnavailable, StorageError)
+
+WHOLE_TREE_LIMIT = 64 * 1024
+"""Block hash trees up to this size (2048 nodes: files of up to 1024 segments) are read whole."""
+
+SLICE_SECONDS = 0.02
+"""How long an upload may run without letting the reactor serve anything else."""
+
+
+class _Pacer:
+    """Lets the running reactor in at least every ``SLICE_SECONDS`` of a long upload.
+
+    On the embedded grid every storage call completes at once, so a large
+    upload would otherwise hash, encrypt and write the whole file in one
+    reactor turn: a CLOSE reply already written, and every other session,
+    would wait for the entire upload (11.6 s for 1 GiB). Without a running
+    reactor (synchronous tests) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    async def pause(self) -> None:
+        now = time.monotonic()
+        if now - self._since < SLICE_SECONDS:
+            return
+        from twisted.internet import reactor
+
+        if getattr(reactor, "running", False):
+            await deferLater(cast(IReactorTime, reactor), 0, lambda: None)
+        self._since = time.monotonic()
+
+
 """What a storage request may raise that means "this server, not this upload, failed"."""
 
 
@@ -107,7 +143,9 @@ class ImmutableUploader:
         hasher = streaming_hasher(PERSON_PLAINTEXT)
         size = 0
         head = b""
+        pacer = _Pacer()
         while chunk := source.read(params.segment_size):
+            await pacer.pause()
             if size <= fmt.LITERAL_THRESHOLD:
                 head += chunk
             size += len(chunk)
@@ -155,13 +193,8 @@ class ImmutableUploader:
         except StorageError:
             placement.refused += 1
             return False
-        if result.already_have:
-            try:
-                await server.add_or_renew_lease(
-                    si, self.secrets.renew_secret(sid, si), self.secrets.cancel_secret(sid, si)
-                )
-            except SERVER_FAILURES:
-                pass
+        # Shares the server already had: allocate_buckets has renewed our lease on them
+        # (as Tahoe's servers do), so no separate add_or_renew_lease (a durable write) is sent.
         got = set(result.already_have) | set(result.allocated)
         if not got:
             placement.refused += 1
@@ -227,7 +260,9 @@ class ImmutableUploader:
         placement: _Placement,
         in_flight: deque[Deferred[None]],
     ) -> None:
+        pacer = _Pacer()
         for segment in range(layout.num_segments):
+            await pacer.pause()
             plaintext = source.read(layout.segment_length(segment))
             if len(plaintext) != layout.segment_length(segment):
                 raise ValueError("the file changed size while it was being uploaded")
@@ -287,10 +322,52 @@ class _ShareSource:
     server: IStorageClient
     verified: fmt.VerifiedShare
     nodes: dict[int, bytes] = field(factory=dict)
+    tree: bytes | None = None
+    """The whole stored block hash tree (unverified: each path is checked against the root)."""
+    tree_fetches: int = 0
 
     @property
     def share_number(self) -> int:
         return self.verified.share_number
+
+    def tree_reads(self, needed: set[int]) -> list[tuple[int, int]]:
+        """(first, last) node runs to read for ``needed`` nodes not known yet.
+
+        From the second fetch on, a tree of at most ``WHOLE_TREE_LIMIT`` bytes is
+        read whole, once (one request instead of one per run of siblings on every
+        later block); a single small read still reads only the nodes it needs."""
+        missing = [i for i in needed if i not in self.nodes]
+        if not missing or self.tree is not None:
+            return []
+        self.tree_fetches += 1
+        count = merkle.tree_size(self.verified.layout.num_segments)
+        if self.tree_fetches > 1 and count * HASH_SIZE <= WHOLE_TREE_LIMIT:
+            return [(0, count - 1)]
+        return _coalesce(missing)
+
+    def fetched_nodes(
+        self, runs: list[tuple[int, int]], data: list[bytes], needed: set[int]
+    ) -> dict[int, bytes]:
+        """The unverified nodes ``needed`` from what ``runs`` read (or the stored whole tree)."""
+        whole = (
+            len(runs) == 1
+            and runs[0][0] == 0
+            and runs[0][1] + 1 == merkle.tree_size(self.verified.layout.num_segments)
+        )
+        if whole and len(data[0]) == (runs[0][1] + 1) * HASH_SIZE:
+            self.tree = data[0]
+        fetched: dict[int, bytes] = {}
+        for (a, b), nodes in zip(runs, data, strict=True):
+            if len(nodes) != (b - a + 1) * HASH_SIZE:
+                raise CorruptShare(f"share {self.share_number} has a truncated block hash tree")
+            for i in range(a, b + 1):
+                if i in needed:
+                    fetched[i] = nodes[(i - a) * HASH_SIZE : (i - a + 1) * HASH_SIZE]
+        if self.tree is not None:
+            for i in needed:
+                if i not in fetched and (i + 1) * HASH_SIZE <= len(self.tree):
+                    fetched[i] = self.tree[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+        return fetched
 
 
 def _coalesce(indexes: Sequence[int], gap: int = 32) -> list[tuple[int, int]]:
@@ -310,6 +387,10 @@ class ImmutableReader:
 
     cap: ImmutableReadCap
     servers: Sequence[IStorageClient]
+    batch_segments: int = 4
+    """Consecutive segments whose blocks are fetched with one request per share."""
+    pipeline_depth: int = 2
+    """Runs of segments fetched ahead of the one being read (sequential reads)."""
     _candidates: deque[tuple[IStorageClient, int]] | None = field(default=None, init=False)
     _active: dict[int, _ShareSource] = field(factory=dict, init=False)
     _codec: fmt.SegmentCodec | None = field(default=None, init=False)
@@ -328,7 +409,12 @@ class ImmutableReader:
         return b"".join([piece async for piece in self.iter_range(offset, length)])
 
     async def iter_range(self, offset: int, length: int) -> AsyncIterator[bytes]:
-        """The bytes of a range, a segment's worth at a time (memory stays bounded)."""
+        """The bytes of a range, a segment's worth at a time (memory stays bounded).
+
+        Segments are fetched in runs of up to ``batch_segments`` (one request per
+        share for a run's blocks, which lie next to each other in the share), and
+        up to ``pipeline_depth`` runs are in flight ahead of the one being yielded.
+        """
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
         end = min(offset + length, self.cap.size)
@@ -338,10 +424,26 @@ class ImmutableReader:
         if not self._active:
             raise self._not_enough(None, 0)
         layout = next(iter(self._active.values())).verified.layout
-        for segment in layout.segments_for(offset, end - offset):
-            plaintext = await self._segment(layout, segment)
-            base = segment * layout.segment_size
-            yield plaintext[max(0, offset - base) : end - base]
+        wanted = layout.segments_for(offset, end - offset)
+        batch = max(1, self.batch_segments)
+        runs = deque(
+            range(first, min(first + batch, wanted.stop))
+            for first in range(wanted.start, wanted.stop, batch)
+        )
+        in_flight: deque[tuple[range, Deferred[list[bytes]]]] = deque()
+        try:
+            while runs or in_flight:
+                while runs and len(in_flight) < max(1, self.pipeline_depth):
+                    run = runs.popleft()
+                    in_flight.append((run, start(self._segments(layout, run))))
+                run, pending = in_flight.popleft()
+                plaintexts = await pending
+                for segment, plaintext in zip(run, plaintexts, strict=True):
+                    base = segment * layout.segment_size
+                    yield plaintext[max(0, offset - base) : end - base]
+        finally:
+            for _, pending in in_flight:
+                pending.addErrback(lambda _: None)  # abandoned read-ahead: nobody awaits it
 
     # -- locating and opening shares --
 
@@ -419,32 +521,76 @@ class ImmutableReader:
     # -- fetching and checking blocks --
 
     async def _fetch_block(self, source: _ShareSource, segment: int) -> bytes:
+        return (await self._fetch_run(source, range(segment, segment + 1)))[0]
+
+    async def _fetch_run(self, source: _ShareSource, run: range) -> list[bytes]:
+        """The verified blocks of consecutive segments, read with one request (plus tree nodes)."""
         layout = source.verified.layout
         si, share = self.cap.storage_index, source.share_number
-        needed = [i for i in fmt.block_tree_nodes_needed(layout, segment) if i not in source.nodes]
-        runs = _coalesce(needed)
+        wanted: set[int] = set()
+        for segment in run:
+            wanted.update(fmt.block_tree_nodes_needed(layout, segment))
+        runs = source.tree_reads(wanted)
+        first, last = run[0], run[-1]
+        start_at = layout.block_offset(first)
+        stop_at = layout.block_offset(last) + layout.block_length(last)
 
         async def read(offset: int, length: int) -> bytes:
             return await source.server.read_immutable(si, share, offset, length)
 
-        reads = [read(layout.block_offset(segment), layout.block_length(segment))]
+        reads = [read(start_at, stop_at - start_at)]
         reads += [
-            read(layout.tree_offset + first * HASH_SIZE, (last - first + 1) * HASH_SIZE)
-            for first, last in runs
+            read(layout.tree_offset + a * HASH_SIZE, (b - a + 1) * HASH_SIZE) for a, b in runs
         ]
         results = await gather(reads)
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        block, *run_data = (bytes(r) for r in results if isinstance(r, bytes))
-        nodes = dict(source.nodes)
-        for (first, last), data in zip(runs, run_data, strict=True):
-            if len(data) != (last - first + 1) * HASH_SIZE:
-                raise CorruptShare(f"share {share} has a truncated block hash tree")
-            for i in range(first, last + 1):
-                nodes.setdefault(i, data[(i - first) * HASH_SIZE : (i - first + 1) * HASH_SIZE])
-        source.nodes.update(fmt.verify_block(source.verified, segment, block, nodes))
-        return block
+        data, *run_data = (bytes(r) for r in results if isinstance(r, bytes))
+        fetched = source.fetched_nodes(runs, run_data, wanted)
+        blocks = []
+        for segment in run:
+            at = layout.block_offset(segment) - start_at
+            block = data[at : at + layout.block_length(segment)]
+            # Nodes verified earlier (including by this run's earlier blocks) win over fetched ones.
+            known = {**fetched, **source.nodes}
+            source.nodes.update(fmt.verify_block(source.verified, segment, block, known))
+            blocks.append(block)
+        return blocks
+
+    async def _segments(self, layout: fmt.ShareLayout, run: range) -> list[bytes]:
+        """The plaintexts of consecutive segments.
+
+        The fast path reads each of ``k`` shares' blocks for the whole run at once;
+        when a share fails or does not verify, the run is read segment by segment,
+        which switches shares and reports corruption.
+        """
+        k = self.cap.k
+        if len(run) > 1:
+            await self._ensure_sources(k)
+            sources = list(self._active.values())[:k]
+            if len(sources) == k:
+                results = await gather(self._fetch_run(s, run) for s in sources)
+                if all(isinstance(r, list) for r in results):
+                    if self._codec is None:
+                        self._codec = fmt.SegmentCodec(self.cap.key, layout)
+                    codec = self._codec
+                    return [
+                        codec.decode(
+                            segment,
+                            {
+                                s.share_number: cast(list[bytes], r)[i]
+                                for s, r in zip(sources, results, strict=True)
+                            },
+                        )
+                        for i, segment in enumerate(run)
+                    ]
+                for source, result in zip(sources, results, strict=True):
+                    if isinstance(result, SERVER_FAILURES):
+                        await self._failed(source.server, source.share_number, result)
+                    elif isinstance(result, Exception) and not isinstance(result, CorruptShare):
+                        raise result
+        return [await self._segment(layout, segment) for segment in run]
 
     async def _segment(self, layout: fmt.ShareLayout, segment: int) -> bytes:
         k = self.cap.k

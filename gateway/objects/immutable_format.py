@@ -27,6 +27,7 @@ The header is informative only; readers trust the UEB (checked against the cap).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Mapping
 
@@ -81,8 +82,13 @@ class EncodingParams:
 
 
 def block_leaf(block: bytes) -> bytes:
-    """The leaf hash of one block in its share's block tree."""
-    return blake2b_hash(block, person=PERSON_BLOCK_LEAF)
+    """The leaf hash of one block in its share's block tree.
+
+    The same BLAKE2b as :func:`~gateway.objects.crypto.blake2b_hash`, computed
+    with :mod:`hashlib` (about twice as fast as PyNaCl's on whole blocks, which
+    every block read and write hashes).
+    """
+    return hashlib.blake2b(block, digest_size=HASH_SIZE, person=PERSON_BLOCK_LEAF).digest()
 
 
 def share_leaf(share_root: bytes) -> bytes:

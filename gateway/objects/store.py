@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
+from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -29,6 +30,8 @@ from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.immutable import ImmutableReader, ImmutableUploader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.mutable import MutableClient
+
+T = TypeVar("T")
 
 
 class ObjectStore:
@@ -80,10 +83,12 @@ class ObjectStore:
 class FileReader:
     """Byte ranges of one immutable file; literal files need no grid.
 
-    SFTP clients read in 32–64 KiB requests, many in flight; each would make
+    SFTP clients read in 32–255 KiB requests, many in flight; each would make
     the reader fetch and decrypt a whole segment. So reads go through a small
     cache of segment-aligned chunks, and concurrent requests for one chunk
-    share a single fetch.
+    share a single fetch. The chunks a read lacks are fetched as one run (one
+    request per share for their blocks), and while reads are sequential the
+    next ``readahead`` chunks are kept requested ahead of them.
     """
 
     def __init__(
@@ -91,13 +96,17 @@ class FileReader:
         cap: ImmutableCap,
         servers: Sequence[IStorageClient],
         chunk_size: int = DEFAULT_SEGMENT_SIZE,
-        cached_chunks: int = 16,
+        cached_chunks: int = 32,
+        readahead: int = 4,
     ):
         self.cap = cap
         self._reader = ImmutableReader(cap, servers) if isinstance(cap, ImmutableReadCap) else None
         self._chunk_size = chunk_size
-        self._capacity = cached_chunks
-        self._chunks: OrderedDict[int, Deferred[bytes]] = OrderedDict()
+        self._capacity = max(cached_chunks, 2 * readahead)
+        self._readahead = readahead
+        self._chunks: OrderedDict[int, Deferred[bytes | _Failed]] = OrderedDict()
+        self._last_end = -1  # where the previous read ended
+        self._ahead = 0  # chunks before this index have been requested by read-ahead
 
     @property
     def size(self) -> int:
@@ -111,35 +120,92 @@ class FileReader:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
-        first, last = offset // self._chunk_size, (end - 1) // self._chunk_size
+        size = self._chunk_size
+        first, last = offset // size, (end - 1) // size
+        sequential = offset == self._last_end
+        self._last_end = end
+        wanted = [self._cached(i) for i in range(first, last + 1)]
+        self._request([i for i, d in zip(range(first, last + 1), wanted, strict=True) if d is None])
+        if sequential and self._readahead > 0:
+            self._read_ahead(last)
         pieces = [await self._chunk(i) for i in range(first, last + 1)]
-        data = b"".join(pieces)
-        start = offset - first * self._chunk_size
-        return data[start : start + (end - offset)]
+        start = offset - first * size
+        if len(pieces) == 1:
+            return pieces[0][start : start + (end - offset)]
+        return b"".join(pieces)[start : start + (end - offset)]
+
+    def _read_ahead(self, last: int) -> None:
+        """Keep the ``readahead`` chunks after ``last`` requested, a run of them at a time."""
+        chunks = -(-self.size // self._chunk_size)
+        if self._ahead > last + self._readahead // 2 or last + 1 >= chunks:
+            return
+        begin = max(self._ahead, last + 1)
+        stop = min(chunks, begin + self._readahead)
+        self._ahead = stop
+        self._request([i for i in range(begin, stop) if self._cached(i) is None])
+
+    def _cached(self, index: int) -> Deferred[bytes | _Failed] | None:
+        return self._chunks.get(index)
+
+    def _request(self, indexes: list[int]) -> None:
+        """Start fetching chunks, each run of consecutive ones with one read."""
+        assert self._reader is not None
+        runs: list[list[int]] = []
+        for i in indexes:
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        size = self._chunk_size
+        for run in runs:
+            whole = Deferred.fromCoroutine(self._reader.read(run[0] * size, len(run) * size))
+            for n, index in enumerate(run):
+                piece: Deferred[bytes | _Failed] = Deferred()
+                self._chunks[index] = piece
+                whole.addBoth(_deliver_slice, piece, n * size, size)
+            whole.addErrback(lambda _: None)  # each piece got the failure
+        while len(self._chunks) > self._capacity:
+            self._chunks.popitem(last=False)
 
     async def _chunk(self, index: int) -> bytes:
         cached = self._chunks.get(index)
         if cached is None:
-            assert self._reader is not None
-            cached = Deferred.fromCoroutine(
-                self._reader.read(index * self._chunk_size, self._chunk_size)
-            )
-            self._chunks[index] = cached
-            while len(self._chunks) > self._capacity:
-                self._chunks.popitem(last=False)
+            self._request([index])
+            cached = self._chunks[index]
         else:
             self._chunks.move_to_end(index)
-        try:
-            return await _shared(cached)
-        except BaseException:
+        result = await _shared(cached)
+        if isinstance(result, _Failed):
             if self._chunks.get(index) is cached:
                 del self._chunks[index]  # a failed fetch is not remembered
-            raise
+            result.failure.raiseException()
+        assert isinstance(result, bytes)
+        return result
 
 
-async def _shared(result: Deferred[bytes]) -> bytes:
+@define
+class _Failed:
+    """A chunk whose fetch failed, held as a value: a read-ahead chunk may never be awaited,
+    and a failed Deferred nobody awaits is logged as an unhandled error."""
+
+    failure: Failure
+
+
+def _deliver_slice(
+    result: object, piece: Deferred[bytes | _Failed], start: int, size: int
+) -> object:
+    """Fire ``piece`` with its slice of a run's bytes (or the run's failure)."""
+    if isinstance(result, Failure):
+        piece.callback(_Failed(result))
+    else:
+        assert isinstance(result, bytes)
+        piece.callback(result[start : start + size])
+    return result
+
+
+async def _shared(result: Deferred[T]) -> T:
     """Await a Deferred that other readers may also await (its result is not consumed)."""
-    waiter: Deferred[bytes] = Deferred()
+    waiter: Deferred[T] = Deferred()
 
     def deliver(value: object) -> object:
         if isinstance(value, Failure):
