@@ -32,23 +32,16 @@ several keys, and keys cannot be guessed.
 
 from __future__ import annotations
 
-import os
-import stat
 import struct
-import tempfile
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from pathlib import Path
 from typing import Any, ClassVar
 
 from attrs import define, field
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import IgnoreAuthentication, ValidPublicKey
 from twisted.conch.interfaces import IConchUser, ISFTPServer
-from twisted.conch.ssh import keys
 from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.connection import (
     MSG_CHANNEL_OPEN_FAILURE,
@@ -76,7 +69,9 @@ from zope.interface import implementer
 
 import gateway
 from gateway.accounts import Account, AccountFileError, AccountStore
+from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
 from gateway.sftp.server import GatewayFileTransferServer
+from gateway.sftp.throttle import LoginThrottle
 
 __all__ = [
     "CIPHERS",
@@ -122,177 +117,6 @@ SFTPServerFactory = Callable[["AccountAvatar"], ISFTPServer]
 
 
 # --- host key ----------------------------------------------------------------
-
-
-class HostKeyError(Exception):
-    """The host key cannot be loaded or written; ``str()`` is a message for the user."""
-
-
-def _passphrase_bytes(passphrase: str | bytes | None) -> bytes | None:
-    return passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
-
-
-def load_host_key(path: str | os.PathLike[str], passphrase: str | bytes | None = None) -> Key:
-    """Load an Ed25519 private host key in OpenSSH format, decrypting it if needed.
-
-    Like sshd, refuse a key file that others may read.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as e:
-        raise HostKeyError(f"cannot read host key {path}: {e.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise HostKeyError(
-            f"host key {path} is accessible by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-        )
-    try:
-        key = Key.fromString(data, passphrase=_passphrase_bytes(passphrase))
-    except keys.EncryptedKeyError:
-        raise HostKeyError(f"host key {path} is encrypted: a passphrase is needed") from None
-    except (keys.BadKeyError, ValueError) as e:
-        reason = "wrong passphrase or damaged key" if passphrase else str(e)
-        raise HostKeyError(f"cannot load host key {path}: {reason}") from None
-    if key.isPublic() or key.type() != "Ed25519":
-        raise HostKeyError(f"host key {path} is not an Ed25519 private key")
-    return key
-
-
-def _write_new_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
-    """Write ``data`` durably to ``path`` (temp file, fsync, link or rename, dir fsync)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if path exists: never clobber a host key
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def generate_host_key(
-    path: str | os.PathLike[str], *, passphrase: str | bytes | None = None
-) -> None:
-    """Create a new Ed25519 host key at ``path`` (mode 0600) and ``path.pub`` beside it.
-
-    Refuses to replace an existing key. With ``passphrase``, the private key
-    is encrypted (OpenSSH bcrypt-pbkdf + AES-256).
-    """
-    path = Path(path)
-    private = Ed25519PrivateKey.generate()
-    secret = _passphrase_bytes(passphrase)
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
-    )
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption
-    )
-    public = private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_new_file(path, pem, 0o600, replace=False)
-        _write_new_file(path.with_name(path.name + ".pub"), public + b"\n", 0o644, replace=True)
-    except FileExistsError:
-        raise HostKeyError(f"host key {path} already exists") from None
-    except OSError as e:
-        raise HostKeyError(f"cannot write host key {path}: {e.strerror}") from None
-
-
-# --- growing delays ------------------------------------------------------------
-
-
-@define
-class _Penalty:
-    failures: int = 0
-    last_failure: float = 0.0
-    blocked_until: float = 0.0
-
-
-@define
-class LoginThrottle:
-    """Growing delays after failed logins, per remote address and per account name.
-
-    After ``n`` recent failures a key (address or name) is blocked for
-    ``min(base_delay * 2 ** (n - 1), max_delay)`` seconds: failure replies are
-    sent after that delay and new attempts wait for it. Each admitted attempt
-    reserves the next slot, so parallel connections are serialized too. A key
-    is forgotten ``forget_after`` seconds after its last failure; at most
-    ``max_entries`` keys are remembered (least recently used dropped first).
-    """
-
-    clock: IReactorTime
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    forget_after: float = 900.0
-    max_entries: int = 10_000
-    _penalties: OrderedDict[tuple[str, str], _Penalty] = field(init=False, factory=OrderedDict)
-
-    def delay_after(self, failures: int) -> float:
-        """The delay that follows ``failures`` recent failures."""
-        if failures <= 0:
-            return 0.0
-        return float(min(self.base_delay * 2 ** min(failures - 1, 64), self.max_delay))
-
-    def _get(self, key: tuple[str, str], create: bool) -> _Penalty | None:
-        now = self.clock.seconds()
-        penalty = self._penalties.get(key)
-        if penalty is not None and now - penalty.last_failure > self.forget_after:
-            del self._penalties[key]
-            penalty = None
-        if penalty is None and create:
-            penalty = self._penalties[key] = _Penalty()
-            while len(self._penalties) > self.max_entries:
-                self._penalties.popitem(last=False)
-        if penalty is not None:
-            self._penalties.move_to_end(key)
-        return penalty
-
-    @staticmethod
-    def _keys(address: str, username: str) -> tuple[tuple[str, str], tuple[str, str]]:
-        return ("address", address), ("user", username)
-
-    def admit(self, address: str, username: str) -> float:
-        """Register an attempt; return how many seconds it must wait before being checked."""
-        now = self.clock.seconds()
-        penalties = [p for p in (self._get(k, False) for k in self._keys(address, username)) if p]
-        start = max([now] + [p.blocked_until for p in penalties])
-        for p in penalties:
-            p.blocked_until = start + self.delay_after(p.failures)
-        return start - now
-
-    def failed(self, address: str, username: str) -> float:
-        """Register a failed attempt; return how many seconds to wait before saying so."""
-        now = self.clock.seconds()
-        delay = 0.0
-        for key in self._keys(address, username):
-            p = self._get(key, True)
-            assert p is not None
-            p.failures += 1
-            p.last_failure = now
-            p.blocked_until = max(p.blocked_until, now + self.delay_after(p.failures))
-            delay = max(delay, p.blocked_until - now)
-        return delay
-
-    def succeeded(self, username: str) -> None:
-        """Forget the account name's failures (not the address's) after a good login."""
-        self._penalties.pop(("user", username), None)
-
-
-# --- credential checkers and realm ---------------------------------------------
 
 
 def _decode_name(username: bytes) -> str:
