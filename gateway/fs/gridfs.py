@@ -31,7 +31,7 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
-from gateway.fs.openfile import Pending, WriteState, settled
+from gateway.fs.openfile import Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
 from gateway.fs.writing import Writers, as_fs_error, creation_mode
@@ -42,6 +42,7 @@ from gateway.objects.caps import (
     MutableReadCap,
     MutableWriteCap,
 )
+from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import (
     ChildExists,
     DirectoryNode,
@@ -129,7 +130,7 @@ class GridFilesystem:
 
     async def _local_attributes(self, local: WriteState | Pending) -> FileAttributes:
         if isinstance(local, WriteState):
-            await settled(local.ready)
+            await shared(local.ready)
             attrs = local.attributes(self.now())
         else:
             attrs = local.attributes()
@@ -418,7 +419,7 @@ class GridFilesystem:
             return
         local = self._overlay.local(parts)
         if isinstance(local, WriteState):
-            await settled(local.ready)
+            await shared(local.ready)
             self._writers.apply_local(local, changes)
             return
         if changes.size is not None:

@@ -90,20 +90,6 @@ class Pending:
         )
 
 
-async def settled(ready: Deferred[None]) -> None:
-    """Wait for a state's starting contents without consuming its result."""
-    if ready.called:
-        return
-    waiter: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        waiter.callback(None)
-        return result
-
-    ready.addBoth(fire)
-    await waiter
-
-
 class Overlay:
     """Open-for-write and pending files of one root, by path."""
 

@@ -16,10 +16,11 @@ from typing import Any
 from gateway.fs.errors import FileExists, FSError, IsADirectory, NoSuchFile, PermissionDenied
 from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
-from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState, settled
+from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.volume import Volume, grid_errors
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, MutableReadCap, MutableWriteCap
+from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import Entry, NoSuchChild
 from gateway.objects.errors import ObjectError
 
@@ -54,7 +55,7 @@ class Writers:
                 raise FileExists(f"{join(parts)} already exists")
             state.handles += 1
             handle = WriteHandle(self, state, flags.read, flags.append)
-            await settled(state.ready)
+            await shared(state.ready)
             if state.failure is not None:
                 state.handles -= 1
                 raise as_fs_error(state.failure)

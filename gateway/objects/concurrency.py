@@ -41,3 +41,18 @@ async def gather(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T | Excep
 def start(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
     """Start a coroutine now; await the returned Deferred later (for pipelining)."""
     return Deferred.fromCoroutine(coroutine)
+
+
+async def shared(result: Deferred[T]) -> T:
+    """Await a Deferred that others may await too: its result stays in it for them."""
+    waiter: Deferred[T] = Deferred()
+
+    def deliver(value: object) -> object:
+        if isinstance(value, Failure):
+            waiter.errback(value)
+        else:
+            waiter.callback(value)  # type: ignore[arg-type]
+        return value
+
+    result.addBoth(deliver)
+    return await waiter

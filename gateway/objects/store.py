@@ -25,6 +25,7 @@ from gateway.objects.caps import (
     MutableReadCap,
     MutableWriteCap,
 )
+from gateway.objects.concurrency import shared
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.immutable import ImmutableReader, ImmutableUploader
@@ -174,7 +175,7 @@ class FileReader:
             cached = self._chunks[index]
         else:
             self._chunks.move_to_end(index)
-        result = await _shared(cached)
+        result = await shared(cached)
         if isinstance(result, _Failed):
             if self._chunks.get(index) is cached:
                 del self._chunks[index]  # a failed fetch is not remembered
@@ -201,18 +202,3 @@ def _deliver_slice(
         assert isinstance(result, bytes)
         piece.callback(result[start : start + size])
     return result
-
-
-async def _shared(result: Deferred[T]) -> T:
-    """Await a Deferred that other readers may also await (its result is not consumed)."""
-    waiter: Deferred[T] = Deferred()
-
-    def deliver(value: object) -> object:
-        if isinstance(value, Failure):
-            waiter.errback(value)
-        else:
-            waiter.callback(value)  # type: ignore[arg-type]
-        return value
-
-    result.addBoth(deliver)
-    return await waiter
