@@ -87,7 +87,7 @@ class StorageServerPart(NodePart):
             timer.startService()
 
     async def stop(self) -> None:
-        """Stop the timers and stop listening."""
+        """Stop the timers and stop listening; checkpoint the share store."""
         for timer in self._timers:
             stopped = timer.stopService()
             if stopped is not None:
@@ -98,6 +98,8 @@ class StorageServerPart(NodePart):
             self._listening = None
             if stopped is not None:
                 await stopped
+        if self.server is not None:
+            self.server.backend.close()
 
     def announce(self) -> list[str]:
         """Where the server listens, and its NURL (a secret: shown to the operator only)."""

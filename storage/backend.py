@@ -123,3 +123,6 @@ class IShareBackend(Interface):
 
     def record_corruption(report: CorruptionReport) -> None:
         """Keep a corruption advisory where operators will find it."""
+
+    def close() -> None:
+        """Make every change durable and release files (the backend is not used after)."""

@@ -8,12 +8,27 @@ Layout under the backend's directory::
     shares/incoming/tmp/                                temporary files of atomic writes
     corruption-advisories.log                           one JSON object per line
 
-Every replacement of a file goes temp file + fsync + rename + directory fsync,
-so a crash leaves either the old or the new file. Incomplete uploads live under
-``incoming`` and become visible only by an atomic rename once every byte is
-written; ``incoming`` is emptied whenever a backend is opened, so nothing a
-crash leaves behind is ever readable. Paths are built only from validated
-storage indexes and share numbers. Directories are 0700, files 0600.
+    redo.log                                            changes not yet checkpointed
+
+Mutable shares, metadata and deletions are first appended to the redo log
+(:mod:`storage.redolog`, one ``fdatasync``), then applied to the files in
+place without flushing. Opening a backend replays the log (every record is an
+idempotent "this file now holds these bytes" or "this is gone"), so a crash at
+any moment leaves each file as the last acknowledged change made it. A
+checkpoint (when the log passes :data:`CHECKPOINT_BYTES`, at :meth:`close` and
+at opening) fsyncs every file and directory changed since the previous one and
+empties the log. That is one small flush per change instead of a temp file,
+fsync, rename and directory fsync, which dominated directory operations.
+
+Immutable shares are written under ``incoming`` and become visible only by an
+atomic rename, fsynced, once every byte is written; ``incoming`` is emptied
+whenever a backend is opened, so nothing a crash leaves behind is ever readable.
+Paths are built only from validated storage indexes and share numbers.
+Directories are 0700, files 0600.
+
+A backend assumes it is the only writer of its directory (the node's pid file
+lock ensures that), so it keeps each storage index's metadata, once read or
+written, in memory: the server consults it on every request.
 """
 
 from __future__ import annotations
@@ -40,9 +55,15 @@ from storage.backend import (
 )
 from storage.errors import NoSuchShare, StorageError
 from storage.leases import Lease
+from storage.redolog import RedoLog
 from storage.space import free_bytes
 
 _METADATA = "metadata.cbor"
+_REDO_LOG = "redo.log"
+_CACHE_ENTRIES = 65536
+CHECKPOINT_BYTES = 8 * 1024 * 1024
+"""Size of the redo log that triggers a checkpoint."""
+"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -118,6 +139,11 @@ def _decode_metadata(encoded: bytes) -> IndexMetadata:
     )
 
 
+def len_parts(path: Path) -> int:
+    """How deep a path is (sort key: parents before children)."""
+    return len(path.parts)
+
+
 def _share_number(name: str) -> int | None:
     if name.isascii() and name.isdigit() and str(int(name)) == name and int(name) <= 255:
         return int(name)
@@ -133,6 +159,17 @@ class DiskBackend:
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
     _tmp: Path = field(init=False)
+    _dirs: dict[bytes, Path] = field(init=False, factory=dict)
+    _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
+    _log: RedoLog = field(init=False)
+    _dirty_files: set[Path] = field(init=False, factory=set)
+    """Files changed in place since the last checkpoint."""
+    _dirty_dirs: set[Path] = field(init=False, factory=set)
+    """Directories whose entries changed since the last checkpoint."""
+    _new_dirs: set[Path] = field(init=False, factory=set)
+    """Directories created since the last checkpoint (their own entry not yet flushed)."""
+    _deleted: set[bytes] = field(init=False, factory=set)
+    """Storage indexes with a logged deletion since the last checkpoint."""
 
     def __attrs_post_init__(self) -> None:
         self._shares = self.path / "shares"
@@ -141,10 +178,125 @@ class DiskBackend:
         make_private_dirs(self._shares)
         shutil.rmtree(self._incoming, ignore_errors=True)
         make_private_dirs(self._tmp)
+        self._log = RedoLog(self.path / _REDO_LOG)
+        for record in list(self._log.records()):
+            self._apply(record)
+        self.checkpoint()
+
+    # -- the redo log --------------------------------------------------------
+
+    def _change(self, record: dict[str, Any]) -> None:
+        """Make a change durable in the log, then apply it in place."""
+        self._log.append(record)
+        self._apply(record)
+        if self._log.size >= CHECKPOINT_BYTES:
+            self.checkpoint()
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        """Apply one logged change to the files (idempotent; nothing is flushed)."""
+        op, storage_index = record["op"], bytes(record["si"])
+        directory = self._index_dir(storage_index)
+        if op in ("share", "meta"):
+            name = str(int(record["n"])) if op == "share" else _METADATA
+            self._write_in_place(directory, name, bytes(record["data"]))
+        elif op == "delete-share":
+            self._unlink(directory / str(int(record["n"])))
+        elif op == "delete-index":
+            self._deleted.add(storage_index)
+            for name in os.listdir(directory) if directory.is_dir() else ():
+                if name == _METADATA or _share_number(name) is not None:
+                    self._unlink(directory / name)
+            for path in (directory, directory.parent):
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
+                self._dirty_dirs.add(path.parent)
+                self._dirty_dirs.discard(path)
+                self._new_dirs.discard(path)
+        else:
+            raise StorageError(f"unknown change {op!r} in {self._log.path}")
+
+    def _write_in_place(self, directory: Path, name: str, data: bytes) -> None:
+        self._make_dirs(directory)
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+            self._dirty_dirs.add(directory)
+        try:
+            _pwrite_all(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        self._dirty_files.add(path)
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self._dirty_files.discard(path)
+        self._dirty_dirs.add(path.parent)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents (0700); flushed at the next checkpoint."""
+        if directory.is_dir():
+            return
+        self._make_dirs(directory.parent)
+        try:
+            directory.mkdir(mode=_DIR_MODE)
+        except FileExistsError:
+            return
+        self._new_dirs.add(directory)
+        self._dirty_dirs.add(directory.parent)
+
+    def _make_durable_dirs(self, directory: Path) -> None:
+        """Create ``directory`` durably, flushing any not yet durable parent's entry first."""
+        for path in sorted(self._new_dirs & {directory, *directory.parents}, key=len_parts):
+            fsync_directory(path.parent)
+            self._new_dirs.discard(path)
+        make_private_dirs(directory)
+
+    def checkpoint(self) -> None:
+        """Flush every file and directory changed since the last checkpoint; empty the log."""
+        for path in self._dirty_files:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for path in sorted(self._dirty_dirs, key=len_parts, reverse=True):
+            try:
+                fsync_directory(path)
+            except FileNotFoundError:
+                continue
+        if self._log.size:
+            self._log.reset()
+        self._dirty_files.clear()
+        self._dirty_dirs.clear()
+        self._new_dirs.clear()
+        self._deleted.clear()
+
+    def close(self) -> None:
+        """Checkpoint and close the log (a backend not closed is replayed at its next opening)."""
+        self.checkpoint()
+        self._log.close()
+
+    # -- shares and metadata -----------------------------------------------
 
     def _index_dir(self, storage_index: bytes) -> Path:
-        name = si_b2a(storage_index)
-        return self._shares / name[:2] / name
+        path = self._dirs.get(storage_index)
+        if path is None:
+            if len(self._dirs) >= _CACHE_ENTRIES:
+                self._dirs.clear()
+            name = si_b2a(storage_index)
+            path = self._dirs[storage_index] = self._shares / name[:2] / name
+        return path
 
     def _share_path(self, storage_index: bytes, share_number: int) -> Path:
         return self._index_dir(storage_index) / str(share_number)
@@ -189,64 +341,60 @@ class DiskBackend:
         writes: Sequence[tuple[int, bytes]],
         new_length: int | None,
     ) -> None:
-        """Create or change a share: copy, change the copy, rename it over the original."""
-        target = self._share_path(storage_index, share_number)
-        make_private_dirs(target.parent)
-
-        def fill(fd: int) -> None:
-            try:
-                with open(target, "rb") as source, open(fd, "wb", closefd=False) as copy:
-                    shutil.copyfileobj(source, copy, 1 << 20)
-            except FileNotFoundError:
-                pass
-            length = os.fstat(fd).st_size
-            for offset, data in writes:
-                _pwrite_all(fd, data, offset)
-                length = max(length, offset + len(data))
-            # An empty write past the end still extends the share (as Tahoe-LAFS's does).
-            os.ftruncate(fd, length if new_length is None else new_length)
-
-        atomic_replace(target, self._tmp, fill)
+        """Create or change a share: the new bytes go to the redo log, then into the file."""
+        try:
+            with open(self._share_path(storage_index, share_number), "rb") as source:
+                share = bytearray(source.read())
+        except FileNotFoundError:
+            share = bytearray()
+        for offset, data in writes:
+            if offset > len(share):
+                share.extend(bytes(offset - len(share)))
+            share[offset : offset + len(data)] = data
+        # An empty write past the end still extends the share (as Tahoe-LAFS's does).
+        if new_length is not None:
+            del share[new_length:]
+            share.extend(bytes(new_length - len(share)))
+        self._change({"op": "share", "si": storage_index, "n": share_number, "data": bytes(share)})
 
     def delete_share(self, storage_index: bytes, share_number: int) -> None:
         """Remove a complete share if it exists."""
-        path = self._share_path(storage_index, share_number)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_directory(path.parent)
+        if self._share_path(storage_index, share_number).exists():
+            self._change({"op": "delete-share", "si": storage_index, "n": share_number})
 
     def get_metadata(self, storage_index: bytes) -> IndexMetadata | None:
         """The index's metadata, or None."""
+        if storage_index in self._metadata:
+            return self._metadata[storage_index]
         path = self._index_dir(storage_index) / _METADATA
         try:
             encoded = path.read_bytes()
         except FileNotFoundError:
-            return None
-        try:
-            return _decode_metadata(encoded)
-        except (ValueError, KeyError, TypeError, cbor2.CBORDecodeError) as e:
-            raise StorageError(f"unreadable metadata file {path}") from e
+            metadata = None
+        else:
+            try:
+                metadata = _decode_metadata(encoded)
+            except (ValueError, KeyError, TypeError, cbor2.CBORDecodeError) as e:
+                raise StorageError(f"unreadable metadata file {path}") from e
+        self._remember_metadata(storage_index, metadata)
+        return metadata
+
+    def _remember_metadata(self, storage_index: bytes, metadata: IndexMetadata | None) -> None:
+        if len(self._metadata) >= _CACHE_ENTRIES:
+            self._metadata.clear()
+        self._metadata[storage_index] = metadata
 
     def put_metadata(self, storage_index: bytes, metadata: IndexMetadata) -> None:
-        """Store the index's metadata atomically."""
-        directory = self._index_dir(storage_index)
-        make_private_dirs(directory)
-        atomic_write(directory / _METADATA, self._tmp, _encode_metadata(metadata))
+        """Store the index's metadata (logged, then written in place)."""
+        self._metadata.pop(storage_index, None)  # unknown until the write is done
+        self._change({"op": "meta", "si": storage_index, "data": _encode_metadata(metadata)})
+        self._remember_metadata(storage_index, metadata)
 
     def delete_index(self, storage_index: bytes) -> None:
         """Remove every complete share and the metadata, then the empty directories."""
-        directory = self._index_dir(storage_index)
-        for share_number in self.list_shares(storage_index):
-            (directory / str(share_number)).unlink(missing_ok=True)
-        (directory / _METADATA).unlink(missing_ok=True)
-        for path in (directory, directory.parent):
-            try:
-                path.rmdir()
-            except OSError:
-                break
-            fsync_directory(path.parent)
+        self._metadata.pop(storage_index, None)
+        if self._index_dir(storage_index).is_dir():
+            self._change({"op": "delete-index", "si": storage_index})
 
     def storage_indexes(self) -> Iterator[bytes]:
         """Every storage index with a directory under ``shares``."""
@@ -301,7 +449,9 @@ class DiskBackend:
             os.fsync(fd)
         finally:
             os.close(fd)
-        make_private_dirs(target.parent)
+        if storage_index in self._deleted:
+            self.checkpoint()  # a replayed deletion must not remove this share after a crash
+        self._make_durable_dirs(target.parent)
         os.replace(source, target)
         fsync_directory(target.parent)
         self._remove_empty_incoming_dirs(source.parent)

@@ -134,3 +134,6 @@ class MemoryBackend:
     def record_corruption(self, report: CorruptionReport) -> None:
         """Keep the advisory in a list."""
         self.corruption_reports.append(report)
+
+    def close(self) -> None:
+        """Nothing to flush: memory holds everything."""

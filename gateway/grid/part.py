@@ -84,12 +84,14 @@ class EmbeddedStoragePart(NodePart):
         self._timer.startService()
 
     async def stop(self) -> None:
-        """Stop the idle-upload timer."""
+        """Stop the idle-upload timer; checkpoint the share store."""
         if self._timer is not None:
             stopped = self._timer.stopService()
             if stopped is not None:
                 await stopped
             self._timer = None
+        if self.server is not None:
+            self.server.backend.close()
 
     def status(self) -> dict[str, Any]:
         """Space left on the embedded store."""

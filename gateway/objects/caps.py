@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 
 import nacl.signing
 from attrs import field, frozen
 
 from gateway.objects.crypto import (
+    DERIVATION_CACHE,
     HASH_SIZE,
     KEY_SIZE,
     STORAGE_INDEX_SIZE,
@@ -43,6 +45,12 @@ MAX_SHARES = 256
 def b32encode(data: bytes) -> str:
     """Lowercase unpadded base32, as Tahoe-LAFS writes it."""
     return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+@functools.lru_cache(maxsize=DERIVATION_CACHE)
+def _signing_key(seed: bytes) -> nacl.signing.SigningKey:
+    """The Ed25519 key of a seed (deriving the public half costs a scalar multiplication)."""
+    return nacl.signing.SigningKey(seed)
 
 
 _B32_CHARS = re.compile(r"[a-z2-7]*")
@@ -213,12 +221,12 @@ class MutableWriteCap:
     @property
     def signing_key(self) -> nacl.signing.SigningKey:
         """The Ed25519 key that signs every version."""
-        return nacl.signing.SigningKey(self.signing_seed)
+        return _signing_key(self.signing_seed)
 
     @property
     def public_key(self) -> bytes:
         """The Ed25519 public key readers check signatures with."""
-        return bytes(self.signing_key.verify_key)
+        return bytes(_signing_key(self.signing_seed).verify_key)
 
     @property
     def storage_index(self) -> bytes:

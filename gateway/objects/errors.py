@@ -27,6 +27,13 @@ class NotEnoughShares(ObjectError):
     """Too few intact shares could be found on the grid to rebuild the object."""
 
 
+class SharesKeptChanging(NotEnoughShares):
+    """A mutable object's shares were replaced by other writers during every attempt to read it.
+
+    Not a lack of shares but contention: trying again after a pause can succeed.
+    """
+
+
 class UploadUnhappy(ObjectError):
     """Shares could not be placed on enough distinct servers (servers-of-happiness not met)."""
 

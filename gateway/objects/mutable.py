@@ -29,6 +29,13 @@ proven unrecoverable. A newer version with fewer than ``k`` shares (a failed or
 in-flight publish) does not block it; if that publish is still in flight, the
 test vectors make one of the two writers lose.
 
+A writer that already holds the contents and the share map of the version it
+last read or wrote (a :class:`KnownState`) may skip the read: its publish then
+tests each share against that version, so if anyone changed a share since, the
+write changes nothing there and loses the race (:meth:`MutableClient.update`);
+the caller then reads afresh. Directories do this for changes made shortly
+after their previous one.
+
 A read overlapping another writer's publish can find shares replaced between
 its header scan and its block reads. A share that fails verification has its
 header read again: if it now holds another version, the read scans again and
@@ -60,6 +67,7 @@ from gateway.objects.crypto import (
 from gateway.objects.errors import (
     CorruptShare,
     NotEnoughShares,
+    SharesKeptChanging,
     UncoordinatedWriteError,
     UploadUnhappy,
 )
@@ -70,6 +78,14 @@ from storage.interfaces import TestVector, TestWriteVectors, WriteVector
 _HEADER = struct.Struct(">8sQ32s32sHHIQ64s")
 MAGIC = b"GG-MUT1\n"
 HEADER_SIZE = _HEADER.size
+
+SCAN_READ = 64 * 1024
+"""Bytes of each share a scan reads: the header and, for small objects (directories), the rest.
+
+Reading the whole share of a small object in the scan's one request saves the
+reader its further round trips, and a share read in one request is never torn
+between two versions, so reads overlapping other writers' publishes fail less.
+"""
 _SIGNED = HEADER_SIZE - 64
 _SIG_DOMAIN = b"GG-MUT1-SIG\n"
 
@@ -162,6 +178,8 @@ class _VersionView:
     reader: MutableReadCap = field(repr=False)
     version: MutableVersion
     probe: _ReadProbe
+    prefixes: dict[int, bytes] = field(factory=dict, repr=False)
+    """Share number → the start of that share as the scan read it (holding ``version``)."""
 
     @property
     def server_id(self) -> bytes:
@@ -173,9 +191,13 @@ class _VersionView:
     async def read_immutable(
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
+        prefix = self.prefixes.get(share_number)
+        start = HEADER_SIZE + offset
+        if prefix is not None and (start + length <= len(prefix) or len(prefix) < SCAN_READ):
+            return prefix[start : start + length]  # what the scan read (the whole share if short)
         try:
             return await self.server.read_mutable(
-                self.reader.storage_index, share_number, HEADER_SIZE + offset, length
+                self.reader.storage_index, share_number, start, length
             )
         except SERVER_FAILURES:
             self.probe.server_failures += 1
@@ -213,6 +235,8 @@ class _Scan:
     shares_by_server: dict[IStorageClient, set[int]] = field(factory=dict)
     reachable: set[IStorageClient] = field(factory=set)
     unrecoverable: set[MutableVersion] = field(factory=set)
+    prefixes: dict[tuple[IStorageClient, int], bytes] = field(factory=dict, repr=False)
+    """(server, share) → the first :data:`SCAN_READ` bytes read, when its header was valid."""
 
     def newest_first(self) -> list[MutableVersion]:
         """Every version found, in the order readers prefer them."""
@@ -221,6 +245,19 @@ class _Scan:
     def share_numbers(self, version: MutableVersion) -> set[int]:
         """The distinct share numbers of ``version`` that were found."""
         return set().union(*self.versions.get(version, {}).values())
+
+
+@define(eq=False)
+class KnownState:
+    """One version as this client last read or published it: contents and where its shares are.
+
+    A later change can be written against it without reading again (see
+    :meth:`MutableClient.update`).
+    """
+
+    data: bytes = field(repr=False)
+    version: MutableVersion
+    scan: _Scan = field(repr=False)
 
 
 @define(eq=False)
@@ -243,6 +280,19 @@ class MutableClient:
         await self._publish(writer, contents, None, _Scan())
         return writer
 
+    async def create_known(
+        self, contents: bytes, writer: MutableWriteCap | None = None
+    ) -> tuple[MutableWriteCap, KnownState]:
+        """Like :meth:`create`, also returning the state just published."""
+        writer = writer or MutableWriteCap.generate()
+        return writer, await self._publish(writer, contents, None, _Scan())
+
+    async def read_known(self, cap: MutableReadCap | MutableWriteCap) -> KnownState:
+        """The newest readable version, as a state a later :meth:`update` can start from."""
+        reader = cap.get_read_cap() if isinstance(cap, MutableWriteCap) else cap
+        data, version, scan = await self._read(reader)
+        return KnownState(data, version, scan)
+
     async def read(self, cap: MutableReadCap | MutableWriteCap) -> tuple[bytes, MutableVersion]:
         """The newest readable version's contents, and that version (to write against)."""
         reader = cap.get_read_cap() if isinstance(cap, MutableWriteCap) else cap
@@ -257,7 +307,23 @@ class MutableClient:
         Raises UncoordinatedWriteError when another writer got there first.
         """
         scan = await self._scan(cap.get_read_cap())
-        return await self._publish(cap, contents, expected, scan)
+        return (await self._publish(cap, contents, expected, scan)).version
+
+    async def update(
+        self,
+        cap: MutableWriteCap,
+        change: Callable[[bytes], bytes | Awaitable[bytes]],
+        known: KnownState | None = None,
+    ) -> KnownState:
+        """One change and publish: of ``known``'s contents when given, else of a fresh read.
+
+        Raises UncoordinatedWriteError when another writer got there first (for
+        ``known``: when any share no longer holds its version).
+        """
+        if known is None:
+            data, version, scan = await self._read(cap.get_read_cap())
+            known = KnownState(data, version, scan)
+        return await self._publish(cap, await _apply(change, known.data), known.version, known.scan)
 
     async def modify(
         self,
@@ -276,11 +342,7 @@ class MutableClient:
     async def _modify_once(
         self, cap: MutableWriteCap, change: Callable[[bytes], bytes | Awaitable[bytes]]
     ) -> MutableVersion:
-        data, version, scan = await self._read(cap.get_read_cap())
-        new = change(data)
-        if not isinstance(new, bytes):
-            new = await new
-        return await self._publish(cap, new, version, scan)
+        return (await self.update(cap, change)).version
 
     # -- reading --
 
@@ -300,11 +362,15 @@ class MutableClient:
         ]
         for server, share in wanted:
             scan.shares_by_server.setdefault(server, set()).add(share)
-        headers = await gather(s.read_mutable(si, sh, 0, HEADER_SIZE) for s, sh in wanted)
-        for (server, share), header in zip(wanted, headers, strict=True):
-            if not isinstance(header, bytes):
+        prefixes = await gather(s.read_mutable(si, sh, 0, SCAN_READ) for s, sh in wanted)
+        for (server, share), prefix in zip(wanted, prefixes, strict=True):
+            if not isinstance(prefix, bytes):
                 continue
-            version = await self._check_header(reader, server, share, header)
+            try:
+                version: MutableVersion | None = parse_header(reader, prefix)
+                scan.prefixes[server, share] = prefix
+            except CorruptShare:
+                version = await self._check_header(reader, server, share, prefix[:HEADER_SIZE])
             if version is not None:
                 scan.versions.setdefault(version, {}).setdefault(server, set()).add(share)
         return scan
@@ -358,13 +424,22 @@ class MutableClient:
             )
         si = b32encode(reader.storage_index)
         detail = "; ".join(errors) or "no share with a valid signature was found"
+        if changed:
+            raise SharesKeptChanging(f"cannot read the mutable object {si}: {detail}")
         raise NotEnoughShares(f"cannot read the mutable object {si}: {detail}")
 
     async def _read_version(
         self, reader: MutableReadCap, scan: _Scan, version: MutableVersion, probe: _ReadProbe
     ) -> bytes:
         views = [
-            _VersionView(s, shares, reader, version, probe)
+            _VersionView(
+                s,
+                shares,
+                reader,
+                version,
+                probe,
+                {n: scan.prefixes[s, n] for n in shares if (s, n) in scan.prefixes},
+            )
             for s, shares in scan.versions[version].items()
         ]
         cap = ImmutableReadCap(
@@ -386,7 +461,7 @@ class MutableClient:
         contents: bytes,
         expected: MutableVersion | None,
         scan: _Scan,
-    ) -> MutableVersion:
+    ) -> KnownState:
         params = self.params
         si = writer.storage_index
         if any(
@@ -446,7 +521,17 @@ class MutableClient:
                 f"the new version of mutable object {b32encode(si)} reached only"
                 f" {happiness(holders)} server(s), {params.happy} are required"
             )
-        return version
+        after = _Scan(reachable=scan.reachable | set(holders))
+        for server, held in holders.items():
+            after.versions.setdefault(version, {})[server] = set(held)
+            after.shares_by_server[server] = set(held)
+        return KnownState(contents, version, after)
+
+
+async def _apply(change: Callable[[bytes], bytes | Awaitable[bytes]], data: bytes) -> bytes:
+    """The new contents ``change`` makes of ``data`` (awaited if it returns an awaitable)."""
+    new = change(data)
+    return new if isinstance(new, bytes) else await new
 
 
 def _targets(

@@ -701,3 +701,28 @@ def test_operations_match_a_dict_model(operations: list[tuple[Any, ...]]) -> Non
                 model[name] = (cap, evolve(old_meta, mtime=when))
     fresh = World(world.grid).open(root.cap)
     assert {n: (e.cap, e.metadata) for n, e in world.run(fresh.list()).items()} == model
+
+
+def test_changes_in_a_row_skip_reads_until_another_writer_appears(world: World) -> None:
+    """One node's consecutive changes publish without reading; another writer's change is kept.
+
+    After a collision with another writer the node reads before each change again.
+    """
+    root = world.mkroot()
+
+    def reads() -> int:
+        return sum(g.count("read_mutable") + g.count("list_mutable") for g in world.grid)
+
+    before = reads()
+    world.run(root.mkdir("a", meta("dir")))
+    world.run(root.rename("a", "b"))
+    world.run(root.remove("b"))
+    assert reads() == before, "changes right after this node's own publishes read the grid"
+    other = DirectoryNode.open(
+        MutableClient(world.grid, SECRETS, PARAMS), root.cap, clock=world.clock
+    )
+    world.run(other.add("theirs", LiteralCap(b"t")))
+    world.run(root.add("mine", LiteralCap(b"m")))
+    world.run(root.add("mine too", LiteralCap(b"m2")))
+    assert set(world.run(world.open(root.cap).list())) == {"theirs", "mine", "mine too"}
+    assert reads() > before

@@ -292,6 +292,16 @@ def advisories(grid: list[GridClient]) -> int:
     return sum(g.count("advise_corrupt_mutable") for g in grid)
 
 
+@pytest.fixture
+def header_only_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scans read only headers, as for objects larger than :data:`mutable.SCAN_READ`.
+
+    A small object is read whole by its scan, so a publish can only overlap the
+    block reads of a large one; these tests make every object behave like one.
+    """
+    monkeypatch.setattr(mutable, "SCAN_READ", mutable.HEADER_SIZE)
+
+
 def publish_during_reads(
     grid: list[GridClient], cap: MutableWriteCap, times: int
 ) -> list[MutableVersion]:
@@ -323,7 +333,7 @@ def publish_during_reads(
     return published
 
 
-def test_read_overlapping_a_publish_rereads_without_advising() -> None:
+def test_read_overlapping_a_publish_rereads_without_advising(header_only_scans: None) -> None:
     """Shares replaced between the scan and the block reads mean a new version, not corruption."""
     grid = make_grid(10)
     c = client(grid)
@@ -335,7 +345,7 @@ def test_read_overlapping_a_publish_rereads_without_advising() -> None:
     assert advisories(grid) == 0
 
 
-def test_modify_overlapping_a_publish_applies_to_the_new_version() -> None:
+def test_modify_overlapping_a_publish_applies_to_the_new_version(header_only_scans: None) -> None:
     """A modify whose read overlapped a publish builds on the new version."""
     grid = make_grid(10)
     c = client(grid)
@@ -347,7 +357,7 @@ def test_modify_overlapping_a_publish_applies_to_the_new_version() -> None:
     assert advisories(grid) == 0
 
 
-def test_read_overlapping_publishes_is_bounded() -> None:
+def test_read_overlapping_publishes_is_bounded(header_only_scans: None) -> None:
     """A read whose shares keep being replaced gives up (NotEnoughShares), still not advising."""
     grid = make_grid(10)
     c = client(grid)
@@ -357,6 +367,43 @@ def test_read_overlapping_publishes_is_bounded() -> None:
         run(c.read(cap))
     assert len(published) == mutable.READ_ATTEMPTS
     assert advisories(grid) == 0
+
+
+def test_small_object_read_is_one_request_per_share_after_listing() -> None:
+    """A scan reads small shares whole: a read costs a listing and one read per share, no more."""
+    grid = make_grid(10)
+    c = client(grid)
+    cap = run(c.create(b"small" * 100))
+    before = sum(g.count("read_mutable") for g in grid)
+    assert run(c.read(cap))[0] == b"small" * 100
+    shares = sum(len(shares_on(g, cap)) for g in grid)
+    assert sum(g.count("read_mutable") for g in grid) - before == shares
+
+
+def test_update_against_a_known_state_skips_the_read() -> None:
+    """Writing against the state of one's own last publish reads nothing first."""
+    grid = make_grid(10)
+    c = client(grid)
+    writer, state = run(c.create_known(b"one"))
+    before = sum(g.count("read_mutable") + g.count("list_mutable") for g in grid)
+    state = run(c.update(writer, lambda d: d + b" two", state))
+    state = run(c.update(writer, lambda d: d + b" three", state))
+    assert sum(g.count("read_mutable") + g.count("list_mutable") for g in grid) == before
+    assert run(c.read(writer)) == (b"one two three", state.version)
+
+
+def test_update_against_a_stale_state_loses_and_changes_nothing() -> None:
+    """Someone else published since the known state: the update loses the race, writes nothing."""
+    grid = make_grid(10)
+    c = client(grid)
+    writer, stale = run(c.create_known(b"one"))
+    other = MutableClient(grid, GatewaySecrets(b"C" * 32, b"L" * 32), PARAMS)
+    theirs = run(other.modify(writer, lambda d: d + b" theirs"))
+    with pytest.raises(UncoordinatedWriteError):
+        run(c.update(writer, lambda d: d + b" mine", stale))
+    assert run(c.read(writer)) == (b"one theirs", theirs)
+    fresh = run(c.update(writer, lambda d: d + b" mine"))
+    assert run(c.read(writer)) == (b"one theirs mine", fresh.version)
 
 
 def test_corrupt_block_is_still_reported() -> None:

@@ -1,0 +1,84 @@
+"""An append-only redo log: one flush makes a change durable before it is applied in place.
+
+A record is ``magic (4) | payload length (u32) | BLAKE2b-128 of the payload
+(16) | payload`` where the payload is a CBOR map describing one idempotent
+change (its meaning is the caller's). :meth:`RedoLog.append` writes one record
+and ``fdatasync``\\ s the log: one cheap flush of an append, instead of the
+create + fsync + rename + directory fsync of an atomic file replacement.
+
+A crash can leave a partly written last record; :meth:`RedoLog.records` stops
+at the first record that is short or fails its checksum, and
+:meth:`RedoLog.reset` (after the caller has made every change durable by
+other means) empties the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+MAGIC = b"GGRL"
+_HEAD = struct.Struct(">4sI16s")
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
+
+
+class RedoLog:
+    """One log file, opened for appending (0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(self._fd).st_size
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete, intact record from the start, in order (a torn tail ends it)."""
+        offset = 0
+        while True:
+            head = os.pread(self._fd, _HEAD.size, offset)
+            if len(head) < _HEAD.size:
+                return
+            magic, length, digest = _HEAD.unpack(head)
+            if magic != MAGIC:
+                return
+            payload = os.pread(self._fd, length, offset + _HEAD.size)
+            if len(payload) < length or _digest(payload) != digest:
+                return
+            try:
+                record = cbor2.loads(payload)
+            except (ValueError, cbor2.CBORDecodeError):
+                return
+            if not isinstance(record, dict):
+                return
+            yield record
+            offset += _HEAD.size + length
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and flush it to disk; it is durable once this returns."""
+        payload = cbor2.dumps(record)
+        data = _HEAD.pack(MAGIC, len(payload), _digest(payload)) + payload
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fdatasync(self._fd)
+        self.size += len(data)
+
+    def reset(self) -> None:
+        """Empty the log, durably (every change it held must already be on disk)."""
+        os.ftruncate(self._fd, 0)
+        os.fsync(self._fd)
+        self.size = 0
+
+    def close(self) -> None:
+        """Close the file (records stay for the next opening)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
