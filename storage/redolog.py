@@ -31,16 +31,32 @@ def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
 
 
+def _encode(record: dict[str, Any]) -> bytes:
+    payload = cbor2.dumps(record)
+    return _HEAD.pack(MAGIC, len(payload), _digest(payload)) + payload
+
+
 class RedoLog:
     """One log file, opened for appending (0600)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        self.size = os.fstat(self._fd).st_size
+    def __init__(self, path: Path, repair: bool = True) -> None:
+        """Open (creating) the log; find where its intact records end.
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every complete, intact record from the start, in order (a torn tail ends it)."""
+        With ``repair`` (the writer's opening) a damaged or torn tail is cut off,
+        so new records follow the intact ones; ``damaged_bytes`` tells how much
+        was there.
+        """
+        self.path = path
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND if repair else os.O_RDONLY
+        self._fd = os.open(path, flags, 0o600)
+        length = os.fstat(self._fd).st_size
+        self.size = sum(_HEAD.size + len(payload) for payload in self._payloads())
+        self.damaged_bytes = length - self.size
+        if repair and self.damaged_bytes:
+            os.ftruncate(self._fd, self.size)
+            os.fsync(self._fd)
+
+    def _payloads(self) -> Iterator[bytes]:
         offset = 0
         while True:
             head = os.pread(self._fd, _HEAD.size, offset)
@@ -52,6 +68,16 @@ class RedoLog:
             payload = os.pread(self._fd, length, offset + _HEAD.size)
             if len(payload) < length or _digest(payload) != digest:
                 return
+            yield payload
+            offset += _HEAD.size + length
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete, intact record from the start, in order (a damaged one ends it)."""
+        end = 0
+        for payload in self._payloads():
+            end += _HEAD.size + len(payload)
+            if end > self.size:
+                return
             try:
                 record = cbor2.loads(payload)
             except (ValueError, cbor2.CBORDecodeError):
@@ -59,17 +85,37 @@ class RedoLog:
             if not isinstance(record, dict):
                 return
             yield record
-            offset += _HEAD.size + length
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and flush it to disk; it is durable once this returns."""
-        payload = cbor2.dumps(record)
-        data = _HEAD.pack(MAGIC, len(payload), _digest(payload)) + payload
+        data = _encode(record)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
         os.fdatasync(self._fd)
         self.size += len(data)
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the whole log by ``records``, atomically and durably (compaction)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = b"".join(_encode(record) for record in records)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self.close()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
+        self.size = len(data)
 
     def reset(self) -> None:
         """Empty the log, durably (every change it held must already be on disk)."""

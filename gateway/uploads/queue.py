@@ -80,7 +80,7 @@ class UploadQueue(NodePart):
         """Resume every journaled job."""
         self._accepting = True
         for job in self._journal.load():
-            self._jobs[job.job_id] = job
+            self._jobs[job.job_id] = evolve(job, data=None)
             self._ready_ids.append(job.job_id)
         for name in self._journal.damaged:
             self.log.error("upload record {name} is damaged; set aside", name=name)
@@ -121,7 +121,7 @@ class UploadQueue(NodePart):
         if not self._accepting:
             raise QueueStopped("the upload queue is stopped")
         self._journal.record(job)
-        self._jobs[job.job_id] = job
+        self._jobs[job.job_id] = evolve(job, data=None)  # the journal keeps a small file's bytes
         self._ready_ids.append(job.job_id)
         # Start on the next reactor turn: the caller (a CLOSE) must not run the upload itself,
         # and jobs enqueued in one turn start together, so their directory links can batch.

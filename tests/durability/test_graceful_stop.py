@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.uploads.journal import UploadJournal
 from tests.durability.cluster import (
     Grid,
     MiB,
@@ -44,7 +45,8 @@ def _write_then_freeze(gw: RunningGateway, grid: Grid) -> dict[str, bytes]:
 
 
 def _records(gw: RunningGateway) -> int:
-    return len(list((gw.node_dir / "state" / "uploads").glob("*.upload")))
+    """Uploads the stopped gateway's journal still holds."""
+    return len(list(UploadJournal(gw.node_dir / "state" / "uploads").load()))
 
 
 def _intact(gw: RunningGateway, contents: dict[str, bytes]) -> int:
