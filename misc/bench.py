@@ -9,12 +9,16 @@ figure's median and its ratio to OpenSSH's. Nothing leaves 127.0.0.1; every
 process started is stopped by pid and the temp dir removed.
 
     .venv/bin/python misc/bench.py [--runs 3] [--json FILE] [--smoke] [--only TEXT]
-        [--no-large] [--no-sshfs] [--no-grid] [--no-quiesce]
+        [--no-large] [--no-sshfs] [--no-grid] [--no-quiesce] [--with-tahoe]
 
 Besides the embedded-grid gateway, a full run measures a gateway on a grid of
-five of our storage nodes (3/5/5, HTTPS on loopback) for the bulk transfers
-("grid5" column), the latency of CLOSE after writing 1 GiB and the gateway's
-peak RSS while writing it, and an sshfs copy / tar / diff of a ~500-file tree.
+five of our storage nodes (3/5/5, HTTPS on loopback) for the bulk transfers,
+small files and metadata operations ("grid5" column), the latency of CLOSE
+after writing 1 GiB and the gateway's peak RSS while writing it, and an sshfs
+copy / tar / diff of a ~500-file tree. ``--with-tahoe`` adds Tahoe-LAFS 1.20's
+own SFTP frontend on a 5-node 3/5/5 grid of Tahoe storage nodes ("tahoe"
+column, see ``misc/bench_tahoe.py``) for the bulk transfers, random reads,
+small files and metadata operations, and a "grid5/tahoe" ratio.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ import paramiko
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+# Run as a script this module is __main__; misc/bench_tahoe.py imports it as ``bench`` and must
+# get this very module (its Target), not a second copy.
+sys.modules.setdefault("bench", sys.modules[__name__])
 
 MiB = 1024 * 1024
 SIDE_FIGURES: dict[str, dict[str, list[float]]] = {}
@@ -63,6 +70,7 @@ class Target:
         self.key = key
         self.root = root  # remote directory the workloads use
         self.pid: int | None = None  # the server process, when it is ours
+        self.env: dict[str, str] | None = None  # the environment of ``sftp`` (None: ours)
 
     def batch(self, commands: str, work: Path) -> float:
         """Run an OpenSSH ``sftp -b`` batch; return its wall time in seconds."""
@@ -93,6 +101,7 @@ class Target:
             text=True,
             timeout=1800,
             stdin=subprocess.DEVNULL,
+            env=self.env,
         )
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
@@ -104,9 +113,7 @@ class Target:
         """A paramiko SFTP session authenticated with the key."""
         transport = paramiko.Transport(("127.0.0.1", self.port))
         try:
-            transport.connect(
-                username=self.user, pkey=paramiko.Ed25519Key.from_private_key_file(str(self.key))
-            )
+            transport.connect(username=self.user, pkey=paramiko.PKey.from_path(self.key))
             client = paramiko.SFTPClient.from_transport(transport)
             assert client is not None
             yield client
@@ -388,13 +395,15 @@ def grid_gateway_target(work: Path, key: Path) -> Iterator[Target]:
 LOWER_IS_BETTER = {"ms", "MiB"}
 
 
-def _ratio(medians: dict[str, float], target: str, unit: str) -> float | None:
-    """How the target compares with OpenSSH, >1 meaning better (None without both figures)."""
-    if target not in medians or not medians.get("openssh") or not medians[target]:
+def _ratio(
+    medians: dict[str, float], target: str, unit: str, base: str = "openssh"
+) -> float | None:
+    """How the target compares with ``base``, >1 meaning better (None without both figures)."""
+    if not medians.get(target) or not medians.get(base):
         return None
     if unit in LOWER_IS_BETTER:
-        return medians["openssh"] / medians[target]
-    return medians[target] / medians["openssh"]
+        return medians[base] / medians[target]
+    return medians[target] / medians[base]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,7 +421,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not wait for the gateway to go idle between workloads (as before 2026-11-21)",
     )
+    parser.add_argument(
+        "--with-tahoe",
+        action="store_true",
+        help="also measure Tahoe-LAFS 1.20's SFTP frontend on a 5-node 3/5/5 Tahoe grid",
+    )
     args = parser.parse_args(argv)
+    if args.with_tahoe:
+        from bench_tahoe import tahoe_available
+
+        if not tahoe_available():
+            print("bench: --with-tahoe needs .venv-tahoe (misc/test installs it)", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on SIGTERM too
     runs = 1 if args.smoke else args.runs
     big = 1 * MiB if args.smoke else 64 * MiB
     n_small, n_list, n_meta, n_reads = (5, 10, 3, 20) if args.smoke else (200, 1000, 50, 500)
@@ -424,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         (f"ls -l of {n_list} entries", lambda t, w: list_many(t, w, n_list)),
         (f"mkdir+rename+rmdir x{n_meta}", lambda t, w: metadata_ops(t, w, n_meta)),
     ]
+    names = [w[0] for w in workloads]
+    # Which workloads run where (all of them on openssh and gateway): grid5 and Tahoe get the
+    # ones the issue sets targets for; Tahoe's 1000-entry listing alone would take ~4 minutes.
+    only_on: dict[str, set[str]] = {
+        "grid5": {names[0], names[1], names[3], names[5]},
+        "tahoe": {names[0], names[1], names[2], names[3], names[5]},
+    }
     # The smoke run (a test) keeps to the six workloads above; a full run adds these.
     if not args.smoke and not args.no_large:
         large = 1024 * MiB
@@ -435,7 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.smoke and not args.no_sshfs and shutil.which("sshfs"):
         workloads.append(("sshfs cp+tar+diff 500 files", lambda t, w: sshfs_tree(t, w, 500)))
-    grid_workloads = {workloads[0][0], workloads[1][0]}  # bulk transfers on the 5-node grid
     if args.only:
         workloads = [w for w in workloads if args.only in w[0] or w[0].startswith("upload")]
     results: dict[str, dict[str, list[float]]] = {}
@@ -451,10 +478,14 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if not args.smoke and not args.no_grid:
                 targets.append(stack.enter_context(grid_gateway_target(work, key)))
+            if args.with_tahoe:
+                from bench_tahoe import tahoe_target
+
+                targets.append(stack.enter_context(tahoe_target(work, key)))
             for _ in range(runs):
                 for target in targets:
                     for name, workload in workloads:
-                        if target.name == "grid5" and name not in grid_workloads:
+                        if target.name in only_on and name not in only_on[target.name]:
                             continue
                         if not args.no_quiesce:
                             quiesce(target)
@@ -464,38 +495,63 @@ def main(argv: list[str] | None = None) -> int:
     for name, figures in SIDE_FIGURES.items():
         results[name] = figures
         units[name] = "MiB"
-    columns = ["openssh", "gateway"] + (
-        ["grid5"] if any("grid5" in r for r in results.values()) else []
-    )
+    table = report(results, units, [w[0] for w in workloads] + list(SIDE_FIGURES), runs)
+    if args.json:
+        targets_run = [t for t in ("openssh", "gateway", "grid5", "tahoe") if _measured(results, t)]
+        args.json.write_text(
+            json.dumps({"runs": runs, "targets": targets_run, "results": table}, indent=1)
+        )
+    return 0
+
+
+def _measured(results: dict[str, dict[str, list[float]]], target: str) -> bool:
+    """Whether any workload has figures for ``target``."""
+    return any(target in figures for figures in results.values())
+
+
+def report(
+    results: dict[str, dict[str, list[float]]], units: dict[str, str], order: list[str], runs: int
+) -> list[dict[str, object]]:
+    """Print the table of medians and ratios; return its rows (for the JSON output).
+
+    Ratios: "ratio" = gateway/openssh, "grid5" = grid5/openssh and "grid5/tahoe" (with
+    both grid5 and tahoe figures), each >1 meaning ours is better (for ms: inverted)."""
+    columns = [t for t in ("openssh", "gateway", "grid5", "tahoe") if _measured(results, t)]
+    ratios = [("ratio", "gateway", "openssh", 8)]  # (label, target, base, column width)
+    if "grid5" in columns:
+        ratios.append(("grid5", "grid5", "openssh", 7))
+        if "tahoe" in columns:
+            ratios.append(("grid5/tahoe", "grid5", "tahoe", 13))
     header = f"{'workload':<34}" + "".join(f"{c:>10}" for c in columns)
-    header += f"{'ratio':>8}" + (f"{'grid5':>7}" if "grid5" in columns else "")
-    print(f"{header}  unit   (median of {runs}; ratio = gateway/openssh, ms: openssh/gateway)")
-    table = []
-    for name in [w[0] for w in workloads] + list(SIDE_FIGURES):
+    header += "".join(f"{label:>{width}}" for label, _, _, width in ratios)
+    legend = ", ".join(
+        f"{label} = {t}/{b}" if label != f"{t}/{b}" else label for label, t, b, _ in ratios
+    )
+    print(f"{header}  unit   (median of {runs}; {legend}; for ms the inverse)")
+    table: list[dict[str, object]] = []
+    for name in order:
         if name not in results:
             continue
         medians = {t: statistics.median(v) for t, v in results[name].items()}
         unit = units[name]
-        r, g = _ratio(medians, "gateway", unit), _ratio(medians, "grid5", unit)
-
+        values = {label: _ratio(medians, t, unit, b) for label, t, b, _ in ratios}
         table.append(
             {
                 "workload": name,
                 "unit": unit,
-                "ratio": r,
-                "ratio_grid5": g,
+                "ratio": values["ratio"],
+                "ratio_grid5": values.get("grid5"),
+                "ratio_grid5_tahoe": values.get("grid5/tahoe"),
                 **medians,
                 "runs": results[name],
             }
         )
         cells = "".join(f"{medians[c]:>10.1f}" if c in medians else f"{'-':>10}" for c in columns)
-        cells += f"{r:>7.2f}x" if r is not None else f"{'-':>8}"
-        if "grid5" in columns:
-            cells += f"{g:>6.2f}x" if g is not None else f"{'-':>7}"
+        for label, _, _, width in ratios:
+            value = values[label]
+            cells += f"{value:>{width - 1}.2f}x" if value is not None else f"{'-':>{width}}"
         print(f"{name:<34}{cells}  {unit}")
-    if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "results": table}, indent=1))
-    return 0
+    return table
 
 
 if __name__ == "__main__":
