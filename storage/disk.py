@@ -4,7 +4,7 @@ Layout under the backend's directory::
 
     shares/<2-char prefix>/<base32 SI>/<shnum>          complete shares
     shares/<2-char prefix>/<base32 SI>/metadata.cbor    kind, leases, write enabler digest
-    shares/incoming/<2-char prefix>/<base32 SI>/<shnum> incomplete immutable uploads
+    shares/incoming/<base32 SI>.<shnum>                 incomplete immutable uploads
     shares/incoming/tmp/                                temporary files of atomic writes
     corruption-advisories.log                           one JSON object per line
 
@@ -20,8 +20,9 @@ at opening) fsyncs every file and directory changed since the previous one and
 empties the log. That is one small flush per change instead of a temp file,
 fsync, rename and directory fsync, which dominated directory operations.
 
-Immutable shares are written under ``incoming`` and become visible only by an
-atomic rename, fsynced, once every byte is written; ``incoming`` is emptied
+Immutable shares are written under ``incoming`` and become visible only once
+every byte is written: a small one through the redo log, a larger one by an
+atomic rename, fsynced; ``incoming`` is emptied
 whenever a backend is opened, so nothing a crash leaves behind is ever readable.
 Paths are built only from validated storage indexes and share numbers.
 Directories are 0700, files 0600.
@@ -63,6 +64,8 @@ _REDO_LOG = "redo.log"
 _CACHE_ENTRIES = 65536
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 """Size of the redo log that triggers a checkpoint."""
+LOGGED_SHARE_BYTES = 64 * 1024
+"""Immutable shares up to this size are completed through the redo log."""
 """Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -302,8 +305,8 @@ class DiskBackend:
         return self._index_dir(storage_index) / str(share_number)
 
     def _incoming_path(self, storage_index: bytes, share_number: int) -> Path:
-        name = si_b2a(storage_index)
-        return self._incoming / name[:2] / name / str(share_number)
+        # Flat: no directory to create and remove per upload (each costs a journal commit).
+        return self._incoming / f"{si_b2a(storage_index)}.{share_number}"
 
     def list_shares(self, storage_index: bytes) -> frozenset[int]:
         """Numbers of the complete shares stored under the index."""
@@ -416,7 +419,6 @@ class DiskBackend:
     def create_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Start an empty incomplete upload file."""
         path = self._incoming_path(storage_index, share_number)
-        make_private_dirs(path.parent)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE))
 
     def write_incoming(
@@ -440,9 +442,21 @@ class DiskBackend:
             os.close(fd)
 
     def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> None:
-        """Fsync the upload and rename it into place, then fsync the share directory."""
+        """Make the upload a complete share, durably.
+
+        A small share (up to :data:`LOGGED_SHARE_BYTES`) goes through the redo log like a
+        mutable one: one flush. A larger one is fsynced, renamed into place and its
+        directory fsynced.
+        """
         source = self._incoming_path(storage_index, share_number)
         target = self._share_path(storage_index, share_number)
+        if size <= LOGGED_SHARE_BYTES:
+            with open(source, "rb") as incoming:
+                data = incoming.read(size)
+            data += bytes(size - len(data))
+            self._change({"op": "share", "si": storage_index, "n": share_number, "data": data})
+            source.unlink()
+            return
         fd = os.open(source, os.O_RDWR)
         try:
             os.ftruncate(fd, size)
@@ -454,20 +468,11 @@ class DiskBackend:
         self._make_durable_dirs(target.parent)
         os.replace(source, target)
         fsync_directory(target.parent)
-        self._remove_empty_incoming_dirs(source.parent)
 
     def discard_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Throw away an incomplete upload."""
         path = self._incoming_path(storage_index, share_number)
         path.unlink(missing_ok=True)
-        self._remove_empty_incoming_dirs(path.parent)
-
-    def _remove_empty_incoming_dirs(self, directory: Path) -> None:
-        for path in (directory, directory.parent):
-            try:
-                path.rmdir()
-            except OSError:
-                return
 
     def free_space(self) -> int | None:
         """Bytes free for an unprivileged user on the filesystem holding the shares."""

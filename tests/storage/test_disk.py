@@ -48,7 +48,7 @@ def test_layout(tmp_path: Path) -> None:
     server = open_server(tmp_path)
     server.allocate_buckets(SI, frozenset({0, 1}), 3, UPLOAD, RENEW, CANCEL)
     server.write_immutable(SI, 1, UPLOAD, 0, b"ab")
-    assert (tmp_path / "shares/incoming" / SI_TEXT[:2] / SI_TEXT / "1").exists()
+    assert (tmp_path / "shares/incoming" / f"{SI_TEXT}.1").exists()
     server.write_immutable(SI, 0, UPLOAD, 0, b"xyz")
     share = tmp_path / "shares" / SI_TEXT[:2] / SI_TEXT / "0"
     assert share.read_bytes() == b"xyz"
@@ -82,7 +82,7 @@ def test_restart_sees_complete_shares_only(tmp_path: Path) -> None:
     assert restarted.read_mutable(b"\x05" * 16, 2, 0, 1) == b"m"
     with pytest.raises(NoSuchUpload):
         restarted.write_immutable(SI, 1, UPLOAD, 2, b"lf")
-    assert not any((tmp_path / "shares/incoming").rglob("1"))
+    assert not any((tmp_path / "shares/incoming").rglob(f"{SI_TEXT}.1"))
     # The interrupted share can be uploaded again from scratch.
     restarted.allocate_buckets(SI, frozenset({1}), 4, UPLOAD, RENEW, CANCEL)
     assert restarted.write_immutable(SI, 1, UPLOAD, 0, b"half").finished
@@ -91,8 +91,7 @@ def test_restart_sees_complete_shares_only(tmp_path: Path) -> None:
 def test_crash_leftovers_cleaned(tmp_path: Path) -> None:
     """Files a kill -9 leaves in the incoming area are never readable and are removed at start."""
     DiskBackend(tmp_path)
-    partial = tmp_path / "shares/incoming" / SI_TEXT[:2] / SI_TEXT / "3"
-    partial.parent.mkdir(parents=True)
+    partial = tmp_path / "shares/incoming" / f"{SI_TEXT}.3"
     partial.write_bytes(b"half a sha")
     stray_temp = tmp_path / "shares/incoming/tmp/tmp-abc"
     stray_temp.write_bytes(b"half a metadata file")

@@ -106,3 +106,29 @@ def test_log_file_is_private(tmp_path: Path) -> None:
     """The redo log holds share bytes: 0600 like every share file."""
     DiskBackend(tmp_path).write_share(SI, 0, [(0, b"x")], None)
     assert (tmp_path / "redo.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_small_immutable_share_is_completed_through_the_log(tmp_path: Path) -> None:
+    """A small finished upload is in the log: lost from its file, it comes back at opening."""
+    backend = DiskBackend(tmp_path)
+    backend.create_incoming(SI, 0)
+    backend.write_incoming(SI, 0, 0, b"small share")
+    backend.finish_incoming(SI, 0, 11)
+    assert (tmp_path / "redo.log").stat().st_size > 11
+    crash(backend)
+    share = tmp_path / "shares" / disk.si_b2a(SI)[:2] / disk.si_b2a(SI) / "0"
+    share.unlink()
+    reopened = DiskBackend(tmp_path)
+    assert reopened.read_share(SI, 0, 0, 100) == b"small share"
+    assert not list((tmp_path / "shares" / "incoming").glob("*.0"))
+
+
+def test_large_immutable_share_is_renamed_into_place(tmp_path: Path) -> None:
+    """A share above the logged size is fsynced and renamed; the log does not carry it."""
+    backend = DiskBackend(tmp_path)
+    size = disk.LOGGED_SHARE_BYTES + 1
+    backend.create_incoming(SI, 1)
+    backend.write_incoming(SI, 1, 0, b"L" * size)
+    backend.finish_incoming(SI, 1, size)
+    assert (tmp_path / "redo.log").stat().st_size < size
+    assert backend.read_share(SI, 1, size - 1, 10) == b"L"
