@@ -49,6 +49,9 @@ class WriteState:
     generation: int = 0
     #: Whether any handle was closed by its client (rather than lost with its session).
     closed_by_client: bool = False
+    #: Set while the last handle's CLOSE syncs and publishes the file: an OPEN of the path
+    #: waits for it, then finds the file pending.
+    closing: Deferred[None] | None = None
 
     def attributes(self, now: float) -> FileAttributes:
         """What stat says about the file while it is open."""

@@ -7,17 +7,26 @@ handle to close hands the staged file to the volume for publishing; a handle
 whose session ended without a CLOSE is aborted, and publishes nothing unless
 another handle on the same file was closed by its client (whose data the
 gateway acknowledged, and therefore keeps).
+
+The staged files of write states are written back to disk in the reactor's
+threads while they are written, and the closing CLOSE fsyncs in a thread before
+the volume publishes (see :mod:`gateway.fs.staging`): its reply still waits for
+the bytes to be durable, but the reactor serves other sessions meanwhile. Until
+that publish has journaled the file, an OPEN of its path waits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from gateway.fs.errors import FileExists, FSError, IsADirectory, NoSuchFile, PermissionDenied
 from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.staging import Threads, reactor_threads
 from gateway.fs.volume import Volume, grid_errors
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, MutableReadCap, MutableWriteCap
 from gateway.objects.concurrency import shared
@@ -38,10 +47,13 @@ def creation_mode(mode: int | None) -> int | None:
 class Writers:
     """The write side of one session's filesystem: open, close, abort, fsync."""
 
-    def __init__(self, volume: Volume, clock: Any):
+    def __init__(self, volume: Volume, clock: Any, threads: Threads | None = None):
+        """``threads`` runs staged files' write-back; by default the clock's thread pool (a
+        clock without one, such as a test's, leaves all of it to the fsync at CLOSE)."""
         self.volume = volume
         self.overlay: Overlay = volume.overlay
         self._clock = clock
+        self._threads = threads if threads is not None else reactor_threads(clock)
 
     def now(self) -> float:
         """The volume clock's time."""
@@ -50,6 +62,9 @@ class Writers:
     async def open(self, parts: Path, flags: OpenFlags, attrs: SetAttributes) -> WriteHandle:
         """A handle on the path's shared write state, creating the state if needed."""
         state = self.overlay.writing.get(parts)
+        while state is not None and state.closing is not None:
+            await shared(state.closing)  # its last CLOSE is publishing it: open what it published
+            state = self.overlay.writing.get(parts)
         if state is not None and not state.abandoned:
             if flags.exclusive and flags.create:
                 raise FileExists(f"{join(parts)} already exists")
@@ -124,12 +139,13 @@ class Writers:
         if exists and not flags.truncate:
             if pending is not None:
                 state.staged = self.volume.staged_copy(pending.staged)
+                state.staged.threads = self._threads
             else:
                 assert entry is not None
-                state.staged = self.volume.staging.create()
+                state.staged = self.volume.staging.create(self._threads)
                 await self._download_into(entry, state)
         else:
-            state.staged = self.volume.staging.create()
+            state.staged = self.volume.staging.create(self._threads)
             state.dirty = True
 
     async def _download_into(self, entry: Entry, state: WriteState) -> None:
@@ -186,13 +202,38 @@ class Writers:
         state.handles -= 1
         if state.handles > 0:
             return
-        if self.overlay.writing.get(state.path) is state:
-            del self.overlay.writing[state.path]
         assert state.staged is not None
         if state.abandoned or not state.dirty or not state.closed_by_client:
+            self._forget(state)
             state.staged.discard()
             return
-        await self.volume.publish(state)
+        # The bytes reach the disk in a thread first, so publish's own fsync finds little left
+        # to write and the reactor is not held meanwhile. The state stays visible while that
+        # runs (a rename re-targets it, a remove abandons it); a new OPEN of the path waits.
+        closing: Deferred[None] = Deferred()
+        state.closing = closing
+        try:
+            try:
+                await state.staged.presync()
+            finally:
+                self._forget(state)
+            if state.abandoned:
+                state.staged.discard()
+                return
+            pending = await self.volume.publish(state, wait=False)
+        except BaseException:
+            state.staged.discard()  # not acknowledged: nothing stays (publish discards too)
+            raise
+        finally:
+            state.closing = None
+            closing.callback(None)
+        if self.volume.close_waits_for_grid:
+            await self.volume.queue.wait_for(pending.job_id)
+
+    def _forget(self, state: WriteState) -> None:
+        """Take a state whose last handle closed out of the overlay's open files."""
+        if self.overlay.writing.get(state.path) is state:
+            del self.overlay.writing[state.path]
 
     async def fsync(self, state: WriteState) -> None:
         """Publish a snapshot of the open file and return once it is in the grid."""
