@@ -94,8 +94,12 @@ class IShareBackend(Interface):
     def get_metadata(storage_index: bytes) -> IndexMetadata | None:
         """The index's metadata, or None if none is stored."""
 
-    def put_metadata(storage_index: bytes, metadata: IndexMetadata) -> None:
-        """Store the index's metadata, replacing any earlier (atomically)."""
+    def put_metadata(storage_index: bytes, metadata: IndexMetadata, durable: bool = True) -> None:
+        """Store the index's metadata, replacing any earlier (atomically).
+
+        ``durable=False``: the caller makes a durable change of the same index right after
+        (a share write or completion), which may carry this one with it.
+        """
 
     def delete_index(storage_index: bytes) -> None:
         """Remove every complete share and the metadata of the index."""

@@ -188,9 +188,9 @@ class DiskBackend:
 
     # -- the redo log --------------------------------------------------------
 
-    def _change(self, record: dict[str, Any]) -> None:
-        """Make a change durable in the log, then apply it in place."""
-        self._log.append(record)
+    def _change(self, record: dict[str, Any], sync: bool = True) -> None:
+        """Make a change durable in the log (``sync``), then apply it in place."""
+        self._log.append(record, sync)
         self._apply(record)
         if self._log.size >= CHECKPOINT_BYTES:
             self.checkpoint()
@@ -364,6 +364,8 @@ class DiskBackend:
         """Remove a complete share if it exists."""
         if self._share_path(storage_index, share_number).exists():
             self._change({"op": "delete-share", "si": storage_index, "n": share_number})
+        else:
+            self._log.sync()  # nothing to delete: still flush what the caller logged before
 
     def get_metadata(self, storage_index: bytes) -> IndexMetadata | None:
         """The index's metadata, or None."""
@@ -387,10 +389,16 @@ class DiskBackend:
             self._metadata.clear()
         self._metadata[storage_index] = metadata
 
-    def put_metadata(self, storage_index: bytes, metadata: IndexMetadata) -> None:
-        """Store the index's metadata (logged, then written in place)."""
+    def put_metadata(
+        self, storage_index: bytes, metadata: IndexMetadata, durable: bool = True
+    ) -> None:
+        """Store the index's metadata (logged, then written in place).
+
+        Not durable: logged without a flush of its own; the caller's next change flushes it.
+        """
         self._metadata.pop(storage_index, None)  # unknown until the write is done
-        self._change({"op": "meta", "si": storage_index, "data": _encode_metadata(metadata)})
+        record = {"op": "meta", "si": storage_index, "data": _encode_metadata(metadata)}
+        self._change(record, sync=durable)
         self._remember_metadata(storage_index, metadata)
 
     def delete_index(self, storage_index: bytes) -> None:
@@ -457,6 +465,7 @@ class DiskBackend:
             self._change({"op": "share", "si": storage_index, "n": share_number, "data": data})
             source.unlink()
             return
+        self._log.sync()  # the share's metadata first: never a share without its lease
         fd = os.open(source, os.O_RDWR)
         try:
             os.ftruncate(fd, size)

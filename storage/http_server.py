@@ -21,7 +21,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -430,6 +430,19 @@ class _LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
 
+class _StorageSite(Site):
+    """The storage protocol's site: no access log.
+
+    Twisted's default writes one line per request to the node's log: a 1 GiB
+    download is tens of thousands of block reads, and formatting, scrubbing and
+    writing those lines took 8 % of a storage node's time serving them.
+    Failures are still logged (see :meth:`StorageResource.render`).
+    """
+
+    def log(self, request: http.Request) -> None:
+        """Requests are not logged one by one."""
+
+
 def make_storage_site(
     storage: IStorageServer,
     swissnum: bytes,
@@ -446,7 +459,7 @@ def make_storage_site(
     def request_factory(channel: Any, queued: object = None) -> _LimitedRequest:
         return _LimitedRequest(channel, queued, max_body_size=limit)
 
-    site = Site(resource, requestFactory=request_factory)
+    site = _StorageSite(resource, requestFactory=request_factory)
     site.displayTracebacks = False
     return site
 

@@ -86,8 +86,10 @@ class MemoryBackend:
         """The index's metadata, or None."""
         return self._metadata.get(storage_index)
 
-    def put_metadata(self, storage_index: bytes, metadata: IndexMetadata) -> None:
-        """Store the index's metadata."""
+    def put_metadata(
+        self, storage_index: bytes, metadata: IndexMetadata, durable: bool = True
+    ) -> None:
+        """Store the index's metadata (memory is as durable as it gets)."""
         self._metadata[storage_index] = metadata
 
     def delete_index(self, storage_index: bytes) -> None:

@@ -52,6 +52,7 @@ class RedoLog:
         length = os.fstat(self._fd).st_size
         self.size = sum(_HEAD.size + len(payload) for payload in self._payloads())
         self.damaged_bytes = length - self.size
+        self.unsynced = False
         if repair and self.damaged_bytes:
             os.ftruncate(self._fd, self.size)
             os.fsync(self._fd)
@@ -86,14 +87,26 @@ class RedoLog:
                 return
             yield record
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one record and flush it to disk; it is durable once this returns."""
+    def append(self, record: dict[str, Any], sync: bool = True) -> None:
+        """Write one record and flush it to disk; it is durable once this returns.
+
+        With ``sync=False`` it is not flushed yet: the next flushed append (or
+        :meth:`sync`) makes it durable together with its own record.
+        """
         data = _encode(record)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
-        os.fdatasync(self._fd)
         self.size += len(data)
+        self.unsynced = True
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush every record appended so far."""
+        if self.unsynced:
+            os.fdatasync(self._fd)
+            self.unsynced = False
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole log by ``records``, atomically and durably (compaction)."""

@@ -113,10 +113,15 @@ class StorageServer:
         )
         return IndexMetadata(kind, leases, metadata.write_enabler_digest)
 
-    def _put_metadata(self, storage_index: bytes, metadata: IndexMetadata) -> None:
-        """Store an index's metadata, unless it is stored already (one durable write fewer)."""
+    def _put_metadata(
+        self, storage_index: bytes, metadata: IndexMetadata, durable: bool = True
+    ) -> None:
+        """Store an index's metadata, unless it is stored already (one durable write fewer).
+
+        ``durable=False`` when a durable change of the same index follows at once.
+        """
         if self.backend.get_metadata(storage_index) != metadata:
-            self.backend.put_metadata(storage_index, metadata)
+            self.backend.put_metadata(storage_index, metadata, durable)
 
     def add_or_renew_lease(
         self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
@@ -237,7 +242,7 @@ class StorageServer:
         metadata = self._renewed(
             storage_index, ShareKind.IMMUTABLE, upload.renew_secret, upload.cancel_secret
         )
-        self._put_metadata(storage_index, metadata)
+        self._put_metadata(storage_index, metadata, durable=False)  # finishing flushes it
         self.backend.finish_incoming(storage_index, share_number, upload.size)
         del self._uploads[storage_index, share_number]
         return WriteResult(finished=True)
@@ -398,8 +403,9 @@ class StorageServer:
         deleted = {n for n, v in test_write_vectors.items() if v.new_length == 0}
         remaining = (shares | set(test_write_vectors)) - deleted
         if remaining:
-            # Write enabler and lease first, so that no share ever exists without them.
-            self._put_metadata(storage_index, metadata)
+            # Write enabler and lease first, so that no share ever exists without them; the
+            # share writes (or deletions) that follow flush the metadata with them.
+            self._put_metadata(storage_index, metadata, durable=False)
         for n, vectors in sorted(test_write_vectors.items()):
             if n in deleted:
                 self.backend.delete_share(storage_index, n)
