@@ -25,6 +25,10 @@ from gateway.uploads.queue import UploadQueue
 #: Uploads run at once; with several in flight, links into one directory share publishes.
 UPLOAD_CONCURRENCY = 8
 
+#: Seconds without a new CLOSE before waiting uploads start, and the most they wait for that.
+UPLOAD_SETTLE = 0.25
+UPLOAD_SETTLE_LIMIT = 2.0
+
 
 def read_gateway_secrets(nd: NodeDir) -> GatewaySecrets:
     """The convergence and lease secrets from private/ (base32 text, as create writes them)."""
@@ -56,6 +60,8 @@ class FilesystemPart(NodePart):
             self.upload,
             concurrency=UPLOAD_CONCURRENCY,
             grace_period=config.get("uploads", "grace_period"),
+            settle=UPLOAD_SETTLE,
+            settle_limit=UPLOAD_SETTLE_LIMIT,
         )
         self.volumes: dict[str, Volume] = {}
         self.staging: StagingArea | None = None

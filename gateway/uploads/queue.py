@@ -55,6 +55,8 @@ class UploadQueue(NodePart):
         base_delay: float = 1.0,
         max_delay: float = 300.0,
         keep_finished: int = 50,
+        settle: float = 0.0,
+        settle_limit: float = 2.0,
     ):
         super().__init__("upload queue")
         self._clock = clock
@@ -65,6 +67,10 @@ class UploadQueue(NodePart):
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._keep_finished = keep_finished
+        self._settle = settle
+        self._settle_limit = settle_limit
+        self._settling: IDelayedCall | None = None
+        self._settle_deadline = 0.0
         self._jobs: dict[str, UploadJob] = {}
         self._ready_ids: list[str] = []
         self._retry_at: dict[str, tuple[float, IDelayedCall]] = {}
@@ -90,6 +96,9 @@ class UploadQueue(NodePart):
 
     async def stop(self) -> None:
         """Stop starting uploads; give running ones the grace period; leave the rest journaled."""
+        if self._settling is not None and self._settling.active():
+            self._settling.cancel()  # waiting jobs start now: the grace period is for them too
+            self._settled()
         self._accepting = False
         for _, call in self._retry_at.values():
             if call.active():
@@ -123,9 +132,27 @@ class UploadQueue(NodePart):
         self._journal.record(job)
         self._jobs[job.job_id] = evolve(job, data=None)  # the journal keeps a small file's bytes
         self._ready_ids.append(job.job_id)
-        # Start on the next reactor turn: the caller (a CLOSE) must not run the upload itself,
-        # and jobs enqueued in one turn start together, so their directory links can batch.
-        self._clock.callLater(0, self._kick)
+        self._start_soon()
+
+    def _start_soon(self) -> None:
+        """Start new jobs once files stop arriving for ``settle`` seconds (at most
+        ``settle_limit`` after the first is waiting), never in the caller's own turn.
+
+        While a client is closing file after file (``cp -r``, ``put`` of many files), its
+        requests get the process to themselves and the waiting files' directory links then
+        share publishes; with ``settle`` 0 jobs start on the next reactor turn.
+        """
+        now = self._clock.seconds()
+        if self._settling is not None and self._settling.active():
+            self._settling.cancel()
+        else:
+            self._settle_deadline = now + self._settle_limit
+        delay = max(0.0, min(self._settle, self._settle_deadline - now))
+        self._settling = self._clock.callLater(delay, self._settled)
+
+    def _settled(self) -> None:
+        self._settling = None
+        self._kick()
 
     def update_target(self, job_id: str, target: dict[str, Any]) -> None:
         """Point a pending job elsewhere (its file was renamed or re-stamped); durably."""
@@ -144,6 +171,8 @@ class UploadQueue(NodePart):
         """Fires once the job is uploaded (at once when it is not pending)."""
         if job_id not in self._jobs:
             return Deferred.fromCoroutine(_done())
+        if self._settling is not None and self._settling.active():
+            self._settling.reset(0)  # someone waits for the grid: no settling
         waiter: Deferred[None] = Deferred()
         self._waiters.setdefault(job_id, []).append(waiter)
         return waiter

@@ -189,3 +189,38 @@ def test_uploads_that_finish_at_once_free_their_slot(tmp_path: Path) -> None:
     clock.advance(0)
     assert done == list("abcde")
     assert queue.pending() == [] and _records(tmp_path) == []
+
+
+def test_uploads_wait_for_closes_to_settle_within_a_limit(tmp_path: Path) -> None:
+    """With a settle time, jobs start once no new job came for that long, or at the limit."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, settle=0.25, settle_limit=1.0)
+    queue.enqueue(_job("a"))
+    clock.advance(0.2)
+    queue.enqueue(_job("b"))
+    clock.advance(0.2)
+    assert uploader.attempts == [], "files still arriving: nothing starts"
+    for name in "cdef":
+        queue.enqueue(_job(name))
+        clock.advance(0.2)
+    assert [n for n, _ in uploader.attempts] == ["a", "b"], "the limit starts them anyway"
+    queue.enqueue(_job("g"))
+    clock.advance(0.25)
+    assert len(uploader.attempts) == 2  # concurrency 2: the rest queue behind
+
+
+def test_waiting_for_a_job_or_stopping_skips_the_settle_time(tmp_path: Path) -> None:
+    """A CLOSE that waits for the grid, or a stop (its grace period), starts jobs at once."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, settle=5.0)
+    job = _job("waited")
+    queue.enqueue(job)
+    queue.wait_for(job.job_id)
+    clock.advance(0)
+    assert [n for n, _ in uploader.attempts] == ["waited"]
+    uploader.succeed()
+    queue.enqueue(_job("at stop"))
+    stopping = Deferred.fromCoroutine(queue.stop())
+    assert [n for n, _ in uploader.attempts] == ["waited", "at stop"]
+    uploader.succeed()
+    assert stopping.called
