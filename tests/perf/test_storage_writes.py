@@ -21,9 +21,9 @@ class CountingBackend(MemoryBackend):
         super().__init__(*args, **kwargs)
         self.metadata_writes = 0
 
-    def put_metadata(self, storage_index: bytes, metadata: Any) -> None:
+    def put_metadata(self, storage_index: bytes, metadata: Any, durable: bool = True) -> None:
         self.metadata_writes += 1
-        super().put_metadata(storage_index, metadata)
+        super().put_metadata(storage_index, metadata, durable)
 
 
 def test_renewal_within_the_granularity_keeps_the_lease() -> None:
