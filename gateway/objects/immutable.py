@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO, cast
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from typing import Any, BinaryIO, TypeVar, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
@@ -32,9 +32,10 @@ from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
 from gateway.objects import merkle
 from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap, b32encode
-from gateway.objects.concurrency import gather, start
+from gateway.objects.concurrency import gather, shared, start
 from gateway.objects.crypto import (
     HASH_SIZE,
+    PERSON_BLOCK_NODE,
     PERSON_PLAINTEXT,
     GatewaySecrets,
     convergent_key,
@@ -47,9 +48,15 @@ from gateway.objects.placement import happiness, permuted_ring, spread
 from storage.errors import StorageError
 
 SERVER_FAILURES = (ServerUnavailable, StorageError)
+"""What a storage request may raise that means "this server, not this upload, failed"."""
+
+_W = TypeVar("_W")
+_R = TypeVar("_R")
 
 WHOLE_TREE_LIMIT = 64 * 1024
-"""Block hash trees up to this size (2048 nodes: files of up to 1024 segments) are read whole."""
+"""Block hash trees up to this size (2047 nodes: files of up to 1024 segments) are read whole;
+of larger ones, reads of several segments read the top levels (at least this much, 1/8 of the
+tree) once per share."""
 
 SLICE_SECONDS = 0.02
 """How long an upload may run without letting the reactor serve anything else."""
@@ -77,9 +84,6 @@ class _Pacer:
         if getattr(reactor, "running", False):
             await deferLater(cast(IReactorTime, reactor), 0, lambda: None)
         self._since = time.monotonic()
-
-
-"""What a storage request may raise that means "this server, not this upload, failed"."""
 
 
 # --- upload ------------------------------------------------------------------------
@@ -322,52 +326,145 @@ class _ShareSource:
     server: IStorageClient
     verified: fmt.VerifiedShare
     nodes: dict[int, bytes] = field(factory=dict)
-    tree: bytes | None = None
-    """The whole stored block hash tree (unverified: each path is checked against the root)."""
+    """Block-tree nodes checked against the verified root (with the blocks they verified)."""
+    top: bytes = b""
+    """The first nodes of the stored block hash tree (its top levels, or all of it), read once.
+    Unverified: a node from here is trusted only once a block's path through it matches."""
+    top_read: Deferred[bytes] | None = None
+    """The read of ``top`` while it is in flight (concurrent runs share it)."""
     tree_fetches: int = 0
 
     @property
     def share_number(self) -> int:
         return self.verified.share_number
 
-    def tree_reads(self, needed: set[int]) -> list[tuple[int, int]]:
-        """(first, last) node runs to read for ``needed`` nodes not known yet.
+    def top_nodes(self) -> int:
+        """How many nodes the read of the tree's top covers.
 
-        From the second fetch on, a tree of at most ``WHOLE_TREE_LIMIT`` bytes is
-        read whole, once (one request instead of one per run of siblings on every
-        later block); a single small read still reads only the nodes it needs."""
-        missing = [i for i in needed if i not in self.nodes]
-        if not missing or self.tree is not None:
-            return []
+        The whole tree when it is at most ``WHOLE_TREE_LIMIT`` bytes; otherwise its
+        levels down to three above the leaves (1/8 of it), at least ``WHOLE_TREE_LIMIT``
+        bytes' worth. Runs of 8 aligned blocks need no node below those levels (their
+        subtrees are computed from the blocks), so a sequential read of any size reads
+        the tree once per share.
+        """
+        num = self.verified.layout.num_segments
+        count = merkle.tree_size(num)
+        eighth = (1 << max(0, merkle.depth(num) - 2)) - 1
+        return min(count, max(WHOLE_TREE_LIMIT // HASH_SIZE - 1, eighth))
+
+    def known(self, index: int) -> bytes | None:
+        """A node verified earlier, else the stored one from the tree's top (if read)."""
+        node = self.nodes.get(index)
+        if node is None and (index + 1) * HASH_SIZE <= len(self.top):
+            node = self.top[index * HASH_SIZE : (index + 1) * HASH_SIZE]
+        return node
+
+    def wants_top(self, missing: list[int], bulk: bool) -> bool:
+        """Whether to read the tree's top for nodes ``missing`` (known neither way).
+
+        A run of several blocks (a sequential or large read) reads it at once; single
+        blocks (random reads) read only the nodes they need, and the whole tree once
+        it is small and a second block is read.
+        """
         self.tree_fetches += 1
+        if self.top or not missing:
+            return False
+        top = self.top_nodes()
+        if bulk:
+            return any(i < top for i in missing)
         count = merkle.tree_size(self.verified.layout.num_segments)
-        if self.tree_fetches > 1 and count * HASH_SIZE <= WHOLE_TREE_LIMIT:
-            return [(0, count - 1)]
-        return _coalesce(missing)
+        return self.tree_fetches > 1 and top == count
 
-    def fetched_nodes(
-        self, runs: list[tuple[int, int]], data: list[bytes], needed: set[int]
-    ) -> dict[int, bytes]:
-        """The unverified nodes ``needed`` from what ``runs`` read (or the stored whole tree)."""
-        whole = (
-            len(runs) == 1
-            and runs[0][0] == 0
-            and runs[0][1] + 1 == merkle.tree_size(self.verified.layout.num_segments)
-        )
-        if whole and len(data[0]) == (runs[0][1] + 1) * HASH_SIZE:
-            self.tree = data[0]
-        fetched: dict[int, bytes] = {}
-        for (a, b), nodes in zip(runs, data, strict=True):
-            if len(nodes) != (b - a + 1) * HASH_SIZE:
-                raise CorruptShare(f"share {self.share_number} has a truncated block hash tree")
-            for i in range(a, b + 1):
-                if i in needed:
-                    fetched[i] = nodes[(i - a) * HASH_SIZE : (i - a + 1) * HASH_SIZE]
-        if self.tree is not None:
-            for i in needed:
-                if i not in fetched and (i + 1) * HASH_SIZE <= len(self.tree):
-                    fetched[i] = self.tree[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-        return fetched
+    def check_top(self, good: Mapping[int, bytes]) -> None:
+        """Raise CorruptShare if the tree's top as read disagrees with nodes known good.
+
+        Nodes a run computes from its blocks are never read, so a bad stored copy of
+        one would go unnoticed (and fail a later single-block read): the share is
+        dropped and reported as for a bad block.
+        """
+        top = self.top
+        count = len(top) // HASH_SIZE
+        for i, node in good.items():
+            if i < count and top[i * HASH_SIZE : (i + 1) * HASH_SIZE] != node:
+                raise CorruptShare(f"share {self.share_number} has a corrupt block hash tree")
+
+    async def read_top(self, read: Callable[[int, int], Coroutine[Any, Any, bytes]]) -> None:
+        """Read the tree's top once (awaiting the read another run started)."""
+        if self.top:
+            return
+        if self.top_read is None:
+            layout = self.verified.layout
+            self.top_read = start(read(layout.tree_offset, self.top_nodes() * HASH_SIZE))
+        pending = self.top_read
+        try:
+            data = await shared(pending)
+        finally:
+            if self.top_read is pending:
+                self.top_read = None  # done: kept (below) or, failed, to be read again
+        if len(data) != self.top_nodes() * HASH_SIZE:
+            raise CorruptShare(f"share {self.share_number} has a truncated block hash tree")
+        self.top = data
+
+
+def _run_siblings(num_leaves: int, run: range) -> list[int]:
+    """The block-tree nodes needed to check the blocks of consecutive segments together.
+
+    Walking up from the run's leaves, each level's nodes form one range; only a left
+    neighbour of its first node and a right neighbour of its last lie outside the
+    run's subtrees (every other sibling is computed from the run's blocks).
+    """
+    first, last = merkle.leaf_node(num_leaves, run[0]), merkle.leaf_node(num_leaves, run[-1])
+    out: list[int] = []
+    while first > 0:
+        if first % 2 == 0:  # a right child: its left sibling lies outside
+            out.append(first - 1)
+        if last % 2 == 1:  # a left child: its right sibling lies outside
+            out.append(last + 1)
+        first, last = (first - 1) // 2, (last - 1) // 2
+    return out
+
+
+def _verify_run(
+    share: fmt.VerifiedShare, run: range, blocks: Sequence[bytes], siblings: Mapping[int, bytes]
+) -> dict[int, bytes]:
+    """Check the blocks of consecutive segments against the share's verified block-tree root.
+
+    Each block's leaf hash is computed once and the run's subtrees level by level, so the
+    nodes inside them are computed, not read; ``siblings`` holds the others
+    (:func:`_run_siblings`). The computed root must equal the verified one, so every block
+    and node used is then known good: they are returned. Any wrong block or node changes
+    the root: CorruptShare (naming the run; the reader drops and reports the share).
+    """
+    layout = share.layout
+    number = share.share_number
+    hashes: list[bytes] = []
+    for segment, block in zip(run, blocks, strict=True):
+        if len(block) != layout.block_length(segment):
+            raise CorruptShare(f"share {number} has a truncated block {segment}")
+        hashes.append(fmt.block_leaf(block))
+    first = merkle.leaf_node(layout.num_segments, run[0])
+    good: dict[int, bytes] = {}
+    try:
+        while first > 0:
+            if first % 2 == 0:  # the level starts at a right child: take in its left sibling
+                first -= 1
+                hashes.insert(0, siblings[first])
+            if (first + len(hashes) - 1) % 2 == 1:  # it ends at a left child: its right one
+                hashes.append(siblings[first + len(hashes)])
+            good.update(zip(range(first, first + len(hashes)), hashes, strict=True))
+            hashes = [
+                merkle.node_hash(hashes[i], hashes[i + 1], PERSON_BLOCK_NODE)
+                for i in range(0, len(hashes), 2)
+            ]
+            first = (first - 1) // 2
+    except KeyError:
+        raise CorruptShare(f"share {number} lacks block hash tree nodes") from None
+    if hashes != [share.block_root]:
+        if len(run) == 1:
+            raise CorruptShare(f"share {number} has a corrupt block {run[0]}")
+        raise CorruptShare(f"share {number} has a corrupt block in segments {run[0]}-{run[-1]}")
+    good[0] = share.block_root
+    return good
 
 
 def _coalesce(indexes: Sequence[int], gap: int = 32) -> list[tuple[int, int]]:
@@ -387,13 +484,15 @@ class ImmutableReader:
 
     cap: ImmutableReadCap
     servers: Sequence[IStorageClient]
-    batch_segments: int = 4
-    """Consecutive segments whose blocks are fetched with one request per share."""
+    batch_segments: int = 8
+    """Consecutive segments whose blocks are fetched with one request per share (a share's
+    blocks lie next to each other: 8 segments of 128 KiB make one ~350 KiB read per share)."""
     pipeline_depth: int = 2
     """Runs of segments fetched ahead of the one being read (sequential reads)."""
     _candidates: deque[tuple[IStorageClient, int]] | None = field(default=None, init=False)
     _active: dict[int, _ShareSource] = field(factory=dict, init=False)
     _codec: fmt.SegmentCodec | None = field(default=None, init=False)
+    _layout: fmt.ShareLayout | None = field(default=None, init=False)
     _found: int = field(default=0, init=False)
     _unreachable: int = field(default=0, init=False)
     _corrupt: int = field(default=0, init=False)
@@ -415,21 +514,11 @@ class ImmutableReader:
         share for a run's blocks, which lie next to each other in the share), and
         up to ``pipeline_depth`` runs are in flight ahead of the one being yielded.
         """
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must not be negative")
-        end = min(offset + length, self.cap.size)
+        end = _clamped_end(offset, length, self.cap.size)
         if offset >= end:
             return
-        await self._ensure_sources(self.cap.k)
-        if not self._active:
-            raise self._not_enough(None, 0)
-        layout = next(iter(self._active.values())).verified.layout
-        wanted = layout.segments_for(offset, end - offset)
-        batch = max(1, self.batch_segments)
-        runs = deque(
-            range(first, min(first + batch, wanted.stop))
-            for first in range(wanted.start, wanted.stop, batch)
-        )
+        layout = await self.layout()
+        runs = deque(self._runs(layout.segments_for(offset, end - offset)))
         in_flight: deque[tuple[range, Deferred[list[bytes]]]] = deque()
         try:
             while runs or in_flight:
@@ -440,10 +529,59 @@ class ImmutableReader:
                 plaintexts = await pending
                 for segment, plaintext in zip(run, plaintexts, strict=True):
                     base = segment * layout.segment_size
-                    yield plaintext[max(0, offset - base) : end - base]
+                    yield _clip(plaintext, offset - base, end - base)
         finally:
             for _, pending in in_flight:
                 pending.addErrback(lambda _: None)  # abandoned read-ahead: nobody awaits it
+
+    async def read_pieces(self, offset: int, length: int) -> list[bytes]:
+        """The bytes of a range as one piece per segment it touches, not joined.
+
+        A segment wholly inside the range is the very buffer its decryption produced
+        (no copy), so a caller whose ranges are segment-aligned gets each segment as is.
+        The segments are fetched in runs of up to ``batch_segments`` (one request per
+        share for a run), all runs at once: the caller bounds ``length``.
+        """
+        end = _clamped_end(offset, length, self.cap.size)
+        if offset >= end:
+            return []
+        layout = await self.layout()
+        runs = self._runs(layout.segments_for(offset, end - offset))
+        results = await gather(self._segments(layout, run) for run in runs)
+        pieces: list[bytes] = []
+        for run, result in zip(runs, results, strict=True):
+            if isinstance(result, Exception):
+                raise result
+            for segment, plaintext in zip(run, result, strict=True):
+                base = segment * layout.segment_size
+                pieces.append(_clip(plaintext, offset - base, end - base))
+        return pieces
+
+    async def layout(self) -> fmt.ShareLayout:
+        """Where everything lies in the file's shares (opens shares on first use).
+
+        Every share's layout comes from a URI extension block checked against the
+        cap's hash, so the first one opened holds for the file.
+        """
+        if self._layout is None:
+            await self._ensure_sources(self.cap.k)
+            if not self._active:
+                raise self._not_enough(None, 0)
+            self._layout = next(iter(self._active.values())).verified.layout
+        return self._layout
+
+    def _runs(self, segments: range) -> list[range]:
+        """``segments`` cut into runs at multiples of ``batch_segments``.
+
+        Aligned runs (of a power of two) need fewer tree nodes: the subtrees under
+        them are computed from their own blocks.
+        """
+        batch = max(1, self.batch_segments)
+        cuts = [
+            segments.start,
+            *range(-(-(segments.start + 1) // batch) * batch, segments.stop, batch),
+        ]
+        return [range(a, b) for a, b in zip(cuts, [*cuts[1:], segments.stop], strict=True)]
 
     # -- locating and opening shares --
 
@@ -460,7 +598,7 @@ class ImmutableReader:
                 shares = sorted(sh for sh in result if 0 <= sh < self.cap.n)
                 self._found += len(shares)
                 holdings.append((server, shares))
-        return deque(spread(holdings))
+        return deque(_primary_first(spread(holdings), self.cap.k))
 
     async def _open(self, server: IStorageClient, share: int) -> _ShareSource:
         prefix = await server.read_immutable(
@@ -527,10 +665,6 @@ class ImmutableReader:
         """The verified blocks of consecutive segments, read with one request (plus tree nodes)."""
         layout = source.verified.layout
         si, share = self.cap.storage_index, source.share_number
-        wanted: set[int] = set()
-        for segment in run:
-            wanted.update(fmt.block_tree_nodes_needed(layout, segment))
-        runs = source.tree_reads(wanted)
         first, last = run[0], run[-1]
         start_at = layout.block_offset(first)
         stop_at = layout.block_offset(last) + layout.block_length(last)
@@ -538,79 +672,115 @@ class ImmutableReader:
         async def read(offset: int, length: int) -> bytes:
             return await source.server.read_immutable(si, share, offset, length)
 
-        reads = [read(start_at, stop_at - start_at)]
-        reads += [
-            read(layout.tree_offset + a * HASH_SIZE, (b - a + 1) * HASH_SIZE) for a, b in runs
-        ]
-        results = await gather(reads)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        data, *run_data = (bytes(r) for r in results if isinstance(r, bytes))
-        fetched = source.fetched_nodes(runs, run_data, wanted)
-        blocks = []
-        for segment in run:
-            at = layout.block_offset(segment) - start_at
-            block = data[at : at + layout.block_length(segment)]
-            # Nodes verified earlier (including by this run's earlier blocks) win over fetched ones.
-            known = {**fetched, **source.nodes}
-            source.nodes.update(fmt.verify_block(source.verified, segment, block, known))
-            blocks.append(block)
+        blocks_read = start(read(start_at, stop_at - start_at))
+        try:
+            siblings = await self._siblings(source, run, read)
+        except BaseException:
+            blocks_read.addErrback(lambda _: None)  # nobody awaits it now
+            raise
+        data = await blocks_read
+        if len(run) == 1 and len(data) == layout.block_length(first):
+            blocks = [data]
+        else:
+            view = memoryview(data)
+            blocks = [
+                bytes(view[at : at + layout.block_length(segment)])
+                for segment in run
+                for at in (layout.block_offset(segment) - start_at,)
+            ]
+        good = _verify_run(source.verified, run, blocks, siblings)
+        source.check_top(good)
+        source.nodes.update(good)
         return blocks
+
+    async def _siblings(
+        self,
+        source: _ShareSource,
+        run: range,
+        read: Callable[[int, int], Coroutine[Any, Any, bytes]],
+    ) -> dict[int, bytes]:
+        """The (unverified) block-tree nodes outside the run that checking it needs."""
+        layout = source.verified.layout
+        needed = _run_siblings(layout.num_segments, run)
+        missing = [i for i in needed if source.known(i) is None]
+        if source.wants_top(missing, bulk=len(run) > 1):
+            await source.read_top(read)
+            missing = [i for i in missing if source.known(i) is None]
+        runs = _coalesce(missing)
+        results = await gather(
+            read(layout.tree_offset + a * HASH_SIZE, (b - a + 1) * HASH_SIZE) for a, b in runs
+        )
+        fetched: dict[int, bytes] = {}
+        for (a, b), nodes in zip(runs, results, strict=True):
+            if isinstance(nodes, Exception):
+                raise nodes
+            if len(nodes) != (b - a + 1) * HASH_SIZE:
+                raise CorruptShare(f"share {source.share_number} has a truncated block hash tree")
+            fetched.update(
+                (i, nodes[(i - a) * HASH_SIZE : (i - a + 1) * HASH_SIZE])
+                for i in missing
+                if a <= i <= b
+            )
+        siblings: dict[int, bytes] = {}
+        for i in needed:
+            node = source.known(i)
+            siblings[i] = fetched[i] if node is None else node
+        return siblings
 
     async def _segments(self, layout: fmt.ShareLayout, run: range) -> list[bytes]:
         """The plaintexts of consecutive segments.
 
-        The fast path reads each of ``k`` shares' blocks for the whole run at once;
-        when a share fails or does not verify, the run is read segment by segment,
-        which switches shares and reports corruption.
+        Each of ``k`` shares' blocks for the whole run are read at once; a share that
+        fails or does not verify is dropped (and reported when corrupt) and another
+        share's blocks for the run are read instead. Only when too few shares remain
+        for the whole run is it read segment by segment (which says what is missing).
         """
         k = self.cap.k
         if len(run) > 1:
-            await self._ensure_sources(k)
-            sources = list(self._active.values())[:k]
-            if len(sources) == k:
-                results = await gather(self._fetch_run(s, run) for s in sources)
-                if all(isinstance(r, list) for r in results):
-                    if self._codec is None:
-                        self._codec = fmt.SegmentCodec(self.cap.key, layout)
-                    codec = self._codec
-                    return [
-                        codec.decode(
-                            segment,
-                            {
-                                s.share_number: cast(list[bytes], r)[i]
-                                for s, r in zip(sources, results, strict=True)
-                            },
-                        )
-                        for i, segment in enumerate(run)
-                    ]
-                for source, result in zip(sources, results, strict=True):
-                    if isinstance(result, SERVER_FAILURES):
-                        await self._failed(source.server, source.share_number, result)
-                    elif isinstance(result, Exception) and not isinstance(result, CorruptShare):
-                        raise result
+            runs = await self._blocks(run, k, self._fetch_run)
+            if len(runs) == k:
+                codec = self._segment_codec(layout)
+                return [
+                    codec.decode(segment, {share: blocks[i] for share, blocks in runs.items()})
+                    for i, segment in enumerate(run)
+                ]
         return [await self._segment(layout, segment) for segment in run]
 
-    async def _segment(self, layout: fmt.ShareLayout, segment: int) -> bytes:
-        k = self.cap.k
-        blocks: dict[int, bytes] = {}
+    async def _blocks(
+        self,
+        what: _W,
+        k: int,
+        fetch: Callable[[_ShareSource, _W], Coroutine[Any, Any, _R]],
+    ) -> dict[int, _R]:
+        """``fetch(source, what)`` from ``k`` shares, replacing those that fail, by share
+        number; fewer than ``k`` when no usable share remains."""
+        got: dict[int, _R] = {}
         tried: set[int] = set()
-        while len(blocks) < k:
-            await self._ensure_sources(k - len(blocks), frozenset(tried))
-            sources = [s for sh, s in self._active.items() if sh not in tried][: k - len(blocks)]
+        while len(got) < k:
+            await self._ensure_sources(k - len(got), frozenset(tried))
+            sources = [s for sh, s in self._active.items() if sh not in tried][: k - len(got)]
             if not sources:
-                raise self._not_enough(segment, len(blocks))
-            results = await gather(self._fetch_block(s, segment) for s in sources)
+                break
+            results = await gather(fetch(s, what) for s in sources)
             for source, result in zip(sources, results, strict=True):
                 tried.add(source.share_number)
-                if isinstance(result, bytes):
-                    blocks[source.share_number] = result
-                else:
+                if isinstance(result, Exception):
                     await self._failed(source.server, source.share_number, result)
+                else:
+                    got[source.share_number] = result
+        return got
+
+    def _segment_codec(self, layout: fmt.ShareLayout) -> fmt.SegmentCodec:
+        """The file's codec (made once)."""
         if self._codec is None:
             self._codec = fmt.SegmentCodec(self.cap.key, layout)
-        return self._codec.decode(segment, blocks)
+        return self._codec
+
+    async def _segment(self, layout: fmt.ShareLayout, segment: int) -> bytes:
+        blocks = await self._blocks(segment, self.cap.k, self._fetch_block)
+        if len(blocks) < self.cap.k:
+            raise self._not_enough(segment, len(blocks))
+        return self._segment_codec(layout).decode(segment, blocks)
 
     def _not_enough(self, segment: int | None, have: int) -> NotEnoughShares:
         si = b32encode(self.cap.storage_index)
@@ -621,6 +791,40 @@ class ImmutableReader:
             f" ({self._found} share(s) found on {len(self.servers)} server(s),"
             f" {self._corrupt} corrupt, {self._unreachable} server failure(s))"
         )
+
+
+def _primary_first(
+    candidates: list[tuple[IStorageClient, int]], k: int
+) -> list[tuple[IStorageClient, int]]:
+    """``candidates`` (one share per server first, see :func:`spread`) with, at each such
+    level, the primary shares (numbers below ``k``) first.
+
+    Primary blocks are the ciphertext itself: decoding a segment from ``k`` primary
+    blocks is a join, from any other set zfec's arithmetic over every byte (about
+    100 µs per 128 KiB segment here, against 0.3 µs).
+    """
+    level: dict[int, int] = {}
+    keyed = []
+    for position, (server, share) in enumerate(candidates):
+        depth = level.get(id(server), 0)
+        level[id(server)] = depth + 1
+        keyed.append(((depth, share >= k, position), (server, share)))
+    keyed.sort(key=lambda item: item[0])
+    return [pair for _, pair in keyed]
+
+
+def _clamped_end(offset: int, length: int, size: int) -> int:
+    """Where a read of ``length`` bytes at ``offset`` ends in a file of ``size`` bytes."""
+    if offset < 0 or length < 0:
+        raise ValueError("offset and length must not be negative")
+    return min(offset + length, size)
+
+
+def _clip(plaintext: bytes, begin: int, end: int) -> bytes:
+    """``plaintext[begin:end]`` (bounds clamped), the buffer itself when that is all of it."""
+    if begin <= 0 and end >= len(plaintext):
+        return plaintext
+    return plaintext[max(0, begin) : end]
 
 
 async def read_immutable(

@@ -7,6 +7,7 @@ for on every operation, so servers that join or leave are used at once.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
@@ -25,7 +26,6 @@ from gateway.objects.caps import (
     MutableReadCap,
     MutableWriteCap,
 )
-from gateway.objects.concurrency import shared
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.immutable import ImmutableReader, ImmutableUploader
@@ -84,12 +84,22 @@ class ObjectStore:
 class FileReader:
     """Byte ranges of one immutable file; literal files need no grid.
 
-    SFTP clients read in 32–255 KiB requests, many in flight; each would make
-    the reader fetch and decrypt a whole segment. So reads go through a small
-    cache of segment-aligned chunks, and concurrent requests for one chunk
-    share a single fetch. The chunks a read lacks are fetched as one run (one
-    request per share for their blocks), and while reads are sequential the
-    next ``readahead`` chunks are kept requested ahead of them.
+    SFTP clients read in 32–255 KiB requests, several in flight; each would make
+    the reader fetch and decrypt a whole segment. So reads go through
+    segment-aligned chunks: a chunk wanted by several reads is fetched once, and
+    fetched chunks stay in a small LRU cache.
+
+    Wanted chunks wait in a queue that is fetched in runs of up to ``batch``
+    consecutive chunks, cut at multiples of ``batch`` (one request per share for a
+    run's blocks; aligned runs need fewer hash-tree nodes), at most ``depth`` runs
+    at once: the chunks reads wait for before read-ahead, the lowest first. While
+    reads are sequential the next ``readahead`` chunks are queued ahead of them
+    (the window doubles from ``batch // 2`` with each sequential read, and is
+    topped up once half of it has been read, so even a slow reader's read-ahead
+    goes in whole runs). A chunk still queued or being fetched is never evicted,
+    so memory stays at ``max(cached_chunks, readahead + 2 * batch)`` cached
+    chunks plus ``depth * batch`` in flight, plus what the reads waiting on them
+    will return anyway.
     """
 
     def __init__(
@@ -98,16 +108,32 @@ class FileReader:
         servers: Sequence[IStorageClient],
         chunk_size: int = DEFAULT_SEGMENT_SIZE,
         cached_chunks: int = 32,
-        readahead: int = 4,
+        readahead: int = 24,
+        batch: int = 8,
+        depth: int = 3,
     ):
         self.cap = cap
-        self._reader = ImmutableReader(cap, servers) if isinstance(cap, ImmutableReadCap) else None
+        self._reader = (
+            ImmutableReader(cap, servers, batch_segments=max(1, batch))
+            if isinstance(cap, ImmutableReadCap)
+            else None
+        )
         self._chunk_size = chunk_size
-        self._capacity = max(cached_chunks, 2 * readahead)
-        self._readahead = readahead
-        self._chunks: OrderedDict[int, Deferred[bytes | _Failed]] = OrderedDict()
+        self._count = -(-cap.size // chunk_size)
+        # Read-ahead chunks wait here until read: room for the window and a run either side.
+        self._capacity = max(1, cached_chunks, readahead + 2 * batch)
+        self._readahead = max(0, readahead)
+        self._batch = max(1, batch)
+        self._depth = max(1, depth)
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()  # fetched chunks, least recent first
+        self._pending: dict[int, list[Deferred[bytes | _Failed]]] = {}  # queued or fetching
+        self._queued: set[int] = set()  # pending chunks whose fetch has not started
+        self._order: list[tuple[int, int]] = []  # heap of (0 wanted / 1 read-ahead, chunk)
+        self._running = 0
+        self._pumping = False
         self._last_end = -1  # where the previous read ended
-        self._ahead = 0  # chunks before this index have been requested by read-ahead
+        self._window = 0  # read-ahead window, in chunks (0 after a non-sequential read)
+        self._ahead = 0  # read-ahead has queued the chunks before this index
 
     @property
     def size(self) -> int:
@@ -125,80 +151,132 @@ class FileReader:
         first, last = offset // size, (end - 1) // size
         sequential = offset == self._last_end
         self._last_end = end
-        wanted = [self._cached(i) for i in range(first, last + 1)]
-        self._request([i for i, d in zip(range(first, last + 1), wanted, strict=True) if d is None])
-        if sequential and self._readahead > 0:
-            self._read_ahead(last)
-        pieces = [await self._chunk(i) for i in range(first, last + 1)]
+        wanted = [self._want(i) for i in range(first, last + 1)]
+        self._read_ahead(last, sequential)
+        self._pump()
+        pieces: list[bytes] = []
+        for piece in wanted:
+            if isinstance(piece, Deferred):
+                result = await piece
+                if isinstance(result, _Failed):
+                    result.failure.raiseException()
+                piece = result
+            pieces.append(piece)
         start = offset - first * size
+        stop = end - last * size  # where the read ends in the last chunk
         if len(pieces) == 1:
-            return pieces[0][start : start + (end - offset)]
-        return b"".join(pieces)[start : start + (end - offset)]
+            piece = pieces[0]
+            return piece if start == 0 and stop == len(piece) else piece[start:stop]
+        # One copy: the ends are views, not slices that the join would copy again.
+        head, *middle, tail = pieces
+        return b"".join([memoryview(head)[start:], *middle, memoryview(tail)[:stop]])
 
-    def _read_ahead(self, last: int) -> None:
-        """Keep the ``readahead`` chunks after ``last`` requested, a run of them at a time."""
-        chunks = -(-self.size // self._chunk_size)
-        if self._ahead > last + self._readahead // 2 or last + 1 >= chunks:
-            return
-        begin = max(self._ahead, last + 1)
-        stop = min(chunks, begin + self._readahead)
-        self._ahead = stop
-        self._request([i for i in range(begin, stop) if self._cached(i) is None])
+    # -- the queue ---------------------------------------------------------------------
 
-    def _cached(self, index: int) -> Deferred[bytes | _Failed] | None:
-        return self._chunks.get(index)
-
-    def _request(self, indexes: list[int]) -> None:
-        """Start fetching chunks, each run of consecutive ones with one read."""
-        assert self._reader is not None
-        runs: list[list[int]] = []
-        for i in indexes:
-            if runs and runs[-1][-1] == i - 1:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
-        size = self._chunk_size
-        for run in runs:
-            whole = Deferred.fromCoroutine(self._reader.read(run[0] * size, len(run) * size))
-            for n, index in enumerate(run):
-                piece: Deferred[bytes | _Failed] = Deferred()
-                self._chunks[index] = piece
-                whole.addBoth(_deliver_slice, piece, n * size, size)
-            whole.addErrback(lambda _: None)  # each piece got the failure
-        while len(self._chunks) > self._capacity:
-            self._chunks.popitem(last=False)
-
-    async def _chunk(self, index: int) -> bytes:
-        cached = self._chunks.get(index)
-        if cached is None:
-            self._request([index])
-            cached = self._chunks[index]
-        else:
+    def _want(self, index: int) -> bytes | Deferred[bytes | _Failed]:
+        """A chunk's bytes if fetched, else a Deferred fired with them (queued if need be)."""
+        done = self._chunks.get(index)
+        if done is not None:
             self._chunks.move_to_end(index)
-        result = await shared(cached)
-        if isinstance(result, _Failed):
-            if self._chunks.get(index) is cached:
-                del self._chunks[index]  # a failed fetch is not remembered
-            result.failure.raiseException()
-        assert isinstance(result, bytes)
-        return result
+            return done
+        waiter: Deferred[bytes | _Failed] = Deferred()
+        waiters = self._pending.get(index)
+        if waiters is None:
+            self._pending[index] = [waiter]
+            self._queued.add(index)
+            heapq.heappush(self._order, (0, index))
+        else:
+            waiters.append(waiter)
+            if index in self._queued:
+                heapq.heappush(self._order, (0, index))  # wanted now: ahead of read-ahead
+        return waiter
+
+    def _read_ahead(self, last: int, sequential: bool) -> None:
+        """Queue the chunks after ``last`` while reads are sequential, in a growing window."""
+        if not sequential or self._readahead == 0:
+            self._window = self._ahead = 0
+            return
+        self._window = min(self._readahead, max(self._batch // 2, 1, 2 * self._window))
+        begin = max(self._ahead, last + 1)
+        if begin - (last + 1) > self._window // 2:
+            return  # more than half a window is still ahead: top up later, a run at once
+        stop = -(-(last + 1 + self._window) // self._batch) * self._batch  # a run's end
+        self._ahead = stop = min(self._count, stop)
+        for index in range(begin, stop):
+            if index not in self._chunks and index not in self._pending:
+                self._pending[index] = []
+                self._queued.add(index)
+                heapq.heappush(self._order, (1, index))
+
+    def _pump(self) -> None:
+        """Start fetching queued runs while fewer than ``depth`` are in flight.
+
+        Not re-entered: a fetch that completes at once (the embedded grid answers
+        synchronously) calls back in here, and the loop already running picks up the
+        slot it freed and whatever its readers queued, instead of recursing per run.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._running < self._depth and self._queued:
+                if len(self._order) > 2 * len(self._queued) + 64:  # drop started chunks' entries
+                    self._order = [entry for entry in self._order if entry[1] in self._queued]
+                    heapq.heapify(self._order)
+                _, first = heapq.heappop(self._order)
+                if first not in self._queued:
+                    continue  # an entry for a chunk already started (or bumped)
+                stop = first + 1  # runs end at multiples of batch: fewer tree nodes to read
+                while stop % self._batch and stop in self._queued:
+                    stop += 1
+                self._queued.difference_update(range(first, stop))
+                self._running += 1
+                Deferred.fromCoroutine(self._fetch(first, stop))
+        finally:
+            self._pumping = False
+
+    async def _fetch(self, first: int, stop: int) -> None:
+        """Fetch chunks ``[first, stop)`` and hand them to their waiters; never raises."""
+        assert self._reader is not None
+        size = self._chunk_size
+        try:
+            pieces = await self._reader.read_pieces(first * size, (stop - first) * size)
+            chunks = _chunked(pieces, size)
+            if len(chunks) != stop - first:
+                raise AssertionError(f"{len(chunks)} chunks read for {stop - first}")
+        except Exception:
+            failed = _Failed(Failure())
+            for index in range(first, stop):
+                for waiter in self._pending.pop(index, ()):
+                    waiter.callback(failed)  # a failed fetch is not remembered
+        else:
+            for index, chunk in zip(range(first, stop), chunks, strict=True):
+                self._chunks[index] = chunk
+                for waiter in self._pending.pop(index, ()):
+                    waiter.callback(chunk)
+            while len(self._chunks) > self._capacity:
+                self._chunks.popitem(last=False)
+        finally:
+            self._running -= 1
+        self._pump()
+
+
+def _chunked(pieces: list[bytes], size: int) -> list[bytes]:
+    """Cut consecutive pieces into chunks of ``size`` bytes (the last may be shorter).
+
+    Segment-sized pieces are the chunks already (no copy); other sizes (a file
+    written with another segment size) are joined and cut.
+    """
+    if all(len(p) == size for p in pieces[:-1]) and pieces and 0 < len(pieces[-1]) <= size:
+        return pieces
+    data = b"".join(pieces)
+    return [data[at : at + size] for at in range(0, len(data), size)]
 
 
 @define
 class _Failed:
-    """A chunk whose fetch failed, held as a value: a read-ahead chunk may never be awaited,
-    and a failed Deferred nobody awaits is logged as an unhandled error."""
+    """A chunk whose fetch failed, held as a value: a read that failed on an earlier chunk
+    never awaits its later ones, and a failed Deferred nobody awaits is logged as an
+    unhandled error."""
 
     failure: Failure
-
-
-def _deliver_slice(
-    result: object, piece: Deferred[bytes | _Failed], start: int, size: int
-) -> object:
-    """Fire ``piece`` with its slice of a run's bytes (or the run's failure)."""
-    if isinstance(result, Failure):
-        piece.callback(_Failed(result))
-    else:
-        assert isinstance(result, bytes)
-        piece.callback(result[start : start + size])
-    return result

@@ -19,6 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IConsumer, IListeningPort
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -225,6 +226,20 @@ class EndpointTests(TestCase):
         }
         assert all(type(v) is int and 0 <= v < 2**64 for v in v1.values())
         assert isinstance(value[b"application-version"], bytes)
+
+    @deferred_test
+    async def test_requests_are_not_logged_one_by_one(self) -> None:
+        """No access-log line per request (a download is thousands of block reads)."""
+        live = await LiveStorage.start(self)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            for _ in range(3):
+                assert (await live.request(b"GET", "/storage/v1/version")).code == 200
+            assert (await live.request(b"GET", f"{IMM}/0", {"range": [b"bytes=0-9"]})).code == 404
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        assert not [e for e in events if "/storage/v1/" in (formatEvent(e) or "")], events
 
     @deferred_test
     async def test_immutable_lifecycle(self) -> None:
