@@ -70,6 +70,7 @@ class Target:
         self.key = key
         self.root = root  # remote directory the workloads use
         self.pid: int | None = None  # the server process, when it is ours
+        self.staging: Path | None = None  # our gateway's staging directory
         self.env: dict[str, str] | None = None  # the environment of ``sftp`` (None: ours)
 
     def batch(self, commands: str, work: Path) -> float:
@@ -182,6 +183,7 @@ def gateway_target(
     try:
         target = Target(name, port, "bench", key, "/")
         target.pid = int((node / "node.pid").read_text().split()[0])
+        target.staging = node / "staging"
         yield target
     finally:
         stopped = subprocess.run([*gateway, "stop", str(node)], capture_output=True)
@@ -280,15 +282,19 @@ def _cpu_seconds(pid: int) -> float:
 def quiesce(target: Target, timeout: float = 300.0) -> None:
     """Wait until our server is idle: background uploads of earlier workloads' files (the
     gateway acknowledges a CLOSE before the grid upload) would otherwise be measured as part
-    of the next workload."""
+    of the next workload (and a download would be served from staging, not the grid).
+
+    Idle means: no staged file left (every upload finished; a staged file is removed once
+    its upload is linked) and no CPU used for a quarter of a second."""
     if target.pid is None:
         return
     deadline = time.monotonic() + timeout
     before = _cpu_seconds(target.pid)
     while time.monotonic() < deadline:
-        time.sleep(0.25)  # sampling another process's CPU time: nothing to await
+        time.sleep(0.25)  # sampling another process's state: nothing to await
         now = _cpu_seconds(target.pid)
-        if now - before < 0.02:
+        staged = target.staging is not None and any(target.staging.glob("*.staged"))
+        if now - before < 0.02 and not staged:
             return
         before = now
 
