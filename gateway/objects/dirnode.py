@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from attrs import define, evolve, field
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
@@ -92,6 +93,7 @@ class DirectoryNode:
     _known: tuple[float, KnownState] | None = field(default=None, init=False, repr=False)
     _contended_until: float = field(default=0.0, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
+    _changing: DeferredLock = field(factory=DeferredLock, init=False, repr=False)
 
     @classmethod
     async def create(
@@ -370,7 +372,19 @@ class DirectoryNode:
             raise ChildExists(exists_message([name]))
 
     async def _modify(self, change: Callable[[dict[str, Record]], T]) -> T:
-        """Apply ``change`` (which edits the records in place) to fresh contents and publish."""
+        """Apply ``change`` (which edits the records in place) to fresh contents and publish.
+
+        Changes through one node take turns: this process never races itself (a session's
+        mkdir and a background upload's link into the same directory would otherwise
+        collide, and the loser would pause).
+        """
+        await self._changing.acquire()
+        try:
+            return await self._modify_now(change)
+        finally:
+            self._changing.release()
+
+    async def _modify_now(self, change: Callable[[dict[str, Record]], T]) -> T:
         assert isinstance(self.cap, DirectoryWriteCap)
         outcome: list[tuple[T, dict[str, Record]]] = []
 

@@ -726,3 +726,20 @@ def test_changes_in_a_row_skip_reads_until_another_writer_appears(world: World) 
     world.run(root.add("mine too", LiteralCap(b"m2")))
     assert set(world.run(world.open(root.cap).list())) == {"theirs", "mine", "mine too"}
     assert reads() > before
+
+
+def test_concurrent_changes_through_one_node_take_turns() -> None:
+    """Changes through one node never collide with each other: one publish each, no re-read."""
+    clock = Clock()
+    world = World(make_grid(4, clock=clock, latency=0.01), clock)
+    root = world.mkroot()
+    before = {m: world.grid[0].count(m) for m in ("read_test_write", "read_mutable")}
+
+    async def together() -> None:
+        await DeferredList(
+            [Deferred.fromCoroutine(root.add(f"f{i}", LiteralCap(b"%d" % i))) for i in range(10)]
+        )
+
+    world.run(together())
+    assert len(world.run(world.open(root.cap).list())) == 10
+    assert world.grid[0].count("read_test_write") - before["read_test_write"] == 10
