@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.tahoe import REQUIRES_TAHOE
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "misc" / "bench.py"
-TAHOE = ROOT / ".venv-tahoe" / "bin" / "tahoe"
+pytestmark = REQUIRES_TAHOE
 
 
-@pytest.mark.tahoe
-@pytest.mark.skipif(
-    not os.access(TAHOE, os.X_OK),
-    reason="needs Tahoe-LAFS 1.20 in /work/main/.venv-tahoe (misc/test installs it)",
-)
 def test_bench_smoke_with_tahoe(tmp_path: Path) -> None:
     """Every workload but the 1000-entry listing gets a figure in the tahoe column, and JSON."""
     out = tmp_path / "bench.json"

@@ -23,6 +23,7 @@ from storage.tls import load_tls_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 TAHOE = ROOT / ".venv-tahoe" / "bin" / "tahoe"
+
 START_TIMEOUT = 90.0
 N = TypeVar("N", "OurStorageNode", "TahoeStorageNode")
 

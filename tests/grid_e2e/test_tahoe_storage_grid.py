@@ -28,7 +28,7 @@ from gateway.objects.placement import permuted_ring
 from gateway.objects.repairer import repair
 from gateway.objects.store import ObjectStore
 from storage import wire
-from tests.grid_e2e.processes import TAHOE, TahoeStorageNode, start_tahoe_grid, stop_all
+from tests.grid_e2e.processes import TahoeStorageNode, start_tahoe_grid, stop_all
 from tests.grid_e2e.support import (
     GridTestCase,
     MiB,
@@ -37,18 +37,13 @@ from tests.grid_e2e.support import (
     write_random_file,
 )
 from tests.storage.test_http_server import deferred_test
+from tests.tahoe import REQUIRES_TAHOE
 
 SERVERS = 5
 PARAMS = fmt.EncodingParams(k=3, happy=5, n=5)
 SEG = PARAMS.segment_size
 
-pytestmark = [
-    pytest.mark.tahoe,
-    pytest.mark.skipif(
-        not os.access(TAHOE, os.X_OK),
-        reason="needs Tahoe-LAFS 1.20 in /work/main/.venv-tahoe (misc/test installs it)",
-    ),
-]
+pytestmark = REQUIRES_TAHOE
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.tahoe import REQUIRES_TAHOE
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "misc" / "bench_storage.py"
-TAHOE = ROOT / ".venv-tahoe" / "bin" / "tahoe"
+pytestmark = REQUIRES_TAHOE
 
 
-@pytest.mark.tahoe
-@pytest.mark.skipif(
-    not os.access(TAHOE, os.X_OK),
-    reason="needs Tahoe-LAFS 1.20 in /work/main/.venv-tahoe (misc/test installs it)",
-)
 def test_bench_storage_smoke(tmp_path: Path) -> None:
     """The smoke run prints a table with a row for our server and one for Tahoe's, and JSON."""
     out_json = tmp_path / "bench.json"

@@ -29,19 +29,13 @@ import pytest
 from storage.server import StorageServer
 from tests.interop.tahoe_static import write_servers_yaml
 from tests.nodes import NodeReaper, gateway, node_pid, process_gone
+from tests.tahoe import REQUIRES_TAHOE, TAHOE
 
-TAHOE = Path(__file__).resolve().parents[2] / ".venv-tahoe" / "bin" / "tahoe"
 SERVERS = 4
 NEEDED, HAPPY, TOTAL = 2, 3, 4  # any 2 of 4 shares rebuild a file: one dead server is fine
 CONNECT_TIMEOUT = 60.0
 
-pytestmark = [
-    pytest.mark.tahoe,
-    pytest.mark.skipif(
-        not os.access(TAHOE, os.X_OK),
-        reason="needs Tahoe-LAFS 1.20 in /work/main/.venv-tahoe (misc/test installs it)",
-    ),
-]
+pytestmark = REQUIRES_TAHOE
 
 
 def _our_version() -> str:
