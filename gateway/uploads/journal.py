@@ -10,9 +10,10 @@ target's capability, which is a secret. Each append is one ``fdatasync`` of
 the log, instead of a temp file, fsync, rename and directory fsync per record.
 A small file's bytes (up to :data:`INLINE_BYTES`) travel inside its record, so
 the staged copy needs no flush of its own: closing a small file costs one
-flush. When the log passes :data:`COMPACT_BYTES` it is rewritten with only the
-live records. Records of earlier versions (one ``<id>.upload`` file each) are
-still read, and removed when their job is done.
+flush. When the log passes :data:`COMPACT_BYTES` and is more than half finished
+jobs' records, it is rewritten with only the live ones. Records of earlier
+versions (one ``<id>.upload`` file each) are still read, and removed when their
+job is done.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ class UploadJournal:
             log.append({"op": "done", "id": job_id})
             del self._live[job_id]
             self._inline.discard(job_id)
-            if log.size > COMPACT_BYTES:
+            live = sum(len(encoded) for encoded in self._live.values())
+            if log.size > COMPACT_BYTES and log.size > 2 * live:  # mostly finished jobs
                 log.rewrite([{"op": "job", "job": encoded} for encoded in self._live.values()])
         try:
             os.unlink(legacy)

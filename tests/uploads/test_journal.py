@@ -107,3 +107,27 @@ def test_queue_keeps_no_inline_bytes_in_memory_but_retries_keep_them_journaled(
     staged.unlink()
     (loaded,) = UploadJournal(tmp_path / "j").load()
     assert (loaded.attempts, loaded.data) == (1, b"payload")
+
+
+def test_many_live_jobs_do_not_rewrite_the_log_on_every_removal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction runs only when finished records dominate (a big backlog is not rewritten
+    at each finished job, which made draining it quadratic)."""
+    monkeypatch.setattr(journal_module, "COMPACT_BYTES", 20_000)
+    rewrites: list[int] = []
+    original = journal_module.RedoLog.rewrite
+
+    def counting(self: journal_module.RedoLog, records: list[dict[str, object]]) -> None:
+        rewrites.append(len(records))
+        original(self, records)
+
+    monkeypatch.setattr(journal_module.RedoLog, "rewrite", counting)
+    journal = UploadJournal(tmp_path / "j")
+    jobs = [_job(tmp_path / f"f{i}", bytes([i]) * 2000, created=float(i)) for i in range(60)]
+    for job in jobs:
+        journal.record(job)
+    for job in jobs:
+        journal.remove(job.job_id)
+    assert len(rewrites) <= 3
+    assert list(UploadJournal(tmp_path / "j").load()) == []
