@@ -113,6 +113,7 @@ class UploadJournal:
         self._log: RedoLog | None = None
         self._live: dict[str, bytes] = {}
         self._inline: set[str] = set()  # jobs whose records hold the file's bytes
+        self._live_bytes = 0  # the size of the live jobs' records
 
     def _path(self, job_id: str) -> Path:
         if not job_id.isalnum():
@@ -136,6 +137,7 @@ class UploadJournal:
         if self._log is None:
             self._log = RedoLog(self.directory / LOG_NAME)
             self._live = self._records(self._log)
+            self._live_bytes = sum(len(encoded) for encoded in self._live.values())
             self._inline = {
                 job_id
                 for job_id, encoded in self._live.items()
@@ -156,6 +158,7 @@ class UploadJournal:
                 job = evolve(job, data=staged.read(job.size))
         encoded = job.to_bytes()
         log.append({"op": "job", "job": encoded})
+        self._live_bytes += len(encoded) - len(self._live.get(job.job_id, b""))
         self._live[job.job_id] = encoded
         if job.data is not None:
             self._inline.add(job.job_id)
@@ -166,10 +169,9 @@ class UploadJournal:
         log = self._writer()
         if job_id in self._live:
             log.append({"op": "done", "id": job_id})
-            del self._live[job_id]
             self._inline.discard(job_id)
-            live = sum(len(encoded) for encoded in self._live.values())
-            if log.size > COMPACT_BYTES and log.size > 2 * live:  # mostly finished jobs
+            self._live_bytes -= len(self._live.pop(job_id))
+            if log.size > COMPACT_BYTES and log.size > 2 * self._live_bytes:  # mostly finished
                 log.rewrite([{"op": "job", "job": encoded} for encoded in self._live.values()])
         try:
             os.unlink(legacy)
