@@ -86,8 +86,9 @@ def _worker(argv: list[str]) -> int:
     from gateway.grid.http_client import HttpStorageClient
     from gateway.objects.caps import ImmutableReadCap, parse
     from gateway.objects.crypto import GatewaySecrets
-    from gateway.objects.immutable import ImmutableReader, ImmutableUploader
+    from gateway.objects.immutable import ImmutableReader
     from gateway.objects.immutable_format import EncodingParams
+    from gateway.objects.upload import ImmutableUploader
 
     op, nurls_file, path = argv[0], Path(argv[1]), Path(argv[2])
     nurls = json.loads(nurls_file.read_text())

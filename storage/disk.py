@@ -5,7 +5,6 @@ Layout under the backend's directory::
     shares/<2-char prefix>/<base32 SI>/<shnum>          complete shares
     shares/<2-char prefix>/<base32 SI>/metadata.cbor    kind, leases, write enabler digest
     shares/incoming/<base32 SI>.<shnum>                 incomplete immutable uploads
-    shares/incoming/tmp/                                temporary files of atomic writes
     corruption-advisories.log                           one JSON object per line
 
     redo.log                                            changes not yet checkpointed
@@ -37,8 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from storage.backend import (
 )
 from storage.errors import NoSuchShare, StorageError
 from storage.leases import Lease
-from storage.redolog import RedoLog
+from storage.redolog import RedoLog, fsync_directory
 from storage.space import free_bytes
 
 _METADATA = "metadata.cbor"
@@ -71,15 +69,6 @@ _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
 
-def fsync_directory(path: Path) -> None:
-    """Make the entries of a directory (creations, renames, removals) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_private_dirs(path: Path) -> None:
     """Create ``path`` and any missing parents with mode 0700, durably."""
     if path.is_dir():
@@ -90,26 +79,6 @@ def make_private_dirs(path: Path) -> None:
     except FileExistsError:
         return
     fsync_directory(path.parent)
-
-
-def atomic_replace(target: Path, tmpdir: Path, fill: Callable[[int], None]) -> None:
-    """Replace ``target`` by a file that ``fill`` writes through a descriptor, atomically."""
-    fd, tmpname = tempfile.mkstemp(dir=tmpdir, prefix="tmp-")
-    try:
-        fill(fd)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmpname)
-        raise
-    os.close(fd)
-    os.replace(tmpname, target)
-    fsync_directory(target.parent)
-
-
-def atomic_write(target: Path, tmpdir: Path, data: bytes) -> None:
-    """Replace ``target`` by a file holding ``data``, atomically."""
-    atomic_replace(target, tmpdir, lambda fd: _pwrite_all(fd, data, 0))
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -161,7 +130,6 @@ class DiskBackend:
     path: Path = field(converter=Path)
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
-    _tmp: Path = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
     _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
     _log: RedoLog = field(init=False)
@@ -177,10 +145,9 @@ class DiskBackend:
     def __attrs_post_init__(self) -> None:
         self._shares = self.path / "shares"
         self._incoming = self._shares / "incoming"
-        self._tmp = self._incoming / "tmp"
         make_private_dirs(self._shares)
         shutil.rmtree(self._incoming, ignore_errors=True)
-        make_private_dirs(self._tmp)
+        make_private_dirs(self._incoming)
         self._log = RedoLog(self.path / _REDO_LOG)
         for record in list(self._log.records()):
             self._apply(record)

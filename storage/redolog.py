@@ -27,6 +27,15 @@ MAGIC = b"GGRL"
 _HEAD = struct.Struct(">4sI16s")
 
 
+def fsync_directory(path: Path) -> None:
+    """Make the entries of a directory (creations, renames, removals) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
 
@@ -121,11 +130,7 @@ class RedoLog:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(self.path.parent)
         self.close()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
         self.size = len(data)

@@ -1,32 +1,22 @@
-"""Uploading immutable files to storage servers and reading byte ranges back.
+"""Reading byte ranges of immutable files back from storage servers.
 
-Upload: a first pass hashes the plaintext (for the convergent key), then shares
-are allocated on servers in permuted-ring order until servers-of-happiness is
-met (see :mod:`gateway.objects.placement`), and a second pass encodes segment by
-segment, writing each segment's blocks to every server while up to
-``pipeline_depth`` segments are in flight. Memory stays at a few segments plus
-32 bytes per block hash. The share metadata (header, hash chain, UEB, block tree)
-is written last, completing each share.
-
-Download: shares are located with one ``list`` per server; ``k`` shares (on
-distinct servers first) are opened by reading and verifying their first bytes;
-each segment of the requested range is then rebuilt from ``k`` blocks, every
-block checked against the hash trees. A bad block or a failing server makes the
+Shares are located with one ``list`` per server; ``k`` shares (on distinct
+servers first) are opened by reading and verifying their first bytes; each
+segment of the requested range is then rebuilt from ``k`` blocks, every block
+checked against the hash trees. A bad block or a failing server makes the
 reader switch to another share (reporting corruption to the server that held
-it); NotEnoughShares is raised only when no usable share remains.
+it); NotEnoughShares is raised only when no usable share remains. Uploading is
+:mod:`gateway.objects.upload`'s.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
@@ -36,15 +26,9 @@ from gateway.objects.concurrency import gather, shared, start
 from gateway.objects.crypto import (
     HASH_SIZE,
     PERSON_BLOCK_NODE,
-    PERSON_PLAINTEXT,
-    GatewaySecrets,
-    convergent_key,
-    immutable_storage_index,
-    random_key,
-    streaming_hasher,
 )
-from gateway.objects.errors import CorruptShare, NotEnoughShares, UploadUnhappy
-from gateway.objects.placement import happiness, permuted_ring, spread
+from gateway.objects.errors import CorruptShare, NotEnoughShares
+from gateway.objects.placement import permuted_ring, spread
 from storage.errors import StorageError
 
 SERVER_FAILURES = (ServerUnavailable, StorageError)
@@ -57,266 +41,6 @@ WHOLE_TREE_LIMIT = 64 * 1024
 """Block hash trees up to this size (2047 nodes: files of up to 1024 segments) are read whole;
 of larger ones, reads of several segments read the top levels (at least this much, 1/8 of the
 tree) once per share."""
-
-SLICE_SECONDS = 0.02
-"""How long an upload may run without letting the reactor serve anything else."""
-
-
-class _Pacer:
-    """Lets the running reactor in at least every ``SLICE_SECONDS`` of a long upload.
-
-    On the embedded grid every storage call completes at once, so a large
-    upload would otherwise hash, encrypt and write the whole file in one
-    reactor turn: a CLOSE reply already written, and every other session,
-    would wait for the entire upload (11.6 s for 1 GiB). Without a running
-    reactor (synchronous tests) it does nothing.
-    """
-
-    def __init__(self) -> None:
-        self._since = time.monotonic()
-
-    async def pause(self) -> None:
-        now = time.monotonic()
-        if now - self._since < SLICE_SECONDS:
-            return
-        from twisted.internet import reactor
-
-        if getattr(reactor, "running", False):
-            await deferLater(cast(IReactorTime, reactor), 0, lambda: None)
-        self._since = time.monotonic()
-
-
-# --- upload ------------------------------------------------------------------------
-
-
-@define(eq=False)
-class _Placement:
-    """Which shares each server holds (already had, or newly allocated to us)."""
-
-    storage_index: bytes
-    holders: dict[IStorageClient, set[int]] = field(factory=dict)
-    allocated: dict[IStorageClient, set[int]] = field(factory=dict)
-    refused: int = 0
-    unreachable: int = 0
-    lost: int = 0
-
-    def happiness(self) -> int:
-        return happiness(self.holders)
-
-    def drop(self, server: IStorageClient) -> None:
-        """Forget a server that failed mid-upload."""
-        self.holders.pop(server, None)
-        self.allocated.pop(server, None)
-        self.lost += 1
-
-    def unhappy(self, happy: int, queried: int) -> UploadUnhappy:
-        si = b32encode(self.storage_index)
-        return UploadUnhappy(
-            f"could place shares of storage index {si} on only {self.happiness()} distinct"
-            f" server(s), {happy} are required: {queried} of the grid's servers asked,"
-            f" {self.refused} refused (full), {self.unreachable} unreachable,"
-            f" {self.lost} failed while writing"
-        )
-
-
-@define(eq=False)
-class ImmutableUploader:
-    """Uploads files as immutable objects onto a set of storage servers."""
-
-    servers: Sequence[IStorageClient]
-    secrets: GatewaySecrets
-    params: fmt.EncodingParams = fmt.EncodingParams()
-    convergent: bool = True
-    pipeline_depth: int = 4
-
-    async def upload_bytes(self, data: bytes) -> ImmutableCap:
-        """Upload a buffer (convenience for small objects and tests)."""
-        import io
-
-        return await self.upload(io.BytesIO(data))
-
-    async def upload(self, source: BinaryIO) -> ImmutableCap:
-        """Upload a seekable binary file from its current position to its end.
-
-        Returns a literal cap for tiny files (nothing is stored), else the read cap.
-        Raises UploadUnhappy (and aborts what was allocated) when the shares
-        cannot be spread over ``happy`` servers.
-        """
-        params = self.params
-        start_at = source.tell()
-        hasher = streaming_hasher(PERSON_PLAINTEXT)
-        size = 0
-        head = b""
-        pacer = _Pacer()
-        while chunk := source.read(params.segment_size):
-            await pacer.pause()
-            if size <= fmt.LITERAL_THRESHOLD:
-                head += chunk
-            size += len(chunk)
-            if not self.convergent and size > fmt.LITERAL_THRESHOLD:
-                here = source.tell()
-                size += source.seek(0, 2) - here
-                break
-            hasher.update(chunk)
-        if size <= fmt.LITERAL_THRESHOLD:
-            return LiteralCap(head[:size])
-        if self.convergent:
-            key = convergent_key(
-                self.secrets.convergence, params.k, params.n, params.segment_size, hasher.digest()
-            )
-        else:
-            key = random_key()
-        layout = fmt.ShareLayout(size, params.segment_size, params.k, params.n)
-        storage_index = immutable_storage_index(key)
-        placement = await self._place(storage_index, layout.share_size)
-        try:
-            source.seek(start_at)
-            cap = await self._write(source, key, layout, placement)
-        except BaseException:
-            await self._abort(placement)
-            raise
-        return cap
-
-    async def _allocate(
-        self, placement: _Placement, server: IStorageClient, share: int, size: int
-    ) -> bool:
-        si = placement.storage_index
-        sid = server.server_id
-        try:
-            result = await server.allocate_buckets(
-                si,
-                frozenset({share}),
-                size,
-                self.secrets.upload_secret(sid, si),
-                self.secrets.renew_secret(sid, si),
-                self.secrets.cancel_secret(sid, si),
-            )
-        except ServerUnavailable:
-            placement.unreachable += 1
-            return False
-        except StorageError:
-            placement.refused += 1
-            return False
-        # Shares the server already had: allocate_buckets has renewed our lease on them
-        # (as Tahoe's servers do), so no separate add_or_renew_lease (a durable write) is sent.
-        got = set(result.already_have) | set(result.allocated)
-        if not got:
-            placement.refused += 1
-            return False
-        placement.holders.setdefault(server, set()).update(got)
-        placement.allocated.setdefault(server, set()).update(result.allocated)
-        return share in got
-
-    async def _place(self, storage_index: bytes, share_size: int) -> _Placement:
-        placement = _Placement(storage_index)
-        n = self.params.n
-        ring = deque(permuted_ring(self.servers, storage_index))
-        homeless = deque(range(n))
-
-        def placed() -> set[int]:
-            return set().union(*placement.holders.values())
-
-        # First pass: one share per server, in ring order, batch by batch.
-        while homeless and ring:
-            batch = [
-                (ring.popleft(), homeless.popleft()) for _ in range(min(len(ring), len(homeless)))
-            ]
-            await gather(self._allocate(placement, s, sh, share_size) for s, sh in batch)
-            homeless = deque(sorted(set(homeless) | {sh for _, sh in batch} - placed()))
-        # Further passes: the remaining shares round-robin over servers that accepted.
-        usable = [s for s in permuted_ring(placement.holders, storage_index)]
-        while homeless and usable:
-            batch = list(
-                zip(
-                    usable,
-                    [homeless.popleft() for _ in range(min(len(usable), len(homeless)))],
-                    strict=False,
-                )
-            )
-            results = await gather(self._allocate(placement, s, sh, share_size) for s, sh in batch)
-            usable = [s for (s, _), ok in zip(batch, results, strict=True) if ok is True]
-            homeless = deque(sorted(set(homeless) | {sh for _, sh in batch} - placed()))
-        if placement.happiness() < self.params.happy:
-            await self._abort(placement)
-            raise placement.unhappy(self.params.happy, len(self.servers))
-        return placement
-
-    async def _write(
-        self, source: BinaryIO, key: bytes, layout: fmt.ShareLayout, placement: _Placement
-    ) -> ImmutableReadCap:
-        builder = fmt.ShareSetBuilder(key, layout)
-        in_flight: deque[Deferred[None]] = deque()
-        try:
-            await self._write_segments(source, builder, layout, placement, in_flight)
-        except BaseException:
-            for pending in in_flight:
-                pending.addErrback(lambda _: None)
-            raise
-        cap, prefixes = builder.finish()
-        await self._write_blocks(placement, prefixes, 0, final=True)
-        return cap
-
-    async def _write_segments(
-        self,
-        source: BinaryIO,
-        builder: fmt.ShareSetBuilder,
-        layout: fmt.ShareLayout,
-        placement: _Placement,
-        in_flight: deque[Deferred[None]],
-    ) -> None:
-        pacer = _Pacer()
-        for segment in range(layout.num_segments):
-            await pacer.pause()
-            plaintext = source.read(layout.segment_length(segment))
-            if len(plaintext) != layout.segment_length(segment):
-                raise ValueError("the file changed size while it was being uploaded")
-            blocks = builder.add_segment(plaintext)
-            offset = layout.block_offset(segment)
-            in_flight.append(start(self._write_blocks(placement, blocks, offset)))
-            if len(in_flight) >= self.pipeline_depth:
-                await in_flight.popleft()
-        while in_flight:
-            await in_flight.popleft()
-
-    async def _write_blocks(
-        self, placement: _Placement, blocks: Sequence[bytes], offset: int, final: bool = False
-    ) -> None:
-        """Write each share's piece to every server that allocated it; drop failing servers."""
-        si = placement.storage_index
-
-        async def to_server(server: IStorageClient, shares: set[int]) -> None:
-            secret = self.secrets.upload_secret(server.server_id, si)
-            for share in sorted(shares):
-                result = await server.write_immutable(si, share, secret, offset, blocks[share])
-                if final and not result.finished:
-                    raise CorruptShare(f"share {share} is incomplete after its last write")
-
-        targets = [(s, set(shares)) for s, shares in placement.allocated.items() if shares]
-        results = await gather(to_server(s, shares) for s, shares in targets)
-        for (server, _), result in zip(targets, results, strict=True):
-            if isinstance(result, (*SERVER_FAILURES, CorruptShare)):
-                placement.drop(server)
-            elif isinstance(result, Exception):
-                raise result
-        if placement.happiness() < self.params.happy:
-            raise placement.unhappy(self.params.happy, len(self.servers))
-
-    async def _abort(self, placement: _Placement) -> None:
-        si = placement.storage_index
-
-        async def abort(server: IStorageClient, share: int) -> None:
-            await server.abort_immutable(
-                si, share, self.secrets.upload_secret(server.server_id, si)
-            )
-
-        await gather(
-            abort(server, share)
-            for server, shares in placement.allocated.items()
-            for share in shares
-        )
-
-
-# --- download ----------------------------------------------------------------------
 
 
 @define(eq=False)

@@ -28,9 +28,10 @@ from gateway.objects.caps import (
 )
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode
-from gateway.objects.immutable import ImmutableReader, ImmutableUploader
+from gateway.objects.immutable import ImmutableReader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.mutable import MutableClient
+from gateway.objects.upload import ImmutableUploader
 
 T = TypeVar("T")
 

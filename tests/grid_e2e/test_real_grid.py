@@ -34,10 +34,10 @@ from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap, LiteralCap
 from gateway.objects.checker import ShareStatus, check
 from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.immutable import ImmutableUploader
 from gateway.objects.placement import permuted_ring
 from gateway.objects.repairer import repair
 from gateway.objects.store import ObjectStore
+from gateway.objects.upload import ImmutableUploader
 from storage import wire
 from tests.grid_e2e.processes import OurStorageNode, StorageNode, start_our_grid, stop_all
 from tests.grid_e2e.support import (

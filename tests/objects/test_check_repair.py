@@ -20,9 +20,10 @@ from gateway.objects.caps import (
 from gateway.objects.checker import CheckResult, ShareStatus, check, deep_check
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.errors import NotEnoughShares, NotWritable
-from gateway.objects.immutable import ImmutableUploader, read_immutable
+from gateway.objects.immutable import read_immutable
 from gateway.objects.mutable import MutableClient
 from gateway.objects.repairer import RepairResult, repair
+from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import GridClient, make_grid, run
 
 SEG = 256

@@ -15,7 +15,8 @@ from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap, LiteralCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.errors import NotEnoughShares, UploadUnhappy
-from gateway.objects.immutable import ImmutableReader, ImmutableUploader, read_immutable
+from gateway.objects.immutable import ImmutableReader, read_immutable
+from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import GridClient, make_grid, run
 
 SEG = 256

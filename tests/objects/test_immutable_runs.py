@@ -16,10 +16,10 @@ from gateway.objects.errors import CorruptShare
 from gateway.objects.immutable import (
     WHOLE_TREE_LIMIT,
     ImmutableReader,
-    ImmutableUploader,
     _run_siblings,
     _verify_run,
 )
+from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import GridClient, make_grid, run
 
 SECRETS = GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32)

@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap
 from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.immutable import ImmutableReader, ImmutableUploader
+from gateway.objects.immutable import ImmutableReader
+from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import make_grid, run
 
 SEG = 256

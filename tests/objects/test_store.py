@@ -15,8 +15,8 @@ from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.errors import NotEnoughShares
-from gateway.objects.immutable import ImmutableUploader
 from gateway.objects.store import FileReader
+from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import GridClient, make_grid, run
 
 SEG = 256
