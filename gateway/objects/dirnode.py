@@ -94,6 +94,7 @@ class DirectoryNode:
     _contended_until: float = field(default=0.0, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
     _changing: DeferredLock = field(factory=DeferredLock, init=False, repr=False)
+    _entries: dict[str, tuple[Record, Entry]] = field(factory=dict, init=False, repr=False)
 
     @classmethod
     async def create(
@@ -327,6 +328,16 @@ class DirectoryNode:
         return directory_write_key(self.cap.node.signing_seed)
 
     def _entry(self, name: str, record: Record) -> Entry:
+        # Parsing a cap and unsealing a write cap cost tens of microseconds; a path lookup
+        # makes one entry per component, so each record's entry is made once.
+        cached = self._entries.get(name)
+        if cached is not None and cached[0] is record:
+            return cached[1]
+        entry = self._make_entry(name, record)
+        self._entries[name] = (record, entry)
+        return entry
+
+    def _make_entry(self, name: str, record: Record) -> Entry:
         cap: ChildCap | None = None
         if record.read_cap is not None:
             text = record.read_cap
@@ -346,6 +357,8 @@ class DirectoryNode:
 
     def _remember(self, records: dict[str, Record]) -> None:
         self._cache = (self.clock.seconds(), dict(records))
+        if len(self._entries) > 2 * len(records) + 64:  # drop entries of removed names
+            self._entries = {n: e for n, e in self._entries.items() if records.get(n) is e[0]}
 
     async def _records(self, max_age: float | None) -> dict[str, Record]:
         if max_age is not None and self._cache is not None:
