@@ -17,6 +17,7 @@ from gateway.nodedir import CONVERGENCE_FILE, LEASE_SECRET_FILE, NodeDir
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
 from gateway.objects.store import ObjectStore
+from gateway.objects.writeback import DirectoryWriteBack
 from gateway.service import NodePart, StartupError
 from gateway.storage_node import read_secret_file
 from gateway.uploads.journal import UploadJob, UploadJournal
@@ -53,6 +54,7 @@ class FilesystemPart(NodePart):
         self._grid = grid
         self._quota: int = config.get("uploads", "staging_quota")
         self._close_waits = config.get("uploads", "close") == "grid"
+        self._grace: float = config.get("uploads", "grace_period")
         self.journal = UploadJournal(nd.state / "uploads")
         self.queue = UploadQueue(
             reactor,
@@ -73,6 +75,11 @@ class FilesystemPart(NodePart):
         encoding = self._grid.encoding
         params = EncodingParams(k=encoding.needed, happy=encoding.happy, n=encoding.total)
         self.store = ObjectStore(lambda: self._grid.servers, secrets, params, self._reactor)
+        if not self._close_waits:
+            # Directory changes are answered once journaled, as CLOSE is, and published after.
+            self.store.write_back = DirectoryWriteBack(
+                self._nd.state / "directories", self.store.mutable_client, self._reactor
+            )
         self.staging = StagingArea(self._nd.staging, self._quota)
         journaled = list(self.journal.load())
         referenced = {job.staged for job in journaled}
@@ -82,6 +89,12 @@ class FilesystemPart(NodePart):
             self.volume(job.target["root"]).adopt(job)
         # A server that comes back may be what failed uploads were waiting for.
         self._grid.on_server_back.append(self.queue.retry_now)
+
+    async def stop(self) -> None:
+        """Publish journaled directory changes within the grace period; the rest stay
+        journaled."""
+        if self.store is not None and self.store.write_back is not None:
+            await self.store.write_back.stop(self._grace)
 
     def volume(self, root_cap: str) -> Volume:
         """The shared volume of a root directory."""
@@ -102,8 +115,11 @@ class FilesystemPart(NodePart):
         """Staging use (no paths of secrets, no caps)."""
         if self.staging is None:
             return {"running": False}
+        write_back = self.store.write_back if self.store is not None else None
         return {
             "staging_used": self.staging.used,
             "staging_quota": self.staging.quota,
             "volumes": len(self.volumes),
+            "directory_changes_pending": write_back.pending() if write_back else 0,
+            "directories_pending": write_back.pending_directories() if write_back else 0,
         }

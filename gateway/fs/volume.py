@@ -151,7 +151,7 @@ class Volume:
         try:
             return await node.get(name, max_age=DIRECTORY_CACHE_SECONDS)
         except (ServerUnavailable, NotEnoughShares):
-            if node._cache is None:
+            if not node.listed_before():
                 raise
             self.log.info("the grid does not answer; using the last listing of a directory")
             return await node.get(name, max_age=float("inf"))
@@ -286,6 +286,14 @@ class Volume:
         # rename, setattr or remove) must then find the file in the grid, not in the overlay.
         self._finish(job.job_id, pending)
         pending.lock.release()
+        write_back = self.store.write_back
+        if write_back is not None and self.queue.awaited(job.job_id):
+            # Someone waits for the file to be in the grid (fsync): so must its directories be.
+            try:
+                chain = [await self.directory(pending.path[:i]) for i in range(len(pending.path))]
+            except (NoSuchFile, NotADirectory):
+                return  # moved away meanwhile: published wherever it is now
+            await write_back.flush(reversed([node.storage_index for node in chain]))
 
     async def _existing_mutable(self, pending: Pending) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""

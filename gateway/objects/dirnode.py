@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from attrs import define, evolve, field
 from twisted.internet.defer import DeferredLock
@@ -36,6 +36,7 @@ from gateway.objects.caps import (
     parse,
 )
 from gateway.objects.crypto import directory_write_key
+from gateway.objects.dirchanges import Change, Create, Link, Rename, SetMetadata, Unlink
 from gateway.objects.dirformat import (
     FORMAT_VERSION,
     BadChild,
@@ -67,6 +68,9 @@ from gateway.objects.errors import (
 )
 from gateway.objects.mutable import KnownState, MutableClient
 
+if TYPE_CHECKING:
+    from gateway.objects.writeback import DirectoryWriteBack
+
 T = TypeVar("T")
 
 
@@ -78,6 +82,11 @@ class DirectoryNode:
     ``backoff`` to at most ``max_backoff`` seconds) between attempts of a change
     that lost a race; ``attempts`` bounds those attempts. (A read that overlaps
     another writer's publish is retried by :class:`MutableClient` itself.)
+
+    With ``write_back`` a writable node's changes are decided against the
+    gateway's view, journaled, and published later by that
+    :class:`~gateway.objects.writeback.DirectoryWriteBack`; its reads see the
+    view, which every node of the directory shares.
     """
 
     client: MutableClient
@@ -89,6 +98,7 @@ class DirectoryNode:
     rng: random.Random = field(factory=random.Random, repr=False)
     reuse_known: float = 10.0
     reuse_streak: int = 4
+    write_back: DirectoryWriteBack | None = field(default=None, repr=False)
     _cache: tuple[float, dict[str, Record]] | None = field(default=None, init=False, repr=False)
     _known: tuple[float, KnownState] | None = field(default=None, init=False, repr=False)
     _contended_until: float = field(default=0.0, init=False, repr=False)
@@ -213,6 +223,10 @@ class DirectoryNode:
             new[name] = make_record(cap, metadata, key)
         if not new:
             return {}
+        if self._writes_back():
+            assert self.write_back is not None
+            await self.write_back.commit([(self, Link(tuple(new.items()), not overwrite))])
+            return {name: self._entry(name, r) for name, r in new.items()}
 
         attempts = 0
 
@@ -236,6 +250,8 @@ class DirectoryNode:
         """Unlink ``name`` and return the entry it had (the child object itself is untouched)."""
         name = normalize_name(name)
         self._write_key()
+        if self._writes_back():
+            return self._entry(name, await self._commit(Unlink(name)))
 
         removed: list[Record] = []
 
@@ -255,6 +271,8 @@ class DirectoryNode:
         self._write_key()
         if old == new:
             return await self.get(old)
+        if self._writes_back():
+            return self._entry(new, await self._commit(Rename(old, new, overwrite)))
 
         moved: list[Record] = []
 
@@ -289,6 +307,16 @@ class DirectoryNode:
             raise BadChild("mkdir needs metadata of kind 'dir'")
         if not overwrite:
             await self._check_free(name)
+        if self._writes_back() and not entries:
+            # The new directory is published later, before the first publish that links it.
+            cap = DirectoryWriteCap.generate()
+            now = self.clock.seconds()
+            meta = metadata or EntryMetadata(kind="dir", mtime=now, ctime=now)
+            child = evolve(self, cap=cap)
+            link = Link(((name, make_record(cap, meta, self._write_key())),), not overwrite)
+            assert self.write_back is not None
+            await self.write_back.commit([(child, Create()), (self, link)])
+            return child
         child = await DirectoryNode.create(
             self.client,
             entries,
@@ -297,6 +325,7 @@ class DirectoryNode:
             backoff=self.backoff,
             max_backoff=self.max_backoff,
             rng=self.rng,
+            write_back=self.write_back,
         )
         await self.add(name, child.cap, metadata, overwrite)
         return child
@@ -310,6 +339,9 @@ class DirectoryNode:
         self._write_key()
         if "kind" in changes:
             raise BadChild("an entry's kind cannot be changed")
+        if self._writes_back():
+            decided = SetMetadata(name, tuple(sorted(changes.items())))
+            return self._entry(name, await self._commit(decided))
 
         def change(records: dict[str, Record]) -> Record:
             if name not in records:
@@ -320,7 +352,34 @@ class DirectoryNode:
 
         return self._entry(name, await self._modify(change))
 
+    def listed_before(self) -> bool:
+        """Whether this gateway has contents of the directory to show without the grid."""
+        if self.write_back is not None and self.write_back.has_view(self.storage_index):
+            return True
+        return self._cache is not None
+
+    async def read_state(self) -> KnownState:
+        """The directory's newest version from the grid (pausing while writers keep changing
+        it)."""
+        for attempt in range(self.attempts):
+            try:
+                return await self.client.read_known(self.cap.node)
+            except SharesKeptChanging:  # writers kept replacing it: pause, then try again
+                if attempt == self.attempts - 1:
+                    raise
+                await self._pause(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- internals --
+
+    def _writes_back(self) -> bool:
+        return self.write_back is not None and isinstance(self.cap, DirectoryWriteCap)
+
+    async def _commit(self, change: Change) -> Record:
+        assert self.write_back is not None
+        record = (await self.write_back.commit([(self, change)]))[0]
+        assert record is not None
+        return record
 
     def _write_key(self) -> bytes:
         if not isinstance(self.cap, DirectoryWriteCap):
@@ -361,18 +420,17 @@ class DirectoryNode:
             self._entries = {n: e for n, e in self._entries.items() if records.get(n) is e[0]}
 
     async def _records(self, max_age: float | None) -> dict[str, Record]:
+        if self.write_back is not None:
+            if isinstance(self.cap, DirectoryWriteCap):
+                return await self.write_back.records(self, max_age)
+            view = self.write_back.view(self.storage_index, max_age)
+            if view is not None:
+                return view
         if max_age is not None and self._cache is not None:
             when, records = self._cache
             if self.clock.seconds() - when <= max_age:
                 return records
-        for attempt in range(self.attempts):
-            try:
-                state = await self.client.read_known(self.cap.node)
-                break
-            except SharesKeptChanging:  # writers kept replacing it: pause, then try again
-                if attempt == self.attempts - 1:
-                    raise
-                await self._pause(attempt)
+        state = await self.read_state()
         records = unpack_contents(state.data)
         self._remember(records)
         self._known = (self.clock.seconds(), state)
@@ -472,6 +530,12 @@ async def move(
     if source.storage_index == destination.storage_index:
         return await source.rename(source_name, destination_name, overwrite)
     entry = await source.get(source_name)
+    if source.write_back is not None and destination.write_back is source.write_back:
+        # Both changes in one journal record: the entry is never in neither place.
+        record = make_record(entry.cap, entry.metadata, destination._write_key())
+        link = Link(((destination_name, record),), exclusive=not overwrite)
+        await source.write_back.commit([(destination, link), (source, Unlink(source_name))])
+        return destination._entry(destination_name, record)
     added = await destination.add(destination_name, entry.cap, entry.metadata, overwrite)
     expected = (entry.read_cap and entry.read_cap.to_string(), entry.metadata.symlink)
 

@@ -32,6 +32,7 @@ from gateway.objects.immutable import ImmutableReader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.mutable import MutableClient
 from gateway.objects.upload import ImmutableUploader
+from gateway.objects.writeback import DirectoryWriteBack
 
 T = TypeVar("T")
 
@@ -50,6 +51,8 @@ class ObjectStore:
         self.secrets = secrets
         self.params = params
         self.clock = clock
+        #: When set, directory changes are journaled locally and published in the background.
+        self.write_back: DirectoryWriteBack | None = None
 
     @property
     def servers(self) -> Sequence[IStorageClient]:
@@ -75,11 +78,15 @@ class ObjectStore:
 
     async def create_directory(self) -> DirectoryNode:
         """A new, empty directory."""
-        return await DirectoryNode.create(self.mutable_client(), clock=self.clock)
+        return await DirectoryNode.create(
+            self.mutable_client(), clock=self.clock, write_back=self.write_back
+        )
 
     def directory(self, cap: DirectoryWriteCap | DirectoryReadCap | str) -> DirectoryNode:
         """An existing directory (no I/O)."""
-        return DirectoryNode.open(self.mutable_client(), cap, clock=self.clock)
+        return DirectoryNode.open(
+            self.mutable_client(), cap, clock=self.clock, write_back=self.write_back
+        )
 
 
 class FileReader:

@@ -177,6 +177,10 @@ class UploadQueue(NodePart):
         self._waiters.setdefault(job_id, []).append(waiter)
         return waiter
 
+    def awaited(self, job_id: str) -> bool:
+        """Whether someone waits for this job to reach the grid (an fsync, ``close = grid``)."""
+        return bool(self._waiters.get(job_id))
+
     def pending(self) -> list[UploadJob]:
         """Jobs not yet uploaded, oldest first."""
         return sorted(self._jobs.values(), key=lambda job: (job.created, job.job_id))

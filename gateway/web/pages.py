@@ -60,6 +60,7 @@ GATEWAY_TOTALS = Section(
         Column("Bytes sent over SFTP", "bytes_sent", "bytes"),
         Column("Uploads waiting for the grid", "queue_depth", "count"),
         Column("Uploads finished (recent)", "uploads_finished", "count"),
+        Column("Directory changes waiting for the grid", "directory_changes_pending", "count"),
         Column("Staging used", "staging_used", "bytes"),
         Column("Staging quota", "staging_quota", "bytes"),
     ),

@@ -183,9 +183,20 @@ def upload_queue(gw: RunningGateway) -> list[dict[str, Any]]:
     return list(status(gw)["parts"]["upload queue"]["pending"])
 
 
+def directory_changes(gw: RunningGateway) -> int:
+    """Directory changes journaled and not yet published (``/status.json``)."""
+    return int(status(gw)["parts"]["filesystem"].get("directory_changes_pending", 0))
+
+
 def wait_drained(gw: RunningGateway, timeout: float = 120.0) -> None:
-    """Poll the status JSON until the upload queue is empty."""
-    wait_for(lambda: not upload_queue(gw), timeout, "the upload queue to drain", every=0.25)
+    """Poll the status JSON until the upload queue is empty and every directory change is
+    published."""
+    wait_for(
+        lambda: not upload_queue(gw) and not directory_changes(gw),
+        timeout,
+        "the upload queue to drain",
+        every=0.25,
+    )
 
 
 class Session:

@@ -186,15 +186,18 @@ def test_sigkill_between_journal_and_directory_update(
 def test_fsync_survives_sigkill_and_loss_of_staging(
     tmp_path: Path, reaper: NodeReaper, make_grid: type[Grid]
 ) -> None:
-    """fsync@openssh.com returns only once the handle's contents are in the grid: SIGKILL the
+    """fsync@openssh.com returns only once the handle's contents are in the grid, in a directory
+    made just before (directory changes are otherwise published after their reply): SIGKILL the
     gateway right after (with more unsynced writes on the handle), delete its staging directory
-    and its journal, and a second gateway with the same root reads exactly the fsynced bytes."""
+    and its journals, and a second gateway with the same root reads exactly the fsynced bytes."""
     grid = make_grid(3)
     a = grid_gateway(tmp_path, reaper, grid, "2/3/3", name="a")
     b = grid_gateway(tmp_path, reaper, grid, "2/3/3", name="b", root_from=a.node_dir)
     synced = random.Random(3).randbytes(3 * MiB + 17)
     session = Session(a)
-    f = session.sftp.open("/synced.bin", "wb")
+    session.sftp.mkdir("/made")
+    session.sftp.mkdir("/made/here")
+    f = session.sftp.open("/made/here/synced.bin", "wb")
     f.write(synced)
     f.flush()
     kind, _ = session.sftp._request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", f.handle)
@@ -204,9 +207,11 @@ def test_fsync_survives_sigkill_and_loss_of_staging(
     kill_gateway(a)
     session.close()
     shutil.rmtree(a.node_dir / "staging")
-    shutil.rmtree(a.node_dir / "state" / "uploads", ignore_errors=True)
+    shutil.rmtree(a.node_dir / "state", ignore_errors=True)
     with Session(b) as sftp:
-        got = wait_for(lambda: _try_read(sftp, "/synced.bin"), 10, "the fsynced file on b")
+        got = wait_for(
+            lambda: _try_read(sftp, "/made/here/synced.bin"), 10, "the fsynced file on b"
+        )
     ok = got == synced
     print(f"fsynced file read through the second gateway: {int(ok)}/1 intact ({len(got)} bytes)")
     assert ok

@@ -1,0 +1,506 @@
+"""Directory write-back: a change is answered once journaled locally and published after.
+
+A directory change (mkdir, rename, rmdir, remove, symlink, setstat, a file's
+link) used to be a publish of the directory to the grid before the client got
+its reply: one round trip to every server holding a share, per change. With a
+:class:`DirectoryWriteBack`, :class:`~gateway.objects.dirnode.DirectoryNode`
+decides the change against the contents this gateway knows (the client gets
+ChildExists, NoSuchChild as before), appends it to a local journal with one
+``fdatasync`` and answers. The change becomes visible at once to every session
+of this gateway (all nodes of a directory see one view, kept here). A publish
+``window`` seconds later carries every change made to that directory by then;
+changes that cancel out (mkdir, rename, rmdir of the same directory) cost no
+publish of the new directory at all.
+
+The journal (``directories.log`` in a 0700 directory: it holds write caps) is
+replayed at start: changes not yet marked published are published again, on top
+of whatever the grid then holds. Publishing re-applies each change *leniently*
+(:mod:`gateway.objects.dirchanges`): another writer's work is never undone, and
+a name another writer took meanwhile gets a conflict name instead of a lost
+entry. A directory made here is published before any directory that links it.
+
+A failed publish (servers down, not enough of them) is retried with a growing
+pause of at most ``max_retry`` seconds; meanwhile the gateway keeps serving its
+own view. :meth:`flush` publishes given directories now (``fsync`` of a file
+needs its directory chain in the grid); :meth:`stop` publishes what it can
+within a grace period and leaves the rest journaled.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from gateway.objects.caps import DirectoryWriteCap, b32encode, parse
+from gateway.objects.concurrency import shared
+from gateway.objects.dirchanges import (
+    Change,
+    Create,
+    Link,
+    MutableRecords,
+    apply_lenient,
+    change_from_cbor,
+)
+from gateway.objects.dirformat import CorruptDirectory, Record, pack_contents, unpack_contents
+from gateway.objects.errors import (
+    NotEnoughShares,
+    SharesKeptChanging,
+    UncoordinatedWriteError,
+)
+from gateway.objects.mutable import KnownState, MutableClient
+from storage.redolog import RedoLog
+
+if TYPE_CHECKING:
+    from gateway.objects.dirnode import DirectoryNode
+
+JOURNAL_NAME = "directories.log"
+
+#: Seconds changes to one directory are gathered before they are published.
+FLUSH_WINDOW = 0.1
+
+#: Seconds contents read or published by this gateway are trusted to decide a change on.
+REUSE_SECONDS = 10.0
+
+#: The longest pause between attempts to publish a directory the grid does not take.
+MAX_RETRY = 30.0
+
+#: Log size past which it is rewritten with the unpublished changes only.
+COMPACT_BYTES = 4 * 1024 * 1024
+
+#: A publish that loses this many races in a row is retried later, not at once.
+ATTEMPTS = 12
+
+
+@define(eq=False)
+class _Directory:
+    """One directory's state here: the view sessions see and the changes not yet published."""
+
+    cap: DirectoryWriteCap
+    read_cap: str
+    view: MutableRecords | None = None
+    known: KnownState | None = None
+    read_at: float = float("-inf")
+    changes: list[tuple[int, Change]] = field(factory=list)
+    create: bool = False  # made here, not yet published
+    maybe_exists: bool = False  # made before a restart: may have been published
+    generation: int = 0  # publishes so far: a read that overlapped one is stale
+    failures: int = 0
+    timer: IDelayedCall | None = None
+    loading: Deferred[Exception | None] | None = None
+    lock: DeferredLock = field(factory=DeferredLock)
+
+    @classmethod
+    def of(cls, cap: DirectoryWriteCap) -> _Directory:
+        """A fresh state for a directory."""
+        return cls(cap, cap.get_read_cap().to_string())
+
+    def links(self) -> Iterable[Record]:
+        """The records this directory links or will link (its view, else its changes')."""
+        if self.view is not None:
+            return self.view.values()
+        return (r for _, c in self.changes if isinstance(c, Link) for _, r in c.entries)
+
+
+class DirectoryWriteBack:
+    """The write-back state of one gateway: the journal, the views, the publisher."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        directory: Path,
+        client: Callable[[], MutableClient],
+        clock: Any,
+        *,
+        window: float = FLUSH_WINDOW,
+        reuse: float = REUSE_SECONDS,
+        max_retry: float = MAX_RETRY,
+        rng: random.Random | None = None,
+    ) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._client = client
+        self._clock = clock
+        self._window = window
+        self._reuse = reuse
+        self._max_retry = max_retry
+        self._rng = rng or random.Random()
+        self._log = RedoLog(directory / JOURNAL_NAME)
+        self._dirs: dict[bytes, _Directory] = {}
+        self._seq = 0
+        self._stopped = False
+        self.damaged: list[str] = []
+        self.publishes = 0
+        self._replay()
+
+    # -- what sessions see -----------------------------------------------------------
+
+    def pending(self) -> int:
+        """Changes journaled and not yet published."""
+        return sum(len(d.changes) for d in self._dirs.values())
+
+    def pending_directories(self) -> int:
+        """Directories with changes not yet published."""
+        return sum(1 for d in self._dirs.values() if d.changes)
+
+    def view(self, storage_index: bytes, max_age: float | None) -> MutableRecords | None:
+        """The contents to show without reading the grid: unpublished changes, or fresh enough."""
+        d = self._dirs.get(storage_index)
+        if d is None or d.view is None:
+            return None
+        if d.changes or d.create:
+            return d.view
+        if max_age is not None and self._clock.seconds() - d.read_at <= max_age:
+            return d.view
+        return None
+
+    def has_view(self, storage_index: bytes) -> bool:
+        """Whether there are contents of the directory to show, however old."""
+        d = self._dirs.get(storage_index)
+        return d is not None and d.view is not None
+
+    async def records(self, node: DirectoryNode, max_age: float | None) -> MutableRecords:
+        """A writable directory's contents as this gateway sees them (reading when stale)."""
+        view = self.view(node.storage_index, max_age)
+        if view is not None:
+            return view
+        return await self._load(node)
+
+    # -- changing --------------------------------------------------------------------
+
+    async def commit(self, items: Sequence[tuple[DirectoryNode, Change]]) -> list[Record | None]:
+        """Decide changes against the views, journal them (one flush) and schedule publishes.
+
+        All or nothing: a change that must be refused (ChildExists, NoSuchChild) or a journal
+        that cannot be written leaves every view as it was. Returns each change's record.
+        """
+        while True:
+            stale = [n for n, c in items if not isinstance(c, Create) and not self._usable(n)]
+            if not stale:
+                break
+            for node in stale:
+                await self._load(node)
+        views: dict[bytes, MutableRecords] = {}
+        results: list[Record | None] = []
+        resolved: list[tuple[DirectoryNode, Change]] = []
+        for node, change in items:
+            si = node.storage_index
+            view = views.get(si)
+            if view is None:
+                if isinstance(change, Create):
+                    view = {}
+                else:
+                    current = self._dirs[si].view
+                    assert current is not None
+                    view = dict(current)
+                views[si] = view
+            result, decided = change.apply_strict(view)
+            results.append(result)
+            resolved.append((node, decided))
+        seq = self._seq + 1
+        self._log.append(
+            {"n": seq, "c": [[_write_cap(n).to_string(), c.to_cbor()] for n, c in resolved]}
+        )
+        self._seq = seq
+        for node, decided in resolved:
+            si = node.storage_index
+            d = self._dirs.get(si)
+            if d is None:
+                d = self._dirs[si] = _Directory.of(_write_cap(node))
+            if isinstance(decided, Create):
+                d.create = True
+                d.read_at = self._clock.seconds()
+            d.changes.append((seq, decided))
+            d.view = views[si]
+            self._schedule(d)
+        self._compact()
+        return results
+
+    async def flush(self, storage_indexes: Iterable[bytes]) -> None:
+        """Publish these directories' changes now (and the new directories they link)."""
+        for si in storage_indexes:
+            d = self._dirs.get(si)
+            if d is not None and d.changes:
+                await self._flush(d, frozenset())
+
+    async def flush_all(self) -> None:
+        """Publish every change made so far."""
+        while True:
+            dirty = [d for d in self._dirs.values() if d.changes]
+            if not dirty:
+                return
+            for d in dirty:
+                await self._flush(d, frozenset())
+
+    async def stop(self, grace: float) -> None:
+        """Publish what can be within ``grace`` seconds; the rest stays journaled for the next
+        start."""
+        self._stopped = True
+        for d in self._dirs.values():
+            if d.timer is not None and d.timer.active():
+                d.timer.cancel()
+        if self.pending():
+            everything = Deferred.fromCoroutine(self.flush_all())
+            everything.addTimeout(grace, self._clock)
+            try:
+                await everything
+            except Exception as e:
+                self.log.warn(
+                    "{n} directory changes stay journaled for the next start ({why})",
+                    n=self.pending(),
+                    why=type(e).__name__,
+                )
+        self._log.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _usable(self, node: DirectoryNode) -> bool:
+        d = self._dirs.get(node.storage_index)
+        if d is None or d.view is None:
+            return False
+        return bool(d.changes or d.create) or self._clock.seconds() - d.read_at <= self._reuse
+
+    async def _load(self, node: DirectoryNode) -> MutableRecords:
+        """Read a directory from the grid: its view is what it holds plus our changes."""
+        si = node.storage_index
+        d = self._dirs.get(si)
+        if d is None:
+            d = self._dirs[si] = _Directory.of(_write_cap(node))
+        loading = d.loading
+        if loading is None:  # one read at a time; everyone else waits for it
+            loading = Deferred.fromCoroutine(self._read(node, d))
+            if not loading.called:
+                d.loading = loading
+        error = await shared(loading)
+        if d.loading is loading:
+            d.loading = None
+        if error is not None:
+            raise error
+        if d.view is None:  # a publish overlapped the read: read again
+            return await self._load(node)
+        return d.view
+
+    async def _read(self, node: DirectoryNode, d: _Directory) -> Exception | None:
+        """Read into ``d``; the error, if any, is returned (for every waiter to raise)."""
+        generation = d.generation
+        try:
+            state: KnownState | None = await node.read_state()
+        except NotEnoughShares as e:
+            if not d.create:
+                return e
+            state = None  # made before a restart and never published
+        except Exception as e:
+            return e
+        if d.generation != generation:
+            return None  # a publish finished meanwhile: its contents are newer than this read's
+        try:
+            base = unpack_contents(state.data) if state is not None else {}
+        except CorruptDirectory as e:
+            return e
+        d.known = state
+        d.read_at = self._clock.seconds()
+        d.view = apply_lenient([c for _, c in d.changes], base)
+        return None
+
+    def _schedule(self, d: _Directory, delay: float | None = None) -> None:
+        if self._stopped or (d.timer is not None and d.timer.active()):
+            return
+        d.timer = self._clock.callLater(
+            self._window if delay is None else delay, self._publish_later, d
+        )
+
+    def _publish_later(self, d: _Directory) -> None:
+        d.timer = None
+        Deferred.fromCoroutine(self._flush_or_retry(d))
+
+    async def _flush_or_retry(self, d: _Directory) -> None:
+        try:
+            await self._flush(d, frozenset())
+        except Exception as e:
+            d.failures += 1
+            delay = min(self._max_retry, 0.25 * 2 ** min(d.failures, 16))
+            self.log.warn(
+                "publishing directory {si} failed ({why}); {n} changes wait, next try in {delay} s",
+                si=b32encode(d.cap.storage_index)[:8],
+                why=_reason(e),
+                n=len(d.changes),
+                delay=round(delay, 2),
+            )
+            self._schedule(d, delay)
+        else:
+            d.failures = 0
+            if d.changes:
+                self._schedule(d)
+
+    def _new_children(self, d: _Directory) -> list[_Directory]:
+        """Directories made here, not yet published, that ``d`` links."""
+        created = {c.read_cap: c for c in self._dirs.values() if c.create and c is not d}
+        if not created:
+            return []
+        return [created[r.read_cap] for r in d.links() if r.read_cap in created]
+
+    def _linked(self, d: _Directory) -> bool:
+        """Whether any directory known here links ``d``."""
+        return any(
+            r.read_cap == d.read_cap
+            for other in self._dirs.values()
+            if other is not d
+            for r in other.links()
+        )
+
+    async def _flush(self, d: _Directory, chain: frozenset[bytes]) -> None:
+        await d.lock.acquire()
+        try:
+            if not d.changes:
+                return
+            si = d.cap.storage_index
+            for child in self._new_children(d):
+                if child.cap.storage_index not in chain:  # no waiting in a cycle of moves
+                    await self._flush(child, chain | {si})
+            snapshot = list(d.changes)
+            if d.create and not self._linked(d):
+                # Made and unlinked again before it was ever published: nothing to publish.
+                self._forget(d, snapshot)
+                return
+            changes = [c for _, c in snapshot]
+            state, published = await self._publish(d, changes)
+            d.generation += 1
+            self.publishes += 1
+            d.known = state
+            d.read_at = self._clock.seconds()
+            d.create = d.maybe_exists = False
+            del d.changes[: len(snapshot)]
+            d.view = apply_lenient([c for _, c in d.changes], published)
+            # Not flushed: a change published again after a crash changes nothing.
+            self._log.append({"d": [[si, snapshot[-1][0]]]}, sync=False)
+            self._compact()
+        finally:
+            d.lock.release()
+
+    def _forget(self, d: _Directory, snapshot: list[tuple[int, Change]]) -> None:
+        del d.changes[: len(snapshot)]
+        self._log.append({"d": [[d.cap.storage_index, snapshot[-1][0]]]}, sync=False)
+        if not d.changes:
+            if d.timer is not None and d.timer.active():
+                d.timer.cancel()
+            del self._dirs[d.cap.storage_index]
+
+    async def _publish(
+        self, d: _Directory, changes: list[Change]
+    ) -> tuple[KnownState, MutableRecords]:
+        client = self._client()
+        writer = d.cap.node
+        if d.create and not d.maybe_exists:
+            records = apply_lenient(changes, {})
+            try:
+                _, state = await client.create_known(pack_contents(records), writer)
+                return state, records
+            except UncoordinatedWriteError:
+                d.maybe_exists = True  # a share is there already: publish on top of it
+        outcome: list[MutableRecords] = []
+
+        def apply(data: bytes) -> bytes:
+            records = apply_lenient(changes, unpack_contents(data))
+            outcome[:] = [records]
+            return pack_contents(records)
+
+        known = d.known
+        for attempt in range(ATTEMPTS):
+            try:
+                state = await client.update(writer, apply, known)
+                return state, outcome[0]
+            except (UncoordinatedWriteError, SharesKeptChanging):
+                known = None  # another writer published: read theirs, apply ours on top
+                await deferLater(self._clock, self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
+            except NotEnoughShares:
+                if not (d.create and known is None):
+                    raise
+                records = apply_lenient(changes, {})  # made before a restart, never published
+                _, state = await client.create_known(pack_contents(records), writer)
+                return state, records
+        raise UncoordinatedWriteError("other writers kept changing the directory; retrying later")
+
+    def _replay(self) -> None:
+        """Rebuild the unpublished changes from the journal."""
+        done: dict[bytes, int] = {}
+        journaled: list[tuple[int, str, Any]] = []
+        for record in self._log.records():
+            if isinstance(record.get("n"), int) and isinstance(record.get("c"), list):
+                for item in record["c"]:
+                    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
+                        journaled.append((record["n"], item[0], item[1]))
+                self._seq = max(self._seq, record["n"])
+            elif isinstance(record.get("d"), list):
+                for item in record["d"]:
+                    if isinstance(item, list) and len(item) == 2:
+                        si, seq = item
+                        done[bytes(si)] = max(done.get(bytes(si), 0), int(seq))
+        if self._log.damaged_bytes:
+            self.damaged.append(
+                f"{JOURNAL_NAME}: {self._log.damaged_bytes} bytes after the last intact record"
+            )
+        for seq, text, data in journaled:
+            try:
+                cap = parse(text)
+                if not isinstance(cap, DirectoryWriteCap):
+                    raise CorruptDirectory("not a directory write cap")
+                change = change_from_cbor(data)
+            except Exception as e:
+                self.damaged.append(f"{JOURNAL_NAME}: an unreadable change ({_reason(e)})")
+                continue
+            si = cap.storage_index
+            if seq <= done.get(si, 0):
+                continue
+            d = self._dirs.get(si)
+            if d is None:
+                d = self._dirs[si] = _Directory.of(cap)
+            if isinstance(change, Create):
+                d.create = d.maybe_exists = True
+            d.changes.append((seq, change))
+        for d in self._dirs.values():
+            self.log.info(
+                "{n} journaled changes of directory {si} to publish",
+                n=len(d.changes),
+                si=b32encode(d.cap.storage_index)[:8],
+            )
+            self._schedule(d)
+
+    def _compact(self) -> None:
+        """Empty the log once everything is published; rewrite it when it holds mostly
+        published changes."""
+        if self._log.size < 256 * 1024:
+            return
+        if not any(d.changes for d in self._dirs.values()):
+            self._log.reset()
+        elif self._log.size > COMPACT_BYTES:
+            live = sorted(
+                (
+                    (seq, d.cap.to_string(), change)
+                    for d in self._dirs.values()
+                    for seq, change in d.changes
+                ),
+                key=lambda item: item[0],
+            )
+            self._log.rewrite(
+                [{"n": seq, "c": [[cap, change.to_cbor()]]} for seq, cap, change in live]
+            )
+
+
+def _write_cap(node: DirectoryNode) -> DirectoryWriteCap:
+    cap = node.cap
+    if not isinstance(cap, DirectoryWriteCap):
+        raise TypeError("only a writable directory has changes to journal")
+    return cap
+
+
+def _reason(error: BaseException) -> str:
+    """A failure's kind and message, with no capability in it (messages name storage indexes
+    at most)."""
+    return f"{type(error).__name__}: {error}"[:200]

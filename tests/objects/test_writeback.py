@@ -1,0 +1,304 @@
+"""Directory write-back: changes answered once journaled, published later, replayed after a crash.
+
+Driven on in-process storage servers with a fake clock: the clock decides when
+the background publish runs, and a second client without write-back plays
+another gateway reading (or writing) the same directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from twisted.internet.task import Clock
+
+from gateway.objects import immutable_format as fmt
+from gateway.objects.caps import DirectoryWriteCap, LiteralCap
+from gateway.objects.crypto import GatewaySecrets
+from gateway.objects.dirnode import (
+    ChildExists,
+    DirectoryNode,
+    EntryMetadata,
+    NoSuchChild,
+    move,
+)
+from gateway.objects.errors import NotEnoughShares
+from gateway.objects.mutable import MutableClient
+from gateway.objects.writeback import FLUSH_WINDOW, DirectoryWriteBack
+from tests.objects.grid import GridClient, make_grid, run
+
+T = TypeVar("T")
+
+PARAMS = fmt.EncodingParams(k=2, happy=3, n=4, segment_size=64 * 1024)
+SECRETS = GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32)
+
+
+def meta(kind: str = "file", t: float = 1000.0) -> EntryMetadata:
+    """Metadata with fixed times."""
+    return EntryMetadata(kind=kind, mtime=t, ctime=t)  # type: ignore[arg-type]
+
+
+class Gateway:
+    """One gateway process: a client, a clock and (optionally) write-back in ``state``."""
+
+    def __init__(self, grid: list[GridClient], state: Path | None, clock: Clock | None = None):
+        self.grid = grid
+        self.clock = clock or Clock()
+        self.client = MutableClient(grid, SECRETS, PARAMS)
+        self.write_back = (
+            DirectoryWriteBack(state, lambda: self.client, self.clock) if state else None
+        )
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine that needs no clock."""
+        return run(coroutine)
+
+    def open(self, cap: DirectoryWriteCap) -> DirectoryNode:
+        """A node for a directory, writing back if this gateway does."""
+        return DirectoryNode.open(self.client, cap, clock=self.clock, write_back=self.write_back)
+
+    def names(self, cap: DirectoryWriteCap) -> list[str]:
+        """The directory's entry names as a fresh read shows them."""
+        return sorted(self.run(self.open(cap).list()))
+
+    def settle(self) -> None:
+        """Let the publish window pass, and the pauses of publishes that lost a race."""
+        self.clock.advance(FLUSH_WINDOW)
+        for _ in range(40):
+            self.clock.advance(0.05)
+
+
+def publishes(grid: list[GridClient]) -> int:
+    """Mutable writes the servers have received so far."""
+    return sum(1 for g in grid for r in g.requests if r[0] == "read_test_write")
+
+
+@pytest.fixture
+def grid() -> list[GridClient]:
+    """Four in-process servers."""
+    return make_grid(4)
+
+
+@pytest.fixture
+def root(grid: list[GridClient]) -> DirectoryWriteCap:
+    """An empty directory on the grid, made by a gateway without write-back."""
+    reader = Gateway(grid, None)
+    node = run(DirectoryNode.create(reader.client, clock=reader.clock))
+    assert isinstance(node.cap, DirectoryWriteCap)
+    return node.cap
+
+
+def test_changes_are_answered_before_any_publish_and_published_together(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """mkdir, link, rename, set_metadata and remove answer without writing to the grid; every
+    node of the directory sees them at once; one publish after the window carries them all,
+    and another gateway then reads the result."""
+    gw = Gateway(grid, tmp_path)
+    other = Gateway(grid, None)
+    node = gw.open(root)
+    before = publishes(grid)
+    gw.run(node.mkdir("docs", meta("dir")))
+    gw.run(node.add("a.txt", LiteralCap(b"a"), meta()))
+    gw.run(node.add("b.txt", LiteralCap(b"b"), meta()))
+    gw.run(node.rename("a.txt", "c.txt"))
+    gw.run(node.set_metadata("c.txt", mode=0o600))
+    gw.run(node.remove("b.txt"))
+    assert publishes(grid) == before
+    assert sorted(gw.run(gw.open(root).list())) == ["c.txt", "docs"]
+    assert other.names(root) == []
+    gw.settle()
+    assert other.names(root) == ["c.txt", "docs"]
+    entry = other.run(other.open(root).get("c.txt"))
+    assert entry.metadata.mode == 0o600
+    docs = other.run(other.open(root).child("docs"))
+    assert other.run(docs.list()) == {}
+    # the new directory and the root: one publish each, on every server
+    assert publishes(grid) - before == 2 * len(grid)
+    assert gw.write_back is not None and gw.write_back.pending() == 0
+
+
+def test_refusals_are_decided_at_once(
+    root: DirectoryWriteCap, grid: list[GridClient], tmp_path: Path
+) -> None:
+    """A taken name and a missing one are refused when asked, as without write-back."""
+    gw = Gateway(grid, None)
+    wb_gw = Gateway(grid, tmp_path)
+    node = wb_gw.open(root)
+    wb_gw.run(node.mkdir("x", meta("dir")))
+    with pytest.raises(ChildExists):
+        wb_gw.run(node.mkdir("x", meta("dir")))
+    with pytest.raises(NoSuchChild):
+        wb_gw.run(node.remove("nothing"))
+    with pytest.raises(NoSuchChild):
+        wb_gw.run(node.rename("nothing", "y"))
+    wb_gw.run(node.add("y", LiteralCap(b"y"), meta()))
+    with pytest.raises(ChildExists):
+        wb_gw.run(node.rename("x", "y", overwrite=False))
+    wb_gw.settle()
+    assert gw.names(root) == ["x", "y"]
+
+
+def test_mkdir_rename_rmdir_cycles_publish_no_new_directory(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """Directories made and removed again within the window are never published: fifty
+    mkdir+rename+rmdir cycles cost one publish of the parent."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    before = publishes(grid)
+    for i in range(50):
+        gw.run(node.mkdir(f"d{i}", meta("dir")))
+        gw.run(node.rename(f"d{i}", f"d{i}-r"))
+        gw.run(node.remove(f"d{i}-r"))
+    gw.settle()
+    gw.clock.advance(FLUSH_WINDOW)
+    assert publishes(grid) - before == len(grid)
+    assert Gateway(grid, None).names(root) == []
+
+
+def test_files_linked_into_a_new_directory_arrive_with_it(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A new directory is published (with its entries) before the parent that links it, so
+    another gateway never meets a link to nothing."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    sub = gw.run(node.mkdir("sub", meta("dir")))
+    deeper = gw.run(sub.mkdir("deeper", meta("dir")))
+    gw.run(deeper.add("f", LiteralCap(b"f"), meta()))
+    assert gw.write_back is not None
+    gw.run(gw.write_back.flush([root.storage_index]))
+    other = Gateway(grid, None)
+    found = other.run(other.run(other.open(root).child("sub")).child("deeper"))
+    assert sorted(other.run(found.list())) == ["f"]
+
+
+def test_a_restart_publishes_what_the_journal_holds(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """Changes journaled by a gateway that died before publishing are published by the next
+    one to start on the same journal, new directories included."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    sub = gw.run(node.mkdir("sub", meta("dir")))
+    gw.run(sub.add("inside", LiteralCap(b"i"), meta()))
+    gw.run(node.add("top", LiteralCap(b"t"), meta()))
+    assert Gateway(grid, None).names(root) == []  # it dies here: nothing was published
+    again = Gateway(grid, tmp_path)
+    assert again.write_back is not None and again.write_back.pending() == 4
+    assert sorted(again.run(again.open(root).list())) == ["sub", "top"]
+    again.settle()
+    again.clock.advance(FLUSH_WINDOW)
+    other = Gateway(grid, None)
+    assert other.names(root) == ["sub", "top"]
+    assert sorted(other.run(other.run(other.open(root).child("sub")).list())) == ["inside"]
+    assert again.write_back.pending() == 0
+    third = Gateway(grid, tmp_path)
+    assert third.write_back is not None and third.write_back.pending() == 0
+
+
+def test_a_replayed_change_that_was_published_changes_nothing(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A crash after a publish but before its "done" record was flushed publishes the same
+    changes again: the directory ends up the same."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.mkdir("made", meta("dir")))
+    gw.run(node.add("f", LiteralCap(b"f"), meta()))
+    gw.run(node.rename("f", "g"))
+    log = tmp_path / "directories.log"
+    journaled = log.stat().st_size
+    gw.settle()
+    gw.clock.advance(FLUSH_WINDOW)
+    before = Gateway(grid, None).names(root)
+    # The "done" records were appended unflushed: a power cut may lose them.
+    assert log.stat().st_size > journaled
+    with open(log, "r+b") as f:
+        f.truncate(journaled)
+    again = Gateway(grid, tmp_path)
+    assert again.write_back is not None and again.write_back.pending() == 4
+    again.settle()
+    again.clock.advance(FLUSH_WINDOW)
+    assert Gateway(grid, None).names(root) == before == ["g", "made"]
+
+
+def test_another_writers_entry_is_kept_under_a_taken_name(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """When another gateway links the same new name before our publish, both entries stay:
+    ours under a conflict name."""
+    gw = Gateway(grid, tmp_path)
+    other = Gateway(grid, None)
+    gw.run(gw.open(root).mkdir("same", meta("dir")))
+    other.run(other.open(root).add("same", LiteralCap(b"theirs"), meta()))
+    gw.settle()
+    names = other.names(root)
+    assert names == ["same", "same (conflict 1)"]
+    assert other.run(other.open(root).get("same")).cap == LiteralCap(b"theirs")
+
+
+def test_a_remove_spares_an_entry_replaced_meanwhile(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """Our journaled removal of a name does not remove what another gateway linked there
+    after we decided it."""
+    other = Gateway(grid, None)
+    other.run(other.open(root).add("f", LiteralCap(b"old"), meta()))
+    gw = Gateway(grid, tmp_path)
+    gw.run(gw.open(root).remove("f"))
+    other.run(other.open(root).add("f", LiteralCap(b"new"), meta()))
+    gw.settle()
+    assert other.run(other.open(root).get("f")).cap == LiteralCap(b"new")
+
+
+def test_publishes_wait_out_a_grid_outage(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """With the servers down the gateway keeps answering from its view; once they are back
+    the retried publish lands."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.list())  # known before the outage
+    for g in grid:
+        g.available = False
+    gw.run(node.mkdir("offline", meta("dir")))
+    gw.settle()
+    assert gw.write_back is not None and gw.write_back.pending() == 2
+    assert sorted(gw.run(node.list())) == ["offline"]
+    for g in grid:
+        g.available = True
+    gw.clock.advance(60)
+    gw.clock.advance(FLUSH_WINDOW)
+    assert Gateway(grid, None).names(root) == ["offline"]
+    assert gw.write_back.pending() == 0
+
+
+def test_move_between_directories_is_one_journal_record(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """An entry moved between two directories is in exactly one of them for every session
+    of the gateway, and in the destination only once published."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    a = gw.run(node.mkdir("a", meta("dir")))
+    b = gw.run(node.mkdir("b", meta("dir")))
+    gw.run(a.add("f", LiteralCap(b"f"), meta()))
+    gw.run(move(a, "f", b, "g"))
+    assert gw.run(a.list()) == {}
+    assert sorted(gw.run(b.list())) == ["g"]
+    gw.settle()
+    other = Gateway(grid, None)
+    assert other.run(other.run(other.open(root).child("a")).list()) == {}
+    assert sorted(other.run(other.run(other.open(root).child("b")).list())) == ["g"]
+
+
+def test_a_missing_directory_still_fails_to_read(grid: list[GridClient], tmp_path: Path) -> None:
+    """A directory that is on no server is reported, not shown empty."""
+    gw = Gateway(grid, tmp_path)
+    with pytest.raises(NotEnoughShares):
+        gw.run(gw.open(DirectoryWriteCap.generate()).list())
+    assert gw.write_back is not None and gw.write_back.pending() == 0
