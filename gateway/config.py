@@ -236,7 +236,8 @@ SCHEMA: tuple[Option, ...] = (
         "close",
         parse_close_mode,
         "local",
-        "When CLOSE replies: ``local`` once staged and journaled, ``grid`` once uploaded.",
+        "When CLOSE and directory changes reply: ``local`` once journaled (published in"
+        " the background), ``grid`` once in the grid.",
         ("gateway",),
     ),
     Option(

@@ -78,6 +78,9 @@ COMPACT_BYTES = 4 * 1024 * 1024
 #: A publish that loses this many races in a row is retried later, not at once.
 ATTEMPTS = 12
 
+#: Directories whose views are kept; past this, views with nothing to publish are dropped.
+KEEP_VIEWS = 4096
+
 
 @define(eq=False)
 class _Directory:
@@ -272,6 +275,8 @@ class DirectoryWriteBack:
         si = node.storage_index
         d = self._dirs.get(si)
         if d is None:
+            if len(self._dirs) >= KEEP_VIEWS:
+                self._drop_clean_views()
             d = self._dirs[si] = _Directory.of(_write_cap(node))
         loading = d.loading
         if loading is None:  # one read at a time; everyone else waits for it
@@ -286,6 +291,13 @@ class DirectoryWriteBack:
         if d.view is None:  # a publish overlapped the read: read again
             return await self._load(node)
         return d.view
+
+    def _drop_clean_views(self) -> None:
+        """Forget the views of directories with nothing to publish or being read (they are
+        read again when next needed)."""
+        for si, d in list(self._dirs.items()):
+            if not (d.changes or d.create or d.loading or d.lock.locked):
+                del self._dirs[si]
 
     async def _read(self, node: DirectoryNode, d: _Directory) -> Exception | None:
         """Read into ``d``; the error, if any, is returned (for every waiter to raise)."""

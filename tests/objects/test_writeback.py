@@ -15,6 +15,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from gateway.objects import immutable_format as fmt
+from gateway.objects import writeback
 from gateway.objects.caps import DirectoryWriteCap, LiteralCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import (
@@ -302,3 +303,26 @@ def test_a_missing_directory_still_fails_to_read(grid: list[GridClient], tmp_pat
     with pytest.raises(NotEnoughShares):
         gw.run(gw.open(DirectoryWriteCap.generate()).list())
     assert gw.write_back is not None and gw.write_back.pending() == 0
+
+
+def test_views_of_settled_directories_are_dropped_past_the_limit(
+    grid: list[GridClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``KEEP_VIEWS`` directories, views with nothing to publish are forgotten (read
+    again when needed); one with a change waiting keeps it, and publishes it."""
+    monkeypatch.setattr(writeback, "KEEP_VIEWS", 3)
+    maker = Gateway(grid, None)
+    caps = []
+    for _ in range(6):
+        made = run(DirectoryNode.create(maker.client, clock=maker.clock))
+        assert isinstance(made.cap, DirectoryWriteCap)
+        caps.append(made.cap)
+    gw = Gateway(grid, tmp_path)
+    gw.run(gw.open(caps[0]).add("kept", LiteralCap(b"k"), meta()))
+    for cap in caps[1:]:
+        assert gw.run(gw.open(cap).list()) == {}
+    assert gw.write_back is not None
+    assert len(gw.write_back._dirs) <= 3
+    assert sorted(gw.run(gw.open(caps[0]).list())) == ["kept"]
+    gw.settle()
+    assert maker.names(caps[0]) == ["kept"]
