@@ -368,14 +368,20 @@ class DirectoryWriteBack:
         )
 
     async def _flush(self, d: _Directory, chain: frozenset[bytes]) -> None:
-        await d.lock.acquire()
+        si = d.cap.storage_index
+        while True:
+            # New directories this one links go first, with no lock held (no lock-order
+            # deadlocks); ``chain`` keeps a cycle of moves from waiting on itself.
+            for child in self._new_children(d):
+                if child.cap.storage_index not in chain:
+                    await self._flush(child, chain | {si})
+            await d.lock.acquire()
+            if not any(c.cap.storage_index not in chain for c in self._new_children(d)):
+                break
+            d.lock.release()  # more were made meanwhile
         try:
             if not d.changes:
                 return
-            si = d.cap.storage_index
-            for child in self._new_children(d):
-                if child.cap.storage_index not in chain:  # no waiting in a cycle of moves
-                    await self._flush(child, chain | {si})
             snapshot = list(d.changes)
             if d.create and not self._linked(d):
                 # Made and unlinked again before it was ever published: nothing to publish.
