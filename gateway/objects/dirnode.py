@@ -16,6 +16,11 @@ after such a collision the node reads before every change for ``reuse_known``
 seconds, and at most ``reuse_streak`` changes in a row skip the read. A
 sequence of changes by one node (``mkdir``, ``rename``, ``rmdir`` one after
 another) thus costs mostly one publish each, not a read and a publish.
+
+A node given a :class:`~gateway.objects.writeback.DirectoryWriteBack` (what a
+running gateway does) publishes nothing itself: each change becomes a
+:mod:`~gateway.objects.dirchanges` change decided against the write-back's
+view, journaled, and published later with the directory's other changes.
 """
 
 from __future__ import annotations

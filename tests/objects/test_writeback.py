@@ -14,31 +14,16 @@ from typing import Any, TypeVar
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.objects import immutable_format as fmt
 from gateway.objects import writeback
 from gateway.objects.caps import DirectoryWriteCap, LiteralCap
-from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.dirnode import (
-    ChildExists,
-    DirectoryNode,
-    EntryMetadata,
-    NoSuchChild,
-    move,
-)
+from gateway.objects.dirnode import ChildExists, DirectoryNode, NoSuchChild, move
 from gateway.objects.errors import NotEnoughShares
 from gateway.objects.mutable import MutableClient
 from gateway.objects.writeback import FLUSH_WINDOW, DirectoryWriteBack
 from tests.objects.grid import GridClient, make_grid, run
+from tests.objects.test_dirnode import PARAMS, SECRETS, meta
 
 T = TypeVar("T")
-
-PARAMS = fmt.EncodingParams(k=2, happy=3, n=4, segment_size=64 * 1024)
-SECRETS = GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32)
-
-
-def meta(kind: str = "file", t: float = 1000.0) -> EntryMetadata:
-    """Metadata with fixed times."""
-    return EntryMetadata(kind=kind, mtime=t, ctime=t)  # type: ignore[arg-type]
 
 
 class Gateway:
