@@ -61,7 +61,9 @@ class RedoLog:
         length = os.fstat(self._fd).st_size
         self.size = sum(_HEAD.size + len(payload) for payload in self._payloads())
         self.damaged_bytes = length - self.size
-        self.unsynced = False
+        #: Bytes appended since opening (never goes back), and how many of them are durable.
+        self.appended = 0
+        self.durable = 0
         if repair and self.damaged_bytes:
             os.ftruncate(self._fd, self.size)
             os.fsync(self._fd)
@@ -107,15 +109,34 @@ class RedoLog:
         while view:
             view = view[os.write(self._fd, view) :]
         self.size += len(data)
-        self.unsynced = True
+        self.appended += len(data)
         if sync:
             self.sync()
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether records were appended since the last flush."""
+        return self.durable < self.appended
 
     def sync(self) -> None:
         """Flush every record appended so far."""
         if self.unsynced:
             os.fdatasync(self._fd)
-            self.unsynced = False
+            self.durable = self.appended
+
+    def sync_point(self) -> tuple[int, int]:
+        """For a flush in another thread: a duplicate of the log's descriptor and the
+        :attr:`appended` count that flushing it makes durable.
+
+        The thread ``fdatasync``\\ s and closes the duplicate, then the caller reports
+        :meth:`synced`. The duplicate stays valid whatever the log does meanwhile (a
+        :meth:`rewrite` makes everything durable by itself).
+        """
+        return os.dup(self._fd), self.appended
+
+    def synced(self, point: int) -> None:
+        """A flush of a :meth:`sync_point` returned: records up to ``point`` are durable."""
+        self.durable = max(self.durable, point)
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole log by ``records``, atomically and durably (compaction)."""
@@ -134,12 +155,14 @@ class RedoLog:
         self.close()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
         self.size = len(data)
+        self.durable = self.appended  # the live records are all in the flushed new file
 
     def reset(self) -> None:
         """Empty the log, durably (every change it held must already be on disk)."""
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         self.size = 0
+        self.durable = self.appended
 
     def close(self) -> None:
         """Close the file (records stay for the next opening)."""

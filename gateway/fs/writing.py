@@ -12,16 +12,27 @@ The staged files of write states are written back to disk in the reactor's
 threads while they are written, and the closing CLOSE fsyncs in a thread before
 the volume publishes (see :mod:`gateway.fs.staging`): its reply still waits for
 the bytes to be durable, but the reactor serves other sessions meanwhile. Until
-that publish has journaled the file, an OPEN of its path waits.
+that publish has journaled the file, an OPEN of its path waits. The journal
+record is flushed in a thread too, together with the records of other files
+closed meanwhile (:meth:`~gateway.uploads.queue.UploadQueue.durable`); the
+CLOSE is answered once it is on disk.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from gateway.fs.errors import FileExists, FSError, IsADirectory, NoSuchFile, PermissionDenied
+from gateway.fs.errors import (
+    FileExists,
+    FSError,
+    IsADirectory,
+    NoSpace,
+    NoSuchFile,
+    PermissionDenied,
+)
 from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
@@ -221,6 +232,7 @@ class Writers:
                 state.staged.discard()
                 return
             pending = await self.volume.publish(state, wait=False)
+            await self._journaled(pending)
         except BaseException:
             state.staged.discard()  # not acknowledged: nothing stays (publish discards too)
             raise
@@ -250,7 +262,24 @@ class Writers:
         state.generation = self.overlay.next_generation()  # a later close is newer
         state.dirty = False
         pending = await self.volume.publish(snapshot, wait=False)
+        await self._journaled(pending)
         await self.volume.queue.wait_for(pending.job_id)
+
+    async def _journaled(self, pending: Pending) -> None:
+        """Wait until a published file's journal record is durable (flushed in a thread,
+        with other files' records); if it cannot be, the file is withdrawn and its
+        bytes discarded, and the error is raised: its CLOSE was not acknowledged."""
+        try:
+            await self.volume.queue.durable(pending.job_id)
+        except OSError as e:
+            pending.abandoned = True
+            if self.overlay.pending.get(pending.path) is pending:
+                del self.overlay.pending[pending.path]
+            self.overlay.by_job.pop(pending.job_id, None)
+            pending.staged.discard()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("the gateway's disk is full; the file was not saved") from None
+            raise
 
 
 def as_fs_error(error: BaseException) -> Exception:

@@ -14,18 +14,27 @@ flush. When the log passes :data:`COMPACT_BYTES` and is more than half finished
 jobs' records, it is rewritten with only the live ones. Records of earlier
 versions (one ``<id>.upload`` file each) are still read, and removed when their
 job is done.
+
+Group commit. A record appended without a flush is made durable by
+:meth:`UploadJournal.flushed`: the ``fdatasync`` runs in a thread (the reactor
+serves other requests meanwhile), and every record appended while one flush
+runs is covered by the next one, so files closed in quick succession share
+flushes.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import cbor2
 from attrs import evolve, field, frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from gateway.nodedir import fsync_dir
 from storage.redolog import RedoLog
@@ -38,6 +47,9 @@ INLINE_BYTES = 64 * 1024
 
 COMPACT_BYTES = 4 * 1024 * 1024
 """Size of the log past which finished jobs' records are dropped from it."""
+
+Threads = Callable[[Callable[[], None]], "Deferred[None]"]
+"""Runs a blocking call in a thread; the Deferred fires in the reactor once it has returned."""
 
 
 @frozen
@@ -114,6 +126,9 @@ class UploadJournal:
         self._live: dict[str, bytes] = {}
         self._inline: set[str] = set()  # jobs whose records hold the file's bytes
         self._live_bytes = 0  # the size of the live jobs' records
+        #: Who waits for a flush in a thread, and up to which point of the log.
+        self._flush_waiters: list[tuple[int, Deferred[None]]] = []
+        self._flushing = False
 
     def _path(self, job_id: str) -> Path:
         if not job_id.isalnum():
@@ -145,8 +160,8 @@ class UploadJournal:
             }
         return self._log
 
-    def record(self, job: UploadJob) -> None:
-        """Write (or rewrite) a job's record durably.
+    def record(self, job: UploadJob, sync: bool = True) -> None:
+        """Write (or rewrite) a job's record durably (``sync=False``: see :meth:`flushed`).
 
         Rewriting a small file's job without its bytes (callers need not keep them in
         memory) takes them from its staged file again, so the record keeps them.
@@ -157,11 +172,59 @@ class UploadJournal:
             with open(job.staged, "rb") as staged:
                 job = evolve(job, data=staged.read(job.size))
         encoded = job.to_bytes()
-        log.append({"op": "job", "job": encoded})
+        log.append({"op": "job", "job": encoded}, sync)
         self._live_bytes += len(encoded) - len(self._live.get(job.job_id, b""))
         self._live[job.job_id] = encoded
         if job.data is not None:
             self._inline.add(job.job_id)
+
+    def flushed(self, threads: Threads) -> Deferred[None]:
+        """Fires once every record appended so far is durable (errback: the flush's OSError).
+
+        The flush runs in a thread; while one runs, the records appended meanwhile wait for
+        the next, which covers them all.
+        """
+        log = self._writer()
+        point = log.appended
+        if log.durable >= point:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._flush_waiters.append((point, waiter))
+        if not self._flushing:
+            self._flush(threads)
+        return waiter
+
+    def _flush(self, threads: Threads) -> None:
+        log = self._writer()
+        fd, point = log.sync_point()
+        self._flushing = True
+        threads(partial(_fdatasync_and_close, fd)).addBoth(self._flush_done, threads, point)
+
+    def _flush_done(self, result: Failure | None, threads: Threads, point: int) -> None:
+        self._flushing = False
+        log = self._writer()
+        error: BaseException | None = None
+        if isinstance(result, Failure):
+            error = result.value
+            if not isinstance(error, OSError):
+                # Not run (a stopping thread pool, say): flush here instead.
+                try:
+                    log.sync()
+                    error = None
+                except OSError as e:
+                    error = e
+        if error is None:
+            log.synced(point)
+        waiters, self._flush_waiters = self._flush_waiters, []
+        for wanted, waiter in waiters:
+            if wanted <= log.durable:
+                waiter.callback(None)
+            elif error is not None and wanted <= point:
+                waiter.errback(error)
+            else:
+                self._flush_waiters.append((wanted, waiter))
+        if self._flush_waiters:
+            self._flush(threads)
 
     def remove(self, job_id: str) -> None:
         """Forget a job whose upload is published (durably)."""
@@ -202,3 +265,11 @@ class UploadJournal:
                     log.close()
         jobs.sort(key=lambda job: (job.created, job.job_id))
         return iter(jobs)
+
+
+def _fdatasync_and_close(fd: int) -> None:
+    """In a thread: flush a duplicate of the log's descriptor, then close it."""
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)

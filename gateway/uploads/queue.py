@@ -6,6 +6,13 @@ failed attempt is recorded (attempts, last error) and retried after an
 exponential backoff on the passed-in clock. On start every journaled job is
 resumed; on stop the queue lets running uploads finish for up to the grace
 period, and whatever is left stays journaled for the next start.
+
+With a reactor that has threads, :meth:`UploadQueue.enqueue` appends the record
+and its flush runs in a thread, shared with the records of other files closed
+meanwhile (:meth:`~gateway.uploads.journal.UploadJournal.flushed`): whoever
+acknowledges the file to a client awaits :meth:`UploadQueue.durable` first, and
+the job becomes ready to upload only then. Without threads (a test's clock)
+enqueue flushes before it returns.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from attrs import evolve, frozen
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.metrics import Progress, ProgressReader
 from gateway.service import NodePart
-from gateway.uploads.journal import UploadJob, UploadJournal
+from gateway.uploads.journal import Threads, UploadJob, UploadJournal
 
 Uploader = Callable[[UploadJob], Awaitable[None]]
 
@@ -57,7 +66,10 @@ class UploadQueue(NodePart):
         keep_finished: int = 50,
         settle: float = 0.0,
         settle_limit: float = 2.0,
+        threads: Threads | None = None,
     ):
+        """``threads`` flushes the journal (see the module docstring); by default the
+        clock's thread pool, when it has one."""
         super().__init__("upload queue")
         self._clock = clock
         self._journal = journal
@@ -79,6 +91,10 @@ class UploadQueue(NodePart):
         self._accepting = False
         self.finished: list[Finished] = []
         self.progress: dict[str, Progress] = {}
+        self._threads = threads if threads is not None else _reactor_threads(clock)
+        #: Jobs whose records are being flushed, with who waits for that; failed flushes.
+        self._flushing: dict[str, list[Deferred[None]]] = {}
+        self._flush_failed: dict[str, Failure] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -126,12 +142,62 @@ class UploadQueue(NodePart):
     # -- use -------------------------------------------------------------------
 
     def enqueue(self, job: UploadJob) -> None:
-        """Journal the job durably, then queue it. Returns once the record is on disk."""
+        """Journal the job, then queue it once the record is on disk (see :meth:`durable`).
+
+        An error writing the record is raised here; without threads, so is one flushing it.
+        """
         if not self._accepting:
             raise QueueStopped("the upload queue is stopped")
-        self._journal.record(job)
+        threads = self._threads
+        self._journal.record(job, sync=threads is None)
         self._jobs[job.job_id] = evolve(job, data=None)  # the journal keeps a small file's bytes
-        self._ready_ids.append(job.job_id)
+        if threads is None:
+            self._queue_ready(job.job_id)
+            return
+        self._flushing[job.job_id] = []
+        flushed = self._journal.flushed(threads)
+        flushed.addCallbacks(
+            self._flushed, self._not_flushed, callbackArgs=(job.job_id,), errbackArgs=(job.job_id,)
+        )
+
+    def durable(self, job_id: str) -> Deferred[None]:
+        """Fires once the job's record is on disk; fails with the error if it cannot be.
+
+        A job whose record could not be flushed is dropped (it is not uploaded).
+        """
+        failure = self._flush_failed.pop(job_id, None)
+        if failure is not None:
+            return fail(failure)
+        waiters = self._flushing.get(job_id)
+        if waiters is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        waiters.append(waiter)
+        return waiter
+
+    def _flushed(self, _: None, job_id: str) -> None:
+        for waiter in self._flushing.pop(job_id, []):
+            waiter.callback(None)
+        if job_id in self._jobs:
+            self._queue_ready(job_id)
+
+    def _not_flushed(self, failure: Failure, job_id: str) -> None:
+        """Not durable, so never acknowledged: the job is dropped (its record may stay in the
+        log, unflushed; a start that finds it uploads a file its client was told failed)."""
+        self.log.error(
+            "the upload journal cannot be flushed: {error}", error=failure.getErrorMessage()
+        )
+        self._jobs.pop(job_id, None)
+        waiters = self._flushing.pop(job_id, [])
+        if not waiters:
+            self._flush_failed[job_id] = failure
+        for waiter in waiters:
+            waiter.errback(failure)
+        for waiter in self._waiters.pop(job_id, []):
+            waiter.errback(failure)
+
+    def _queue_ready(self, job_id: str) -> None:
+        self._ready_ids.append(job_id)
         self._start_soon()
 
     def _start_soon(self) -> None:
@@ -303,3 +369,14 @@ class UploadQueue(NodePart):
 
 async def _done() -> None:
     return None
+
+
+def _reactor_threads(reactor: Any) -> Threads | None:
+    """The reactor's thread pool as a runner of blocking calls, or None without one."""
+    if not IReactorThreads.providedBy(reactor):
+        return None
+
+    def run(call: Any) -> Deferred[None]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), call)
+
+    return run

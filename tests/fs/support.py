@@ -28,13 +28,17 @@ class ManualThreads:
         return result
 
     def run_next(self) -> None:
-        """Run the oldest waiting call "in a thread" and deliver its result to the reactor."""
+        """Run the oldest waiting call "in a thread" and deliver its result (or the exception
+        it raised) to the reactor."""
         call, result = self.queue.pop(0)
         self.running = True
         try:
             value = call()
-        finally:
+        except Exception:
             self.running = False
+            result.errback(Failure())
+            return
+        self.running = False
         result.callback(value)
 
     def run_all(self) -> None:

@@ -1,0 +1,137 @@
+"""The upload journal's flushes in a thread: shared by records appended meanwhile, and a job
+is acknowledged and uploaded only once its record is on disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from gateway.uploads.journal import UploadJob, UploadJournal, new_job_id
+from gateway.uploads.queue import UploadQueue
+from tests.fs.support import ManualThreads
+
+
+def _job(name: str) -> UploadJob:
+    return UploadJob(new_job_id(), f"/staging/{name}", 3, name, {"cap": "secret"}, 1.0)
+
+
+def _outcome(d: Deferred[None]) -> list[object]:
+    seen: list[object] = []
+    d.addBoth(seen.append)
+    return seen
+
+
+@pytest.fixture
+def threads() -> ManualThreads:
+    """Background calls the test runs by hand."""
+    return ManualThreads()
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch, threads: ManualThreads) -> list[bool]:
+    """Every ``fdatasync``, as whether it ran in a thread (recorded, then done for real)."""
+    seen: list[bool] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        seen.append(threads.running)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return seen
+
+
+def test_records_appended_during_a_flush_share_the_next_one(
+    tmp_path: Path, threads: ManualThreads, flushes: list[bool]
+) -> None:
+    """Three records, two flushes: the ones appended while the first flush runs wait for the
+    second, which covers both; each waiter fires only once its own record is on disk."""
+    journal = UploadJournal(tmp_path)
+    first, second, third = _job("a"), _job("b"), _job("c")
+    journal.record(first, sync=False)
+    one = _outcome(journal.flushed(threads))
+    journal.record(second, sync=False)
+    two = _outcome(journal.flushed(threads))
+    journal.record(third, sync=False)
+    three = _outcome(journal.flushed(threads))
+    assert len(threads.queue) == 1 and not flushes, "one flush at a time, none in the reactor"
+    threads.run_next()
+    assert one == [None] and not two and not three
+    assert len(threads.queue) == 1
+    threads.run_next()
+    assert two == [None] and three == [None]
+    assert len(flushes) == 2 and not threads.queue
+    assert sorted(job.display for job in UploadJournal(tmp_path).load()) == ["a", "b", "c"]
+    assert journal.flushed(threads).called, "nothing left to flush: fires at once"
+
+
+def test_a_synchronous_record_satisfies_waiting_flushes(
+    tmp_path: Path, threads: ManualThreads
+) -> None:
+    """A record written with its own flush (a rename's) makes earlier ones durable too: their
+    waiters fire when the flush in the thread returns, and no further flush is started."""
+    journal = UploadJournal(tmp_path)
+    journal.record(_job("a"), sync=False)
+    one = _outcome(journal.flushed(threads))
+    journal.record(_job("b"), sync=False)
+    two = _outcome(journal.flushed(threads))
+    journal.record(_job("c"))  # flushed before it returns
+    threads.run_next()
+    assert one == [None] and two == [None] and not threads.queue
+
+
+def _queue(tmp_path: Path, threads: ManualThreads) -> tuple[UploadQueue, Clock, list[str]]:
+    clock, started = Clock(), []
+
+    async def uploader(job: UploadJob) -> None:
+        started.append(job.display)
+
+    queue = UploadQueue(clock, UploadJournal(tmp_path), uploader, threads=threads)
+    queue.startService()
+    return queue, clock, started
+
+
+def test_a_job_is_uploaded_only_once_its_record_is_flushed(
+    tmp_path: Path, threads: ManualThreads, flushes: list[bool]
+) -> None:
+    """enqueue returns with the flush under way in a thread; ``durable`` fires once it has
+    returned, and only then may the upload start."""
+    queue, clock, started = _queue(tmp_path, threads)
+    job = _job("x.txt")
+    queue.enqueue(job)
+    durable = _outcome(queue.durable(job.job_id))
+    clock.advance(10)
+    assert not durable and started == [] and flushes == []
+    threads.run_all()
+    assert durable == [None] and flushes == [True]
+    clock.advance(0)
+    assert started == ["x.txt"]
+    assert queue.durable(job.job_id).called
+
+
+def test_a_failed_flush_fails_durable_and_drops_the_job(
+    tmp_path: Path, threads: ManualThreads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error flushing the journal reaches whoever waits to acknowledge the file; the
+    job is not uploaded and is no longer listed as pending."""
+    queue, clock, started = _queue(tmp_path, threads)
+
+    def fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    job = _job("lost.txt")
+    queue.enqueue(job)
+    durable = _outcome(queue.durable(job.job_id))
+    grid = _outcome(queue.wait_for(job.job_id))
+    threads.run_all()
+    for outcome in (durable, grid):
+        (failure,) = outcome
+        assert isinstance(failure.value, OSError) and failure.value.errno == errno.EIO  # type: ignore[attr-defined]
+    clock.advance(10)
+    assert started == [] and queue.pending() == []
