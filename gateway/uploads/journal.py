@@ -216,15 +216,20 @@ class UploadJournal:
         if error is None:
             log.synced(point)
         waiters, self._flush_waiters = self._flush_waiters, []
-        for wanted, waiter in waiters:
-            if wanted <= log.durable:
-                waiter.callback(None)
-            elif error is not None and wanted <= point:
-                waiter.errback(error)
-            else:
-                self._flush_waiters.append((wanted, waiter))
+        done = [waiter for wanted, waiter in waiters if wanted <= log.durable]
+        failed = (
+            [] if error is None else [w for wanted, w in waiters if log.durable < wanted <= point]
+        )
+        self._flush_waiters = [
+            (wanted, w) for wanted, w in waiters if wanted > max(log.durable, point)
+        ]
         if self._flush_waiters:
             self._flush(threads)
+        # Last: a waiter's callbacks may append records and ask for flushes of their own.
+        for waiter in done:
+            waiter.callback(None)
+        for waiter in failed:
+            waiter.errback(error)
 
     def remove(self, job_id: str) -> None:
         """Forget a job whose upload is published (durably)."""

@@ -135,3 +135,26 @@ def test_a_failed_flush_fails_durable_and_drops_the_job(
         assert isinstance(failure.value, OSError) and failure.value.errno == errno.EIO  # type: ignore[attr-defined]
     clock.advance(10)
     assert started == [] and queue.pending() == []
+
+
+def test_a_waiter_that_appends_again_gets_one_flush_at_a_time(
+    tmp_path: Path, threads: ManualThreads, flushes: list[bool]
+) -> None:
+    """A client whose next file is closed as soon as its previous CLOSE is answered (the
+    waiter's callback appends and asks for a flush) still has one flush in flight at a time,
+    one per record."""
+    journal = UploadJournal(tmp_path)
+    answered: list[str] = []
+
+    def close(name: str, then: str | None) -> None:
+        journal.record(_job(name), sync=False)
+        flushed = journal.flushed(threads)
+        flushed.addCallback(lambda _: answered.append(name))
+        if then is not None:
+            flushed.addCallback(lambda _: close(then, None))
+
+    close("a", "b")
+    while threads.queue:
+        assert len(threads.queue) == 1
+        threads.run_next()
+    assert answered == ["a", "b"] and len(flushes) == 2
