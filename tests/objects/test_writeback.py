@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from gateway.objects import writeback
@@ -311,3 +313,70 @@ def test_views_of_settled_directories_are_dropped_past_the_limit(
     assert sorted(gw.run(gw.open(caps[0]).list())) == ["kept"]
     gw.settle()
     assert maker.names(caps[0]) == ["kept"]
+
+
+_NAMES = st.sampled_from(["a", "b", "c", "d"])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("mkdir"), _NAMES),
+        st.tuples(st.just("file"), _NAMES),
+        st.tuples(st.just("rename"), _NAMES, _NAMES),
+        st.tuples(st.just("remove"), _NAMES),
+        st.tuples(st.just("settle")),
+        st.tuples(st.just("crash")),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=_STEPS)
+def test_any_sequence_of_changes_and_crashes_ends_as_answered(
+    steps: list[tuple[str, ...]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever mix of mkdir, file links, renames, removals, publishes and crashes (the
+    gateway dies with changes unpublished and a new one starts on its journal), once all is
+    published the grid holds exactly what the answers said: every answered change, and no
+    refused one."""
+    grid = make_grid(4)
+    maker = Gateway(grid, None)
+    made = run(DirectoryNode.create(maker.client, clock=maker.clock))
+    assert isinstance(made.cap, DirectoryWriteCap)
+    root = made.cap
+    state = tmp_path_factory.mktemp("wb")
+    gw = Gateway(grid, state)
+    model: dict[str, str] = {}
+    for step in steps:
+        node = gw.open(root)
+        kind = step[0]
+        try:
+            if kind == "mkdir":
+                gw.run(node.mkdir(step[1], meta("dir")))
+                model[step[1]] = "dir"
+            elif kind == "file":
+                gw.run(node.add(step[1], LiteralCap(step[1].encode()), meta()))
+                model[step[1]] = "file"
+            elif kind == "rename":
+                gw.run(node.rename(step[1], step[2], overwrite=True))
+                model[step[2]] = model.pop(step[1])
+            elif kind == "remove":
+                gw.run(node.remove(step[1]))
+                del model[step[1]]
+            elif kind == "settle":
+                gw.settle()
+            else:
+                gw = Gateway(grid, state)  # the old one never runs again
+        except (ChildExists, NoSuchChild):
+            assert kind in ("mkdir", "rename", "remove")
+            assert step[1] in model if kind == "mkdir" else step[1] not in model
+        assert {n: e.kind for n, e in gw.run(gw.open(root).list()).items()} == model
+    gw.settle()
+    gw.clock.advance(FLUSH_WINDOW)
+    entries = maker.run(maker.open(root).list())
+    assert {name: entry.kind for name, entry in entries.items()} == model
+    for name, entry in entries.items():
+        if entry.kind == "dir":
+            assert maker.run(maker.open(root).child(name)).cap == entry.cap
+            assert maker.run(maker.run(maker.open(root).child(name)).list()) == {}
