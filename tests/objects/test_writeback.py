@@ -7,6 +7,7 @@ another gateway reading (or writing) the same directories.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -380,3 +381,30 @@ def test_any_sequence_of_changes_and_crashes_ends_as_answered(
         if entry.kind == "dir":
             assert maker.run(maker.open(root).child(name)).cap == entry.cap
             assert maker.run(maker.run(maker.open(root).child(name)).list()) == {}
+
+
+def test_a_full_disk_refuses_the_change_and_changes_nothing(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """When the journal cannot be written (disk full) the change is refused with that error,
+    and the gateway shows and publishes the directory as it was."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.add("kept", LiteralCap(b"k"), meta()))
+    assert gw.write_back is not None
+    log = gw.write_back._log
+
+    def full(record: dict[str, Any], sync: bool = True) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = log.append
+    log.append = full  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space left"):
+        gw.run(node.mkdir("new", meta("dir")))
+    with pytest.raises(OSError, match="No space left"):
+        gw.run(node.remove("kept"))
+    log.append = real  # type: ignore[method-assign]
+    assert sorted(gw.run(node.list())) == ["kept"]
+    gw.settle()
+    assert Gateway(grid, None).names(root) == ["kept"]
+    assert gw.write_back.pending() == 0
