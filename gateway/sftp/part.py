@@ -51,7 +51,13 @@ class SFTPPart(NodePart):
         """The SFTP server of one session."""
         volume = self._fs.volume(avatar.root_cap)
         fs = GridFilesystem(volume, read_only=avatar.read_only)
-        session = self.sessions.start(avatar.name, avatar.client_version, avatar.remote_address)
+        session = self.sessions.start(
+            avatar.name,
+            avatar.client_version,
+            avatar.remote_address,
+            # Uploads waiting to start hold back while the session's client is busy.
+            activity=volume.queue.client_active,
+        )
         return GatewaySFTPServer(
             fs, user=avatar.name, rename_overwrites=avatar.rename_overwrites, session=session
         )

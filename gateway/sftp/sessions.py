@@ -11,6 +11,7 @@ list. Nothing here holds a capability or a password.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -107,6 +108,8 @@ class Session:
     bytes_in: int = 0
     bytes_out: int = 0
     transfers: dict[object, Transfer] = field(factory=dict, repr=False)
+    #: Told of every request served (the upload queue holds background uploads meanwhile).
+    activity: Callable[[], None] | None = field(default=None, repr=False)
 
     def opened(self, handle: object, path: str, writing: bool, size: int | None) -> None:
         """Start a transfer for the handle."""
@@ -134,8 +137,10 @@ class Session:
             self.registry.finish(transfer)
 
     def request(self, operation: str, seconds: float) -> None:
-        """Record a request's latency."""
+        """Record a request's latency (and that the client is active)."""
         self.registry.latency.labels(operation=operation).observe(seconds)
+        if self.activity is not None:
+            self.activity()
 
     def ended(self) -> None:
         """Forget the session (its still-open transfers end with it)."""
@@ -182,8 +187,14 @@ class SessionRegistry:
             registry=None,
         )
 
-    def start(self, user: str, client_version: str | None, remote_address: str | None) -> Session:
-        """A new session of ``user``."""
+    def start(
+        self,
+        user: str,
+        client_version: str | None,
+        remote_address: str | None,
+        activity: Callable[[], None] | None = None,
+    ) -> Session:
+        """A new session of ``user``; ``activity`` is called for each request it serves."""
         session = Session(
             self,
             next(self._ids),
@@ -191,6 +202,7 @@ class SessionRegistry:
             (client_version or "unknown")[:MAX_VERSION_LENGTH],
             remote_address or "unknown",
             float(self.clock.seconds()),
+            activity=activity,
         )
         self.sessions[session.id] = session
         self.sessions_started += 1

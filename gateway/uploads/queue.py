@@ -83,6 +83,7 @@ class UploadQueue(NodePart):
         self._settle_limit = settle_limit
         self._settling: IDelayedCall | None = None
         self._settle_deadline = 0.0
+        self._client_active_at = float("-inf")
         self._jobs: dict[str, UploadJob] = {}
         self._ready_ids: list[str] = []
         self._retry_at: dict[str, tuple[float, IDelayedCall]] = {}
@@ -95,6 +96,7 @@ class UploadQueue(NodePart):
         #: Jobs whose records are being flushed, with who waits for that; failed flushes.
         self._flushing: dict[str, list[Deferred[None]]] = {}
         self._flush_failed: dict[str, Failure] = {}
+        self._idle_callbacks: set[Callable[[], None]] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -114,7 +116,7 @@ class UploadQueue(NodePart):
         """Stop starting uploads; give running ones the grace period; leave the rest journaled."""
         if self._settling is not None and self._settling.active():
             self._settling.cancel()  # waiting jobs start now: the grace period is for them too
-            self._settled()
+            self._settled(hold=False)
         self._accepting = False
         for _, call in self._retry_at.values():
             if call.active():
@@ -195,6 +197,7 @@ class UploadQueue(NodePart):
             waiter.errback(failure)
         for waiter in self._waiters.pop(job_id, []):
             waiter.errback(failure)
+        self._maybe_idle()
 
     def _queue_ready(self, job_id: str) -> None:
         self._ready_ids.append(job_id)
@@ -216,8 +219,38 @@ class UploadQueue(NodePart):
         delay = max(0.0, min(self._settle, self._settle_deadline - now))
         self._settling = self._clock.callLater(delay, self._settled)
 
-    def _settled(self) -> None:
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the last pending job has finished (once per callback,
+        however often it is registered)."""
+        self._idle_callbacks.add(callback)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no job is pending."""
+        return not self._jobs
+
+    def _maybe_idle(self) -> None:
+        if not self._jobs:
+            for callback in list(self._idle_callbacks):
+                callback()
+
+    def client_active(self) -> None:
+        """A client's request is being served: jobs waiting to start hold back as they do for
+        a CLOSE, until requests stop for ``settle`` seconds (never past ``settle_limit``).
+
+        So a client that reads back what it just wrote (``tar``, ``diff`` after ``cp``) is
+        served from staging, without uploads competing for the process.
+        """
+        self._client_active_at = self._clock.seconds()
+
+    def _settled(self, hold: bool = True) -> None:
         self._settling = None
+        if hold and not self._waiters:  # no one waits for the grid: hold while clients are busy
+            now = self._clock.seconds()
+            wait = min(self._client_active_at + self._settle, self._settle_deadline) - now
+            if wait > 0:
+                self._settling = self._clock.callLater(wait, self._settled)
+                return
         self._kick()
 
     def update_target(self, job_id: str, target: dict[str, Any]) -> None:
@@ -308,6 +341,7 @@ class UploadQueue(NodePart):
         del self.finished[: -self._keep_finished]
         for waiter in self._waiters.pop(job_id, []):
             waiter.callback(None)
+        self._maybe_idle()
         self._kick()
 
     def _failed(self, job: UploadJob, error: Exception) -> None:

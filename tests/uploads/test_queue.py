@@ -224,3 +224,60 @@ def test_waiting_for_a_job_or_stopping_skips_the_settle_time(tmp_path: Path) -> 
     assert [n for n, _ in uploader.attempts] == ["waited", "at stop"]
     uploader.succeed()
     assert stopping.called
+
+
+def test_uploads_hold_while_a_client_is_active_up_to_the_limit(tmp_path: Path) -> None:
+    """Requests served after a CLOSE hold waiting uploads back as CLOSEs do: they start once
+    requests stop for ``settle`` seconds, and never later than ``settle_limit``."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, settle=0.25, settle_limit=2.0)
+    queue.enqueue(_job("quiet"))
+    clock.advance(0.2)
+    queue.client_active()  # the client reads back what it wrote
+    clock.advance(0.2)
+    assert uploader.attempts == []
+    clock.advance(0.05)
+    assert [name for name, _ in uploader.attempts] == ["quiet"]
+    uploader.succeed()
+    queue.enqueue(_job("busy"))
+    enqueued, started = clock.seconds(), None
+    for _ in range(30):  # a client that never pauses
+        clock.advance(0.1)
+        queue.client_active()
+        if started is None and len(uploader.attempts) == 2:
+            started = clock.seconds()
+    assert uploader.attempts[-1][0] == "busy"
+    assert started == pytest.approx(enqueued + 2.0)
+
+
+def test_someone_waiting_for_the_grid_is_not_held_by_active_clients(tmp_path: Path) -> None:
+    """An fsync (or ``close = grid``) waiting for a job starts it at once, however busy the
+    clients are."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, settle=0.25, settle_limit=2.0)
+    job = _job("synced")
+    queue.enqueue(job)
+    queue.client_active()
+    queue.wait_for(job.job_id)
+    clock.advance(0)
+    assert [name for name, _ in uploader.attempts] == ["synced"]
+
+
+def test_idle_callbacks_run_when_the_last_job_finishes(tmp_path: Path) -> None:
+    """A callback registered (twice) with when_idle runs once each time no job is left."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock)
+    calls: list[bool] = []
+
+    def idle() -> None:
+        calls.append(queue.idle)
+
+    queue.when_idle(idle)
+    queue.when_idle(idle)
+    queue.enqueue(_job("one"))
+    queue.enqueue(_job("two"))
+    clock.advance(0)
+    uploader.succeed(0)
+    assert calls == [] and not queue.idle
+    uploader.succeed(1)
+    assert calls == [True]
