@@ -65,6 +65,8 @@ class Writers:
         self.overlay: Overlay = volume.overlay
         self._clock = clock
         self._threads = threads if threads is not None else reactor_threads(clock)
+        # Staged files are created ahead while files are being written; none stay when idle.
+        volume.queue.when_idle(volume.staging.drop_spares)
 
     def now(self) -> float:
         """The volume clock's time."""
@@ -217,6 +219,8 @@ class Writers:
         if state.abandoned or not state.dirty or not state.closed_by_client:
             self._forget(state)
             state.staged.discard()
+            if self.volume.queue.idle and not self.overlay.writing:
+                self.volume.staging.drop_spares()  # nothing more is being written
             return
         # The bytes reach the disk in a thread first, so publish's own fsync finds little left
         # to write and the reactor is not held meanwhile. The state stays visible while that

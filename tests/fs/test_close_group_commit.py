@@ -50,7 +50,7 @@ class Gateway:
             self.clock, UploadJournal(self.journal_dir), self._upload, threads=self.threads
         )
         self.queue.startService()
-        self.staging = StagingArea(base / "staging", quota=1 << 30)
+        self.staging = StagingArea(base / "staging", quota=1 << 30, spare_files=0)
         root = DirectoryWriteCap.generate().to_string()
         self.volume = Volume(root, store, self.staging, self.queue, self.clock)
         self.writers = Writers(self.volume, self.clock, self.threads)

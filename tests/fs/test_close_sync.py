@@ -59,7 +59,7 @@ class Gateway:
         self.journal_dir = base / "journal"
         self.queue = UploadQueue(self.clock, UploadJournal(self.journal_dir), self._upload)
         self.queue.startService()
-        self.staging = StagingArea(base / "staging", quota=1 << 30)
+        self.staging = StagingArea(base / "staging", quota=1 << 30, spare_files=0)
         root = DirectoryWriteCap.generate().to_string()
         self.volume = Volume(root, store, self.staging, self.queue, self.clock)
         self.threads = ManualThreads()

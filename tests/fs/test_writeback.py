@@ -73,7 +73,7 @@ def test_write_back_starts_every_chunk_one_call_at_a_time(
 ) -> None:
     """A call starts once a chunk is written; while it runs, later writes gather for the next."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"a" * (CHUNK // 2))
     assert not threads.queue
@@ -97,7 +97,7 @@ def test_without_threads_nothing_runs_in_the_background(
     tmp_path: Path, calls: list[tuple[int, int, int]]
 ) -> None:
     """A staged file created without a thread runner leaves everything to the final fsync."""
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create()
     staged.write(0, b"x" * (4 * CHUNK))
     Deferred.fromCoroutine(staged.presync())  # returns at once
@@ -112,7 +112,7 @@ def test_presync_waits_for_write_back_then_fsyncs_in_a_thread(
     """The CLOSE's presync fsyncs the whole file in a thread after the write-back under way;
     the bytes read back intact."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     data = random.Random(1).randbytes(5 * CHUNK + 123)
     for offset in range(0, len(data), 1000):
@@ -141,7 +141,7 @@ def test_a_small_file_is_not_presynced(tmp_path: Path) -> None:
     """Below PRESYNC_BYTES nothing runs in a thread at CLOSE: the CLOSE's own fsync (if the
     journal does not hold the bytes instead) is short."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"s" * (CHUNK - 1))
     done: list[object] = []
@@ -155,7 +155,7 @@ def test_discard_before_a_queued_call_runs(
     """The call does nothing once it runs; the descriptor is closed when it returns; the file
     and its quota are gone at once."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"z" * CHUNK)
     assert len(threads.queue) == 1
@@ -183,7 +183,7 @@ def test_discard_while_a_thread_writes_back(
 
     monkeypatch.setattr(staging, "start_writeback", slow)
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"y" * CHUNK)
     call, result = threads.queue.pop(0)
@@ -209,7 +209,7 @@ def test_an_error_of_a_background_sync_fails_the_final_fsync(
     """An fsync in a thread that fails may leave nothing for a later fsync to report; the
     staged file's fsync raises it (same errno: a full disk stays "disk full")."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"q" * 100)
     staged.truncate(CHUNK)  # big enough to be presynced, small enough for no write-back
@@ -249,7 +249,7 @@ def test_a_call_that_cannot_be_scheduled_is_left_to_the_final_fsync(tmp_path: Pa
     def refuse(call: Callable[[], T], /) -> Deferred[T]:
         raise RuntimeError("the thread pool is stopping")
 
-    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(refuse)
     staged.write(0, b"w" * (3 * CHUNK))
     Deferred.fromCoroutine(staged.presync())
@@ -264,7 +264,7 @@ def test_quota_still_holds_with_write_back(
     """A write past the quota is refused with NoSpace and starts no write-back; what was
     staged stays; a discard gives everything back."""
     threads = ManualThreads()
-    area = StagingArea(tmp_path / "staging", quota=3 * CHUNK)
+    area = StagingArea(tmp_path / "staging", quota=3 * CHUNK, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"1" * (2 * CHUNK))
     threads.run_all()
@@ -339,8 +339,9 @@ class RealThreadsTests(TestCase):
 
     async def test_many_files_leave_no_descriptor_or_thread_behind(self) -> None:
         """Two hundred files, every other one discarded while its write-back may be queued or
-        running, the others presynced and fsynced and read back intact: afterwards no
-        descriptor is open and every new thread is one of the reactor pool's."""
+        running, the others presynced and fsynced and read back intact: afterwards (with the
+        spare files dropped) no descriptor is open and every new thread is one of the reactor
+        pool's."""
         if not os.path.isdir("/proc/self/fd"):
             self.skipTest("needs /proc/self/fd")
         threads = reactor_threads(reactor)
@@ -351,6 +352,7 @@ class RealThreadsTests(TestCase):
         await warm.presync()
         warm.discard()
         await area.idle()
+        area.drop_spares()
         descriptors = _open_descriptors()
         before = set(threading.enumerate())
         rng = random.Random(7)
@@ -373,6 +375,8 @@ class RealThreadsTests(TestCase):
             assert hashlib.sha256(staged.read(0, staged.size)).hexdigest() == digest
             staged.discard()
         await area.idle()
+        assert 0 < area.spares <= staging.SPARE_FILES
+        area.drop_spares()  # what the node does once no upload is pending
         assert area.background_calls == 0 and area.used == 0
         assert list(area.directory.iterdir()) == []
         assert _open_descriptors() == descriptors
