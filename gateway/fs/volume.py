@@ -180,7 +180,9 @@ class Volume:
             if not inline:
                 staged.fsync()
                 self.staging.sync_directory()
-            self.queue.enqueue(job)  # the journal record is durable once this returns
+            # The record is appended now and flushed in a thread, shared with other CLOSEs:
+            # it is durable once ``queue.durable(job_id)`` fires, which the CLOSE reply awaits.
+            self.queue.enqueue(job)
         except OSError as e:
             # Not acknowledged: the client is told, and nothing half-made stays visible.
             staged.discard()
@@ -190,7 +192,7 @@ class Volume:
         except BaseException:
             staged.discard()
             raise
-        # Registered only once journaled: a file the client was not told is safe never shows.
+        # Registered once journaled (a failed flush withdraws it before the CLOSE is answered).
         self.overlay.pending[state.path] = pending
         self.overlay.by_job[job.job_id] = pending
         if self.close_waits_for_grid if wait is None else wait:
