@@ -543,7 +543,11 @@ def _targets(
     replaced in place, tested against exactly that version. Share numbers found
     nowhere go round the ring, servers that answered the scan and hold the fewest
     shares first, each tested for absence. A share whose header was unreadable
-    or corrupt is left alone.
+    or corrupt is left alone. Then, while a server that answered holds nothing
+    and another would get two shares or more, one of those moves to the empty
+    server (the old copy is left behind at its older version): a version
+    published while a server was down spread over fewer servers, and the next
+    one spreads out again once it is back.
     """
     targets: dict[IStorageClient, dict[int, TestVector]] = {}
     for version, where in scan.versions.items():
@@ -559,6 +563,16 @@ def _targets(
         server = order[i % len(order)]
         if share not in scan.shares_by_server.get(server, set()):
             targets.setdefault(server, {})[share] = TestVector(0, 1, b"")
+    empty = [s for s in ring if s in scan.reachable and not scan.shares_by_server.get(s)]
+    for server in empty:
+        if server in targets:
+            continue
+        crowded = max(targets, key=lambda s: len(targets[s]), default=None)
+        if crowded is None or len(targets[crowded]) < 2:
+            break
+        share = max(targets[crowded])
+        del targets[crowded][share]
+        targets[server] = {share: TestVector(0, 1, b"")}
     return targets
 
 

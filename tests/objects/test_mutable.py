@@ -475,3 +475,26 @@ def test_concurrent_directory_writers_send_no_false_advisories() -> None:
     assert len(listings) > 50 and listings == sorted(listings)
     assert advisories(grid) == 0
     assert not any(g.server.corruption_reports for g in grid)
+
+
+def test_a_version_published_during_an_outage_spreads_out_again() -> None:
+    """Published twice while a server is down (the second time its share doubles up on a
+    server that answered), the next publish once the server is back puts a share on every
+    server again, so happiness 5 of 5 is met instead of failing forever."""
+    grid = make_grid(5)
+    c = MutableClient(grid, SECRETS, fmt.EncodingParams(k=3, happy=5, n=5))
+    cap = MutableWriteCap.generate()
+    grid[4].available = False
+    with pytest.raises(UploadUnhappy):
+        run(c.create(b"v1", cap))
+    with pytest.raises(UploadUnhappy):
+        run(c.update(cap, lambda _: b"v2"))
+    assert sum(1 for g in grid[:4] if len(shares_on(g, cap)) == 2) == 1
+    grid[4].available = True
+    state = run(c.update(cap, lambda _: b"v3"))
+    assert run(c.read(cap))[0] == b"v3"
+    newest = state.version
+    assert all(
+        any(header_of(g, cap.storage_index, share) == newest for share in shares_on(g, cap))
+        for g in grid
+    )
