@@ -78,7 +78,10 @@ class FilesystemPart(NodePart):
         if not self._close_waits:
             # Directory changes are answered once journaled, as CLOSE is, and published after.
             self.store.write_back = DirectoryWriteBack(
-                self._nd.state / "directories", self.store.mutable_client, self._reactor
+                self._nd.state / "directories",
+                self.store.mutable_client,
+                self._reactor,
+                client_active_at=lambda: self.queue.client_active_at,
             )
         self.staging = StagingArea(self._nd.staging, self._quota)
         journaled = list(self.journal.load())

@@ -66,6 +66,12 @@ JOURNAL_NAME = "directories.log"
 #: Seconds changes to one directory are gathered before they are published.
 FLUSH_WINDOW = 0.1
 
+#: While clients keep sending requests, publishes wait until they pause this long...
+HOLD_WHILE_ACTIVE = 0.25
+
+#: ...but never longer than this after the oldest change waiting.
+HOLD_LIMIT = 2.0
+
 #: Seconds contents read or published by this gateway are trusted to decide a change on.
 REUSE_SECONDS = 10.0
 
@@ -96,6 +102,7 @@ class _Directory:
     maybe_exists: bool = False  # made before a restart: may have been published
     generation: int = 0  # publishes so far: a read that overlapped one is stale
     failures: int = 0
+    waiting_since: float = 0.0  # when the oldest unpublished change was made
     timer: IDelayedCall | None = None
     loading: Deferred[Exception | None] | None = None
     lock: DeferredLock = field(factory=DeferredLock)
@@ -127,6 +134,7 @@ class DirectoryWriteBack:
         reuse: float = REUSE_SECONDS,
         max_retry: float = MAX_RETRY,
         rng: random.Random | None = None,
+        client_active_at: Callable[[], float] | None = None,
     ) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client = client
@@ -135,6 +143,7 @@ class DirectoryWriteBack:
         self._reuse = reuse
         self._max_retry = max_retry
         self._rng = rng or random.Random()
+        self._client_active_at = client_active_at
         self._log = RedoLog(directory / JOURNAL_NAME)
         self._dirs: dict[bytes, _Directory] = {}
         self._seq = 0
@@ -220,6 +229,8 @@ class DirectoryWriteBack:
             if isinstance(decided, Create):
                 d.create = True
                 d.read_at = self._clock.seconds()
+            if not d.changes:
+                d.waiting_since = self._clock.seconds()
             d.changes.append((seq, decided))
             d.view = views[si]
             self._schedule(d)
@@ -330,6 +341,13 @@ class DirectoryWriteBack:
 
     def _publish_later(self, d: _Directory) -> None:
         d.timer = None
+        if self._client_active_at is not None and d.changes and not d.failures:
+            # A client is busy (``cp -r``, ``tar``): publish once it pauses, as uploads do.
+            now = self._clock.seconds()
+            wait = min(self._client_active_at() + HOLD_WHILE_ACTIVE, d.waiting_since + HOLD_LIMIT)
+            if wait > now:
+                self._schedule(d, wait - now)
+                return
         Deferred.fromCoroutine(self._flush_or_retry(d))
 
     async def _flush_or_retry(self, d: _Directory) -> None:
@@ -395,6 +413,7 @@ class DirectoryWriteBack:
             d.read_at = self._clock.seconds()
             d.create = d.maybe_exists = False
             del d.changes[: len(snapshot)]
+            d.waiting_since = d.read_at  # what was made meanwhile waits from now
             d.view = apply_lenient([c for _, c in d.changes], published)
             # Not flushed: a change published again after a crash changes nothing.
             self._log.append({"d": [[si, snapshot[-1][0]]]}, sync=False)

@@ -234,6 +234,11 @@ class UploadQueue(NodePart):
             for callback in list(self._idle_callbacks):
                 callback()
 
+    @property
+    def client_active_at(self) -> float:
+        """When a client's request was last served (the clock's seconds)."""
+        return self._client_active_at
+
     def client_active(self) -> None:
         """A client's request is being served: jobs waiting to start hold back as they do for
         a CLOSE, until requests stop for ``settle`` seconds (never past ``settle_limit``).

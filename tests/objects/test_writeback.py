@@ -408,3 +408,34 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(
     gw.settle()
     assert Gateway(grid, None).names(root) == ["kept"]
     assert gw.write_back.pending() == 0
+
+
+def test_publishes_wait_while_a_client_is_busy_but_not_past_the_limit(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """While requests keep coming (a ``cp -r``) the publish waits for a 0.25 s pause, and
+    at most 2 s after the change; with no client activity it goes after the window."""
+    clock = Clock()
+    active = [clock.seconds()]
+    gw = Gateway(grid, None, clock)
+    gw.write_back = DirectoryWriteBack(
+        tmp_path, lambda: gw.client, clock, client_active_at=lambda: active[0]
+    )
+    other = Gateway(grid, None)
+    gw.run(gw.open(root).mkdir("busy", meta("dir")))
+    for _ in range(10):  # a request every 0.1 s for a second
+        clock.advance(0.1)
+        active[0] = clock.seconds()
+    assert other.names(root) == []
+    clock.advance(0.3)  # the client paused
+    assert other.names(root) == ["busy"]
+    gw.run(gw.open(root).mkdir("limit", meta("dir")))
+    active[0] = clock.seconds()  # the MKDIR itself is a request
+    for _ in range(19):  # busy for 1.9 s: still waiting
+        clock.advance(0.1)
+        active[0] = clock.seconds()
+    assert other.names(root) == ["busy"]
+    for _ in range(2):  # past 2 s: published although the client is still busy
+        clock.advance(0.1)
+        active[0] = clock.seconds()
+    assert other.names(root) == ["busy", "limit"]
