@@ -1,4 +1,4 @@
-"""Helpers of the filesystem tests: background "threads" the test runs by hand."""
+"""Helpers of the filesystem tests: background "threads" the test runs by hand, an in-memory store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from gateway.objects.crypto import GatewaySecrets
+from gateway.objects.immutable_format import EncodingParams
+from gateway.objects.store import ObjectStore
+from tests.objects.grid import make_grid
 
 T = TypeVar("T")
 
@@ -57,3 +62,14 @@ def drive(coroutine: Coroutine[Any, Any, T], threads: ManualThreads) -> T:
     if isinstance(outcome[0], Failure):
         outcome[0].raiseException()
     return outcome[0]  # type: ignore[no-any-return]
+
+
+def memory_store(clock: Any, servers: int = 1) -> ObjectStore:
+    """An object store on ``servers`` in-memory storage servers, keeping one share (1-of-1)."""
+    grid = make_grid(servers)
+    return ObjectStore(
+        lambda: grid,
+        GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32),
+        EncodingParams(k=1, happy=1, n=servers),
+        clock,
+    )

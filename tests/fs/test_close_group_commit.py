@@ -21,13 +21,9 @@ from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.fs.writing import Writers
 from gateway.objects.caps import DirectoryWriteCap
-from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.immutable_format import EncodingParams
-from gateway.objects.store import ObjectStore
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
-from tests.fs.support import ManualThreads, drive
-from tests.objects.grid import make_grid
+from tests.fs.support import ManualThreads, drive, memory_store
 
 CREATE = OpenFlags(write=True, create=True, truncate=True)
 
@@ -37,13 +33,7 @@ class Gateway:
 
     def __init__(self, base: Path) -> None:
         self.clock = Clock()
-        grid = make_grid(1)
-        store = ObjectStore(
-            lambda: grid,
-            GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32),
-            EncodingParams(k=1, happy=1, n=1),
-            self.clock,
-        )
+        store = memory_store(self.clock, 1)
         self.threads = ManualThreads()
         self.journal_dir = base / "journal"
         self.queue = UploadQueue(

@@ -30,13 +30,9 @@ from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.fs.writing import Writers
 from gateway.objects.caps import DirectoryWriteCap
-from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.immutable_format import EncodingParams
-from gateway.objects.store import ObjectStore
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
-from tests.fs.support import ManualThreads, drive
-from tests.objects.grid import make_grid
+from tests.fs.support import ManualThreads, drive, memory_store
 
 KiB = 1024
 CHUNK = 64 * KiB  # WRITEBACK_BYTES and PRESYNC_BYTES in these tests
@@ -49,13 +45,7 @@ class Gateway:
 
     def __init__(self, base: Path) -> None:
         self.clock = Clock()
-        grid = make_grid(3)
-        store = ObjectStore(
-            lambda: grid,
-            GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32),
-            EncodingParams(k=1, happy=1, n=3),
-            self.clock,
-        )
+        store = memory_store(self.clock, 3)
         self.journal_dir = base / "journal"
         self.queue = UploadQueue(self.clock, UploadJournal(self.journal_dir), self._upload)
         self.queue.startService()
