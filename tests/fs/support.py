@@ -1,4 +1,4 @@
-"""Helpers of the filesystem tests: background "threads" the test runs by hand, an in-memory store."""
+"""Helpers of the filesystem tests: "threads" the test runs by hand, an in-memory store."""
 
 from __future__ import annotations
 
