@@ -23,6 +23,7 @@ from pathlib import Path
 from attrs import frozen
 
 from gateway.config import CONFIG_FILENAME
+from storage.redolog import fsync_directory
 
 # Names of the files in private/.
 CONVERGENCE_FILE = "convergence"
@@ -102,21 +103,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret file atomically with mode 0600."""
     write_atomic(path, data, 0o600)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class NodeDirExists(Exception):

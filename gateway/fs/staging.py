@@ -51,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.fs.errors import NoSpace
-from gateway.nodedir import fsync_dir
+from storage.redolog import fsync_directory
 
 T = TypeVar("T")
 
@@ -371,7 +371,7 @@ class StagingArea:
 
     def sync_directory(self) -> None:
         """Make new staged files' names durable."""
-        fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def leftovers(self, keep: set[str]) -> list[Path]:
         """Staged files no journal record refers to (abandoned by a crash before CLOSE)."""

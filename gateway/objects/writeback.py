@@ -276,10 +276,8 @@ class DirectoryWriteBack:
     # -- internals -------------------------------------------------------------------
 
     def _usable(self, node: DirectoryNode) -> bool:
-        d = self._dirs.get(node.storage_index)
-        if d is None or d.view is None:
-            return False
-        return bool(d.changes or d.create) or self._clock.seconds() - d.read_at <= self._reuse
+        """Whether a change can be decided on the view without reading first."""
+        return self.view(node.storage_index, self._reuse) is not None
 
     async def _load(self, node: DirectoryNode) -> MutableRecords:
         """Read a directory from the grid: its view is what it holds plus our changes."""

@@ -36,8 +36,7 @@ from attrs import evolve, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from gateway.nodedir import fsync_dir
-from storage.redolog import RedoLog
+from storage.redolog import RedoLog, fsync_directory
 
 RECORD_SUFFIX = ".upload"
 LOG_NAME = "journal.log"
@@ -245,7 +244,7 @@ class UploadJournal:
             os.unlink(legacy)
         except FileNotFoundError:
             return
-        fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def load(self) -> Iterator[UploadJob]:
         """Every job recorded, oldest first; damaged records are set aside and named in .damaged."""
