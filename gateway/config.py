@@ -403,3 +403,51 @@ def render_config(kind: str, settings: Mapping[tuple[str, str], str]) -> str:
         else:
             lines.append(f"#{option.key} = {option.default}")
     return "\n".join(lines) + "\n"
+
+
+def update_config(path: Path, settings: Mapping[tuple[str, str], str]) -> NodeConfig:
+    """Set keys in an existing configuration file, keeping its comments and other keys.
+
+    A key's live line (or, failing that, its commented-out default) is replaced;
+    a key the file lacks is added at the end of its section (the section is
+    added when missing). The result is validated before it is written, and
+    written atomically; the new configuration is returned.
+    """
+    from gateway.nodedir import write_atomic
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for (section, key), value in settings.items():
+        lines = _set_line(lines, section, key, value)
+    text = "\n".join(lines) + "\n"
+    config = parse_config(text, path)
+    write_atomic(path, text.encode("utf-8"), path.stat().st_mode & 0o777)
+    return config
+
+
+def _set_line(lines: list[str], section: str, key: str, value: str) -> list[str]:
+    """``lines`` with ``key = value`` in ``[section]``."""
+    new = f"{key} = {value}"
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"[{section}]"), None)
+    if start is None:
+        return [*lines, "", f"[{section}]", new]
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+        len(lines),
+    )
+
+    def names(line: str, commented: bool) -> bool:
+        text = line.strip()
+        if commented:
+            if not text.startswith("#"):
+                return False
+            text = text[1:].strip()
+        return "=" in text and text.split("=", 1)[0].strip() == key
+
+    for commented in (False, True):
+        for i in range(start + 1, end):
+            if names(lines[i], commented):
+                return [*lines[:i], new, *lines[i + 1 :]]
+    last = end
+    while last > start + 1 and not lines[last - 1].strip():
+        last -= 1
+    return [*lines[:last], new, *lines[last:]]

@@ -12,22 +12,33 @@ from gateway.service import StartupError
 
 
 def listen_tcp(
-    reactor: Any, factory: IProtocolFactory, host: str, port: int, what: str
+    reactor: Any,
+    factory: IProtocolFactory,
+    host: str,
+    port: int,
+    what: str,
+    choose: str = "",
 ) -> IListeningPort:
-    """Listen on host:port or raise StartupError saying why not (address in use, ...)."""
+    """Listen on host:port or raise StartupError saying why not (address in use, ...).
+
+    ``choose`` tells the user how to pick another port; it is added when the
+    port is taken.
+    """
     try:
         listening: IListeningPort = reactor.listenTCP(port, factory, interface=host)
     except CannotListenError as e:
-        raise listen_failure(e, what, host, port) from None
+        raise listen_failure(e, what, host, port, choose) from None
     return listening
 
 
-def listen_failure(error: CannotListenError, what: str, host: str, port: int) -> StartupError:
+def listen_failure(
+    error: CannotListenError, what: str, host: str, port: int, choose: str = ""
+) -> StartupError:
     """The StartupError that says, in words, why listening on host:port failed."""
     reason = error.socketError
     code = getattr(reason, "errno", None)
     if code == errno.EADDRINUSE:
-        cause = "address already in use"
+        cause = "address already in use" + (f"; {choose}" if choose else "")
     elif code == errno.EACCES:
         cause = "permission denied (ports below 1024 need privileges)"
     elif code == errno.EADDRNOTAVAIL:

@@ -6,6 +6,7 @@ A node directory holds one node, like Tahoe-LAFS's::
     DIR/private/            secrets, mode 0700, every file 0600
     DIR/logs/node.log       the node's log (twisted.logger, JSON lines)
     DIR/node.pid            pid of the running node (locked while it runs)
+    DIR/private/announce    what the running node said it listens on (removed at stop)
     DIR/storage/            shares (a storage node, or a gateway's embedded server)
     DIR/staging/            a gateway's staged files, mode 0700
     DIR/state/              a gateway's journal and other state
@@ -33,6 +34,7 @@ HOST_KEY_FILE = "ssh_host_ed25519_key"
 ACCOUNTS_FILE = "accounts.json"
 SWISSNUM_FILE = "swissnum"
 NURL_FILE = "nurl"
+ANNOUNCE_FILE = "announce"
 
 
 @frozen
@@ -80,6 +82,11 @@ class NodeDir:
     def state(self) -> Path:
         """Journal and other durable state (gateway only)."""
         return self.root / "state"
+
+    @property
+    def announce_file(self) -> Path:
+        """What the running node announced when it came up (private: it can hold a NURL)."""
+        return self.private / ANNOUNCE_FILE
 
     def secret(self, name: str) -> Path:
         """A file in private/."""

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 
 from gateway.config import ConfigError, NodeConfig, load_config
 from gateway.logfile import Scrubber, start_logging
-from gateway.nodedir import NodeDir
+from gateway.nodedir import NodeDir, write_private
 from gateway.pidfile import AlreadyRunning, PidFile, running_pid
 from gateway.service import Node, StartupError
 
@@ -118,7 +118,12 @@ def _run_locked(
             reactor.stop()
             return
         Node.log.info("node is up")
-        reporter.ready(node.announce())
+        lines = node.announce()
+        try:
+            write_private(nd.announce_file, "".join(f"{line}\n" for line in lines).encode())
+        except OSError as e:
+            Node.log.warn("cannot record what the node listens on: {error}", error=e.strerror)
+        reporter.ready(lines)
 
     def shut_down() -> Deferred[None] | None:
         Node.log.info("stopping node")
@@ -127,6 +132,7 @@ def _run_locked(
     reactor.addSystemEventTrigger("before", "shutdown", shut_down)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(bring_up()))
     reactor.run()
+    nd.announce_file.unlink(missing_ok=True)
     Node.log.info("node stopped")
     stream.close()
     return exit_code
@@ -193,6 +199,15 @@ def _read_report(fd: int, timeout: float) -> dict[str, Any] | None:
     except ValueError:
         return None
     return message if isinstance(message, dict) else None
+
+
+def announced(node_dir: Path) -> list[str]:
+    """What the running node in ``node_dir`` said it listens on (empty while it starts)."""
+    try:
+        text = NodeDir(node_dir).announce_file.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return text.splitlines()
 
 
 class NotRunning(Exception):

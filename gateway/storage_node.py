@@ -72,7 +72,13 @@ class StorageServerPart(NodePart):
                 self._reactor, site, credentials, swissnum, self._host, self._port
             )
         except CannotListenError as e:
-            raise listen_failure(e, "storage server", self._host, self._port) from None
+            raise listen_failure(
+                e,
+                "storage server",
+                self._host,
+                self._port,
+                "stop that program: the port is part of this server's NURL, which gateways use",
+            ) from None
         location_host, location_port = self._location.rsplit(":", 1)
         self.nurl = format_nurl(
             credentials.spki_hash, location_host.strip("[]"), int(location_port), swissnum

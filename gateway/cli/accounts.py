@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shlex
 import sys
 from typing import IO, TextIO, cast
 
 from gateway.accounts import AccountStore, accounts_path
 from gateway.cli import account_commands
+from gateway.cli.main import program_name
 from gateway.nodedir import NodeDir
 from gateway.objects.caps import DirectoryWriteCap, MutableWriteCap
 
@@ -26,7 +28,7 @@ def create_first_account(nd: NodeDir, user: str) -> list[str]:
         f"Created SFTP account {user!r}. Its password, shown only this once "
         "(the node keeps only an Argon2id hash):",
         f"    {password}",
-        f"Change it with: gateway account passwd {nd.root} {user}",
+        f"Change it with: {program_name()} account passwd {shlex.quote(str(nd.root))} {user}",
     ]
 
 

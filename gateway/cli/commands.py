@@ -9,6 +9,8 @@ is not running.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -17,12 +19,19 @@ from gateway.cli.accounts import cmd_account
 from gateway.cli.create import create_default_gateway, create_gateway, create_storage
 from gateway.cli.files import COMMANDS as FILE_COMMANDS
 from gateway.cli.files import cmd_files
-from gateway.cli.main import UsageError
+from gateway.cli.main import UsageError, program_name
 from gateway.cli.uploads import cmd_uploads
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, load_config, parse_port, update_config
 from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir
 from gateway.pidfile import AlreadyRunning, running_pid
-from gateway.runner import LaunchError, NotRunning, launch_node, run_node, stop_node
+from gateway.runner import (
+    LaunchError,
+    NotRunning,
+    announced,
+    launch_node,
+    run_node,
+    stop_node,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -112,24 +121,79 @@ def _check_node_dir(node_dir: Path) -> None:
         )
 
 
+def _stop_command(args: argparse.Namespace, node_dir: Path) -> str:
+    """The command that stops this node, as the user can type it."""
+    program = program_name()
+    if args.dir is None and "GATEWAY_DIR" not in os.environ:
+        return f"{program} stop"
+    return f"{program} stop {shlex.quote(str(node_dir))}"
+
+
+def _port_settings(args: argparse.Namespace, kind: str) -> dict[tuple[str, str], str]:
+    """The ports given on the command line, as node.cfg settings (validated)."""
+    settings: dict[tuple[str, str], str] = {}
+    if args.sftp_port is not None:
+        if kind != "gateway":
+            raise UsageError("--sftp-port: a storage node has no SFTP server")
+        settings[("sftp", "port")] = str(parse_port_option(args.sftp_port, "--sftp-port"))
+    if args.web_port is not None:
+        settings[("web", "port")] = str(parse_port_option(args.web_port, "--web-port"))
+    return settings
+
+
+def parse_port_option(port: int, option: str) -> int:
+    """A port number from the command line, or a UsageError naming the option."""
+    try:
+        return parse_port(str(port))
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
 def cmd_start(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """``gateway start [DIR]``: start in the background, return once listening."""
+    """``gateway start [DIR]``: start in the background, return once listening.
+
+    With no DIR, the default node is created first when it does not exist yet.
+    A node that already runs is not an error: start says so and repeats what
+    the node listens on.
+    """
     node_dir = _node_dir(args)
-    if args.dir is None and not NodeDir(node_dir).config.exists():
-        for line in create_default_gateway(node_dir):
+    nd = NodeDir(node_dir)
+    if args.dir is None and not nd.config.exists():
+        sftp_port = parse_port_option(args.sftp_port, "--sftp-port") if args.sftp_port else 8022
+        web_port = parse_port_option(args.web_port, "--web-port") if args.web_port else 8023
+        for line in create_default_gateway(node_dir, sftp_port=sftp_port, web_port=web_port):
             print(line, file=out, flush=True)
     try:
         _check_node_dir(node_dir)
-        lines = launch_node(node_dir, timeout=args.timeout)
+        config = load_config(nd.config)
+        settings = _port_settings(args, config.kind)
+        changed = {k: v for k, v in settings.items() if str(config.get(*k)) != v}
+        pid = running_pid(nd.pid_file)
+        if pid is not None:
+            if changed:
+                return _fail(
+                    err,
+                    f"node in {node_dir} is already running (pid {pid}); "
+                    f"stop it before changing its ports: {_stop_command(args, node_dir)}",
+                )
+            print(f"Node in {node_dir} is already running (pid {pid}).", file=out)
+            lines = announced(node_dir)
+        else:
+            if changed:
+                update_config(nd.config, changed)
+                for (section, key), value in changed.items():
+                    print(f"Set [{section}] {key} = {value} in {nd.config}.", file=out)
+            lines = launch_node(node_dir, timeout=args.timeout)
+            print(f"Node in {node_dir} started.", file=out)
     except ConfigError as e:
         return _fail(err, str(e))
     except AlreadyRunning as e:
         return _fail(err, f"node in {node_dir} is {e}")
     except LaunchError as e:
         return _fail(err, f"could not start node in {node_dir}: {e}")
-    print(f"Node in {node_dir} started.", file=out)
     for line in lines:
         print(line, file=out)
+    print(f"Stop it with: {_stop_command(args, node_dir)}", file=out)
     return EXIT_OK
 
 

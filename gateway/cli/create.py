@@ -181,11 +181,36 @@ def create_storage(
     ]
 
 
-def create_default_gateway(root: Path) -> list[str]:
-    """Create the default node (embedded grid) with one SFTP account; return lines to show once."""
-    lines = create_gateway(root)
+def login_name() -> str:
+    """The name of the user running us, as an account name.
+
+    ``$USER``, else ``$LOGNAME``, else the password database's name; ``user``
+    when none of them is a valid account name.
+    """
+    from gateway.accounts import InvalidAccountName, validate_name
+
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not name:
+        try:
+            import pwd
+
+            name = pwd.getpwuid(os.getuid()).pw_name
+        except (KeyError, ImportError):
+            name = "user"
+    try:
+        return validate_name(name)
+    except InvalidAccountName:
+        return "user"
+
+
+def create_default_gateway(root: Path, *, sftp_port: int = 8022, web_port: int = 8023) -> list[str]:
+    """Create the default node (embedded grid) with one SFTP account; return lines to show once.
+
+    The account is named after the user running the command, so the printed
+    ``sftp -P 8022 NAME@127.0.0.1`` logs in as typed.
+    """
+    lines = create_gateway(root, sftp_port=sftp_port, web_port=web_port)
     from gateway.cli.accounts import create_first_account
 
-    user = os.environ.get("USER") or "user"
-    lines += create_first_account(NodeDir(root), user)
+    lines += create_first_account(NodeDir(root), login_name())
     return lines

@@ -11,6 +11,19 @@ from typing import IO
 from gateway import __version__
 
 
+def program_name() -> str:
+    """How the user can type this command: ``gateway``, or its full path when not on PATH."""
+    import shlex
+    import shutil
+
+    invoked = Path(sys.argv[0])
+    if invoked.name == "gateway" and invoked.is_absolute():
+        found = shutil.which("gateway")
+        if found is None or Path(found).resolve() != invoked.resolve():
+            return shlex.quote(str(invoked))
+    return "gateway"
+
+
 class UsageError(Exception):
     """A command-line argument is invalid; the message says which and why."""
 
@@ -82,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("start", help="start a node in the background")
     _add_dir(p, optional=True)
+    p.add_argument(
+        "--sftp-port",
+        type=int,
+        default=None,
+        help="SFTP port of a gateway node (default 8022; saved in node.cfg)",
+    )
+    p.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help="status page port (default 8023 for a gateway; saved in node.cfg)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it to be up")
 
     p = sub.add_parser("run", help="run a node in the foreground (for systemd)")

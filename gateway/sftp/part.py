@@ -79,7 +79,14 @@ class SFTPPart(NodePart):
             sftp_server_factory=self.sftp_server,
             log=self.log,
         )
-        self._listening = listen_tcp(self._reactor, factory, self._host, self._port, "sftp")
+        self._listening = listen_tcp(
+            self._reactor,
+            factory,
+            self._host,
+            self._port,
+            "sftp",
+            choose="choose another port with --sftp-port N (or [sftp] port in node.cfg)",
+        )
 
     async def stop(self) -> None:
         """Stop accepting connections."""
@@ -92,7 +99,16 @@ class SFTPPart(NodePart):
     def announce(self) -> list[str]:
         """How to connect."""
         host, port = bound_address(self._listening)
-        return [f"SFTP: sftp -P {port} USER@{host}  (listening on {hostport(host, port)})"]
+        try:
+            names = [a.name for a in self.accounts.list()]
+        except AccountFileError:
+            names = []
+        user = names[0] if len(names) == 1 else "USER"
+        address = f"[{host}]" if ":" in host else host
+        return [
+            f"SFTP: sftp -P {port} {user}@{address}  (listening on {hostport(host, port)})",
+            f"      sshfs -p {port} {user}@{address}: MOUNTPOINT",
+        ]
 
     def status(self) -> dict[str, Any]:
         """The listening address and number of accounts."""

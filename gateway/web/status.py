@@ -65,7 +65,14 @@ class StatusPart(NodePart):
         site.displayTracebacks = False
         site.noisy = False
         try:
-            self._listening = listen_tcp(self._reactor, site, self._host, self._port, "status page")
+            self._listening = listen_tcp(
+                self._reactor,
+                site,
+                self._host,
+                self._port,
+                "status page",
+                choose="choose another port with --web-port N (or [web] port in node.cfg)",
+            )
         except Exception:
             self._publisher.removeObserver(self.errors)
             raise

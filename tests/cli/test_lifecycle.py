@@ -86,9 +86,15 @@ def test_start_status_stop_round_trip(tmp_path: Path, reaper: NodeReaper) -> Non
         assert b'"kind": "gateway"' in response.read()
 
     again = gateway("start", node_dir)
-    assert again.code == 1
-    assert again.err.strip() == f"gateway: node in {node_dir} is already running (pid {pid})"
+    assert again.code == 0, again.err
+    assert again.out.splitlines()[0] == f"Node in {node_dir} is already running (pid {pid})."
+    assert _status_url(again.out) == url
+    assert again.out.splitlines()[-1] == f"Stop it with: gateway stop {node_dir}"
     assert node_pid(node_dir) == pid
+
+    moved = gateway("start", node_dir, "--web-port", "1")
+    assert moved.code == 1
+    assert "stop it before changing its ports" in moved.err
 
     status = gateway("status", node_dir)
     assert status.code == 0 and f"running (pid {pid})" in status.out
@@ -163,7 +169,25 @@ def test_start_on_a_port_in_use_names_the_address(tmp_path: Path, reaper: NodeRe
     lines = result.err.strip().splitlines()
     assert len(lines) == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in lines[0]
+    assert lines[0].endswith("; choose another port with --web-port N (or [web] port in node.cfg)")
     assert gateway("status", node_dir).code == 3
+
+
+def test_start_with_other_ports_saves_them(tmp_path: Path, reaper: NodeReaper) -> None:
+    """start --sftp-port/--web-port on a stopped node saves them in node.cfg and listens there."""
+    node_dir = _create(tmp_path, reaper)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web_port = probe.getsockname()[1]
+    started = gateway("start", node_dir, "--web-port", str(web_port))
+    assert started.code == 0, started.err
+    assert f"Set [web] port = {web_port} in {node_dir / 'node.cfg'}." in started.out
+    assert _status_url(started.out) == f"http://127.0.0.1:{web_port}/"
+    text = (node_dir / "node.cfg").read_text()
+    assert f"\nport = {web_port}\n" in text and "# Configuration of this gateway node" in text
+    assert gateway("stop", node_dir).code == 0
+    bad = gateway("start", node_dir, "--sftp-port", "70000")
+    assert bad.code == 2 and "--sftp-port: port must be between 0 and 65535" in bad.err
 
 
 def test_start_outside_a_node_directory(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def restart_gateway(node_dir: Path, user: str = "alice") -> RunningGateway:
     """Start a created gateway and learn where its SFTP server listens."""
     started = gateway("start", node_dir)
     assert started.code == 0, started.err
-    match = re.search(r"SFTP: sftp -P (\d+) USER@(\S+)", started.out)
+    match = re.search(r"SFTP: sftp -P (\d+) [^@ ]+@(\S+)", started.out)
     assert match, started.out
     web = re.search(r"Status page: (\S+)", started.out)
     return RunningGateway(

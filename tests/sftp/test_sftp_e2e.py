@@ -129,18 +129,27 @@ def test_openssh_sftp_batch(running_gateway: RunningGateway, tmp_path: Path) -> 
 
 
 def test_default_node_quick_start(tmp_path: Path, reaper: NodeReaper) -> None:
-    """`gateway start` with no DIR creates the default node, prints a password once, serves SFTP."""
+    """`gateway start` with no DIR creates the default node, prints a password once, serves SFTP.
+
+    The connection line names the account it made, and starting again says the
+    node runs and repeats that line (exit 0).
+    """
     env = {"GATEWAY_DIR": str(tmp_path / "default"), "USER": "quick"}
     reaper.track(tmp_path / "default")
-    started = gateway("start", env=env)
+    started = gateway("start", "--sftp-port", "0", "--web-port", "0", env=env)
     assert started.code == 0, started.err
     match = re.search(r"password, shown only this once.*\n\s+(\S+)", started.out)
     assert match, started.out
     password = match.group(1)
-    assert "sftp -P 8022 USER@127.0.0.1" in started.out
+    line = re.search(r"^SFTP: sftp -P (\d+) quick@127\.0\.0\.1 .*$", started.out, re.M)
+    assert line, started.out
+    port = int(line.group(1))
+    assert started.out.rstrip().splitlines()[-1] == "Stop it with: gateway stop " + str(
+        tmp_path / "default"
+    )
     accounts = (tmp_path / "default" / "private" / "accounts.json").read_text()
     assert password not in accounts and "$argon2id$" in accounts
-    transport = paramiko.Transport(("127.0.0.1", 8022))
+    transport = paramiko.Transport(("127.0.0.1", port))
     try:
         transport.connect(username="quick", password=password)
         sftp = paramiko.SFTPClient.from_transport(transport)
@@ -151,7 +160,9 @@ def test_default_node_quick_start(tmp_path: Path, reaper: NodeReaper) -> None:
     finally:
         transport.close()
     again = gateway("start", env=env)
-    assert again.code == 1 and "already running" in again.err
+    assert again.code == 0, again.err
+    assert "is already running (pid" in again.out
+    assert line.group(0) in again.out.splitlines()
     assert "password" not in again.out
     assert gateway("stop", env=env).code == 0
     log = (tmp_path / "default" / "logs" / "node.log").read_text()

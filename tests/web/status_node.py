@@ -55,7 +55,7 @@ def start_status_gateway(tmp_path: Path, reaper: NodeReaper) -> StatusGateway:
     assert added.code == 0, added.err
     started = gateway("start", node_dir)
     assert started.code == 0, started.err
-    sftp = re.search(r"SFTP: sftp -P (\d+) USER@(\S+)", started.out)
+    sftp = re.search(r"SFTP: sftp -P (\d+) [^@ ]+@(\S+)", started.out)
     web = re.search(r"Status page: (\S+)", started.out)
     assert sftp and web, started.out
     gw = RunningGateway(node_dir, sftp.group(2), int(sftp.group(1)), "alice", PASSWORD)

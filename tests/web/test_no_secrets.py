@@ -53,7 +53,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         assert added.code == 0, added.err
         started = gateway("start", gw_dir)
         assert started.code == 0, started.err
-        sftp = re.search(r"SFTP: sftp -P (\d+) USER@(\S+)", started.out)
+        sftp = re.search(r"SFTP: sftp -P (\d+) [^@ ]+@(\S+)", started.out)
         web = re.search(r"Status page: (\S+)", started.out)
         assert storage_url and sftp and web, started.out
         running = RunningGateway(gw_dir, sftp.group(2), int(sftp.group(1)), "alice", PASSWORD)

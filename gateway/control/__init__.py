@@ -1,0 +1,1 @@
+"""The control endpoint: how the ``gateway`` command reaches a running gateway node."""
