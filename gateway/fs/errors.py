@@ -32,6 +32,10 @@ class IsADirectory(FSError):
     """A file operation on a directory."""
 
 
+class SymlinkLoop(FSError):
+    """Too many symbolic links were followed resolving a path (a loop, most likely)."""
+
+
 class DirectoryNotEmpty(FSError):
     """rmdir of a directory that still has entries."""
 

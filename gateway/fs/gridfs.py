@@ -16,10 +16,12 @@ from zope.interface import implementer
 from gateway.fs.errors import (
     DirectoryNotEmpty,
     FileExists,
+    GridUnavailable,
     InvalidArgument,
     IsADirectory,
     NoSuchFile,
     NotADirectory,
+    NotSupported,
     PermissionDenied,
 )
 from gateway.fs.handles import ReadHandle, StagedReader, bytes_reader
@@ -53,11 +55,6 @@ from gateway.objects.dirnode import (
 )
 from gateway.objects.errors import ObjectError
 
-MAX_SYMLINK_HOPS = 8
-
-Local = WriteState | Pending
-Found = tuple[DirectoryNode, Entry]
-
 
 def _no_write_bits(mode: int) -> int:
     return mode & ~0o222
@@ -89,21 +86,10 @@ class GridFilesystem:
         except ObjectError as e:
             raise grid_errors(e) from None
 
-    async def _follow(self, parts: Path) -> tuple[Path, Local | None, Found | None]:
-        """Follow symlink entries to a local file or a grid entry (its path, then one of both)."""
-        for _ in range(MAX_SYMLINK_HOPS):
-            local = self._overlay.local(parts)
-            if local is not None:
-                return parts, local, None
-            directory, entry = await self._entry(parts)
-            if entry.kind != "symlink":
-                return parts, None, (directory, entry)
-            target = entry.metadata.symlink or ""
-            base = "" if target.startswith("/") else join(parts[:-1]) + "/"
-            parts = split(base + target)
-            if not parts:
-                raise IsADirectory("the link points at the root directory")
-        raise NoSuchFile(f"too many levels of symbolic links: {join(parts)}")
+    async def _path(self, path: str, follow_last: bool = False) -> Path:
+        """A client's path as the real path it names: symbolic links among its directories
+        (and as its last component, with ``follow_last``) are followed."""
+        return await self.volume.resolve(split(path), follow_last)
 
     def _attributes(self, entry: Entry, directory: DirectoryNode) -> FileAttributes:
         meta = entry.metadata
@@ -148,30 +134,30 @@ class GridFilesystem:
     # -- IFilesystem: reading --------------------------------------------------------
 
     async def realpath(self, path: str) -> str:
-        """Canonical absolute path."""
-        return join(split(path))
+        """Canonical absolute path, symbolic links resolved; the last component need not
+        exist (as OpenSSH's sftp-server answers). Textual when the grid cannot answer."""
+        parts = split(path)
+        if not parts:
+            return "/"
+        try:
+            return join(await self.volume.resolve(parts, follow_last=True))
+        except GridUnavailable:
+            return join(parts)
 
     async def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
         """Attributes, from the overlay first."""
-        parts = split(path)
+        parts = await self._path(path, follow_symlinks)
         if not parts:
             return self._root_attributes()
         local = self._overlay.local(parts)
         if local is not None:
             return await self._local_attributes(local)
-        if follow_symlinks:
-            _, local, found = await self._follow(parts)
-            if local is not None:
-                return await self._local_attributes(local)
-            assert found is not None
-            directory, entry = found
-        else:
-            directory, entry = await self._entry(parts)
+        directory, entry = await self._entry(parts)
         return self._attributes(entry, directory)
 
     async def list(self, path: str) -> list[tuple[str, FileAttributes]]:
         """Grid entries merged with the overlay's files in this directory."""
-        parts = split(path)
+        parts = await self._path(path, follow_last=True)
         directory = await self.volume.directory(parts)
         try:
             entries = await directory.list(max_age=DIRECTORY_CACHE_SECONDS)
@@ -184,7 +170,7 @@ class GridFilesystem:
 
     async def readlink(self, path: str) -> str:
         """A symlink entry's target."""
-        parts = split(path)
+        parts = await self._path(path)
         if self._overlay.local(parts) is None:
             _, entry = await self._entry(parts)
         if self._overlay.local(parts) is not None or entry.kind != "symlink":
@@ -205,8 +191,11 @@ class GridFilesystem:
     # -- IFilesystem: opening ----------------------------------------------------------
 
     async def open(self, path: str, flags: OpenFlags, attrs: SetAttributes) -> IOpenFile:
-        """Open for reading (grid or overlay) or writing (staged, shared per path)."""
-        parts = split(path)
+        """Open for reading (grid or overlay) or writing (staged, shared per path).
+
+        A symbolic link is followed, as open(2) follows it; an exclusive create refuses one.
+        """
+        parts = await self._path(path, follow_last=not (flags.create and flags.exclusive))
         if not parts:
             raise IsADirectory("the root is a directory")
         writing = flags.write or flags.truncate
@@ -231,7 +220,8 @@ class GridFilesystem:
             raise PermissionDenied("this account is read-only")
 
     async def _open_for_reading(self, parts: Path) -> ReadHandle:
-        _, local, found = await self._follow(parts)
+        local = self._overlay.local(parts)
+        found = None if local is not None else await self._entry(parts)
         if local is not None:
             attrs = await self._local_attributes(local)
             if isinstance(local, WriteState) and local.failure is not None:
@@ -274,7 +264,7 @@ class GridFilesystem:
 
     async def mkdir(self, path: str, attrs: SetAttributes) -> None:
         """Create a directory."""
-        parts = split(path)
+        parts = await self._path(path)
         parent, name = parent_and_name(parts)
         directory = await self._writable_directory(parent)
         if self._overlay.local(parts) is not None:
@@ -290,7 +280,7 @@ class GridFilesystem:
 
     async def rmdir(self, path: str) -> None:
         """Remove an empty directory."""
-        parts = split(path)
+        parts = await self._path(path)
         if not parts:
             raise PermissionDenied("the root directory cannot be removed")
         parent, name = parent_and_name(parts)
@@ -308,7 +298,7 @@ class GridFilesystem:
 
     async def remove(self, path: str) -> None:
         """Remove a file or symlink; a file still open or uploading is abandoned."""
-        parts = split(path)
+        parts = await self._path(path)
         parent, name = parent_and_name(parts)
         directory = await self._writable_directory(parent)
         found = await self._abandon_local(parts)
@@ -347,7 +337,7 @@ class GridFilesystem:
 
     async def rename(self, old: str, new: str, overwrite: bool) -> None:
         """Rename files or directories; local files under ``old`` follow."""
-        old_parts, new_parts = split(old), split(new)
+        old_parts, new_parts = await self._path(old), await self._path(new)
         if old_parts == new_parts:
             await self.stat(old, follow_symlinks=False)
             return
@@ -399,7 +389,7 @@ class GridFilesystem:
 
     async def symlink(self, link_path: str, target: str) -> None:
         """Create a symlink entry."""
-        parts = split(link_path)
+        parts = await self._path(link_path)
         parent, name = parent_and_name(parts)
         directory = await self._writable_directory(parent)
         if self._overlay.local(parts) is not None:
@@ -411,12 +401,23 @@ class GridFilesystem:
         except ChildExists:
             raise FileExists(f"{join(parts)} already exists") from None
 
-    async def setattr(self, path: str, changes: SetAttributes) -> None:
-        """Size, mode and times; on a local file, or on its directory entry."""
+    async def setattr(
+        self, path: str, changes: SetAttributes, follow_symlinks: bool = True
+    ) -> None:
+        """Size, mode and times; on a local file, or on its directory entry.
+
+        Without ``follow_symlinks`` a symbolic link's own times change (lsetstat); its
+        mode and size cannot.
+        """
         self._require_writable()
-        parts = split(path)
+        parts = await self._path(path, follow_symlinks)
         if not parts:
             return
+        if not follow_symlinks and (changes.size is not None or changes.mode is not None):
+            if self._overlay.local(parts) is None:
+                _, entry = await self._entry(parts)
+                if entry.kind == "symlink":
+                    raise NotSupported("a symbolic link has no mode or size of its own")
         local = self._overlay.local(parts)
         if isinstance(local, WriteState):
             await shared(local.ready)

@@ -50,6 +50,7 @@ class WriteHandle:
         staged = self._staged()
         staged.write(staged.size if self.append else offset, data)
         self.state.dirty = True
+        self.state.meta.mtime = self.writers.now()  # as a write(2) sets it
 
     async def stat(self) -> FileAttributes:
         """The file as written so far."""

@@ -105,7 +105,8 @@ class IFilesystem(Interface):
     read_only = Attribute("bool: whether the session may change anything.")
 
     async def realpath(path: str) -> str:
-        """The canonical absolute form of ``path`` (it need not exist)."""
+        """The canonical absolute form of ``path``, symbolic links resolved (its last
+        component need not exist)."""
 
     async def stat(path: str, follow_symlinks: bool = True) -> FileAttributes:
         """Attributes of the object at ``path``."""
@@ -134,8 +135,9 @@ class IFilesystem(Interface):
     async def readlink(path: str) -> str:
         """The target stored in a symlink entry."""
 
-    async def setattr(path: str, changes: SetAttributes) -> None:
-        """Change a path's size, mode or times."""
+    async def setattr(path: str, changes: SetAttributes, follow_symlinks: bool = True) -> None:
+        """Change a path's size, mode or times (a symbolic link's own times, when not
+        following symlinks)."""
 
     async def statvfs(path: str) -> FilesystemStats:
         """Capacity figures for the filesystem holding ``path``."""

@@ -24,10 +24,11 @@ from gateway.fs.errors import (
     NoSuchFile,
     NotADirectory,
     PermissionDenied,
+    SymlinkLoop,
 )
 from gateway.fs.linker import DirectoryLinker
 from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
-from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.grid.interfaces import ServerUnavailable
 from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap, MutableWriteCap, parse
@@ -50,6 +51,9 @@ from gateway.uploads.queue import UploadQueue
 
 #: Seconds links into one directory are gathered before a publish, when CLOSE does not wait.
 LINK_WINDOW = 0.05
+
+#: Symbolic links followed resolving one path before it fails as a loop (Linux: 40).
+MAX_SYMLINK_HOPS = 40
 
 #: Seconds a directory's contents read from the grid are reused for lookups.
 DIRECTORY_CACHE_SECONDS = 1.0
@@ -125,22 +129,74 @@ class Volume:
             self._root_lock.release()
 
     async def directory(self, parts: Path) -> DirectoryNode:
-        """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way)."""
-        await self.ensure_root()
-        node = self._root
-        for depth, name in enumerate(parts):
+        """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way).
+
+        Symbolic links among the components are followed (see :meth:`resolve`).
+        """
+        return (await self._walk(parts))[1]
+
+    async def resolve(self, parts: Path, follow_last: bool = False) -> Path:
+        """The path with no symbolic link left among its directories (nor as its last
+        component, with ``follow_last``), as the kernel resolves a path under OpenSSH.
+
+        A link's absolute target is taken from the account's root, a relative one from the
+        link's directory; ``..`` stops at the root, so no link leads outside it. The last
+        component need not exist. More than :data:`MAX_SYMLINK_HOPS` links raise
+        :class:`SymlinkLoop`.
+        """
+        if not parts:
+            return parts
+        hops = 0
+        while True:
+            real, node, hops = await self._walk(parts[:-1], hops)
+            name = parts[-1]
+            path = (*real, name)
+            if not follow_last or self.overlay.local(path) is not None:
+                return path
             try:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
-                raise NoSuchFile(f"no such directory: {join(parts[: depth + 1])}") from None
+                return path
             except ObjectError as e:
                 raise grid_errors(e) from None
+            if entry.kind != "symlink":
+                return path
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise SymlinkLoop(f"too many levels of symbolic links: {join(path)}")
+            parts = _link_target(real, entry)
+            if not parts:
+                return parts
+
+    async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, DirectoryNode, int]:
+        """The real path of a directory and its node, following symbolic links (and the
+        count of links followed, ``hops`` included)."""
+        await self.ensure_root()
+        node = self._root
+        real: Path = ()
+        todo = list(parts)
+        while todo:
+            name = todo.pop(0)
+            try:
+                entry = await self.lookup(node, name)
+            except NoSuchChild:
+                raise NoSuchFile(f"no such directory: {join((*real, name))}") from None
+            except ObjectError as e:
+                raise grid_errors(e) from None
+            if entry.kind == "symlink":
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise SymlinkLoop(f"too many levels of symbolic links: {join((*real, name))}")
+                todo[:0] = _link_target(real, entry)
+                node, real = self._root, ()
+                continue
             if not isinstance(entry.cap, DirectoryWriteCap | DirectoryReadCap):
-                raise NotADirectory(f"not a directory: {join(parts[: depth + 1])}")
+                raise NotADirectory(f"not a directory: {join((*real, name))}")
             node = self._nodes.get(entry.cap) or self._nodes.setdefault(
                 entry.cap, node.child_node(entry)
             )
-        return node
+            real = (*real, name)
+        return real, node, hops
 
     async def lookup(self, node: DirectoryNode, name: str) -> Entry:
         """An entry of a directory, fresh if the grid answers, else as this node last read it.
@@ -262,13 +318,15 @@ class Volume:
                 self.overlay.linked[path] = pending.generation
                 parent, name = parent_and_name(path)
                 directory = await self.directory(parent)
-                now = self.clock.seconds()
-                mtime = pending.meta.mtime if pending.meta.mtime is not None else now
+                # The entry says what stat said while the file was pending: linking it is not
+                # a change a client made, so no attribute may move (make, rsync, tar rely on it).
+                attributes = pending.attributes()
+                mtime = attributes.mtime
                 if cap is not None:
                     metadata = EntryMetadata(
                         kind="file",
                         mtime=mtime,
-                        ctime=pending.meta.ctime or now,
+                        ctime=attributes.ctime,
                         mode=pending.meta.mode,
                         size=pending.staged.size,
                         no_write=pending.meta.mode is not None and not pending.meta.mode & 0o222,
@@ -332,6 +390,12 @@ class Volume:
             copy.write(offset, chunk)
             offset += len(chunk)
         return copy
+
+
+def _link_target(directory: Path, link: Entry) -> Path:
+    """Where a symbolic link in ``directory`` points, as a path from the account's root."""
+    target = link.metadata.symlink or ""
+    return split(target if target.startswith("/") else join(directory) + "/" + target)
 
 
 def restore_staged(path: FilePath, data: bytes) -> None:

@@ -90,12 +90,14 @@ class Writers:
             if flags.truncate:
                 assert state.staged is not None
                 state.staged.truncate(0)
+                state.meta.mtime = self.now()
                 state.dirty = True
             return handle
         # Registered before the first await: a STAT pipelined behind this OPEN sees the file.
+        now = self.now()
         state = WriteState(
             parts,
-            LocalMeta(mode=creation_mode(attrs.mode), ctime=self.now()),
+            LocalMeta(mode=creation_mode(attrs.mode), mtime=now, ctime=now),
             handles=1,
             generation=self.overlay.next_generation(),
         )
@@ -133,8 +135,8 @@ class Writers:
         if entry is not None:
             if entry.kind == "dir":
                 raise IsADirectory(f"{join(parts)} is a directory")
-            if entry.kind == "symlink":
-                raise PermissionDenied("cannot open a symbolic link entry for writing")
+            if entry.kind == "symlink":  # only an exclusive create gets here without following
+                raise FileExists(f"{join(parts)} already exists")
             if entry.metadata.no_write or isinstance(entry.cap, MutableReadCap):
                 raise PermissionDenied(f"{join(parts)} is read-only")
         if pending is not None and pending.meta.mode is not None and not pending.meta.mode & 0o222:
@@ -146,9 +148,13 @@ class Writers:
         if pending is not None:
             state.meta.mode = pending.meta.mode
             state.meta.ctime = pending.meta.ctime
+            if not flags.truncate:  # unchanged until written (O_TRUNC changes it, as in POSIX)
+                state.meta.mtime = pending.attributes().mtime
         elif entry is not None:
             state.meta.mode = entry.metadata.mode
             state.meta.ctime = entry.metadata.ctime
+            if not flags.truncate:
+                state.meta.mtime = entry.metadata.mtime
         if exists and not flags.truncate:
             if pending is not None:
                 state.staged = self.volume.staged_copy(pending.staged)
@@ -189,6 +195,7 @@ class Writers:
         if changes.size is not None:
             assert state.staged is not None
             state.staged.truncate(changes.size)
+            state.meta.mtime = self.now()  # as truncate(2) sets it
             if isinstance(state, WriteState):
                 state.dirty = True
         if changes.mode is not None:

@@ -65,6 +65,13 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
+from gateway.sftp.packets import (
+    REPLY_KINDS,
+    REQUEST_KINDS,
+    MalformedPacket,
+    PacketSplitter,
+    request_fields_end,
+)
 from gateway.sftp.sessions import ISessionObserver
 
 #: The one place filesystem errors become SFTP status codes.
@@ -94,10 +101,6 @@ EXTENSIONS = {
     b"fsync@openssh.com": b"1",
     b"limits@openssh.com": b"1",
 }
-
-#: Packet types that are requests (timed) and replies (end the timing).
-REQUEST_KINDS = frozenset(range(3, 21)) | {200}
-REPLY_KINDS = frozenset({101, 102, 103, 104, 105, 201})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -199,65 +202,6 @@ def pack_statvfs(stats: FilesystemStats) -> bytes:
         0,
         stats.max_name_length,
     )
-
-
-class PacketSplitter:
-    """Cuts a byte stream into SFTP packets (``uint32 length``, then that many bytes).
-
-    Conch's own parser re-copies its whole buffer on every call (``buf += data``,
-    then a slice per packet), which is quadratic in the bytes buffered. This one
-    keeps the pieces of an incomplete packet in a list and joins them once, when
-    the packet is complete; each packet's body is then a zero-copy view of the
-    joined bytes, so a 255 KiB WRITE costs one copy here instead of four.
-    """
-
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-        self._size = 0
-        self._needed = 9  # bytes that must be buffered before parsing can progress
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held of incomplete packets."""
-        return self._size
-
-    def feed(self, data: bytes) -> list[tuple[int, memoryview]]:
-        """Add bytes; return ``(type, body)`` for every packet now complete.
-
-        ``body`` is what follows the type byte (request id first), as Conch's
-        ``packet_*`` methods take it, as a read-only view.
-        """
-        if not data:
-            return []
-        if self._pieces:
-            self._pieces.append(data)
-            self._size += len(data)
-            if self._size < self._needed:
-                return []
-            source = b"".join(self._pieces)
-        else:
-            source = bytes(data)
-        view = memoryview(source)
-        packets: list[tuple[int, memoryview]] = []
-        offset, end = 0, len(source)
-        needed = 9
-        while end - offset >= 9:
-            length, kind = struct.unpack_from("!LB", source, offset)
-            if end - offset < 4 + length:
-                needed = 4 + length
-                break
-            packets.append((kind, view[offset + 5 : offset + 4 + length]))
-            offset += 4 + length
-        rest = source[offset:] if offset else source
-        self._pieces = [rest] if rest else []
-        self._size = len(rest)
-        self._needed = needed
-        return packets
-
-
-def split_packets(splitter: PacketSplitter, data: bytes) -> list[tuple[int, bytes]]:
-    """:meth:`PacketSplitter.feed` with each body copied out as ``bytes``."""
-    return [(kind, body.tobytes()) for kind, body in splitter.feed(data)]
 
 
 @implementer(ISFTPFile)
@@ -362,7 +306,14 @@ class GatewayFileTransferServer(FileTransferServer):
         for kind, body in packets:
             if self._ended:  # a malformed packet ended the session: read nothing after it
                 return
-            if session is not None and kind in REQUEST_KINDS and len(body) >= 4:
+            try:
+                end = request_fields_end(kind, body)
+            except MalformedPacket:
+                self.malformed(self.packetTypes.get(kind, str(kind)))
+                return
+            if end < len(body):  # bytes past the last field are discarded, as by OpenSSH
+                body = body[:end]
+            if session is not None and kind in REQUEST_KINDS:
                 (request_id,) = struct.unpack_from("!L", body)
                 self._started[request_id] = (self.packetTypes[kind].lower(), arrived)
             if kind == FXP_WRITE:
@@ -384,9 +335,6 @@ class GatewayFileTransferServer(FileTransferServer):
                 self._log.info("no packet type for {kind}", kind=kind)
             else:
                 self._sendStatus(body[:4], FX_OP_UNSUPPORTED, f"don't understand {name}".encode())
-            return
-        if kind in _STRING_FIRST and not _first_string_fits(body):
-            self.malformed(self.packetTypes.get(kind, str(kind)))
             return
         try:
             handler(body)
@@ -418,7 +366,7 @@ class GatewayFileTransferServer(FileTransferServer):
         except struct.error:
             self.malformed("READ")
             return
-        if len(data) != end + 12:
+        if len(data) < end + 12:
             self.malformed("READ")
             return
         file = self.openFiles.get(data[8:end])
@@ -444,14 +392,14 @@ class GatewayFileTransferServer(FileTransferServer):
         except struct.error:
             self.malformed("WRITE")
             return
-        if len(data) != end + 12 + length:
+        if len(data) < end + 12 + length:
             self.malformed("WRITE")
             return
         file = self.openFiles.get(bytes(data[8:end]))
         if file is None:
             self._ebWrite(Failure(KeyError()), request_id)
             return
-        d = defer.maybeDeferred(file.writeChunk, offset, bytes(data[end + 12 :]))
+        d = defer.maybeDeferred(file.writeChunk, offset, bytes(data[end + 12 : end + 12 + length]))
         d.addCallback(self._cbStatus, request_id, b"write succeeded")
         d.addErrback(self._ebStatus, request_id, b"write failed")
 
@@ -657,15 +605,3 @@ class GatewaySFTPServer:
 
     async def _limits(self, data: bytes) -> bytes:
         return struct.pack("!4Q", MAX_PACKET, MAX_READ_WRITE, MAX_READ_WRITE, MAX_OPEN_HANDLES)
-
-
-#: Request types whose first field after the request id is a string (a path or a handle).
-_STRING_FIRST = frozenset({3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 200})
-
-
-def _first_string_fits(body: bytes) -> bool:
-    """Whether the packet's first string lies inside it (Conch's parser never checks)."""
-    if len(body) < 8:
-        return False
-    (length,) = struct.unpack_from("!L", body, 4)
-    return 8 + length <= len(body)

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from gateway.fs.gridfs import GridFilesystem
+from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
+from gateway.fs.staging import StagingArea
+from gateway.fs.volume import Volume
+from gateway.objects.caps import DirectoryWriteCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
 from gateway.objects.store import ObjectStore
+from gateway.uploads.journal import UploadJob, UploadJournal
+from gateway.uploads.queue import UploadQueue
 from tests.objects.grid import make_grid
+
+CREATE = OpenFlags(write=True, create=True, truncate=True)
+READ_WRITE = OpenFlags(read=True, write=True)
+READ = OpenFlags(read=True)
 
 T = TypeVar("T")
 
@@ -73,3 +86,55 @@ def memory_store(clock: Any, servers: int = 1) -> ObjectStore:
         EncodingParams(k=1, happy=1, n=servers),
         clock,
     )
+
+
+class VolumeHarness:
+    """One volume and a session's filesystem on it, in memory; uploads run when the test
+    advances the clock (:meth:`upload_everything`)."""
+
+    def __init__(self, base: Path) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.threads = ManualThreads()
+        self.queue = UploadQueue(
+            self.clock, UploadJournal(base / "journal"), self._upload, threads=self.threads
+        )
+        self.queue.startService()
+        staging = StagingArea(base / "staging", quota=1 << 30, spare_files=0)
+        root = DirectoryWriteCap.generate().to_string()
+        self.volume = Volume(root, memory_store(self.clock), staging, self.queue, self.clock)
+        self.fs = GridFilesystem(self.volume)
+
+    async def _upload(self, job: UploadJob) -> None:
+        await self.volume.upload(job)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a filesystem call to its end (its background calls included)."""
+        return drive(coroutine, self.threads)
+
+    def write(self, path: str, data: bytes, flags: OpenFlags = CREATE) -> None:
+        """OPEN, WRITE one second later, CLOSE one second after that."""
+        handle = self.run(self.fs.open(path, flags, SetAttributes()))
+        self.clock.advance(1)
+        self.run(handle.write(0, data))
+        self.clock.advance(1)
+        self.run(handle.close())
+
+    def read(self, path: str) -> bytes:
+        """A whole file's bytes."""
+        handle = self.run(self.fs.open(path, READ, SetAttributes()))
+        try:
+            return self.run(handle.read(0, 1 << 30))
+        finally:
+            self.run(handle.close())
+
+    def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
+        """A path's attributes."""
+        return self.run(self.fs.stat(path, follow_symlinks))
+
+    def upload_everything(self) -> None:
+        """Let minutes pass: every upload runs and links its file."""
+        for _ in range(600):
+            self.clock.advance(1)
+            self.threads.run_all()
+        assert not self.volume.overlay.pending, "an upload did not finish"

@@ -11,13 +11,19 @@ from hypothesis import strategies as st
 from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.filetransfer import FXP_INIT, FXP_VERSION
 
-from gateway.sftp.server import GatewayFileTransferServer, PacketSplitter, split_packets
+from gateway.sftp.packets import PacketSplitter
+from gateway.sftp.server import GatewayFileTransferServer
 from gateway.sftp.ssh import SESSION_MAX_PACKET, SESSION_WINDOW, _SFTPOnlySession
 from tests.sftp.test_sftp_conch import connected, packet
 
 packets = st.lists(
     st.tuples(st.integers(0, 255), st.binary(min_size=4, max_size=300)), min_size=1, max_size=20
 )
+
+
+def split_packets(splitter: PacketSplitter, data: bytes) -> list[tuple[int, bytes]]:
+    """:meth:`PacketSplitter.feed` with each body copied out as ``bytes``."""
+    return [(kind, body.tobytes()) for kind, body in splitter.feed(data)]
 
 
 def wire(items: list[tuple[int, bytes]]) -> bytes:

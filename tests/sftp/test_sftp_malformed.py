@@ -17,12 +17,11 @@ MALFORMED = {
     "string longer than the packet": bytes([paramiko.sftp.CMD_STAT])
     + struct.pack("!II", 8, 1_000_000)
     + b"ab",
-    "OPEN with trailing garbage": bytes([paramiko.sftp.CMD_OPEN])
-    + struct.pack("!I", 9)
-    + struct.pack("!I", 1)
-    + b"f"
-    + struct.pack("!II", 1, 0)
-    + b"junk",
+    "WRITE whose data is longer than its packet": bytes([paramiko.sftp.CMD_WRITE])
+    + struct.pack("!II", 11, 1)
+    + b"h"
+    + struct.pack("!QI", 0, 100)
+    + b"only ten b",
     "READ with a short offset": bytes([paramiko.sftp.CMD_READ])
     + struct.pack("!II", 10, 1)
     + b"h"
