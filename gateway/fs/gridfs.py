@@ -24,7 +24,7 @@ from gateway.fs.errors import (
     NotSupported,
     PermissionDenied,
 )
-from gateway.fs.handles import ReadHandle, StagedReader, bytes_reader
+from gateway.fs.handles import ReadHandle, StagedReader, WriteHandle, bytes_reader
 from gateway.fs.interfaces import (
     FileAttributes,
     FilesystemStats,
@@ -35,7 +35,7 @@ from gateway.fs.interfaces import (
 )
 from gateway.fs.openfile import Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name, split
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors, grid_read
 from gateway.fs.writing import Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     DirectoryReadCap,
@@ -43,6 +43,7 @@ from gateway.objects.caps import (
     LiteralCap,
     MutableReadCap,
     MutableWriteCap,
+    parse,
 )
 from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import (
@@ -88,8 +89,9 @@ class GridFilesystem:
 
     async def _path(self, path: str, follow_last: bool = False) -> Path:
         """A client's path as the real path it names: symbolic links among its directories
-        (and as its last component, with ``follow_last``) are followed."""
-        return await self.volume.resolve(split(path), follow_last)
+        (and as its last component, with ``follow_last`` or a trailing ``/``, as the kernel
+        reads ``link/``) are followed."""
+        return await self.volume.resolve(split(path), follow_last or path.endswith("/"))
 
     def _attributes(self, entry: Entry, directory: DirectoryNode) -> FileAttributes:
         meta = entry.metadata
@@ -226,6 +228,8 @@ class GridFilesystem:
             attrs = await self._local_attributes(local)
             if isinstance(local, WriteState) and local.failure is not None:
                 raise as_fs_error(local.failure)
+            if local.clone is not None:  # the bytes are still the grid file's
+                return self._grid_reader(parts, parse(local.clone.cap), attrs)
             assert local.staged is not None
             staged_reader = StagedReader.of(local.staged)
             return ReadHandle(join(parts), staged_reader.read, attrs, staged_reader.close)
@@ -243,15 +247,34 @@ class GridFilesystem:
             return ReadHandle(join(parts), bytes_reader(data), attrs)
         if not isinstance(cap, LiteralCap | ImmutableReadCap):
             raise PermissionDenied("this entry cannot be read as a file")
-        reader = self.volume.store.reader(cap)
+        return self._grid_reader(parts, cap, attrs)
 
-        async def read(offset: int, length: int) -> bytes:
-            try:
-                return await reader.read(offset, length)
-            except ObjectError as e:
-                raise grid_errors(e) from None
+    def _grid_reader(self, parts: Path, cap: object, attrs: FileAttributes) -> ReadHandle:
+        """A read handle on an immutable grid file (it can be copied by linking ``cap``)."""
+        assert isinstance(cap, LiteralCap | ImmutableReadCap)
+        return ReadHandle(join(parts), grid_read(self.volume, cap), attrs, cap=cap)
 
-        return ReadHandle(join(parts), read, attrs)
+    async def copy_data(
+        self,
+        source: IOpenFile,
+        read_offset: int,
+        length: int,
+        target: IOpenFile,
+        write_offset: int,
+    ) -> None:
+        """Server-side copy between two open handles (SFTP ``copy-data``)."""
+        if not isinstance(target, WriteHandle):
+            raise PermissionDenied("the target file was not opened for writing")
+        if isinstance(source, WriteHandle) and not source.readable:
+            raise PermissionDenied("the source file was not opened for reading")
+        same = source is target or (
+            isinstance(source, WriteHandle) and source.state is target.state
+        )
+        if same and read_offset <= write_offset and (
+            length == 0 or write_offset < read_offset + length
+        ):
+            raise InvalidArgument("the source and target ranges of the copy overlap")
+        await self._writers.copy(source, read_offset, length, target, write_offset)
 
     # -- handles call back here ----------------------------------------------------------
 
@@ -421,7 +444,7 @@ class GridFilesystem:
         local = self._overlay.local(parts)
         if isinstance(local, WriteState):
             await shared(local.ready)
-            self._writers.apply_local(local, changes)
+            await self._writers.apply_local(local, changes)
             return
         if changes.size is not None:
             handle = await self.open(path, OpenFlags(write=True), SetAttributes())
@@ -435,7 +458,7 @@ class GridFilesystem:
             await local.lock.acquire()
             try:
                 if self._overlay.pending.get(parts) is local:
-                    self._writers.apply_local(local, changes)
+                    await self._writers.apply_local(local, changes)
                     return
                 # Linked while we waited for it: change the directory entry instead.
             finally:

@@ -43,10 +43,14 @@ class WriteHandle:
         """Read what has been written so far."""
         if not self.readable:
             raise PermissionDenied("file was not opened for reading")
+        if self.state.clone is not None:  # not changed yet: the grid file's bytes
+            return await self.writers.read_clone(self.state.clone, offset, length)
         return self._staged().read(offset, length)
 
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
+        if self.state.clone is not None:
+            await self.writers.materialize(self.state)
         staged = self._staged()
         staged.write(staged.size if self.append else offset, data)
         self.state.dirty = True
@@ -58,7 +62,7 @@ class WriteHandle:
 
     async def setattr(self, changes: SetAttributes) -> None:
         """Truncate/extend, or set mode and times, on the open file."""
-        self.writers.apply_local(self.state, changes)
+        await self.writers.apply_local(self.state, changes)
 
     async def fsync(self) -> None:
         """Return once these contents are durable in the grid."""
@@ -109,6 +113,8 @@ class ReadHandle:
     attributes: FileAttributes
     on_close: Callable[[], None] = field(default=lambda: None)
     closed: bool = False
+    #: The immutable grid file read, when it is one: a copy of it all is a link to it.
+    cap: object = field(default=None, repr=False)
 
     async def read(self, offset: int, length: int) -> bytes:
         """Read a range."""

@@ -141,3 +141,9 @@ class IFilesystem(Interface):
 
     async def statvfs(path: str) -> FilesystemStats:
         """Capacity figures for the filesystem holding ``path``."""
+
+    async def copy_data(
+        source: IOpenFile, read_offset: int, length: int, target: IOpenFile, write_offset: int
+    ) -> None:
+        """Copy ``length`` bytes (0: to the end) of ``source`` from ``read_offset`` into
+        ``target`` at ``write_offset``, on the server (a whole grid file is linked)."""

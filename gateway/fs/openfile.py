@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.fs.interfaces import FileAttributes
@@ -31,6 +31,16 @@ class LocalMeta:
     mtime: float | None = None
     atime: float | None = None
     ctime: float = 0.0
+
+
+@frozen
+class Clone:
+    """Contents that are exactly an immutable grid file's: a server-side copy, or a file
+    opened for writing and not written yet. Its bytes are read from the grid; the first
+    change copies them into the staged file (and the clone is gone)."""
+
+    cap: str = field(repr=False)  # a read capability: a secret
+    size: int
 
 
 @define(eq=False)
@@ -52,10 +62,21 @@ class WriteState:
     #: Set while the last handle's CLOSE syncs and publishes the file: an OPEN of the path
     #: waits for it, then finds the file pending.
     closing: Deferred[None] | None = None
+    #: The contents are a grid file's, not the (empty) staged file's.
+    clone: Clone | None = None
+    #: Held while a clone's bytes are copied into the staged file.
+    copying: DeferredLock = field(factory=DeferredLock)
+
+    @property
+    def size(self) -> int:
+        """The file's size now."""
+        if self.clone is not None:
+            return self.clone.size
+        return self.staged.size if self.staged is not None else 0
 
     def attributes(self, now: float) -> FileAttributes:
         """What stat says about the file while it is open."""
-        size = self.staged.size if self.staged is not None else 0
+        size = self.size
         mtime = self.meta.mtime if self.meta.mtime is not None else now
         return FileAttributes(
             kind="file",
@@ -79,13 +100,20 @@ class Pending:
     abandoned: bool = False
     #: Held while the upload links the file and while a rename/remove changes the pending entry.
     lock: DeferredLock = field(factory=DeferredLock)
+    #: The file is a grid file's copy: linking it uploads nothing.
+    clone: Clone | None = None
+
+    @property
+    def size(self) -> int:
+        """The file's size."""
+        return self.clone.size if self.clone is not None else self.staged.size
 
     def attributes(self) -> FileAttributes:
         """What stat says about the file while its upload is pending."""
         mtime = self.meta.mtime if self.meta.mtime is not None else self.meta.ctime
         return FileAttributes(
             kind="file",
-            size=self.staged.size,
+            size=self.size,
             mode=self.meta.mode if self.meta.mode is not None else 0o644,
             mtime=mtime,
             atime=mtime,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -27,11 +28,18 @@ from gateway.fs.errors import (
     SymlinkLoop,
 )
 from gateway.fs.linker import DirectoryLinker
-from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
+from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.grid.interfaces import ServerUnavailable
-from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap, MutableWriteCap, parse
+from gateway.objects.caps import (
+    DirectoryReadCap,
+    DirectoryWriteCap,
+    ImmutableReadCap,
+    LiteralCap,
+    MutableWriteCap,
+    parse,
+)
 from gateway.objects.dirnode import (
     DirectoryNode,
     Entry,
@@ -144,7 +152,9 @@ class Volume:
         component need not exist. More than :data:`MAX_SYMLINK_HOPS` links raise
         :class:`SymlinkLoop`.
         """
-        if not parts:
+        if not parts or self.overlay.local(parts) is not None:
+            # A file being written or uploaded: its path was resolved when it was opened, and
+            # it is served without asking the grid (which may not answer).
             return parts
         hops = 0
         while True:
@@ -215,25 +225,33 @@ class Volume:
     # -- closing and publishing ---------------------------------------------------
 
     async def publish(self, state: WriteState, wait: bool | None = None) -> Pending:
-        """Journal the upload of a written file; wait for the grid if configured (or told)."""
+        """Journal the upload of a written file; wait for the grid if configured (or told).
+
+        A clone (a copy of a grid file not changed since) is journaled as a link of that
+        file: nothing is uploaded.
+        """
         assert state.staged is not None
         staged = state.staged
         meta = state.meta
+        clone = state.clone
         # A small file's bytes go into its journal record: one flush makes the CLOSE durable,
         # and the staged copy (not flushed) is rebuilt from the record after a crash.
-        inline = staged.size <= INLINE_BYTES
+        inline = clone is None and staged.size <= INLINE_BYTES
+        target = self._target(state.path, meta, state.generation)
+        if clone is not None:
+            target["clone"] = clone.cap
         job = UploadJob(
             job_id=new_job_id(),
             staged=str(staged.path),
-            size=staged.size,
+            size=state.size,
             display=join(state.path),
-            target=self._target(state.path, meta, state.generation),
+            target=target,
             created=self.clock.seconds(),
             data=staged.read(0, staged.size) if inline else None,
         )
-        pending = Pending(state.path, job.job_id, staged, meta, state.generation)
+        pending = Pending(state.path, job.job_id, staged, meta, state.generation, clone=clone)
         try:
-            if not inline:
+            if not inline and clone is None:
                 staged.fsync()
                 self.staging.sync_directory()
             # The record is appended now and flushed in a thread, shared with other CLOSEs:
@@ -281,16 +299,19 @@ class Volume:
             job.target.get("ctime") or job.created,
         )
         generation = self.overlay.next_generation()
+        clone = Clone(job.target["clone"], job.size) if job.target.get("clone") else None
         if job.data is not None:  # the staged copy was never flushed: rebuild it
             restore_staged(FilePath(job.staged), job.data)
         try:
             staged = self.staging.reopen(FilePath(job.staged))
         except FileNotFoundError:
-            # Only a finished upload's staged file is ever removed: the job has nothing left
-            # to do, and the queue finishes it without a pending entry.
-            self.log.info("{path}: already uploaded before the restart", path=join(path))
-            return
-        pending = Pending(path, job.job_id, staged, meta, generation)
+            if clone is None:
+                # Only a finished upload's staged file is ever removed: the job has nothing
+                # left to do, and the queue finishes it without a pending entry.
+                self.log.info("{path}: already uploaded before the restart", path=join(path))
+                return
+            staged = self.staging.create()  # a clone's is empty, and was never flushed
+        pending = Pending(path, job.job_id, staged, meta, generation, clone=clone)
         self.overlay.pending[path] = pending
         self.overlay.by_job[job.job_id] = pending
 
@@ -302,9 +323,13 @@ class Volume:
             return
         mutable = await self._existing_mutable(pending)
         if mutable is not None:
-            data = pending.staged.read(0, pending.staged.size)
+            data = await self._contents(pending)
             await self.store.mutable_client().modify(mutable, lambda _old: data)
             cap = None
+        elif pending.clone is not None:
+            cloned = parse(pending.clone.cap)  # a copy of a grid file: linked, not uploaded
+            assert isinstance(cloned, LiteralCap | ImmutableReadCap)
+            cap = cloned
         else:
             with open(pending.staged.path, "rb") as source:
                 cap = await self.store.upload(self.queue.reading(job.job_id, source))
@@ -328,12 +353,12 @@ class Volume:
                         mtime=mtime,
                         ctime=attributes.ctime,
                         mode=pending.meta.mode,
-                        size=pending.staged.size,
+                        size=pending.size,
                         no_write=pending.meta.mode is not None and not pending.meta.mode & 0o222,
                     )
                     await self.linker.link(directory, name, cap, metadata)
                 else:
-                    await directory.set_metadata(name, mtime=mtime, size=pending.staged.size)
+                    await directory.set_metadata(name, mtime=mtime, size=pending.size)
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
@@ -354,6 +379,14 @@ class Volume:
             except (NoSuchFile, NotADirectory):
                 return  # moved away meanwhile: published wherever it is now
             await write_back.flush(reversed([node.storage_index for node in chain]))
+
+    async def _contents(self, pending: Pending) -> bytes:
+        """A pending file's whole contents (for a mutable file, which is rewritten whole)."""
+        if pending.clone is None:
+            return pending.staged.read(0, pending.staged.size)
+        cap = parse(pending.clone.cap)
+        assert isinstance(cap, LiteralCap | ImmutableReadCap)
+        return await grid_read(self, cap)(0, pending.clone.size)
 
     async def _existing_mutable(self, pending: Pending) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""
@@ -390,6 +423,21 @@ class Volume:
             copy.write(offset, chunk)
             offset += len(chunk)
         return copy
+
+
+def grid_read(
+    volume: Volume, cap: LiteralCap | ImmutableReadCap
+) -> Callable[[int, int], Awaitable[bytes]]:
+    """A read function over an immutable grid file, with filesystem errors."""
+    reader = volume.store.reader(cap)
+
+    async def read(offset: int, length: int) -> bytes:
+        try:
+            return await reader.read(offset, length)
+        except ObjectError as e:
+            raise grid_errors(e) from None
+
+    return read
 
 
 def _link_target(directory: Path, link: Entry) -> Path:

@@ -21,6 +21,7 @@ CLOSE is answered once it is on disk.
 from __future__ import annotations
 
 import errno
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -34,12 +35,18 @@ from gateway.fs.errors import (
     PermissionDenied,
 )
 from gateway.fs.handles import WriteHandle
-from gateway.fs.interfaces import OpenFlags, SetAttributes
-from gateway.fs.openfile import LocalMeta, Overlay, Pending, WriteState
+from gateway.fs.interfaces import IOpenFile, OpenFlags, SetAttributes
+from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.staging import Threads, reactor_threads
-from gateway.fs.volume import Volume, grid_errors
-from gateway.objects.caps import ImmutableReadCap, LiteralCap, MutableReadCap, MutableWriteCap
+from gateway.fs.volume import Volume, grid_errors, grid_read
+from gateway.objects.caps import (
+    ImmutableReadCap,
+    LiteralCap,
+    MutableReadCap,
+    MutableWriteCap,
+    parse,
+)
 from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import Entry, NoSuchChild
 from gateway.objects.errors import ObjectError
@@ -65,6 +72,7 @@ class Writers:
         self.overlay: Overlay = volume.overlay
         self._clock = clock
         self._threads = threads if threads is not None else reactor_threads(clock)
+        self._clone_readers: dict[str, Callable[[int, int], Awaitable[bytes]]] = {}
         # Staged files are created ahead while files are being written; none stay when idle.
         volume.queue.when_idle(volume.staging.drop_spares)
 
@@ -89,6 +97,7 @@ class Writers:
                 raise as_fs_error(state.failure)
             if flags.truncate:
                 assert state.staged is not None
+                await self.materialize(state)  # (a copy under way would write after us)
                 state.staged.truncate(0)
                 state.meta.mtime = self.now()
                 state.dirty = True
@@ -156,21 +165,54 @@ class Writers:
             if not flags.truncate:
                 state.meta.mtime = entry.metadata.mtime
         if exists and not flags.truncate:
-            if pending is not None:
+            if pending is not None and pending.clone is not None:
+                state.clone = pending.clone
+                state.staged = self.volume.staging.create(self._threads)
+            elif pending is not None:
                 state.staged = self.volume.staged_copy(pending.staged)
                 state.staged.threads = self._threads
             else:
                 assert entry is not None
                 state.staged = self.volume.staging.create(self._threads)
-                await self._download_into(entry, state)
+                if isinstance(entry.cap, LiteralCap | ImmutableReadCap):
+                    # Nothing is copied until the file is changed: reads come from the grid.
+                    state.clone = Clone(entry.cap.to_string(), entry.cap.size)
+                else:
+                    await self._download_into(entry.cap, state)
         else:
             state.staged = self.volume.staging.create(self._threads)
             state.dirty = True
 
-    async def _download_into(self, entry: Entry, state: WriteState) -> None:
+    async def read_clone(self, clone: Clone, offset: int, length: int) -> bytes:
+        """Bytes of a cloned file, from the grid (one reader per file, kept for a while)."""
+        read = self._clone_readers.get(clone.cap)
+        if read is None:
+            if len(self._clone_readers) >= 16:
+                self._clone_readers.clear()
+            cap = parse(clone.cap)
+            assert isinstance(cap, LiteralCap | ImmutableReadCap)
+            read = self._clone_readers[clone.cap] = grid_read(self.volume, cap)
+        return await read(offset, length)
+
+    async def materialize(self, state: WriteState) -> None:
+        """Before a change: copy a cloned file's bytes from the grid into its staged file.
+
+        Pipelined WRITEs all wait for the one copy; none is applied before it ends.
+        """
+        if state.clone is None:
+            return
+        await state.copying.acquire()
+        try:
+            clone = state.clone
+            if clone is not None:
+                await self._download_into(parse(clone.cap), state)
+                state.clone = None
+        finally:
+            state.copying.release()
+
+    async def _download_into(self, cap: object, state: WriteState) -> None:
         """Copy an existing file's bytes into the state's staged file (to modify it)."""
         assert state.staged is not None
-        cap = entry.cap
         try:
             if isinstance(cap, MutableWriteCap):
                 state.staged.write(0, await self.volume.store.read_mutable(cap))
@@ -188,12 +230,53 @@ class Writers:
         except ObjectError as e:
             raise grid_errors(e) from None
 
+    async def copy(
+        self,
+        source: IOpenFile,
+        read_offset: int,
+        length: int,
+        target: WriteHandle,
+        write_offset: int,
+    ) -> None:
+        """Copy ``length`` bytes (0: to the end) from ``source`` into ``target``.
+
+        A whole immutable grid file copied into an empty file is linked, not copied: the
+        target becomes a clone, and its CLOSE links the same capability (nothing is read
+        or stored). Anything else is copied in chunks, as OpenSSH's server does.
+        """
+        cap = getattr(source, "cap", None)
+        state = target.state
+        await shared(state.ready)
+        size = (await source.stat()).size
+        whole = read_offset == 0 and (length == 0 or length >= size)
+        if (
+            isinstance(cap, LiteralCap | ImmutableReadCap)
+            and whole
+            and write_offset == 0
+            and state.size == 0
+            and state.clone is None
+        ):
+            state.clone = Clone(cap.to_string(), cap.size)
+            state.dirty = True
+            state.meta.mtime = self.now()
+            return
+        end = size if length == 0 else min(size, read_offset + length)
+        offset = read_offset
+        while offset < end:
+            data = await source.read(offset, min(COPY_CHUNK, end - offset))
+            if not data:
+                break
+            await target.write(write_offset + offset - read_offset, data)
+            offset += len(data)
+
     # -- handles call back here ----------------------------------------------------------
 
-    def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
+    async def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
         """Attribute changes on a file that lives in the overlay."""
         if changes.size is not None:
             assert state.staged is not None
+            if isinstance(state, WriteState):
+                await self.materialize(state)
             state.staged.truncate(changes.size)
             state.meta.mtime = self.now()  # as truncate(2) sets it
             if isinstance(state, WriteState):
@@ -236,7 +319,8 @@ class Writers:
         state.closing = closing
         try:
             try:
-                await state.staged.presync()
+                if state.clone is None:
+                    await state.staged.presync()
             finally:
                 self._forget(state)
             if state.abandoned:
@@ -262,6 +346,7 @@ class Writers:
         """Publish a snapshot of the open file and return once it is in the grid."""
         if not state.dirty:
             return
+        await self.materialize(state)
         assert state.staged is not None
         meta = state.meta
         snapshot = WriteState(

@@ -111,6 +111,30 @@ def _attrs_end(body: bytes | memoryview, offset: int) -> int:
     return offset
 
 
+def parse_attributes(body: bytes) -> dict[str, int]:
+    """An ATTRS block as the attribute dict Conch's server methods take (``size``, ``uid``,
+    ``gid``, ``permissions``, ``atime``, ``mtime``); extended attributes are dropped.
+
+    Raises :class:`MalformedPacket` when ``body`` is too short for it.
+    """
+    _attrs_end(body, 0)  # bounds
+    (flags,) = struct.unpack_from("!L", body)
+    attrs: dict[str, int] = {}
+    offset = 4
+    if flags & _ATTR_SIZE:
+        (attrs["size"],) = struct.unpack_from("!Q", body, offset)
+        offset += 8
+    if flags & _ATTR_UIDGID:
+        attrs["uid"], attrs["gid"] = struct.unpack_from("!LL", body, offset)
+        offset += 8
+    if flags & _ATTR_PERMISSIONS:
+        (attrs["permissions"],) = struct.unpack_from("!L", body, offset)
+        offset += 4
+    if flags & _ATTR_ACMODTIME:
+        attrs["atime"], attrs["mtime"] = struct.unpack_from("!LL", body, offset)
+    return attrs
+
+
 def request_fields_end(kind: int, body: bytes | memoryview) -> int:
     """Where the fields of a request of type ``kind`` end in ``body`` (which starts with
     the request id); the whole body for EXTENDED and for types without a layout.

@@ -28,9 +28,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from attrs import define
+from attrs import define, frozen
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
-from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
@@ -70,6 +70,7 @@ from gateway.sftp.packets import (
     REQUEST_KINDS,
     MalformedPacket,
     PacketSplitter,
+    parse_attributes,
     request_fields_end,
 )
 from gateway.sftp.sessions import ISessionObserver
@@ -99,8 +100,21 @@ EXTENSIONS = {
     b"statvfs@openssh.com": b"2",
     b"fstatvfs@openssh.com": b"2",
     b"fsync@openssh.com": b"1",
+    b"lsetstat@openssh.com": b"1",
     b"limits@openssh.com": b"1",
+    b"expand-path@openssh.com": b"1",
+    b"copy-data": b"1",
+    b"home-directory": b"1",
+    b"users-groups-by-id@openssh.com": b"1",
 }
+
+
+@frozen
+class NameReply:
+    """An extension's answer that goes back as SSH_FXP_NAME (one path), not as
+    SSH_FXP_EXTENDED_REPLY: expand-path@openssh.com and home-directory."""
+
+    path: bytes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -377,6 +391,13 @@ class GatewayFileTransferServer(FileTransferServer):
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
 
+    def _cbExtended(self, data: bytes | NameReply, requestId: bytes) -> None:
+        """An extension's reply: SSH_FXP_NAME for a :class:`NameReply`, else EXTENDED_REPLY."""
+        if isinstance(data, NameReply):
+            self._cbReadLink(data.path, requestId)
+        else:
+            super()._cbExtended(data, requestId)
+
     def _cbRead(self, result: bytes, requestId: bytes) -> None:
         if not result:  # end of file
             raise EOFError()
@@ -561,7 +582,9 @@ class GatewaySFTPServer:
         """REALPATH."""
         return (await self._fs.realpath(decode_path(path))).encode("utf-8")
 
-    async def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
+    async def extendedRequest(
+        self, extendedName: bytes, extendedData: bytes
+    ) -> bytes | NameReply:
         """EXTENDED: the openssh.com extensions we announce."""
         handler = self._extensions().get(extendedName)
         if handler is None:
@@ -575,13 +598,18 @@ class GatewaySFTPServer:
         except (ValueError, struct.error):
             raise SFTPError(FX_BAD_MESSAGE, "malformed extension request") from None
 
-    def _extensions(self) -> dict[bytes, Callable[[bytes], Awaitable[bytes]]]:
+    def _extensions(self) -> dict[bytes, Callable[[bytes], Awaitable[bytes | NameReply]]]:
         return {
             b"posix-rename@openssh.com": self._posix_rename,
             b"statvfs@openssh.com": self._statvfs,
             b"fstatvfs@openssh.com": self._fstatvfs,
             b"fsync@openssh.com": self._fsync,
+            b"lsetstat@openssh.com": self._lsetstat,
             b"limits@openssh.com": self._limits,
+            b"expand-path@openssh.com": self._expand_path,
+            b"copy-data": self._copy_data,
+            b"home-directory": self._home_directory,
+            b"users-groups-by-id@openssh.com": self._users_groups_by_id,
         }
 
     async def _posix_rename(self, data: bytes) -> bytes:
@@ -605,3 +633,52 @@ class GatewaySFTPServer:
 
     async def _limits(self, data: bytes) -> bytes:
         return struct.pack("!4Q", MAX_PACKET, MAX_READ_WRITE, MAX_READ_WRITE, MAX_OPEN_HANDLES)
+
+    async def _lsetstat(self, data: bytes) -> bytes:
+        """SETSTAT that changes a symbolic link itself (its times), not what it points at."""
+        path, rest = getNS(data)
+        attrs = parse_attributes(rest)
+        await self._fs.setattr(decode_path(path), set_attributes(attrs), follow_symlinks=False)
+        raise SFTPError(FX_OK, "attributes set")
+
+    async def _expand_path(self, data: bytes) -> NameReply:
+        """``~`` and ``~/...`` name the account's root (its home); then as REALPATH."""
+        path, _ = getNS(data)
+        text = decode_path(path)
+        if text == "~" or text.startswith("~/"):
+            text = "/" + text[1:]
+        elif text.startswith("~"):
+            name = text[1:].split("/", 1)[0]
+            if name != self._user:
+                raise SFTPError(FX_NO_SUCH_FILE, "no such user")
+            text = "/" + text[1 + len(name) :]
+        return NameReply((await self._fs.realpath(text)).encode("utf-8"))
+
+    async def _home_directory(self, data: bytes) -> NameReply:
+        """The home of the account (its root); no other user is known here."""
+        name, _ = getNS(data)
+        if name and name.decode("utf-8", "replace") != self._user:
+            raise SFTPError(FX_FAILURE, "no such user")
+        return NameReply(b"/")
+
+    async def _copy_data(self, data: bytes) -> bytes:
+        """Server-side copy between two open handles; a whole grid file is linked."""
+        read_handle, rest = getNS(data)
+        read_offset, length = struct.unpack_from("!QQ", rest)
+        write_handle, rest = getNS(rest[16:])
+        (write_offset,) = struct.unpack_from("!Q", rest)
+        source = self._handle(read_handle).file
+        target = self._handle(write_handle).file
+        await self._fs.copy_data(source, read_offset, length, target, write_offset)
+        raise SFTPError(FX_OK, "copied")
+
+    async def _users_groups_by_id(self, data: bytes) -> bytes:
+        """Names for owner ids in ``ls -l``: every file is the account's, so is every id."""
+        uids, rest = getNS(data)
+        gids, _ = getNS(rest)
+
+        def names(packed: bytes, mine: int) -> bytes:
+            ids = struct.unpack(f"!{len(packed) // 4}L", packed[: len(packed) // 4 * 4])
+            return NS(b"".join(NS(self._user.encode() if i == mine else b"") for i in ids))
+
+        return names(uids, self._uid) + names(gids, self._gid)

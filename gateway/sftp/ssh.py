@@ -324,6 +324,7 @@ class _SFTPOnlySession(SSHSession):
         super().__init__(*args, **kwargs)
         self._queued: deque[bytes] = deque()
         self._queued_offset = 0  # bytes of the first queued chunk already sent
+        self._exit_status: int | None = None  # sent just before the close, when set
 
     @property
     def queued_bytes(self) -> int:
@@ -375,6 +376,17 @@ class _SFTPOnlySession(SSHSession):
             for kind, chunk in pending:
                 self.writeExtended(kind, chunk)
 
+    def eofReceived(self) -> None:
+        """The client has sent its last request: end as OpenSSH's server ends a finished
+        sftp subsystem, with ``exit-status 0`` and then the close, once every reply
+        queued for the client has been sent (scp reports a transfer whose session ends
+        without an exit status as failed)."""
+        if self.client is not None and not self.session:
+            self._exit_status = 0
+            self.loseConnection()
+        else:
+            super().eofReceived()
+
     def loseConnection(self) -> None:
         """Close the channel once everything queued has been sent."""
         if self.client and self.client.transport:
@@ -382,6 +394,9 @@ class _SFTPOnlySession(SSHSession):
         self.closing = 1
         if not self._queued and not self.extBuf:
             assert self.conn is not None
+            if self._exit_status is not None:
+                self.conn.sendRequest(self, b"exit-status", struct.pack(">L", self._exit_status))
+                self._exit_status = None
             self.conn.sendClose(self)
 
     def _refuse(self, request: str) -> int:

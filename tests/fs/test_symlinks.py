@@ -32,6 +32,7 @@ def test_a_link_to_a_directory_is_followed_inside_a_path(gw: VolumeHarness) -> N
     assert [name for name, _ in gw.run(gw.fs.list("/current"))] == ["app.txt"]
     assert gw.stat("/current").kind == "dir"
     assert gw.stat("/current", follow_symlinks=False).kind == "symlink"
+    assert gw.stat("/current/", follow_symlinks=False).kind == "dir"  # 'link/' is the directory
     assert gw.run(gw.fs.realpath("/current/app.txt")) == "/releases/v2/app.txt"
     assert gw.run(gw.fs.realpath("/current/new.txt")) == "/releases/v2/new.txt"
 

@@ -428,3 +428,76 @@ def test_names_are_nfc_both_ways(session: Session) -> None:
     assert "Répertoire" in session.sftp.listdir(session.base)
     status = session.raw.status(CMD_OPEN, session.path(nfc), CREATE | SFTP_FLAG_EXCL, attributes())
     assert status == SFTP_FAILURE
+
+
+def test_openssh_9_extensions(session: Session, shared_gateway: RunningGateway) -> None:  # noqa: F811
+    """expand-path and home-directory answer with a NAME; users-groups-by-id names the
+    account; lsetstat sets a link's own times; copy-data copies between two handles."""
+    raw = session.raw
+    for name in (
+        b"expand-path@openssh.com",
+        b"home-directory",
+        b"users-groups-by-id@openssh.com",
+        b"lsetstat@openssh.com",
+        b"copy-data",
+    ):
+        assert name in raw.extensions
+    user = shared_gateway.user
+    for asked, expected in (
+        ("~", "/"),
+        (f"~/{session.base[1:]}/x", f"{session.base}/x"),
+        (f"~{user}", "/"),
+        ("/a/../b", "/b"),
+    ):
+        kind, message = raw.call(CMD_EXTENDED, "expand-path@openssh.com", asked)
+        assert kind == CMD_NAME and message.get_int() == 1
+        assert message.get_text() == expected
+    assert raw.status(CMD_EXTENDED, "expand-path@openssh.com", "~nobody/x") == SFTP_NO_SUCH_FILE
+    kind, message = raw.call(CMD_EXTENDED, "home-directory", user)
+    assert kind == CMD_NAME and message.get_int() == 1 and message.get_text() == "/"
+
+    attrs = session.sftp.lstat(session.base)
+    uid_gid = struct.pack("!LL", attrs.st_uid, 4_000_000_000)
+    kind, message = raw.call(
+        CMD_EXTENDED, "users-groups-by-id@openssh.com", uid_gid, struct.pack("!L", attrs.st_gid)
+    )
+    assert kind == CMD_EXTENDED_REPLY
+    users = paramiko.Message(message.get_binary())
+    assert users.get_text() == user and users.get_text() == ""
+    assert paramiko.Message(message.get_binary()).get_text() == user
+
+    target = session.put("target.txt", b"0123456789")
+    session.sftp.symlink("target.txt", session.path("link"))
+    assert raw.status(
+        CMD_EXTENDED, "lsetstat@openssh.com", session.path("link"),
+        attributes({"atime": 1_000_000, "mtime": 1_000_000}),
+    ) == SFTP_OK  # fmt: skip
+    assert session.sftp.lstat(session.path("link")).st_mtime == 1_000_000
+    assert session.sftp.stat(session.path("link")).st_mtime != 1_000_000
+
+    source = raw.open(target, SFTP_FLAG_READ)
+    copy = raw.open(session.path("copy.txt"), CREATE | SFTP_FLAG_TRUNC)
+    status = raw.status(CMD_EXTENDED, "copy-data", source, Int64(2), Int64(5), copy, Int64(0))
+    assert status == SFTP_OK
+    assert session.close(source) == SFTP_OK and session.close(copy) == SFTP_OK
+    assert session.get(session.path("copy.txt")) == b"23456"
+    bogus = raw.status(CMD_EXTENDED, "copy-data", b"nope", Int64(0), Int64(0), b"nope", Int64(0))
+    assert bogus == SFTP_FAILURE
+
+
+def test_symlinked_directories_inside_paths(session: Session) -> None:
+    """With ld -> d, ld/x opens, lists and is created in d, as on OpenSSH."""
+    session.sftp.mkdir(session.path("d"))
+    session.put("d/x", b"in d")
+    session.sftp.symlink("d", session.path("ld"))
+    assert session.get(session.path("ld/x")) == b"in d"
+    assert session.sftp.listdir(session.path("ld")) == ["x"]
+    session.put("ld/y", b"through the link")
+    assert sorted(session.sftp.listdir(session.path("d"))) == ["x", "y"]
+    assert session.sftp.normalize(session.path("ld/y")) == session.path("d/y")
+    session.sftp.symlink("loop2", session.path("loop1"))
+    session.sftp.symlink("loop1", session.path("loop2"))
+    with pytest.raises(OSError, match="too many levels of symbolic links"):
+        session.sftp.stat(session.path("loop1/x"))
+    session.sftp.symlink("../../../../..", session.path("up"))
+    assert session.sftp.normalize(session.path("up")) == "/"

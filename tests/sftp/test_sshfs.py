@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.durability.cluster import wait_drained
 from tests.sftp.gateway_node import RunningGateway, shared_gateway  # noqa: F401
 
 Mount = Callable[[str], Path]
@@ -86,6 +87,55 @@ def test_cp_r_and_diff(mount: Mount, tmp_path: Path) -> None:
     target = mount("m")
     run("cp", "-r", source, target / "src")
     run("diff", "-r", source, target / "src")
+
+
+def test_tar_from_a_fresh_mount_right_after_cp(mount: Mount, tmp_path: Path) -> None:
+    """cp -r, then at once tar c of the copy through another, fresh mount: no file changes
+    while tar reads it, although the uploads land meanwhile."""
+    source = tmp_path / "src"
+    make_tree(source)
+    for extra in range(40):
+        (source / f"extra{extra}.txt").write_text(f"file {extra}\n" * 300)
+    target = mount("first")
+    run("cp", "-r", source, target / "src")
+    fresh = mount("second")
+    result = subprocess.run(
+        ["tar", "-cf", str(tmp_path / "out.tar"), "-C", str(fresh), "src"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "changed as we read it" not in result.stderr, result.stderr
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    run("tar", "-xf", tmp_path / "out.tar", "-C", unpacked)
+    run("diff", "-r", source, unpacked / "src")
+
+
+def test_make_is_clean_after_cp_p_of_a_built_tree(
+    mount: Mount,
+    tmp_path: Path,
+    shared_gateway: RunningGateway,  # noqa: F811
+) -> None:
+    """A built tree copied with cp -rp stays built: make -q finds nothing to do, also
+    after the uploads have landed (times never move)."""
+    tree = tmp_path / "proj"
+    tree.mkdir()
+    (tree / "Makefile").write_text(
+        "all: out/a.o out/b.o\n"
+        "out/%.o: src/%.c\n\tmkdir -p out && cp $< $@\n"
+    )
+    (tree / "src").mkdir()
+    for name in ("a", "b"):
+        (tree / "src" / f"{name}.c").write_text(f"int {name};\n")
+    run("make", "-s", "-C", tree)
+    target = mount("m")
+    run("cp", "-rp", tree, target / "proj")
+    result = subprocess.run(["make", "-q", "-C", str(target / "proj")], timeout=60)
+    assert result.returncode == 0, "make wants to rebuild a copied, built tree"
+    wait_drained(shared_gateway)  # the uploads land: nothing may look newer afterwards
+    result = subprocess.run(["make", "-q", "-C", str(target / "proj")], timeout=60)
+    assert result.returncode == 0, "make wants to rebuild once the uploads have landed"
 
 
 def test_tar_x_keeps_mtimes(mount: Mount, tmp_path: Path) -> None:
