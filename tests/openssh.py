@@ -1,10 +1,47 @@
-"""Running OpenSSH's own ``sftp`` client against a server, logging in with a password."""
+"""Running OpenSSH's own clients (``sftp``, ``scp``) against a server, with a password."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+
+#: Options every test connection uses: no host key prompts, password only, one try.
+_OPTIONS = [
+    "-o", "BatchMode=no",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "PreferredAuthentications=password,keyboard-interactive",
+    "-o", "NumberOfPasswordPrompts=1",
+]  # fmt: skip
+
+
+def _askpass_env(password: str, workdir: Path) -> dict[str, str]:
+    """An environment in which the client reads ``password`` from an askpass program."""
+    askpass = workdir / "askpass.sh"
+    askpass.write_text("#!/bin/sh\nprintf '%s\\n' \"$SFTP_TEST_PASSWORD\"\n")
+    askpass.chmod(0o700)
+    return {
+        **os.environ,
+        "SFTP_TEST_PASSWORD": password,
+        "SSH_ASKPASS": str(askpass),
+        "SSH_ASKPASS_REQUIRE": "force",
+        "DISPLAY": ":0",
+    }
+
+
+def _run(
+    command: list[str], password: str, workdir: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_askpass_env(password, workdir),
+        stdin=subprocess.DEVNULL,
+        cwd=workdir,
+    )
 
 
 def sftp_batch(
@@ -16,42 +53,15 @@ def sftp_batch(
     workdir: Path,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``sftp -b`` with ``commands`` (one per line); the password comes from an askpass."""
+    """Run ``sftp -b`` with ``commands`` (one per line) in ``workdir``."""
     batch = workdir / "sftp-batch"
     batch.write_text(commands)
-    askpass = workdir / "askpass.sh"
-    askpass.write_text("#!/bin/sh\nprintf '%s\\n' \"$SFTP_TEST_PASSWORD\"\n")
-    askpass.chmod(0o700)
-    env = {
-        **os.environ,
-        "SFTP_TEST_PASSWORD": password,
-        "SSH_ASKPASS": str(askpass),
-        "SSH_ASKPASS_REQUIRE": "force",
-        "DISPLAY": ":0",
-    }
-    return subprocess.run(
-        [
-            "sftp",
-            "-o",
-            "BatchMode=no",
-            "-b",
-            str(batch),
-            "-P",
-            str(port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password,keyboard-interactive",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            f"{user}@{host}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        cwd=workdir,
-    )
+    command = ["sftp", *_OPTIONS, "-b", str(batch), "-P", str(port), f"{user}@{host}"]
+    return _run(command, password, workdir, timeout)
+
+
+def scp(
+    port: int, password: str, workdir: Path, *paths: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scp`` (SFTP mode, OpenSSH 9's default) between ``paths``."""
+    return _run(["scp", *_OPTIONS, "-P", str(port), *paths], password, workdir, timeout)

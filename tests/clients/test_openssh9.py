@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.nodes import gateway
-from tests.openssh import sftp_batch
+from tests.openssh import scp, sftp_batch
 from tests.sftp.gateway_node import RunningGateway, running_gateway  # noqa: F401
 
 
@@ -71,24 +70,14 @@ def test_ls_l_names_the_owner(running_gateway: RunningGateway, tmp_path: Path) -
 def test_scp_home_relative_paths(running_gateway: RunningGateway, tmp_path: Path) -> None:  # noqa: F811
     """scp (SFTP mode) of ``~/name`` and ``~user/name``: the account's root is its home."""
     (tmp_path / "up.txt").write_text("via scp\n")
-    askpass = tmp_path / "askpass.sh"
-    askpass.write_text(f"#!/bin/sh\necho '{running_gateway.password}'\n")
-    askpass.chmod(0o700)
-    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
-           "DISPLAY": ":0"}  # fmt: skip
-    options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-P", str(running_gateway.port)]  # fmt: skip
     remote = f"{running_gateway.user}@{running_gateway.host}"
 
-    def scp(*args: str) -> None:
-        result = subprocess.run(
-            ["scp", *options, *args], env=env, capture_output=True, text=True, timeout=60,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
+    def copy(source: str, target: str) -> None:
+        result = scp(running_gateway.port, running_gateway.password, tmp_path, source, target)
+        assert result.returncode == 0, result.stderr  # (it needs the exit-status at the end)
 
-    scp(str(tmp_path / "up.txt"), f"{remote}:~/home.txt")
-    scp(f"{remote}:~{running_gateway.user}/home.txt", str(tmp_path / "down.txt"))
+    copy(str(tmp_path / "up.txt"), f"{remote}:~/home.txt")
+    copy(f"{remote}:~{running_gateway.user}/home.txt", str(tmp_path / "down.txt"))
     assert (tmp_path / "down.txt").read_text() == "via scp\n"
     assert "home.txt" in _batch(running_gateway, "ls\n", tmp_path)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from tests.nodes import NodeReaper, gateway
+from tests.openssh import sftp_batch
 from tests.sftp.gateway_node import RunningGateway, running_gateway  # noqa: F401
 
 
@@ -78,8 +78,7 @@ def test_openssh_sftp_batch(running_gateway: RunningGateway, tmp_path: Path) -> 
     """OpenSSH's sftp client in batch mode: put, ls, get, rename, rm, mkdir, rmdir."""
     source = tmp_path / "source.dat"
     source.write_bytes(os.urandom(2_000_000))
-    batch = tmp_path / "batch"
-    batch.write_text(
+    commands = (
         "mkdir dir\n"
         f"put {source} dir/file.dat\n"
         "ls -l dir\n"
@@ -89,40 +88,8 @@ def test_openssh_sftp_batch(running_gateway: RunningGateway, tmp_path: Path) -> 
         "rm dir/renamed.dat\n"
         "rmdir dir\n"
     )
-    askpass = tmp_path / "askpass.sh"
-    askpass.write_text(f"#!/bin/sh\necho '{running_gateway.password}'\n")
-    askpass.chmod(0o700)
-    env = {
-        **os.environ,
-        "SSH_ASKPASS": str(askpass),
-        "SSH_ASKPASS_REQUIRE": "force",
-        "DISPLAY": ":0",
-    }
-    result = subprocess.run(
-        [
-            "sftp",
-            "-o",
-            "BatchMode=no",
-            "-b",
-            str(batch),
-            "-P",
-            str(running_gateway.port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password,keyboard-interactive",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            f"{running_gateway.user}@{running_gateway.host}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    gw = running_gateway
+    result = sftp_batch(gw.host, gw.port, gw.user, gw.password, commands, tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "back.dat").read_bytes() == source.read_bytes()
     assert "file.dat" in result.stdout and "renamed.dat" in result.stdout
