@@ -26,7 +26,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.accounts import AccountError, AccountStore, accounts_path
@@ -91,7 +91,7 @@ class LeaseRenewer:
     """One walk over trees of objects, renewing the gateway's lease on each."""
 
     store: ObjectStore
-    clock: Any
+    clock: IReactorTime
 
     async def renew(self, roots: Iterable[Capability]) -> RenewalReport:
         """Renew leases on everything reachable from ``roots``, each object once."""
@@ -175,7 +175,7 @@ class PeriodicRenewal:
     finished less than ``interval`` ago.
     """
 
-    clock: Any
+    clock: IReactorTime
     interval: float
     store: Callable[[], ObjectStore]
     roots: Callable[[], Iterable[str]]

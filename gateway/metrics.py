@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any, BinaryIO, cast
 
 from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
@@ -33,7 +34,7 @@ RATE_WINDOW = 5.0
 class Progress:
     """How far one transfer is: bytes done of ``total`` (None when unknown), rate, ETA."""
 
-    clock: Any = field(repr=False)
+    clock: IReactorTime = field(repr=False)
     total: int | None = None
     done: int = 0
     started: float = field(init=False)
@@ -116,7 +117,7 @@ class CheckHistory:
     calls :meth:`record` after each; the Health page lists them all.
     """
 
-    clock: Any
+    clock: IReactorTime
     keep: int = 50
     records: deque[CheckRecord] = field(init=False)
 

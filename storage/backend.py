@@ -8,13 +8,13 @@ keep, durably if it says so. Every method is synchronous.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator, Sequence
 from enum import Enum
 
 from attrs import frozen
 from zope.interface import Interface
 
+from storage import base32
 from storage.leases import Lease
 
 
@@ -51,17 +51,14 @@ class CorruptionReport:
 
 def si_b2a(storage_index: bytes) -> str:
     """The 26-character lowercase base32 form of a storage index, as Tahoe-LAFS writes it."""
-    return base64.b32encode(storage_index).rstrip(b"=").lower().decode("ascii")
+    return base32.b2a(storage_index)
 
 
 def si_a2b(text: str) -> bytes:
     """Inverse of :func:`si_b2a`; raises ``ValueError`` for anything else."""
-    if len(text) != 26 or not text.isascii() or text != text.lower():
+    if len(text) != 26:
         raise ValueError("not a base32 storage index")
-    storage_index = base64.b32decode(text.upper() + "======")
-    if si_b2a(storage_index) != text:
-        raise ValueError("not a canonical base32 storage index")
-    return storage_index
+    return base32.a2b(text)
 
 
 class IShareBackend(Interface):

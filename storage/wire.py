@@ -27,6 +27,7 @@ from typing import Any
 import cbor2
 from attrs import field, frozen
 
+from storage import base32
 from storage.errors import (
     ConflictingWrite,
     InvalidRequest,
@@ -152,7 +153,7 @@ def format_nurl(spki_hash: str, host: str, port: int, swissnum: bytes) -> str:
 
 def new_swissnum() -> bytes:
     """A fresh random swissnum: 32 random bytes as 52 lowercase base32 characters."""
-    return base64.b32encode(os.urandom(32)).rstrip(b"=").lower()
+    return base32.b2a(os.urandom(32)).encode("ascii")
 
 
 # --- storage indexes and share numbers -------------------------------------------------
@@ -164,7 +165,7 @@ def si_b2a(storage_index: bytes) -> str:
     """Encode a 16-byte storage index as Tahoe does: 26 lowercase base32 characters."""
     if len(storage_index) != 16:
         raise InvalidRequest("a storage index is 16 bytes")
-    return base64.b32encode(storage_index).rstrip(b"=").lower().decode("ascii")
+    return base32.b2a(storage_index)
 
 
 def si_a2b(text: str) -> bytes:
@@ -172,12 +173,9 @@ def si_a2b(text: str) -> bytes:
     if not _SI_RE.match(text):
         raise InvalidRequest("a storage index is 26 lowercase base32 characters")
     try:
-        raw = base64.b32decode(text.upper() + "======")
-    except binascii.Error as e:  # pragma: no cover - the regex admits only valid symbols
-        raise InvalidRequest("invalid storage index") from e
-    if si_b2a(raw) != text:
-        raise InvalidRequest("storage index is not canonically encoded")
-    return raw
+        return base32.a2b(text)
+    except ValueError:
+        raise InvalidRequest("storage index is not canonically encoded") from None
 
 
 def parse_share_number(text: str) -> int:

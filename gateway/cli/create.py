@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import socket
@@ -29,6 +28,7 @@ from gateway.nodedir import (
     make_node_dir,
     write_private,
 )
+from storage import base32
 
 GRID_DEFAULT_NEEDED = 3
 GRID_DEFAULT_HAPPY = 7
@@ -55,7 +55,7 @@ def default_shares(server_count: int) -> tuple[int, int, int]:
 
 
 def _secret_text() -> bytes:
-    return base64.b32encode(secrets.token_bytes(32)).decode().rstrip("=").lower().encode() + b"\n"
+    return base32.b2a(secrets.token_bytes(32)).encode() + b"\n"
 
 
 def _checked(parse: object, value: str, option: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -150,7 +150,7 @@ class ControlResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, operations: FileOperations, clock: Any):
+    def __init__(self, operations: FileOperations, clock: IReactorTime):
         super().__init__()
         self._ops = operations
         self._clock = clock

@@ -17,6 +17,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from gateway.objects.dirnode import ChildCap, DirectoryNode, EntryMetadata
 
@@ -33,7 +34,7 @@ class _Batch:
 class DirectoryLinker:
     """Coalesces concurrent links into the same directory into single publishes."""
 
-    def __init__(self, clock: Any, window: float = 0.0) -> None:
+    def __init__(self, clock: IReactorTime, window: float = 0.0) -> None:
         self._clock = clock
         self._window = window
         self._queued: dict[Any, _Batch] = {}

@@ -6,7 +6,6 @@ are visible (and readable from staging) before the upload queue resumes them.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from gateway.config import NodeConfig
@@ -22,6 +21,7 @@ from gateway.service import NodePart, StartupError
 from gateway.storage_node import read_secret_file
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
+from storage import base32
 
 #: Uploads run at once; with several in flight, links into one directory share publishes.
 UPLOAD_CONCURRENCY = 8
@@ -35,9 +35,9 @@ def read_gateway_secrets(nd: NodeDir) -> GatewaySecrets:
     """The convergence and lease secrets from private/ (base32 text, as create writes them)."""
 
     def decode(name: str) -> bytes:
-        text = read_secret_file(nd, name, "filesystem").decode("ascii", "replace").upper()
+        text = read_secret_file(nd, name, "filesystem").decode("ascii", "replace").strip()
         try:
-            return base64.b32decode(text + "=" * (-len(text) % 8))
+            return base32.a2b(text)
         except ValueError:
             raise StartupError("filesystem", f"{nd.secret(name)} is damaged") from None
 

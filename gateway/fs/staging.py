@@ -6,17 +6,17 @@ memory. The area enforces a quota on the bytes it holds: a write that would
 cross it fails with :class:`~gateway.fs.errors.NoSpace`, as does a full disk,
 and neither damages anything already staged.
 
-Write-back. A CLOSE is acknowledged only once the staged bytes are fsynced, and
+Flush-behind. A CLOSE is acknowledged only once the staged bytes are fsynced, and
 Linux lets a whole gigabyte stay dirty in the page cache until that fsync, which
 then takes about 0.4 s. So a staged file created with a thread runner starts the
-write-back of every :data:`WRITEBACK_BYTES` written, in a thread
+flush-behind of every :data:`FLUSH_BEHIND_BYTES` written, in a thread
 (``sync_file_range(SYNC_FILE_RANGE_WRITE)``: queue the writes, no wait, no cache
 flush; ``fdatasync`` where that call is missing), and :meth:`StagedFile.presync`
 fsyncs a file of :data:`PRESYNC_BYTES` or more in a thread before the CLOSE's own
 fsync, which then has next to nothing left to write. The reactor never waits for
 the disk for these. The final :meth:`StagedFile.fsync` stays what makes bytes
 durable; an error a background call reports is kept and raised by it (a failed
-write-back may not be reported again by a later fsync of the same descriptor). A
+flush-behind may not be reported again by a later fsync of the same descriptor). A
 discard while a thread uses the descriptor closes it only once that call has
 returned.
 
@@ -41,29 +41,26 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
-from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.fs.errors import NoSpace
+from gateway.threads import Threads
 from storage.redolog import fsync_directory
 
-T = TypeVar("T")
-
-#: Bytes written to a staged file after which their write-back to the disk is started.
-WRITEBACK_BYTES = 8 << 20
+#: Bytes written to a staged file after which their flush-behind to the disk is started.
+FLUSH_BEHIND_BYTES = 8 << 20
 
 #: Smallest staged file :meth:`StagedFile.presync` fsyncs in a thread: below it the CLOSE's
 #: own fsync is short (and a small file may not be fsynced at all: the journal can hold it).
 PRESYNC_BYTES = 1 << 20
 
-#: Write-back and sync calls of the whole staging area that may run in threads at once.
-WRITEBACK_THREADS = 2
+#: Flush-behind and sync calls of the whole staging area that may run in threads at once.
+FLUSH_THREADS = 2
 
 #: Empty staged files kept made ahead (in a thread); more are made when half are used.
 SPARE_FILES = 16
@@ -91,7 +88,7 @@ _sync_file_range = _load_sync_file_range()
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-def start_writeback(fd: int, offset: int, length: int) -> None:
+def start_flush(fd: int, offset: int, length: int) -> None:
     """Start writing a range of a file's dirty pages to the disk (blocking: call in a thread).
 
     ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` queues the writes and returns; where it is
@@ -109,29 +106,11 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     _fdatasync(fd)
 
 
-class Threads(Protocol):
-    """Runs a blocking call in a thread; the Deferred fires (in the reactor) with its result."""
-
-    def __call__(self, call: Callable[[], T], /) -> Deferred[T]:
-        """Start ``call`` in a thread."""
-
-
-def reactor_threads(reactor: Any) -> Threads | None:
-    """The reactor's thread pool as a :class:`Threads`, or None for a reactor without one."""
-    if not IReactorThreads.providedBy(reactor):
-        return None
-
-    def run(call: Callable[[], T]) -> Deferred[T]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), call)
-
-    return run
-
-
 @define(eq=False)
 class StagedFile:
     """One staged file: a sparse local file and its logical size.
 
-    With ``threads``, its write-back runs in the background as the module docstring says;
+    With ``threads``, its flush-behind runs in the background as the module docstring says;
     without, the final :meth:`fsync` writes everything.
     """
 
@@ -141,7 +120,7 @@ class StagedFile:
     size: int = 0
     threads: Threads | None = None
     _closed: bool = field(default=False, init=False)
-    #: Bytes written since the last write-back was started, and the range they lie in.
+    #: Bytes written since the last flush-behind was started, and the range they lie in.
     _unsynced: int = field(default=0, init=False)
     _low: int = field(default=0, init=False)
     _high: int = field(default=0, init=False)
@@ -189,7 +168,7 @@ class StagedFile:
         self.size = size
 
     async def presync(self) -> None:
-        """Fsync in a thread (after any write-back under way), so :meth:`fsync` has little left.
+        """Fsync in a thread (after any flush-behind under way), so :meth:`fsync` has little left.
 
         The reactor serves others meanwhile. Never raises: an error is kept for
         :meth:`fsync`. Without threads, for a file under :data:`PRESYNC_BYTES`, or once
@@ -197,7 +176,7 @@ class StagedFile:
         """
         if self.threads is None or self._closed or self.size < PRESYNC_BYTES:
             return
-        self._syncing = True  # no new write-back: the fsync covers everything
+        self._syncing = True  # no new flush-behind: the fsync covers everything
         try:
             while self._busy:
                 await self._job_finished()
@@ -232,25 +211,25 @@ class StagedFile:
 
     @property
     def background_busy(self) -> bool:
-        """Whether a write-back or sync call of this file is queued or running."""
+        """Whether a flush-behind or sync call of this file is queued or running."""
         return self._busy
 
-    # -- background write-back ---------------------------------------------------------
+    # -- background flush-behind ---------------------------------------------------------
 
     def _written(self, start: int, end: int) -> None:
-        """Note bytes written; start their write-back once there are enough of them."""
+        """Note bytes written; start their flush-behind once there are enough of them."""
         if self._unsynced:
             self._low, self._high = min(self._low, start), max(self._high, end)
         else:
             self._low, self._high = start, end
         self._unsynced += end - start
-        if self._unsynced >= WRITEBACK_BYTES and not self._busy and not self._syncing:
-            self._write_back()
+        if self._unsynced >= FLUSH_BEHIND_BYTES and not self._busy and not self._syncing:
+            self._flush_behind()
 
-    def _write_back(self) -> None:
+    def _flush_behind(self) -> None:
         low, high = self._low, self._high
         self._unsynced = 0
-        self._start(lambda fd: start_writeback(fd, low, high - low))
+        self._start(lambda fd: start_flush(fd, low, high - low))
 
     def _start(self, work: Callable[[int], None]) -> None:
         """Run ``work(fd)`` in a thread, as one of the area's background calls."""
@@ -273,13 +252,13 @@ class StagedFile:
         self._busy = False
         if isinstance(result, Failure):
             # Not run (the thread pool is stopping, say): the final fsync writes it all.
-            log.failure("a staged file's write-back could not run", result)
+            log.failure("a staged file's flush-behind could not run", result)
         elif result is not None and self._error is None:
             self._error = result
         if self._closed:
             os.close(self.fd)
-        elif self._unsynced >= WRITEBACK_BYTES and not self._syncing:
-            self._write_back()
+        elif self._unsynced >= FLUSH_BEHIND_BYTES and not self._syncing:
+            self._flush_behind()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -302,7 +281,7 @@ class StagingArea:
         self.used = 0
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        self._slots = DeferredSemaphore(WRITEBACK_THREADS)
+        self._slots = DeferredSemaphore(FLUSH_THREADS)
         self._background = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._spares: list[tuple[Path, int]] = []
@@ -400,7 +379,7 @@ class StagingArea:
 
     @property
     def background_calls(self) -> int:
-        """Write-back and sync calls queued or running in threads."""
+        """Flush-behind and sync calls queued or running in threads."""
         return self._background
 
     def idle(self) -> Deferred[None]:

@@ -17,6 +17,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.fs.errors import (
@@ -87,7 +88,7 @@ class Volume:
         store: ObjectStore,
         staging: StagingArea,
         queue: UploadQueue,
-        clock: Any,
+        clock: IReactorTime,
         close_waits_for_grid: bool = False,
     ):
         self.root_cap = root_cap

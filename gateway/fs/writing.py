@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from gateway.fs.errors import (
     FileExists,
@@ -38,7 +38,6 @@ from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import IOpenFile, OpenFlags, SetAttributes
 from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
-from gateway.fs.staging import Threads, reactor_threads
 from gateway.fs.volume import Volume, grid_errors, grid_read
 from gateway.objects.caps import (
     ImmutableReadCap,
@@ -50,6 +49,7 @@ from gateway.objects.caps import (
 from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import Entry, NoSuchChild
 from gateway.objects.errors import ObjectError
+from gateway.threads import Threads, reactor_threads
 
 COPY_CHUNK = 1 << 20
 
@@ -65,8 +65,8 @@ def creation_mode(mode: int | None) -> int | None:
 class Writers:
     """The write side of one session's filesystem: open, close, abort, fsync."""
 
-    def __init__(self, volume: Volume, clock: Any, threads: Threads | None = None):
-        """``threads`` runs staged files' write-back; by default the clock's thread pool (a
+    def __init__(self, volume: Volume, clock: IReactorTime, threads: Threads | None = None):
+        """``threads`` runs staged files' flush-behind; by default the clock's thread pool (a
         clock without one, such as a test's, leaves all of it to the fsync at CLOSE)."""
         self.volume = volume
         self.overlay: Overlay = volume.overlay

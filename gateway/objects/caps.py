@@ -19,10 +19,7 @@ only produced by :meth:`to_string`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import re
 
 import nacl.signing
 from attrs import field, frozen
@@ -37,14 +34,13 @@ from gateway.objects.crypto import (
     mutable_storage_index,
 )
 from gateway.objects.errors import BadCapability
+from storage import base32
 
 PREFIX = "GG"
 MAX_SHARES = 256
 
 
-def b32encode(data: bytes) -> str:
-    """Lowercase unpadded base32, as Tahoe-LAFS writes it."""
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+b32encode = base32.b2a
 
 
 @functools.lru_cache(maxsize=DERIVATION_CACHE)
@@ -53,19 +49,12 @@ def _signing_key(seed: bytes) -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey(seed)
 
 
-_B32_CHARS = re.compile(r"[a-z2-7]*")
-
-
 def b32decode(text: str, what: str, size: int | None = None) -> bytes:
     """Decode lowercase unpadded base32, raising BadCapability that names ``what`` was wrong."""
-    if not _B32_CHARS.fullmatch(text):
-        raise BadCapability(f"the {what} is not valid base32 (only a-z and 2-7 are allowed)")
     try:
-        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-    except binascii.Error:
-        raise BadCapability(f"the {what} is not valid base32 (wrong length)") from None
-    if b32encode(data) != text:
-        raise BadCapability(f"the {what} is not canonical base32 (damaged or truncated)")
+        data = base32.a2b(text)
+    except ValueError as e:
+        raise BadCapability(f"the {what} is {e}") from None
     if size is not None and len(data) != size:
         raise BadCapability(f"the {what} has {len(data)} bytes where {size} are expected")
     return data

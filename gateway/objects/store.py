@@ -10,10 +10,11 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar
 
 from attrs import define
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from gateway.grid.interfaces import IStorageClient
@@ -45,7 +46,7 @@ class ObjectStore:
         servers: Callable[[], Sequence[IStorageClient]],
         secrets: GatewaySecrets,
         params: EncodingParams,
-        clock: Any,
+        clock: IReactorTime,
     ):
         self._servers = servers
         self.secrets = secrets

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -128,7 +128,7 @@ class DirectoryWriteBack:
         self,
         directory: Path,
         client: Callable[[], MutableClient],
-        clock: Any,
+        clock: IReactorTime,
         *,
         window: float = FLUSH_WINDOW,
         reuse: float = REUSE_SECONDS,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from attrs import evolve, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from gateway.threads import Threads
 from storage.redolog import RedoLog, fsync_directory
 
 RECORD_SUFFIX = ".upload"
@@ -47,7 +48,6 @@ INLINE_BYTES = 64 * 1024
 COMPACT_BYTES = 4 * 1024 * 1024
 """Size of the log past which finished jobs' records are dropped from it."""
 
-Threads = Callable[[Callable[[], None]], "Deferred[None]"]
 """Runs a blocking call in a thread; the Deferred fires in the reactor once it has returned."""
 
 

@@ -22,14 +22,14 @@ from typing import Any, BinaryIO
 
 from attrs import evolve, frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorThreads
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.metrics import Progress, ProgressReader
 from gateway.service import NodePart
-from gateway.uploads.journal import Threads, UploadJob, UploadJournal
+from gateway.threads import Threads, reactor_threads
+from gateway.uploads.journal import UploadJob, UploadJournal
 
 Uploader = Callable[[UploadJob], Awaitable[None]]
 
@@ -55,7 +55,7 @@ class UploadQueue(NodePart):
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         journal: UploadJournal,
         uploader: Uploader,
         *,
@@ -92,7 +92,7 @@ class UploadQueue(NodePart):
         self._accepting = False
         self.finished: list[Finished] = []
         self.progress: dict[str, Progress] = {}
-        self._threads = threads if threads is not None else _reactor_threads(clock)
+        self._threads = threads if threads is not None else reactor_threads(clock)
         #: Jobs whose records are being flushed, with who waits for that; failed flushes.
         self._flushing: dict[str, list[Deferred[None]]] = {}
         self._flush_failed: dict[str, Failure] = {}
@@ -408,14 +408,3 @@ class UploadQueue(NodePart):
 
 async def _done() -> None:
     return None
-
-
-def _reactor_threads(reactor: Any) -> Threads | None:
-    """The reactor's thread pool as a runner of blocking calls, or None without one."""
-    if not IReactorThreads.providedBy(reactor):
-        return None
-
-    def run(call: Any) -> Deferred[None]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), call)
-
-    return run

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
 
 from gateway import __version__
 from gateway.fs.part import FilesystemPart
@@ -53,7 +54,7 @@ class NodeView:
     """Reads one node for its pages: overview, SFTP, transfers, health, all parts."""
 
     node: Node
-    clock: Any
+    clock: IReactorTime
     errors: RecentErrors
     started: float = field(init=False)
 

@@ -35,7 +35,7 @@ from gateway.uploads.queue import UploadQueue
 from tests.fs.support import ManualThreads, drive, memory_store
 
 KiB = 1024
-CHUNK = 64 * KiB  # WRITEBACK_BYTES and PRESYNC_BYTES in these tests
+CHUNK = 64 * KiB  # FLUSH_BEHIND_BYTES and PRESYNC_BYTES in these tests
 CREATE = OpenFlags(write=True, create=True, truncate=True)
 APPEND = OpenFlags(write=True, append=True)
 
@@ -69,8 +69,8 @@ class Gateway:
 
 @pytest.fixture
 def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
-    """A gateway with write-back every 64 KiB and presync from 64 KiB."""
-    monkeypatch.setattr(staging, "WRITEBACK_BYTES", CHUNK)
+    """A gateway with flush-behind every 64 KiB and presync from 64 KiB."""
+    monkeypatch.setattr(staging, "FLUSH_BEHIND_BYTES", CHUNK)
     monkeypatch.setattr(staging, "PRESYNC_BYTES", CHUNK)
     return Gateway(tmp_path)
 
@@ -91,7 +91,7 @@ def started(coroutine: Any) -> list[object]:
 def test_close_answers_after_an_fsync_of_every_byte_and_the_journal_record(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The CLOSE waits for the write-back under way and an fsync in a thread; by its answer
+    """The CLOSE waits for the flush-behind under way and an fsync in a thread; by its answer
     the staged file was fsynced after the last write, and its record is on disk."""
     data = random.Random(3).randbytes(5 * CHUNK + 777)
     handle = gw.open("f.bin")
@@ -106,7 +106,7 @@ def test_close_answers_after_an_fsync_of_every_byte_and_the_journal_record(
 
     monkeypatch.setattr(os, "fsync", fsync)
     write_all(handle, data)
-    assert gw.threads.queue  # write-back started while writing
+    assert gw.threads.queue  # flush-behind started while writing
     closed = started(handle.close())
     assert not closed and gw.journaled() == []
     gw.threads.run_all()

@@ -2,7 +2,7 @@
 
 A CLOSE is acknowledged once the staged bytes are fsynced. So that this fsync
 does not have a whole file's dirty pages to write, a staged file starts the
-write-back of what was written every ``WRITEBACK_BYTES``, and ``presync`` fsyncs
+flush-behind of what was written every ``FLUSH_BEHIND_BYTES``, and ``presync`` fsyncs
 in a thread before the CLOSE's own fsync. These tests drive the "threads" by
 hand (:class:`ManualThreads`) or use the reactor's real thread pool, and check
 what users depend on: the bytes are intact and fsynced, an error is never
@@ -29,32 +29,33 @@ from twisted.trial.unittest import TestCase
 
 from gateway.fs import staging
 from gateway.fs.errors import NoSpace
-from gateway.fs.staging import StagedFile, StagingArea, reactor_threads
+from gateway.fs.staging import StagedFile, StagingArea
+from gateway.threads import reactor_threads
 from tests.fs.support import ManualThreads
 
 T = TypeVar("T")
 KiB = 1024
-CHUNK = 64 * KiB  # WRITEBACK_BYTES in these tests
+CHUNK = 64 * KiB  # FLUSH_BEHIND_BYTES in these tests
 
 
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Write-back every 64 KiB, and presync from 64 KiB, so tests stay small."""
-    monkeypatch.setattr(staging, "WRITEBACK_BYTES", CHUNK)
+    """Flush-behind every 64 KiB, and presync from 64 KiB, so tests stay small."""
+    monkeypatch.setattr(staging, "FLUSH_BEHIND_BYTES", CHUNK)
     monkeypatch.setattr(staging, "PRESYNC_BYTES", CHUNK)
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int, int]]]:
-    """Every write-back started (descriptor, offset, length); the real call still runs."""
+    """Every flush-behind started (descriptor, offset, length); the real call still runs."""
     recorded: list[tuple[int, int, int]] = []
-    real = staging.start_writeback
+    real = staging.start_flush
 
     def spy(fd: int, offset: int, length: int) -> None:
         recorded.append((fd, offset, length))
         real(fd, offset, length)
 
-    monkeypatch.setattr(staging, "start_writeback", spy)
+    monkeypatch.setattr(staging, "start_flush", spy)
     yield recorded
 
 
@@ -68,7 +69,7 @@ def descriptor_open(fd: int) -> bool:
     return True
 
 
-def test_write_back_starts_every_chunk_one_call_at_a_time(
+def test_flush_behind_starts_every_chunk_one_call_at_a_time(
     tmp_path: Path, calls: list[tuple[int, int, int]]
 ) -> None:
     """A call starts once a chunk is written; while it runs, later writes gather for the next."""
@@ -106,10 +107,10 @@ def test_without_threads_nothing_runs_in_the_background(
     assert staged.read(0, 4 * CHUNK) == b"x" * (4 * CHUNK)
 
 
-def test_presync_waits_for_write_back_then_fsyncs_in_a_thread(
+def test_presync_waits_for_flush_behind_then_fsyncs_in_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The CLOSE's presync fsyncs the whole file in a thread after the write-back under way;
+    """The CLOSE's presync fsyncs the whole file in a thread after the flush-behind under way;
     the bytes read back intact."""
     threads = ManualThreads()
     area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
@@ -127,7 +128,7 @@ def test_presync_waits_for_write_back_then_fsyncs_in_a_thread(
     monkeypatch.setattr(os, "fsync", fsync)
     done: list[object] = []
     Deferred.fromCoroutine(staged.presync()).addBoth(done.append)
-    assert len(threads.queue) == 1 and not done  # the write-back under way comes first
+    assert len(threads.queue) == 1 and not done  # the flush-behind under way comes first
     threads.run_next()
     assert fsynced == [] and len(threads.queue) == 1 and not done
     threads.run_next()
@@ -171,7 +172,7 @@ def test_discard_before_a_queued_call_runs(
 def test_discard_while_a_thread_writes_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A discard while a thread is inside the write-back call keeps the descriptor open (so
+    """A discard while a thread is inside the flush-behind call keeps the descriptor open (so
     its number cannot be reused under the thread) until the call returns."""
     entered, release = threading.Event(), threading.Event()
     seen: list[bool] = []
@@ -181,7 +182,7 @@ def test_discard_while_a_thread_writes_back(
         assert release.wait(30)
         seen.append(descriptor_open(fd))
 
-    monkeypatch.setattr(staging, "start_writeback", slow)
+    monkeypatch.setattr(staging, "start_flush", slow)
     threads = ManualThreads()
     area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
@@ -212,7 +213,7 @@ def test_an_error_of_a_background_sync_fails_the_final_fsync(
     area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=0)
     staged = area.create(threads)
     staged.write(0, b"q" * 100)
-    staged.truncate(CHUNK)  # big enough to be presynced, small enough for no write-back
+    staged.truncate(CHUNK)  # big enough to be presynced, small enough for no flush-behind
     real_fsync = os.fsync
 
     def failing(fd: int) -> None:
@@ -243,7 +244,7 @@ def test_an_error_of_a_background_sync_fails_the_final_fsync(
 
 
 def test_a_call_that_cannot_be_scheduled_is_left_to_the_final_fsync(tmp_path: Path) -> None:
-    """When no thread can take a call (a stopping pool), the write-back is skipped: no error,
+    """When no thread can take a call (a stopping pool), the flush-behind is skipped: no error,
     the bytes are intact, the final fsync does the work."""
 
     def refuse(call: Callable[[], T], /) -> Deferred[T]:
@@ -258,10 +259,10 @@ def test_a_call_that_cannot_be_scheduled_is_left_to_the_final_fsync(tmp_path: Pa
     assert area.background_calls == 0 and not staged.background_busy
 
 
-def test_quota_still_holds_with_write_back(
+def test_quota_still_holds_with_flush_behind(
     tmp_path: Path, calls: list[tuple[int, int, int]]
 ) -> None:
-    """A write past the quota is refused with NoSpace and starts no write-back; what was
+    """A write past the quota is refused with NoSpace and starts no flush-behind; what was
     staged stays; a discard gives everything back."""
     threads = ManualThreads()
     area = StagingArea(tmp_path / "staging", quota=3 * CHUNK, spare_files=0)
@@ -283,11 +284,11 @@ def test_quota_still_holds_with_write_back(
     assert area.used == 0 and list(area.directory.iterdir()) == []
 
 
-def test_without_sync_file_range_write_back_falls_back_to_fdatasync(
+def test_without_sync_file_range_flush_behind_falls_back_to_fdatasync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where ``sync_file_range`` is missing or refused (ENOSYS), ``fdatasync`` does the
-    write-back, from then on."""
+    flush-behind, from then on."""
     synced: list[int] = []
     tried: list[int] = []
 
@@ -300,8 +301,8 @@ def test_without_sync_file_range_write_back_falls_back_to_fdatasync(
     monkeypatch.setattr(staging, "_sync_file_range", refused)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        staging.start_writeback(fd, 0, 10)
-        staging.start_writeback(fd, 10, 10)
+        staging.start_flush(fd, 0, 10)
+        staging.start_flush(fd, 10, 10)
     finally:
         os.close(fd)
     assert tried == [fd] and synced == [fd, fd]
@@ -309,16 +310,16 @@ def test_without_sync_file_range_write_back_falls_back_to_fdatasync(
 
 
 @pytest.mark.skipif(staging._sync_file_range is None, reason="no sync_file_range here")
-def test_sync_file_range_starts_write_back_without_fdatasync(
+def test_sync_file_range_starts_flush_behind_without_fdatasync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On Linux the write-back is started with ``sync_file_range``, not a full fdatasync."""
+    """On Linux the flush-behind is started with ``sync_file_range``, not a full fdatasync."""
     synced: list[int] = []
     monkeypatch.setattr(staging, "_fdatasync", synced.append)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, b"d" * CHUNK, 0)
-        staging.start_writeback(fd, 0, CHUNK)
+        staging.start_flush(fd, 0, CHUNK)
     finally:
         os.close(fd)
     assert synced == []
@@ -333,12 +334,12 @@ class RealThreadsTests(TestCase):
 
     def setUp(self) -> None:
         patch = pytest.MonkeyPatch()
-        patch.setattr(staging, "WRITEBACK_BYTES", CHUNK)
+        patch.setattr(staging, "FLUSH_BEHIND_BYTES", CHUNK)
         patch.setattr(staging, "PRESYNC_BYTES", CHUNK)
         self.addCleanup(patch.undo)
 
     async def test_many_files_leave_no_descriptor_or_thread_behind(self) -> None:
-        """Two hundred files, every other one discarded while its write-back may be queued or
+        """Two hundred files, every other one discarded while its flush-behind may be queued or
         running, the others presynced and fsynced and read back intact: afterwards (with the
         spare files dropped) no descriptor is open and every new thread is one of the reactor
         pool's."""

@@ -1,8 +1,8 @@
-"""Large files through a real gateway process, with their staged bytes written back in threads.
+"""Large files through a real gateway process, with their staged bytes flushed behind in threads.
 
-A file of several write-back chunks (8 MiB each) is durable once its CLOSE is
+A file of several flush-behind chunks (8 MiB each) is durable once its CLOSE is
 answered: a SIGKILL right after it loses nothing. Many such files, some of them
-abandoned mid-write (session gone without CLOSE, while their write-back may be
+abandoned mid-write (session gone without CLOSE, while their flush-behind may be
 running), leave no descriptor, staged file or extra thread behind.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fs.staging import WRITEBACK_BYTES
+from gateway.fs.staging import FLUSH_BEHIND_BYTES
 from tests.durability.cluster import (
     MiB,
     Session,
@@ -55,7 +55,7 @@ def test_a_large_file_survives_a_sigkill_right_after_its_close(
     """SIGKILL as soon as the CLOSE of a 2.5-chunk file is answered: after the restart the
     file reads back whole, from staging and then from the grid."""
     gw = start_gateway(tmp_path, reaper)
-    data = random.Random(11).randbytes(WRITEBACK_BYTES * 5 // 2 + 12345)
+    data = random.Random(11).randbytes(FLUSH_BEHIND_BYTES * 5 // 2 + 12345)
     with Session(gw) as sftp:
         put_bytes(sftp, "/big.bin", data)
         kill_gateway(gw)
@@ -70,14 +70,14 @@ def test_a_large_file_survives_a_sigkill_right_after_its_close(
 def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
     tmp_path: Path, reaper: NodeReaper
 ) -> None:
-    """Twelve files just over one write-back chunk, and four abandoned after one chunk and a
+    """Twelve files just over one flush-behind chunk, and four abandoned after one chunk and a
     half: once uploads are done the gateway has the descriptors and threads it had after the
     first file, and its staging directory is empty."""
     gw = start_gateway(tmp_path, reaper)
     pid = node_pid(gw.node_dir)
     assert pid is not None
     rng = random.Random(12)
-    size = WRITEBACK_BYTES + MiB
+    size = FLUSH_BEHIND_BYTES + MiB
     with Session(gw) as sftp:
         put_bytes(sftp, "/warm.bin", rng.randbytes(size))
         wait_drained(gw)
@@ -89,7 +89,7 @@ def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
             abandoned = Session(gw)
             f = abandoned.sftp.open(f"/abandoned{i}.bin", "wb")
             f.set_pipelined(True)
-            f.write(rng.randbytes(WRITEBACK_BYTES * 3 // 2))
+            f.write(rng.randbytes(FLUSH_BEHIND_BYTES * 3 // 2))
             f.flush()
             abandoned.close()  # no CLOSE: the gateway discards the file
         wait_drained(gw)

@@ -1,0 +1,35 @@
+"""Lowercase unpadded base32: how Tahoe-LAFS writes storage indexes, swissnums and secrets.
+
+The one encoder and decoder of that text form in the project; the storage
+server, the HTTP wire format and the gateway's capabilities all use it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+_SYMBOLS = re.compile(r"[a-z2-7]*")
+
+
+def b2a(data: bytes) -> str:
+    """``data`` as lowercase base32 without padding."""
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def a2b(text: str) -> bytes:
+    """The bytes of lowercase unpadded base32 ``text``.
+
+    Raises ``ValueError`` (saying why) for other symbols, an impossible length, or
+    a text that is not the canonical encoding of its bytes (damaged or truncated).
+    """
+    if not _SYMBOLS.fullmatch(text):
+        raise ValueError("not valid base32 (only a-z and 2-7 are allowed)")
+    try:
+        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except binascii.Error:
+        raise ValueError("not valid base32 (wrong length)") from None
+    if b2a(data) != text:
+        raise ValueError("not canonical base32 (damaged or truncated)")
+    return data
