@@ -18,6 +18,7 @@ from attrs import frozen
 
 from gateway.accounts import AccountStore
 from gateway.control.targets import BadTarget, Target, resolve
+from gateway.fs.boundary import fs_error
 from gateway.fs.errors import (
     FileExists,
     IsADirectory,
@@ -29,7 +30,6 @@ from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
 from gateway.fs.part import FilesystemPart
 from gateway.fs.paths import join, parent_and_name, split
-from gateway.fs.volume import grid_errors
 from gateway.metrics import CheckHistory
 from gateway.objects import checker, repairer
 from gateway.objects.caps import (
@@ -194,7 +194,7 @@ class FileOperations:
             try:
                 data = await self.store.read_mutable(cap)
             except ObjectError as e:
-                raise grid_errors(e) from None
+                raise fs_error(e) from None
 
             async def read(offset: int, length: int) -> bytes:
                 return data[offset : offset + length]
@@ -227,7 +227,7 @@ class FileOperations:
             try:
                 linked = await directory.list()
             except ObjectError as e:
-                raise grid_errors(e) from None
+                raise fs_error(e) from None
             for entry in entries:
                 found = linked.get(entry["name"])
                 read_cap = found.read_cap if found is not None else None
@@ -315,7 +315,7 @@ class FileOperations:
         except NoSuchChild:
             raise NoSuchFile(f"no such file: {join(parts)}") from None
         except ObjectError as e:
-            raise grid_errors(e) from None
+            raise fs_error(e) from None
 
     async def check_cap(self, target_text: str, account: str | None) -> Capability:
         """The capability a check of this argument looks at."""

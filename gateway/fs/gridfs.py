@@ -13,6 +13,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from gateway.fs.boundary import GRID_FAILURES, grid_boundary
 from gateway.fs.errors import (
     DirectoryNotEmpty,
     FileExists,
@@ -35,7 +36,7 @@ from gateway.fs.interfaces import (
 )
 from gateway.fs.openfile import Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name, split
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_errors, grid_read
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
 from gateway.fs.writing import Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     DirectoryReadCap,
@@ -54,7 +55,6 @@ from gateway.objects.dirnode import (
     NoSuchChild,
     move,
 )
-from gateway.objects.errors import ObjectError
 
 
 def _no_write_bits(mode: int) -> int:
@@ -84,8 +84,6 @@ class GridFilesystem:
             return directory, await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
         except NoSuchChild:
             raise NoSuchFile(f"no such file: {join(parts)}") from None
-        except ObjectError as e:
-            raise grid_errors(e) from None
 
     async def _path(self, path: str, follow_last: bool = False) -> Path:
         """A client's path as the real path it names: symbolic links among its directories
@@ -135,6 +133,7 @@ class GridFilesystem:
 
     # -- IFilesystem: reading --------------------------------------------------------
 
+    @grid_boundary
     async def realpath(self, path: str) -> str:
         """Canonical absolute path, symbolic links resolved; the last component need not
         exist (as OpenSSH's sftp-server answers). Textual when the grid cannot answer."""
@@ -143,9 +142,10 @@ class GridFilesystem:
             return "/"
         try:
             return join(await self.volume.resolve(parts, follow_last=True))
-        except GridUnavailable:
+        except (GridUnavailable, *GRID_FAILURES):
             return join(parts)
 
+    @grid_boundary
     async def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
         """Attributes, from the overlay first."""
         parts = await self._path(path, follow_symlinks)
@@ -157,19 +157,18 @@ class GridFilesystem:
         directory, entry = await self._entry(parts)
         return self._attributes(entry, directory)
 
+    @grid_boundary
     async def list(self, path: str) -> list[tuple[str, FileAttributes]]:
         """Grid entries merged with the overlay's files in this directory."""
         parts = await self._path(path, follow_last=True)
         directory = await self.volume.directory(parts)
-        try:
-            entries = await directory.list(max_age=DIRECTORY_CACHE_SECONDS)
-        except ObjectError as e:
-            raise grid_errors(e) from None
+        entries = await directory.list(max_age=DIRECTORY_CACHE_SECONDS)
         listing = {name: self._attributes(entry, directory) for name, entry in entries.items()}
         for name, local in list(self._overlay.children(parts)):
             listing[name] = await self._local_attributes(local)
         return sorted(listing.items())
 
+    @grid_boundary
     async def readlink(self, path: str) -> str:
         """A symlink entry's target."""
         parts = await self._path(path)
@@ -179,6 +178,7 @@ class GridFilesystem:
             raise InvalidArgument(f"not a symbolic link: {join(parts)}")
         return entry.metadata.symlink or ""
 
+    @grid_boundary
     async def statvfs(self, path: str) -> FilesystemStats:
         """Usable grid space: servers' free space scaled by the encoding's expansion."""
         await self.stat(path)
@@ -192,6 +192,7 @@ class GridFilesystem:
 
     # -- IFilesystem: opening ----------------------------------------------------------
 
+    @grid_boundary
     async def open(self, path: str, flags: OpenFlags, attrs: SetAttributes) -> IOpenFile:
         """Open for reading (grid or overlay) or writing (staged, shared per path).
 
@@ -240,10 +241,7 @@ class GridFilesystem:
         attrs = self._attributes(entry, directory)
         cap = entry.cap
         if isinstance(cap, MutableWriteCap | MutableReadCap):
-            try:
-                data = await self.volume.store.read_mutable(cap)
-            except ObjectError as e:
-                raise grid_errors(e) from None
+            data = await self.volume.store.read_mutable(cap)
             return ReadHandle(join(parts), bytes_reader(data), attrs)
         if not isinstance(cap, LiteralCap | ImmutableReadCap):
             raise PermissionDenied("this entry cannot be read as a file")
@@ -254,6 +252,7 @@ class GridFilesystem:
         assert isinstance(cap, LiteralCap | ImmutableReadCap)
         return ReadHandle(join(parts), grid_read(self.volume, cap), attrs, cap=cap)
 
+    @grid_boundary
     async def copy_data(
         self,
         source: IOpenFile,
@@ -285,6 +284,7 @@ class GridFilesystem:
             raise PermissionDenied(f"read-only directory: {join(parts)}")
         return directory
 
+    @grid_boundary
     async def mkdir(self, path: str, attrs: SetAttributes) -> None:
         """Create a directory."""
         parts = await self._path(path)
@@ -298,9 +298,8 @@ class GridFilesystem:
             await directory.mkdir(name, metadata)
         except ChildExists:
             raise FileExists(f"{join(parts)} already exists") from None
-        except ObjectError as e:
-            raise grid_errors(e) from None
 
+    @grid_boundary
     async def rmdir(self, path: str) -> None:
         """Remove an empty directory."""
         parts = await self._path(path)
@@ -319,6 +318,7 @@ class GridFilesystem:
         except NoSuchChild:
             raise NoSuchFile(f"no such directory: {join(parts)}") from None
 
+    @grid_boundary
     async def remove(self, path: str) -> None:
         """Remove a file or symlink; a file still open or uploading is abandoned."""
         parts = await self._path(path)
@@ -358,6 +358,7 @@ class GridFilesystem:
             found = True
         return found
 
+    @grid_boundary
     async def rename(self, old: str, new: str, overwrite: bool) -> None:
         """Rename files or directories; local files under ``old`` follow."""
         old_parts, new_parts = await self._path(old), await self._path(new)
@@ -401,8 +402,6 @@ class GridFilesystem:
                         await move(source_dir, old_name, target_dir, new_name, overwrite=True)
                 except NoSuchChild:
                     raise NoSuchFile(f"no such file: {join(old_parts)}") from None
-                except ObjectError as e:
-                    raise grid_errors(e) from None
             self._overlay.move(old_parts, new_parts)
             for pending in moving:
                 self.volume.retarget(pending)
@@ -410,6 +409,7 @@ class GridFilesystem:
             for pending in held:
                 pending.lock.release()
 
+    @grid_boundary
     async def symlink(self, link_path: str, target: str) -> None:
         """Create a symlink entry."""
         parts = await self._path(link_path)
@@ -424,6 +424,7 @@ class GridFilesystem:
         except ChildExists:
             raise FileExists(f"{join(parts)} already exists") from None
 
+    @grid_boundary
     async def setattr(
         self, path: str, changes: SetAttributes, follow_symlinks: bool = True
     ) -> None:
@@ -484,8 +485,6 @@ async def _maybe(directory: DirectoryNode, name: str) -> Entry | None:
         return await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
     except NoSuchChild:
         return None
-    except ObjectError as e:
-        raise grid_errors(e) from None
 
 
 def _available_space(server: object) -> int:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 from zope.interface import implementer
 
+from gateway.fs.boundary import grid_boundary
 from gateway.fs.errors import PermissionDenied
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
 from gateway.fs.openfile import WriteState
@@ -39,6 +40,7 @@ class WriteHandle:
         assert self.state.staged is not None, "state not ready"
         return self.state.staged
 
+    @grid_boundary
     async def read(self, offset: int, length: int) -> bytes:
         """Read what has been written so far."""
         if not self.readable:
@@ -47,6 +49,7 @@ class WriteHandle:
             return await self.writers.read_clone(self.state.clone, offset, length)
         return self._staged().read(offset, length)
 
+    @grid_boundary
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
         if self.state.clone is not None:
@@ -56,18 +59,22 @@ class WriteHandle:
         self.state.dirty = True
         self.state.meta.mtime = self.writers.now()  # as a write(2) sets it
 
+    @grid_boundary
     async def stat(self) -> FileAttributes:
         """The file as written so far."""
         return self.state.attributes(self.writers.now())
 
+    @grid_boundary
     async def setattr(self, changes: SetAttributes) -> None:
         """Truncate/extend, or set mode and times, on the open file."""
         await self.writers.apply_local(self.state, changes)
 
+    @grid_boundary
     async def fsync(self) -> None:
         """Return once these contents are durable in the grid."""
         await self.writers.fsync(self.state)
 
+    @grid_boundary
     async def close(self) -> None:
         """Close; the last handle's close publishes the file."""
         if self.closed:
@@ -75,6 +82,7 @@ class WriteHandle:
         self.closed = True
         await self.writers.close(self.state)
 
+    @grid_boundary
     async def abort(self) -> None:
         """The client went away without closing: this handle's writes alone publish nothing."""
         if self.closed:

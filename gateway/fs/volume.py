@@ -20,6 +20,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.fs.boundary import grid_boundary
 from gateway.fs.errors import (
     GridUnavailable,
     NoSpace,
@@ -50,9 +51,7 @@ from gateway.objects.dirnode import (
 )
 from gateway.objects.errors import (
     NotEnoughShares,
-    ObjectError,
     UncoordinatedWriteError,
-    UploadUnhappy,
 )
 from gateway.objects.store import ObjectStore
 from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
@@ -66,15 +65,6 @@ MAX_SYMLINK_HOPS = 40
 
 #: Seconds a directory's contents read from the grid are reused for lookups.
 DIRECTORY_CACHE_SECONDS = 1.0
-
-
-def grid_errors(error: Exception) -> Exception:
-    """The filesystem error a client sees for an object-layer failure."""
-    if isinstance(error, NoSuchChild):
-        return NoSuchFile(str(error))
-    if isinstance(error, ServerUnavailable | NotEnoughShares | UploadUnhappy):
-        return GridUnavailable(f"the grid cannot serve this now: {error}")
-    return error
 
 
 class Volume:
@@ -128,11 +118,7 @@ class Volume:
                     await self.store.mutable_client().create(pack_contents({}), self._root.cap.node)
                 except UncoordinatedWriteError:
                     raise GridUnavailable("the root directory cannot be read now") from None
-                except ObjectError as e:
-                    raise grid_errors(e) from None
                 self.log.info("created a new root directory")
-            except ObjectError as e:
-                raise grid_errors(e) from None
             self._root_ready = True
         finally:
             self._root_lock.release()
@@ -168,8 +154,6 @@ class Volume:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
                 return path
-            except ObjectError as e:
-                raise grid_errors(e) from None
             if entry.kind != "symlink":
                 return path
             hops += 1
@@ -192,8 +176,6 @@ class Volume:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
                 raise NoSuchFile(f"no such directory: {join((*real, name))}") from None
-            except ObjectError as e:
-                raise grid_errors(e) from None
             if entry.kind == "symlink":
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
@@ -316,6 +298,7 @@ class Volume:
         self.overlay.pending[path] = pending
         self.overlay.by_job[job.job_id] = pending
 
+    @grid_boundary
     async def upload(self, job: UploadJob) -> None:
         """Run one upload job: upload the staged bytes, then link them where the file is now."""
         pending = self.overlay.by_job.get(job.job_id)
@@ -431,14 +414,7 @@ def grid_read(
 ) -> Callable[[int, int], Awaitable[bytes]]:
     """A read function over an immutable grid file, with filesystem errors."""
     reader = volume.store.reader(cap)
-
-    async def read(offset: int, length: int) -> bytes:
-        try:
-            return await reader.read(offset, length)
-        except ObjectError as e:
-            raise grid_errors(e) from None
-
-    return read
+    return grid_boundary(reader.read)
 
 
 def _link_target(directory: Path, link: Entry) -> Path:

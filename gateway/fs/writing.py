@@ -38,7 +38,7 @@ from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import IOpenFile, OpenFlags, SetAttributes
 from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
 from gateway.fs.paths import Path, join, parent_and_name
-from gateway.fs.volume import Volume, grid_errors, grid_read
+from gateway.fs.volume import Volume, grid_read
 from gateway.objects.caps import (
     ImmutableReadCap,
     LiteralCap,
@@ -48,7 +48,6 @@ from gateway.objects.caps import (
 )
 from gateway.objects.concurrency import shared
 from gateway.objects.dirnode import Entry, NoSuchChild
-from gateway.objects.errors import ObjectError
 from gateway.threads import Threads, reactor_threads
 
 COPY_CHUNK = 1 << 20
@@ -138,8 +137,6 @@ class Writers:
                 entry = await self.volume.lookup(directory, name)
             except NoSuchChild:
                 entry = None
-            except ObjectError as e:
-                raise grid_errors(e) from None
         exists = pending is not None or entry is not None
         if entry is not None:
             if entry.kind == "dir":
@@ -213,22 +210,19 @@ class Writers:
     async def _download_into(self, cap: object, state: WriteState) -> None:
         """Copy an existing file's bytes into the state's staged file (to modify it)."""
         assert state.staged is not None
-        try:
-            if isinstance(cap, MutableWriteCap):
-                state.staged.write(0, await self.volume.store.read_mutable(cap))
-                return
-            if not isinstance(cap, LiteralCap | ImmutableReadCap):
-                raise PermissionDenied("this entry cannot be written")
-            reader = self.volume.store.reader(cap)
-            offset = 0
-            while offset < reader.size:
-                chunk = await reader.read(offset, COPY_CHUNK)
-                if not chunk:
-                    break
-                state.staged.write(offset, chunk)
-                offset += len(chunk)
-        except ObjectError as e:
-            raise grid_errors(e) from None
+        if isinstance(cap, MutableWriteCap):
+            state.staged.write(0, await self.volume.store.read_mutable(cap))
+            return
+        if not isinstance(cap, LiteralCap | ImmutableReadCap):
+            raise PermissionDenied("this entry cannot be written")
+        reader = self.volume.store.reader(cap)
+        offset = 0
+        while offset < reader.size:
+            chunk = await reader.read(offset, COPY_CHUNK)
+            if not chunk:
+                break
+            state.staged.write(offset, chunk)
+            offset += len(chunk)
 
     async def copy(
         self,
