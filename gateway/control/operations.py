@@ -26,7 +26,6 @@ from gateway.fs.errors import (
     PermissionDenied,
 )
 from gateway.fs.gridfs import GridFilesystem
-from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
 from gateway.fs.part import FilesystemPart
 from gateway.fs.paths import join, parent_and_name, split
@@ -168,9 +167,7 @@ class FileOperations:
             if wait:
                 await handle.fsync()
         except BaseException:
-            if isinstance(handle, WriteHandle):
-                handle.state.abandoned = True  # publish nothing half-written
-            await handle.close()
+            await handle.abort()  # publish nothing half-written
             raise
         await handle.close()
         return {"path": path, "size": size}

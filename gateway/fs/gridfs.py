@@ -34,7 +34,7 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
-from gateway.fs.openfile import Pending, WriteState
+from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
 from gateway.fs.writing import Writers, as_fs_error, creation_mode
@@ -114,12 +114,9 @@ class GridFilesystem:
         mode = 0o555 if self.read_only else 0o755
         return FileAttributes("dir", 0, mode, 0.0, 0.0, 0.0)
 
-    async def _local_attributes(self, local: WriteState | Pending) -> FileAttributes:
-        if isinstance(local, WriteState):
-            await shared(local.ready)
-            attrs = local.attributes(self.now())
-        else:
-            attrs = local.attributes()
+    async def _local_attributes(self, local: LocalFile) -> FileAttributes:
+        await shared(local.ready)  # (an OPEN being prepared)
+        attrs = local.attributes(self.now())
         if self.read_only:
             attrs = FileAttributes(
                 attrs.kind,
@@ -227,7 +224,7 @@ class GridFilesystem:
         found = None if local is not None else await self._entry(parts)
         if local is not None:
             attrs = await self._local_attributes(local)
-            if isinstance(local, WriteState) and local.failure is not None:
+            if local.failure is not None:
                 raise as_fs_error(local.failure)
             if local.clone is not None:  # the bytes are still the grid file's
                 return self._grid_reader(parts, parse(local.clone.cap), attrs)
@@ -341,18 +338,13 @@ class GridFilesystem:
 
     async def _abandon_local(self, parts: Path) -> bool:
         """Forget the local state of a path (its open handles publish nothing)."""
-        found = False
-        state = self._overlay.writing.pop(parts, None)
-        if state is not None:
-            state.abandoned = True
-            found = True
+        found = self._overlay.abandon_writing(parts) is not None
         pending = self._overlay.pending.get(parts)
         if pending is not None:
             await pending.lock.acquire()
             try:
-                pending.abandoned = True
                 if self._overlay.pending.get(parts) is pending:
-                    del self._overlay.pending[parts]
+                    self._overlay.abandon_pending(parts)
             finally:
                 pending.lock.release()
             found = True
@@ -443,7 +435,7 @@ class GridFilesystem:
                 if entry.kind == "symlink":
                     raise NotSupported("a symbolic link has no mode or size of its own")
         local = self._overlay.local(parts)
-        if isinstance(local, WriteState):
+        if local is not None and local.job_id is None:  # open for writing
             await shared(local.ready)
             await self._writers.apply_local(local, changes)
             return
@@ -455,7 +447,7 @@ class GridFilesystem:
                 await handle.close()
             changes = SetAttributes(mode=changes.mode, mtime=changes.mtime, atime=changes.atime)
             local = self._overlay.local(parts)
-        if isinstance(local, Pending):
+        if local is not None and local.job_id is not None:  # waiting for the grid
             await local.lock.acquire()
             try:
                 if self._overlay.pending.get(parts) is local:

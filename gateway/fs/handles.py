@@ -12,7 +12,7 @@ from zope.interface import implementer
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.errors import PermissionDenied
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
-from gateway.fs.openfile import WriteState
+from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import join
 from gateway.fs.staging import StagedFile
 
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 @implementer(IOpenFile)
 @define(eq=False)
 class WriteHandle:
-    """A handle on a path open for writing; all such handles share the path's WriteState."""
+    """A handle on a path open for writing; all such handles share the path's LocalFile."""
 
     writers: Writers
-    state: WriteState
+    state: LocalFile
     readable: bool
     append: bool
     closed: bool = False

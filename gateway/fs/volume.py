@@ -30,7 +30,8 @@ from gateway.fs.errors import (
     SymlinkLoop,
 )
 from gateway.fs.linker import DirectoryLinker
-from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
+from gateway.fs.localfile import FINAL, Clone, LocalFile, LocalMeta
+from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.grid.interfaces import ServerUnavailable
@@ -207,8 +208,8 @@ class Volume:
 
     # -- closing and publishing ---------------------------------------------------
 
-    async def publish(self, state: WriteState, wait: bool | None = None) -> Pending:
-        """Journal the upload of a written file; wait for the grid if configured (or told).
+    async def publish(self, state: LocalFile, wait: bool | None = None) -> None:
+        """Journal the upload of a closing file; wait for the grid if configured (or told).
 
         A clone (a copy of a grid file not changed since) is journaled as a link of that
         file: nothing is uploaded.
@@ -232,7 +233,6 @@ class Volume:
             created=self.clock.seconds(),
             data=staged.read(0, staged.size) if inline else None,
         )
-        pending = Pending(state.path, job.job_id, staged, meta, state.generation, clone=clone)
         try:
             if not inline and clone is None:
                 staged.fsync()
@@ -249,12 +249,11 @@ class Volume:
         except BaseException:
             staged.discard()
             raise
-        # Registered once journaled (a failed flush withdraws it before the CLOSE is answered).
-        self.overlay.pending[state.path] = pending
-        self.overlay.by_job[job.job_id] = pending
+        # The path's pending version from now on (a failed flush withdraws it before the CLOSE
+        # is answered).
+        self.overlay.appended(state, job.job_id)
         if self.close_waits_for_grid if wait is None else wait:
             await self.queue.wait_for(job.job_id)
-        return pending
 
     def _target(self, path: Path, meta: LocalMeta, generation: int) -> dict[str, Any]:
         return {
@@ -266,11 +265,10 @@ class Volume:
             "generation": generation,
         }
 
-    def retarget(self, pending: Pending) -> None:
+    def retarget(self, file: LocalFile) -> None:
         """A pending file was renamed or its metadata changed: rewrite its journal record."""
-        self.queue.update_target(
-            pending.job_id, self._target(pending.path, pending.meta, pending.generation)
-        )
+        assert file.job_id is not None
+        self.queue.update_target(file.job_id, self._target(file.path, file.meta, file.generation))
 
     def adopt(self, job: UploadJob) -> None:
         """A job journaled by an earlier run: make its file visible again until it is linked."""
@@ -294,104 +292,113 @@ class Volume:
                 self.log.info("{path}: already uploaded before the restart", path=join(path))
                 return
             staged = self.staging.create()  # a clone's is empty, and was never flushed
-        pending = Pending(path, job.job_id, staged, meta, generation, clone=clone)
-        self.overlay.pending[path] = pending
-        self.overlay.by_job[job.job_id] = pending
+        file = LocalFile(path, meta, generation, staged=staged, clone=clone)
+        self.overlay.adopted(file, job.job_id)
 
     @grid_boundary
     async def upload(self, job: UploadJob) -> None:
         """Run one upload job: upload the staged bytes, then link them where the file is now."""
-        pending = self.overlay.by_job.get(job.job_id)
-        if pending is None or pending.abandoned:
-            self._finish(job.job_id, pending)
+        file = self.overlay.by_job.get(job.job_id)
+        if file is None or file.phase in FINAL:
+            self._finish(job.job_id)
             return
-        mutable = await self._existing_mutable(pending)
-        if mutable is not None:
-            data = await self._contents(pending)
-            await self.store.mutable_client().modify(mutable, lambda _old: data)
-            cap = None
-        elif pending.clone is not None:
-            cloned = parse(pending.clone.cap)  # a copy of a grid file: linked, not uploaded
-            assert isinstance(cloned, LiteralCap | ImmutableReadCap)
-            cap = cloned
-        else:
-            with open(pending.staged.path, "rb") as source:
-                cap = await self.store.upload(self.queue.reading(job.job_id, source))
-        await pending.lock.acquire()
+        self.overlay.uploading(file)
         try:
-            path = pending.path
-            newest = self.overlay.linked.get(path, 0)
-            if not pending.abandoned and pending.generation >= newest:
-                # Reserve the path before publishing: an older version still uploading must not
-                # be linked after this one, even by a later batch.
-                self.overlay.linked[path] = pending.generation
-                parent, name = parent_and_name(path)
-                directory = await self.directory(parent)
-                # The entry says what stat said while the file was pending: linking it is not
-                # a change a client made, so no attribute may move (make, rsync, tar rely on it).
-                attributes = pending.attributes()
-                mtime = attributes.mtime
-                if cap is not None:
-                    metadata = EntryMetadata(
-                        kind="file",
-                        mtime=mtime,
-                        ctime=attributes.ctime,
-                        mode=pending.meta.mode,
-                        size=pending.size,
-                        no_write=pending.meta.mode is not None and not pending.meta.mode & 0o222,
-                    )
-                    await self.linker.link(directory, name, cap, metadata)
-                else:
-                    await directory.set_metadata(name, mtime=mtime, size=pending.size)
+            cap = await self._store(file, job)
+            await file.lock.acquire()
+        except BaseException:
+            self.overlay.retry(file)  # the job is retried; the file stays pending
+            raise
+        try:
+            if self.overlay.may_link(file):
+                await self._link(file, cap)
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
-                path=join(pending.path),
+                path=join(file.path),
             )
         except BaseException:
-            pending.lock.release()  # the job is retried; the file stays pending
+            file.lock.release()
+            self.overlay.retry(file)
             raise
-        # Forget the pending entry *before* releasing the lock: whoever waited for it (a
+        # Forget the pending file *before* releasing the lock: whoever waited for it (a
         # rename, setattr or remove) must then find the file in the grid, not in the overlay.
-        self._finish(job.job_id, pending)
-        pending.lock.release()
+        self._finish(job.job_id)
+        file.lock.release()
         write_back = self.store.write_back
         if write_back is not None and self.queue.awaited(job.job_id):
             # Someone waits for the file to be in the grid (fsync): so must its directories be.
             try:
-                chain = [await self.directory(pending.path[:i]) for i in range(len(pending.path))]
+                chain = [await self.directory(file.path[:i]) for i in range(len(file.path))]
             except (NoSuchFile, NotADirectory):
                 return  # moved away meanwhile: published wherever it is now
             await write_back.flush(reversed([node.storage_index for node in chain]))
 
-    async def _contents(self, pending: Pending) -> bytes:
-        """A pending file's whole contents (for a mutable file, which is rewritten whole)."""
-        if pending.clone is None:
-            return pending.staged.read(0, pending.staged.size)
-        cap = parse(pending.clone.cap)
-        assert isinstance(cap, LiteralCap | ImmutableReadCap)
-        return await grid_read(self, cap)(0, pending.clone.size)
+    async def _store(self, file: LocalFile, job: UploadJob) -> LiteralCap | ImmutableReadCap | None:
+        """Put a file's contents in the grid: its capability, or None when it rewrote the
+        mutable file the path names."""
+        mutable = await self._existing_mutable(file)
+        if mutable is not None:
+            data = await self._contents(file)
+            await self.store.mutable_client().modify(mutable, lambda _old: data)
+            return None
+        if file.clone is not None:
+            cloned = parse(file.clone.cap)  # a copy of a grid file: linked, not uploaded
+            assert isinstance(cloned, LiteralCap | ImmutableReadCap)
+            return cloned
+        assert file.staged is not None
+        with open(file.staged.path, "rb") as source:
+            return await self.store.upload(self.queue.reading(job.job_id, source))
 
-    async def _existing_mutable(self, pending: Pending) -> MutableWriteCap | None:
+    async def _link(self, file: LocalFile, cap: LiteralCap | ImmutableReadCap | None) -> None:
+        """Link a stored file into the directory its path names now."""
+        parent, name = parent_and_name(file.path)
+        directory = await self.directory(parent)
+        # The entry says what stat said while the file was pending: linking it is not a change
+        # a client made, so no attribute may move (make, rsync, tar rely on it).
+        attributes = file.attributes(self.clock.seconds())
+        if cap is None:
+            await directory.set_metadata(name, mtime=attributes.mtime, size=file.size)
+            return
+        mode = file.meta.mode
+        metadata = EntryMetadata(
+            kind="file",
+            mtime=attributes.mtime,
+            ctime=attributes.ctime,
+            mode=mode,
+            size=file.size,
+            no_write=mode is not None and not mode & 0o222,
+        )
+        await self.linker.link(directory, name, cap, metadata)
+
+    async def _contents(self, file: LocalFile) -> bytes:
+        """A pending file's whole contents (for a mutable file, which is rewritten whole)."""
+        if file.clone is None:
+            assert file.staged is not None
+            return file.staged.read(0, file.staged.size)
+        cap = parse(file.clone.cap)
+        assert isinstance(cap, LiteralCap | ImmutableReadCap)
+        return await grid_read(self, cap)(0, file.clone.size)
+
+    async def _existing_mutable(self, file: LocalFile) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""
-        parent, name = parent_and_name(pending.path)
+        parent, name = parent_and_name(file.path)
         try:
             entry = await (await self.directory(parent)).get(name, DIRECTORY_CACHE_SECONDS)
         except (NoSuchFile, NoSuchChild, NotADirectory):
             return None
         return entry.cap if isinstance(entry.cap, MutableWriteCap) else None
 
-    def _finish(self, job_id: str, pending: Pending | None) -> None:
-        self.overlay.by_job.pop(job_id, None)
-        if pending is None:
+    def _finish(self, job_id: str) -> None:
+        file = self.overlay.finished(job_id)
+        if file is None:
             return
-        if self.overlay.pending.get(pending.path) is pending:
-            del self.overlay.pending[pending.path]
         # The journal record goes before the staged bytes: a crash in between must leave either
         # both (the upload runs again) or a stray staged file (removed at start), never a record
         # pointing at nothing.
         self.queue.forget_record(job_id)
-        pending.staged.discard()
+        if file.staged is not None:
+            file.staged.discard()
 
     def check_writable(self, directory: DirectoryNode) -> None:
         """PermissionDenied when a directory is read-only."""

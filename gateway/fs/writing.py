@@ -1,14 +1,16 @@
 """Opening files for writing, and what happens when their handles close, sync or vanish.
 
-All handles open for writing on one path share a :class:`WriteState` and its
-staged file. It is registered in the overlay *before* the first await of the
-OPEN, so a STAT pipelined behind the OPEN already sees the file. The last
+All handles open for writing on one path share a
+:class:`~gateway.fs.localfile.LocalFile` and its staged file. It is registered
+in the overlay *before* the first await of the OPEN, so a STAT pipelined behind
+the OPEN already sees the file; each step below is a transition of its state
+machine, made by the overlay. The last
 handle to close hands the staged file to the volume for publishing; a handle
 whose session ended without a CLOSE is aborted, and publishes nothing unless
 another handle on the same file was closed by its client (whose data the
 gateway acknowledged, and therefore keeps).
 
-The staged files of write states are written back to disk in the reactor's
+The staged files of open files are written back to disk in the reactor's
 threads while they are written, and the closing CLOSE fsyncs in a thread before
 the volume publishes (see :mod:`gateway.fs.staging`): its reply still waits for
 the bytes to be durable, but the reactor serves other sessions meanwhile. Until
@@ -23,7 +25,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Awaitable, Callable
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from gateway.fs.errors import (
@@ -36,7 +37,8 @@ from gateway.fs.errors import (
 )
 from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import IOpenFile, OpenFlags, SetAttributes
-from gateway.fs.openfile import Clone, LocalMeta, Overlay, Pending, WriteState
+from gateway.fs.localfile import Clone, LocalFile, LocalMeta, Phase
+from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.volume import Volume, grid_read
 from gateway.objects.caps import (
@@ -80,10 +82,11 @@ class Writers:
         return float(self._clock.seconds())
 
     async def open(self, parts: Path, flags: OpenFlags, attrs: SetAttributes) -> WriteHandle:
-        """A handle on the path's shared write state, creating the state if needed."""
+        """A handle on the path's shared open file, making the file if needed."""
         state = self.overlay.writing.get(parts)
-        while state is not None and state.closing is not None:
-            await shared(state.closing)  # its last CLOSE is publishing it: open what it published
+        while state is not None and state.phase is Phase.CLOSING:
+            assert state.closed is not None
+            await shared(state.closed)  # its last CLOSE is publishing it: open what it published
             state = self.overlay.writing.get(parts)
         if state is not None and not state.abandoned:
             if flags.exclusive and flags.create:
@@ -103,27 +106,22 @@ class Writers:
             return handle
         # Registered before the first await: a STAT pipelined behind this OPEN sees the file.
         now = self.now()
-        state = WriteState(
-            parts,
-            LocalMeta(mode=creation_mode(attrs.mode), mtime=now, ctime=now),
-            handles=1,
-            generation=self.overlay.next_generation(),
-        )
-        self.overlay.writing[parts] = state
+        meta = LocalMeta(mode=creation_mode(attrs.mode), mtime=now, ctime=now)
+        state = self.overlay.opening(parts, meta)
         try:
             await self._prepare(state, flags)
         except BaseException as e:
-            state.failure = e
-            if self.overlay.writing.get(parts) is state:
-                del self.overlay.writing[parts]
             if state.staged is not None:
                 state.staged.discard()
-            state.ready.callback(None)
+            self.overlay.failed(state, e)
             raise
-        state.ready.callback(None)
+        if state.abandoned:  # removed while it was being opened: the handle writes nowhere
+            state.ready.callback(None)
+        else:
+            self.overlay.ready(state)
         return WriteHandle(self, state, flags.read, flags.append)
 
-    async def _prepare(self, state: WriteState, flags: OpenFlags) -> None:
+    async def _prepare(self, state: LocalFile, flags: OpenFlags) -> None:
         """Check the open is allowed and give the state its starting contents."""
         parts = state.path
         parent, name = parent_and_name(parts)
@@ -155,7 +153,7 @@ class Writers:
             state.meta.mode = pending.meta.mode
             state.meta.ctime = pending.meta.ctime
             if not flags.truncate:  # unchanged until written (O_TRUNC changes it, as in POSIX)
-                state.meta.mtime = pending.attributes().mtime
+                state.meta.mtime = pending.attributes(self.now()).mtime
         elif entry is not None:
             state.meta.mode = entry.metadata.mode
             state.meta.ctime = entry.metadata.ctime
@@ -166,6 +164,7 @@ class Writers:
                 state.clone = pending.clone
                 state.staged = self.volume.staging.create(self._threads)
             elif pending is not None:
+                assert pending.staged is not None
                 state.staged = self.volume.staged_copy(pending.staged)
                 state.staged.threads = self._threads
             else:
@@ -191,7 +190,7 @@ class Writers:
             read = self._clone_readers[clone.cap] = grid_read(self.volume, cap)
         return await read(offset, length)
 
-    async def materialize(self, state: WriteState) -> None:
+    async def materialize(self, state: LocalFile) -> None:
         """Before a change: copy a cloned file's bytes from the grid into its staged file.
 
         Pipelined WRITEs all wait for the one copy; none is applied before it ends.
@@ -207,7 +206,7 @@ class Writers:
         finally:
             state.copying.release()
 
-    async def _download_into(self, cap: object, state: WriteState) -> None:
+    async def _download_into(self, cap: object, state: LocalFile) -> None:
         """Copy an existing file's bytes into the state's staged file (to modify it)."""
         assert state.staged is not None
         if isinstance(cap, MutableWriteCap):
@@ -265,111 +264,103 @@ class Writers:
 
     # -- handles call back here ----------------------------------------------------------
 
-    async def apply_local(self, state: WriteState | Pending, changes: SetAttributes) -> None:
-        """Attribute changes on a file that lives in the overlay."""
+    async def apply_local(self, state: LocalFile, changes: SetAttributes) -> None:
+        """Attribute changes on a file that lives in the overlay: an open one publishes
+        them with its contents; a journaled one has its journal record rewritten."""
         if changes.size is not None:
             assert state.staged is not None
-            if isinstance(state, WriteState):
+            if state.job_id is None:
                 await self.materialize(state)
             state.staged.truncate(changes.size)
             state.meta.mtime = self.now()  # as truncate(2) sets it
-            if isinstance(state, WriteState):
-                state.dirty = True
         if changes.mode is not None:
             state.meta.mode = changes.mode & 0o7777
         if changes.mtime is not None:
             state.meta.mtime = changes.mtime
         if changes.atime is not None:
             state.meta.atime = changes.atime
-        if isinstance(state, WriteState) and changes != SetAttributes():
-            state.dirty = True  # metadata set on an open file is published with it
-        if isinstance(state, Pending):
+        if state.job_id is None:
+            if changes != SetAttributes():
+                state.dirty = True  # metadata set on an open file is published with it
+        else:
             self.volume.retarget(state)
 
-    async def close(self, state: WriteState) -> None:
+    async def close(self, state: LocalFile) -> None:
         """One writer closed; the last one publishes (unless the file was removed or unchanged)."""
         state.closed_by_client = True
         await self._release(state)
 
-    async def abort(self, state: WriteState) -> None:
+    async def abort(self, state: LocalFile) -> None:
         """One writer vanished without a CLOSE; see the module docstring for what is kept."""
         await self._release(state)
 
-    async def _release(self, state: WriteState) -> None:
+    async def _release(self, state: LocalFile) -> None:
         state.handles -= 1
         if state.handles > 0:
             return
         assert state.staged is not None
         if state.abandoned or not state.dirty or not state.closed_by_client:
-            self._forget(state)
+            self.overlay.released(state)
             state.staged.discard()
             if self.volume.queue.idle and not self.overlay.writing:
                 self.volume.staging.drop_spares()  # nothing more is being written
             return
         # The bytes reach the disk in a thread first, so publish's own fsync finds little left
-        # to write and the reactor is not held meanwhile. The state stays visible while that
+        # to write and the reactor is not held meanwhile. The file stays visible while that
         # runs (a rename re-targets it, a remove abandons it); a new OPEN of the path waits.
-        closing: Deferred[None] = Deferred()
-        state.closing = closing
+        closed = self.overlay.closing(state)
         try:
-            try:
-                if state.clone is None:
-                    await state.staged.presync()
-            finally:
-                self._forget(state)
+            if state.clone is None:
+                await state.staged.presync()
             if state.abandoned:
                 state.staged.discard()
                 return
-            pending = await self.volume.publish(state, wait=False)
-            await self._journaled(pending)
+            await self.volume.publish(state, wait=False)
+            await self._journaled(state)
         except BaseException:
+            self.overlay.unsaved(state)
             state.staged.discard()  # not acknowledged: nothing stays (publish discards too)
             raise
         finally:
-            state.closing = None
-            closing.callback(None)
+            closed.callback(None)
         if self.volume.close_waits_for_grid:
-            await self.volume.queue.wait_for(pending.job_id)
+            assert state.job_id is not None
+            await self.volume.queue.wait_for(state.job_id)
 
-    def _forget(self, state: WriteState) -> None:
-        """Take a state whose last handle closed out of the overlay's open files."""
-        if self.overlay.writing.get(state.path) is state:
-            del self.overlay.writing[state.path]
-
-    async def fsync(self, state: WriteState) -> None:
+    async def fsync(self, state: LocalFile) -> None:
         """Publish a snapshot of the open file and return once it is in the grid."""
         if not state.dirty:
             return
         await self.materialize(state)
         assert state.staged is not None
         meta = state.meta
-        snapshot = WriteState(
-            state.path,
-            LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime),
-            staged=self.volume.staged_copy(state.staged),
-            generation=self.overlay.next_generation(),
+        snapshot = self.overlay.snapshot(
+            state, LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime)
         )
-        state.generation = self.overlay.next_generation()  # a later close is newer
+        snapshot.staged = self.volume.staged_copy(state.staged)
         state.dirty = False
-        pending = await self.volume.publish(snapshot, wait=False)
-        await self._journaled(pending)
-        await self.volume.queue.wait_for(pending.job_id)
-
-    async def _journaled(self, pending: Pending) -> None:
-        """Wait until a published file's journal record is durable (flushed in a thread,
-        with other files' records); if it cannot be, the file is withdrawn and its
-        bytes discarded, and the error is raised: its CLOSE was not acknowledged."""
         try:
-            await self.volume.queue.durable(pending.job_id)
+            await self.volume.publish(snapshot, wait=False)
+            await self._journaled(snapshot)
+        except BaseException:
+            self.overlay.unsaved(snapshot)
+            snapshot.staged.discard()
+            raise
+        assert snapshot.job_id is not None
+        await self.volume.queue.wait_for(snapshot.job_id)
+
+    async def _journaled(self, state: LocalFile) -> None:
+        """Wait until a published file's journal record is durable (flushed in a thread,
+        with other files' records). If it cannot be, the error is raised: the caller
+        withdraws the file, whose CLOSE was not acknowledged."""
+        assert state.job_id is not None
+        try:
+            await self.volume.queue.durable(state.job_id)
         except OSError as e:
-            pending.abandoned = True
-            if self.overlay.pending.get(pending.path) is pending:
-                del self.overlay.pending[pending.path]
-            self.overlay.by_job.pop(pending.job_id, None)
-            pending.staged.discard()
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace("the gateway's disk is full; the file was not saved") from None
             raise
+        self.overlay.journaled(state)
 
 
 def as_fs_error(error: BaseException) -> Exception:

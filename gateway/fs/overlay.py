@@ -1,0 +1,218 @@
+"""The overlay: the local files of one root directory, by path, and their transitions.
+
+Stat, readdir, rename and remove consult the overlay before the grid, so a
+file is visible with its current size from the moment its OPEN starts until
+its upload has linked it, and a rename or remove of a file still open or still
+uploading re-targets or abandons it. The maps below change only here, in one
+method per transition of :mod:`gateway.fs.localfile`'s machine:
+
+- ``writing``: path -> the file open for writing there (OPENING, OPEN, CLOSING);
+- ``pending``: path -> the newest closed version waiting for the grid
+  (CLOSING once its record is appended, JOURNALED, UPLOADING);
+- ``by_job``: upload job -> its file, until the job has finished (abandoned
+  files stay, so the job can drop their staged bytes);
+- ``linked``: path -> the newest generation linked there (an older upload never
+  replaces a newer version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from twisted.internet.defer import Deferred
+
+from gateway.fs.localfile import FINAL, Event, LocalFile, LocalMeta, Phase
+from gateway.fs.paths import Path
+
+
+class Overlay:
+    """Open-for-write and pending files of one root, by path."""
+
+    def __init__(self) -> None:
+        self.writing: dict[Path, LocalFile] = {}
+        self.pending: dict[Path, LocalFile] = {}
+        self.by_job: dict[str, LocalFile] = {}
+        self.linked: dict[Path, int] = {}
+        self._generation = 0
+
+    def next_generation(self) -> int:
+        """A number ordering the versions of files as they were closed."""
+        self._generation += 1
+        return self._generation
+
+    # -- looking ---------------------------------------------------------------------
+
+    def local(self, path: Path) -> LocalFile | None:
+        """The local file at a path, the one open for writing first."""
+        return self.writing.get(path) or self.pending.get(path)
+
+    def children(self, directory: Path) -> Iterator[tuple[str, LocalFile]]:
+        """Local files directly inside ``directory``."""
+        depth = len(directory)
+        for table in (self.pending, self.writing):
+            for path, file in table.items():
+                if len(path) == depth + 1 and path[:depth] == directory:
+                    yield path[-1], file
+
+    def has_under(self, directory: Path) -> bool:
+        """Whether any local file lies inside ``directory`` (at any depth)."""
+        depth = len(directory)
+        return any(
+            len(path) > depth and path[:depth] == directory
+            for table in (self.pending, self.writing)
+            for path in table
+        )
+
+    # -- transitions -------------------------------------------------------------------
+
+    def opening(self, path: Path, meta: LocalMeta) -> LocalFile:
+        """OPEN of a path with no file open there: a new file, registered at once."""
+        file = LocalFile(path, meta, self.next_generation(), handles=1)
+        self.writing[path] = file
+        return file
+
+    def snapshot(self, file: LocalFile, meta: LocalMeta) -> LocalFile:
+        """fsync of an open file: a new version of it that goes straight to CLOSING (it is
+        never open; the open file stays as it is, and a later close of it is newer)."""
+        copy = LocalFile(file.path, meta, self.next_generation(), phase=Phase.CLOSING)
+        copy.ready.callback(None)  # (never opening)
+        file.generation = self.next_generation()
+        return copy
+
+    def ready(self, file: LocalFile) -> None:
+        """Its starting contents are in place: handles may use it."""
+        file.fire(Event.READY)
+        file.ready.callback(None)
+
+    def failed(self, file: LocalFile, error: BaseException) -> None:
+        """Its OPEN failed: it goes, and every handle waiting for it gets ``error``."""
+        file.failure = error
+        if file.phase is Phase.OPENING:
+            file.fire(Event.FAILED)
+        self._unfile_writing(file)
+        file.ready.callback(None)
+
+    def released(self, file: LocalFile) -> None:
+        """Its last handle went with nothing to publish (unchanged, or no handle closed by
+        a client): it goes."""
+        if file.phase is Phase.OPEN:
+            file.fire(Event.RELEASE)
+        self._unfile_writing(file)
+
+    def closing(self, file: LocalFile) -> Deferred[None]:
+        """Its last CLOSE starts making it durable. OPENs of the path wait for the end of
+        that: the caller fires the Deferred returned, however the CLOSE ends."""
+        file.fire(Event.CLOSE)
+        file.closed = Deferred()
+        return file.closed
+
+    def appended(self, file: LocalFile, job_id: str) -> None:
+        """Its upload record is appended (durable once flushed): from now on it is the
+        path's pending version, and its job's."""
+        assert file.phase is Phase.CLOSING
+        self._unfile_writing(file)
+        file.job_id = job_id
+        self.pending[file.path] = file
+        self.by_job[job_id] = file
+
+    def journaled(self, file: LocalFile) -> None:
+        """Its upload record is durable: the CLOSE is acknowledged (a file abandoned
+        meanwhile stays abandoned; its job drops it)."""
+        if file.phase is Phase.CLOSING:
+            file.fire(Event.JOURNALED)
+
+    def unsaved(self, file: LocalFile) -> None:
+        """It could not be made durable: it goes, as if never closed (the CLOSE fails)."""
+        if file.phase is Phase.CLOSING:
+            file.fire(Event.UNSAVED)
+        self._unfile_writing(file)
+        self._unfile_pending(file)
+        if file.job_id is not None:
+            self.by_job.pop(file.job_id, None)
+
+    def adopted(self, file: LocalFile, job_id: str) -> None:
+        """A file journaled by an earlier run, visible again until it is linked."""
+        file.phase = Phase.JOURNALED
+        file.ready.callback(None)  # (never opening)
+        file.job_id = job_id
+        self.pending[file.path] = file
+        self.by_job[job_id] = file
+
+    def uploading(self, file: LocalFile) -> None:
+        """The upload queue starts its upload (of a file journaled and not abandoned)."""
+        file.fire(Event.UPLOAD)
+
+    def retry(self, file: LocalFile) -> None:
+        """Its upload failed; the queue will try again."""
+        if file.phase is Phase.UPLOADING:
+            file.fire(Event.RETRY)
+
+    def may_link(self, file: LocalFile) -> bool:
+        """Whether this version may be linked at its path (no newer one was), reserving
+        the path for it when it may: an older version still uploading must not be linked
+        after it, even by a later batch."""
+        if file.abandoned or file.generation < self.linked.get(file.path, 0):
+            return False
+        self.linked[file.path] = file.generation
+        return True
+
+    def finished(self, job_id: str) -> LocalFile | None:
+        """The job is over (linked, dropped as obsolete, or abandoned): the file goes."""
+        file = self.by_job.pop(job_id, None)
+        if file is None:
+            return None
+        if file.phase is Phase.UPLOADING:
+            file.fire(Event.LINK)
+        self._unfile_pending(file)
+        return file
+
+    def abandon_writing(self, path: Path) -> LocalFile | None:
+        """A remove (or a rename onto the path) of a file open for writing: its handles
+        publish nothing. The file abandoned, if any."""
+        return _abandoned(self.writing.pop(path, None))
+
+    def abandon_pending(self, path: Path) -> LocalFile | None:
+        """A remove (or a rename onto the path) of a file waiting for the grid: it is never
+        linked. The caller holds the file's lock, so no upload is linking it meanwhile."""
+        return _abandoned(self.pending.pop(path, None))
+
+    def move(self, old: Path, new: Path) -> None:
+        """Re-target every local file at or under ``old`` to the same place under ``new``."""
+        depth = len(old)
+
+        def moved(path: Path) -> Path | None:
+            if path[:depth] == old:
+                return new + path[depth:]
+            return None
+
+        _move_keys(self.writing, moved)
+        _move_keys(self.pending, moved)
+        for path in [p for p in self.linked if p[: len(new)] == new]:
+            del self.linked[path]  # whatever was at the target is replaced
+        for path in list(self.linked):
+            target = moved(path)
+            if target is not None:
+                self.linked[target] = self.linked.pop(path)
+
+    def _unfile_writing(self, file: LocalFile) -> None:
+        if self.writing.get(file.path) is file:
+            del self.writing[file.path]
+
+    def _unfile_pending(self, file: LocalFile) -> None:
+        if self.pending.get(file.path) is file:
+            del self.pending[file.path]
+
+
+def _abandoned(file: LocalFile | None) -> LocalFile | None:
+    if file is not None and file.phase not in FINAL:
+        file.fire(Event.ABANDON)
+    return file
+
+
+def _move_keys(table: dict[Path, LocalFile], moved: Callable[[Path], Path | None]) -> None:
+    for path in list(table):
+        target = moved(path)
+        if target is not None:
+            file = table.pop(path)
+            file.path = target
+            table[target] = file
