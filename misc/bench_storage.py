@@ -113,7 +113,7 @@ def tahoe_nurl(node_dir: Path, port: int) -> str:
     """The HTTP storage NURL of a Tahoe 1.20 node: pin of node.pem, swissnum of storage.furl.
 
     Tahoe 1.20 writes no NURL file; this builds it as its ``build_nurl`` does (same
-    function as in ``tests/grid/test_tahoe_interop_client.py``).
+    function as in ``tests/grid_e2e/processes.py``).
     """
     pem = (node_dir / "private" / "node.pem").read_bytes()
     furl = (node_dir / "private" / "storage.furl").read_text().strip()

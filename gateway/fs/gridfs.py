@@ -480,9 +480,10 @@ async def _maybe(directory: DirectoryNode, name: str) -> Entry | None:
 
 
 def _available_space(server: object) -> int:
-    health = getattr(server, "health", None)
-    space = getattr(health, "available_space", None)
-    return space if isinstance(space, int) else 0
+    from gateway.grid.interfaces import IStorageClient
+
+    space = IStorageClient(server).health.available_space
+    return 0 if space is None else space
 
 
 def _cap_size(cap: object) -> int:

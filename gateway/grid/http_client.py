@@ -29,10 +29,10 @@ from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreat
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-from gateway.grid.interfaces import IStorageClient, ServerUnavailable
+from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from storage import tls, wire
 from storage.errors import InvalidRequest, StorageError
 from storage.interfaces import (
@@ -51,17 +51,6 @@ MAX_IN_FLIGHT = 10
 would each open, and TLS-handshake, a connection that is closed after one request)."""
 DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
-
-
-@frozen
-class ServerHealth:
-    """What the gateway last learned about one server (no secrets)."""
-
-    connected: bool = False
-    last_error: str | None = None
-    last_latency: float | None = None
-    available_space: int | None = None
-    last_contact: float | None = None
 
 
 _TOLERATED_VERIFY_ERRORS = frozenset(
@@ -194,7 +183,9 @@ class HttpStorageClient:
         timeout: float = DEFAULT_TIMEOUT,
         nickname: str | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE,
+        agent: IAgent | None = None,
     ) -> None:
+        """``agent`` carries the requests instead of a pinning TLS agent (tests run in memory)."""
         self._reactor = reactor
         self._nurl = nurl
         self._timeout = timeout
@@ -205,7 +196,9 @@ class HttpStorageClient:
             pool.maxPersistentPerHost = MAX_IN_FLIGHT
         self._pool = pool
         self._slots = DeferredSemaphore(MAX_IN_FLIGHT)
-        self._agent = Agent(reactor, contextFactory=PinnedTLSPolicy(nurl.spki_hash), pool=pool)
+        if agent is None:
+            agent = Agent(reactor, contextFactory=PinnedTLSPolicy(nurl.spki_hash), pool=pool)
+        self._agent = agent
         host = f"[{nurl.host}]" if ":" in nurl.host else nurl.host
         self._base = f"https://{host}:{nurl.port}".encode("ascii")
         self._auth = wire.format_authorization(nurl.swissnum)
@@ -223,11 +216,14 @@ class HttpStorageClient:
 
     @property
     def health(self) -> ServerHealth:
-        """The latest health record of this server."""
+        """The latest health record of this server (see :class:`IStorageClient`)."""
         return self._health
 
     async def close(self) -> None:
-        """Close idle pooled connections (when this client created the pool)."""
+        """Close idle pooled connections, when this client created the pool.
+
+        A pool passed in belongs to the caller, who closes it. The pool stays usable.
+        """
         if self._owns_pool:
             await self._pool.closeCachedConnections()
 

@@ -4,11 +4,14 @@ Two providers: the HTTPS client of Tahoe-LAFS's storage protocol (any NURL, ours
 or a Tahoe 1.20 node) and an in-process adapter over the embedded storage core.
 Methods are coroutines; they raise the errors of :mod:`storage.errors` for what
 the server refused, and :class:`ServerUnavailable` when the server could not be
-reached or answered garbage.
+reached or answered garbage. Every provider also keeps a :class:`ServerHealth`
+record (its ``health``) and has ``close()``; ``tests/grid/contract.py`` checks
+every promise made here against each provider.
 """
 
 from __future__ import annotations
 
+from attrs import frozen
 from zope.interface import Attribute, Interface
 
 from storage.interfaces import (
@@ -25,11 +28,47 @@ class ServerUnavailable(Exception):
     """A storage server could not be reached, timed out, or sent a malformed answer."""
 
 
+@frozen
+class ServerHealth:
+    """What the gateway last learned about one server (no secrets).
+
+    ``connected``: the last request got an answer (a refusal counts); ``last_error``:
+    why the last unanswered request failed (kept once the server answers again);
+    ``last_latency``: seconds the last answered request took; ``available_space``:
+    from the last version answer; ``last_contact``: reactor time of the last answer,
+    where the client knows it.
+    """
+
+    connected: bool = False
+    last_error: str | None = None
+    last_latency: float | None = None
+    available_space: int | None = None
+    last_contact: float | None = None
+
+
 class IStorageClient(Interface):
     """One storage server as the gateway sees it."""
 
     server_id = Attribute("bytes: stable identity used for the permuted ring (the SPKI hash).")
     nickname = Attribute("str: a human name for status pages and logs (never a secret).")
+    health: ServerHealth = Attribute(
+        """ServerHealth: what this client last learned about the server.
+
+        Reading it never sends a request: it is the record of the requests already made.
+        ``available_space`` is None until a :meth:`get_version` answer, then that answer's
+        space. After any answer (a refusal such as NoSuchShare included) ``connected`` is
+        true and ``last_latency`` is set; after :class:`ServerUnavailable` ``connected`` is
+        false and ``last_error`` says why. An in-process server is always connected. The
+        record never contains a secret (swissnum, lease, upload or write-enabler secret).
+        """
+    )
+
+    async def close() -> None:
+        """Release what the client holds open (idle pooled connections), once they are closed.
+
+        Requests in flight are not interrupted. Calling it again does nothing more, and
+        the client stays usable: a later request opens a new connection.
+        """
 
     async def get_version() -> VersionInfo:
         """Ask the server for its limits and available space."""

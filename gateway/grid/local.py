@@ -11,8 +11,7 @@ from attrs import evolve
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from gateway.grid.http_client import ServerHealth
-from gateway.grid.interfaces import IStorageClient
+from gateway.grid.interfaces import IStorageClient, ServerHealth
 from storage.interfaces import (
     AllocationResult,
     IStorageServer,
@@ -47,11 +46,11 @@ class LocalStorageClient:
 
     @property
     def health(self) -> ServerHealth:
-        """Always connected; available space as of the last version query."""
+        """Always connected; available space as of the last version query (see the interface)."""
         return self._health
 
     async def close(self) -> None:
-        """Nothing to close: there is no connection."""
+        """Nothing to close: there is no connection (the interface's promise holds trivially)."""
 
     async def get_version(self) -> VersionInfo:
         """Ask the core for its limits and available space."""

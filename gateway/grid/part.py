@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from gateway.config import NodeConfig
-from gateway.grid.http_client import HttpStorageClient, ServerHealth
-from gateway.grid.interfaces import ServerUnavailable
+from gateway.grid.http_client import HttpStorageClient
+from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from gateway.grid.local import LocalStorageClient
 from gateway.nodedir import SERVERS_FILE, NodeDir
 from gateway.service import NodePart, StartupError
@@ -119,7 +119,7 @@ class GridPart(NodePart):
             config.get("grid", "shares.happy"),
             config.get("grid", "shares.total"),
         )
-        self.servers: list[HttpStorageClient | LocalStorageClient] = []
+        self.servers: list[IStorageClient] = []
         self._poll: LoopingCall | None = None
         self._polling: Deferred[LoopingCall] | None = None
         self._last_full_poll: float | None = None
@@ -128,7 +128,7 @@ class GridPart(NodePart):
 
     async def start(self) -> None:
         """Make a client per server and start polling their health."""
-        servers: list[HttpStorageClient | LocalStorageClient] = []
+        servers: list[IStorageClient] = []
         if self._embedded is not None:
             assert self._embedded.server is not None, "embedded storage starts first"
             servers.append(
@@ -164,7 +164,7 @@ class GridPart(NodePart):
         """Ask every server for its version, concurrently; clients record the outcome."""
         from twisted.internet.defer import DeferredList
 
-        async def ask(server: HttpStorageClient | LocalStorageClient) -> None:
+        async def ask(server: IStorageClient) -> None:
             try:
                 await server.get_version()
             except (ServerUnavailable, StorageError):

@@ -8,6 +8,7 @@ never by name.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -45,17 +46,26 @@ def pid_gone(pid: int) -> bool:
 
 
 def stop_pid(pid: int, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
-    """Send ``sig`` to ``pid`` (SIGKILL after ``timeout`` s) and wait until it is gone."""
-    for s in (sig, signal.SIGKILL):
-        try:
-            os.kill(pid, s)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pid_gone(pid):
+    """Send ``sig`` to ``pid`` (SIGKILL after ``timeout`` s) and wait until it is gone.
+
+    The wait is on a pidfd, which becomes readable when the process exits
+    (whether or not its parent has reaped it yet).
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        for s in (sig, signal.SIGKILL):
+            try:
+                os.kill(pid, s)
+            except ProcessLookupError:
                 return
-            time.sleep(0.05)
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+            if exited:
+                return
+    finally:
+        os.close(pidfd)
 
 
 def _wait_listening(port: int, alive: Callable[[], bool], what: str) -> None:

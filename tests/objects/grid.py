@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.grid.interfaces import IStorageClient, ServerUnavailable
+from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from gateway.grid.local import LocalStorageClient
 from storage.interfaces import (
     AllocationResult,
@@ -61,6 +61,16 @@ class GridClient:
             await deferLater(self.clock, self.latency)
         if not self.available:
             raise ServerUnavailable(f"{self.nickname} is down")
+
+    @property
+    def health(self) -> ServerHealth:
+        """The adapter's record; while told to be unreachable, not connected (and why)."""
+        if self.available:
+            return self.inner.health
+        return evolve(self.inner.health, connected=False, last_error=f"{self.nickname} is down")
+
+    async def close(self) -> None:
+        await self.inner.close()
 
     async def get_version(self) -> VersionInfo:
         await self._request("get_version")

@@ -1,0 +1,39 @@
+"""The IStorageClient contract for the HTTPS client and our storage site, carried in memory.
+
+The gateway talks to remote storage servers through HttpStorageClient; what it
+relies on is that the client and our server agree on every request and answer
+(paths, secrets, CBOR, ranges, status codes and the errors they become). Here
+the requests go to the real storage site over in-memory transports (no socket,
+no TLS, no reactor), so the whole contract runs in a fraction of a second;
+``test_contract_http_node.py`` runs it again over real TLS to a real node.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from gateway.grid.http_client import HttpStorageClient
+from gateway.grid.interfaces import IStorageClient
+from storage import wire
+from storage.http_server import make_storage_site
+from storage.memory import MemoryBackend
+from storage.server import StorageServer
+from tests.grid.contract import OURS, SiteAgent, StorageClientContract, closing, memory_nurl
+
+
+class HttpInMemoryContractTests(StorageClientContract, TestCase):
+    """The contract for HttpStorageClient with our storage site behind an in-memory agent."""
+
+    expect = OURS
+    agent: SiteAgent
+
+    async def make_client(self) -> IStorageClient:
+        clock = Clock()
+        swissnum = wire.new_swissnum()
+        self.agent = SiteAgent(make_storage_site(StorageServer(MemoryBackend(), clock), swissnum))
+        nurl = wire.parse_nurl(memory_nurl(swissnum))
+        return closing(self, HttpStorageClient(clock, nurl, agent=self.agent))
+
+    def open_connections(self) -> int:
+        return self.agent.open_connections()
