@@ -70,7 +70,7 @@ from zope.interface import implementer
 import gateway
 from gateway.accounts import Account, AccountFileError, AccountStore
 from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
-from gateway.sftp.server import GatewayFileTransferServer
+from gateway.sftp.protocol import GatewayFileTransferServer
 from gateway.sftp.throttle import LoginThrottle
 
 __all__ = [

@@ -24,7 +24,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
-from gateway.sftp.server import GatewayFileTransferServer, GatewaySFTPServer
+from gateway.sftp.protocol import GatewayFileTransferServer
+from gateway.sftp.server import GatewaySFTPServer
 
 
 @implementer(IOpenFile)
