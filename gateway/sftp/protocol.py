@@ -5,9 +5,11 @@ into packets (:mod:`gateway.sftp.packets`), dispatches each to a ``packet_*``
 method, serves READ and WRITE on fast paths, ends the session on a malformed
 packet, times every request for the session observer
 (:mod:`gateway.sftp.sessions`) and aborts the files still open when the session
-ends. The file operations themselves are the ``ISFTPServer`` it was given
-(:class:`~gateway.sftp.server.GatewaySFTPServer`); this module knows nothing of
-the filesystem behind it.
+ends. EXTENDED requests are served from the one table of extensions
+(:data:`~gateway.sftp.extensions.EXTENSIONS`), their handles resolved among
+Conch's open files (``openFiles``). The file operations themselves are the
+``ISFTPServer`` it was given (:class:`~gateway.sftp.server.GatewaySFTPServer`);
+this module knows nothing of the filesystem behind it.
 """
 
 from __future__ import annotations
@@ -16,18 +18,32 @@ import struct
 import time
 from collections.abc import Callable
 
+from twisted.conch.interfaces import ISFTPFile
+from twisted.conch.ssh.common import getNS
 from twisted.conch.ssh.filetransfer import (
+    FX_BAD_MESSAGE,
     FX_FAILURE,
+    FX_OK,
     FX_OP_UNSUPPORTED,
     FXP_DATA,
     FXP_WRITE,
     FileTransferBase,
     FileTransferServer,
+    SFTPError,
 )
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
+from gateway.sftp.extensions import (
+    EXTENSION_BY_NAME,
+    IGatewaySFTPServer,
+    NameReply,
+    Reply,
+    StatusReply,
+    UnknownHandle,
+)
 from gateway.sftp.packets import (
     REPLY_KINDS,
     REQUEST_KINDS,
@@ -35,14 +51,13 @@ from gateway.sftp.packets import (
     PacketSplitter,
     request_fields_end,
 )
-from gateway.sftp.server import NameReply
 from gateway.sftp.sessions import ISessionObserver
 
 __all__ = ["GatewayFileTransferServer"]
 
 
 class GatewayFileTransferServer(FileTransferServer):
-    """Conch's SFTP server protocol with two fixes the gateway needs.
+    """Conch's SFTP server protocol with the gateway's packet layer and two fixes.
 
     - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
       from OpenSSH; Conch's own server calls error callbacks it does not
@@ -153,10 +168,41 @@ class GatewayFileTransferServer(FileTransferServer):
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
 
-    def _cbExtended(self, data: bytes | NameReply, requestId: bytes) -> None:
-        """An extension's reply: SSH_FXP_NAME for a :class:`NameReply`, else EXTENDED_REPLY."""
+    def packet_EXTENDED(self, data: bytes) -> None:
+        """EXTENDED: an extension of the table, or else the ISFTPServer's ``extendedRequest``."""
+        request_id = data[:4]
+        name, ext_data = getNS(data[4:])
+        d = Deferred.fromCoroutine(self._extended(name, ext_data))
+        d.addCallback(self._cbExtended, request_id)
+        d.addErrback(self._ebStatus, request_id, b"extended " + name + b" failed")
+
+    async def _extended(self, name: bytes, data: bytes) -> Reply:
+        extension = EXTENSION_BY_NAME.get(name)
+        server = IGatewaySFTPServer(self.client, None)
+        if extension is None or server is None:
+            reply: bytes = await defer.maybeDeferred(self.client.extendedRequest, name, data)
+            return reply
+        try:
+            return await extension.serve(server, self._open_file, data)
+        except UnknownHandle:
+            raise SFTPError(extension.unknown_handle, "no such open file handle") from None
+        except (ValueError, struct.error):
+            raise SFTPError(FX_BAD_MESSAGE, "malformed extension request") from None
+
+    def _open_file(self, handle: bytes) -> ISFTPFile:
+        """The open file a request names, from Conch's own handle map."""
+        file: ISFTPFile | None = self.openFiles.get(handle)
+        if file is None:
+            raise UnknownHandle()
+        return file
+
+    def _cbExtended(self, data: Reply, requestId: bytes) -> None:
+        """An extension's reply: SSH_FXP_NAME for a :class:`NameReply`, an FX_OK status for
+        a :class:`StatusReply`, else EXTENDED_REPLY."""
         if isinstance(data, NameReply):
             self._cbReadLink(data.path, requestId)
+        elif isinstance(data, StatusReply):
+            self._sendStatus(requestId, FX_OK, data.message)
         else:
             super()._cbExtended(data, requestId)
 
