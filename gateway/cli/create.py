@@ -113,7 +113,7 @@ def create_gateway(
     write_private(nd.secret(CONVERGENCE_FILE), _secret_text())
     write_private(nd.secret(LEASE_SECRET_FILE), _secret_text())
     write_private(nd.secret(SERVERS_FILE), "".join(f"{n}\n" for n in storage).encode())
-    from gateway.sftp.ssh import generate_host_key
+    from gateway.sftp.hostkey import generate_host_key
 
     generate_host_key(nd.secret(HOST_KEY_FILE))
     nd.config.write_text(render_config("gateway", settings), encoding="utf-8")

@@ -14,9 +14,11 @@ from gateway.fs.part import FilesystemPart
 from gateway.listening import bound_address, hostport, listen_tcp
 from gateway.nodedir import HOST_KEY_FILE, NodeDir
 from gateway.service import NodePart, StartupError
+from gateway.sftp.avatar import AccountAvatar
+from gateway.sftp.hostkey import HostKeyError, load_host_key
 from gateway.sftp.server import GatewaySFTPServer
 from gateway.sftp.sessions import SessionRegistry
-from gateway.sftp.ssh import AccountAvatar, HostKeyError, load_host_key, make_ssh_factory
+from gateway.sftp.ssh import make_ssh_factory
 
 
 class SFTPPart(NodePart):

@@ -1,10 +1,14 @@
 """Conch's ISFTPServer as a thin adapter over the gateway's filesystem layer.
 
 Each SFTP operation is one call into :class:`~gateway.fs.interfaces.IFilesystem`;
-this module only converts wire values (byte paths, flag words, attribute
-dicts) to the filesystem's types and back, and maps filesystem errors to SFTP
-status codes in one table (:data:`STATUS_FOR_ERROR`), the way OpenSSH's
-sftp-server maps errno values.
+this module only converts the values Conch hands over (byte paths, flag words,
+attribute dicts) to the filesystem's types and back, and maps filesystem errors
+to SFTP status codes in one table (:data:`STATUS_FOR_ERROR`), the way OpenSSH's
+sftp-server maps errno values. It knows no packet format: the wire side
+(packets, dispatch, handles, timing) is :mod:`gateway.sftp.protocol`, and the
+extensions are typed methods of
+:class:`~gateway.sftp.extensions.IGatewaySFTPServer`, whose requests and
+replies :mod:`gateway.sftp.extensions` reads and writes.
 
 Compatibility notes:
 
@@ -14,8 +18,7 @@ Compatibility notes:
   OpenSSH's own server does.
 - RENAME without the posix-rename extension fails on an existing target
   (SFTP v3), unless the account has ``rename_overwrites`` (sshfs/WebEx).
-- hardlink@openssh.com is not offered: a capability grid has no inode whose
-  link count could be honoured.
+- hardlink@openssh.com is not offered (:data:`~gateway.sftp.extensions.EXTENSIONS`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,16 @@ from __future__ import annotations
 import functools
 import os
 import stat as stat_module
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-from attrs import define, frozen
-from twisted.conch.interfaces import ISFTPFile, ISFTPServer
-from twisted.conch.ssh.common import NS, getNS
+from attrs import define, field
+from twisted.conch.interfaces import ISFTPFile
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
     FX_NO_SUCH_FILE,
-    FX_OK,
     FX_OP_UNSUPPORTED,
     FX_PERMISSION_DENIED,
     FXF_APPEND,
@@ -44,16 +44,9 @@ from twisted.conch.ssh.filetransfer import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
-    FXP_DATA,
-    FXP_WRITE,
-    FileTransferBase,
-    FileTransferServer,
     SFTPError,
 )
-from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import connectionDone
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.fs import errors
@@ -65,13 +58,12 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
-from gateway.sftp.packets import (
-    REPLY_KINDS,
-    REQUEST_KINDS,
-    MalformedPacket,
-    PacketSplitter,
-    parse_attributes,
-    request_fields_end,
+from gateway.sftp.extensions import (
+    MAX_READ_WRITE,
+    IGatewaySFTPServer,
+    StatVFS,
+    UnknownHandle,
+    announcement,
 )
 from gateway.sftp.sessions import ISessionObserver
 
@@ -90,31 +82,6 @@ STATUS_FOR_ERROR: dict[type[errors.FSError], int] = {
     errors.GridUnavailable: FX_FAILURE,
 }
 
-#: Limits we announce (limits@openssh.com), as OpenSSH's sftp-server does.
-MAX_PACKET = 256 * 1024
-MAX_READ_WRITE = MAX_PACKET - 1024
-MAX_OPEN_HANDLES = 1024
-
-EXTENSIONS = {
-    b"posix-rename@openssh.com": b"1",
-    b"statvfs@openssh.com": b"2",
-    b"fstatvfs@openssh.com": b"2",
-    b"fsync@openssh.com": b"1",
-    b"lsetstat@openssh.com": b"1",
-    b"limits@openssh.com": b"1",
-    b"expand-path@openssh.com": b"1",
-    b"copy-data": b"1",
-    b"home-directory": b"1",
-    b"users-groups-by-id@openssh.com": b"1",
-}
-
-
-@frozen
-class NameReply:
-    """An extension's answer that goes back as SSH_FXP_NAME (one path), not as
-    SSH_FXP_EXTENDED_REPLY: expand-path@openssh.com and home-directory."""
-
-    path: bytes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,31 +167,35 @@ def long_name(name: str, attrs: FileAttributes, user: str, now: float) -> str:
     return f"{mode} {attrs.nlink:3d} {owner:<8} {owner:<8} {attrs.size:8d} {date} {name}"
 
 
-def pack_statvfs(stats: FilesystemStats) -> bytes:
-    """The statvfs@openssh.com reply body (eleven uint64s)."""
-    return struct.pack(
-        "!11Q",
-        stats.block_size,
-        stats.block_size,
-        stats.total_blocks,
-        stats.free_blocks,
-        stats.available_blocks,
-        stats.total_files,
-        stats.free_files,
-        stats.free_files,
-        0,
-        0,
-        stats.max_name_length,
+def statvfs(stats: FilesystemStats) -> StatVFS:
+    """FilesystemStats as statvfs@openssh.com answers them."""
+    return StatVFS(
+        bsize=stats.block_size,
+        frsize=stats.block_size,
+        blocks=stats.total_blocks,
+        bfree=stats.free_blocks,
+        bavail=stats.available_blocks,
+        files=stats.total_files,
+        ffree=stats.free_files,
+        favail=stats.free_files,
+        fsid=0,
+        flag=0,
+        namemax=stats.max_name_length,
     )
 
 
 @implementer(ISFTPFile)
 @define(eq=False)
 class SFTPHandle:
-    """An open file as Conch sees it (identity-hashed: Conch's handle is hash(self))."""
+    """An open file as Conch sees it (identity-hashed: Conch's handle is hash(self)).
+
+    ``closing`` is set once it is closed or aborted: from then on extensions
+    refuse it (:class:`~gateway.sftp.extensions.UnknownHandle`).
+    """
 
     file: IOpenFile
     server: GatewaySFTPServer
+    closing: bool = field(default=False, init=False)
 
     @_translated
     async def readChunk(self, offset: int, length: int) -> bytes:
@@ -279,188 +250,12 @@ class DirectoryListing:
         """CLOSE of a directory handle."""
 
 
-class GatewayFileTransferServer(FileTransferServer):
-    """Conch's SFTP server protocol with two fixes the gateway needs.
-
-    - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
-      from OpenSSH; Conch's own server calls error callbacks it does not
-      define, so such a request is never answered and the client hangs.
-    - When the session ends with files still open (the client was killed, or
-      the connection dropped), those handles are *aborted*, not closed: a
-      half-written upload never replaces a file's contents. Conch would call
-      ``close()`` on them, which is what an explicit CLOSE does.
-    """
-
-    def __init__(self, data: bytes | None = None, avatar: object = None) -> None:
-        super().__init__(data=data, avatar=avatar)
-        self._started: dict[int, tuple[str, float]] = {}
-        self._splitter = PacketSplitter()
-        self._handlers: dict[int, Callable[[bytes], object] | None] = {}
-        self._ended = False
-
-    def _session(self) -> ISessionObserver | None:
-        session = getattr(self.client, "session", None)
-        return session if ISessionObserver.providedBy(session) else None
-
-    def dataReceived(self, data: bytes) -> None:
-        """Split the stream into packets and dispatch each one.
-
-        Conch's own parser re-copies its whole buffer (``buf += data``, then a
-        slice per packet), which is quadratic in the bytes buffered; this one
-        parses in place and drops consumed bytes once per call. It notes when
-        each complete request arrived (for its latency) on the way.
-        """
-        if self._ended:
-            return
-        packets = self._splitter.feed(data)
-        if not packets:
-            return
-        session = self._session()
-        arrived = time.perf_counter() if session is not None else 0.0
-        for kind, body in packets:
-            if self._ended:  # a malformed packet ended the session: read nothing after it
-                return
-            try:
-                end = request_fields_end(kind, body)
-            except MalformedPacket:
-                self.malformed(self.packetTypes.get(kind, str(kind)))
-                return
-            if end < len(body):  # bytes past the last field are discarded, as by OpenSSH
-                body = body[:end]
-            if session is not None and kind in REQUEST_KINDS:
-                (request_id,) = struct.unpack_from("!L", body)
-                self._started[request_id] = (self.packetTypes[kind].lower(), arrived)
-            if kind == FXP_WRITE:
-                self.packet_WRITE(body)  # takes the view: copies only the data written
-            else:
-                self._dispatch(kind, body.tobytes())
-
-    def _dispatch(self, kind: int, body: bytes) -> None:
-        """Handle one packet as Conch's dataReceived does (without its per-packet log line)."""
-        try:
-            handler = self._handlers[kind]
-        except KeyError:
-            name = self.packetTypes.get(kind)
-            handler = getattr(self, f"packet_{name}", None) if name else None
-            self._handlers[kind] = handler
-        if handler is None:
-            name = self.packetTypes.get(kind)
-            if name is None:
-                self._log.info("no packet type for {kind}", kind=kind)
-            else:
-                self._sendStatus(body[:4], FX_OP_UNSUPPORTED, f"don't understand {name}".encode())
-            return
-        try:
-            handler(body)
-        except (struct.error, AssertionError, IndexError, ValueError):
-            self.malformed(self.packetTypes.get(kind, str(kind)))
-        except Exception:
-            self._log.failure(
-                "Failed to handle packet of type {packetType}",
-                packetType=self.packetTypes.get(kind),
-            )
-
-    def malformed(self, what: object) -> None:
-        """A packet no correct client sends: end this session, as OpenSSH's sftp-server does.
-
-        Only this client's channel closes; other sessions and the node carry on.
-        """
-        self._log.warn("malformed SFTP {what} packet; ending the session", what=what)
-        self._ended = True
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def packet_READ(self, data: bytes) -> None:
-        """READ, parsed without re-slicing the packet, answered straight from the coroutine."""
-        request_id = data[:4]
-        try:
-            (handle_length,) = struct.unpack_from("!L", data, 4)
-            end = 8 + handle_length
-            offset, length = struct.unpack_from("!QL", data, end)
-        except struct.error:
-            self.malformed("READ")
-            return
-        if len(data) < end + 12:
-            self.malformed("READ")
-            return
-        file = self.openFiles.get(data[8:end])
-        if file is None:
-            self._ebRead(Failure(KeyError()), request_id)
-            return
-        d = defer.maybeDeferred(file.readChunk, offset, length)
-        d.addCallback(self._cbRead, request_id)
-        d.addErrback(self._ebStatus, request_id, b"read failed")
-
-    def _cbExtended(self, data: bytes | NameReply, requestId: bytes) -> None:
-        """An extension's reply: SSH_FXP_NAME for a :class:`NameReply`, else EXTENDED_REPLY."""
-        if isinstance(data, NameReply):
-            self._cbReadLink(data.path, requestId)
-        else:
-            super()._cbExtended(data, requestId)
-
-    def _cbRead(self, result: bytes, requestId: bytes) -> None:
-        if not result:  # end of file
-            raise EOFError()
-        self.sendPacket(FXP_DATA, b"".join((requestId, struct.pack("!L", len(result)), result)))
-
-    def packet_WRITE(self, data: bytes | memoryview) -> None:
-        """WRITE, parsed with one copy of the payload."""
-        request_id = bytes(data[:4])
-        try:
-            (handle_length,) = struct.unpack_from("!L", data, 4)
-            end = 8 + handle_length
-            offset, length = struct.unpack_from("!QL", data, end)
-        except struct.error:
-            self.malformed("WRITE")
-            return
-        if len(data) < end + 12 + length:
-            self.malformed("WRITE")
-            return
-        file = self.openFiles.get(bytes(data[8:end]))
-        if file is None:
-            self._ebWrite(Failure(KeyError()), request_id)
-            return
-        d = defer.maybeDeferred(file.writeChunk, offset, bytes(data[end + 12 : end + 12 + length]))
-        d.addCallback(self._cbStatus, request_id, b"write succeeded")
-        d.addErrback(self._ebStatus, request_id, b"write failed")
-
-    def sendPacket(self, kind: int, data: bytes) -> None:
-        """Send a packet; a reply tells the session how long its request took."""
-        assert self.transport is not None
-        self.transport.write(b"".join((struct.pack("!LB", len(data) + 1, kind), data)))
-        session = self._session()
-        if session is not None and kind in REPLY_KINDS and len(data) >= 4:
-            (request_id,) = struct.unpack_from("!L", data)
-            request = self._started.pop(request_id, None)
-            if request is not None:
-                session.request(request[0], time.perf_counter() - request[1])
-
-    def _ebRead(self, reason: Failure, requestId: bytes) -> None:
-        self._sendStatus(requestId, FX_FAILURE, b"no such open file handle")
-
-    _ebWrite = _ebRead
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Abort every file still open; close directory listings."""
-        FileTransferBase.connectionLost(self, reason)
-        files, self.openFiles = self.openFiles, {}
-        for file in files.values():
-            abort = getattr(file, "abort", None)
-            if abort is not None:
-                abort()
-            else:
-                file.close()
-        directories, self.openDirs = self.openDirs, {}
-        for directory, _ in directories.values():
-            directory.close()
-        session = self._session()
-        if session is not None:
-            session.ended()
-
-
-@implementer(ISFTPServer)
+@implementer(IGatewaySFTPServer)
 class GatewaySFTPServer:
-    """One SFTP session of one account, over that account's filesystem."""
+    """One SFTP session of one account, over that account's filesystem.
+
+    An ISFTPServer, and the typed extension methods of IGatewaySFTPServer.
+    """
 
     def __init__(
         self,
@@ -479,7 +274,6 @@ class GatewaySFTPServer:
         self._clock = clock
         self._uid = os.getuid()
         self._gid = os.getgid()
-        self._handles: dict[bytes, SFTPHandle] = {}
 
     # -- helpers -----------------------------------------------------------------
 
@@ -488,22 +282,22 @@ class GatewaySFTPServer:
         return attribute_dict(attrs, self._uid, self._gid)
 
     def forget(self, handle: SFTPHandle) -> None:
-        """A handle is closing: extensions can no longer find it."""
-        self._handles.pop(str(hash(handle)).encode(), None)
+        """A handle is closing: extensions refuse it from now on."""
+        handle.closing = True
         if self.session is not None:
             self.session.closed(handle)
 
-    def _handle(self, wire_handle: bytes, code: int = FX_FAILURE) -> SFTPHandle:
-        try:
-            return self._handles[wire_handle]
-        except KeyError:
-            raise SFTPError(code, "no such open file handle") from None
+    def _open(self, handle: ISFTPFile) -> SFTPHandle:
+        """One of this session's handles, not closing; else :class:`UnknownHandle`."""
+        if not isinstance(handle, SFTPHandle) or handle.server is not self or handle.closing:
+            raise UnknownHandle()
+        return handle
 
     # -- ISFTPServer ---------------------------------------------------------------
 
     def gotVersion(self, otherVersion: int, extData: dict[bytes, bytes]) -> dict[bytes, bytes]:
         """INIT: announce our extensions."""
-        return dict(EXTENSIONS)
+        return announcement()
 
     @_translated
     async def openFile(self, filename: bytes, flags: int, attrs: dict[str, Any]) -> SFTPHandle:
@@ -512,7 +306,6 @@ class GatewaySFTPServer:
             decode_path(filename), open_flags(flags), set_attributes(attrs)
         )
         handle = SFTPHandle(opened, self)
-        self._handles[str(hash(handle)).encode()] = handle
         if self.session is not None:
             writing = bool(flags & (FXF_WRITE | FXF_APPEND | FXF_TRUNC))
             size = None if writing else (await opened.stat()).size
@@ -582,68 +375,42 @@ class GatewaySFTPServer:
         """REALPATH."""
         return (await self._fs.realpath(decode_path(path))).encode("utf-8")
 
-    async def extendedRequest(
-        self, extendedName: bytes, extendedData: bytes
-    ) -> bytes | NameReply:
-        """EXTENDED: the openssh.com extensions we announce."""
-        handler = self._extensions().get(extendedName)
-        if handler is None:
-            raise NotImplementedError(
-                f"extension {extendedName.decode('ascii', 'replace')} is not supported"
-            )
-        try:
-            return await handler(extendedData)
-        except errors.FSError as e:
-            raise sftp_error(e) from None
-        except (ValueError, struct.error):
-            raise SFTPError(FX_BAD_MESSAGE, "malformed extension request") from None
+    def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
+        """EXTENDED of an extension not in EXTENSIONS (those are the methods below)."""
+        raise NotImplementedError(
+            f"extension {extendedName.decode('ascii', 'replace')} is not supported"
+        )
 
-    def _extensions(self) -> dict[bytes, Callable[[bytes], Awaitable[bytes | NameReply]]]:
-        return {
-            b"posix-rename@openssh.com": self._posix_rename,
-            b"statvfs@openssh.com": self._statvfs,
-            b"fstatvfs@openssh.com": self._fstatvfs,
-            b"fsync@openssh.com": self._fsync,
-            b"lsetstat@openssh.com": self._lsetstat,
-            b"limits@openssh.com": self._limits,
-            b"expand-path@openssh.com": self._expand_path,
-            b"copy-data": self._copy_data,
-            b"home-directory": self._home_directory,
-            b"users-groups-by-id@openssh.com": self._users_groups_by_id,
-        }
+    # -- IGatewaySFTPServer: the extensions ------------------------------------------
 
-    async def _posix_rename(self, data: bytes) -> bytes:
-        old, rest = getNS(data)
-        new, _ = getNS(rest)
-        await self._fs.rename(decode_path(old), decode_path(new), overwrite=True)
-        raise SFTPError(FX_OK, "renamed")
+    @_translated
+    async def posixRename(self, oldpath: bytes, newpath: bytes) -> None:
+        """posix-rename@openssh.com: replaces an existing target."""
+        await self._fs.rename(decode_path(oldpath), decode_path(newpath), overwrite=True)
 
-    async def _statvfs(self, data: bytes) -> bytes:
-        path, _ = getNS(data)
-        return pack_statvfs(await self._fs.statvfs(decode_path(path)))
+    @_translated
+    async def statVFS(self, path: bytes) -> StatVFS:
+        """statvfs@openssh.com."""
+        return statvfs(await self._fs.statvfs(decode_path(path)))
 
-    async def _fstatvfs(self, data: bytes) -> bytes:
-        wire_handle, _ = getNS(data)
-        return pack_statvfs(await self._fs.statvfs(self._handle(wire_handle).file.path))
+    @_translated
+    async def fstatVFS(self, handle: ISFTPFile) -> StatVFS:
+        """fstatvfs@openssh.com."""
+        return statvfs(await self._fs.statvfs(self._open(handle).file.path))
 
-    async def _fsync(self, data: bytes) -> bytes:
-        wire_handle, _ = getNS(data)
-        await self._handle(wire_handle, FX_NO_SUCH_FILE).file.fsync()
-        raise SFTPError(FX_OK, "synced")
+    @_translated
+    async def fsync(self, handle: ISFTPFile) -> None:
+        """fsync@openssh.com."""
+        await self._open(handle).file.fsync()
 
-    async def _limits(self, data: bytes) -> bytes:
-        return struct.pack("!4Q", MAX_PACKET, MAX_READ_WRITE, MAX_READ_WRITE, MAX_OPEN_HANDLES)
-
-    async def _lsetstat(self, data: bytes) -> bytes:
-        """SETSTAT that changes a symbolic link itself (its times), not what it points at."""
-        path, rest = getNS(data)
-        attrs = parse_attributes(rest)
+    @_translated
+    async def setLinkAttrs(self, path: bytes, attrs: dict[str, int]) -> None:
+        """lsetstat@openssh.com: changes a symbolic link itself (its times), not its target."""
         await self._fs.setattr(decode_path(path), set_attributes(attrs), follow_symlinks=False)
-        raise SFTPError(FX_OK, "attributes set")
 
-    async def _expand_path(self, data: bytes) -> NameReply:
+    @_translated
+    async def expandPath(self, path: bytes) -> bytes:
         """``~`` and ``~/...`` name the account's root (its home); then as REALPATH."""
-        path, _ = getNS(data)
         text = decode_path(path)
         if text == "~" or text.startswith("~/"):
             text = "/" + text[1:]
@@ -652,33 +419,35 @@ class GatewaySFTPServer:
             if name != self._user:
                 raise SFTPError(FX_NO_SUCH_FILE, "no such user")
             text = "/" + text[1 + len(name) :]
-        return NameReply((await self._fs.realpath(text)).encode("utf-8"))
+        return (await self._fs.realpath(text)).encode("utf-8")
 
-    async def _home_directory(self, data: bytes) -> NameReply:
+    @_translated
+    async def homeDirectory(self, username: bytes) -> bytes:
         """The home of the account (its root); no other user is known here."""
-        name, _ = getNS(data)
-        if name and name.decode("utf-8", "replace") != self._user:
+        if username and username.decode("utf-8", "replace") != self._user:
             raise SFTPError(FX_FAILURE, "no such user")
-        return NameReply(b"/")
+        return b"/"
 
-    async def _copy_data(self, data: bytes) -> bytes:
+    @_translated
+    async def copyData(
+        self,
+        source: ISFTPFile,
+        read_offset: int,
+        length: int,
+        target: ISFTPFile,
+        write_offset: int,
+    ) -> None:
         """Server-side copy between two open handles; a whole grid file is linked."""
-        read_handle, rest = getNS(data)
-        read_offset, length = struct.unpack_from("!QQ", rest)
-        write_handle, rest = getNS(rest[16:])
-        (write_offset,) = struct.unpack_from("!Q", rest)
-        source = self._handle(read_handle).file
-        target = self._handle(write_handle).file
-        await self._fs.copy_data(source, read_offset, length, target, write_offset)
-        raise SFTPError(FX_OK, "copied")
+        source_file = self._open(source).file
+        target_file = self._open(target).file
+        await self._fs.copy_data(source_file, read_offset, length, target_file, write_offset)
 
-    async def _users_groups_by_id(self, data: bytes) -> bytes:
+    async def usersGroupsById(
+        self, uids: list[int], gids: list[int]
+    ) -> tuple[list[bytes], list[bytes]]:
         """Names for owner ids in ``ls -l``: every file is the account's, so is every id."""
-        uids, rest = getNS(data)
-        gids, _ = getNS(rest)
-
-        def names(packed: bytes, mine: int) -> bytes:
-            ids = struct.unpack(f"!{len(packed) // 4}L", packed[: len(packed) // 4 * 4])
-            return NS(b"".join(NS(self._user.encode() if i == mine else b"") for i in ids))
-
-        return names(uids, self._uid) + names(gids, self._gid)
+        user = self._user.encode()
+        return (
+            [user if uid == self._uid else b"" for uid in uids],
+            [user if gid == self._gid else b"" for gid in gids],
+        )

@@ -4,7 +4,8 @@ The SFTP part keeps one :class:`SessionRegistry`. Each SFTP session gets a
 :class:`Session` (user, the client's SSH version line, remote address, start,
 bytes in and out, open handles); :class:`~gateway.sftp.server.GatewaySFTPServer`
 reports each file handle's opening, bytes and close to it, and the protocol
-reports how long each request took. Finished transfers are kept in a short
+(:class:`~gateway.sftp.protocol.GatewayFileTransferServer`) reports how long
+each request took. Finished transfers are kept in a short
 list. Nothing here holds a capability or a password.
 """
 

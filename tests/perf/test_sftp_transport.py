@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.filetransfer import FXP_INIT, FXP_VERSION
 
+from gateway.sftp.avatar import SESSION_MAX_PACKET, SESSION_WINDOW, _SFTPOnlySession
 from gateway.sftp.packets import PacketSplitter
-from gateway.sftp.server import GatewayFileTransferServer
-from gateway.sftp.ssh import SESSION_MAX_PACKET, SESSION_WINDOW, _SFTPOnlySession
+from gateway.sftp.protocol import GatewayFileTransferServer
 from tests.sftp.test_sftp_conch import connected, packet
 
 packets = st.lists(

@@ -5,18 +5,23 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from twisted.conch.ssh.common import NS
+from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.filetransfer import (
     FX_FAILURE,
+    FX_NO_SUCH_FILE,
+    FX_OK,
     FXF_CREAT,
     FXF_WRITE,
     FXP_CLOSE,
+    FXP_EXTENDED,
     FXP_INIT,
     FXP_OPEN,
     FXP_READ,
     FXP_STATUS,
+    FXP_VERSION,
     FXP_WRITE,
 )
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -24,7 +29,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
-from gateway.sftp.server import GatewayFileTransferServer, GatewaySFTPServer
+from gateway.sftp.extensions import EXTENSIONS
+from gateway.sftp.protocol import GatewayFileTransferServer
+from gateway.sftp.server import GatewaySFTPServer
 
 
 @implementer(IOpenFile)
@@ -35,6 +42,7 @@ class RecordingFile:
 
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.closing: Deferred[None] | None = None  # when set, CLOSE waits for it
 
     async def read(self, offset: int, length: int) -> bytes:
         return b""
@@ -49,9 +57,11 @@ class RecordingFile:
         pass
 
     async def fsync(self) -> None:
-        pass
+        self.events.append("fsync")
 
     async def close(self) -> None:
+        if self.closing is not None:
+            await self.closing
         self.events.append("close")
 
     async def abort(self) -> None:
@@ -118,3 +128,72 @@ def test_lost_session_aborts_open_files_and_close_closes_them() -> None:
     server.dataReceived(packet(FXP_OPEN, 3, open_body))
     server.connectionLost(Failure(ConnectionDone()))
     assert fs.file.events == ["close", "abort"]
+
+
+def opened(server: GatewayFileTransferServer, transport: StringTransport) -> bytes:
+    """Open the one file for writing; its wire handle."""
+    transport.clear()
+    body = NS(b"/f") + struct.pack("!LL", FXF_WRITE | FXF_CREAT, 0)
+    server.dataReceived(packet(FXP_OPEN, 1, body))
+    handle, _ = getNS(transport.value()[9:])
+    transport.clear()
+    return bytes(handle)
+
+
+def extended(request_id: int, name: bytes, data: bytes) -> bytes:
+    """An EXTENDED request packet."""
+    return packet(FXP_EXTENDED, request_id, NS(name) + data)
+
+
+def test_init_announces_the_extension_table_in_order() -> None:
+    """VERSION lists exactly the extensions of the one table, in its order."""
+    server = GatewayFileTransferServer(avatar=GatewaySFTPServer(OneFileFilesystem(), user="u"))  # type: ignore[arg-type]
+    transport = StringTransport()
+    server.makeConnection(transport)
+    server.dataReceived(struct.pack("!LBL", 5, FXP_INIT, 3))
+    reply = transport.value()
+    assert reply[4] == FXP_VERSION
+    rest, announced = reply[9:], []
+    while rest:
+        name, rest = getNS(rest)
+        version, rest = getNS(rest)
+        announced.append((name, version))
+    assert announced == [(e.name, e.version) for e in EXTENSIONS]
+
+
+def test_handle_extensions_resolve_conch_handles() -> None:
+    """fsync, fstatvfs and copy-data find handles among Conch's open files; an unknown
+    handle gets FX_NO_SUCH_FILE (fsync) or FX_FAILURE (fstatvfs, copy-data), as from OpenSSH."""
+    server, transport, fs = connected()
+    handle = opened(server, transport)
+    server.dataReceived(extended(2, b"fsync@openssh.com", NS(handle)))
+    assert fs.file.events == ["fsync"]
+    offsets = struct.pack("!QQ", 0, 0)
+    server.dataReceived(extended(3, b"fsync@openssh.com", NS(b"bogus")))
+    server.dataReceived(extended(4, b"fstatvfs@openssh.com", NS(b"bogus")))
+    copy = NS(b"bogus") + offsets + NS(handle) + struct.pack("!Q", 0)
+    server.dataReceived(extended(5, b"copy-data", copy))
+    copy = NS(handle) + offsets + NS(b"bogus") + struct.pack("!Q", 0)
+    server.dataReceived(extended(6, b"copy-data", copy))
+    assert statuses(transport.value()) == [
+        (2, FX_OK),
+        (3, FX_NO_SUCH_FILE),
+        (4, FX_FAILURE),
+        (5, FX_FAILURE),
+        (6, FX_FAILURE),
+    ]
+
+
+def test_extensions_refuse_a_handle_that_is_closing() -> None:
+    """Once CLOSE has begun, extensions answer as for an unknown handle (though Conch keeps
+    the handle open until the close finishes)."""
+    server, transport, fs = connected()
+    handle = opened(server, transport)
+    fs.file.closing = Deferred()
+    server.dataReceived(packet(FXP_CLOSE, 2, NS(handle)))
+    assert handle in server.openFiles
+    server.dataReceived(extended(3, b"fsync@openssh.com", NS(handle)))
+    server.dataReceived(extended(4, b"fstatvfs@openssh.com", NS(handle)))
+    fs.file.closing.callback(None)
+    assert statuses(transport.value()) == [(3, FX_NO_SUCH_FILE), (4, FX_FAILURE), (2, FX_OK)]
+    assert fs.file.events == ["close"]

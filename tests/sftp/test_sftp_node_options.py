@@ -9,7 +9,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from gateway.sftp.ssh import generate_host_key
+from gateway.sftp.hostkey import generate_host_key
 from tests.nodes import NodeReaper, gateway, node_pid
 from tests.sftp.gateway_node import restart_gateway, start_gateway
 

@@ -1,4 +1,4 @@
-"""Tests for the gateway's SSH server layer (``gateway.sftp.ssh``) with real clients.
+"""Tests for the SSH server layer (``gateway.sftp.ssh``, ``.auth``, ``.avatar``) with real clients.
 
 The server runs on 127.0.0.1 in the trial reactor; paramiko runs in a thread and
 OpenSSH's ``ssh``/``sftp`` run as child processes. The SFTP subsystem is served by
@@ -49,15 +49,9 @@ from gateway.sftp import (
     load_host_key,
     make_ssh_factory,
 )
-from gateway.sftp.ssh import (
-    CIPHERS,
-    KEY_EXCHANGES,
-    MACS,
-    AccountPublicKeyChecker,
-    AccountRealm,
-    GatewaySSHFactory,
-    LoginThrottle,
-)
+from gateway.sftp.auth import AccountPublicKeyChecker, AccountRealm
+from gateway.sftp.ssh import CIPHERS, KEY_EXCHANGES, MACS, GatewaySSHFactory
+from gateway.sftp.throttle import LoginThrottle
 
 ROOT_CAP = "URI:DIR2:very-secret-root-cap"
 PASSWORD = "correct horse battery"
