@@ -17,7 +17,7 @@ from typing import Any
 
 from attrs import frozen
 
-CONFIG_FILENAME = "node.cfg"
+from gateway.nodedir import write_atomic
 
 NODE_KINDS = ("gateway", "storage")
 
@@ -413,8 +413,6 @@ def update_config(path: Path, settings: Mapping[tuple[str, str], str]) -> NodeCo
     added when missing). The result is validated before it is written, and
     written atomically; the new configuration is returned.
     """
-    from gateway.nodedir import write_atomic
-
     lines = path.read_text(encoding="utf-8").splitlines()
     for (section, key), value in settings.items():
         lines = _set_line(lines, section, key, value)

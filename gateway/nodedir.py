@@ -23,8 +23,10 @@ from pathlib import Path
 
 from attrs import frozen
 
-from gateway.config import CONFIG_FILENAME
 from storage.redolog import fsync_directory
+
+#: The configuration file of a node directory.
+CONFIG_FILENAME = "node.cfg"
 
 # Names of the files in private/.
 CONVERGENCE_FILE = "convergence"

@@ -10,7 +10,7 @@ from typing import IO, TextIO, cast
 
 from gateway.accounts import AccountStore, accounts_path
 from gateway.cli import account_commands
-from gateway.cli.main import program_name
+from gateway.cli.program import program_name
 from gateway.nodedir import NodeDir
 from gateway.objects.caps import DirectoryWriteCap, MutableWriteCap
 

@@ -19,7 +19,7 @@ from gateway.cli.accounts import cmd_account
 from gateway.cli.create import create_default_gateway, create_gateway, create_storage
 from gateway.cli.files import COMMANDS as FILE_COMMANDS
 from gateway.cli.files import cmd_files
-from gateway.cli.main import UsageError, program_name
+from gateway.cli.program import UsageError, program_name
 from gateway.cli.uploads import cmd_uploads
 from gateway.config import ConfigError, load_config, parse_port, update_config
 from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from gateway.cli.main import UsageError
+from gateway.cli.program import UsageError
 from gateway.config import ConfigError, load_config
 from gateway.control.client import ControlClient, ControlError, NodeNotRunning, is_terminal
 from gateway.control.progress import ProgressBar

@@ -9,23 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from gateway import __version__
-
-
-def program_name() -> str:
-    """How the user can type this command: ``gateway``, or its full path when not on PATH."""
-    import shlex
-    import shutil
-
-    invoked = Path(sys.argv[0])
-    if invoked.name == "gateway" and invoked.is_absolute():
-        found = shutil.which("gateway")
-        if found is None or Path(found).resolve() != invoked.resolve():
-            return shlex.quote(str(invoked))
-    return "gateway"
-
-
-class UsageError(Exception):
-    """A command-line argument is invalid; the message says which and why."""
+from gateway.cli.program import UsageError
 
 
 def _add_dir(parser: argparse.ArgumentParser, optional: bool = False) -> None:

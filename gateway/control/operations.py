@@ -30,7 +30,7 @@ from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
 from gateway.fs.part import FilesystemPart
 from gateway.fs.paths import join, parent_and_name, split
 from gateway.metrics import CheckHistory
-from gateway.objects import checker, repairer
+from gateway.objects import checker, deepcheck, repairer
 from gateway.objects.caps import (
     Capability,
     DirectoryReadCap,
@@ -353,7 +353,7 @@ class FileOperations:
             )
 
         if deep and isinstance(cap, DirectoryWriteCap | DirectoryReadCap):
-            result = await checker.deep_check(
+            result = await deepcheck.deep_check(
                 cap,
                 self._children,
                 servers,

@@ -25,7 +25,7 @@ from gateway.fs.errors import (
     NotSupported,
     PermissionDenied,
 )
-from gateway.fs.handles import ReadHandle, StagedReader, WriteHandle, bytes_reader
+from gateway.fs.handles import ReadHandle, StagedReader, bytes_reader
 from gateway.fs.interfaces import (
     FileAttributes,
     FilesystemStats,
@@ -37,7 +37,7 @@ from gateway.fs.interfaces import (
 from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
-from gateway.fs.writing import Writers, as_fs_error, creation_mode
+from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     DirectoryReadCap,
     ImmutableReadCap,

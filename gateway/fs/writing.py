@@ -25,8 +25,11 @@ from __future__ import annotations
 import errno
 from collections.abc import Awaitable, Callable
 
+from attrs import define
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
+from gateway.fs.boundary import grid_boundary
 from gateway.fs.errors import (
     FileExists,
     FSError,
@@ -35,11 +38,11 @@ from gateway.fs.errors import (
     NoSuchFile,
     PermissionDenied,
 )
-from gateway.fs.handles import WriteHandle
-from gateway.fs.interfaces import IOpenFile, OpenFlags, SetAttributes
+from gateway.fs.interfaces import FileAttributes, IOpenFile, OpenFlags, SetAttributes
 from gateway.fs.localfile import Clone, LocalFile, LocalMeta, Phase
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.staging import StagedFile
 from gateway.fs.volume import Volume, grid_read
 from gateway.objects.caps import (
     ImmutableReadCap,
@@ -361,6 +364,77 @@ class Writers:
                 raise NoSpace("the gateway's disk is full; the file was not saved") from None
             raise
         self.overlay.journaled(state)
+
+
+@implementer(IOpenFile)
+@define(eq=False)
+class WriteHandle:
+    """A handle on a path open for writing; all such handles share the path's LocalFile."""
+
+    writers: Writers
+    state: LocalFile
+    readable: bool
+    append: bool
+    closed: bool = False
+
+    @property
+    def path(self) -> str:
+        """Where the file is now (renames re-target it)."""
+        return join(self.state.path)
+
+    def _staged(self) -> StagedFile:
+        assert self.state.staged is not None, "state not ready"
+        return self.state.staged
+
+    @grid_boundary
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read what has been written so far."""
+        if not self.readable:
+            raise PermissionDenied("file was not opened for reading")
+        if self.state.clone is not None:  # not changed yet: the grid file's bytes
+            return await self.writers.read_clone(self.state.clone, offset, length)
+        return self._staged().read(offset, length)
+
+    @grid_boundary
+    async def write(self, offset: int, data: bytes) -> None:
+        """Write into the staged file (at the end, for an appending handle)."""
+        if self.state.clone is not None:
+            await self.writers.materialize(self.state)
+        staged = self._staged()
+        staged.write(staged.size if self.append else offset, data)
+        self.state.dirty = True
+        self.state.meta.mtime = self.writers.now()  # as a write(2) sets it
+
+    @grid_boundary
+    async def stat(self) -> FileAttributes:
+        """The file as written so far."""
+        return self.state.attributes(self.writers.now())
+
+    @grid_boundary
+    async def setattr(self, changes: SetAttributes) -> None:
+        """Truncate/extend, or set mode and times, on the open file."""
+        await self.writers.apply_local(self.state, changes)
+
+    @grid_boundary
+    async def fsync(self) -> None:
+        """Return once these contents are durable in the grid."""
+        await self.writers.fsync(self.state)
+
+    @grid_boundary
+    async def close(self) -> None:
+        """Close; the last handle's close publishes the file."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.writers.close(self.state)
+
+    @grid_boundary
+    async def abort(self) -> None:
+        """The client went away without closing: this handle's writes alone publish nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.writers.abort(self.state)
 
 
 def as_fs_error(error: BaseException) -> Exception:

@@ -21,27 +21,24 @@ Literal caps hold their data and are always healthy. Results are frozen value
 objects with a ``to_json()`` for the CLI and the status page: they name storage
 indexes (public) and servers, never a read or write cap.
 
-:func:`deep_check` walks a tree of objects through a ``children`` callable,
-visiting every reachable object once.
+:func:`gateway.objects.deepcheck.deep_check` walks a tree of objects, checking
+each reachable object once.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects import immutable_format as fmt
 from gateway.objects import merkle
 from gateway.objects.caps import (
     Capability,
-    DirectoryReadCap,
     DirectoryVerifyCap,
-    DirectoryWriteCap,
     ImmutableReadCap,
     ImmutableVerifyCap,
     LiteralCap,
@@ -51,23 +48,17 @@ from gateway.objects.caps import (
 )
 from gateway.objects.concurrency import gather
 from gateway.objects.crypto import HASH_SIZE
-from gateway.objects.errors import CorruptObject, CorruptShare, ObjectError
+from gateway.objects.errors import CorruptObject, CorruptShare
 from gateway.objects.immutable import SERVER_FAILURES
 from gateway.objects.mutable import HEADER_SIZE as MUTABLE_HEADER_SIZE
 from gateway.objects.mutable import MutableVersion, parse_header
 from gateway.objects.placement import happiness, permuted_ring
-
-if TYPE_CHECKING:
-    from gateway.objects.repairer import RepairResult
 
 VERIFY_READ_SIZE = 1 << 20
 """Bytes of blocks fetched per request while verifying one share."""
 
 ReadShare = Callable[[int, int], Awaitable[bytes]]
 """Reads ``(offset, length)`` of one immutable-format share."""
-
-Children = Callable[[Capability], AsyncIterator[Capability]]
-"""Lists the caps a directory cap links to (supplied by the directory layer)."""
 
 
 def default_happy(n: int, happy: int | None = None) -> int:
@@ -534,144 +525,3 @@ async def _verify_mutable(
         for r, outcome in zip(pending, outcomes, strict=True)
     }
     return [verified.get(id(r), r) for r in reports]
-
-
-# --- deep check ---------------------------------------------------------------------
-
-Repair = Callable[[Capability, CheckResult], Awaitable["RepairResult"]]
-"""Repairs one object given its check result (see :func:`gateway.objects.repairer.repair`)."""
-
-
-@frozen
-class DeepCheckEntry:
-    """The outcome for one object of a deep check."""
-
-    check: CheckResult
-    repair: RepairResult | None = None
-    error: str | None = None
-    """Why the object's children could not be listed, or its repair failed."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "check": self.check.to_json(),
-            "repair": self.repair.to_json() if self.repair is not None else None,
-            "error": self.error,
-        }
-
-
-@frozen
-class DeepCheckResult:
-    """Every object reachable from a root, each checked once, with totals."""
-
-    entries: tuple[DeepCheckEntry, ...]
-
-    @property
-    def objects_checked(self) -> int:
-        """Objects visited (literal files included)."""
-        return len(self.entries)
-
-    def _final(self, entry: DeepCheckEntry) -> CheckResult:
-        return entry.repair.after if entry.repair is not None else entry.check
-
-    @property
-    def healthy(self) -> int:
-        """Objects healthy at the end (after any repair)."""
-        return sum(1 for e in self.entries if self._final(e).healthy)
-
-    @property
-    def unhealthy(self) -> int:
-        """Objects not healthy at the end."""
-        return self.objects_checked - self.healthy
-
-    @property
-    def unrecoverable(self) -> int:
-        """Objects that cannot be rebuilt at the end."""
-        return sum(1 for e in self.entries if not self._final(e).recoverable)
-
-    @property
-    def corrupt_shares(self) -> int:
-        """Corrupt shares found by the checks (before any repair)."""
-        return sum(len(e.check.corrupt_shares) for e in self.entries)
-
-    @property
-    def repairs_attempted(self) -> int:
-        """Objects a repair re-created shares for."""
-        return sum(1 for e in self.entries if e.repair is not None and e.repair.attempted)
-
-    @property
-    def repairs_succeeded(self) -> int:
-        """Repairs after which the object was healthy."""
-        return sum(
-            1 for e in self.entries if e.repair is not None and e.repair.attempted and e.repair.ok
-        )
-
-    @property
-    def errors(self) -> tuple[str, ...]:
-        """Directories that could not be listed and repairs that failed."""
-        return tuple(e.error for e in self.entries if e.error is not None)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: totals, then one entry per object."""
-        return {
-            "objects_checked": self.objects_checked,
-            "healthy": self.healthy,
-            "unhealthy": self.unhealthy,
-            "unrecoverable": self.unrecoverable,
-            "corrupt_shares": self.corrupt_shares,
-            "repairs_attempted": self.repairs_attempted,
-            "repairs_succeeded": self.repairs_succeeded,
-            "errors": list(self.errors),
-            "objects": [e.to_json() for e in self.entries],
-        }
-
-
-def _identity(cap: Capability) -> Hashable:
-    """What makes two caps the same object (a write and a read cap of one object are)."""
-    return cap if isinstance(cap, LiteralCap) else cap.get_verify_cap()
-
-
-async def deep_check(
-    root: Capability,
-    children: Children,
-    servers: Sequence[IStorageClient],
-    *,
-    verify: bool = False,
-    happy: int | None = None,
-    repair: Repair | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> DeepCheckResult:
-    """Check every object reachable from ``root``, each once (cycles are harmless).
-
-    ``children`` is called for directory caps only and yields the caps they
-    link to. With ``repair``, every object that is not healthy (or has corrupt
-    shares) is passed to it with its check result. ``on_progress(done,
-    total_known)`` is called after each object. Directories that cannot be
-    listed and repairs that fail are recorded as entry errors; the walk goes on.
-    """
-    seen: set[Hashable] = {_identity(root)}
-    queue: deque[Capability] = deque([root])
-    entries: list[DeepCheckEntry] = []
-    while queue:
-        cap = queue.popleft()
-        result = await check(cap, servers, verify=verify, happy=happy)
-        entry = DeepCheckEntry(result)
-        if repair is not None and (not result.healthy or result.corrupt_shares):
-            try:
-                entry = evolve(entry, repair=await repair(cap, result))
-            except (ObjectError, *SERVER_FAILURES) as e:
-                entry = evolve(entry, error=f"repair failed: {e}")
-        if isinstance(cap, (DirectoryWriteCap, DirectoryReadCap)):
-            try:
-                async for child in children(cap):
-                    identity = _identity(child)
-                    if identity not in seen:
-                        seen.add(identity)
-                        queue.append(child)
-            except (ObjectError, *SERVER_FAILURES) as e:
-                si = b32encode(cap.storage_index)
-                entry = evolve(entry, error=f"could not list directory {si}: {e}")
-        entries.append(entry)
-        if on_progress is not None:
-            on_progress(len(entries), len(entries) + len(queue))
-    return DeepCheckResult(tuple(entries))

@@ -24,11 +24,10 @@ from twisted.internet.task import Clock
 from gateway.fs import staging
 from gateway.fs.errors import NoSpace
 from gateway.fs.gridfs import GridFilesystem
-from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
-from gateway.fs.writing import Writers
+from gateway.fs.writing import WriteHandle, Writers
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue

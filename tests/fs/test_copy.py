@@ -16,9 +16,9 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from gateway.fs.errors import InvalidArgument, PermissionDenied
-from gateway.fs.handles import WriteHandle
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.volume import Volume
+from gateway.fs.writing import WriteHandle
 from gateway.uploads.journal import UploadJournal
 from tests.fs.support import CREATE, READ, READ_WRITE, VolumeHarness
 

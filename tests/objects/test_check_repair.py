@@ -17,8 +17,9 @@ from gateway.objects.caps import (
     MutableWriteCap,
     b32encode,
 )
-from gateway.objects.checker import CheckResult, ShareStatus, check, deep_check
+from gateway.objects.checker import CheckResult, ShareStatus, check
 from gateway.objects.crypto import GatewaySecrets
+from gateway.objects.deepcheck import deep_check
 from gateway.objects.errors import NotEnoughShares, NotWritable
 from gateway.objects.immutable import read_immutable
 from gateway.objects.mutable import MutableClient
