@@ -40,9 +40,8 @@ from gateway.objects.caps import (
     MutableReadCap,
     MutableWriteCap,
     b32encode,
-    parse,
 )
-from gateway.objects.dirnode import ChildCap, NoSuchChild
+from gateway.objects.dirnode import ChildCap
 from gateway.objects.errors import ObjectError
 from gateway.objects.store import ObjectStore
 
@@ -116,7 +115,7 @@ class FileOperations:
 
     def _filesystem(self, target: Target) -> GridFilesystem:
         assert target.root is not None
-        return GridFilesystem(self._fs.volume(target.root), read_only=target.read_only)
+        return self._fs.filesystem(target.root, read_only=target.read_only)
 
     def _tree(self, target: Target, what: str) -> GridFilesystem:
         if not target.in_tree:
@@ -220,14 +219,10 @@ class FileOperations:
         listing = await fs.list(target.path)
         entries = [_entry_json(name, a) for name, a in listing]
         if caps:
-            directory = await fs.volume.directory(split(target.path))
-            try:
-                linked = await directory.list()
-            except ObjectError as e:
-                raise fs_error(e) from None
+            linked = await fs.linked_capabilities(target.path)
             for entry in entries:
                 found = linked.get(entry["name"])
-                read_cap = found.read_cap if found is not None else None
+                read_cap = found.get_read_cap() if isinstance(found, ChildCap) else None
                 entry["cap"] = read_cap.to_string() if read_cap is not None else None
         return {"directory": True, "entries": entries}
 
@@ -300,19 +295,7 @@ class FileOperations:
 
     async def _cap_at(self, fs: GridFilesystem, path: str) -> Capability | None:
         """The capability linked at a path (the root's own for '/'); None for a symlink."""
-        parts = split(path)
-        if not parts:
-            return parse(fs.volume.root_cap)
-        if fs.volume.overlay.local(parts) is not None:
-            raise FileExists(f"{join(parts)} is still being written or uploaded; try again later")
-        parent, name = parent_and_name(parts)
-        directory = await fs.volume.directory(parent)
-        try:
-            return (await directory.get(name)).cap
-        except NoSuchChild:
-            raise NoSuchFile(f"no such file: {join(parts)}") from None
-        except ObjectError as e:
-            raise fs_error(e) from None
+        return await fs.capability(path)
 
     async def check_cap(self, target_text: str, account: str | None) -> Capability:
         """The capability a check of this argument looks at."""

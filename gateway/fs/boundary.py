@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from gateway.fs.errors import GridUnavailable, NoSuchFile
 from gateway.grid.interfaces import ServerUnavailable
-from gateway.objects.dirnode import NoSuchChild
+from gateway.objects.dirformat import NoSuchChild
 from gateway.objects.errors import NotEnoughShares, ObjectError, UploadUnhappy
 
 P = ParamSpec("P")

@@ -13,6 +13,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from gateway.fs.attributes import entry_attributes, read_only_view, root_attributes
 from gateway.fs.boundary import GRID_FAILURES, grid_boundary
 from gateway.fs.errors import (
     DirectoryNotEmpty,
@@ -29,6 +30,7 @@ from gateway.fs.handles import ReadHandle, StagedReader, bytes_reader
 from gateway.fs.interfaces import (
     FileAttributes,
     FilesystemStats,
+    ICapabilities,
     IFilesystem,
     IOpenFile,
     OpenFlags,
@@ -39,7 +41,7 @@ from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
-    DirectoryReadCap,
+    Capability,
     ImmutableReadCap,
     LiteralCap,
     MutableReadCap,
@@ -47,21 +49,11 @@ from gateway.objects.caps import (
     parse,
 )
 from gateway.objects.concurrency import shared
-from gateway.objects.dirnode import (
-    ChildExists,
-    DirectoryNode,
-    Entry,
-    EntryMetadata,
-    NoSuchChild,
-    move,
-)
+from gateway.objects.dirformat import ChildExists, Entry, EntryMetadata, NoSuchChild
+from gateway.objects.interfaces import IDirectory
 
 
-def _no_write_bits(mode: int) -> int:
-    return mode & ~0o222
-
-
-@implementer(IFilesystem)
+@implementer(IFilesystem, ICapabilities)
 class GridFilesystem:
     """One session's filesystem over a shared :class:`Volume`."""
 
@@ -77,7 +69,7 @@ class GridFilesystem:
 
     # -- lookups ---------------------------------------------------------------------
 
-    async def _entry(self, parts: Path) -> tuple[DirectoryNode, Entry]:
+    async def _entry(self, parts: Path) -> tuple[IDirectory, Entry]:
         parent, name = parent_and_name(parts)
         directory = await self.volume.directory(parent)
         try:
@@ -91,42 +83,16 @@ class GridFilesystem:
         reads ``link/``) are followed."""
         return await self.volume.resolve(split(path), follow_last or path.endswith("/"))
 
-    def _attributes(self, entry: Entry, directory: DirectoryNode) -> FileAttributes:
-        meta = entry.metadata
-        if entry.kind == "symlink":
-            size, mode = len((meta.symlink or "").encode()), 0o777
-        elif entry.kind == "dir":
-            size, mode = 0, meta.mode if meta.mode is not None else 0o755
-        else:
-            size = meta.size if meta.size is not None else _cap_size(entry.cap)
-            mode = meta.mode if meta.mode is not None else 0o644
-        writable = not (
-            self.read_only
-            or directory.read_only
-            or meta.no_write
-            or isinstance(entry.cap, MutableReadCap | DirectoryReadCap)
-        )
-        if entry.kind != "symlink" and not writable:
-            mode = _no_write_bits(mode)
-        return FileAttributes(entry.kind, size, mode, meta.mtime, meta.mtime, meta.ctime)
+    def _attributes(self, entry: Entry, directory: IDirectory) -> FileAttributes:
+        return entry_attributes(entry, self.read_only or directory.read_only)
 
     def _root_attributes(self) -> FileAttributes:
-        mode = 0o555 if self.read_only else 0o755
-        return FileAttributes("dir", 0, mode, 0.0, 0.0, 0.0)
+        return root_attributes(self.read_only)
 
     async def _local_attributes(self, local: LocalFile) -> FileAttributes:
         await shared(local.ready)  # (an OPEN being prepared)
         attrs = local.attributes(self.now())
-        if self.read_only:
-            attrs = FileAttributes(
-                attrs.kind,
-                attrs.size,
-                _no_write_bits(attrs.mode),
-                attrs.mtime,
-                attrs.atime,
-                attrs.ctime,
-            )
-        return attrs
+        return read_only_view(attrs) if self.read_only else attrs
 
     # -- IFilesystem: reading --------------------------------------------------------
 
@@ -272,9 +238,28 @@ class GridFilesystem:
             raise InvalidArgument("the source and target ranges of the copy overlap")
         await self._writers.copy(source, read_offset, length, target, write_offset)
 
+    # -- ICapabilities ------------------------------------------------------------------
+
+    @grid_boundary
+    async def capability(self, path: str) -> Capability | None:
+        """The capability linked at a path (the root's own for '/'); None for a symlink."""
+        parts = await self._path(path)
+        if not parts:
+            return parse(self.volume.root_cap)
+        if self._overlay.local(parts) is not None:
+            raise FileExists(f"{join(parts)} is still being written or uploaded; try again later")
+        _, entry = await self._entry(parts)
+        return entry.cap
+
+    @grid_boundary
+    async def linked_capabilities(self, path: str) -> dict[str, Capability | None]:
+        """The capabilities the entries of a directory link in the grid, by name."""
+        directory = await self.volume.directory(await self._path(path, follow_last=True))
+        return {name: entry.cap for name, entry in (await directory.list()).items()}
+
     # -- handles call back here ----------------------------------------------------------
 
-    async def _writable_directory(self, parts: Path) -> DirectoryNode:
+    async def _writable_directory(self, parts: Path) -> IDirectory:
         self._require_writable()
         directory = await self.volume.directory(parts)
         if directory.read_only:
@@ -391,7 +376,7 @@ class GridFilesystem:
                     if old_parent == new_parent:
                         await source_dir.rename(old_name, new_name, overwrite=True)
                     else:
-                        await move(source_dir, old_name, target_dir, new_name, overwrite=True)
+                        await source_dir.move_to(old_name, target_dir, new_name, overwrite=True)
                 except NoSuchChild:
                     raise NoSuchFile(f"no such file: {join(old_parts)}") from None
             self._overlay.move(old_parts, new_parts)
@@ -472,7 +457,7 @@ class GridFilesystem:
             raise NoSuchFile(f"no such file: {join(parts)}") from None
 
 
-async def _maybe(directory: DirectoryNode, name: str) -> Entry | None:
+async def _maybe(directory: IDirectory, name: str) -> Entry | None:
     try:
         return await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
     except NoSuchChild:
@@ -484,9 +469,3 @@ def _available_space(server: object) -> int:
 
     space = IStorageClient(server).health.available_space
     return 0 if space is None else space
-
-
-def _cap_size(cap: object) -> int:
-    if isinstance(cap, LiteralCap | ImmutableReadCap):
-        return cap.size
-    return 0

@@ -9,6 +9,7 @@ never escaping the root). Every method is a coroutine and raises the errors of
 from __future__ import annotations
 
 import stat as stat_module
+from collections.abc import Mapping
 
 from attrs import frozen
 from zope.interface import Attribute, Interface
@@ -147,3 +148,17 @@ class IFilesystem(Interface):
     ) -> None:
         """Copy ``length`` bytes (0: to the end) of ``source`` from ``read_offset`` into
         ``target`` at ``write_offset``, on the server (a whole grid file is linked)."""
+
+
+class ICapabilities(Interface):
+    """The grid objects behind paths, for tools that work with capabilities (the CLI's
+    ``ls --caps``, ``check``). Capabilities are secrets: only their owner asks."""
+
+    async def capability(path: str) -> object | None:
+        """The capability linked at ``path`` (the root's own for ``/``); None for a symbolic
+        link. FileExists while the file is still being written or uploaded."""
+
+    async def linked_capabilities(path: str) -> Mapping[str, object | None]:
+        """Each entry of the directory at ``path`` that is linked in the grid, by name, with
+        its capability (None for a symbolic link)."""
+

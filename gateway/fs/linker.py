@@ -19,14 +19,15 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from gateway.objects.dirnode import ChildCap, DirectoryNode, EntryMetadata
+from gateway.objects.dirformat import ChildCap, EntryMetadata
+from gateway.objects.interfaces import IDirectory
 
 
 @define(eq=False)
 class _Batch:
     """Links waiting for the next publish of one directory."""
 
-    node: DirectoryNode
+    node: IDirectory
     entries: dict[str, tuple[ChildCap, EntryMetadata]] = field(factory=dict)
     waiters: list[Deferred[None]] = field(factory=list)
 
@@ -43,7 +44,7 @@ class DirectoryLinker:
         self.links = 0
 
     async def link(
-        self, node: DirectoryNode, name: str, cap: ChildCap, metadata: EntryMetadata
+        self, node: IDirectory, name: str, cap: ChildCap, metadata: EntryMetadata
     ) -> None:
         """Link ``cap`` as ``name`` in ``node`` (replacing any entry); return once published."""
         key = node.cap

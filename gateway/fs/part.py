@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import NodeConfig
+from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.grid.part import GridPart
@@ -110,6 +111,10 @@ class FilesystemPart(NodePart):
             )
             self.volumes[root_cap] = volume
         return volume
+
+    def filesystem(self, root_cap: str, read_only: bool = False) -> GridFilesystem:
+        """A session's filesystem over the shared volume of a root directory."""
+        return GridFilesystem(self.volume(root_cap), read_only=read_only)
 
     async def upload(self, job: UploadJob) -> None:
         """The upload queue's worker: hand the job to its volume."""

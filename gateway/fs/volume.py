@@ -43,18 +43,12 @@ from gateway.objects.caps import (
     MutableWriteCap,
     parse,
 )
-from gateway.objects.dirnode import (
-    DirectoryNode,
-    Entry,
-    EntryMetadata,
-    NoSuchChild,
-    pack_contents,
-)
+from gateway.objects.dirformat import Entry, EntryMetadata, NoSuchChild
 from gateway.objects.errors import (
     NotEnoughShares,
     UncoordinatedWriteError,
 )
-from gateway.objects.store import ObjectStore
+from gateway.objects.interfaces import IDirectory, IObjectStore
 from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
 
@@ -76,7 +70,7 @@ class Volume:
     def __init__(
         self,
         root_cap: str,
-        store: ObjectStore,
+        store: IObjectStore,
         staging: StagingArea,
         queue: UploadQueue,
         clock: IReactorTime,
@@ -90,7 +84,7 @@ class Volume:
         self.close_waits_for_grid = close_waits_for_grid
         self.overlay = Overlay()
         self._root = store.directory(root_cap)
-        self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, DirectoryNode] = {}
+        self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, IDirectory] = {}
         self._root_ready = False
         self.linker = DirectoryLinker(clock, 0.0 if close_waits_for_grid else LINK_WINDOW)
         self._root_lock = DeferredLock()
@@ -116,7 +110,7 @@ class Volume:
                 if not isinstance(self._root.cap, DirectoryWriteCap):
                     raise GridUnavailable("the root directory cannot be read now") from None
                 try:
-                    await self.store.mutable_client().create(pack_contents({}), self._root.cap.node)
+                    await self.store.create_empty_directory(self._root.cap)
                 except UncoordinatedWriteError:
                     raise GridUnavailable("the root directory cannot be read now") from None
                 self.log.info("created a new root directory")
@@ -124,7 +118,7 @@ class Volume:
         finally:
             self._root_lock.release()
 
-    async def directory(self, parts: Path) -> DirectoryNode:
+    async def directory(self, parts: Path) -> IDirectory:
         """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way).
 
         Symbolic links among the components are followed (see :meth:`resolve`).
@@ -164,7 +158,7 @@ class Volume:
             if not parts:
                 return parts
 
-    async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, DirectoryNode, int]:
+    async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, IDirectory, int]:
         """The real path of a directory and its node, following symbolic links (and the
         count of links followed, ``hops`` included)."""
         await self.ensure_root()
@@ -192,7 +186,7 @@ class Volume:
             real = (*real, name)
         return real, node, hops
 
-    async def lookup(self, node: DirectoryNode, name: str) -> Entry:
+    async def lookup(self, node: IDirectory, name: str) -> Entry:
         """An entry of a directory, fresh if the grid answers, else as this node last read it.
 
         When the grid is unreachable, files can still be opened for writing (into staging)
@@ -340,7 +334,7 @@ class Volume:
         mutable = await self._existing_mutable(file)
         if mutable is not None:
             data = await self._contents(file)
-            await self.store.mutable_client().modify(mutable, lambda _old: data)
+            await self.store.replace_mutable(mutable, data)
             return None
         if file.clone is not None:
             cloned = parse(file.clone.cap)  # a copy of a grid file: linked, not uploaded
@@ -400,7 +394,7 @@ class Volume:
         if file.staged is not None:
             file.staged.discard()
 
-    def check_writable(self, directory: DirectoryNode) -> None:
+    def check_writable(self, directory: IDirectory) -> None:
         """PermissionDenied when a directory is read-only."""
         if directory.read_only:
             raise PermissionDenied("read-only directory")

@@ -52,7 +52,7 @@ from gateway.objects.caps import (
     parse,
 )
 from gateway.objects.concurrency import shared
-from gateway.objects.dirnode import Entry, NoSuchChild
+from gateway.objects.dirformat import Entry, NoSuchChild
 from gateway.threads import Threads, reactor_threads
 
 COPY_CHUNK = 1 << 20

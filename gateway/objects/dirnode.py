@@ -33,6 +33,7 @@ from attrs import define, evolve, field
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from zope.interface import implementer
 
 from gateway.objects.caps import (
     DirectoryReadCap,
@@ -71,6 +72,7 @@ from gateway.objects.errors import (
     SharesKeptChanging,
     UncoordinatedWriteError,
 )
+from gateway.objects.interfaces import IDirectory
 from gateway.objects.mutable import KnownState, MutableClient
 
 if TYPE_CHECKING:
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@implementer(IDirectory)
 @define(eq=False)
 class DirectoryNode:
     """One directory, opened through its write cap (read-write) or read cap (read-only).
@@ -356,6 +359,17 @@ class DirectoryNode:
             return records[name]
 
         return self._entry(name, await self._modify(change))
+
+    async def move_to(
+        self,
+        name: str | bytes,
+        destination: IDirectory,
+        new_name: str | bytes,
+        overwrite: bool = True,
+    ) -> Entry:
+        """Move an entry into another directory (see :func:`move`)."""
+        assert isinstance(destination, DirectoryNode)
+        return await move(self, name, destination, new_name, overwrite)
 
     def listed_before(self) -> bool:
         """Whether this gateway has contents of the directory to show without the grid."""

@@ -16,6 +16,7 @@ from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import (
@@ -28,9 +29,10 @@ from gateway.objects.caps import (
     MutableWriteCap,
 )
 from gateway.objects.crypto import GatewaySecrets
-from gateway.objects.dirnode import DirectoryNode
+from gateway.objects.dirnode import DirectoryNode, pack_contents
 from gateway.objects.immutable import ImmutableReader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
+from gateway.objects.interfaces import IFileReader, IObjectStore
 from gateway.objects.mutable import MutableClient
 from gateway.objects.upload import ImmutableUploader
 from gateway.objects.writeback import DirectoryWriteBack
@@ -38,6 +40,7 @@ from gateway.objects.writeback import DirectoryWriteBack
 T = TypeVar("T")
 
 
+@implementer(IObjectStore)
 class ObjectStore:
     """Immutable files, mutable files and directories on the grid."""
 
@@ -77,6 +80,14 @@ class ObjectStore:
         data, _ = await self.mutable_client().read(cap)
         return data
 
+    async def replace_mutable(self, cap: MutableWriteCap, data: bytes) -> None:
+        """Make ``data`` the contents of a mutable file."""
+        await self.mutable_client().modify(cap, lambda _old: data)
+
+    async def create_empty_directory(self, cap: DirectoryWriteCap) -> None:
+        """Create, empty, the directory a capability names (an account's first root)."""
+        await self.mutable_client().create(pack_contents({}), cap.node)
+
     async def create_directory(self) -> DirectoryNode:
         """A new, empty directory."""
         return await DirectoryNode.create(
@@ -90,6 +101,7 @@ class ObjectStore:
         )
 
 
+@implementer(IFileReader)
 class FileReader:
     """Byte ranges of one immutable file; literal files need no grid.
 

@@ -1,0 +1,55 @@
+"""What stat says: a grid entry's or a local file's attributes, with permissions
+approximated from capabilities.
+
+The grid has capabilities, not owners or mode bits it enforces. A read-only
+account, a read-only directory, a read-only capability or a no-write entry
+shows no ``w`` bits; otherwise the mode a client set (or a default) is shown.
+"""
+
+from __future__ import annotations
+
+from gateway.fs.interfaces import FileAttributes
+from gateway.objects.caps import DirectoryReadCap, ImmutableReadCap, LiteralCap, MutableReadCap
+from gateway.objects.dirformat import Entry
+
+
+def no_write_bits(mode: int) -> int:
+    """``mode`` without any ``w`` bit."""
+    return mode & ~0o222
+
+
+def entry_attributes(entry: Entry, read_only: bool) -> FileAttributes:
+    """A directory entry's attributes; ``read_only`` when the session or the directory
+    cannot change it."""
+    meta = entry.metadata
+    if entry.kind == "symlink":
+        size, mode = len((meta.symlink or "").encode()), 0o777
+    elif entry.kind == "dir":
+        size, mode = 0, meta.mode if meta.mode is not None else 0o755
+    else:
+        size = meta.size if meta.size is not None else _cap_size(entry.cap)
+        mode = meta.mode if meta.mode is not None else 0o644
+    writable = not (
+        read_only or meta.no_write or isinstance(entry.cap, MutableReadCap | DirectoryReadCap)
+    )
+    if entry.kind != "symlink" and not writable:
+        mode = no_write_bits(mode)
+    return FileAttributes(entry.kind, size, mode, meta.mtime, meta.mtime, meta.ctime)
+
+
+def root_attributes(read_only: bool) -> FileAttributes:
+    """The account's root directory."""
+    return FileAttributes("dir", 0, 0o555 if read_only else 0o755, 0.0, 0.0, 0.0)
+
+
+def read_only_view(attrs: FileAttributes) -> FileAttributes:
+    """Attributes as a read-only session sees them."""
+    return FileAttributes(
+        attrs.kind, attrs.size, no_write_bits(attrs.mode), attrs.mtime, attrs.atime, attrs.ctime
+    )
+
+
+def _cap_size(cap: object) -> int:
+    if isinstance(cap, LiteralCap | ImmutableReadCap):
+        return cap.size
+    return 0
