@@ -82,7 +82,7 @@ class FilesystemPart(NodePart):
                 self._nd.state / "directories",
                 self.store.mutable_client,
                 self._reactor,
-                client_active_at=lambda: self.queue.client_active_at,
+                activity=self.queue.activity,
             )
         self.staging = StagingArea(self._nd.staging, self._quota)
         journaled = list(self.journal.load())

@@ -13,11 +13,16 @@ changes that cancel out (mkdir, rename, rmdir of the same directory) cost no
 publish of the new directory at all.
 
 The journal (``directories.log`` in a 0700 directory: it holds write caps) is
-replayed at start: changes not yet marked published are published again, on top
-of whatever the grid then holds. Publishing re-applies each change *leniently*
-(:mod:`gateway.objects.dirchanges`): another writer's work is never undone, and
-a name another writer took meanwhile gets a conflict name instead of a lost
-entry. A directory made here is published before any directory that links it.
+an intent log (:mod:`gateway.intents.log`, shared with the upload journal):
+each commit is one intent — every change it made, to one or more directories,
+in one record — flushed in a thread with the other commits made meanwhile
+(group commit) before the client is answered, and done once every directory
+it changed is published. It is replayed at start: changes not yet published
+are published again, on top of whatever the grid then holds. Publishing
+re-applies each change *leniently* (:mod:`gateway.objects.dirchanges`):
+another writer's work is never undone, and a name another writer took
+meanwhile gets a conflict name instead of a lost entry. A directory made here
+is published before any directory that links it.
 
 A failed publish (servers down, not enough of them) is retried with a growing
 pause of at most ``max_retry`` seconds; meanwhile the gateway keeps serving its
@@ -33,12 +38,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cbor2
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from gateway.intents.log import IntentLog, Operation
+from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.objects.caps import DirectoryWriteCap, b32encode, parse
 from gateway.objects.concurrency import shared
 from gateway.objects.dirchanges import (
@@ -56,7 +64,7 @@ from gateway.objects.errors import (
     UncoordinatedWriteError,
 )
 from gateway.objects.mutable import KnownState, MutableClient
-from storage.redolog import RedoLog
+from gateway.threads import Threads, reactor_threads
 
 if TYPE_CHECKING:
     from gateway.objects.dirnode import DirectoryNode
@@ -77,9 +85,6 @@ REUSE_SECONDS = 10.0
 
 #: The longest pause between attempts to publish a directory the grid does not take.
 MAX_RETRY = 30.0
-
-#: Log size past which it is rewritten with the unpublished changes only.
-COMPACT_BYTES = 4 * 1024 * 1024
 
 #: A publish that loses this many races in a row is retried later, not at once.
 ATTEMPTS = 12
@@ -130,11 +135,12 @@ class DirectoryWriteBack:
         client: Callable[[], MutableClient],
         clock: IReactorTime,
         *,
+        threads: Threads | None = None,
         window: float = FLUSH_WINDOW,
         reuse: float = REUSE_SECONDS,
         max_retry: float = MAX_RETRY,
         rng: random.Random | None = None,
-        client_active_at: Callable[[], float] | None = None,
+        activity: ClientActivity | None = None,
     ) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client = client
@@ -143,12 +149,18 @@ class DirectoryWriteBack:
         self._reuse = reuse
         self._max_retry = max_retry
         self._rng = rng or random.Random()
-        self._client_active_at = client_active_at
-        self._log = RedoLog(directory / JOURNAL_NAME)
+        self._activity = activity
+        self._threads = threads if threads is not None else reactor_threads(clock)
+        self._legacy_done: dict[bytes, int] = {}
+        self._intents = IntentLog(
+            directory / JOURNAL_NAME, legacy=self._legacy, value_size=_commit_size
+        )
         self._dirs: dict[bytes, _Directory] = {}
+        #: The directories each journaled commit changed and that are not yet published.
+        self._commits: dict[int, set[bytes]] = {}
         self._seq = 0
         self._stopped = False
-        self.damaged: list[str] = []
+        self.damaged: list[str] = list(self._intents.damaged)
         self.publishes = 0
         self._replay()
 
@@ -217,10 +229,13 @@ class DirectoryWriteBack:
             results.append(result)
             resolved.append((node, decided))
         seq = self._seq + 1
-        self._log.append(
-            {"n": seq, "c": [[_write_cap(n).to_string(), c.to_cbor()] for n, c in resolved]}
+        # Written now (a full disk refuses the change here, with every view unchanged) and
+        # flushed below, in a thread, with the commits made meanwhile.
+        self._intents.put(
+            str(seq), [[_write_cap(n).to_string(), c.to_cbor()] for n, c in resolved]
         )
         self._seq = seq
+        self._commits[seq] = {n.storage_index for n, _ in resolved}
         for node, decided in resolved:
             si = node.storage_index
             d = self._dirs.get(si)
@@ -234,7 +249,9 @@ class DirectoryWriteBack:
             d.changes.append((seq, decided))
             d.view = views[si]
             self._schedule(d)
-        self._compact()
+        # Answered once durable. Sessions see the change at once; should the flush fail
+        # (an I/O error), the client is told, and the change is still published.
+        await self._intents.flushed(self._threads)
         return results
 
     async def flush(self, storage_indexes: Iterable[bytes]) -> None:
@@ -271,7 +288,7 @@ class DirectoryWriteBack:
                     n=self.pending(),
                     why=type(e).__name__,
                 )
-        self._log.close()
+        self._intents.close()
 
     # -- internals -------------------------------------------------------------------
 
@@ -339,10 +356,10 @@ class DirectoryWriteBack:
 
     def _publish_later(self, d: _Directory) -> None:
         d.timer = None
-        if self._client_active_at is not None and d.changes and not d.failures:
+        if self._activity is not None and d.changes and not d.failures:
             # A client is busy (``cp -r``, ``tar``): publish once it pauses, as uploads do.
             now = self._clock.seconds()
-            wait = min(self._client_active_at() + HOLD_WHILE_ACTIVE, d.waiting_since + HOLD_LIMIT)
+            wait = self._activity.hold_until(d.waiting_since, HOLD_WHILE_ACTIVE, HOLD_LIMIT)
             if wait > now:
                 self._schedule(d, wait - now)
                 return
@@ -353,7 +370,7 @@ class DirectoryWriteBack:
             await self._flush(d, frozenset())
         except Exception as e:
             d.failures += 1
-            delay = min(self._max_retry, 0.25 * 2 ** min(d.failures, 16))
+            delay = retry_delay(d.failures, 0.5, self._max_retry)
             self.log.warn(
                 "publishing directory {si} failed ({why}); {n} changes wait, next try in {delay} s",
                 si=b32encode(d.cap.storage_index)[:8],
@@ -413,15 +430,25 @@ class DirectoryWriteBack:
             del d.changes[: len(snapshot)]
             d.waiting_since = d.read_at  # what was made meanwhile waits from now
             d.view = apply_lenient([c for _, c in d.changes], published)
-            # Not flushed: a change published again after a crash changes nothing.
-            self._log.append({"d": [[si, snapshot[-1][0]]]}, sync=False)
-            self._compact()
+            self._published(si, snapshot)
         finally:
             d.lock.release()
 
+    def _published(self, si: bytes, snapshot: list[tuple[int, Change]]) -> None:
+        """A directory's changes are in the grid: commits with nothing else left are done
+        (not flushed: a change published again after a crash changes nothing)."""
+        for seq, _ in snapshot:
+            left = self._commits.get(seq)
+            if left is None:
+                continue
+            left.discard(si)
+            if not left:
+                del self._commits[seq]
+                self._intents.done(str(seq))
+
     def _forget(self, d: _Directory, snapshot: list[tuple[int, Change]]) -> None:
         del d.changes[: len(snapshot)]
-        self._log.append({"d": [[d.cap.storage_index, snapshot[-1][0]]]}, sync=False)
+        self._published(d.cap.storage_index, snapshot)
         if not d.changes:
             if d.timer is not None and d.timer.active():
                 d.timer.cancel()
@@ -462,43 +489,49 @@ class DirectoryWriteBack:
                 return state, records
         raise UncoordinatedWriteError("other writers kept changing the directory; retrying later")
 
+    def _legacy(self, record: dict[str, Any]) -> list[Operation]:
+        """Records of the journal's format before the intent log: commits by number, and
+        directories marked published up to a number."""
+        if isinstance(record.get("n"), int) and isinstance(record.get("c"), list):
+            return [("put", str(record["n"]), record["c"])]
+        if isinstance(record.get("d"), list):
+            for item in record["d"]:
+                if isinstance(item, list) and len(item) == 2:
+                    si, seq = bytes(item[0]), int(item[1])
+                    self._legacy_done[si] = max(self._legacy_done.get(si, 0), seq)
+        return []
+
     def _replay(self) -> None:
         """Rebuild the unpublished changes from the journal."""
-        done: dict[bytes, int] = {}
-        journaled: list[tuple[int, str, Any]] = []
-        for record in self._log.records():
-            if isinstance(record.get("n"), int) and isinstance(record.get("c"), list):
-                for item in record["c"]:
-                    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
-                        journaled.append((record["n"], item[0], item[1]))
-                self._seq = max(self._seq, record["n"])
-            elif isinstance(record.get("d"), list):
-                for item in record["d"]:
-                    if isinstance(item, list) and len(item) == 2:
-                        si, seq = item
-                        done[bytes(si)] = max(done.get(bytes(si), 0), int(seq))
-        if self._log.damaged_bytes:
-            self.damaged.append(
-                f"{JOURNAL_NAME}: {self._log.damaged_bytes} bytes after the last intact record"
-            )
-        for seq, text, data in journaled:
-            try:
-                cap = parse(text)
-                if not isinstance(cap, DirectoryWriteCap):
-                    raise CorruptDirectory("not a directory write cap")
-                change = change_from_cbor(data)
-            except Exception as e:
-                self.damaged.append(f"{JOURNAL_NAME}: an unreadable change ({_reason(e)})")
-                continue
-            si = cap.storage_index
-            if seq <= done.get(si, 0):
-                continue
-            d = self._dirs.get(si)
-            if d is None:
-                d = self._dirs[si] = _Directory.of(cap)
-            if isinstance(change, Create):
-                d.create = d.maybe_exists = True
-            d.changes.append((seq, change))
+        for key, items in list(self._intents.live.items()):
+            seq = int(key) if key.isdigit() else 0
+            self._seq = max(self._seq, seq)
+            left: set[bytes] = set()
+            for item in items if isinstance(items, list) else []:
+                try:
+                    if not (isinstance(item, list) and len(item) == 2):
+                        raise CorruptDirectory("not a (directory, change) pair")
+                    cap = parse(item[0])
+                    if not isinstance(cap, DirectoryWriteCap):
+                        raise CorruptDirectory("not a directory write cap")
+                    change = change_from_cbor(item[1])
+                except Exception as e:
+                    self.damaged.append(f"{JOURNAL_NAME}: an unreadable change ({_reason(e)})")
+                    continue
+                si = cap.storage_index
+                if seq <= self._legacy_done.get(si, 0):
+                    continue
+                d = self._dirs.get(si)
+                if d is None:
+                    d = self._dirs[si] = _Directory.of(cap)
+                if isinstance(change, Create):
+                    d.create = d.maybe_exists = True
+                d.changes.append((seq, change))
+                left.add(si)
+            if left:
+                self._commits[seq] = left
+            else:
+                self._intents.done(key)
         for d in self._dirs.values():
             self.log.info(
                 "{n} journaled changes of directory {si} to publish",
@@ -507,32 +540,17 @@ class DirectoryWriteBack:
             )
             self._schedule(d)
 
-    def _compact(self) -> None:
-        """Empty the log once everything is published; rewrite it when it holds mostly
-        published changes."""
-        if self._log.size < 256 * 1024:
-            return
-        if not any(d.changes for d in self._dirs.values()):
-            self._log.reset()
-        elif self._log.size > COMPACT_BYTES:
-            live = sorted(
-                (
-                    (seq, d.cap.to_string(), change)
-                    for d in self._dirs.values()
-                    for seq, change in d.changes
-                ),
-                key=lambda item: item[0],
-            )
-            self._log.rewrite(
-                [{"n": seq, "c": [[cap, change.to_cbor()]]} for seq, cap, change in live]
-            )
-
 
 def _write_cap(node: DirectoryNode) -> DirectoryWriteCap:
     cap = node.cap
     if not isinstance(cap, DirectoryWriteCap):
         raise TypeError("only a writable directory has changes to journal")
     return cap
+
+
+def _commit_size(items: Any) -> int:
+    """About the bytes a commit's record takes (for the intent log's compaction rule)."""
+    return len(cbor2.dumps(items))
 
 
 def _reason(error: BaseException) -> str:

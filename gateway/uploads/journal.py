@@ -4,51 +4,36 @@ A job's record is made durable before the client is told its file is safe,
 and a "done" record follows only after the upload has been published. After a
 crash or a restart every job without its "done" is an upload to resume.
 
-Records are CBOR, appended to one log (``journal.log``, the checksummed
-record format of :mod:`storage.redolog`) in a 0700 directory: they hold the
-target's capability, which is a secret. Each append is one ``fdatasync`` of
-the log, instead of a temp file, fsync, rename and directory fsync per record.
-A small file's bytes (up to :data:`INLINE_BYTES`) travel inside its record, so
-the staged copy needs no flush of its own: closing a small file costs one
-flush. When the log passes :data:`COMPACT_BYTES` and is more than half finished
-jobs' records, it is rewritten with only the live ones. Records of earlier
-versions (one ``<id>.upload`` file each) are still read, and removed when their
-job is done.
-
-Group commit. A record appended without a flush is made durable by
-:meth:`UploadJournal.flushed`: the ``fdatasync`` runs in a thread (the reactor
-serves other requests meanwhile), and every record appended while one flush
-runs is covered by the next one, so files closed in quick succession share
-flushes.
+It is one of the two users of the intent log (:mod:`gateway.intents.log`:
+``journal.log`` in a 0700 directory, group commit in a thread, compaction),
+each job an intent keyed by its id. A small file's bytes (up to
+:data:`INLINE_BYTES`) travel inside its record, so the staged copy needs no
+flush of its own: closing a small file costs one flush. Records of earlier
+versions are still read: one ``<id>.upload`` file per job (removed when the job
+is done), and the log's own older record names.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from functools import partial
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import cbor2
 from attrs import evolve, field, frozen
-from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
+from gateway.intents.log import IntentLog, Operation
 from gateway.threads import Threads
-from storage.redolog import RedoLog, fsync_directory
+from storage.redolog import fsync_directory
 
 RECORD_SUFFIX = ".upload"
 LOG_NAME = "journal.log"
 
 INLINE_BYTES = 64 * 1024
 """Files up to this size are journaled with their bytes."""
-
-COMPACT_BYTES = 4 * 1024 * 1024
-"""Size of the log past which finished jobs' records are dropped from it."""
-
-"""Runs a blocking call in a thread; the Deferred fires in the reactor once it has returned."""
 
 
 @frozen
@@ -115,49 +100,45 @@ def new_job_id() -> str:
 
 
 class UploadJournal:
-    """The journal of one node: its log, and any one-file records of earlier versions."""
+    """The journal of one node: its intent log, and any one-file records of earlier versions."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.damaged: list[str] = []
-        self._log: RedoLog | None = None
-        self._live: dict[str, bytes] = {}
+        self._intents: IntentLog | None = None
         self._inline: set[str] = set()  # jobs whose records hold the file's bytes
-        self._live_bytes = 0  # the size of the live jobs' records
-        #: Who waits for a flush in a thread, and up to which point of the log.
-        self._flush_waiters: list[tuple[int, Deferred[None]]] = []
-        self._flushing = False
 
     def _path(self, job_id: str) -> Path:
         if not job_id.isalnum():
             raise ValueError("bad job id")
         return self.directory / f"{job_id}{RECORD_SUFFIX}"
 
-    def _records(self, log: RedoLog) -> dict[str, bytes]:
-        """The live jobs' encoded records in the log, in the order they were first written."""
-        live: dict[str, bytes] = {}
-        for record in log.records():
-            if record.get("op") == "job" and isinstance(record.get("job"), bytes):
-                try:
-                    live[UploadJob.from_bytes(record["job"]).job_id] = record["job"]
-                except ValueError:
-                    self.damaged.append(f"{LOG_NAME}: an unreadable record")
-            elif record.get("op") == "done":
-                live.pop(str(record.get("id")), None)
-        return live
+    def _open(self, repair: bool = True) -> IntentLog:
+        intents = IntentLog(self.directory / LOG_NAME, legacy=self._legacy, repair=repair)
+        self.damaged.extend(intents.damaged)
+        return intents
 
-    def _writer(self) -> RedoLog:
-        if self._log is None:
-            self._log = RedoLog(self.directory / LOG_NAME)
-            self._live = self._records(self._log)
-            self._live_bytes = sum(len(encoded) for encoded in self._live.values())
+    def _legacy(self, record: dict[str, Any]) -> Iterable[Operation]:
+        """Records of the log's format before the intent log: ``job`` and ``done`` by id."""
+        if record.get("op") == "job" and isinstance(record.get("job"), bytes):
+            try:
+                return [("put", UploadJob.from_bytes(record["job"]).job_id, record["job"])]
+            except ValueError:
+                self.damaged.append(f"{LOG_NAME}: an unreadable record")
+        elif record.get("op") == "done" and record.get("id") is not None:
+            return [("done", str(record["id"]), None)]
+        return []
+
+    def _writer(self) -> IntentLog:
+        if self._intents is None:
+            self._intents = self._open()
             self._inline = {
                 job_id
-                for job_id, encoded in self._live.items()
+                for job_id, encoded in self._intents.live.items()
                 if UploadJob.from_bytes(encoded).data is not None
             }
-        return self._log
+        return self._intents
 
     def record(self, job: UploadJob, sync: bool = True) -> None:
         """Write (or rewrite) a job's record durably (``sync=False``: see :meth:`flushed`).
@@ -166,80 +147,26 @@ class UploadJournal:
         memory) takes them from its staged file again, so the record keeps them.
         """
         self._path(job.job_id)  # checks the id
-        log = self._writer()
+        intents = self._writer()
         if job.data is None and job.job_id in self._inline:
             with open(job.staged, "rb") as staged:
                 job = evolve(job, data=staged.read(job.size))
-        encoded = job.to_bytes()
-        log.append({"op": "job", "job": encoded}, sync)
-        self._live_bytes += len(encoded) - len(self._live.get(job.job_id, b""))
-        self._live[job.job_id] = encoded
+        intents.put(job.job_id, job.to_bytes())
         if job.data is not None:
             self._inline.add(job.job_id)
+        if sync:
+            intents.sync()
 
     def flushed(self, threads: Threads) -> Deferred[None]:
-        """Fires once every record appended so far is durable (errback: the flush's OSError).
-
-        The flush runs in a thread; while one runs, the records appended meanwhile wait for
-        the next, which covers them all.
-        """
-        log = self._writer()
-        point = log.appended
-        if log.durable >= point:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._flush_waiters.append((point, waiter))
-        if not self._flushing:
-            self._flush(threads)
-        return waiter
-
-    def _flush(self, threads: Threads) -> None:
-        log = self._writer()
-        fd, point = log.sync_point()
-        self._flushing = True
-        threads(partial(_fdatasync_and_close, fd)).addBoth(self._flush_done, threads, point)
-
-    def _flush_done(self, result: Failure | None, threads: Threads, point: int) -> None:
-        self._flushing = False
-        log = self._writer()
-        error: BaseException | None = None
-        if isinstance(result, Failure):
-            error = result.value
-            if not isinstance(error, OSError):
-                # Not run (a stopping thread pool, say): flush here instead.
-                try:
-                    log.sync()
-                    error = None
-                except OSError as e:
-                    error = e
-        if error is None:
-            log.synced(point)
-        waiters, self._flush_waiters = self._flush_waiters, []
-        done = [waiter for wanted, waiter in waiters if wanted <= log.durable]
-        failed = (
-            [] if error is None else [w for wanted, w in waiters if log.durable < wanted <= point]
-        )
-        self._flush_waiters = [
-            (wanted, w) for wanted, w in waiters if wanted > max(log.durable, point)
-        ]
-        if self._flush_waiters:
-            self._flush(threads)
-        # Last: a waiter's callbacks may append records and ask for flushes of their own.
-        for waiter in done:
-            waiter.callback(None)
-        for waiter in failed:
-            waiter.errback(error)
+        """Fires once every record appended so far is durable (errback: the flush's OSError);
+        the flush runs in a thread, shared by every record appended meanwhile."""
+        return self._writer().flushed(threads)
 
     def remove(self, job_id: str) -> None:
         """Forget a job whose upload is published (durably)."""
         legacy = self._path(job_id)
-        log = self._writer()
-        if job_id in self._live:
-            log.append({"op": "done", "id": job_id})
-            self._inline.discard(job_id)
-            self._live_bytes -= len(self._live.pop(job_id))
-            if log.size > COMPACT_BYTES and log.size > 2 * self._live_bytes:  # mostly finished
-                log.rewrite([{"op": "job", "job": encoded} for encoded in self._live.values()])
+        self._writer().done(job_id)
+        self._inline.discard(job_id)
         try:
             os.unlink(legacy)
         except FileNotFoundError:
@@ -255,25 +182,13 @@ class UploadJournal:
             except (ValueError, OSError):
                 self.damaged.append(path.name)
                 path.rename(path.with_suffix(".damaged"))
-        if (self.directory / LOG_NAME).exists():
-            log = self._log or RedoLog(self.directory / LOG_NAME, repair=False)
+        if self._intents is not None or (self.directory / LOG_NAME).exists():
+            intents = self._intents or self._open(repair=False)
             try:
-                for encoded in self._records(log).values():
+                for encoded in intents.live.values():
                     jobs.append(UploadJob.from_bytes(encoded))
-                if log.damaged_bytes:
-                    self.damaged.append(
-                        f"{LOG_NAME}: {log.damaged_bytes} bytes after the last intact record"
-                    )
             finally:
-                if log is not self._log:
-                    log.close()
+                if intents is not self._intents:
+                    intents.close()
         jobs.sort(key=lambda job: (job.created, job.job_id))
         return iter(jobs)
-
-
-def _fdatasync_and_close(fd: int) -> None:
-    """In a thread: flush a duplicate of the log's descriptor, then close it."""
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)

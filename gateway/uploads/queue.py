@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.metrics import Progress, ProgressReader
 from gateway.service import NodePart
 from gateway.threads import Threads, reactor_threads
@@ -83,7 +84,8 @@ class UploadQueue(NodePart):
         self._settle_limit = settle_limit
         self._settling: IDelayedCall | None = None
         self._settle_deadline = 0.0
-        self._client_active_at = float("-inf")
+        #: When clients were last served: jobs hold back while they are busy.
+        self.activity = ClientActivity(clock)
         self._jobs: dict[str, UploadJob] = {}
         self._ready_ids: list[str] = []
         self._retry_at: dict[str, tuple[float, IDelayedCall]] = {}
@@ -234,11 +236,6 @@ class UploadQueue(NodePart):
             for callback in list(self._idle_callbacks):
                 callback()
 
-    @property
-    def client_active_at(self) -> float:
-        """When a client's request was last served (the clock's seconds)."""
-        return self._client_active_at
-
     def client_active(self) -> None:
         """A client's request is being served: jobs waiting to start hold back as they do for
         a CLOSE, until requests stop for ``settle`` seconds (never past ``settle_limit``).
@@ -246,13 +243,13 @@ class UploadQueue(NodePart):
         So a client that reads back what it just wrote (``tar``, ``diff`` after ``cp``) is
         served from staging, without uploads competing for the process.
         """
-        self._client_active_at = self._clock.seconds()
+        self.activity.touch()
 
     def _settled(self, hold: bool = True) -> None:
         self._settling = None
         if hold and not self._waiters:  # no one waits for the grid: hold while clients are busy
             now = self._clock.seconds()
-            wait = min(self._client_active_at + self._settle, self._settle_deadline) - now
+            wait = min(self.activity.last + self._settle, self._settle_deadline) - now
             if wait > 0:
                 self._settling = self._clock.callLater(wait, self._settled)
                 return
@@ -357,7 +354,7 @@ class UploadQueue(NodePart):
             self._journal.record(job)
         except OSError as e:
             self.log.error("cannot update upload record: {e}", e=e.strerror)
-        delay = min(self._base_delay * 2 ** (job.attempts - 1), self._max_delay)
+        delay = retry_delay(job.attempts, self._base_delay, self._max_delay)
         self.log.warn(
             "upload of {name} failed (attempt {n}): {error}; retry in {delay:.0f} s",
             name=job.display,

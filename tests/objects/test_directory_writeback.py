@@ -17,12 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from gateway.intents.pacing import ClientActivity
 from gateway.objects import writeback
 from gateway.objects.caps import DirectoryWriteCap, LiteralCap
 from gateway.objects.dirnode import ChildExists, DirectoryNode, NoSuchChild, move
 from gateway.objects.errors import NotEnoughShares
 from gateway.objects.mutable import MutableClient
 from gateway.objects.writeback import FLUSH_WINDOW, DirectoryWriteBack
+from storage.redolog import RedoLog
 from tests.objects.grid import GridClient, make_grid, run
 from tests.objects.test_dirnode import PARAMS, SECRETS, meta
 
@@ -392,18 +394,18 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(
     node = gw.open(root)
     gw.run(node.add("kept", LiteralCap(b"k"), meta()))
     assert gw.write_back is not None
-    log = gw.write_back._log
+    log = gw.write_back._intents
 
-    def full(record: dict[str, Any], sync: bool = True) -> None:
+    def full(key: str, value: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real = log.append
-    log.append = full  # type: ignore[method-assign]
+    real = log.put
+    log.put = full  # type: ignore[method-assign]
     with pytest.raises(OSError, match="No space left"):
         gw.run(node.mkdir("new", meta("dir")))
     with pytest.raises(OSError, match="No space left"):
         gw.run(node.remove("kept"))
-    log.append = real  # type: ignore[method-assign]
+    log.put = real  # type: ignore[method-assign]
     assert sorted(gw.run(node.list())) == ["kept"]
     gw.settle()
     assert Gateway(grid, None).names(root) == ["kept"]
@@ -416,26 +418,55 @@ def test_publishes_wait_while_a_client_is_busy_but_not_past_the_limit(
     """While requests keep coming (a ``cp -r``) the publish waits for a 0.25 s pause, and
     at most 2 s after the change; with no client activity it goes after the window."""
     clock = Clock()
-    active = [clock.seconds()]
+    activity = ClientActivity(clock)
+    activity.touch()
     gw = Gateway(grid, None, clock)
-    gw.write_back = DirectoryWriteBack(
-        tmp_path, lambda: gw.client, clock, client_active_at=lambda: active[0]
-    )
+    gw.write_back = DirectoryWriteBack(tmp_path, lambda: gw.client, clock, activity=activity)
     other = Gateway(grid, None)
     gw.run(gw.open(root).mkdir("busy", meta("dir")))
     for _ in range(10):  # a request every 0.1 s for a second
         clock.advance(0.1)
-        active[0] = clock.seconds()
+        activity.touch()
     assert other.names(root) == []
     clock.advance(0.3)  # the client paused
     assert other.names(root) == ["busy"]
     gw.run(gw.open(root).mkdir("limit", meta("dir")))
-    active[0] = clock.seconds()  # the MKDIR itself is a request
+    activity.touch()  # the MKDIR itself is a request
     for _ in range(19):  # busy for 1.9 s: still waiting
         clock.advance(0.1)
-        active[0] = clock.seconds()
+        activity.touch()
     assert other.names(root) == ["busy"]
     for _ in range(2):  # past 2 s: published although the client is still busy
         clock.advance(0.1)
-        active[0] = clock.seconds()
+        activity.touch()
     assert other.names(root) == ["busy", "limit"]
+
+
+def test_a_journal_in_the_earlier_record_format_is_replayed(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A gateway upgraded with directory changes still journaled in the format before the
+    intent log (commits by number, directories marked published up to a number) publishes
+    the unpublished ones, and skips what was marked published."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.mkdir("made", meta("dir")))
+    gw.run(node.add("f", LiteralCap(b"f"), meta()))
+    assert gw.write_back is not None
+    commits = dict(gw.write_back._intents.live)
+    assert len(commits) == 2
+    gw.write_back._intents.close()
+    path = tmp_path / "directories.log"
+    path.unlink()
+    old = RedoLog(path)
+    for key, items in commits.items():
+        old.append({"n": int(key), "c": items})
+    # The root's first change (linking "made") is marked published (the mark is what
+    # counts: it was not), so only the new directory itself and the link of "f" remain.
+    old.append({"d": [[root.storage_index, 1]]})
+    old.close()
+    again = Gateway(grid, tmp_path)
+    assert again.write_back is not None and again.write_back.pending() == 2
+    again.settle()
+    again.clock.advance(FLUSH_WINDOW)
+    assert Gateway(grid, None).names(root) == ["f"]

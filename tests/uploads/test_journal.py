@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from gateway.uploads import journal as journal_module
+from gateway.intents import log as intent_log_module
 from gateway.uploads.journal import LOG_NAME, UploadJob, UploadJournal, new_job_id
 from gateway.uploads.queue import UploadQueue
 
@@ -39,7 +39,7 @@ def test_removed_jobs_stay_removed_and_compaction_keeps_live_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Done jobs never come back; past the size limit the log is rewritten with live jobs only."""
-    monkeypatch.setattr(journal_module, "COMPACT_BYTES", 20_000)
+    monkeypatch.setattr(intent_log_module, "COMPACT_BYTES", 20_000)
     journal = UploadJournal(tmp_path / "j")
     keep = _job(tmp_path / "keep", b"k" * 100, created=1.0)
     journal.record(keep)
@@ -114,15 +114,15 @@ def test_many_live_jobs_do_not_rewrite_the_log_on_every_removal(
 ) -> None:
     """Compaction runs only when finished records dominate (a big backlog is not rewritten
     at each finished job, which made draining it quadratic)."""
-    monkeypatch.setattr(journal_module, "COMPACT_BYTES", 20_000)
+    monkeypatch.setattr(intent_log_module, "COMPACT_BYTES", 20_000)
     rewrites: list[int] = []
-    original = journal_module.RedoLog.rewrite
+    original = intent_log_module.RedoLog.rewrite
 
-    def counting(self: journal_module.RedoLog, records: list[dict[str, object]]) -> None:
+    def counting(self: intent_log_module.RedoLog, records: list[dict[str, object]]) -> None:
         rewrites.append(len(records))
         original(self, records)
 
-    monkeypatch.setattr(journal_module.RedoLog, "rewrite", counting)
+    monkeypatch.setattr(intent_log_module.RedoLog, "rewrite", counting)
     journal = UploadJournal(tmp_path / "j")
     jobs = [_job(tmp_path / f"f{i}", bytes([i]) * 2000, created=float(i)) for i in range(60)]
     for job in jobs:

@@ -1,0 +1,211 @@
+"""The intent log: what the gateway acknowledged to a client and has not yet done in the grid.
+
+An *intent* is a keyed record — an upload to run, a group of directory changes
+to publish — put in the log before the client is told its request is safe,
+and marked done once the grid has it. After a crash or a restart the intents
+without their "done" are the work to resume. Two users share this one engine:
+the upload journal (:mod:`gateway.uploads.journal`) and directory write-back
+(:mod:`gateway.objects.writeback`).
+
+Records are CBOR in one log with the checksummed record format of
+:mod:`storage.redolog` (a torn tail is cut off and reported), in a 0700
+directory: intents hold capabilities, which are secrets.
+
+Group commit. :meth:`IntentLog.put` appends without flushing; :meth:`flushed`
+makes everything appended so far durable. The ``fdatasync`` runs in a thread
+(the reactor serves other requests meanwhile), and every record appended while
+one flush runs is covered by the next one, so requests acknowledged in quick
+succession share flushes. Without threads (a test's clock) it flushes at once.
+
+Compaction. "Done" records are appended without a flush (an intent done again
+after a crash changes nothing). When the log is past :data:`COMPACT_BYTES` and
+mostly finished intents, it is rewritten with the live ones only; once no
+intent is live, it is emptied.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+
+from gateway.threads import Threads
+from storage.redolog import RedoLog
+
+COMPACT_BYTES = 4 * 1024 * 1024
+"""Size of the log past which finished intents' records are dropped from it."""
+
+RESET_BYTES = 256 * 1024
+"""Size of the log past which it is emptied once no intent is live."""
+
+#: What an older record format means: ``("put", key, value)`` or ``("done", key, None)``.
+Operation = tuple[str, str, Any]
+
+
+class IntentLog:
+    """The live intents of one journal, and the log that keeps them."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        legacy: Callable[[dict[str, Any]], Iterable[Operation]] | None = None,
+        value_size: Callable[[Any], int] = lambda value: len(value),
+        compact_bytes: int | None = None,
+        repair: bool = True,
+    ) -> None:
+        """Open (or create) the log and replay it; ``legacy`` reads records of an older
+        format, ``value_size`` measures a value for the compaction rule, and
+        ``compact_bytes`` overrides :data:`COMPACT_BYTES`."""
+        self.path = path
+        self._log = RedoLog(path, repair=repair)
+        self._value_size = value_size
+        self._compact_bytes = compact_bytes
+        self.damaged: list[str] = []
+        #: Live intents by key, in the order they were first put.
+        self.live: dict[str, Any] = {}
+        self._live_bytes = 0
+        self._flush_waiters: list[tuple[int, Deferred[None]]] = []
+        self._flushing = False
+        for record in self._log.records():
+            operations: Iterable[Operation]
+            if record.get("op") in ("put", "done") and isinstance(record.get("key"), str):
+                operations = [(record["op"], record["key"], record.get("value"))]
+            elif legacy is not None:
+                operations = legacy(record)
+            else:
+                operations = ()
+            for op, key, value in operations:
+                if op == "put":
+                    self._remember(key, value)
+                else:
+                    self._forget(key)
+        if self._log.damaged_bytes:
+            self.damaged.append(
+                f"{path.name}: {self._log.damaged_bytes} bytes after the last intact record"
+            )
+
+    @property
+    def size(self) -> int:
+        """The log's size in bytes."""
+        return self._log.size
+
+    def put(self, key: str, value: Any) -> None:
+        """Record (or replace) an intent; durable once :meth:`flushed` fires.
+
+        Raises the OSError of a write that fails (a full disk): the intent is not live.
+        """
+        self._log.append({"op": "put", "key": key, "value": value}, sync=False)
+        self._remember(key, value)
+
+    def done(self, key: str) -> None:
+        """An intent is carried out: forget it (not flushed; see the module docstring)."""
+        if key not in self.live:
+            return
+        self._log.append({"op": "done", "key": key}, sync=False)
+        self._forget(key)
+        self._compact()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable now, in this thread (raises its OSError)."""
+        if self._log.durable < self._log.appended:
+            self._log.sync()
+
+    def flushed(self, threads: Threads | None) -> Deferred[None]:
+        """Fires once every record appended so far is durable (errback: the flush's OSError).
+
+        The flush runs in a thread; while one runs, the records appended meanwhile wait for
+        the next, which covers them all. With no ``threads`` it runs now.
+        """
+        log = self._log
+        point = log.appended
+        if log.durable >= point:
+            return succeed(None)
+        if threads is None:
+            try:
+                self.sync()
+            except OSError as e:
+                return fail(e)
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._flush_waiters.append((point, waiter))
+        if not self._flushing:
+            self._flush(threads)
+        return waiter
+
+    def close(self) -> None:
+        """Close the log (pending flushes are not waited for)."""
+        self._log.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _remember(self, key: str, value: Any) -> None:
+        old = self.live.get(key)
+        self._live_bytes += self._value_size(value) - (
+            self._value_size(old) if key in self.live else 0
+        )
+        self.live[key] = value
+
+    def _forget(self, key: str) -> None:
+        if key in self.live:
+            self._live_bytes -= self._value_size(self.live.pop(key))
+
+    def _compact(self) -> None:
+        log = self._log
+        if not self.live:
+            if log.size > RESET_BYTES:
+                log.reset()
+                self._live_bytes = 0
+        elif log.size > (self._compact_bytes or COMPACT_BYTES) and log.size > 2 * self._live_bytes:
+            log.rewrite(
+                [{"op": "put", "key": key, "value": value} for key, value in self.live.items()]
+            )
+
+    def _flush(self, threads: Threads) -> None:
+        fd, point = self._log.sync_point()
+        self._flushing = True
+        threads(partial(_fdatasync_and_close, fd)).addBoth(self._flush_done, threads, point)
+
+    def _flush_done(self, result: Failure | None, threads: Threads, point: int) -> None:
+        self._flushing = False
+        log = self._log
+        error: BaseException | None = None
+        if isinstance(result, Failure):
+            error = result.value
+            if not isinstance(error, OSError):
+                # Not run (a stopping thread pool, say): flush here instead.
+                try:
+                    log.sync()
+                    error = None
+                except OSError as e:
+                    error = e
+        if error is None:
+            log.synced(point)
+        waiters, self._flush_waiters = self._flush_waiters, []
+        done = [waiter for wanted, waiter in waiters if wanted <= log.durable]
+        failed = (
+            [] if error is None else [w for wanted, w in waiters if log.durable < wanted <= point]
+        )
+        self._flush_waiters = [
+            (wanted, w) for wanted, w in waiters if wanted > max(log.durable, point)
+        ]
+        if self._flush_waiters:
+            self._flush(threads)
+        # Last: a waiter's callbacks may append records and ask for flushes of their own.
+        for waiter in done:
+            waiter.callback(None)
+        for waiter in failed:
+            waiter.errback(error)
+
+
+def _fdatasync_and_close(fd: int) -> None:
+    """In a thread: flush a duplicate of the log's descriptor, then close it."""
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
