@@ -36,13 +36,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cbor2
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.intents.log import IntentLog, Operation
@@ -57,17 +56,13 @@ from gateway.objects.dirchanges import (
     apply_lenient,
     change_from_cbor,
 )
-from gateway.objects.dirformat import CorruptDirectory, Record, pack_contents, unpack_contents
+from gateway.objects.dirformat import CorruptDirectory, Record, unpack_contents
+from gateway.objects.dirpublish import JournaledDirectory, PublishAs, publish_changes
 from gateway.objects.errors import (
     NotEnoughShares,
-    SharesKeptChanging,
-    UncoordinatedWriteError,
 )
 from gateway.objects.mutable import KnownState, MutableClient
 from gateway.threads import Threads, reactor_threads
-
-if TYPE_CHECKING:
-    from gateway.objects.dirnode import DirectoryNode
 
 JOURNAL_NAME = "directories.log"
 
@@ -85,9 +80,6 @@ REUSE_SECONDS = 10.0
 
 #: The longest pause between attempts to publish a directory the grid does not take.
 MAX_RETRY = 30.0
-
-#: A publish that loses this many races in a row is retried later, not at once.
-ATTEMPTS = 12
 
 #: Directories whose views are kept; past this, views with nothing to publish are dropped.
 KEEP_VIEWS = 4096
@@ -190,7 +182,7 @@ class DirectoryWriteBack:
         d = self._dirs.get(storage_index)
         return d is not None and d.view is not None
 
-    async def records(self, node: DirectoryNode, max_age: float | None) -> MutableRecords:
+    async def records(self, node: JournaledDirectory, max_age: float | None) -> MutableRecords:
         """A writable directory's contents as this gateway sees them (reading when stale)."""
         view = self.view(node.storage_index, max_age)
         if view is not None:
@@ -199,7 +191,9 @@ class DirectoryWriteBack:
 
     # -- changing --------------------------------------------------------------------
 
-    async def commit(self, items: Sequence[tuple[DirectoryNode, Change]]) -> list[Record | None]:
+    async def commit(
+        self, items: Sequence[tuple[JournaledDirectory, Change]]
+    ) -> list[Record | None]:
         """Decide changes against the views, journal them (one flush) and schedule publishes.
 
         All or nothing: a change that must be refused (ChildExists, NoSuchChild) or a journal
@@ -213,7 +207,7 @@ class DirectoryWriteBack:
                 await self._load(node)
         views: dict[bytes, MutableRecords] = {}
         results: list[Record | None] = []
-        resolved: list[tuple[DirectoryNode, Change]] = []
+        resolved: list[tuple[JournaledDirectory, Change]] = []
         for node, change in items:
             si = node.storage_index
             view = views.get(si)
@@ -292,11 +286,11 @@ class DirectoryWriteBack:
 
     # -- internals -------------------------------------------------------------------
 
-    def _usable(self, node: DirectoryNode) -> bool:
+    def _usable(self, node: JournaledDirectory) -> bool:
         """Whether a change can be decided on the view without reading first."""
         return self.view(node.storage_index, self._reuse) is not None
 
-    async def _load(self, node: DirectoryNode) -> MutableRecords:
+    async def _load(self, node: JournaledDirectory) -> MutableRecords:
         """Read a directory from the grid: its view is what it holds plus our changes."""
         si = node.storage_index
         d = self._dirs.get(si)
@@ -325,7 +319,7 @@ class DirectoryWriteBack:
             if not (d.changes or d.create or d.loading or d.lock.locked):
                 del self._dirs[si]
 
-    async def _read(self, node: DirectoryNode, d: _Directory) -> Exception | None:
+    async def _read(self, node: JournaledDirectory, d: _Directory) -> Exception | None:
         """Read into ``d``; the error, if any, is returned (for every waiter to raise)."""
         generation = d.generation
         try:
@@ -457,37 +451,17 @@ class DirectoryWriteBack:
     async def _publish(
         self, d: _Directory, changes: list[Change]
     ) -> tuple[KnownState, MutableRecords]:
-        client = self._client()
-        writer = d.cap.node
-        if d.create and not d.maybe_exists:
-            records = apply_lenient(changes, {})
-            try:
-                _, state = await client.create_known(pack_contents(records), writer)
-                return state, records
-            except UncoordinatedWriteError:
-                d.maybe_exists = True  # a share is there already: publish on top of it
-        outcome: list[MutableRecords] = []
-
-        def apply(data: bytes) -> bytes:
-            records = apply_lenient(changes, unpack_contents(data))
-            outcome[:] = [records]
-            return pack_contents(records)
-
-        known = d.known
-        for attempt in range(ATTEMPTS):
-            try:
-                state = await client.update(writer, apply, known)
-                return state, outcome[0]
-            except (UncoordinatedWriteError, SharesKeptChanging):
-                known = None  # another writer published: read theirs, apply ours on top
-                await deferLater(self._clock, self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
-            except NotEnoughShares:
-                if not (d.create and known is None):
-                    raise
-                records = apply_lenient(changes, {})  # made before a restart, never published
-                _, state = await client.create_known(pack_contents(records), writer)
-                return state, records
-        raise UncoordinatedWriteError("other writers kept changing the directory; retrying later")
+        published = await publish_changes(
+            self._client(),
+            d.cap,
+            changes,
+            d.known,
+            PublishAs(create=d.create, maybe_exists=d.maybe_exists),
+            self._clock,
+            self._rng,
+        )
+        d.maybe_exists = published.maybe_exists
+        return published.state, published.records
 
     def _legacy(self, record: dict[str, Any]) -> list[Operation]:
         """Records of the journal's format before the intent log: commits by number, and
@@ -541,7 +515,7 @@ class DirectoryWriteBack:
             self._schedule(d)
 
 
-def _write_cap(node: DirectoryNode) -> DirectoryWriteCap:
+def _write_cap(node: JournaledDirectory) -> DirectoryWriteCap:
     cap = node.cap
     if not isinstance(cap, DirectoryWriteCap):
         raise TypeError("only a writable directory has changes to journal")
