@@ -25,7 +25,6 @@ KNOWN_CYCLES = {
 KNOWN_LONG = {
     "gateway.objects.dirnode": 574,
     "storage.wire": 570,
-    "gateway.objects.immutable": 562,
     "gateway.objects.writeback": 541,
     "gateway.objects.checker": 527,
     "gateway.grid.http_client": 514,
