@@ -26,7 +26,6 @@ KNOWN_LONG = {
     "gateway.objects.dirnode": 574,
     "storage.wire": 570,
     "gateway.objects.writeback": 541,
-    "gateway.objects.checker": 527,
     "gateway.grid.http_client": 514,
 }
 
