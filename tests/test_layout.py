@@ -25,7 +25,6 @@ KNOWN_CYCLES = {
 KNOWN_LONG = {
     "gateway.objects.dirnode": 574,
     "gateway.objects.writeback": 541,
-    "gateway.grid.http_client": 514,
 }
 
 
