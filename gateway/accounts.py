@@ -49,6 +49,12 @@ attempt and uses it without a restart::
 - ``rename_overwrites``: a plain SFTP RENAME onto an existing name replaces it
   (for clients such as sshfs/WebEx that expect POSIX rename semantics).
 - An account has a password, at least one SSH key, or both.
+
+This module holds the file: :class:`AccountStore` reads, checks and replaces
+it. One account's fields and their JSON form are in
+:mod:`gateway.account_records`, SSH keys in :mod:`gateway.account_keys`,
+password hashing in :mod:`gateway.account_passwords` and the errors in
+:mod:`gateway.account_errors`; the public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -56,21 +62,31 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import tempfile
 import threading
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import nacl.exceptions
 import nacl.pwhash
 import nacl.utils
-from attrs import define, evolve, field, frozen
-from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from attrs import define, evolve, field
+
+from gateway.account_errors import (
+    AccountError,
+    AccountExists,
+    AccountFileError,
+    InvalidAccount,
+    InvalidAccountName,
+    InvalidPassword,
+    InvalidSSHKey,
+    NoSuchAccount,
+)
+from gateway.account_keys import AuthorizedKey
+from gateway.account_passwords import MAX_PASSWORD_BYTES, hash_password, password_bytes
+from gateway.account_records import Account, AccountSummary, validate_name, validate_root_cap
 
 __all__ = [
     "Account",
@@ -90,288 +106,11 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
-MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
-MAX_PASSWORD_BYTES = 1024
-MIN_RSA_BITS = 2048
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-_SAFE_OPTIONS = frozenset(
-    {
-        "restrict",
-        "no-pty",
-        "no-port-forwarding",
-        "no-agent-forwarding",
-        "no-x11-forwarding",
-        "no-user-rc",
-    }
-)
-_KEY_TYPES = frozenset(
-    {
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
-
-
-class AccountError(Exception):
-    """Something about accounts went wrong; ``str()`` is a message for the user."""
-
-
-class NoSuchAccount(AccountError, KeyError):
-    """The named account does not exist."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no account named {name!r}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class AccountExists(AccountError):
-    """An account with that name already exists."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"an account named {name!r} already exists")
-
-
-class InvalidAccountName(AccountError, ValueError):
-    """The name is not a valid account name."""
-
-
-class InvalidPassword(AccountError, ValueError):
-    """The password cannot be used (empty or too long)."""
-
-
-class InvalidSSHKey(AccountError, ValueError):
-    """An authorized_keys line could not be parsed or is not acceptable."""
-
-
-class InvalidAccount(AccountError, ValueError):
-    """The account as a whole is not valid (no way to log in, bad root capability...)."""
-
-
-class AccountFileError(AccountError):
-    """The accounts file cannot be read, parsed or written."""
 
 
 def accounts_path(node_dir: str | os.PathLike[str]) -> Path:
     """Where a node directory keeps its accounts file."""
     return Path(node_dir) / "private" / "accounts.json"
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid account name, else raise `InvalidAccountName`."""
-    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
-        raise InvalidAccountName(
-            f"invalid account name {name!r}: use 1 to 64 of the characters A-Z a-z 0-9 . _ -,"
-            " not starting with '-' or '.'"
-        )
-    return name
-
-
-def _validate_root_cap(root_cap: str) -> str:
-    if (
-        not isinstance(root_cap, str)
-        or not root_cap
-        or len(root_cap) > 4096
-        or any(c.isspace() or not c.isprintable() for c in root_cap)
-    ):
-        # Never echo the value: it is a secret.
-        raise InvalidAccount("the root capability must be a non-empty printable string")
-    return root_cap
-
-
-def _password_bytes(password: str | bytes) -> bytes:
-    """Canonical bytes of a password: NFC-normalized UTF-8 (raw bytes if not UTF-8)."""
-    if isinstance(password, str):
-        text = password
-    else:
-        try:
-            text = password.decode("utf-8")
-        except UnicodeDecodeError:
-            return password
-    return unicodedata.normalize("NFC", text).encode("utf-8")
-
-
-def hash_password(password: str | bytes) -> bytes:
-    """Hash a password with Argon2id for storage; raise `InvalidPassword` if unusable."""
-    secret = _password_bytes(password)
-    if not secret:
-        raise InvalidPassword("the password must not be empty")
-    if len(secret) > MAX_PASSWORD_BYTES:
-        raise InvalidPassword(f"the password must be at most {MAX_PASSWORD_BYTES} bytes long")
-    return nacl.pwhash.argon2id.str(secret, opslimit=OPSLIMIT, memlimit=MEMLIMIT)
-
-
-def _split_options(line: str) -> tuple[str, str]:
-    """Split an authorized_keys line into (options, rest), honouring double quotes."""
-    in_quotes = False
-    for i, c in enumerate(line):
-        if c == '"':
-            in_quotes = not in_quotes
-        elif c in " \t" and not in_quotes:
-            return line[:i], line[i:].strip()
-    raise InvalidSSHKey("authorized_keys line has options but no key")
-
-
-def _option_names(options: str) -> Iterator[str]:
-    in_quotes = False
-    start = 0
-    for i, c in enumerate(options + ","):
-        if c == '"':
-            in_quotes = not in_quotes
-        elif c == "," and not in_quotes:
-            yield options[start:i].split("=", 1)[0].strip().lower()
-            start = i + 1
-
-
-@frozen
-class AuthorizedKey:
-    """One OpenSSH ``authorized_keys`` line: options, public key and comment."""
-
-    options: str
-    key_type: str
-    blob: bytes = field(repr=False)
-    comment: str
-
-    @classmethod
-    def parse(cls, line: str) -> AuthorizedKey:
-        """Parse one line; raise `InvalidSSHKey` with a readable reason."""
-        line = line.strip()
-        if not line or line.startswith("#"):
-            raise InvalidSSHKey("empty authorized_keys line")
-        options = ""
-        if line.split(None, 1)[0] not in _KEY_TYPES:
-            options, line = _split_options(line)
-            unsupported = sorted(set(_option_names(options)) - _SAFE_OPTIONS)
-            if unsupported:
-                raise InvalidSSHKey(
-                    f"authorized_keys option {unsupported[0]!r} is not supported"
-                    " (only restrict, no-pty, no-port-forwarding, no-agent-forwarding,"
-                    " no-X11-forwarding and no-user-rc are accepted)"
-                )
-        parts = line.split(None, 2)
-        if len(parts) < 2 or parts[0] not in _KEY_TYPES:
-            kind = parts[0] if parts else ""
-            raise InvalidSSHKey(f"unsupported or missing SSH key type {kind[:40]!r}")
-        try:
-            key = Key.fromString(" ".join(parts[:2]).encode("ascii"))
-        except (BadKeyError, ValueError, UnicodeEncodeError) as e:
-            raise InvalidSSHKey(f"cannot parse {parts[0]} public key: {e}") from None
-        if not key.isPublic() or key.sshType().decode("ascii") != parts[0]:
-            raise InvalidSSHKey(f"the key data does not match its type {parts[0]!r}")
-        if key.type() == "RSA" and key.size() < MIN_RSA_BITS:
-            raise InvalidSSHKey(f"RSA keys must have at least {MIN_RSA_BITS} bits")
-        return cls(
-            options=options,
-            key_type=parts[0],
-            blob=key.blob(),
-            comment=parts[2] if len(parts) > 2 else "",
-        )
-
-    def public_key(self) -> Key:
-        """The key as a Conch `Key`."""
-        return Key.fromString(self.blob)
-
-    @property
-    def fingerprint(self) -> str:
-        """The key's SHA256 fingerprint as OpenSSH prints it."""
-        fp = self.public_key().fingerprint(FingerprintFormats.SHA256_BASE64)
-        return f"SHA256:{fp.rstrip('=')}"
-
-    def to_line(self) -> str:
-        """The ``authorized_keys`` line this was parsed from (normalized whitespace)."""
-        key_part = self.public_key().toString("openssh").decode("ascii")
-        return " ".join(p for p in (self.options, key_part, self.comment) if p)
-
-
-@frozen
-class Account:
-    """One account; ``root_cap`` and ``password_hash`` are secrets kept out of ``repr``."""
-
-    name: str
-    root_cap: str = field(repr=False)
-    password_hash: bytes | None = field(default=None, repr=False)
-    ssh_keys: tuple[AuthorizedKey, ...] = ()
-    read_only: bool = False
-    rename_overwrites: bool = False
-
-    @property
-    def has_password(self) -> bool:
-        """Whether the account can log in with a password."""
-        return self.password_hash is not None
-
-    def summary(self) -> AccountSummary:
-        """What may be shown about the account without revealing secrets."""
-        return AccountSummary(
-            name=self.name,
-            has_password=self.has_password,
-            key_fingerprints=tuple(k.fingerprint for k in self.ssh_keys),
-            read_only=self.read_only,
-            rename_overwrites=self.rename_overwrites,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object stored for this account (without its name)."""
-        return {
-            "password": None if self.password_hash is None else self.password_hash.decode("ascii"),
-            "ssh_keys": [k.to_line() for k in self.ssh_keys],
-            "root_cap": self.root_cap,
-            "read_only": self.read_only,
-            "rename_overwrites": self.rename_overwrites,
-        }
-
-    @classmethod
-    def from_json(cls, name: str, obj: Any) -> Account:
-        """Parse one stored account; raise `AccountError` on anything malformed."""
-        validate_name(name)
-        if not isinstance(obj, dict):
-            raise AccountFileError(f"account {name!r} is not a JSON object")
-        password = obj.get("password")
-        keys = obj.get("ssh_keys", [])
-        read_only = obj.get("read_only", False)
-        rename_overwrites = obj.get("rename_overwrites", False)
-        if password is not None and not (
-            isinstance(password, str) and password.startswith("$argon2id$")
-        ):
-            raise AccountFileError(f"account {name!r}: password is not an Argon2id hash")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise AccountFileError(f"account {name!r}: ssh_keys is not a list of strings")
-        if not isinstance(read_only, bool) or not isinstance(rename_overwrites, bool):
-            raise AccountFileError(f"account {name!r}: options must be true or false")
-        try:
-            parsed_keys = tuple(AuthorizedKey.parse(k) for k in keys)
-            root_cap = _validate_root_cap(obj.get("root_cap"))  # type: ignore[arg-type]
-        except AccountError as e:
-            raise AccountFileError(f"account {name!r}: {e}") from None
-        account = cls(
-            name=name,
-            root_cap=root_cap,
-            password_hash=None if password is None else password.encode("ascii"),
-            ssh_keys=parsed_keys,
-            read_only=read_only,
-            rename_overwrites=rename_overwrites,
-        )
-        if not account.has_password and not account.ssh_keys:
-            raise AccountFileError(f"account {name!r} has neither a password nor an SSH key")
-        return account
-
-
-@frozen
-class AccountSummary:
-    """An account's name and options, without secrets (for listings)."""
-
-    name: str
-    has_password: bool
-    key_fingerprints: tuple[str, ...]
-    read_only: bool
-    rename_overwrites: bool
 
 
 _FileSignature = tuple[int, int, int, int, int]
@@ -484,7 +223,7 @@ class AccountStore:
         """
         account = self._current().get(name)
         stored = account.password_hash if account is not None else None
-        secret = _password_bytes(password)
+        secret = password_bytes(password)
         usable = stored is not None and 0 < len(secret) <= MAX_PASSWORD_BYTES
         try:
             ok = nacl.pwhash.argon2id.verify(
@@ -567,7 +306,7 @@ class AccountStore:
     ) -> Account:
         """Create an account; raise `AccountExists`, `InvalidAccountName`, ... on errors."""
         validate_name(name)
-        _validate_root_cap(root_cap)
+        validate_root_cap(root_cap)
         keys = tuple(
             k if isinstance(k, AuthorizedKey) else AuthorizedKey.parse(k) for k in ssh_keys
         )

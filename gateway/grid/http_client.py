@@ -1,10 +1,12 @@
 """An :class:`IStorageClient` speaking Tahoe-LAFS's HTTP storage protocol to one NURL.
 
 TLS is verified only by the SPKI hash pinned in the NURL (names, CAs and
-validity dates are ignored, as Tahoe does). Requests go through a persistent
-connection pool with a per-request timeout covering the whole exchange; the
-server's refusals become :mod:`storage.errors` via :func:`storage.wire.error_for_status`,
-while unreachable servers, timeouts and malformed answers become
+validity dates are ignored, as Tahoe does; that and the rest of the HTTPS
+plumbing are :mod:`gateway.grid.http_transport`'s). Requests go through a
+persistent connection pool with a per-request timeout covering the whole
+exchange; the server's refusals become :mod:`storage.errors` via
+:func:`storage.wire.error_for_status`, while unreachable servers, timeouts and
+malformed answers become
 :class:`ServerUnavailable`. Redirects are never followed (they would carry the
 swissnum elsewhere). A :class:`ServerHealth` record tracks each server.
 """
@@ -12,28 +14,32 @@ swissnum elsewhere). A :class:`ServerHealth` record tracks each server.
 from __future__ import annotations
 
 import base64
-import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from attrs import evolve, field, frozen
-from OpenSSL import SSL
+from attrs import evolve
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredSemaphore,
     TimeoutError,
-    succeed,
 )
-from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import CertificateOptions
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
+from gateway.grid.http_transport import (
+    Answer,
+    BytesProducer,
+    PinnedTLSPolicy,
+    ResponseTooLarge,
+    collect_body,
+    describe_failure,
+    timed_out,
+)
 from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
-from storage import tls, wire
+from storage import wire
 from storage.errors import InvalidRequest, StorageError
 from storage.interfaces import (
     AllocationResult,
@@ -51,123 +57,6 @@ MAX_IN_FLIGHT = 10
 would each open, and TLS-handshake, a connection that is closed after one request)."""
 DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
-
-
-_TOLERATED_VERIFY_ERRORS = frozenset(
-    {
-        0,  # X509_V_OK
-        9,  # certificate is not yet valid
-        10,  # certificate has expired
-        18,  # self-signed certificate at depth zero
-        19,  # self-signed certificate in chain
-    }
-)
-
-
-@implementer(IPolicyForHTTPS, IOpenSSLClientConnectionCreator)
-class PinnedTLSPolicy:
-    """Accept exactly the server whose certificate's SPKI hash is pinned; ignore the hostname."""
-
-    def __init__(self, spki_hash: str) -> None:
-        self._spki_hash = spki_hash.encode("ascii")
-        self._context: SSL.Context | None = None
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> PinnedTLSPolicy:
-        """Every host gets the same pinning connection creator."""
-        return self
-
-    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        """A client TLS connection that verifies the peer only by its pinned key."""
-        if self._context is None:
-            context = CertificateOptions().getContext()
-            context.set_verify(SSL.VERIFY_PEER, self._verify)
-            self._context = context
-        return SSL.Connection(self._context, None)
-
-    def _verify(
-        self, connection: SSL.Connection, certificate: Any, errno: int, depth: int, ok: int
-    ) -> bool:
-        if errno not in _TOLERATED_VERIFY_ERRORS:
-            return False
-        actual = tls.spki_hash(certificate.to_cryptography()).encode("ascii")
-        return hmac.compare_digest(actual, self._spki_hash)
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body already in memory, written in one piece."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        """Nothing to pause: the body is written at once."""
-
-    def resumeProducing(self) -> None:
-        """Nothing to resume."""
-
-    def stopProducing(self) -> None:
-        """Nothing to stop."""
-
-
-class _TooLarge(Exception):
-    """A response body exceeded what the request could legitimately return."""
-
-
-@frozen
-class _Answer:
-    """A complete HTTP response: status, headers, body."""
-
-    code: int
-    headers: Headers
-    body: bytes = field(repr=False)
-
-    def content_type(self) -> str | None:
-        values = self.headers.getRawHeaders(b"content-type")
-        if not values:
-            return None
-        return values[0].decode("latin-1").split(";")[0].strip().lower()
-
-
-async def _collect(response: IResponse, limit: int) -> bytes:
-    """Read a response body, failing once it exceeds ``limit`` bytes (no quadratic copying)."""
-    import treq
-
-    chunks: list[bytes] = []
-    size = 0
-
-    def collect(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > limit:
-            raise _TooLarge(f"response larger than {limit} bytes")
-        chunks.append(data)
-
-    await treq.collect(response, collect)
-    return b"".join(chunks)
-
-
-def _timed_out(result: object, timeout: float) -> None:
-    """Whatever cancelling produced (often a wrapped CancelledError), report a timeout."""
-    raise TimeoutError(f"no answer within {timeout:g}s")
-
-
-def _describe(error: BaseException) -> str:
-    """A short, secret-free description of a transport failure."""
-    reasons = getattr(error, "reasons", None)
-    if reasons:
-        inner = [r.value for r in reasons]
-        if any(isinstance(e, SSL.Error) for e in inner):
-            return "TLS handshake failed (the server's key does not match the NURL's pin?)"
-        return "; ".join(type(e).__name__ + (f": {e}" if str(e) else "") for e in inner)[:300]
-    if isinstance(error, ResponseNeverReceived):
-        return "connection lost before a response"
-    return (type(error).__name__ + (f": {error}" if str(error) else ""))[:300]
 
 
 @implementer(IStorageClient)
@@ -239,7 +128,7 @@ class HttpStorageClient:
         content_type: str | None = None,
         extra_headers: dict[bytes, bytes] | None = None,
         limit: int | None = None,
-    ) -> _Answer:
+    ) -> Answer:
         """Send one request; answer the response or raise ServerUnavailable."""
         headers = Headers({b"Authorization": [self._auth], b"Accept": [b"application/cbor"]})
         secret_values = []
@@ -250,30 +139,30 @@ class HttpStorageClient:
             headers.addRawHeader(b"Content-Type", content_type.encode("ascii"))
         for name, value in (extra_headers or {}).items():
             headers.addRawHeader(name, value)
-        producer = None if body is None else _BytesProducer(body)
+        producer = None if body is None else BytesProducer(body)
         url = self._base + path.encode("ascii")
         started = self._reactor.seconds()
 
-        async def run() -> _Answer:
+        async def run() -> Answer:
             response = await self._agent.request(method, url, headers, producer)
             if response.code >= 300:
                 cap = _MAX_ERROR_BODY
             else:
                 cap = self._max_response if limit is None else limit
-            data = await _collect(response, cap)
-            return _Answer(response.code, response.headers, data)
+            data = await collect_body(response, cap)
+            return Answer(response.code, response.headers, data)
 
         await self._slots.acquire()
         attempt = Deferred.fromCoroutine(run())
-        attempt.addTimeout(self._timeout, self._reactor, onTimeoutCancel=_timed_out)
+        attempt.addTimeout(self._timeout, self._reactor, onTimeoutCancel=timed_out)
         try:
             answer = await attempt
         except (TimeoutError, CancelledError):
             raise self._unavailable(f"no answer within {self._timeout:g}s") from None
-        except _TooLarge as e:
+        except ResponseTooLarge as e:
             raise self._unavailable(str(e)) from None
         except Exception as e:
-            raise self._unavailable(_describe(e)) from None
+            raise self._unavailable(describe_failure(e)) from None
         finally:
             self._slots.release()
         self._health = evolve(
@@ -291,7 +180,7 @@ class HttpStorageClient:
         return ServerUnavailable(f"storage server {self.nickname}: {message}")
 
     def _refusal(
-        self, method: bytes, path: str, answer: _Answer, secret_values: list[bytes]
+        self, method: bytes, path: str, answer: Answer, secret_values: list[bytes]
     ) -> Exception:
         detail = answer.body[:300].decode("utf-8", "replace").strip()
         forbidden = [self._nurl.swissnum, self._auth]

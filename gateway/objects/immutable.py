@@ -5,14 +5,16 @@ servers first) are opened by reading and verifying their first bytes; each
 segment of the requested range is then rebuilt from ``k`` blocks, every block
 checked against the hash trees. A bad block or a failing server makes the
 reader switch to another share (reporting corruption to the server that held
-it); NotEnoughShares is raised only when no usable share remains. Uploading is
+it); NotEnoughShares is raised only when no usable share remains. One share
+being read, and checking its blocks against the hash trees, is
+:mod:`gateway.objects.share_source`'s. Uploading is
 :mod:`gateway.objects.upload`'s.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from attrs import define, field
@@ -20,15 +22,12 @@ from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
-from gateway.objects import merkle
 from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap, b32encode
-from gateway.objects.concurrency import gather, shared, start
-from gateway.objects.crypto import (
-    HASH_SIZE,
-    PERSON_BLOCK_NODE,
-)
+from gateway.objects.concurrency import gather, start
+from gateway.objects.crypto import HASH_SIZE
 from gateway.objects.errors import CorruptShare, NotEnoughShares
 from gateway.objects.placement import permuted_ring, spread
+from gateway.objects.share_source import ShareSource, coalesce, run_siblings, verify_run
 from storage.errors import StorageError
 
 SERVER_FAILURES = (ServerUnavailable, StorageError)
@@ -36,170 +35,6 @@ SERVER_FAILURES = (ServerUnavailable, StorageError)
 
 _W = TypeVar("_W")
 _R = TypeVar("_R")
-
-WHOLE_TREE_LIMIT = 64 * 1024
-"""Block hash trees up to this size (2047 nodes: files of up to 1024 segments) are read whole;
-of larger ones, reads of several segments read the top levels (at least this much, 1/8 of the
-tree) once per share."""
-
-
-@define(eq=False)
-class _ShareSource:
-    """One share on one server, its verified metadata and the tree nodes known good."""
-
-    server: IStorageClient
-    verified: fmt.VerifiedShare
-    nodes: dict[int, bytes] = field(factory=dict)
-    """Block-tree nodes checked against the verified root (with the blocks they verified)."""
-    top: bytes = b""
-    """The first nodes of the stored block hash tree (its top levels, or all of it), read once.
-    Unverified: a node from here is trusted only once a block's path through it matches."""
-    top_read: Deferred[bytes] | None = None
-    """The read of ``top`` while it is in flight (concurrent runs share it)."""
-    tree_fetches: int = 0
-
-    @property
-    def share_number(self) -> int:
-        return self.verified.share_number
-
-    def top_nodes(self) -> int:
-        """How many nodes the read of the tree's top covers.
-
-        The whole tree when it is at most ``WHOLE_TREE_LIMIT`` bytes; otherwise its
-        levels down to three above the leaves (1/8 of it), at least ``WHOLE_TREE_LIMIT``
-        bytes' worth. Runs of 8 aligned blocks need no node below those levels (their
-        subtrees are computed from the blocks), so a sequential read of any size reads
-        the tree once per share.
-        """
-        num = self.verified.layout.num_segments
-        count = merkle.tree_size(num)
-        eighth = (1 << max(0, merkle.depth(num) - 2)) - 1
-        return min(count, max(WHOLE_TREE_LIMIT // HASH_SIZE - 1, eighth))
-
-    def known(self, index: int) -> bytes | None:
-        """A node verified earlier, else the stored one from the tree's top (if read)."""
-        node = self.nodes.get(index)
-        if node is None and (index + 1) * HASH_SIZE <= len(self.top):
-            node = self.top[index * HASH_SIZE : (index + 1) * HASH_SIZE]
-        return node
-
-    def wants_top(self, missing: list[int], bulk: bool) -> bool:
-        """Whether to read the tree's top for nodes ``missing`` (known neither way).
-
-        A run of several blocks (a sequential or large read) reads it at once; single
-        blocks (random reads) read only the nodes they need, and the whole tree once
-        it is small and a second block is read.
-        """
-        self.tree_fetches += 1
-        if self.top or not missing:
-            return False
-        top = self.top_nodes()
-        if bulk:
-            return any(i < top for i in missing)
-        count = merkle.tree_size(self.verified.layout.num_segments)
-        return self.tree_fetches > 1 and top == count
-
-    def check_top(self, good: Mapping[int, bytes]) -> None:
-        """Raise CorruptShare if the tree's top as read disagrees with nodes known good.
-
-        Nodes a run computes from its blocks are never read, so a bad stored copy of
-        one would go unnoticed (and fail a later single-block read): the share is
-        dropped and reported as for a bad block.
-        """
-        top = self.top
-        count = len(top) // HASH_SIZE
-        for i, node in good.items():
-            if i < count and top[i * HASH_SIZE : (i + 1) * HASH_SIZE] != node:
-                raise CorruptShare(f"share {self.share_number} has a corrupt block hash tree")
-
-    async def read_top(self, read: Callable[[int, int], Coroutine[Any, Any, bytes]]) -> None:
-        """Read the tree's top once (awaiting the read another run started)."""
-        if self.top:
-            return
-        if self.top_read is None:
-            layout = self.verified.layout
-            self.top_read = start(read(layout.tree_offset, self.top_nodes() * HASH_SIZE))
-        pending = self.top_read
-        try:
-            data = await shared(pending)
-        finally:
-            if self.top_read is pending:
-                self.top_read = None  # done: kept (below) or, failed, to be read again
-        if len(data) != self.top_nodes() * HASH_SIZE:
-            raise CorruptShare(f"share {self.share_number} has a truncated block hash tree")
-        self.top = data
-
-
-def _run_siblings(num_leaves: int, run: range) -> list[int]:
-    """The block-tree nodes needed to check the blocks of consecutive segments together.
-
-    Walking up from the run's leaves, each level's nodes form one range; only a left
-    neighbour of its first node and a right neighbour of its last lie outside the
-    run's subtrees (every other sibling is computed from the run's blocks).
-    """
-    first, last = merkle.leaf_node(num_leaves, run[0]), merkle.leaf_node(num_leaves, run[-1])
-    out: list[int] = []
-    while first > 0:
-        if first % 2 == 0:  # a right child: its left sibling lies outside
-            out.append(first - 1)
-        if last % 2 == 1:  # a left child: its right sibling lies outside
-            out.append(last + 1)
-        first, last = (first - 1) // 2, (last - 1) // 2
-    return out
-
-
-def _verify_run(
-    share: fmt.VerifiedShare, run: range, blocks: Sequence[bytes], siblings: Mapping[int, bytes]
-) -> dict[int, bytes]:
-    """Check the blocks of consecutive segments against the share's verified block-tree root.
-
-    Each block's leaf hash is computed once and the run's subtrees level by level, so the
-    nodes inside them are computed, not read; ``siblings`` holds the others
-    (:func:`_run_siblings`). The computed root must equal the verified one, so every block
-    and node used is then known good: they are returned. Any wrong block or node changes
-    the root: CorruptShare (naming the run; the reader drops and reports the share).
-    """
-    layout = share.layout
-    number = share.share_number
-    hashes: list[bytes] = []
-    for segment, block in zip(run, blocks, strict=True):
-        if len(block) != layout.block_length(segment):
-            raise CorruptShare(f"share {number} has a truncated block {segment}")
-        hashes.append(fmt.block_leaf(block))
-    first = merkle.leaf_node(layout.num_segments, run[0])
-    good: dict[int, bytes] = {}
-    try:
-        while first > 0:
-            if first % 2 == 0:  # the level starts at a right child: take in its left sibling
-                first -= 1
-                hashes.insert(0, siblings[first])
-            if (first + len(hashes) - 1) % 2 == 1:  # it ends at a left child: its right one
-                hashes.append(siblings[first + len(hashes)])
-            good.update(zip(range(first, first + len(hashes)), hashes, strict=True))
-            hashes = [
-                merkle.node_hash(hashes[i], hashes[i + 1], PERSON_BLOCK_NODE)
-                for i in range(0, len(hashes), 2)
-            ]
-            first = (first - 1) // 2
-    except KeyError:
-        raise CorruptShare(f"share {number} lacks block hash tree nodes") from None
-    if hashes != [share.block_root]:
-        if len(run) == 1:
-            raise CorruptShare(f"share {number} has a corrupt block {run[0]}")
-        raise CorruptShare(f"share {number} has a corrupt block in segments {run[0]}-{run[-1]}")
-    good[0] = share.block_root
-    return good
-
-
-def _coalesce(indexes: Sequence[int], gap: int = 32) -> list[tuple[int, int]]:
-    """Group sorted node indexes into (first, last) runs whose gaps are at most ``gap`` nodes."""
-    runs: list[tuple[int, int]] = []
-    for i in sorted(indexes):
-        if runs and i - runs[-1][1] <= gap:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
 
 
 @define(eq=False)
@@ -214,7 +49,7 @@ class ImmutableReader:
     pipeline_depth: int = 2
     """Runs of segments fetched ahead of the one being read (sequential reads)."""
     _candidates: deque[tuple[IStorageClient, int]] | None = field(default=None, init=False)
-    _active: dict[int, _ShareSource] = field(factory=dict, init=False)
+    _active: dict[int, ShareSource] = field(factory=dict, init=False)
     _codec: fmt.SegmentCodec | None = field(default=None, init=False)
     _layout: fmt.ShareLayout | None = field(default=None, init=False)
     _found: int = field(default=0, init=False)
@@ -324,11 +159,11 @@ class ImmutableReader:
                 holdings.append((server, shares))
         return deque(_primary_first(spread(holdings), self.cap.k))
 
-    async def _open(self, server: IStorageClient, share: int) -> _ShareSource:
+    async def _open(self, server: IStorageClient, share: int) -> ShareSource:
         prefix = await server.read_immutable(
             self.cap.storage_index, share, 0, fmt.prefix_length(self.cap.n)
         )
-        return _ShareSource(server, fmt.verify_prefix(self.cap, share, prefix))
+        return ShareSource(server, fmt.verify_prefix(self.cap, share, prefix))
 
     async def _ensure_sources(self, wanted: int, exclude: frozenset[int] = frozenset()) -> None:
         """Open shares until ``wanted`` sources outside ``exclude`` are active, or none remain.
@@ -361,7 +196,7 @@ class ImmutableReader:
                     taken.add(share)
             results = await gather(self._open(s, sh) for s, sh in batch)
             for (server, share), result in zip(batch, results, strict=True):
-                if isinstance(result, _ShareSource):
+                if isinstance(result, ShareSource):
                     self._active[share] = result
                 else:
                     await self._failed(server, share, result)
@@ -382,10 +217,10 @@ class ImmutableReader:
 
     # -- fetching and checking blocks --
 
-    async def _fetch_block(self, source: _ShareSource, segment: int) -> bytes:
+    async def _fetch_block(self, source: ShareSource, segment: int) -> bytes:
         return (await self._fetch_run(source, range(segment, segment + 1)))[0]
 
-    async def _fetch_run(self, source: _ShareSource, run: range) -> list[bytes]:
+    async def _fetch_run(self, source: ShareSource, run: range) -> list[bytes]:
         """The verified blocks of consecutive segments, read with one request (plus tree nodes)."""
         layout = source.verified.layout
         si, share = self.cap.storage_index, source.share_number
@@ -412,25 +247,25 @@ class ImmutableReader:
                 for segment in run
                 for at in (layout.block_offset(segment) - start_at,)
             ]
-        good = _verify_run(source.verified, run, blocks, siblings)
+        good = verify_run(source.verified, run, blocks, siblings)
         source.check_top(good)
         source.nodes.update(good)
         return blocks
 
     async def _siblings(
         self,
-        source: _ShareSource,
+        source: ShareSource,
         run: range,
         read: Callable[[int, int], Coroutine[Any, Any, bytes]],
     ) -> dict[int, bytes]:
         """The (unverified) block-tree nodes outside the run that checking it needs."""
         layout = source.verified.layout
-        needed = _run_siblings(layout.num_segments, run)
+        needed = run_siblings(layout.num_segments, run)
         missing = [i for i in needed if source.known(i) is None]
         if source.wants_top(missing, bulk=len(run) > 1):
             await source.read_top(read)
             missing = [i for i in missing if source.known(i) is None]
-        runs = _coalesce(missing)
+        runs = coalesce(missing)
         results = await gather(
             read(layout.tree_offset + a * HASH_SIZE, (b - a + 1) * HASH_SIZE) for a, b in runs
         )
@@ -474,7 +309,7 @@ class ImmutableReader:
         self,
         what: _W,
         k: int,
-        fetch: Callable[[_ShareSource, _W], Coroutine[Any, Any, _R]],
+        fetch: Callable[[ShareSource, _W], Coroutine[Any, Any, _R]],
     ) -> dict[int, _R]:
         """``fetch(source, what)`` from ``k`` shares, replacing those that fail, by share
         number; fewer than ``k`` when no usable share remains."""

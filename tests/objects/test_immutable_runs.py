@@ -13,12 +13,8 @@ from gateway.objects import merkle
 from gateway.objects.caps import ImmutableReadCap
 from gateway.objects.crypto import HASH_SIZE, GatewaySecrets
 from gateway.objects.errors import CorruptShare
-from gateway.objects.immutable import (
-    WHOLE_TREE_LIMIT,
-    ImmutableReader,
-    _run_siblings,
-    _verify_run,
-)
+from gateway.objects.immutable import ImmutableReader
+from gateway.objects.share_source import WHOLE_TREE_LIMIT, run_siblings, verify_run
 from gateway.objects.upload import ImmutableUploader
 from tests.objects.grid import GridClient, make_grid, run
 
@@ -59,7 +55,7 @@ def test_run_siblings_are_the_blocks_siblings_outside_their_paths(
     run_ = range(first, data.draw(st.integers(first + 1, segments)))
     on_paths = {i for s in run_ for i in merkle.path(segments, s)}
     siblings = {i for s in run_ for i in merkle.siblings(segments, s)}
-    assert sorted(_run_siblings(segments, run_)) == sorted(siblings - on_paths)
+    assert sorted(run_siblings(segments, run_)) == sorted(siblings - on_paths)
 
 
 @settings(max_examples=40, deadline=None)
@@ -85,8 +81,8 @@ def test_run_verification_agrees_with_block_verification(
         share[layout.block_offset(s) : layout.block_offset(s) + layout.block_length(s)]
         for s in run_
     ]
-    siblings = {i: stored[i] for i in _run_siblings(layout.num_segments, run_)}
-    good = _verify_run(verified, run_, blocks, siblings)
+    siblings = {i: stored[i] for i in run_siblings(layout.num_segments, run_)}
+    good = verify_run(verified, run_, blocks, siblings)
     assert all(stored[i] == node for i, node in good.items())
     assert 0 in good and all(merkle.leaf_node(layout.num_segments, s) in good for s in run_)
     for segment, block in zip(run_, blocks, strict=True):
@@ -100,7 +96,7 @@ def test_run_verification_agrees_with_block_verification(
     flipped = list(blocks)
     flipped[bad] = bytes([flipped[bad][0] ^ 1]) + flipped[bad][1:]
     try:
-        _verify_run(verified, run_, flipped, siblings)
+        verify_run(verified, run_, flipped, siblings)
         raise AssertionError("a flipped byte was not caught")
     except CorruptShare:
         pass
@@ -109,7 +105,7 @@ def test_run_verification_agrees_with_block_verification(
         node = data.draw(st.sampled_from(sorted(wrong)))
         wrong[node] = bytes(HASH_SIZE)
         try:
-            _verify_run(verified, run_, blocks, wrong)
+            verify_run(verified, run_, blocks, wrong)
             raise AssertionError("a wrong sibling was not caught")
         except CorruptShare:
             pass

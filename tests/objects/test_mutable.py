@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 
 from gateway.objects import immutable_format as fmt
-from gateway.objects import mutable
+from gateway.objects import mutable, mutable_read
 from gateway.objects.caps import LiteralCap, MutableWriteCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode
@@ -294,12 +294,12 @@ def advisories(grid: list[GridClient]) -> int:
 
 @pytest.fixture
 def header_only_scans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scans read only headers, as for objects larger than :data:`mutable.SCAN_READ`.
+    """Scans read only headers, as for objects larger than :data:`mutable_read.SCAN_READ`.
 
     A small object is read whole by its scan, so a publish can only overlap the
     block reads of a large one; these tests make every object behave like one.
     """
-    monkeypatch.setattr(mutable, "SCAN_READ", mutable.HEADER_SIZE)
+    monkeypatch.setattr(mutable_read, "SCAN_READ", mutable.HEADER_SIZE)
 
 
 def publish_during_reads(
@@ -365,7 +365,7 @@ def test_read_overlapping_publishes_is_bounded(header_only_scans: None) -> None:
     published = publish_during_reads(grid, cap, times=1000)
     with pytest.raises(NotEnoughShares, match="replaced"):
         run(c.read(cap))
-    assert len(published) == mutable.READ_ATTEMPTS
+    assert len(published) == mutable_read.READ_ATTEMPTS
     assert advisories(grid) == 0
 
 

@@ -27,7 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from gateway.grid.http_client import PinnedTLSPolicy
+from gateway.grid.http_transport import PinnedTLSPolicy
 from storage import wire
 from storage.http_server import listen_storage_on, make_storage_site
 from storage.memory import MemoryBackend
