@@ -12,7 +12,7 @@ import pytest
 
 from gateway.fs.interfaces import IFilesystem
 from tests.fs.contract.grid_subject import GridSubject
-from tests.fs.contract.subject import PENDING, UPLOADED, Subject
+from tests.fs.contract.subject import PENDING, UPLOADED, UPLOADING, Subject
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], Subject]] = {
     "gridfs": GridSubject,
@@ -31,7 +31,7 @@ def fs(subject: Subject) -> IFilesystem:
     return subject.fs
 
 
-@pytest.fixture(params=[PENDING, UPLOADED])
+@pytest.fixture(params=[PENDING, UPLOADING, UPLOADED])
 def when(request: pytest.FixtureRequest) -> str:
-    """Whether closed files are still pending or have landed when a test looks at them."""
+    """Whether closed files are still pending, uploading or landed when a test looks."""
     return str(request.param)

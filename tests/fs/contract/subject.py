@@ -35,7 +35,9 @@ EXCLUSIVE = OpenFlags(write=True, create=True, exclusive=True)
 NO_ATTRS = SetAttributes()
 
 PENDING = "pending"
-"""Closed, acknowledged, its upload not yet landed."""
+"""Closed, acknowledged, its upload not yet started."""
+UPLOADING = "uploading"
+"""Closed, its upload under way: a moment (10 ms) has passed, not enough for it to land."""
 UPLOADED = "uploaded"
 """Closed, and its upload has landed."""
 
@@ -74,9 +76,12 @@ class Subject(ABC):
     # -- shorthands ---------------------------------------------------------------------
 
     def reach(self, when: str) -> None:
-        """Leave closed files pending (:data:`PENDING`) or let them land (:data:`UPLOADED`)."""
-        assert when in (PENDING, UPLOADED)
-        if when == UPLOADED:
+        """Leave closed files pending (:data:`PENDING`), let their uploads start
+        (:data:`UPLOADING`) or let them land (:data:`UPLOADED`)."""
+        assert when in (PENDING, UPLOADING, UPLOADED)
+        if when == UPLOADING:
+            self.advance(0.01)
+        elif when == UPLOADED:
             self.settle()
 
     def open(
@@ -153,5 +158,6 @@ PENDING_FILE_IS_NO_DIRECTORY = (
 
 
 def pending_xfail(reason: str) -> list[Any]:
-    """The ``when`` values, the pending one expected to fail for ``reason``."""
-    return [pytest.param(PENDING, marks=pytest.mark.xfail(strict=True, reason=reason)), UPLOADED]
+    """The ``when`` values, those before the upload lands expected to fail for ``reason``."""
+    xfail = pytest.mark.xfail(strict=True, reason=reason)
+    return [pytest.param(PENDING, marks=xfail), pytest.param(UPLOADING, marks=xfail), UPLOADED]
