@@ -41,6 +41,18 @@ def test_a_whole_file_is_copied(subject: Subject, when: str) -> None:
     assert subject.read("/original") == DATA
 
 
+def test_a_copy_outlives_its_source(subject: Subject, when: str) -> None:
+    """The source (pending or uploaded) removed right after the copy: the copy stays whole."""
+    subject.write("/original", DATA)
+    subject.reach(when)
+    copy(subject, "/original", "/copy")
+    subject.run(subject.fs.remove("/original"))
+    assert subject.read("/copy") == DATA
+    subject.settle()
+    assert subject.names("/") == ["copy"]
+    assert subject.read("/copy") == DATA
+
+
 def test_a_range_is_copied(subject: Subject, when: str) -> None:
     """A range of the source is copied byte for byte."""
     subject.write("/original", DATA)

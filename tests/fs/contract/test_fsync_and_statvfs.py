@@ -65,6 +65,43 @@ def test_a_handle_reads_its_writes_across_an_fsync(subject: Subject) -> None:
     assert subject.read("/f") == b"0123456789!"
 
 
+def test_a_close_with_nothing_new_after_an_fsync_keeps_the_synced_file(
+    subject: Subject,
+) -> None:
+    """fsync, then CLOSE with no write since: the file is what was synced."""
+    handle = subject.open("/f", CREATE)
+    subject.run(handle.write(0, b"synced"))
+    subject.run(handle.fsync())
+    subject.run(handle.close())
+    for _ in range(2):
+        assert subject.read("/f") == b"synced"
+        assert subject.names("/") == ["f"]
+        subject.settle()
+
+
+def test_fsync_after_a_rename_publishes_under_the_new_name(subject: Subject) -> None:
+    """An open file renamed, then fsynced, then lost: it is under its new name only."""
+    handle = subject.open("/a", CREATE)
+    subject.run(handle.write(0, b"moved and synced"))
+    subject.run(subject.fs.rename("/a", "/b", False))
+    subject.run(handle.fsync())
+    subject.run(handle.abort())
+    subject.settle()
+    assert subject.names("/") == ["b"]
+    assert subject.read("/b") == b"moved and synced"
+
+
+def test_a_synced_file_removed_then_lost_is_gone(subject: Subject) -> None:
+    """fsync, remove, then the client vanishes: nothing is left."""
+    handle = subject.open("/f", CREATE)
+    subject.run(handle.write(0, b"synced"))
+    subject.run(handle.fsync())
+    subject.run(subject.fs.remove("/f"))
+    subject.run(handle.abort())
+    subject.settle()
+    assert subject.names("/") == []
+
+
 def test_fsync_of_an_unchanged_or_read_handle(subject: Subject, when: str) -> None:
     """fsync of a handle that changed nothing, or that only reads, returns and changes
     nothing."""

@@ -133,3 +133,15 @@ def test_names_are_case_sensitive(subject: Subject) -> None:
     subject.settle()
     assert subject.names("/") == ["File", "file"]
     assert (subject.read("/File"), subject.read("/file")) == (b"upper", b"lower")
+
+
+@pytest.mark.parametrize(
+    "name", [" ", "a b", "...", ".hidden", "-rf", "new\nline", "back\\slash", "*?[]", "~"]
+)
+def test_unusual_but_valid_names(subject: Subject, name: str) -> None:
+    """Any name but '', '.', '..' and those with '/' or NUL is a name like another."""
+    subject.write("/" + name, b"odd")
+    subject.mkdir("/" + name + "-dir")
+    subject.settle()
+    assert subject.names("/") == sorted([name, name + "-dir"])
+    assert subject.read("/" + name) == b"odd"

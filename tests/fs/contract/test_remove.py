@@ -49,9 +49,10 @@ def test_remove_of_an_uploaded_file_being_rewritten(subject: Subject) -> None:
     assert subject.names("/") == []
 
 
-def test_a_name_removed_while_pending_can_be_written_again(subject: Subject) -> None:
+def test_a_name_removed_while_pending_can_be_written_again(subject: Subject, when: str) -> None:
     """Remove a pending file, write a new one under its name: only the new one lands."""
     subject.write("/f", b"first")
+    subject.reach(when)
     subject.run(subject.fs.remove("/f"))
     subject.write("/f", b"second")
     assert subject.read("/f") == b"second"

@@ -19,7 +19,15 @@ from gateway.fs.errors import (
     NotADirectory,
 )
 from gateway.fs.interfaces import SetAttributes
-from tests.fs.contract.subject import CREATE, EXCLUSIVE, WRITE, Subject
+from tests.fs.contract.subject import (
+    CREATE,
+    EXCLUSIVE,
+    PENDING,
+    UPLOADED,
+    UPLOADING,
+    WRITE,
+    Subject,
+)
 
 
 def rename(subject: Subject, old: str, new: str, overwrite: bool = False) -> None:
@@ -67,7 +75,7 @@ def test_plain_rename_refuses_a_file_being_written(subject: Subject) -> None:
     assert (subject.read("/a"), subject.read("/b")) == (b"A", b"B")
 
 
-@pytest.mark.parametrize("target", ["pending", "uploaded"])
+@pytest.mark.parametrize("target", [PENDING, UPLOADING, UPLOADED])
 def test_overwrite_replaces_an_existing_file(subject: Subject, when: str, target: str) -> None:
     """With overwrite, the source (pending or uploaded) replaces the target (pending or
     uploaded): one name, the source's bytes, on both sides of the uploads."""
@@ -175,9 +183,10 @@ def test_an_open_temp_file_renamed_over_the_original(subject: Subject, when: str
     assert subject.read("/doc") == b"new contents"
 
 
-def test_renaming_a_pending_file_lands_it_under_the_new_name(subject: Subject) -> None:
-    """A closed file renamed before its upload lands under its new name only."""
+def test_renaming_a_pending_file_lands_it_under_the_new_name(subject: Subject, when: str) -> None:
+    """A closed file renamed before (or while) its upload lands under its new name only."""
     subject.write("/report.pdf.filepart", b"payload")
+    subject.reach(when)
     rename(subject, "/report.pdf.filepart", "/report.pdf")
     subject.settle()
     assert subject.names("/") == ["report.pdf"]
@@ -207,29 +216,76 @@ def test_renaming_back_and_forth_before_the_upload(subject: Subject) -> None:
     assert subject.read("/a") == b"A"
 
 
-def test_a_new_file_under_a_renamed_pending_name(subject: Subject) -> None:
+def test_a_new_file_under_a_renamed_pending_name(subject: Subject, when: str) -> None:
     """Rename a pending file away, write a new one under its old name: both land, apart."""
     subject.write("/a", b"first")
+    subject.reach(when)
     rename(subject, "/a", "/b")
     subject.write("/a", b"second")
     subject.settle()
     assert (subject.read("/a"), subject.read("/b")) == (b"second", b"first")
 
 
-def test_renaming_a_directory_moves_its_pending_files(subject: Subject) -> None:
-    """A directory renamed while files inside it wait for their upload: they land inside it
-    under its new name, and the old name is gone."""
+@pytest.mark.parametrize("target", ["/d2", "/other/d2"])
+def test_renaming_a_directory_moves_its_pending_files(
+    subject: Subject, when: str, target: str
+) -> None:
+    """A directory renamed (or moved elsewhere) while files inside it wait for their upload
+    or are uploading: they land inside it under its new name, and the old name is gone."""
+    subject.mkdir("/other")
     subject.mkdir("/d1")
     subject.mkdir("/d1/sub")
     subject.write("/d1/inner", b"I")
     subject.write("/d1/sub/deep", b"D")
-    rename(subject, "/d1", "/d2")
-    assert subject.read("/d2/inner") == b"I"
-    assert subject.names("/d2") == ["inner", "sub"]
+    subject.reach(when)
+    rename(subject, "/d1", target)
+    assert subject.read(target + "/inner") == b"I"
+    assert subject.names(target) == ["inner", "sub"]
+    assert not subject.exists("/d1")
     subject.settle()
-    assert subject.names("/") == ["d2"]
-    assert subject.read("/d2/inner") == b"I"
-    assert subject.read("/d2/sub/deep") == b"D"
+    assert subject.names("/") == sorted({"other", target.split("/")[1]})
+    assert subject.read(target + "/inner") == b"I"
+    assert subject.read(target + "/sub/deep") == b"D"
+
+
+def test_a_pending_file_follows_its_directory_through_two_moves(subject: Subject) -> None:
+    """Moved into a directory that is then renamed, a pending file lands in it."""
+    subject.write("/a", b"A")
+    subject.mkdir("/d")
+    rename(subject, "/a", "/d/a")
+    rename(subject, "/d", "/e")
+    subject.settle()
+    assert (subject.names("/"), subject.names("/e")) == (["e"], ["a"])
+    assert subject.read("/e/a") == b"A"
+
+
+def test_an_open_file_moved_away_frees_its_directory(subject: Subject) -> None:
+    """After an open file is renamed out of a directory, the directory can be removed."""
+    subject.mkdir("/d")
+    handle = subject.open("/d/f", CREATE)
+    subject.run(handle.write(0, b"moved"))
+    rename(subject, "/d/f", "/f")
+    subject.run(subject.fs.rmdir("/d"))
+    subject.run(handle.close())
+    subject.settle()
+    assert subject.names("/") == ["f"]
+    assert subject.read("/f") == b"moved"
+
+
+def test_renaming_an_uploaded_file_being_rewritten(subject: Subject) -> None:
+    """An uploaded file renamed into another directory while a writer rewrites it: the
+    writer's CLOSE publishes at the new place, and only there."""
+    subject.mkdir("/d")
+    subject.write("/a", b"old contents")
+    subject.settle()
+    handle = subject.open("/a", WRITE)
+    subject.run(handle.write(0, b"NEW"))
+    rename(subject, "/a", "/d/b")
+    assert subject.read("/d/b") == b"NEW contents"
+    subject.run(handle.close())
+    subject.settle()
+    assert (subject.names("/"), subject.names("/d")) == (["d"], ["b"])
+    assert subject.read("/d/b") == b"NEW contents"
 
 
 def test_renaming_a_directory_moves_its_open_files(subject: Subject) -> None:
@@ -257,14 +313,14 @@ def test_renaming_an_uploaded_directory(subject: Subject) -> None:
     assert subject.read("/d2/inner") == b"I"
 
 
-@pytest.mark.parametrize("target", ["/d", "/d/sub", "/d/sub/d3"])
+@pytest.mark.parametrize("target", ["/d/d3", "/d/sub/d3", "/d/sub"])
 def test_a_directory_cannot_move_into_itself(subject: Subject, target: str) -> None:
     """Moving a directory under itself is InvalidArgument; everything stays."""
     subject.mkdir("/d")
     subject.mkdir("/d/sub")
-    if target != "/d":
+    for overwrite in (False, True):
         with pytest.raises(InvalidArgument):
-            rename(subject, "/d", target)
+            rename(subject, "/d", target, overwrite)
     assert subject.names("/") == ["d"]
     assert subject.names("/d") == ["sub"]
 
@@ -314,6 +370,30 @@ def test_renaming_a_link_moves_the_link(subject: Subject) -> None:
     rename(subject, "/link", "/moved")
     assert subject.run(subject.fs.readlink("/moved")) == "target"
     assert subject.names("/") == ["moved", "target"]
+
+
+def test_a_rename_onto_a_link_replaces_the_link(subject: Subject) -> None:
+    """With overwrite, a file renamed onto a symbolic link replaces the link, not the file the
+    link points at."""
+    subject.write("/target", b"T")
+    subject.run(subject.fs.symlink("/link", "target"))
+    subject.write("/new", b"N")
+    rename(subject, "/new", "/link", overwrite=True)
+    subject.settle()
+    assert subject.lstat("/link").kind == "file"
+    assert (subject.read("/link"), subject.read("/target")) == (b"N", b"T")
+
+
+def test_removing_the_target_of_an_overwrite_before_the_upload(subject: Subject) -> None:
+    """A pending file renamed over an uploaded one, then removed: neither comes back."""
+    subject.write("/b", b"old")
+    subject.settle()
+    subject.write("/a", b"new")
+    rename(subject, "/a", "/b", overwrite=True)
+    subject.run(subject.fs.remove("/b"))
+    assert not subject.exists("/b")
+    subject.settle()
+    assert subject.names("/") == []
 
 
 def test_winscp_save_sequence(subject: Subject) -> None:
