@@ -61,17 +61,20 @@ def test_reads_through_the_writing_handle_before_close(subject: Subject) -> None
 
 
 def test_another_handle_reads_what_is_written_so_far(subject: Subject) -> None:
-    """A reader opened while the file is written sees the writes made before (and after) it
-    opened, and the closed file has them all."""
+    """A reader (in this session or another) sees the writes made so far, and a reader already
+    open sees later ones; the closed file has them all."""
+    other = subject.session()
     writer = subject.open("/growing", CREATE)
     subject.run(writer.write(0, b"first part;"))
     assert subject.read("/growing") == b"first part;"
-    reader = subject.open("/growing", READ)
+    assert subject.read("/growing", fs=other) == b"first part;"
+    reader = subject.open("/growing", READ, fs=other)
     subject.run(writer.write(11, b"second part"))
-    assert subject.read("/growing") == b"first part;second part"
+    assert subject.read_handle(reader) == b"first part;second part"
+    assert subject.read("/growing", fs=other) == b"first part;second part"
     subject.run(writer.close())
     subject.run(reader.close())
-    assert subject.read("/growing") == b"first part;second part"
+    assert subject.read("/growing", fs=other) == b"first part;second part"
 
 
 def test_another_session_reads_a_file_being_written(subject: Subject) -> None:
@@ -177,12 +180,14 @@ def test_two_handles_on_one_path_share_the_file(subject: Subject) -> None:
     second = subject.open("/shared", WRITE, fs=other)
     subject.run(first.write(0, b"AAAAA"))
     subject.run(second.write(10, b"BBBBB"))
+    assert subject.run(first.stat()).size == 20
     assert subject.run(first.read(0, 100)) == b"AAAAA.....BBBBB....."
     subject.run(first.close())
     assert subject.read("/shared") == b"AAAAA.....BBBBB....."
     subject.run(second.write(15, b"CCCCCC"))
     subject.run(second.close())
     assert subject.read("/shared") == b"AAAAA.....BBBBBCCCCCC"
+    assert subject.read("/shared", fs=other) == b"AAAAA.....BBBBBCCCCCC"
     assert subject.stat("/shared", fs=other).size == 21
     subject.settle()
     assert subject.read("/shared") == b"AAAAA.....BBBBBCCCCCC"

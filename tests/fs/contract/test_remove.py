@@ -25,16 +25,19 @@ def test_remove_of_a_file(subject: Subject, when: str) -> None:
 
 
 def test_remove_of_a_file_being_written(subject: Subject) -> None:
-    """A file removed while open: its later writes and CLOSE succeed and publish nothing."""
+    """A file removed while open is gone for every session; its later writes and CLOSE
+    succeed and publish nothing, ever."""
+    other = subject.session()
     handle = subject.open("/doomed", CREATE)
     subject.run(handle.write(0, b"never to be seen"))
     subject.run(subject.fs.remove("/doomed"))
-    assert not subject.exists("/doomed")
+    with pytest.raises(NoSuchFile):
+        subject.stat("/doomed", fs=other)
     subject.run(handle.write(16, b"!"))
     subject.run(handle.close())
     assert not subject.exists("/doomed")
     subject.settle()
-    assert subject.names("/") == []
+    assert subject.names("/", fs=other) == []
 
 
 def test_remove_of_an_uploaded_file_being_rewritten(subject: Subject) -> None:

@@ -150,25 +150,29 @@ def test_rename_between_directories(subject: Subject, when: str) -> None:
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_renaming_an_open_file_retargets_it(subject: Subject, overwrite: bool) -> None:
-    """A file renamed while still open: writes after the rename and the CLOSE go to the new
-    name; the old name never reappears, before or after the upload."""
+    """A file renamed while still open (the write-path seed 000): writes after the rename and
+    the CLOSE go to the new name; every session sees the new name only, before and after the
+    upload."""
+    other = subject.session()
     handle = subject.open("/file.tmp", CREATE)
     subject.run(handle.write(0, b"written before the rename, "))
     rename(subject, "/file.tmp", "/file", overwrite)
-    assert subject.names("/") == ["file"]
+    assert subject.names("/", fs=other) == ["file"]
     assert handle.path == "/file"
     subject.run(handle.write(27, b"and after it"))
     subject.run(handle.close())
-    assert subject.read("/file") == b"written before the rename, and after it"
-    assert not subject.exists("/file.tmp")
+    assert subject.read("/file", fs=other) == b"written before the rename, and after it"
+    with pytest.raises(NoSuchFile):
+        subject.stat("/file.tmp", fs=other)
     subject.settle()
-    assert subject.names("/") == ["file"]
-    assert subject.read("/file") == b"written before the rename, and after it"
+    assert subject.names("/", fs=other) == ["file"]
+    assert subject.read("/file", fs=other) == b"written before the rename, and after it"
 
 
 def test_an_open_temp_file_renamed_over_the_original(subject: Subject, when: str) -> None:
     """An editor's save: a temp file, still open, renamed with overwrite over the original
-    (pending or uploaded) replaces it; a plain rename is refused first."""
+    (pending or uploaded) replaces it for every session; a plain rename is refused first."""
+    other = subject.session()
     subject.write("/doc", b"old contents")
     subject.reach(when)
     handle = subject.open("/doc.swp", CREATE)
@@ -177,10 +181,10 @@ def test_an_open_temp_file_renamed_over_the_original(subject: Subject, when: str
         rename(subject, "/doc.swp", "/doc")
     rename(subject, "/doc.swp", "/doc", overwrite=True)
     subject.run(handle.close())
-    assert subject.read("/doc") == b"new contents"
+    assert subject.read("/doc", fs=other) == b"new contents"
     subject.settle()
-    assert subject.names("/") == ["doc"]
-    assert subject.read("/doc") == b"new contents"
+    assert subject.names("/", fs=other) == ["doc"]
+    assert subject.read("/doc", fs=other) == b"new contents"
 
 
 def test_renaming_a_pending_file_lands_it_under_the_new_name(subject: Subject, when: str) -> None:
