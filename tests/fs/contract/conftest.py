@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fs.interfaces import IFilesystem
 from tests.fs.contract.grid_subject import GridSubject
 from tests.fs.contract.subject import PENDING, UPLOADED, UPLOADING, Subject
 
@@ -23,12 +22,6 @@ IMPLEMENTATIONS: dict[str, Callable[[Path], Subject]] = {
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     """An empty account's filesystem, for each implementation."""
     return IMPLEMENTATIONS[request.param](tmp_path)
-
-
-@pytest.fixture
-def fs(subject: Subject) -> IFilesystem:
-    """The subject's session."""
-    return subject.fs
 
 
 @pytest.fixture(params=[PENDING, UPLOADING, UPLOADED])

@@ -34,6 +34,15 @@ APPEND = OpenFlags(write=True, append=True)
 EXCLUSIVE = OpenFlags(write=True, create=True, exclusive=True)
 NO_ATTRS = SetAttributes()
 
+
+def flag_names(value: object) -> str | None:
+    """A test id for OpenFlags: the flags set, joined by '+' (None: pytest's own id)."""
+    if not isinstance(value, OpenFlags):
+        return None
+    names = ("read", "write", "append", "create", "truncate", "exclusive")
+    return "+".join(n for n in names if getattr(value, n)) or "none"
+
+
 PENDING = "pending"
 """Closed, acknowledged, its upload not yet started."""
 UPLOADING = "uploading"

@@ -17,6 +17,7 @@ from tests.fs.contract.subject import (
     READ,
     WRITE,
     Subject,
+    flag_names,
     pending_xfail,
 )
 
@@ -186,7 +187,7 @@ def test_chmod_a_minus_w_shows_no_write_bits(subject: Subject, when: str) -> Non
 @pytest.mark.parametrize(
     "flags",
     [WRITE, CREATE, OpenFlags(write=True, append=True), OpenFlags(truncate=True)],
-    ids=str,
+    ids=flag_names,
 )
 def test_chmod_a_minus_w_refuses_writers(subject: Subject, when: str, flags: OpenFlags) -> None:
     """A file without w bits cannot be opened for writing or truncation; it can be read."""

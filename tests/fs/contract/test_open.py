@@ -19,10 +19,11 @@ from tests.fs.contract.subject import (
     READ_WRITE,
     WRITE,
     Subject,
+    flag_names,
 )
 
 
-@pytest.mark.parametrize("flags", [READ, WRITE, READ_WRITE, APPEND], ids=str)
+@pytest.mark.parametrize("flags", [READ, WRITE, READ_WRITE, APPEND], ids=flag_names)
 def test_opening_a_missing_file_without_create_fails(subject: Subject, flags: OpenFlags) -> None:
     """Without CREAT, a name that does not exist is NoSuchFile, and nothing is created."""
     with pytest.raises(NoSuchFile):
@@ -115,7 +116,7 @@ def test_exclusive_create_refuses_a_directory(subject: Subject) -> None:
     assert subject.stat("/d").kind == "dir"
 
 
-@pytest.mark.parametrize("flags", [READ, WRITE, CREATE, READ_WRITE], ids=str)
+@pytest.mark.parametrize("flags", [READ, WRITE, CREATE, READ_WRITE], ids=flag_names)
 def test_a_directory_cannot_be_opened_as_a_file(subject: Subject, flags: OpenFlags) -> None:
     """OPEN of a directory, for reading or writing, is IsADirectory; the directory stays."""
     subject.mkdir("/d")
@@ -124,7 +125,7 @@ def test_a_directory_cannot_be_opened_as_a_file(subject: Subject, flags: OpenFla
     assert subject.stat("/d").kind == "dir"
 
 
-@pytest.mark.parametrize("flags", [READ, CREATE], ids=str)
+@pytest.mark.parametrize("flags", [READ, CREATE], ids=flag_names)
 def test_the_root_cannot_be_opened_as_a_file(subject: Subject, flags: OpenFlags) -> None:
     """OPEN of '/' is IsADirectory."""
     with pytest.raises(IsADirectory):

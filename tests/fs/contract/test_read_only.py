@@ -13,7 +13,7 @@ import pytest
 
 from gateway.fs.errors import PermissionDenied
 from gateway.fs.interfaces import IFilesystem, OpenFlags, SetAttributes
-from tests.fs.contract.subject import APPEND, CREATE, EXCLUSIVE, READ, WRITE, Subject
+from tests.fs.contract.subject import APPEND, CREATE, EXCLUSIVE, READ, WRITE, Subject, flag_names
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ WRITING_OPENS = [
 ] + [("/new", OpenFlags(create=True))]  # (CREAT alone opens an existing file for reading)
 
 
-@pytest.mark.parametrize(("path", "flags"), WRITING_OPENS, ids=str)
+@pytest.mark.parametrize(("path", "flags"), WRITING_OPENS, ids=flag_names)
 def test_opening_for_writing_is_refused(
     subject: Subject, ro: IFilesystem, path: str, flags: OpenFlags
 ) -> None:
