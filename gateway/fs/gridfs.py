@@ -259,8 +259,12 @@ class GridFilesystem:
 
     # -- handles call back here ----------------------------------------------------------
 
-    async def _writable_directory(self, parts: Path) -> IDirectory:
+    async def _writable_directory(self, parts: Path, entries: bool = True) -> IDirectory:
+        """A directory to change: its entries (``entries``: not chmod a-w either) or only
+        their metadata (which its mode does not govern, as in POSIX)."""
         self._require_writable()
+        if entries:
+            return await self.volume.writable_directory(parts)
         directory = await self.volume.directory(parts)
         if directory.read_only:
             raise PermissionDenied(f"read-only directory: {join(parts)}")
@@ -289,6 +293,8 @@ class GridFilesystem:
             raise PermissionDenied("the root directory cannot be removed")
         parent, name = parent_and_name(parts)
         directory = await self._writable_directory(parent)
+        if self._overlay.local(parts) is not None:
+            raise NotADirectory(f"not a directory: {join(parts)}")
         _, entry = await self._entry(parts)
         if entry.kind != "dir":
             raise NotADirectory(f"not a directory: {join(parts)}")
@@ -369,6 +375,8 @@ class GridFilesystem:
                 raise FileExists(f"{join(new_parts)} already exists")
             if grid_target is not None and grid_target.kind == "dir":
                 raise FileExists(f"{join(new_parts)} is a directory")
+            if target_exists and grid_source is not None and grid_source.kind == "dir":
+                raise NotADirectory(f"{join(new_parts)} is not a directory")
             if overwrite:
                 await self._abandon_local(new_parts)
             if grid_source is not None:
@@ -450,7 +458,7 @@ class GridFilesystem:
         if not fields:
             return
         parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent)
+        directory = await self._writable_directory(parent, entries=False)
         try:
             await directory.set_metadata(name, **fields)
         except NoSuchChild:

@@ -138,7 +138,10 @@ class StagedFile:
         return os.pread(self.fd, min(length, self.size - offset), offset)
 
     def write(self, offset: int, data: bytes) -> None:
-        """Write at ``offset``, growing the file (and the area's usage) as needed."""
+        """Write at ``offset``, growing the file (and the area's usage) as needed; writing no
+        bytes changes nothing, even past the end (as a ``pwrite`` of none does)."""
+        if not data:
+            return
         start = offset
         end = offset + len(data)
         grow = max(0, end - self.size)

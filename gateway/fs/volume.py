@@ -170,6 +170,8 @@ class Volume:
             try:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
+                if self.overlay.local((*real, name)) is not None:  # a file not yet uploaded
+                    raise NotADirectory(f"not a directory: {join((*real, name))}") from None
                 raise NoSuchFile(f"no such directory: {join((*real, name))}") from None
             if entry.kind == "symlink":
                 hops += 1
@@ -185,6 +187,18 @@ class Volume:
             )
             real = (*real, name)
         return real, node, hops
+
+    async def writable_directory(self, parts: Path) -> IDirectory:
+        """The directory at ``parts``, to add or remove entries: PermissionDenied when its
+        capability is read-only, or a client made it read-only (``chmod a-w``)."""
+        real, node, _ = await self._walk(parts)
+        if node.read_only:
+            raise PermissionDenied(f"read-only directory: {join(real)}")
+        if real:
+            entry = await self.lookup(await self.directory(real[:-1]), real[-1])
+            if entry.metadata.no_write:
+                raise PermissionDenied(f"read-only directory: {join(real)}")
+        return node
 
     async def lookup(self, node: IDirectory, name: str) -> Entry:
         """An entry of a directory, fresh if the grid answers, else as this node last read it.

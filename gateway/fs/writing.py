@@ -94,6 +94,8 @@ class Writers:
         if state is not None and not state.abandoned:
             if flags.exclusive and flags.create:
                 raise FileExists(f"{join(parts)} already exists")
+            if state.meta.mode is not None and not state.meta.mode & 0o222:
+                raise PermissionDenied(f"{join(parts)} is read-only")  # (chmod a-w while open)
             state.handles += 1
             handle = WriteHandle(self, state, flags.read, flags.append)
             await shared(state.ready)
@@ -152,6 +154,8 @@ class Writers:
             raise FileExists(f"{join(parts)} already exists")
         if not exists and not flags.create:
             raise NoSuchFile(f"no such file: {join(parts)}")
+        if not exists:
+            await self.volume.writable_directory(parent)  # a new name: not in a chmod a-w one
         if pending is not None:
             state.meta.mode = pending.meta.mode
             state.meta.ctime = pending.meta.ctime

@@ -12,8 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import pytest
-
 from gateway.fs.errors import NoSuchFile
 from gateway.fs.interfaces import (
     FileAttributes,
@@ -155,18 +153,3 @@ class Subject(ABC):
         except NoSuchFile:
             return False
         return True
-
-
-#: A known bug, written down once for the tests that show it.
-PENDING_FILE_IS_NO_DIRECTORY = (
-    "directory lookups (Volume._walk, and GridFilesystem.rmdir's _entry) look in the grid "
-    "only, not in the overlay: a file not yet uploaded, used as a directory, is NoSuchFile "
-    "('no such directory'), where the same file uploaded is NotADirectory (ENOTDIR); over "
-    "SFTP both are FX_NO_SUCH_FILE"
-)
-
-
-def pending_xfail(reason: str) -> list[Any]:
-    """The ``when`` values, those before the upload lands expected to fail for ``reason``."""
-    xfail = pytest.mark.xfail(strict=True, reason=reason)
-    return [pytest.param(PENDING, marks=xfail), pytest.param(UPLOADING, marks=xfail), UPLOADED]

@@ -13,12 +13,10 @@ from gateway.fs.errors import NoSuchFile, NotADirectory, PermissionDenied
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from tests.fs.contract.subject import (
     CREATE,
-    PENDING_FILE_IS_NO_DIRECTORY,
     READ,
     WRITE,
     Subject,
     flag_names,
-    pending_xfail,
 )
 
 
@@ -60,7 +58,6 @@ def test_stat_of_a_missing_name(subject: Subject) -> None:
         subject.lstat("/missing/below")
 
 
-@pytest.mark.parametrize("when", pending_xfail(PENDING_FILE_IS_NO_DIRECTORY))
 def test_a_file_used_as_a_directory(subject: Subject, when: str) -> None:
     """A path through a file (file/below) is NotADirectory (ENOTDIR), whether the file has
     landed or not."""
@@ -263,12 +260,6 @@ def test_setattr_through_a_link_changes_its_target(subject: Subject) -> None:
     assert subject.lstat("/link").kind == "symlink"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Writers.open shares the LocalFile already open on a path without checking its "
-    "mode: once a file open for writing is chmod a-w, a second OPEN for writing still "
-    "succeeds (open(2) gives EACCES)",
-)
 def test_chmod_a_minus_w_of_an_open_file_refuses_new_writers(subject: Subject) -> None:
     """A file made read-only while a writer has it open refuses a further OPEN for writing
     (the handle already open keeps writing, as a descriptor does)."""
@@ -365,13 +356,6 @@ def test_a_file_created_read_only_is_written_by_its_creator(subject: Subject) ->
         subject.settle()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="setattr of a directory's mode sets no_write on its entry and stat shows no w bits, "
-    "but GridFilesystem._writable_directory and Writers._prepare check only the directory's "
-    "capability (read_only), never its entry's no_write: a directory chmod 0555 still takes "
-    "new files, directories and links (gridfs's docstring says a no-write entry refuses writes)",
-)
 def test_chmod_a_minus_w_of_a_directory_refuses_new_entries(subject: Subject) -> None:
     """A directory without w bits shows none, and refuses new files, directories and links
     (as for any user but root); u+w allows them again."""

@@ -19,9 +19,7 @@ from gateway.fs.errors import (
 )
 from tests.fs.contract.subject import (
     CREATE,
-    PENDING_FILE_IS_NO_DIRECTORY,
     Subject,
-    pending_xfail,
 )
 
 
@@ -83,7 +81,6 @@ def test_listing_a_missing_directory(subject: Subject) -> None:
         subject.names("/missing")
 
 
-@pytest.mark.parametrize("when", pending_xfail(PENDING_FILE_IS_NO_DIRECTORY))
 def test_listing_a_file(subject: Subject, when: str) -> None:
     """list of a file is NotADirectory."""
     subject.write("/f", b"x")
@@ -205,7 +202,6 @@ def test_rmdir_of_a_missing_directory(subject: Subject) -> None:
         subject.run(subject.fs.rmdir("/missing"))
 
 
-@pytest.mark.parametrize("when", pending_xfail(PENDING_FILE_IS_NO_DIRECTORY))
 def test_rmdir_of_a_file(subject: Subject, when: str) -> None:
     """rmdir of a file: NotADirectory, and the file stays."""
     subject.write("/f", b"x")

@@ -287,13 +287,6 @@ def test_exclusive_create_in_two_sessions(subject: Subject) -> None:
     assert subject.read("/lock") == b"mine"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StagedFile.write sets size = max(size, offset + len(data)) even for an empty "
-    "write, without extending the file: after an empty WRITE past the end, stat reports the "
-    "larger size while reads stop at the old end, and the upload links the old bytes with the "
-    "larger size in the entry (stat 100, read 10 bytes, for good)",
-)
 def test_an_empty_write_changes_nothing(subject: Subject, when: str) -> None:
     """A WRITE of no bytes, even past the end, leaves size and bytes as they were (as a
     pwrite(2) of 0 bytes does)."""

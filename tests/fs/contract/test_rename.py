@@ -351,12 +351,6 @@ def test_a_directory_never_replaces_a_non_empty_directory(subject: Subject) -> N
     assert subject.read("/b/inside") == b"I"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GridFilesystem.rename with overwrite checks only that the target is not a "
-    "directory: a directory renamed onto a file replaces (and loses) the file, where "
-    "rename(2) refuses with ENOTDIR",
-)
 def test_a_directory_never_replaces_a_file(subject: Subject, when: str) -> None:
     """Even with overwrite, a directory renamed onto a file is refused; both stay."""
     subject.mkdir("/d")
