@@ -18,6 +18,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 from prometheus_client import Histogram
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 from gateway.metrics import Progress
@@ -167,7 +168,7 @@ class Session:
 class SessionRegistry:
     """Every SFTP session of a node, its transfers, and node-wide SFTP counters."""
 
-    clock: Any
+    clock: IReactorTime
     keep_finished: int = 50
     sessions: dict[int, Session] = field(factory=dict)
     finished: deque[FinishedTransfer] = field(init=False)
