@@ -274,6 +274,8 @@ class GridFilesystem:
     async def mkdir(self, path: str, attrs: SetAttributes) -> None:
         """Create a directory."""
         parts = await self._path(path)
+        if not parts:
+            raise FileExists("the root directory exists")  # (as mkdir("/") is EEXIST)
         parent, name = parent_and_name(parts)
         directory = await self._writable_directory(parent)
         if self._overlay.local(parts) is not None:

@@ -12,7 +12,6 @@ import pytest
 from gateway.fs.errors import (
     DirectoryNotEmpty,
     FileExists,
-    FSError,
     NoSuchFile,
     NotADirectory,
     PermissionDenied,
@@ -137,8 +136,8 @@ def test_mkdir_in_a_missing_directory(subject: Subject) -> None:
 
 
 def test_mkdir_of_the_root(subject: Subject) -> None:
-    """mkdir('/') fails (the root exists), and the root stays."""
-    with pytest.raises(FSError):
+    """mkdir('/') is FileExists (EEXIST, as OpenSSH answers it), and the root stays."""
+    with pytest.raises(FileExists):
         subject.mkdir("/")
     assert subject.stat("/").kind == "dir"
 
