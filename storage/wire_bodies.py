@@ -16,6 +16,7 @@ from typing import Any
 
 import cbor2
 
+from storage.errors import InvalidRequest
 from storage.interfaces import (
     AllocationResult,
     ByteRange,
@@ -122,7 +123,10 @@ def _share_set(value: Any, what: str) -> frozenset[int]:
 
 
 def encode_allocate_request(share_numbers: frozenset[int], allocated_size: int) -> bytes:
-    """Body of ``POST /storage/v1/immutable/:si``."""
+    """Body of ``POST /storage/v1/immutable/:si``; share numbers outside 0..255 are refused
+    here, before a server could allocate anything for them."""
+    if any(not 0 <= s <= MAX_SHARE_NUMBER for s in share_numbers):
+        raise InvalidRequest("share numbers are 0..255")
     return cbor_dumps({"share-numbers": set(share_numbers), "allocated-size": allocated_size})
 
 
