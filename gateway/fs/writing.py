@@ -104,8 +104,12 @@ class Writers:
                 raise as_fs_error(state.failure)
             if flags.truncate:
                 assert state.staged is not None
-                await self.materialize(state)  # (a copy under way would write after us)
-                state.staged.truncate(0)
+                await state.copying.acquire()  # (a copy under way would write after us)
+                try:
+                    state.clone = None  # nothing of the grid file is wanted any more
+                    state.staged.truncate(0)
+                finally:
+                    state.copying.release()
                 state.meta.mtime = self.now()
                 state.dirty = True
             return handle
