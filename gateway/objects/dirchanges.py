@@ -23,6 +23,7 @@ done) is harmless.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from attrs import evolve, frozen
@@ -69,6 +70,10 @@ class Create:
     def apply_lenient(self, records: MutableRecords) -> None:
         """Nothing to apply."""
 
+    def landed(self, records: MutableRecords, result: Record | None) -> bool:
+        """Whether an earlier attempt of this change, reported lost, is in ``records``."""
+        return False
+
     def to_cbor(self) -> dict[str, Any]:
         """The journal's form."""
         return {"op": "create"}
@@ -89,6 +94,10 @@ class Link:
                 raise ChildExists(exists_message(taken))
         records.update(self.entries)
         return None, self
+
+    def landed(self, records: MutableRecords, result: Record | None) -> bool:
+        """Whether an earlier attempt, reported lost, linked every entry after all."""
+        return all(records.get(name) == record for name, record in self.entries)
 
     def apply_lenient(self, records: MutableRecords) -> None:
         """Link; an exclusive link whose name now holds another child gets a conflict name."""
@@ -116,6 +125,10 @@ class Unlink:
         if record is None:
             raise NoSuchChild(f"there is no entry named {shown_name(self.name)}")
         return record, evolve(self, child=identity(record))
+
+    def landed(self, records: MutableRecords, result: Record | None) -> bool:
+        """Whether an earlier attempt, reported lost, removed the entry after all."""
+        return result is not None and self.name not in records
 
     def apply_lenient(self, records: MutableRecords) -> None:
         """Remove the entry if it still links the same child."""
@@ -147,6 +160,10 @@ class Rename:
         del records[self.old]
         records[self.new] = record
         return record, evolve(self, child=identity(record))
+
+    def landed(self, records: MutableRecords, result: Record | None) -> bool:
+        """Whether an earlier attempt, reported lost, moved the entry after all."""
+        return result is not None and self.old not in records and records.get(self.new) == result
 
     def apply_lenient(self, records: MutableRecords) -> None:
         """Move the entry if ``old`` still links the same child; keep what another writer put
@@ -187,6 +204,10 @@ class SetMetadata:
             raise NoSuchChild(f"there is no entry named {shown_name(self.name)}")
         records[self.name] = changed = self._changed(record)
         return changed, evolve(self, child=identity(record))
+
+    def landed(self, records: MutableRecords, result: Record | None) -> bool:
+        """Never: setting the same fields again changes nothing."""
+        return False
 
     def apply_lenient(self, records: MutableRecords) -> None:
         """Change the entry if it still links the same child."""
@@ -256,6 +277,24 @@ def change_from_cbor(data: Any) -> Change:
     except (KeyError, TypeError) as e:
         raise CorruptDirectory(f"a journaled directory change is incomplete ({e})") from None
     raise CorruptDirectory(f"unknown journaled directory change {op!r}")
+
+
+def write_through(change: Change) -> Callable[[MutableRecords], Record | None]:
+    """The edit that publishes ``change`` at once (a read-modify-write of the directory,
+    tried again on races): the change applied strictly, except that an earlier attempt
+    whose publish landed although it was reported lost counts as done."""
+    attempts = 0
+    result: Record | None = None
+
+    def edit(records: MutableRecords) -> Record | None:
+        nonlocal attempts, result
+        attempts += 1
+        if attempts > 1 and change.landed(records, result):
+            return result
+        result, _ = change.apply_strict(records)
+        return result
+
+    return edit
 
 
 def apply_lenient(changes: list[Change], records: MutableRecords) -> MutableRecords:

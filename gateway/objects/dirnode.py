@@ -42,7 +42,15 @@ from gateway.objects.caps import (
     parse,
 )
 from gateway.objects.crypto import directory_write_key
-from gateway.objects.dirchanges import Change, Create, Link, Rename, SetMetadata, Unlink
+from gateway.objects.dirchanges import (
+    Change,
+    Create,
+    Link,
+    Rename,
+    SetMetadata,
+    Unlink,
+    write_through,
+)
 from gateway.objects.dirformat import (
     FORMAT_VERSION,
     BadChild,
@@ -231,47 +239,14 @@ class DirectoryNode:
             new[name] = make_record(cap, metadata, key)
         if not new:
             return {}
-        if self._writes_back():
-            assert self.write_back is not None
-            await self.write_back.commit([(self, Link(tuple(new.items()), not overwrite))])
-            return {name: self._entry(name, r) for name, r in new.items()}
-
-        attempts = 0
-
-        def change(records: dict[str, Record]) -> None:
-            nonlocal attempts
-            attempts += 1
-            if not overwrite:
-                # On a retry, a name holding exactly our record was linked by an earlier attempt
-                # of this very change, whose publish landed although it was reported as lost.
-                taken = sorted(
-                    n for n in new if n in records and (attempts == 1 or records[n] != new[n])
-                )
-                if taken:
-                    raise ChildExists(exists_message(taken))
-            records.update(new)
-
-        await self._modify(change)
+        await self._commit(Link(tuple(new.items()), not overwrite))
         return {name: self._entry(name, r) for name, r in new.items()}
 
     async def remove(self, name: str | bytes) -> Entry:
         """Unlink ``name`` and return the entry it had (the child object itself is untouched)."""
         name = normalize_name(name)
         self._write_key()
-        if self._writes_back():
-            return self._entry(name, await self._commit(Unlink(name)))
-
-        removed: list[Record] = []
-
-        def change(records: dict[str, Record]) -> Record:
-            if name not in records:
-                if removed:  # an earlier attempt's publish landed after all
-                    return removed[0]
-                raise NoSuchChild(f"there is no entry named {shown_name(name)}")
-            removed[:] = [records.pop(name)]
-            return removed[0]
-
-        return self._entry(name, await self._modify(change))
+        return self._entry(name, await self._commit_record(Unlink(name)))
 
     async def rename(self, old: str | bytes, new: str | bytes, overwrite: bool = True) -> Entry:
         """Rename an entry within this directory in one publish; returns it under its new name."""
@@ -279,23 +254,7 @@ class DirectoryNode:
         self._write_key()
         if old == new:
             return await self.get(old)
-        if self._writes_back():
-            return self._entry(new, await self._commit(Rename(old, new, overwrite)))
-
-        moved: list[Record] = []
-
-        def change(records: dict[str, Record]) -> Record:
-            if old not in records:
-                if moved and records.get(new) == moved[0]:  # an earlier attempt landed
-                    return moved[0]
-                raise NoSuchChild(f"there is no entry named {shown_name(old)}")
-            if not overwrite and new in records:
-                raise ChildExists(exists_message([new]))
-            moved[:] = [records.pop(old)]
-            records[new] = moved[0]
-            return moved[0]
-
-        return self._entry(new, await self._modify(change))
+        return self._entry(new, await self._commit_record(Rename(old, new, overwrite)))
 
     async def mkdir(
         self,
@@ -347,18 +306,8 @@ class DirectoryNode:
         self._write_key()
         if "kind" in changes:
             raise BadChild("an entry's kind cannot be changed")
-        if self._writes_back():
-            decided = SetMetadata(name, tuple(sorted(changes.items())))
-            return self._entry(name, await self._commit(decided))
-
-        def change(records: dict[str, Record]) -> Record:
-            if name not in records:
-                raise NoSuchChild(f"there is no entry named {shown_name(name)}")
-            record = records[name]
-            records[name] = evolve(record, metadata=evolve(record.metadata, **changes))
-            return records[name]
-
-        return self._entry(name, await self._modify(change))
+        change = SetMetadata(name, tuple(sorted(changes.items())))
+        return self._entry(name, await self._commit_record(change))
 
     async def move_to(
         self,
@@ -394,9 +343,17 @@ class DirectoryNode:
     def _writes_back(self) -> bool:
         return self.write_back is not None and isinstance(self.cap, DirectoryWriteCap)
 
-    async def _commit(self, change: Change) -> Record:
-        assert self.write_back is not None
-        record = (await self.write_back.commit([(self, change)]))[0]
+    async def _commit(self, change: Change) -> Record | None:
+        """The one seam through which this node's changes go: journaled by write-back (and
+        published later) when the node has it, else published now."""
+        if self._writes_back():
+            assert self.write_back is not None
+            return (await self.write_back.commit([(self, change)]))[0]
+        return await self._modify(write_through(change))
+
+    async def _commit_record(self, change: Change) -> Record:
+        """:meth:`_commit` of a change that names one entry; its record."""
+        record = await self._commit(change)
         assert record is not None
         return record
 
