@@ -201,6 +201,7 @@ class Writers:
             read = self._clone_readers[clone.cap] = grid_read(self.volume, cap)
         return await read(offset, length)
 
+    @grid_boundary
     async def materialize(self, state: LocalFile) -> None:
         """Before a change: copy a cloned file's bytes from the grid into its staged file.
 
@@ -394,7 +395,6 @@ class WriteHandle:
         assert self.state.staged is not None, "state not ready"
         return self.state.staged
 
-    @grid_boundary
     async def read(self, offset: int, length: int) -> bytes:
         """Read what has been written so far."""
         if not self.readable:
@@ -403,7 +403,6 @@ class WriteHandle:
             return await self.writers.read_clone(self.state.clone, offset, length)
         return self._staged().read(offset, length)
 
-    @grid_boundary
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
         if self.state.clone is not None:
@@ -413,22 +412,18 @@ class WriteHandle:
         self.state.dirty = True
         self.state.meta.mtime = self.writers.now()  # as a write(2) sets it
 
-    @grid_boundary
     async def stat(self) -> FileAttributes:
         """The file as written so far."""
         return self.state.attributes(self.writers.now())
 
-    @grid_boundary
     async def setattr(self, changes: SetAttributes) -> None:
         """Truncate/extend, or set mode and times, on the open file."""
         await self.writers.apply_local(self.state, changes)
 
-    @grid_boundary
     async def fsync(self) -> None:
         """Return once these contents are durable in the grid."""
         await self.writers.fsync(self.state)
 
-    @grid_boundary
     async def close(self) -> None:
         """Close; the last handle's close publishes the file."""
         if self.closed:
@@ -436,7 +431,6 @@ class WriteHandle:
         self.closed = True
         await self.writers.close(self.state)
 
-    @grid_boundary
     async def abort(self) -> None:
         """The client went away without closing: this handle's writes alone publish nothing."""
         if self.closed:

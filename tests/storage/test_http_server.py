@@ -16,18 +16,17 @@ import cbor2
 import treq
 from attrs import define, field
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.interfaces import IConsumer, IListeningPort
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from zope.interface import implementer
 
-from gateway.grid.http_transport import PinnedTLSPolicy
+from gateway.grid.http_transport import BytesProducer, PinnedTLSPolicy
 from storage import wire
 from storage.http_server import listen_storage_on, make_storage_site
 from storage.memory import MemoryBackend
@@ -49,49 +48,12 @@ def deferred_test(f: Callable[..., Awaitable[None]]) -> Callable[..., Deferred[N
     return run
 
 
-@implementer(IBodyProducer)
-class StreamedBody:
+class StreamedBody(BytesProducer):
     """A body of unknown length (sent chunked)."""
 
-    length = UNKNOWN_LENGTH
-
     def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-@implementer(IBodyProducer)
-class Body:
-    """A body of known length."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
+        super().__init__(data)
+        self.length = UNKNOWN_LENGTH
 
 
 @define
@@ -163,7 +125,7 @@ class LiveStorage:
             h.addRawHeader("Authorization", wire.format_authorization(self.swissnum))
         for kind, value in (secrets or {}).items():
             h.addRawHeader("X-Tahoe-Authorization", wire.format_secret(kind, value))
-        producer = Body(body) if isinstance(body, bytes) else body
+        producer = BytesProducer(body) if isinstance(body, bytes) else body
         response = await self.agent.request(method, self.url(path), h, producer)
         data = await treq.content(response)
         return Reply(response.code, response.headers, data)
