@@ -11,7 +11,7 @@ and published stays behind them. :class:`~gateway.objects.store.ObjectStore`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from zope.interface import Attribute, Interface
@@ -109,6 +109,23 @@ class IObjectStore(Interface):
 
     async def upload(source: BinaryIO) -> ImmutableCap:
         """Upload a seekable file as an immutable object; its read capability."""
+
+    async def update_file(
+        base: ImmutableCap | None,
+        size: int,
+        changed: Sequence[tuple[int, int]],
+        read: Callable[[int, int], Awaitable[bytes]],
+        progress: Callable[[int], None] | None = None,
+    ) -> ImmutableCap:
+        """Store a new version of a file, at the cost of what changed; its read capability.
+
+        ``read(offset, length)`` returns the new contents (``size`` bytes). ``changed``
+        holds sorted, disjoint ``[start, end)`` ranges of them: every byte below
+        ``min(size, base.size)`` outside these ranges is the base's byte at the same
+        offset, so the store may keep what holds it instead of reading and storing it
+        again. Without a base every byte counts as changed. ``progress(n)`` is told
+        each time ``n`` more changed bytes are stored.
+        """
 
     async def read_mutable(cap: MutableWriteCap | MutableReadCap) -> bytes:
         """The current contents of a mutable file."""

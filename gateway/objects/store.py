@@ -8,8 +8,9 @@ for on every operation, so servers that join or leave are used at once.
 from __future__ import annotations
 
 import heapq
+import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from attrs import define
@@ -70,6 +71,28 @@ class ObjectStore:
     async def upload(self, source: BinaryIO) -> ImmutableCap:
         """Upload a seekable file as an immutable object."""
         return await ImmutableUploader(self.servers, self.secrets, self.params).upload(source)
+
+    async def update_file(
+        self,
+        base: ImmutableCap | None,
+        size: int,
+        changed: Sequence[tuple[int, int]],
+        read: Callable[[int, int], Awaitable[bytes]],
+        progress: Callable[[int], None] | None = None,
+    ) -> ImmutableCap:
+        """Store a new version of a file (see IObjectStore): here, the whole file again."""
+        with tempfile.TemporaryFile() as spool:
+            offset = 0
+            while offset < size:
+                data = await read(offset, min(1 << 20, size - offset))
+                if not data:
+                    raise ValueError(f"the new contents end at {offset} of {size} bytes")
+                spool.write(data)
+                offset += len(data)
+                if progress is not None:
+                    progress(len(data))
+            spool.seek(0)
+            return await self.upload(spool)
 
     def reader(self, cap: ImmutableCap) -> FileReader:
         """Random-access reads of an immutable file."""
