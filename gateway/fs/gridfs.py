@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from gateway.fs.attributes import entry_attributes, read_only_view, root_attributes
 from gateway.fs.boundary import GRID_FAILURES, grid_boundary
+from gateway.fs.contents import base_cap, grid_read
 from gateway.fs.errors import (
     DirectoryNotEmpty,
     FileExists,
@@ -38,12 +39,12 @@ from gateway.fs.interfaces import (
 )
 from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import Path, join, parent_and_name, split
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
+from gateway.fs.sparse import Reader
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     Capability,
-    ImmutableReadCap,
-    LiteralCap,
+    ImmutableCap,
     MutableReadCap,
     MutableWriteCap,
     parse,
@@ -192,11 +193,15 @@ class GridFilesystem:
             attrs = await self._local_attributes(local)
             if local.failure is not None:
                 raise as_fs_error(local.failure)
-            if local.clone is not None:  # the bytes are still the grid file's
-                return self._grid_reader(parts, parse(local.clone.cap), attrs)
+            unchanged = local.unchanged_base
+            if unchanged is not None:  # the bytes are the grid version's
+                return self._grid_reader(parts, base_cap(unchanged), attrs)
             assert local.staged is not None
             staged_reader = StagedReader.of(local.staged)
-            return ReadHandle(join(parts), staged_reader.read, attrs, staged_reader.close)
+            read: Reader = staged_reader.read
+            if local.base is not None:  # the changes over the grid version, merged
+                read = self.volume.contents.reader(local, staged_reader.read_now)
+            return ReadHandle(join(parts), read, attrs, staged_reader.close)
         assert found is not None
         directory, entry = found
         if entry.kind == "dir":
@@ -206,14 +211,13 @@ class GridFilesystem:
         if isinstance(cap, MutableWriteCap | MutableReadCap):
             data = await self.volume.store.read_mutable(cap)
             return ReadHandle(join(parts), bytes_reader(data), attrs)
-        if not isinstance(cap, LiteralCap | ImmutableReadCap):
+        if not isinstance(cap, ImmutableCap):
             raise PermissionDenied("this entry cannot be read as a file")
         return self._grid_reader(parts, cap, attrs)
 
-    def _grid_reader(self, parts: Path, cap: object, attrs: FileAttributes) -> ReadHandle:
+    def _grid_reader(self, parts: Path, cap: ImmutableCap, attrs: FileAttributes) -> ReadHandle:
         """A read handle on an immutable grid file (it can be copied by linking ``cap``)."""
-        assert isinstance(cap, LiteralCap | ImmutableReadCap)
-        return ReadHandle(join(parts), grid_read(self.volume, cap), attrs, cap=cap)
+        return ReadHandle(join(parts), grid_read(self.volume.store, cap), attrs, cap=cap)
 
     @grid_boundary
     async def copy_data(

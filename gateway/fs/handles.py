@@ -28,6 +28,10 @@ class StagedReader:
         """Bytes at offset, clamped at the file's current end."""
         return os.pread(self.fd, length, offset)
 
+    def read_now(self, offset: int, length: int) -> bytes:
+        """The same, without waiting (for a merged read of changes over a grid version)."""
+        return os.pread(self.fd, length, offset)
+
     def close(self) -> None:
         """Release the descriptor."""
         os.close(self.fd)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import enum
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.fs.interfaces import FileAttributes
 from gateway.fs.paths import Path
+from gateway.fs.sparse import Base, Ranges, changed_ranges
 from gateway.fs.staging import StagedFile
 
 
@@ -110,16 +111,6 @@ class LocalMeta:
     ctime: float = 0.0
 
 
-@frozen
-class Clone:
-    """Contents that are exactly an immutable grid file's: a server-side copy, or a file
-    opened for writing and not written yet. Its bytes are read from the grid; the first
-    change copies them into the staged file (and the clone is gone)."""
-
-    cap: str = field(repr=False)  # a read capability: a secret
-    size: int
-
-
 @define(eq=False)
 class LocalFile:
     """One local version of a file, with its phase, handles, staged bytes and upload job."""
@@ -129,8 +120,16 @@ class LocalFile:
     generation: int
     phase: Phase = Phase.OPENING
     staged: StagedFile | None = None
-    #: The contents are a grid file's, not the (empty) staged file's.
-    clone: Clone | None = None
+    #: The grid version the changes lie over (None: the staged file holds all the contents).
+    base: Base | None = None
+    #: Where the contents differ from the base's (see :mod:`gateway.fs.sparse`).
+    changed: Ranges = field(factory=Ranges)
+    #: The base's bytes show below this offset only.
+    limit: int = 0
+    #: While an fsync uploads a snapshot: what changed since it was taken (then the
+    #: snapshot's version becomes the base, and this is what differs from it).
+    since: Ranges | None = None
+    since_limit: int = 0
     handles: int = 0
     #: Changed since it was opened: the last CLOSE has something to publish.
     dirty: bool = False
@@ -145,8 +144,10 @@ class LocalFile:
     job_id: str | None = None
     #: Held while the upload links the file and while a rename or remove changes it.
     lock: DeferredLock = field(factory=DeferredLock)
-    #: Held while a clone's bytes are copied into the staged file.
-    copying: DeferredLock = field(factory=DeferredLock)
+    #: Held by an fsync while it stores a snapshot (one at a time per file).
+    syncing: DeferredLock = field(factory=DeferredLock)
+    #: What the upload stored (set by the upload, for an fsync to take as its new base).
+    stored: Base | None = None
 
     def fire(self, event: Event) -> Phase:
         """Move to the phase ``event`` leads to from this one; the new phase."""
@@ -166,9 +167,44 @@ class LocalFile:
     @property
     def size(self) -> int:
         """The file's size now."""
-        if self.clone is not None:
-            return self.clone.size
         return self.staged.size if self.staged is not None else 0
+
+    @property
+    def unchanged_base(self) -> Base | None:
+        """The base, when the contents are exactly it (a copy of a grid file, or a file
+        opened for writing and not changed): publishing it links the base again."""
+        base = self.base
+        if base is None or self.changed or self.limit < base.size or self.size != base.size:
+            return None
+        return base
+
+    def wrote(self, start: int, end: int) -> None:
+        """Note that ``[start, end)`` was written (into the staged file)."""
+        self.changed.add(start, end)
+        if self.since is not None:
+            self.since.add(start, end)
+
+    def truncated(self, size: int) -> None:
+        """Note that the file was truncated (or extended) to ``size``."""
+        self.changed.cut(size)
+        self.limit = min(self.limit, size)
+        if self.since is not None:
+            self.since.cut(size)
+            self.since_limit = min(self.since_limit, size)
+
+    def on_base(self, base: Base | None) -> None:
+        """Start over ``base``, unchanged (the staged file must be empty, of its size)."""
+        self.base = base
+        self.changed = Ranges()
+        self.limit = base.size if base is not None else 0
+        if self.staged is not None and base is not None:
+            self.staged.truncate(base.size)  # a hole: nothing copied, no quota used
+
+    def upload_ranges(self) -> list[tuple[int, int]]:
+        """Where the contents may differ from the base: what an upload must store."""
+        if self.base is None:
+            return [(0, self.size)] if self.size else []
+        return changed_ranges(self.changed, self.limit, self.size)
 
     def attributes(self, now: float) -> FileAttributes:
         """What stat says about the file while it is local (the upload changes none of it)."""

@@ -49,6 +49,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.fs.errors import NoSpace
+from gateway.fs.sparse import Ranges
 from gateway.threads import Threads
 from storage.redolog import fsync_directory
 
@@ -110,8 +111,10 @@ def start_flush(fd: int, offset: int, length: int) -> None:
 class StagedFile:
     """One staged file: a sparse local file and its logical size.
 
-    With ``threads``, its flush-behind runs in the background as the module docstring says;
-    without, the final :meth:`fsync` writes everything.
+    ``written`` holds the ranges written (what the quota counts: a file grown by a
+    truncate, or staged over a grid version it has not copied, is a hole that costs
+    nothing). With ``threads``, its flush-behind runs in the background as the module
+    docstring says; without, the final :meth:`fsync` writes everything.
     """
 
     area: StagingArea
@@ -119,6 +122,7 @@ class StagedFile:
     fd: int
     size: int = 0
     threads: Threads | None = None
+    written: Ranges = field(factory=Ranges)
     _closed: bool = field(default=False, init=False)
     #: Bytes written since the last flush-behind was started, and the range they lie in.
     _unsynced: int = field(default=0, init=False)
@@ -144,8 +148,22 @@ class StagedFile:
             return
         start = offset
         end = offset + len(data)
-        grow = max(0, end - self.size)
-        self.area.reserve(grow)
+        if not self.written.within(start, end):
+            grow = self.written.covered_in(start, end)
+            self.area.reserve(end - start - grow)
+            try:
+                self._pwrite(offset, data)
+            except BaseException:
+                self.area.release(end - start - grow)
+                raise
+            self.written.add(start, end)
+        else:
+            self._pwrite(offset, data)  # over bytes written before: the quota is unchanged
+        self.size = max(self.size, end)
+        if self.threads is not None and end > start:
+            self._written(start, end)
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
@@ -153,21 +171,14 @@ class StagedFile:
                 view = view[written:]
                 offset += written
         except OSError as e:
-            self.area.release(grow)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace("the gateway's disk is full") from None
             raise
-        self.size = max(self.size, end)
-        if self.threads is not None and end > start:
-            self._written(start, end)
 
     def truncate(self, size: int) -> None:
-        """Set the logical size (shrinking frees quota; growing reads as zeros)."""
-        if size > self.size:
-            self.area.reserve(size - self.size)
-        else:
-            self.area.release(self.size - size)
+        """Set the logical size (shrinking frees quota; growing makes a hole, read as zeros)."""
         os.ftruncate(self.fd, size)
+        self.area.release(self.written.cut(size))
         self.size = size
 
     async def presync(self) -> None:
@@ -205,7 +216,7 @@ class StagedFile:
             return
         self._closed = True
         self.path.unlink(missing_ok=True)
-        self.area.release(self.size)
+        self.area.release(self.written.covered)
         if not self._busy:
             os.close(self.fd)
         # Otherwise a thread may be using the descriptor: _finished closes it. (Cancelling the
@@ -344,12 +355,15 @@ class StagingArea:
         """Empty staged files made ahead and not handed out yet."""
         return len(self._spares)
 
-    def reopen(self, path: Path) -> StagedFile:
-        """A staged file left by a previous run (its upload is journaled)."""
+    def reopen(self, path: Path, written: Ranges | None = None) -> StagedFile:
+        """A staged file left by a previous run (its upload is journaled), whose
+        ``written`` ranges hold its bytes (by default, all of them)."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         size = os.fstat(fd).st_size
-        self.used += size
-        return StagedFile(self, path, fd, size)
+        if written is None:
+            written = Ranges([(0, size)])
+        self.used += written.covered
+        return StagedFile(self, path, fd, size, written=written)
 
     def sync_directory(self) -> None:
         """Make new staged files' names durable."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -21,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.fs.boundary import grid_boundary
+from gateway.fs.contents import Contents, base_cap
 from gateway.fs.errors import (
     GridUnavailable,
     NoSpace,
@@ -30,16 +30,16 @@ from gateway.fs.errors import (
     SymlinkLoop,
 )
 from gateway.fs.linker import DirectoryLinker
-from gateway.fs.localfile import FINAL, Clone, LocalFile, LocalMeta
+from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name, split
-from gateway.fs.staging import StagedFile, StagingArea
+from gateway.fs.sparse import Base, Ranges
+from gateway.fs.staging import StagingArea
 from gateway.grid.interfaces import ServerUnavailable
 from gateway.objects.caps import (
     DirectoryReadCap,
     DirectoryWriteCap,
-    ImmutableReadCap,
-    LiteralCap,
+    ImmutableCap,
     MutableWriteCap,
     parse,
 )
@@ -83,6 +83,7 @@ class Volume:
         self.clock = clock
         self.close_waits_for_grid = close_waits_for_grid
         self.overlay = Overlay()
+        self.contents = Contents(store, staging)
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, IDirectory] = {}
         self._root_ready = False
@@ -219,19 +220,19 @@ class Volume:
     async def publish(self, state: LocalFile, wait: bool | None = None) -> None:
         """Journal the upload of a closing file; wait for the grid if configured (or told).
 
-        A clone (a copy of a grid file not changed since) is journaled as a link of that
-        file: nothing is uploaded.
+        A file whose contents are exactly its base (a copy of a grid file, or not changed
+        since it was opened) is journaled as a link of that version: nothing is uploaded.
+        A changed file over a base records its changed ranges: the upload stores those.
         """
         assert state.staged is not None
         staged = state.staged
-        meta = state.meta
-        clone = state.clone
-        # A small file's bytes go into its journal record: one flush makes the CLOSE durable,
-        # and the staged copy (not flushed) is rebuilt from the record after a crash.
-        inline = clone is None and staged.size <= INLINE_BYTES
-        target = self._target(state.path, meta, state.generation)
-        if clone is not None:
-            target["clone"] = clone.cap
+        base = state.base
+        held = held_ranges(state)
+        # A file's bytes held here, when they are few, go into its journal record: one flush
+        # makes the CLOSE durable, and the staged copy (not flushed) is rebuilt from the
+        # record after a crash.
+        inline = sum(end - start for start, end in held) <= INLINE_BYTES
+        target = self._target(state)
         job = UploadJob(
             job_id=new_job_id(),
             staged=str(staged.path),
@@ -239,10 +240,11 @@ class Volume:
             display=join(state.path),
             target=target,
             created=self.clock.seconds(),
-            data=staged.read(0, staged.size) if inline else None,
+            data=b"".join(staged.read(s, e - s) for s, e in held) if inline else None,
+            changed=None if base is None else sum(e - s for s, e in state.upload_ranges()),
         )
         try:
-            if not inline and clone is None:
+            if not inline:
                 staged.fsync()
                 self.staging.sync_directory()
             # The record is appended now and flushed in a thread, shared with other CLOSEs:
@@ -263,20 +265,27 @@ class Volume:
         if self.close_waits_for_grid if wait is None else wait:
             await self.queue.wait_for(job.job_id)
 
-    def _target(self, path: Path, meta: LocalMeta, generation: int) -> dict[str, Any]:
-        return {
+    def _target(self, file: LocalFile) -> dict[str, Any]:
+        """What a file's journal record says of where it goes and what it lies over."""
+        meta = file.meta
+        target: dict[str, Any] = {
             "root": self.root_cap,
-            "path": list(path),
+            "path": list(file.path),
             "mode": meta.mode,
             "mtime": meta.mtime,
             "ctime": meta.ctime,
-            "generation": generation,
+            "generation": file.generation,
         }
+        base = file.base
+        if base is not None:
+            target.update(base=base.cap, base_size=base.size, limit=file.limit)
+            target["changed"] = [list(r) for r in file.changed]
+        return target
 
     def retarget(self, file: LocalFile) -> None:
-        """A pending file was renamed or its metadata changed: rewrite its journal record."""
+        """A pending file was renamed, truncated or its metadata changed: rewrite its record."""
         assert file.job_id is not None
-        self.queue.update_target(file.job_id, self._target(file.path, file.meta, file.generation))
+        self.queue.update_target(file.job_id, self._target(file), file.size)
 
     def adopt(self, job: UploadJob) -> None:
         """A job journaled by an earlier run: make its file visible again until it is linked."""
@@ -288,19 +297,22 @@ class Volume:
             job.target.get("ctime") or job.created,
         )
         generation = self.overlay.next_generation()
-        clone = Clone(job.target["clone"], job.size) if job.target.get("clone") else None
+        base, changed, limit = journaled_base(job)
+        held = changed if base is not None else Ranges([(0, job.size)] if job.size else [])
         if job.data is not None:  # the staged copy was never flushed: rebuild it
-            restore_staged(FilePath(job.staged), job.data)
+            restore_staged(FilePath(job.staged), job.data, list(held), job.size)
         try:
-            staged = self.staging.reopen(FilePath(job.staged))
+            staged = self.staging.reopen(FilePath(job.staged), held.copy())
         except FileNotFoundError:
-            if clone is None:
+            if base is None or changed:
                 # Only a finished upload's staged file is ever removed: the job has nothing
                 # left to do, and the queue finishes it without a pending entry.
                 self.log.info("{path}: already uploaded before the restart", path=join(path))
                 return
-            staged = self.staging.create()  # a clone's is empty, and was never flushed
-        file = LocalFile(path, meta, generation, staged=staged, clone=clone)
+            staged = self.staging.create()  # an unchanged base's is a hole, never flushed
+            staged.truncate(job.size)
+        file = LocalFile(path, meta, generation, staged=staged, base=base, changed=changed)
+        file.limit = limit
         self.overlay.adopted(file, job.job_id)
 
     @grid_boundary
@@ -342,23 +354,30 @@ class Volume:
                 return  # moved away meanwhile: published wherever it is now
             await write_back.flush(reversed([node.storage_index for node in chain]))
 
-    async def _store(self, file: LocalFile, job: UploadJob) -> LiteralCap | ImmutableReadCap | None:
+    async def _store(self, file: LocalFile, job: UploadJob) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
-        mutable file the path names."""
+        mutable file the path names. Over a base, only the changed ranges are stored."""
+        read = self.contents.reader(file)
         mutable = await self._existing_mutable(file)
         if mutable is not None:
-            data = await self._contents(file)
-            await self.store.replace_mutable(mutable, data)
+            await self.store.replace_mutable(mutable, await read(0, file.size))
             return None
-        if file.clone is not None:
-            cloned = parse(file.clone.cap)  # a copy of a grid file: linked, not uploaded
-            assert isinstance(cloned, LiteralCap | ImmutableReadCap)
-            return cloned
+        unchanged = file.unchanged_base
+        if unchanged is not None:
+            return base_cap(unchanged)  # a copy of a grid file: linked, not uploaded
         assert file.staged is not None
-        with open(file.staged.path, "rb") as source:
-            return await self.store.upload(self.queue.reading(job.job_id, source))
+        base = file.base
+        if base is None:
+            with open(file.staged.path, "rb") as source:
+                cap = await self.store.upload(self.queue.reading(job.job_id, source))
+        else:
+            changed = file.upload_ranges()
+            progress = self.queue.advance(job.job_id)
+            cap = await self.store.update_file(base_cap(base), file.size, changed, read, progress)
+        file.stored = Base(cap.to_string(), file.size)
+        return cap
 
-    async def _link(self, file: LocalFile, cap: LiteralCap | ImmutableReadCap | None) -> None:
+    async def _link(self, file: LocalFile, cap: ImmutableCap | None) -> None:
         """Link a stored file into the directory its path names now."""
         parent, name = parent_and_name(file.path)
         directory = await self.directory(parent)
@@ -378,15 +397,6 @@ class Volume:
             no_write=mode is not None and not mode & 0o222,
         )
         await self.linker.link(directory, name, cap, metadata)
-
-    async def _contents(self, file: LocalFile) -> bytes:
-        """A pending file's whole contents (for a mutable file, which is rewritten whole)."""
-        if file.clone is None:
-            assert file.staged is not None
-            return file.staged.read(0, file.staged.size)
-        cap = parse(file.clone.cap)
-        assert isinstance(cap, LiteralCap | ImmutableReadCap)
-        return await grid_read(self, cap)(0, file.clone.size)
 
     async def _existing_mutable(self, file: LocalFile) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""
@@ -413,38 +423,48 @@ class Volume:
         if directory.read_only:
             raise PermissionDenied("read-only directory")
 
-    def staged_copy(self, source: StagedFile) -> StagedFile:
-        """A new staged file holding the same bytes (for reopening a file still uploading)."""
-        copy = self.staging.create()
-        offset = 0
-        while offset < source.size:
-            chunk = source.read(offset, 1 << 20)
-            copy.write(offset, chunk)
-            offset += len(chunk)
-        return copy
-
-
-def grid_read(
-    volume: Volume, cap: LiteralCap | ImmutableReadCap
-) -> Callable[[int, int], Awaitable[bytes]]:
-    """A read function over an immutable grid file, with filesystem errors."""
-    reader = volume.store.reader(cap)
-    return grid_boundary(reader.read)
-
-
 def _link_target(directory: Path, link: Entry) -> Path:
     """Where a symbolic link in ``directory`` points, as a path from the account's root."""
     target = link.metadata.symlink or ""
     return split(target if target.startswith("/") else join(directory) + "/" + target)
 
 
-def restore_staged(path: FilePath, data: bytes) -> None:
-    """Write a journaled small file's bytes back to its staged file (0600; flushed later)."""
+def held_ranges(file: LocalFile) -> list[tuple[int, int]]:
+    """The ranges of a file's contents its staged file holds: its changes over a base, or
+    everything up to its size without one."""
+    if file.base is not None:
+        return list(file.changed)
+    return [(0, file.size)] if file.size else []
+
+
+def journaled_base(job: UploadJob) -> tuple[Base | None, Ranges, int]:
+    """The base version, changed ranges and limit a job's record names (a record of an
+    earlier version may name a ``clone``: a base left unchanged)."""
+    target = job.target
+    if target.get("base"):
+        base = Base(str(target["base"]), int(target["base_size"]))
+        changed = Ranges((int(s), int(e)) for s, e in target.get("changed", ()))
+        return base, changed, int(target["limit"])
+    if target.get("clone"):
+        return Base(str(target["clone"]), job.size), Ranges(), job.size
+    return None, Ranges(), 0
+
+
+def restore_staged(path: FilePath, data: bytes, held: list[tuple[int, int]], size: int) -> None:
+    """Write a journaled file's bytes back to its staged file (0600; flushed later): ``data``
+    is the ``held`` ranges' bytes one after another."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        at = 0
+        for start, end in held:
+            view = memoryview(data)[at : at + end - start]
+            at += end - start
+            offset = start
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        os.ftruncate(fd, size)
     finally:
         os.close(fd)
 

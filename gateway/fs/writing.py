@@ -10,6 +10,13 @@ whose session ended without a CLOSE is aborted, and publishes nothing unless
 another handle on the same file was closed by its client (whose data the
 gateway acknowledged, and therefore keeps).
 
+A file opened without TRUNC is not copied: its staged file is sparse, holding
+the ranges written over the grid version it was opened on (see
+:mod:`gateway.fs.sparse`); reads merge the two, and its upload stores only what
+changed. An fsync stores a snapshot of the changes and then makes that version
+the base of what is written next, so each fsync costs what changed since the
+last one.
+
 The staged files of open files are written back to disk in the reactor's
 threads while they are written, and the closing CLOSE fsyncs in a thread before
 the volume publishes (see :mod:`gateway.fs.staging`): its reply still waits for
@@ -23,7 +30,6 @@ CLOSE is answered once it is on disk.
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable
 
 from attrs import define
 from twisted.internet.interfaces import IReactorTime
@@ -39,18 +45,13 @@ from gateway.fs.errors import (
     PermissionDenied,
 )
 from gateway.fs.interfaces import FileAttributes, IOpenFile, OpenFlags, SetAttributes
-from gateway.fs.localfile import Clone, LocalFile, LocalMeta, Phase
+from gateway.fs.localfile import LocalFile, LocalMeta, Phase
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.sparse import Base, Ranges, Reader
 from gateway.fs.staging import StagedFile
-from gateway.fs.volume import Volume, grid_read
-from gateway.objects.caps import (
-    ImmutableReadCap,
-    LiteralCap,
-    MutableReadCap,
-    MutableWriteCap,
-    parse,
-)
+from gateway.fs.volume import Volume
+from gateway.objects.caps import ImmutableCap, MutableReadCap, MutableWriteCap
 from gateway.objects.concurrency import shared
 from gateway.objects.dirformat import Entry, NoSuchChild
 from gateway.threads import Threads, reactor_threads
@@ -76,7 +77,6 @@ class Writers:
         self.overlay: Overlay = volume.overlay
         self._clock = clock
         self._threads = threads if threads is not None else reactor_threads(clock)
-        self._clone_readers: dict[str, Callable[[int, int], Awaitable[bytes]]] = {}
         # Staged files are created ahead while files are being written; none stay when idle.
         volume.queue.when_idle(volume.staging.drop_spares)
 
@@ -104,12 +104,8 @@ class Writers:
                 raise as_fs_error(state.failure)
             if flags.truncate:
                 assert state.staged is not None
-                await state.copying.acquire()  # (a copy under way would write after us)
-                try:
-                    state.clone = None  # nothing of the grid file is wanted any more
-                    state.staged.truncate(0)
-                finally:
-                    state.copying.release()
+                state.staged.truncate(0)
+                state.truncated(0)  # nothing of the base shows any more
                 state.meta.mtime = self.now()
                 state.dirty = True
             return handle
@@ -171,69 +167,32 @@ class Writers:
             if not flags.truncate:
                 state.meta.mtime = entry.metadata.mtime
         if exists and not flags.truncate:
-            if pending is not None and pending.clone is not None:
-                state.clone = pending.clone
-                state.staged = self.volume.staging.create(self._threads)
-            elif pending is not None:
-                assert pending.staged is not None
-                state.staged = self.volume.staged_copy(pending.staged)
-                state.staged.threads = self._threads
+            if pending is not None:
+                # Its changes are copied (never the grid version under them): reopening a
+                # file still uploading costs what changed.
+                state.staged = self.volume.contents.copy(pending, self._threads)
+                state.base = pending.base
+                state.limit = pending.limit
+                state.changed = pending.changed.copy()
             else:
                 assert entry is not None
                 state.staged = self.volume.staging.create(self._threads)
-                if isinstance(entry.cap, LiteralCap | ImmutableReadCap):
-                    # Nothing is copied until the file is changed: reads come from the grid.
-                    state.clone = Clone(entry.cap.to_string(), entry.cap.size)
+                if isinstance(entry.cap, ImmutableCap):
+                    # Nothing is copied: reads come from the grid until changed, and after.
+                    state.on_base(Base(entry.cap.to_string(), entry.cap.size))
                 else:
                     await self._download_into(entry.cap, state)
         else:
             state.staged = self.volume.staging.create(self._threads)
             state.dirty = True
 
-    async def read_clone(self, clone: Clone, offset: int, length: int) -> bytes:
-        """Bytes of a cloned file, from the grid (one reader per file, kept for a while)."""
-        read = self._clone_readers.get(clone.cap)
-        if read is None:
-            if len(self._clone_readers) >= 16:
-                self._clone_readers.clear()
-            cap = parse(clone.cap)
-            assert isinstance(cap, LiteralCap | ImmutableReadCap)
-            read = self._clone_readers[clone.cap] = grid_read(self.volume, cap)
-        return await read(offset, length)
-
     @grid_boundary
-    async def materialize(self, state: LocalFile) -> None:
-        """Before a change: copy a cloned file's bytes from the grid into its staged file.
-
-        Pipelined WRITEs all wait for the one copy; none is applied before it ends.
-        """
-        if state.clone is None:
-            return
-        await state.copying.acquire()
-        try:
-            clone = state.clone
-            if clone is not None:
-                await self._download_into(parse(clone.cap), state)
-                state.clone = None
-        finally:
-            state.copying.release()
-
     async def _download_into(self, cap: object, state: LocalFile) -> None:
-        """Copy an existing file's bytes into the state's staged file (to modify it)."""
+        """Copy a mutable file's bytes into the state's staged file (to modify it)."""
         assert state.staged is not None
-        if isinstance(cap, MutableWriteCap):
-            state.staged.write(0, await self.volume.store.read_mutable(cap))
-            return
-        if not isinstance(cap, LiteralCap | ImmutableReadCap):
+        if not isinstance(cap, MutableWriteCap):
             raise PermissionDenied("this entry cannot be written")
-        reader = self.volume.store.reader(cap)
-        offset = 0
-        while offset < reader.size:
-            chunk = await reader.read(offset, COPY_CHUNK)
-            if not chunk:
-                break
-            state.staged.write(offset, chunk)
-            offset += len(chunk)
+        state.staged.write(0, await self.volume.store.read_mutable(cap))
 
     async def copy(
         self,
@@ -246,8 +205,9 @@ class Writers:
         """Copy ``length`` bytes (0: to the end) from ``source`` into ``target``.
 
         A whole immutable grid file copied into an empty file is linked, not copied: the
-        target becomes a clone, and its CLOSE links the same capability (nothing is read
-        or stored). Anything else is copied in chunks, as OpenSSH's server does.
+        target's contents become that version, unchanged, and its CLOSE links the same
+        capability (nothing is read or stored). Anything else is copied in chunks, as
+        OpenSSH's server does.
         """
         cap = getattr(source, "cap", None)
         state = target.state
@@ -255,13 +215,13 @@ class Writers:
         size = (await source.stat()).size
         whole = read_offset == 0 and (length == 0 or length >= size)
         if (
-            isinstance(cap, LiteralCap | ImmutableReadCap)
+            isinstance(cap, ImmutableCap)
             and whole
             and write_offset == 0
             and state.size == 0
-            and state.clone is None
+            and state.since is None
         ):
-            state.clone = Clone(cap.to_string(), cap.size)
+            state.on_base(Base(cap.to_string(), cap.size))
             state.dirty = True
             state.meta.mtime = self.now()
             return
@@ -281,9 +241,8 @@ class Writers:
         them with its contents; a journaled one has its journal record rewritten."""
         if changes.size is not None:
             assert state.staged is not None
-            if state.job_id is None:
-                await self.materialize(state)
             state.staged.truncate(changes.size)
+            state.truncated(changes.size)
             state.meta.mtime = self.now()  # as truncate(2) sets it
         if changes.mode is not None:
             state.meta.mode = changes.mode & 0o7777
@@ -322,7 +281,7 @@ class Writers:
         # runs (a rename re-targets it, a remove abandons it); a new OPEN of the path waits.
         closed = self.overlay.closing(state)
         try:
-            if state.clone is None:
+            if state.unchanged_base is None:
                 await state.staged.presync()
             if state.abandoned:
                 state.staged.discard()
@@ -340,26 +299,50 @@ class Writers:
             await self.volume.queue.wait_for(state.job_id)
 
     async def fsync(self, state: LocalFile) -> None:
-        """Publish a snapshot of the open file and return once it is in the grid."""
-        if not state.dirty:
-            return
-        await self.materialize(state)
-        assert state.staged is not None
-        meta = state.meta
-        snapshot = self.overlay.snapshot(
-            state, LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime)
-        )
-        snapshot.staged = self.volume.staged_copy(state.staged)
-        state.dirty = False
+        """Store a snapshot of the open file and return once it is in the grid.
+
+        The snapshot holds the changes (its staged copy costs what changed, never the
+        base). Once stored, the version it made becomes the file's base, and what was
+        written meanwhile its changes: the next fsync stores only those.
+        """
+        await state.syncing.acquire()  # one snapshot at a time: each rebases the next
         try:
-            await self.volume.publish(snapshot, wait=False)
-            await self._journaled(snapshot)
-        except BaseException:
-            self.overlay.unsaved(snapshot)
-            snapshot.staged.discard()
-            raise
-        assert snapshot.job_id is not None
-        await self.volume.queue.wait_for(snapshot.job_id)
+            if not state.dirty:
+                return
+            assert state.staged is not None
+            meta = state.meta
+            snapshot = self.overlay.snapshot(
+                state, LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime)
+            )
+            snapshot.staged = self.volume.contents.copy(state)
+            snapshot.base, snapshot.limit = state.base, state.limit
+            snapshot.changed = state.changed.copy()
+            state.dirty = False
+            state.since, state.since_limit = Ranges(), state.size
+            try:
+                await self.volume.publish(snapshot, wait=False)
+                await self._journaled(snapshot)
+            except BaseException:
+                self.overlay.unsaved(snapshot)
+                snapshot.staged.discard()
+                state.dirty = True
+                raise
+            assert snapshot.job_id is not None
+            await self.volume.queue.wait_for(snapshot.job_id)
+            self._rebase(state, snapshot)
+        finally:
+            state.since = None
+            state.syncing.release()
+
+    def _rebase(self, state: LocalFile, snapshot: LocalFile) -> None:
+        """The snapshot is in the grid: make its version the open file's base."""
+        stored = snapshot.stored
+        since = state.since
+        if stored is None or since is None or state.phase is not Phase.OPEN:
+            return  # not stored as a version (a mutable file), or closed meanwhile
+        state.base = stored
+        state.changed = since
+        state.limit = min(stored.size, state.since_limit)
 
     async def _journaled(self, state: LocalFile) -> None:
         """Wait until a published file's journal record is durable (flushed in a thread,
@@ -391,24 +374,29 @@ class WriteHandle:
         """Where the file is now (renames re-target it)."""
         return join(self.state.path)
 
+    _reader: Reader | None = None
+
     def _staged(self) -> StagedFile:
         assert self.state.staged is not None, "state not ready"
         return self.state.staged
 
     async def read(self, offset: int, length: int) -> bytes:
-        """Read what has been written so far."""
+        """Read the contents as written so far (over the grid version they change)."""
         if not self.readable:
             raise PermissionDenied("file was not opened for reading")
-        if self.state.clone is not None:  # not changed yet: the grid file's bytes
-            return await self.writers.read_clone(self.state.clone, offset, length)
-        return self._staged().read(offset, length)
+        if self.state.base is None:
+            return self._staged().read(offset, length)
+        if self._reader is None:
+            self._reader = self.writers.volume.contents.reader(self.state)
+        return await self._reader(offset, length)
 
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
-        if self.state.clone is not None:
-            await self.writers.materialize(self.state)
         staged = self._staged()
-        staged.write(staged.size if self.append else offset, data)
+        if self.append:
+            offset = staged.size
+        staged.write(offset, data)
+        self.state.wrote(offset, offset + len(data))
         self.state.dirty = True
         self.state.meta.mtime = self.writers.now()  # as a write(2) sets it
 

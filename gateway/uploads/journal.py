@@ -49,7 +49,17 @@ class UploadJob:
     attempts: int = 0
     last_error: str | None = None
     data: bytes | None = field(default=None, repr=False)
-    """The file's bytes, for a small file (its staged copy is rebuilt from them after a crash)."""
+    """The bytes of the file held locally when they are few (its staged copy is rebuilt from
+    them after a crash): the whole file, or the ranges :meth:`held` names."""
+    changed: int | None = None
+    """For a change to a file in the grid: how many bytes the upload stores."""
+
+    def held(self) -> list[tuple[int, int]]:
+        """The ranges of the file its staged copy holds: the changed ranges over a base
+        version (``target["changed"]``), or the whole file."""
+        if self.target.get("base"):
+            return [(int(s), int(e)) for s, e in self.target.get("changed", ())]
+        return [(0, self.size)] if self.size else []
 
     def failed(self, error: str) -> UploadJob:
         """This job after one more failed attempt."""
@@ -69,6 +79,7 @@ class UploadJob:
                 "attempts": self.attempts,
                 "last_error": self.last_error,
                 **({} if self.data is None else {"data": self.data}),
+                **({} if self.changed is None else {"changed": self.changed}),
             }
         )
 
@@ -89,6 +100,7 @@ class UploadJob:
                 attempts=int(record["attempts"]),
                 last_error=record["last_error"],
                 data=None if record.get("data") is None else bytes(record["data"]),
+                changed=None if record.get("changed") is None else int(record["changed"]),
             )
         except (KeyError, TypeError, cbor2.CBORDecodeError) as e:
             raise ValueError(f"damaged upload record: {type(e).__name__}") from None
@@ -149,8 +161,12 @@ class UploadJournal:
         self._path(job.job_id)  # checks the id
         intents = self._writer()
         if job.data is None and job.job_id in self._inline:
-            with open(job.staged, "rb") as staged:
-                job = evolve(job, data=staged.read(job.size))
+            fd = os.open(job.staged, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = b"".join(os.pread(fd, e - s, s).ljust(e - s, b"\0") for s, e in job.held())
+            finally:
+                os.close(fd)
+            job = evolve(job, data=data)
         intents.put(job.job_id, job.to_bytes())
         if job.data is not None:
             self._inline.add(job.job_id)

@@ -255,12 +255,13 @@ class UploadQueue(NodePart):
                 return
         self._kick()
 
-    def update_target(self, job_id: str, target: dict[str, Any]) -> None:
-        """Point a pending job elsewhere (its file was renamed or re-stamped); durably."""
+    def update_target(self, job_id: str, target: dict[str, Any], size: int | None = None) -> None:
+        """Point a pending job elsewhere (its file was renamed, re-stamped or truncated);
+        durably."""
         job = self._jobs.get(job_id)
         if job is None:
             return
-        job = evolve(job, target=target)
+        job = evolve(job, target=target, size=job.size if size is None else size)
         self._journal.record(job)
         self._jobs[job_id] = job
 
@@ -293,6 +294,11 @@ class UploadQueue(NodePart):
             return source
         return ProgressReader(source, progress).as_binary_io()
 
+    def advance(self, job_id: str) -> Callable[[int], None] | None:
+        """What to tell of each part of the job's bytes stored, to report its progress."""
+        progress = self.progress.get(job_id)
+        return None if progress is None else progress.advance
+
     def retry_now(self) -> None:
         """Retry every waiting job at once (an operator's nudge, or the grid came back)."""
         for job_id, (_, call) in list(self._retry_at.items()):
@@ -324,7 +330,8 @@ class UploadQueue(NodePart):
 
     async def _upload(self, job_id: str) -> None:
         job = self._jobs[job_id]
-        self.progress[job_id] = Progress(self._clock, total=job.size)
+        total = job.size if job.changed is None else job.changed
+        self.progress[job_id] = Progress(self._clock, total=total)
         try:
             await self._uploader(job)
         except CancelledError:
@@ -379,6 +386,8 @@ class UploadQueue(NodePart):
                 {
                     "file": job.display,
                     "size": job.size,
+                    # A change to a file in the grid stores these bytes only (None: all).
+                    "changed": job.changed,
                     "attempts": job.attempts,
                     "uploading": job.job_id in self._running,
                     "next_retry": self._retry_at[job.job_id][0]

@@ -49,13 +49,14 @@ def test_copying_a_whole_grid_file_links_its_capability(tmp_path: Path) -> None:
     gw.upload_everything()
     handle = _copy(gw, "/original.bin", "/copy.bin")
     pending = gw.volume.overlay.pending[("copy.bin",)]
-    assert pending.clone is not None and pending.staged.size == 0  # nothing staged
+    assert pending.unchanged_base is not None  # the source's version, unchanged
+    assert pending.staged.written.covered == 0  # nothing staged
     assert gw.stat("/copy.bin").size == len(DATA)
     assert gw.read("/copy.bin") == DATA  # read from the grid while pending
     gw.upload_everything()
     assert _entry_cap(gw, "copy.bin") == _entry_cap(gw, "original.bin")
     assert gw.read("/copy.bin") == DATA
-    assert handle.state.clone is not None
+    assert handle.state.unchanged_base is not None
 
 
 def test_a_clone_journaled_before_a_crash_is_linked_after_it(tmp_path: Path) -> None:
@@ -98,13 +99,14 @@ def test_a_pending_file_is_copied_byte_for_byte(tmp_path: Path) -> None:
     gw = VolumeHarness(tmp_path)
     gw.write("/fresh.bin", DATA)
     _copy(gw, "/fresh.bin", "/copy.bin")
-    assert gw.volume.overlay.pending[("copy.bin",)].clone is None
+    assert gw.volume.overlay.pending[("copy.bin",)].base is None
     gw.upload_everything()
     assert gw.read("/copy.bin") == DATA
 
 
 def test_a_changed_copy_is_the_source_with_the_change(tmp_path: Path) -> None:
-    """Writing into a cloned file first copies the grid bytes; the result is exact."""
+    """Writing into a cloned file stages only the change, over the grid bytes; the result
+    is exact."""
     gw = VolumeHarness(tmp_path)
     gw.write("/original.bin", DATA)
     gw.upload_everything()
@@ -114,6 +116,7 @@ def test_a_changed_copy_is_the_source_with_the_change(tmp_path: Path) -> None:
     gw.run(gw.fs.copy_data(reading, 0, 0, writing, 0))
     gw.run(writing.write(100, b"CHANGED"))
     assert gw.run(writing.read(90, 30)) == DATA[90:100] + b"CHANGED" + DATA[107:120]
+    assert writing.state.staged.written.covered == len(b"CHANGED")
     gw.run(writing.close())
     gw.upload_everything()
     assert gw.read("/copy.bin") == DATA[:100] + b"CHANGED" + DATA[107:]
@@ -121,13 +124,13 @@ def test_a_changed_copy_is_the_source_with_the_change(tmp_path: Path) -> None:
 
 
 def test_opening_read_write_reads_the_grid_until_the_first_change(tmp_path: Path) -> None:
-    """OPEN without TRUNC copies nothing; pipelined WRITEs after it wait for one copy."""
+    """OPEN without TRUNC copies nothing; pipelined WRITEs stage only what they write."""
     gw = VolumeHarness(tmp_path)
     gw.write("/db.bin", DATA)
     gw.upload_everything()
     handle = gw.run(gw.fs.open("/db.bin", READ_WRITE, SetAttributes()))
     assert isinstance(handle, WriteHandle)
-    assert handle.state.clone is not None and handle.state.size == len(DATA)
+    assert handle.state.unchanged_base is not None and handle.state.size == len(DATA)
     assert gw.run(handle.read(299_990, 100)) == DATA[299_990:]
     writes = [Deferred.fromCoroutine(handle.write(i * 10, b"%010d" % i)) for i in range(50)]
     gw.threads.run_all()

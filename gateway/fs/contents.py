@@ -1,0 +1,104 @@
+"""A local file's contents: its staged bytes over its base in the grid, read and copied.
+
+The volume reads files that are open or waiting for their upload through
+:class:`Contents`: a handle's READ, the upload of a changed file (which
+stores only its changed ranges, :meth:`~gateway.objects.interfaces.IObjectStore.update_file`),
+and the copy an fsync takes. Readers of the grid versions files lie over are
+kept for a while, so the segments a client's reads fetched are there again
+when the upload reads around its changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.fs.boundary import grid_boundary
+from gateway.fs.localfile import LocalFile
+from gateway.fs.sparse import Base, Reader, merged_read
+from gateway.fs.staging import StagedFile, StagingArea
+from gateway.objects.caps import ImmutableCap, parse
+from gateway.objects.interfaces import IObjectStore
+from gateway.threads import Threads
+
+#: Readers of base versions kept (each caches some of its file's segments).
+BASE_READERS = 16
+
+#: Bytes copied at a time between staged files.
+COPY_CHUNK = 1 << 20
+
+
+def grid_read(store: IObjectStore, cap: ImmutableCap) -> Reader:
+    """A read function over an immutable grid file, with filesystem errors."""
+    return grid_boundary(store.reader(cap).read)
+
+
+def base_cap(base: Base) -> ImmutableCap:
+    """The capability of a base version."""
+    cap = parse(base.cap)
+    if not isinstance(cap, ImmutableCap):
+        raise TypeError("a base version is an immutable file")
+    return cap
+
+
+class Contents:
+    """Reads and copies the contents of local files, for one volume."""
+
+    def __init__(self, store: IObjectStore, staging: StagingArea):
+        self.store = store
+        self.staging = staging
+        self._readers: dict[str, Reader] = {}
+
+    def base_reader(self, base: Base) -> Reader:
+        """Reads of a base version (one reader per version, kept for a while)."""
+        read = self._readers.get(base.cap)
+        if read is None:
+            if len(self._readers) >= BASE_READERS:
+                del self._readers[next(iter(self._readers))]
+            read = self._readers[base.cap] = grid_read(self.store, base_cap(base))
+        return read
+
+    def reader(
+        self, file: LocalFile, staged: Callable[[int, int], bytes] | None = None
+    ) -> Reader:
+        """Reads of the file's contents as they are at each read (later writes included).
+
+        ``staged`` reads the staged bytes (by default the file's staged file; a reader that
+        must outlive it passes its own descriptor's).
+        """
+
+        async def read(offset: int, length: int) -> bytes:
+            assert file.staged is not None
+            base = file.base
+            return await merged_read(
+                offset,
+                length,
+                size=file.size,
+                changed=file.changed,
+                staged=staged if staged is not None else file.staged.read,
+                base=None if base is None else self.base_reader(base),
+                limit=file.limit,
+            )
+
+        return read
+
+    def copy(self, file: LocalFile, threads: Threads | None = None) -> StagedFile:
+        """A new staged file holding what ``file``'s staged file holds of its contents: the
+        changed ranges over a base (never the base's bytes), or everything without one."""
+        assert file.staged is not None
+        source = file.staged
+        copy = self.staging.create(threads)
+        try:
+            held = file.changed if file.base is not None else source.written
+            for start, end in held:
+                offset = start
+                while offset < end:
+                    chunk = source.read(offset, min(COPY_CHUNK, end - offset))
+                    if not chunk:
+                        break
+                    copy.write(offset, chunk)
+                    offset += len(chunk)
+            copy.truncate(source.size)
+        except BaseException:
+            copy.discard()
+            raise
+        return copy
