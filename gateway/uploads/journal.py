@@ -206,5 +206,7 @@ class UploadJournal:
             finally:
                 if intents is not self._intents:
                     intents.close()
-        jobs.sort(key=lambda job: (job.created, job.job_id))
+        # Stable: jobs made in the same instant keep the log's order, which is the order
+        # they were made in (the later of two versions of one path is adopted last).
+        jobs.sort(key=lambda job: job.created)
         return iter(jobs)

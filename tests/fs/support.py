@@ -92,18 +92,53 @@ class VolumeHarness:
     """One volume and a session's filesystem on it, in memory; uploads run when the test
     advances the clock (:meth:`upload_everything`)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, store: ObjectStore | None = None) -> None:
+        self.base = base
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.threads = ManualThreads()
-        self.queue = UploadQueue(
-            self.clock, UploadJournal(base / "journal"), self._upload, threads=self.threads
-        )
+        self.store = store if store is not None else memory_store(self.clock)
+        self._root = DirectoryWriteCap.generate().to_string()
+        self._start()
+
+    def _start(self) -> None:
+        """Open the journal and staging, adopt what they hold, and start the queue."""
+        journal = UploadJournal(self.base / "journal")
+        self.queue = UploadQueue(self.clock, journal, self._upload, threads=self.threads)
+        staging = StagingArea(self.base / "staging", quota=1 << 30, spare_files=0)
+        self.volume = Volume(self._root, self.store, staging, self.queue, self.clock)
+        jobs = list(journal.load())
+        for leftover in staging.leftovers({job.staged for job in jobs}):
+            leftover.unlink()
+        for job in jobs:
+            self.volume.adopt(job)
         self.queue.startService()
-        staging = StagingArea(base / "staging", quota=1 << 30, spare_files=0)
-        root = DirectoryWriteCap.generate().to_string()
-        self.volume = Volume(root, memory_store(self.clock), staging, self.queue, self.clock)
         self.fs = GridFilesystem(self.volume)
+
+    def crash(self) -> None:
+        """The gateway is killed (kill -9) and started again on the same disk and grid:
+        open handles and everything in memory are lost; the journal and staging remain."""
+        clock = Clock()  # the old process's timers never fire again
+        clock.advance(self.clock.seconds())
+        self.clock = self.store.clock = clock
+        self.threads = ManualThreads()  # nor do its calls in threads
+        self._start()
+
+    def run_waiting(self, coroutine: Coroutine[Any, Any, T], patience: int = 600) -> T:
+        """Run a call that may wait for the grid (an fsync): time passes until it ends."""
+        outcome: list[Any] = []
+        Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
+        waited = 0
+        while not outcome:
+            if self.threads.queue:
+                self.threads.run_next()
+                continue
+            assert waited < patience, "the call never ends"
+            self.clock.advance(1)
+            waited += 1
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]  # type: ignore[no-any-return]
 
     async def _upload(self, job: UploadJob) -> None:
         await self.volume.upload(job)
