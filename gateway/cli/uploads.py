@@ -89,11 +89,14 @@ def cmd_uploads(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print("No uploads pending.", file=out)
         return EXIT_OK
     print(f"{len(pending)} uploads pending:", file=out)
-    print(f"{'SIZE':>10}  {'ATTEMPTS':>8}  {'NEXT':<14}  FILE  (LAST ERROR)", file=out)
+    print(f"{'SIZE':>22}  {'ATTEMPTS':>8}  {'NEXT':<14}  FILE  (LAST ERROR)", file=out)
     for job in pending:
         error = f"  ({job['last_error']})" if job.get("last_error") else ""
+        size = _size(job["size"])
+        if job.get("changed") is not None:  # a change to a file in the grid: what it stores
+            size = f"{_size(job['changed'])} of {size}"
         print(
-            f"{_size(job['size']):>10}  {job['attempts']:>8}  {_when(job, now):<14}  "
+            f"{size:>22}  {job['attempts']:>8}  {_when(job, now):<14}  "
             f"{job['file']}{error}",
             file=out,
         )

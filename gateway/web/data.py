@@ -179,7 +179,14 @@ class NodeView:
         for job in queued["pending"]:
             if job["progress"] is not None:
                 in_flight.append(
-                    {"direction": "to grid", "user": None, "file": job["file"], **job["progress"]}
+                    {
+                        "direction": "to grid",
+                        "user": None,
+                        "file": job["file"],
+                        # A partial update stores ``total`` (changed) bytes of the file.
+                        "file_size": job["size"] if job.get("changed") is not None else None,
+                        **job["progress"],
+                    }
                 )
         finished: list[dict[str, Any]] = list(registry.get("recently_finished", [])) + [
             {

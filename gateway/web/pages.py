@@ -137,6 +137,8 @@ IN_FLIGHT = Section(
         Column("Progress", "fraction", "progress"),
         Column("Done", "done", "bytes"),
         Column("Size", "total", "bytes"),
+        # A change to a file in the grid stores "Size" bytes of a file this large.
+        Column("Of a file of", "file_size", "bytes"),
         Column("Rate", "rate", "rate"),
         Column("ETA", "eta", "seconds"),
     ),
@@ -150,6 +152,7 @@ QUEUE = Section(
     (
         Column("File", "file"),
         Column("Size", "size", "bytes"),
+        Column("Changed", "changed", "bytes"),
         Column("Uploading", "uploading", "bool"),
         Column("Attempts", "attempts", "count"),
         Column("Next retry", "next_retry", "time"),

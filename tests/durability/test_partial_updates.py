@@ -1,0 +1,61 @@
+"""A change to a large file waits for the grid as a partial update, and says so.
+
+With the only storage server down, a 4 KiB change to a 3 MiB file is journaled like any
+CLOSE; the status JSON, the Transfers page and ``gateway uploads`` show it as 4 KiB of a
+3 MiB file, it is read back (changed) while pending, and it lands once the server is back.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.request
+from pathlib import Path
+
+from tests.durability.cluster import (
+    Grid,
+    MiB,
+    Session,
+    grid_gateway,
+    put_bytes,
+    read_all,
+    stop_gateway,
+    upload_queue,
+    wait_drained,
+)
+from tests.nodes import NodeReaper, gateway
+
+
+def test_a_pending_change_shows_as_bytes_changed_of_the_file(
+    tmp_path: Path, reaper: NodeReaper, make_grid: type[Grid]
+) -> None:
+    """The queue, the Transfers page and ``gateway uploads`` say "4 KiB of 3 MiB"."""
+    grid = make_grid(1)
+    gw = grid_gateway(tmp_path, reaper, grid, "1/1/1")
+    data = bytearray(random.Random(16).randbytes(3 * MiB))
+    with Session(gw) as sftp:
+        put_bytes(sftp, "/image.bin", bytes(data))
+    wait_drained(gw)
+    grid.kill(0)
+    with Session(gw) as sftp:
+        with sftp.open("/image.bin", "r+") as f:  # read+write, no TRUNC
+            f.seek(MiB)
+            f.write(b"c" * 4096)
+        data[MiB : MiB + 4096] = b"c" * 4096
+        assert read_all(sftp, "/image.bin") == bytes(data)  # pending: staging over the grid
+    (job,) = upload_queue(gw)
+    assert (job["size"], job["changed"]) == (3 * MiB, 4096)
+    with urllib.request.urlopen(gw.web_url.rstrip("/") + "/transfers.json", timeout=30) as r:
+        (queued,) = json.loads(r.read())["queue"]
+    assert queued["changed"] == 4096
+    with urllib.request.urlopen(gw.web_url.rstrip("/") + "/transfers", timeout=30) as r:
+        page = r.read().decode()
+    assert "Changed" in page and "4.0 KiB" in page
+    listed = gateway("uploads", gw.node_dir)
+    assert listed.code == 0, listed.err
+    assert "4.0 KiB of 3.0 MiB" in listed.out and "/image.bin" in listed.out
+    grid.restart(0)
+    wait_drained(gw, timeout=60)
+    with Session(gw) as sftp:
+        assert read_all(sftp, "/image.bin") == bytes(data)
+    stop_gateway(gw)
