@@ -42,6 +42,7 @@ from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume, grid_read
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     Capability,
+    ChunkedCap,
     ImmutableReadCap,
     LiteralCap,
     MutableReadCap,
@@ -206,14 +207,14 @@ class GridFilesystem:
         if isinstance(cap, MutableWriteCap | MutableReadCap):
             data = await self.volume.store.read_mutable(cap)
             return ReadHandle(join(parts), bytes_reader(data), attrs)
-        if not isinstance(cap, LiteralCap | ImmutableReadCap):
+        if not isinstance(cap, LiteralCap | ImmutableReadCap | ChunkedCap):
             raise PermissionDenied("this entry cannot be read as a file")
         return self._grid_reader(parts, cap, attrs)
 
     def _grid_reader(self, parts: Path, cap: object, attrs: FileAttributes) -> ReadHandle:
         """A read handle on an immutable grid file (it can be copied by linking ``cap``)."""
-        assert isinstance(cap, LiteralCap | ImmutableReadCap)
-        return ReadHandle(join(parts), grid_read(self.volume, cap), attrs, cap=cap)
+        assert isinstance(cap, LiteralCap | ImmutableReadCap | ChunkedCap)
+        return ReadHandle(join(parts), grid_read(self.volume, cap), attrs, cap=cap)  # type: ignore[arg-type]
 
     @grid_boundary
     async def copy_data(
