@@ -130,6 +130,8 @@ class TreeUpdate:
         self._keep = 0  # extents before the tail
         self.stored_bytes = 0
         """Bytes of extents this update stored (nodes not counted)."""
+        self.stored_nodes = 0
+        """Nodes this update stored."""
 
     async def run(
         self, base: ImmutableCap | None, size: int, changed: Sequence[tuple[int, int]]
@@ -310,6 +312,7 @@ class TreeUpdate:
         assert isinstance(stored, ImmutableReadCap)  # a node is longer than a literal
         cap = ChunkedCap(stored, node.size)
         self._nodes.put(cap, node)
+        self.stored_nodes += 1
         return cap
 
     async def _store_extent(self, offset: int, length: int) -> ExtentCap:

@@ -86,8 +86,8 @@ def update_stored(
     base: ImmutableCap | None,
     contents: bytes,
     changed: Sequence[tuple[int, int]],
-) -> tuple[ImmutableCap, int]:
-    """Like :func:`update`, also returning the bytes of extents stored (nodes not counted)."""
+) -> tuple[ImmutableCap, int, int]:
+    """Like :func:`update`, also returning the bytes of extents and the nodes it stored."""
 
     async def read(offset: int, length: int) -> bytes:
         return contents[offset : offset + length]
@@ -100,4 +100,5 @@ def update_stored(
         store.chunk_size,
         store.fanout,
     )
-    return run(tree.run(base, len(contents), changed)), tree.stored_bytes
+    cap = run(tree.run(base, len(contents), changed))
+    return cap, tree.stored_bytes, tree.stored_nodes

@@ -181,7 +181,7 @@ def test_appends_cost_about_the_appended_bytes() -> None:
         piece = pattern(64, 1000 + i)
         data += piece
         appended += len(piece)
-        cap, cost = update_stored(store, cap, data, [])
+        cap, cost, _ = update_stored(store, cap, data, [])
         stored += cost
         extent_sizes = [e.size for e in extents(store, cap)]
         small = [s for s in extent_sizes if s < 4096]
