@@ -12,10 +12,6 @@ the protocol, so its replacement lives on another server and the corrupt copy
 stays, reported by every verify). When all ``n`` shares exist but happiness is
 short, extra copies go to servers holding no usable share.
 
-A chunked file's root or inner node (a ChunkedCap) is repaired as the immutable
-object it is; :func:`gateway.objects.deepcheck.deep_check` reaches every node and
-extent of the tree and repairs each.
-
 Mutable objects and directories (needs the write cap): the newest readable
 version's contents are republished through :class:`MutableClient` as a new
 version (sequence number + 1, fresh salt, same ``k`` and ``n``). Every share is
@@ -151,7 +147,7 @@ async def repair(
     if isinstance(cap, (ImmutableReadCap, ImmutableVerifyCap)):
         return await _ImmutableRepair(cap, servers, secrets, before).run()
     if isinstance(cap, (ChunkedCap, ChunkedVerifyCap)):
-        # One node of a chunk tree (an immutable object); deep_check reaches the others.
+        # One node of a chunk tree, an immutable object (deep_check reaches the others).
         return await _ImmutableRepair(cap.node, servers, secrets, before).run()
     return await _repair_mutable(cap, servers, secrets, params, before)
 
