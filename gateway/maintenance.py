@@ -5,7 +5,9 @@ last renewal) and may delete it afterwards. Every share this gateway places
 gets a lease at upload; this module renews them. Every ``[grid]
 lease_renewal_interval`` (default 7 days) :class:`PeriodicRenewal` walks the
 tree under each account's root directory — directories and the files and
-directories they link, each object once even when linked many times — and asks
+directories they link, and every node and extent of each chunked file (see
+:mod:`gateway.objects.chunk_format`; versions share extents), each object once
+even when linked many times — and asks
 every server to renew the gateway's lease on that object's storage index
 (secrets from :class:`~gateway.objects.crypto.GatewaySecrets`, per server and
 index). A server that holds no share of the object says so and is skipped.
@@ -35,12 +37,14 @@ from gateway.grid.interfaces import IStorageClient
 from gateway.nodedir import NodeDir, write_atomic
 from gateway.objects.caps import (
     Capability,
+    ChunkedCap,
     DirectoryReadCap,
     DirectoryWriteCap,
     LiteralCap,
     b32encode,
     parse,
 )
+from gateway.objects.chunked import node_children
 from gateway.objects.concurrency import gather
 from gateway.objects.errors import ObjectError
 from gateway.objects.immutable import SERVER_FAILURES
@@ -115,6 +119,16 @@ class LeaseRenewer:
             if count == 0:
                 not_found += 0 if problems else 1
                 continue  # no share found: no children to list either
+            if isinstance(cap, ChunkedCap):
+                try:
+                    parts = await node_children(cap, servers, self.store.nodes)
+                except (ObjectError, *SERVER_FAILURES) as e:
+                    failures.append(f"could not read chunk tree node {b32encode(si)}: {e}")
+                    continue
+                for part in parts:
+                    if not isinstance(part, LiteralCap) and _identity(part) not in seen:
+                        seen.add(_identity(part))
+                        queue.append(part)
             if isinstance(cap, DirectoryWriteCap | DirectoryReadCap):
                 try:
                     entries = await self.store.directory(cap).list()

@@ -24,6 +24,15 @@ are not network figures.
     .venv/bin/python misc/bench_objects.py --size 256M --json out.json
     .venv/bin/python misc/bench_objects.py --smoke --no-tahoe   # a few MiB (the test suite)
 
+``chunks`` measures chunk trees instead, in this process on an embedded 1-of-1
+grid (a storage core on disk, as ``gateway start`` without a grid runs it): a new
+file uploaded as one object and as a chunk tree (wall time, MB/s), and the
+object-layer CPU of storing a 4 KiB change and a 4 KiB append, for each chunk
+size::
+
+    .venv/bin/python misc/bench_objects.py chunks                       # 256 MiB
+    .venv/bin/python misc/bench_objects.py chunks --big 4G --chunk-sizes 1M
+
 Every process started is stopped by its pid and every temporary directory
 removed, also on errors and Ctrl-C.
 """
@@ -360,11 +369,113 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _chunks(argv: list[str]) -> int:
+    """The ``chunks`` measurement (see the module docstring)."""
+    import random
+    import statistics
+
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    from gateway.grid.local import LocalStorageClient
+    from gateway.objects.crypto import GatewaySecrets
+    from gateway.objects.immutable_format import EncodingParams
+    from gateway.objects.store import ObjectStore
+    from storage.disk import DiskBackend
+    from storage.server import StorageServer
+
+    p = argparse.ArgumentParser(prog="bench_objects.py chunks")
+    p.add_argument("--chunk-sizes", default="256K,512K,1M")
+    p.add_argument("--size", type=parse_size, default=256 * MiB)
+    p.add_argument("--big", type=parse_size, default=None, help="a synthetic file (e.g. 4G)")
+    p.add_argument("--changes", type=int, default=20)
+    args = p.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="bench-chunks-"))
+
+    def synthetic(offset: int, length: int) -> bytes:
+        out = bytearray(length)  # zeros with each 4 KiB block's number: no two chunks equal
+        for block in range(-(-offset // 4096) * 4096, offset + length, 4096):
+            out[block - offset : block - offset + 8] = block.to_bytes(8, "big")[:length]
+        return bytes(out[:length])
+
+    async def figures(reactor: Any) -> None:
+        server = StorageServer(DiskBackend(root / "storage"), reactor)
+        grid = [LocalStorageClient(server, nickname="embedded", clock=reactor)]
+        source = root / "source"
+        make_source(source, args.size)
+        fd = os.open(source, os.O_RDONLY)
+        for chunk in [parse_size(c) for c in args.chunk_sizes.split(",")]:
+            store = ObjectStore(
+                lambda: grid,
+                GatewaySecrets.generate(),
+                EncodingParams(1, 1, 1),
+                reactor,
+                chunk_size=chunk,
+            )
+            t0, c0 = time.monotonic(), time.process_time()
+            with open(source, "rb") as f:
+                await store.upload(f)
+            single = time.monotonic() - t0, time.process_time() - c0
+
+            async def from_file(offset: int, length: int) -> bytes:
+                return os.pread(fd, length, offset)
+
+            files = [(args.size, from_file)]
+            if args.big:
+                files.append((args.big, lambda o, n: _ready(synthetic(o, n))))
+            for size, read in files:
+                t0, c0 = time.monotonic(), time.process_time()
+                cap = await store.update_file(None, size, [(0, size)], read)
+                new = time.monotonic() - t0, time.process_time() - c0
+                rng, cpu, append = random.Random(1), [], []
+                for _ in range(args.changes):
+                    at = rng.randrange(size // 4096) * 4096
+                    c0 = time.process_time()
+                    cap = await store.update_file(cap, size, [(at, at + 4096)], read)
+                    cpu.append(time.process_time() - c0)
+                for _ in range(args.changes):
+                    c0 = time.process_time()
+                    grown = cap.size + 4096
+                    cap = await store.update_file(
+                        cap, grown, [], lambda o, n: _ready(synthetic(o, n))
+                    )
+                    append.append(time.process_time() - c0)
+                line = f"chunk {chunk >> 10} KiB, file {size / MiB:.0f} MiB: new"
+                if size == args.size:
+                    line += (
+                        f" {size / new[0] / 1e6:.0f} MB/s ({new[1]:.1f} s CPU) against one"
+                        f" object {size / single[0] / 1e6:.0f} MB/s ({single[1]:.1f} s CPU);"
+                    )
+                else:
+                    line += f" {size / new[0] / 1e6:.0f} MB/s;"
+                print(
+                    f"{line} 4 KiB change CPU median {statistics.median(cpu) * 1e3:.1f} ms"
+                    f" (max {max(cpu) * 1e3:.1f}); 4 KiB append CPU median"
+                    f" {statistics.median(append) * 1e3:.1f} ms (max {max(append) * 1e3:.1f})",
+                    flush=True,
+                )
+        os.close(fd)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(figures(reactor)))
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+async def _ready(data: bytes) -> bytes:
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the grids, measure, print the table (and JSON), stop everything."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         return _worker(argv[1:])
+    if argv[:1] == ["chunks"]:
+        return _chunks(argv[1:])
     args = parse_args(argv)
     if args.tahoe and not os.access(TAHOE, os.X_OK):
         print(f"bench_objects: {TAHOE} is missing (misc/test installs it)", file=sys.stderr)

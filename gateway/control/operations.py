@@ -33,8 +33,11 @@ from gateway.metrics import CheckHistory
 from gateway.objects import checker, deepcheck, repairer
 from gateway.objects.caps import (
     Capability,
+    ChunkedCap,
+    ChunkedVerifyCap,
     DirectoryReadCap,
     DirectoryWriteCap,
+    ImmutableCap,
     ImmutableReadCap,
     LiteralCap,
     MutableReadCap,
@@ -145,7 +148,7 @@ class FileOperations:
         grid; otherwise once it is staged and its upload journaled.
         """
         if target_text is None:
-            cap = await self.store.upload(source)
+            cap = await self._store_new(source)
             return {"cap": cap.to_string(), "size": cap.size}
         target = self.target(target_text, account)
         fs = self._tree(target, "put")
@@ -171,6 +174,17 @@ class FileOperations:
         await handle.close()
         return {"path": path, "size": size}
 
+    async def _store_new(self, source: BinaryIO) -> ImmutableCap:
+        """Store a file as a new object (a chunk tree when larger than a chunk)."""
+        start_at = source.tell()
+        size = source.seek(0, 2) - start_at
+
+        async def read(offset: int, length: int) -> bytes:
+            source.seek(start_at + offset)
+            return source.read(length)
+
+        return await self.store.update_file(None, size, [(0, size)], read)
+
     async def open_for_get(self, target_text: str, account: str | None) -> Readable:
         """Open a file (by path or capability) for streaming its bytes."""
         target = self.target(target_text, account)
@@ -183,7 +197,7 @@ class FileOperations:
         return Readable(attrs.size, handle.read, handle.close)
 
     async def _open_cap(self, cap: Capability) -> Readable:
-        if isinstance(cap, LiteralCap | ImmutableReadCap):
+        if isinstance(cap, LiteralCap | ImmutableReadCap | ChunkedCap):
             reader = self.store.reader(cap)
             return Readable(reader.size, reader.read, _nothing)
         if isinstance(cap, MutableWriteCap | MutableReadCap):
@@ -205,7 +219,7 @@ class FileOperations:
         target = self.target(target_text, account)
         if not target.in_tree:
             cap = target.cap
-            size = cap.size if isinstance(cap, LiteralCap | ImmutableReadCap) else None
+            size = cap.size if isinstance(cap, LiteralCap | ImmutableReadCap | ChunkedCap) else None
             entry: dict[str, Any] = {"name": "", "kind": "file", "size": size}
             return {"directory": False, "entries": [entry]}
         fs = self._filesystem(target)
@@ -335,7 +349,9 @@ class FileOperations:
                 cap, store.servers, store.secrets, store.params, before=before
             )
 
-        if deep and isinstance(cap, DirectoryWriteCap | DirectoryReadCap):
+        # A chunked file is many objects (its nodes and extents): checked as a tree.
+        whole_tree = isinstance(cap, ChunkedCap | ChunkedVerifyCap)
+        if whole_tree or (deep and isinstance(cap, DirectoryWriteCap | DirectoryReadCap)):
             result = await deepcheck.deep_check(
                 cap,
                 self._children,
@@ -344,6 +360,7 @@ class FileOperations:
                 happy=happy,
                 repair=fix if repair else None,
                 on_progress=on_progress,
+                nodes=store.nodes,
             )
             self._record(
                 f"deep {kind}",

@@ -9,7 +9,13 @@ shows no ``w`` bits; otherwise the mode a client set (or a default) is shown.
 from __future__ import annotations
 
 from gateway.fs.interfaces import FileAttributes
-from gateway.objects.caps import DirectoryReadCap, ImmutableReadCap, LiteralCap, MutableReadCap
+from gateway.objects.caps import (
+    ChunkedCap,
+    DirectoryReadCap,
+    ImmutableReadCap,
+    LiteralCap,
+    MutableReadCap,
+)
 from gateway.objects.dirformat import Entry
 
 
@@ -50,6 +56,6 @@ def read_only_view(attrs: FileAttributes) -> FileAttributes:
 
 
 def _cap_size(cap: object) -> int:
-    if isinstance(cap, LiteralCap | ImmutableReadCap):
+    if isinstance(cap, LiteralCap | ImmutableReadCap | ChunkedCap):
         return cap.size
     return 0

@@ -5,10 +5,16 @@ Formats (base32 is RFC 4648, lowercase, unpadded; numbers are decimal)::
     GG:LIT:<data>                               literal: a tiny file's bytes in the cap
     GG:CHK:<read key>:<ueb hash>:<k>:<n>:<size> immutable file read cap
     GG:CHK-V:<storage index>:<ueb hash>:<k>:<n>:<size>   immutable verify cap
+    GG:TREE:<read key>:<ueb hash>:<k>:<n>:<node size>:<size>      chunked file read cap
+    GG:TREE-V:<storage index>:<ueb hash>:<k>:<n>:<node size>:<size>   chunked verify cap
     GG:SSK:<signing seed>                       mutable file write cap
     GG:SSK-RO:<read key>:<public key>           mutable file read cap
     GG:SSK-V:<storage index>:<public key>       mutable file verify cap
     GG:DIR:… GG:DIR-RO:… GG:DIR-V:…             directories: same fields as SSK
+
+A chunked file (a large file stored as a tree of immutable chunks, see
+:mod:`gateway.objects.chunk_format`) is named by its root node, itself an immutable
+object: the TREE fields are that node's CHK fields followed by the file's size.
 
 Reductions go write → read → verify, each a one-way function: the read key is a
 hash of the Ed25519 seed, the storage index a hash of the read key, so storage
@@ -147,6 +153,63 @@ class ImmutableReadCap:
         """The printable read capability."""
         key, ueb = b32encode(self.key), b32encode(self.ueb_hash)
         return f"{PREFIX}:CHK:{key}:{ueb}:{self.k}:{self.n}:{self.size}"
+
+
+@frozen
+class ChunkedVerifyCap:
+    """Checks the root node of a chunked file (its chunks are named inside the encrypted node)."""
+
+    node: ImmutableVerifyCap
+    size: int
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """Where servers keep the root node's shares."""
+        return self.node.storage_index
+
+    def get_verify_cap(self) -> ChunkedVerifyCap:
+        """A verify cap is its own verify cap."""
+        return self
+
+    def to_string(self) -> str:
+        """The printable verify capability."""
+        node = self.node
+        si, ueb = b32encode(node.storage_index), b32encode(node.ueb_hash)
+        return f"{PREFIX}:TREE-V:{si}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
+
+
+@frozen
+class ChunkedCap:
+    """Reads a large file stored as a tree of immutable chunks: its root node's cap and its size.
+
+    Inner nodes of the tree are named by ChunkedCaps of their subtrees too.
+    """
+
+    node: ImmutableReadCap
+    size: int
+
+    read_only = True
+
+    @property
+    def storage_index(self) -> bytes:
+        """Where servers keep the root node's shares."""
+        return self.node.storage_index
+
+    def get_read_cap(self) -> ChunkedCap:
+        """A read cap is its own read cap."""
+        return self
+
+    def get_verify_cap(self) -> ChunkedVerifyCap:
+        """Reduce to the verify cap."""
+        return ChunkedVerifyCap(self.node.get_verify_cap(), self.size)
+
+    def to_string(self) -> str:
+        """The printable read capability."""
+        node = self.node
+        key, ueb = b32encode(node.key), b32encode(node.ueb_hash)
+        return f"{PREFIX}:TREE:{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
 
 
 @frozen
@@ -314,16 +377,18 @@ class DirectoryWriteCap:
         return self.node.to_string().replace(":SSK:", ":DIR:", 1)
 
 
-ImmutableCap = LiteralCap | ImmutableReadCap
+ImmutableCap = LiteralCap | ImmutableReadCap | ChunkedCap
 """What reads an immutable file."""
 
-VerifyCap = ImmutableVerifyCap | MutableVerifyCap | DirectoryVerifyCap
+VerifyCap = ImmutableVerifyCap | ChunkedVerifyCap | MutableVerifyCap | DirectoryVerifyCap
 """What verifies an object (literal files have none)."""
 
 Capability = (
     LiteralCap
     | ImmutableReadCap
     | ImmutableVerifyCap
+    | ChunkedCap
+    | ChunkedVerifyCap
     | MutableWriteCap
     | MutableReadCap
     | MutableVerifyCap
@@ -338,6 +403,8 @@ _FIELDS: dict[str, int] = {
     "LIT": 1,
     "CHK": 5,
     "CHK-V": 5,
+    "TREE": 6,
+    "TREE-V": 6,
     "SSK": 1,
     "SSK-RO": 2,
     "SSK-V": 2,
@@ -375,16 +442,22 @@ def parse(text: str) -> Capability:
         )
     if kind == "LIT":
         return LiteralCap(b32decode(fields[0], "literal data"))
-    if kind in ("CHK", "CHK-V"):
+    if kind in ("CHK", "CHK-V", "TREE", "TREE-V"):
+        reads = kind in ("CHK", "TREE")
         first = b32decode(
             fields[0],
-            "read key" if kind == "CHK" else "storage index",
-            KEY_SIZE if kind == "CHK" else STORAGE_INDEX_SIZE,
+            "read key" if reads else "storage index",
+            KEY_SIZE if reads else STORAGE_INDEX_SIZE,
         )
         ueb_hash = b32decode(fields[1], "URI extension block hash", HASH_SIZE)
         k, n = _number(fields[2], "k (shares needed)"), _number(fields[3], "n (total shares)")
-        size = _number(fields[4], "size")
+        size = _number(fields[4], "node size" if kind.startswith("TREE") else "size")
         _check_params(k, n)
+        if kind.startswith("TREE"):
+            file_size = _number(fields[5], "size")
+            if kind == "TREE":
+                return ChunkedCap(ImmutableReadCap(first, ueb_hash, k, n, size), file_size)
+            return ChunkedVerifyCap(ImmutableVerifyCap(first, ueb_hash, k, n, size), file_size)
         if kind == "CHK":
             return ImmutableReadCap(first, ueb_hash, k, n, size)
         return ImmutableVerifyCap(first, ueb_hash, k, n, size)

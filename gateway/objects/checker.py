@@ -28,6 +28,7 @@ from gateway.objects import immutable_format as fmt
 from gateway.objects import merkle
 from gateway.objects.caps import (
     Capability,
+    ChunkedVerifyCap,
     DirectoryVerifyCap,
     ImmutableReadCap,
     ImmutableVerifyCap,
@@ -93,6 +94,8 @@ async def check(
     verifier = cap.get_verify_cap()
     if isinstance(verifier, ImmutableVerifyCap):
         return await _check_immutable(verifier, servers, verify, happy)
+    if isinstance(verifier, ChunkedVerifyCap):
+        return await _check_immutable(verifier.node, servers, verify, happy, "chunk tree node")
     if isinstance(verifier, DirectoryVerifyCap):
         return await _check_mutable(verifier.node, "directory", servers, verify, happy)
     return await _check_mutable(verifier, "mutable", servers, verify, happy)
@@ -184,6 +187,7 @@ async def _check_immutable(
     servers: Sequence[IStorageClient],
     verify: bool,
     happy: int | None,
+    kind: str = "immutable",
 ) -> CheckResult:
     si = verifier.storage_index
     found, unreachable = await _list(servers, si, mutable=False)
@@ -202,7 +206,7 @@ async def _check_immutable(
     else:
         reports = [ShareReport(share, server, ShareStatus.PRESENT) for server, share in found]
     return CheckResult(
-        "immutable",
+        kind,
         si,
         verify,
         verifier.k,

@@ -1,6 +1,7 @@
 """Deep check: every object reachable from a directory, checked (and repaired) once each.
 
-It walks directories breadth first, checks each object it meets
+It walks directories and chunk trees (a large file's nodes and extents, see
+:mod:`gateway.objects.chunk_format`) breadth first, checks each object it meets
 (:func:`gateway.objects.checker.check`) and hands unhealthy ones to a repair
 function (:func:`gateway.objects.repairer.repair`), so it sits above both.
 """
@@ -16,12 +17,15 @@ from attrs import evolve, frozen
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import (
     Capability,
+    ChunkedCap,
+    ChunkedVerifyCap,
     DirectoryReadCap,
     DirectoryWriteCap,
     LiteralCap,
     b32encode,
 )
 from gateway.objects.checker import CheckResult, check
+from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.errors import ObjectError
 from gateway.objects.immutable import SERVER_FAILURES
 from gateway.objects.repairer import RepairResult
@@ -131,15 +135,19 @@ async def deep_check(
     happy: int | None = None,
     repair: Repair | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    nodes: NodeCache | None = None,
 ) -> DeepCheckResult:
     """Check every object reachable from ``root``, each once (cycles are harmless).
 
     ``children`` is called for directory caps only and yields the caps they
-    link to. With ``repair``, every object that is not healthy (or has corrupt
-    shares) is passed to it with its check result. ``on_progress(done,
-    total_known)`` is called after each object. Directories that cannot be
-    listed and repairs that fail are recorded as entry errors; the walk goes on.
+    link to; the nodes of chunked files are read here (through ``nodes``, a cache, when
+    given), so every node and extent of every version reached is checked, and an extent
+    that several versions or places share is checked once. With ``repair``, every object
+    that is not healthy (or has corrupt shares) is passed to it with its check result.
+    ``on_progress(done, total_known)`` is called after each object. Directories that
+    cannot be listed and repairs that fail are recorded as entry errors; the walk goes on.
     """
+    nodes = nodes if nodes is not None else NodeCache(64)
     seen: set[Hashable] = {_identity(root)}
     queue: deque[Capability] = deque([root])
     entries: list[DeepCheckEntry] = []
@@ -152,6 +160,23 @@ async def deep_check(
                 entry = evolve(entry, repair=await repair(cap, result))
             except (ObjectError, *SERVER_FAILURES) as e:
                 entry = evolve(entry, error=f"repair failed: {e}")
+        if isinstance(cap, ChunkedVerifyCap):
+            si = b32encode(cap.storage_index)
+            entry = evolve(
+                entry,
+                error=f"chunk tree node {si}: a verify capability checks a chunked file's root"
+                " node only (its chunks are named inside the encrypted node)",
+            )
+        if isinstance(cap, ChunkedCap):
+            try:
+                for part in await node_children(cap, servers, nodes):
+                    identity = _identity(part)
+                    if identity not in seen:
+                        seen.add(identity)
+                        queue.append(part)
+            except (ObjectError, *SERVER_FAILURES) as e:
+                si = b32encode(cap.storage_index)
+                entry = evolve(entry, error=f"could not read chunk tree node {si}: {e}")
         if isinstance(cap, (DirectoryWriteCap, DirectoryReadCap)):
             try:
                 async for child in children(cap):

@@ -8,7 +8,7 @@ layer encrypts, signs and erasure-codes) are one CBOR array::
 - ``1`` is the format version; anything else is refused with CorruptDirectory.
 - ``name`` is an NFC-normalized text string (see :func:`normalize_name`).
 - ``read cap`` is the child's read-only capability string (literal, immutable,
-  mutable or directory read cap), null for a symlink: a symlink is an entry with
+  chunked, mutable or directory read cap), null for a symlink: a symlink is an entry with
   no child object, only a target.
 - ``sealed write cap`` is present only when the child is writable (a mutable file
   or a directory linked by its write cap): a random 24-byte nonce followed by the
@@ -34,6 +34,7 @@ import nacl.utils
 from attrs import field, frozen
 
 from gateway.objects.caps import (
+    ChunkedCap,
     DirectoryReadCap,
     DirectoryWriteCap,
     ImmutableReadCap,
@@ -56,7 +57,7 @@ Kind = Literal["file", "dir", "symlink"]
 KINDS: tuple[Kind, ...] = ("file", "dir", "symlink")
 """Entry kinds; a kind's index is its serialized code."""
 
-FileCap = LiteralCap | ImmutableReadCap | MutableWriteCap | MutableReadCap
+FileCap = LiteralCap | ImmutableReadCap | ChunkedCap | MutableWriteCap | MutableReadCap
 """What a file entry may link to."""
 
 DirCap = DirectoryWriteCap | DirectoryReadCap
@@ -231,7 +232,9 @@ def kind_of(cap: ChildCap | None) -> Kind:
         return "symlink"
     if isinstance(cap, DirectoryWriteCap | DirectoryReadCap):
         return "dir"
-    if isinstance(cap, LiteralCap | ImmutableReadCap | MutableWriteCap | MutableReadCap):
+    if isinstance(
+        cap, LiteralCap | ImmutableReadCap | ChunkedCap | MutableWriteCap | MutableReadCap
+    ):
         return "file"
     raise BadChild(f"a {type(cap).__name__} cannot be linked into a directory")
 

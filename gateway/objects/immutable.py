@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
-from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap, b32encode
+from gateway.objects.caps import ImmutableReadCap, LiteralCap, b32encode
 from gateway.objects.concurrency import gather, start
 from gateway.objects.crypto import HASH_SIZE
 from gateway.objects.errors import CorruptShare, NotEnoughShares
@@ -387,7 +387,10 @@ def _clip(plaintext: bytes, begin: int, end: int) -> bytes:
 
 
 async def read_immutable(
-    cap: ImmutableCap, servers: Sequence[IStorageClient], offset: int = 0, length: int | None = None
+    cap: LiteralCap | ImmutableReadCap,
+    servers: Sequence[IStorageClient],
+    offset: int = 0,
+    length: int | None = None,
 ) -> bytes:
     """Read a range of an immutable file (literal or on the grid); the whole file by default."""
     if length is None:

@@ -20,6 +20,8 @@ from gateway.objects.caps import (
     DirectoryReadCap,
     DirectoryWriteCap,
     ImmutableCap,
+    ImmutableReadCap,
+    LiteralCap,
     MutableReadCap,
     MutableWriteCap,
 )
@@ -107,8 +109,8 @@ class IObjectStore(Interface):
     def reader(cap: ImmutableCap) -> IFileReader:
         """Random-access reads of an immutable file."""
 
-    async def upload(source: BinaryIO) -> ImmutableCap:
-        """Upload a seekable file as an immutable object; its read capability."""
+    async def upload(source: BinaryIO) -> LiteralCap | ImmutableReadCap:
+        """Upload a seekable file as one immutable object; its read capability."""
 
     async def update_file(
         base: ImmutableCap | None,

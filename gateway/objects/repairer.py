@@ -35,6 +35,8 @@ from gateway.objects import immutable_format as fmt
 from gateway.objects import mutable
 from gateway.objects.caps import (
     Capability,
+    ChunkedCap,
+    ChunkedVerifyCap,
     DirectoryWriteCap,
     ImmutableReadCap,
     ImmutableVerifyCap,
@@ -144,6 +146,9 @@ async def repair(
         return RepairResult(before, before, False, "none")
     if isinstance(cap, (ImmutableReadCap, ImmutableVerifyCap)):
         return await _ImmutableRepair(cap, servers, secrets, before).run()
+    if isinstance(cap, (ChunkedCap, ChunkedVerifyCap)):
+        # One node of a chunk tree, an immutable object (deep_check reaches the others).
+        return await _ImmutableRepair(cap.node, servers, secrets, before).run()
     return await _repair_mutable(cap, servers, secrets, params, before)
 
 

@@ -8,7 +8,6 @@ for on every operation, so servers that join or leave are used at once.
 from __future__ import annotations
 
 import heapq
-import tempfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import BinaryIO, TypeVar
@@ -21,6 +20,7 @@ from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import (
+    ChunkedCap,
     DirectoryReadCap,
     DirectoryWriteCap,
     ImmutableCap,
@@ -29,6 +29,9 @@ from gateway.objects.caps import (
     MutableReadCap,
     MutableWriteCap,
 )
+from gateway.objects.chunk_format import DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT
+from gateway.objects.chunk_update import TreeUpdate
+from gateway.objects.chunked import ChunkTreeReader, NodeCache
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode, pack_contents
 from gateway.objects.immutable import ImmutableReader
@@ -51,11 +54,21 @@ class ObjectStore:
         secrets: GatewaySecrets,
         params: EncodingParams,
         clock: IReactorTime,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        fanout: int = DEFAULT_FANOUT,
+        parallel_uploads: int = 4,
     ):
         self._servers = servers
         self.secrets = secrets
         self.params = params
         self.clock = clock
+        #: The longest extent of a chunked file (files up to this size are one object).
+        self.chunk_size = chunk_size
+        self.fanout = fanout
+        #: Extents of one update stored at once (each holds at most a chunk in memory).
+        self.parallel_uploads = parallel_uploads
+        #: Chunk tree nodes read or stored lately (nodes are immutable: never stale).
+        self.nodes = NodeCache()
         #: When set, directory changes are journaled locally and published in the background.
         self.write_back: DirectoryWriteBack | None = None
 
@@ -68,9 +81,13 @@ class ObjectStore:
         """A client for mutable objects on the current servers."""
         return MutableClient(self.servers, self.secrets, self.params)
 
-    async def upload(self, source: BinaryIO) -> ImmutableCap:
-        """Upload a seekable file as an immutable object."""
-        return await ImmutableUploader(self.servers, self.secrets, self.params).upload(source)
+    def uploader(self) -> ImmutableUploader:
+        """An uploader of single immutable objects onto the current servers."""
+        return ImmutableUploader(self.servers, self.secrets, self.params)
+
+    async def upload(self, source: BinaryIO) -> LiteralCap | ImmutableReadCap:
+        """Upload a seekable file as one immutable object."""
+        return await self.uploader().upload(source)
 
     async def update_file(
         self,
@@ -80,23 +97,29 @@ class ObjectStore:
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
     ) -> ImmutableCap:
-        """Store a new version of a file (see IObjectStore): here, the whole file again."""
-        with tempfile.TemporaryFile() as spool:
-            offset = 0
-            while offset < size:
-                data = await read(offset, min(1 << 20, size - offset))
-                if not data:
-                    raise ValueError(f"the new contents end at {offset} of {size} bytes")
-                spool.write(data)
-                offset += len(data)
-                if progress is not None:
-                    progress(len(data))
-            spool.seek(0)
-            return await self.upload(spool)
+        """Store a new version of a file (see IObjectStore and
+        :mod:`gateway.objects.chunk_update`): files up to a chunk as one object, larger
+        ones as a chunk tree sharing what did not change with ``base``."""
+        update = TreeUpdate(
+            self.uploader().upload_bytes,
+            self.servers,
+            self.nodes,
+            read,
+            self.chunk_size,
+            self.fanout,
+            self.parallel_uploads,
+            progress,
+        )
+        return await update.run(base, size, changed)
 
-    def reader(self, cap: ImmutableCap) -> FileReader:
-        """Random-access reads of an immutable file."""
-        return FileReader(cap, self.servers)
+    def reader(self, cap: ImmutableCap) -> IFileReader:
+        """Random-access reads of an immutable file (of a chunked file too)."""
+        servers = self.servers
+        if isinstance(cap, ChunkedCap):
+            return ChunkTreeReader(
+                cap, servers, self.nodes, lambda extent: FileReader(extent, servers)
+            )
+        return FileReader(cap, servers)
 
     async def read_mutable(self, cap: MutableWriteCap | MutableReadCap) -> bytes:
         """The current contents of a mutable file."""
@@ -148,7 +171,7 @@ class FileReader:
 
     def __init__(
         self,
-        cap: ImmutableCap,
+        cap: LiteralCap | ImmutableReadCap,
         servers: Sequence[IStorageClient],
         chunk_size: int = DEFAULT_SEGMENT_SIZE,
         cached_chunks: int = 32,

@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
-from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap, b32encode
+from gateway.objects.caps import ImmutableReadCap, LiteralCap, b32encode
 from gateway.objects.concurrency import gather, start
 from gateway.objects.crypto import (
     PERSON_PLAINTEXT,
@@ -107,13 +107,13 @@ class ImmutableUploader:
     convergent: bool = True
     pipeline_depth: int = 4
 
-    async def upload_bytes(self, data: bytes) -> ImmutableCap:
+    async def upload_bytes(self, data: bytes) -> LiteralCap | ImmutableReadCap:
         """Upload a buffer (convenience for small objects and tests)."""
         import io
 
         return await self.upload(io.BytesIO(data))
 
-    async def upload(self, source: BinaryIO) -> ImmutableCap:
+    async def upload(self, source: BinaryIO) -> LiteralCap | ImmutableReadCap:
         """Upload a seekable binary file from its current position to its end.
 
         Returns a literal cap for tiny files (nothing is stored), else the read cap.

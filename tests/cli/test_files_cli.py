@@ -55,7 +55,7 @@ def test_put_without_target_prints_cap_and_get_round_trips(
     gw: RunningGateway, tmp_path: Path
 ) -> None:
     """A put with no target prints a read cap; get of that cap returns the same bytes."""
-    local, data = _payload(tmp_path)
+    local, data = _payload(tmp_path, size=500_000)  # one chunk: one immutable object
     put = gateway("put", gw.node_dir, local)
     assert put.code == 0, put.err
     cap = put.out.strip()

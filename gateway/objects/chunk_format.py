@@ -1,0 +1,228 @@
+"""The nodes of a chunk tree: how a large file is stored as a tree of immutable chunks.
+
+A file larger than one chunk is a tree. Its leaves are *extents*: consecutive
+pieces of the file, each at most one chunk long, each stored as an immutable
+object of its own (CHK, convergent, or literal when tiny). Nodes are immutable
+(CHK, convergent) objects too, each holding the caps of its children in file
+order; the file's :class:`~gateway.objects.caps.ChunkedCap` names the root node
+and the file's size, and an inner node names each child node by the ChunkedCap
+of its subtree. Nothing is ever changed in place: a new version of the file
+stores its new extents and the nodes above them, and shares every other node
+and extent with the version it came from (same caps, same storage indexes).
+
+A node is the CBOR encoding of ::
+
+    [1, height, fanout, count, [entry, ...]]     (version 1; a 6th item may pad)
+
+- ``height`` is 0 for a node whose entries are extents, h for one whose entries
+  are nodes of height h - 1;
+- ``fanout`` is the most entries a node of this tree holds (every node of one
+  tree has the same);
+- ``count`` is the number of extents under the node;
+- an entry is ``[0, data]`` (a literal extent: its bytes), ``[1, key, ueb hash,
+  k, n, size]`` (an extent stored as an immutable object: its CHK read cap's
+  fields) or, in inner nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a
+  child node: the fields of its ChunkedCap). An entry's length is the size its
+  cap names; the entries' lengths add up to the node's size.
+- The optional 6th item is a byte string of zeros, present only to make a node
+  longer than the literal threshold (a node is always stored on the grid).
+
+Shape: on every level every node but the last is full (``fanout`` entries), so a
+node at height h that is not the last holds ``fanout ** (h + 1)`` extents and
+the position of extent number i is found by arithmetic. Readers do not rely on
+this (they descend by the entries' lengths); the updater
+(:mod:`gateway.objects.chunk_update`) keeps it and relies on it, and every node
+read is checked against it (:func:`decode_node`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cbor2
+from attrs import field, frozen
+
+from gateway.objects.caps import ChunkedCap, ImmutableReadCap, LiteralCap, b32encode
+from gateway.objects.crypto import HASH_SIZE, KEY_SIZE
+from gateway.objects.errors import CorruptObject
+from gateway.objects.immutable_format import LITERAL_THRESHOLD
+
+FORMAT_VERSION = 1
+"""The first item of every node."""
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+"""The longest extent new versions store (see docs/performance.rst for the measurement)."""
+
+DEFAULT_FANOUT = 128
+"""Entries per node of new trees: a 4 GiB file of 1 MiB chunks is two levels of nodes."""
+
+MAX_FANOUT = 4096
+"""The largest fan-out a node may declare (bounds what one node read costs)."""
+
+ExtentCap = LiteralCap | ImmutableReadCap
+"""What an extent (a leaf entry) is stored as."""
+
+ChildCap = ExtentCap | ChunkedCap
+"""What a node entry names: an extent or, in an inner node, a child node."""
+
+
+@frozen
+class Node:
+    """One decoded node: its place in the tree and its children's caps, in file order."""
+
+    height: int
+    fanout: int
+    count: int
+    entries: tuple[ChildCap, ...]
+    ends: tuple[int, ...] = field(init=False, repr=False, eq=False)
+    """Where each entry ends, from the node's start (cumulative lengths)."""
+
+    def __attrs_post_init__(self) -> None:
+        total, ends = 0, []
+        for entry in self.entries:
+            total += entry.size
+            ends.append(total)
+        object.__setattr__(self, "ends", tuple(ends))
+
+    @property
+    def size(self) -> int:
+        """Bytes under the node."""
+        return self.ends[-1] if self.ends else 0
+
+    def child_count(self, index: int) -> int:
+        """Extents under entry ``index`` (1 for an extent)."""
+        if self.height == 0:
+            return 1
+        capacity = self.fanout**self.height
+        return min(capacity, self.count - index * capacity)
+
+
+def capacity(fanout: int, height: int) -> int:
+    """Extents a full node of ``height`` holds."""
+    return fanout ** (height + 1)
+
+
+def height_for(count: int, fanout: int) -> int:
+    """The height of the root of a tree of ``count`` extents (at least 0)."""
+    height = 0
+    while capacity(fanout, height) < count:
+        height += 1
+    return height
+
+
+def _entry(cap: ChildCap) -> list[Any]:
+    if isinstance(cap, LiteralCap):
+        return [0, cap.data]
+    if isinstance(cap, ImmutableReadCap):
+        return [1, cap.key, cap.ueb_hash, cap.k, cap.n, cap.size]
+    node = cap.node
+    return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
+
+
+def encode_node(node: Node) -> bytes:
+    """The bytes stored for a node (longer than a literal, so it always goes to the grid)."""
+    items: list[Any] = [
+        FORMAT_VERSION,
+        node.height,
+        node.fanout,
+        node.count,
+        [_entry(e) for e in node.entries],
+    ]
+    data = cbor2.dumps(items)
+    if len(data) <= LITERAL_THRESHOLD:
+        items.append(bytes(LITERAL_THRESHOLD + 1 - len(data)))
+        data = cbor2.dumps(items)
+    return data
+
+
+def _is_int(value: object, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _chk(fields: Sequence[Any]) -> ImmutableReadCap:
+    key, ueb, k, n, size = fields
+    if not (isinstance(key, bytes) and len(key) == KEY_SIZE):
+        raise ValueError("a key is malformed")
+    if not (isinstance(ueb, bytes) and len(ueb) == HASH_SIZE):
+        raise ValueError("a URI extension block hash is malformed")
+    if not (_is_int(k, 1) and _is_int(n, 1) and k <= n <= 256 and _is_int(size, 1)):
+        raise ValueError("a child's encoding or size is malformed")
+    return ImmutableReadCap(key, ueb, k, n, size)
+
+
+def _decode_entry(item: object, leaf: bool) -> ChildCap:
+    if not isinstance(item, list) or not item or not _is_int(item[0]):
+        raise ValueError("an entry is not a list starting with its kind")
+    kind, fields = item[0], item[1:]
+    if leaf and kind == 0 and len(fields) == 1 and isinstance(fields[0], bytes) and fields[0]:
+        if len(fields[0]) > LITERAL_THRESHOLD:
+            raise ValueError("a literal extent is longer than the literal threshold")
+        return LiteralCap(fields[0])
+    if leaf and kind == 1 and len(fields) == 5:
+        return _chk(fields)
+    if not leaf and kind == 2 and len(fields) == 6:
+        node = _chk(fields[:5])
+        if not _is_int(fields[5], 1):
+            raise ValueError("a child node's size is malformed")
+        return ChunkedCap(node, fields[5])
+    raise ValueError(f"an entry of kind {kind} cannot stand in a node of this height")
+
+
+def decode_node(
+    data: bytes, cap: ChunkedCap, height: int | None = None, count: int | None = None
+) -> Node:
+    """Parse and check a node read through ``cap``, raising CorruptObject when it is damaged.
+
+    ``height`` and ``count``, when given, are what the parent node says the child
+    must be. The node's entries must add up to the size ``cap`` names and have the
+    tree's shape (every child but the last full).
+    """
+    where = f"the chunk tree node with storage index {b32encode(cap.storage_index)}"
+    try:
+        items = cbor2.loads(data)
+        if not isinstance(items, list) or len(items) not in (5, 6):
+            raise ValueError("it is not a list of 5 or 6 items")
+        version, node_height, fanout, node_count, raw = items[:5]
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"its format version is {version!r}, this gateway reads {FORMAT_VERSION}"
+            )
+        if len(items) == 6 and not isinstance(items[5], bytes):
+            raise ValueError("its padding is not a byte string")
+        if not (_is_int(node_height) and _is_int(fanout, 2) and fanout <= MAX_FANOUT):
+            raise ValueError("its height or fan-out is malformed")
+        if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
+            raise ValueError("its extent count or entry list is malformed")
+        entries = tuple(_decode_entry(item, node_height == 0) for item in raw)
+        node = Node(node_height, fanout, node_count, entries)
+    except (ValueError, TypeError, cbor2.CBORDecodeError) as e:
+        raise CorruptObject(f"{where} is damaged: {e}") from None
+    check_node(node, cap, height, count)
+    return node
+
+
+def check_node(
+    node: Node, cap: ChunkedCap, height: int | None = None, count: int | None = None
+) -> None:
+    """CorruptObject unless ``node`` is what ``cap`` (and the parent's ``height`` and
+    ``count``, when given) say it is, in the tree's shape."""
+    where = f"the chunk tree node with storage index {b32encode(cap.storage_index)}"
+    problems = []
+    if node.size != cap.size:
+        problems.append(f"its entries hold {node.size} bytes where its cap says {cap.size}")
+    if height is not None and node.height != height:
+        problems.append(f"its height is {node.height} where its parent says {height}")
+    if count is not None and node.count != count:
+        problems.append(f"it holds {node.count} extents where its parent says {count}")
+    if node.height == 0:
+        expected = node.count
+    else:
+        child = node.fanout**node.height
+        expected = -(-node.count // child)
+        if node.count > capacity(node.fanout, node.height):
+            problems.append(f"its {node.count} extents are more than its height allows")
+    if len(node.entries) != expected:
+        problems.append(f"it has {len(node.entries)} entries for {node.count} extents")
+    if problems:
+        raise CorruptObject(f"{where} is damaged: {'; '.join(problems)}")

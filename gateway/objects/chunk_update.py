@@ -1,0 +1,349 @@
+"""Storing a new version of a file as a chunk tree, at the cost of what changed.
+
+The new version's extents (see :mod:`gateway.objects.chunk_format`) are the
+base version's, in order, with three kinds of change:
+
+- an extent wholly outside the changed ranges and below the new end is reused
+  (same cap, same position);
+- an extent that a changed range touches is stored again whole, with the same
+  boundaries: its new bytes are ``read`` of its range;
+- the *tail*, from the first extent that truncation cuts or drops (or from the
+  base's end) to the new end, is stored as new extents of one chunk each, the
+  last one shorter.
+
+Appends would leave a small extent per append; the tail therefore starts earlier
+when the small extents (shorter than a chunk) before it break this rule: *every
+small extent at the end of the file is longer than all the bytes after it*. The
+earliest small extent that is not is stored again together with everything after
+it. So the small extents at the end at most halve in length one after the other
+(there are at most log2(chunk / smallest append) + 1 of them), and a byte stored
+again that way lands in an extent at least twice as long as the one it was in:
+appending in pieces of ``a`` bytes stores each byte at most 1 + log2(chunk / a)
+times (with 1 MiB chunks and 4 KiB appends, at most 9 times; in practice about
+half that), the cost of an append stays close to the appended bytes, and the
+number of extents, hence of nodes, stays what the file's size needs.
+
+Because the extent list changes only at the tail, the tree keeps its shape
+(every node but the last on a level full) by position alone: a node whose
+extents are all reused, in the same positions, is reused whole (same cap)
+without even being read. An update therefore reads the nodes on the paths to
+the changed extents and the tail, and stores the changed extents plus one node
+per level per changed path.
+
+A base that is a literal or single immutable object of at most a chunk is one
+extent. A single immutable object larger than a chunk (stored before chunk
+trees existed) cannot be an extent: its first update stores the whole file
+again as chunks, once.
+
+Extents are stored several at once (``parallel``, each holding at most one
+chunk in memory), in file order; an extent identical to one being stored at the
+same moment, or to one of the last few stored, takes that one's cap instead of
+being encoded again (identical extents have the same cap, and are stored once;
+two uploads of one storage index at once would also collide on the servers).
+Memory stays at about ``3 * parallel`` chunks.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+
+from gateway.grid.interfaces import IStorageClient
+from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, LiteralCap
+from gateway.objects.chunk_format import (
+    DEFAULT_FANOUT,
+    ChildCap,
+    ExtentCap,
+    Node,
+    capacity,
+    encode_node,
+    height_for,
+)
+from gateway.objects.chunked import NodeCache
+from gateway.objects.concurrency import shared, start
+from gateway.objects.errors import CorruptObject
+
+Read = Callable[[int, int], Awaitable[bytes]]
+Upload = Callable[[bytes], Coroutine[Any, Any, LiteralCap | ImmutableReadCap]]
+Ranges = list[tuple[int, int]]
+
+MAX_TAIL_WALK = 64
+"""Most small extents looked at before the tail (the rule keeps far fewer)."""
+
+
+def normalize(ranges: Sequence[tuple[int, int]], size: int) -> Ranges:
+    """Sorted, merged ``[start, end)`` ranges clipped to ``[0, size)``, empty ones dropped."""
+    out: Ranges = []
+    for a, b in sorted((max(0, a), min(size, b)) for a, b in ranges):
+        if a >= b:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def overlap(ranges: Ranges, start: int, end: int) -> int:
+    """Bytes of ``[start, end)`` inside ``ranges`` (normalized)."""
+    total = 0
+    for a, b in ranges[max(0, bisect.bisect_right(ranges, (start, start)) - 1) :]:
+        if a >= end:
+            break
+        total += max(0, min(b, end) - max(a, start))
+    return total
+
+
+class TreeUpdate:
+    """One new version of one file (see the module docstring)."""
+
+    def __init__(
+        self,
+        upload: Upload,
+        servers: Sequence[IStorageClient],
+        nodes: NodeCache,
+        read: Read,
+        chunk_size: int,
+        fanout: int = DEFAULT_FANOUT,
+        parallel: int = 4,
+        progress: Callable[[int], None] | None = None,
+    ):
+        self._upload = upload
+        self._servers = servers
+        self._nodes = nodes
+        self._read = read
+        self.chunk_size = chunk_size
+        self.fanout = fanout
+        self._parallel = max(1, parallel)
+        self._slots = DeferredSemaphore(self._parallel)
+        self._progress = progress
+        self._in_flight: list[tuple[bytes, Deferred[ExtentCap]]] = []
+        self._changed: Ranges = []
+        # The base as a tree: its root (a stored node, or one extent as a node of its own).
+        self._root: ChunkedCap | Node | None = None
+        self._base_height = self._base_count = self._base_size = 0
+        self._replaced: dict[int, tuple[int, int]] = {}
+        self._tail: list[tuple[int, int]] = []
+        self._keep = 0  # extents before the tail
+        self.stored_bytes = 0
+        """Bytes of extents this update stored (nodes not counted)."""
+        self.stored_nodes = 0
+        """Nodes this update stored."""
+
+    async def run(
+        self, base: ImmutableCap | None, size: int, changed: Sequence[tuple[int, int]]
+    ) -> ImmutableCap:
+        """Store the new version; its cap (the base's own when nothing changed)."""
+        base_size = self._base_size = await self._open_base(base)
+        self._changed = normalize([*changed, (base_size, size)], size)
+        if size <= self.chunk_size:
+            return await self._store_extent(0, size)
+        cut = min(size, base_size)
+        self._keep, tail_start = await self._tail_start(cut, size)
+        await self._find_replaced(tail_start)
+        self._tail = [
+            (at, min(self.chunk_size, size - at)) for at in range(tail_start, size, self.chunk_size)
+        ]
+        count = self._keep + len(self._tail)
+        height = height_for(count, self.fanout)
+        ref = await self._base_ref(height)
+        root = await self._build(height, 0, count, ref)
+        assert isinstance(root, ChunkedCap)
+        return root
+
+    # -- the base ---------------------------------------------------------------------
+
+    async def _open_base(self, base: ImmutableCap | None) -> int:
+        """Learn the base's shape; the size of what may be reused (0 when nothing can be)."""
+        if isinstance(base, ChunkedCap):
+            root = await self._nodes.load(base, self._servers)
+            self._root, self.fanout = base, root.fanout
+            self._base_height, self._base_count = root.height, root.count
+            return base.size
+        if base is not None and 0 < base.size <= self.chunk_size:
+            self._root = Node(0, self.fanout, 1, (base,))
+            self._base_height, self._base_count = 0, 1
+            return base.size
+        return 0
+
+    async def _node(self, ref: ChunkedCap | Node, height: int, count: int) -> Node:
+        if isinstance(ref, Node):
+            return ref
+        return await self._nodes.load(ref, self._servers, height, count)
+
+    async def _leaf(
+        self, offset: int | None = None, index: int | None = None
+    ) -> tuple[int, int, Node]:
+        """The base leaf node holding byte ``offset`` (or extent ``index``): its start offset,
+        its first extent's index, and the node."""
+        assert self._root is not None
+        node = await self._node(self._root, self._base_height, self._base_count)
+        begin = first = 0
+        while node.height > 0:
+            span = self.fanout**node.height
+            if index is not None:
+                i = (index - first) // span
+            else:
+                assert offset is not None
+                i = bisect.bisect_right(node.ends, offset - begin)
+            child = node.entries[i]
+            if not isinstance(child, ChunkedCap):
+                raise CorruptObject("a chunk tree's inner node names an extent")
+            begin += node.ends[i - 1] if i else 0
+            first += i * span
+            node = await self._nodes.load(
+                child, self._servers, node.height - 1, node.child_count(i)
+            )
+        return begin, first, node
+
+    async def _extent(
+        self, offset: int | None = None, index: int | None = None
+    ) -> tuple[int, int, int]:
+        """The base extent holding ``offset`` (or numbered ``index``): (index, start, length)."""
+        begin, first, leaf = await self._leaf(offset, index)
+        if index is not None:
+            i = index - first
+        else:
+            assert offset is not None
+            i = bisect.bisect_right(leaf.ends, offset - begin)
+        start_at = begin + (leaf.ends[i - 1] if i else 0)
+        return first + i, start_at, leaf.entries[i].size
+
+    async def _tail_start(self, cut: int, size: int) -> tuple[int, int]:
+        """How many base extents stay before the tail, and where the tail starts."""
+        if self._root is None or cut == 0:
+            return 0, 0
+        keep, start_at = self._base_count, cut
+        if cut < self._base_size:
+            keep, start_at, _ = await self._extent(offset=cut)
+        if size <= start_at:
+            return keep, start_at
+        # The small extents before the tail: the earliest not longer than all after it joins.
+        running, j, walked = size - start_at, keep, 0
+        chosen = (keep, start_at)
+        while j > 0 and walked < MAX_TAIL_WALK:
+            _, at, length = await self._extent(index=j - 1)
+            if length >= self.chunk_size:
+                break
+            if length <= running:
+                chosen = (j - 1, at)
+            running += length
+            j -= 1
+            walked += 1
+        return chosen
+
+    async def _find_replaced(self, tail_start: int) -> None:
+        """The base extents before the tail that a changed range touches."""
+        for a, b in self._changed:
+            position = a
+            while position < min(b, tail_start):
+                index, at, length = await self._extent(offset=position)
+                self._replaced[index] = (at, length)
+                position = at + length
+
+    async def _base_ref(self, height: int) -> ChunkedCap | Node | None:
+        """The base's node at (``height``, 0), when the base has one."""
+        ref = self._root
+        if ref is None or height > self._base_height:
+            return None
+        level, count = self._base_height, self._base_count
+        while level > height:
+            node = await self._node(ref, level, count)
+            first = node.entries[0]
+            assert isinstance(first, ChunkedCap)
+            ref, count = first, node.child_count(0)
+            level -= 1
+        return ref
+
+    # -- the new tree -----------------------------------------------------------------
+
+    async def _build(
+        self, height: int, j: int, count: int, ref: ChunkedCap | Node | None
+    ) -> ChildCap:
+        """The new node at (``height``, ``j``) of a tree of ``count`` extents."""
+        span = capacity(self.fanout, height)
+        lo, hi = j * span, min((j + 1) * span, count)
+        base_hi = min((j + 1) * span, self._base_count)
+        if (
+            isinstance(ref, ChunkedCap)
+            and hi == base_hi
+            and hi <= self._keep
+            and not any(lo <= i < hi for i in self._replaced)
+        ):
+            return ref  # nothing under it changed: reused without being read
+        base = await self._node(ref, height, base_hi - lo) if ref is not None else None
+        entries: list[ChildCap | Deferred[ExtentCap]] = []
+        if height == 0:
+            for i in range(lo, hi):
+                if i >= self._keep:
+                    entries.append(start(self._store_extent(*self._tail[i - self._keep])))
+                elif i in self._replaced:
+                    entries.append(start(self._store_extent(*self._replaced[i])))
+                else:
+                    assert base is not None
+                    entries.append(base.entries[i - lo])
+        else:
+            child_span = capacity(self.fanout, height - 1)
+            for c in range(-(-(hi - lo) // child_span)):
+                child: ChunkedCap | Node | None = None
+                if base is not None and c < len(base.entries):
+                    found = base.entries[c]
+                    assert isinstance(found, ChunkedCap)
+                    child = found
+                elif height - 1 == self._base_height and j * self.fanout + c == 0:
+                    child = self._root
+                entries.append(await self._build(height - 1, j * self.fanout + c, count, child))
+        caps: list[ChildCap] = []
+        try:
+            for entry in entries:
+                caps.append(await entry if isinstance(entry, Deferred) else entry)
+        except BaseException:
+            for entry in entries:
+                if isinstance(entry, Deferred):
+                    entry.addErrback(lambda _: None)  # nobody awaits the others now
+            raise
+        return await self._store_node(Node(height, self.fanout, hi - lo, tuple(caps)))
+
+    async def _store_node(self, node: Node) -> ChunkedCap:
+        stored = await self._upload(encode_node(node))
+        assert isinstance(stored, ImmutableReadCap)  # a node is longer than a literal
+        cap = ChunkedCap(stored, node.size)
+        self._nodes.put(cap, node)
+        self.stored_nodes += 1
+        return cap
+
+    async def _store_extent(self, offset: int, length: int) -> ExtentCap:
+        """Read ``[offset, offset + length)`` of the new contents and store it as an extent."""
+        await self._slots.acquire()
+        try:
+            data = bytes(await self._read(offset, length))
+            if len(data) != length:
+                raise ValueError(
+                    f"the new contents end at {offset + len(data)}, not {offset + length}"
+                )
+            for other, pending in self._in_flight:
+                if other == data:  # being stored, or just stored: the same cap
+                    cap = await shared(pending)
+                    break
+            else:
+                pending = start(self._upload(data))
+                entry = (data, pending)
+                self._in_flight.append(entry)
+                try:
+                    cap = await shared(pending)
+                except BaseException:
+                    self._in_flight.remove(entry)
+                    raise
+                self.stored_bytes += length
+                # The last few stored stay comparable too (runs of zeros are common in images).
+                del self._in_flight[: max(0, len(self._in_flight) - 2 * self._parallel)]
+        finally:
+            self._slots.release()
+        if self._progress is not None:
+            done = overlap(self._changed, offset, offset + length)
+            if done:
+                self._progress(done)
+        return cap

@@ -1,0 +1,198 @@
+"""Reading chunk trees: nodes fetched once and cached, byte ranges read extent by extent.
+
+A chunked file (:mod:`gateway.objects.chunk_format`) is read by descending from
+its root node by the entries' lengths to the extents a range touches; only the
+nodes on those paths are fetched (and kept in a bounded :class:`NodeCache`
+shared by every reader and update of one store), and each extent is read
+through a reader of its own (the store's segment-caching
+:class:`~gateway.objects.store.FileReader`), so a random read of 4 KiB fetches
+the nodes on its path and one segment. While reads are sequential the next
+extents are fetched ahead, so a whole-file read keeps streaming across extents.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from gateway.grid.interfaces import IStorageClient
+from gateway.objects.caps import ChunkedCap
+from gateway.objects.chunk_format import ChildCap, ExtentCap, Node, check_node, decode_node
+from gateway.objects.concurrency import shared, start
+from gateway.objects.immutable import ImmutableReader
+from gateway.objects.interfaces import IFileReader
+
+OpenExtent = Callable[[ExtentCap], IFileReader]
+"""Makes a reader for one extent (the store's FileReader)."""
+
+
+class NodeCache:
+    """Decoded chunk tree nodes by cap, least recently used dropped beyond ``capacity``.
+
+    Two readers wanting one node at once share one fetch. A node is immutable, so
+    a cached node never goes stale; nodes an update has just stored are put here
+    too, so the next update of the same file reads none.
+    """
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = capacity
+        self._nodes: OrderedDict[ChunkedCap, Node] = OrderedDict()
+        self._loading: dict[ChunkedCap, Deferred[Node]] = {}
+        self.fetched = 0
+        """Nodes read from the grid (for tests and the benchmark)."""
+
+    def put(self, cap: ChunkedCap, node: Node) -> None:
+        """Remember a node (one just stored, or just read)."""
+        self._nodes[cap] = node
+        self._nodes.move_to_end(cap)
+        while len(self._nodes) > self.capacity:
+            self._nodes.popitem(last=False)
+
+    async def load(
+        self,
+        cap: ChunkedCap,
+        servers: Sequence[IStorageClient],
+        height: int | None = None,
+        count: int | None = None,
+    ) -> Node:
+        """The node ``cap`` names, checked (see :func:`decode_node`); from the grid if need be."""
+        node = self._nodes.get(cap)
+        if node is None:
+            loading = self._loading.get(cap)
+            if loading is None:
+                loading = self._loading[cap] = start(self._fetch(cap, servers))
+                loading.addBoth(self._loaded, cap)
+            node = await shared(loading)
+        else:
+            self._nodes.move_to_end(cap)
+        check_node(node, cap, height, count)
+        return node
+
+    def _loaded(self, result: object, cap: ChunkedCap) -> object:
+        del self._loading[cap]
+        return result
+
+    async def _fetch(self, cap: ChunkedCap, servers: Sequence[IStorageClient]) -> Node:
+        data = await ImmutableReader(cap.node, servers).read(0, cap.node.size)
+        self.fetched += 1
+        node = decode_node(data, cap)
+        self.put(cap, node)
+        return node
+
+
+async def node_children(
+    cap: ChunkedCap, servers: Sequence[IStorageClient], nodes: NodeCache | None = None
+) -> tuple[ChildCap, ...]:
+    """The caps a node names: its child nodes (ChunkedCaps) or its extents."""
+    node = await (nodes or NodeCache(1)).load(cap, servers)
+    return node.entries
+
+
+@implementer(IFileReader)
+class ChunkTreeReader:
+    """Byte ranges of one chunked file (see the module docstring)."""
+
+    def __init__(
+        self,
+        cap: ChunkedCap,
+        servers: Sequence[IStorageClient],
+        nodes: NodeCache,
+        open_extent: OpenExtent,
+        readers: int = 8,
+        ahead: int = 2,
+    ):
+        self.cap = cap
+        self._servers = servers
+        self._nodes = nodes
+        self._open_extent = open_extent
+        self._capacity = max(1, readers)
+        self._ahead = max(0, min(ahead, self._capacity - 2))
+        self._readers: OrderedDict[ExtentCap, IFileReader] = OrderedDict()
+        self._leaf: tuple[int, Node] | None = None  # the last leaf node used, and its offset
+        self._last_end = -1
+        self._prefetched = 0  # read-ahead has started the extents before this offset
+
+    @property
+    def size(self) -> int:
+        """The file's length."""
+        return self.cap.size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Bytes at ``offset`` (clamped at the end)."""
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        sequential = offset == self._last_end
+        self._last_end = end
+        pieces: list[bytes] = []
+        position = offset
+        while position < end:
+            begin, extent = await self._extent_at(position)
+            stop = min(end, begin + extent.size)
+            if sequential and self._ahead:
+                self._read_ahead(begin + extent.size)
+            piece = await self._reader(extent).read(position - begin, stop - position)
+            if len(piece) != stop - position:
+                raise AssertionError(f"an extent gave {len(piece)} bytes for {stop - position}")
+            pieces.append(piece)
+            position = stop
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _reader(self, extent: ExtentCap) -> IFileReader:
+        reader = self._readers.get(extent)
+        if reader is None:
+            reader = self._readers[extent] = self._open_extent(extent)
+            while len(self._readers) > self._capacity:
+                self._readers.popitem(last=False)
+        else:
+            self._readers.move_to_end(extent)
+        return reader
+
+    async def _extent_at(self, position: int) -> tuple[int, ExtentCap]:
+        """The extent holding byte ``position``, and where it starts."""
+        if self._leaf is not None:
+            begin, leaf = self._leaf
+            if begin <= position < begin + leaf.size:
+                return self._in_leaf(begin, leaf, position)
+        begin = 0
+        node = await self._nodes.load(self.cap, self._servers)
+        while node.height > 0:
+            index = bisect.bisect_right(node.ends, position - begin)
+            child = node.entries[index]
+            assert isinstance(child, ChunkedCap)
+            begin += node.ends[index - 1] if index else 0
+            node = await self._nodes.load(
+                child, self._servers, node.height - 1, node.child_count(index)
+            )
+        self._leaf = (begin, node)
+        return self._in_leaf(begin, node, position)
+
+    def _in_leaf(self, begin: int, leaf: Node, position: int) -> tuple[int, ExtentCap]:
+        index = bisect.bisect_right(leaf.ends, position - begin)
+        extent = leaf.entries[index]
+        assert not isinstance(extent, ChunkedCap)
+        return begin + (leaf.ends[index - 1] if index else 0), extent
+
+    def _read_ahead(self, after: int) -> None:
+        """Fetch the ``ahead`` extents from ``after`` in the background (errors are dropped:
+        the read that needs them fetches them again and sees the error)."""
+        if after < self._prefetched or after >= self.size:
+            return
+        position = after
+        self._prefetched = after + 1
+        start(self._fetch_ahead(position)).addErrback(lambda _: None)
+
+    async def _fetch_ahead(self, position: int) -> None:
+        for _ in range(self._ahead):
+            if position >= self.size:
+                return
+            begin, extent = await self._extent_at(position)
+            self._prefetched = begin + extent.size
+            await self._reader(extent).read(0, extent.size)
+            position = begin + extent.size

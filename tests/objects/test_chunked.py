@@ -1,0 +1,310 @@
+"""Large files as chunk trees: round trips, reads, sharing between versions, caps, damage."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from gateway.objects.caps import (
+    ChunkedCap,
+    ChunkedVerifyCap,
+    ImmutableCap,
+    ImmutableReadCap,
+    LiteralCap,
+    parse,
+)
+from gateway.objects.chunk_format import Node, decode_node, encode_node
+from gateway.objects.chunked import NodeCache, node_children
+from gateway.objects.errors import BadCapability, CorruptObject
+from tests.objects.chunked_support import (
+    CHUNK,
+    FANOUT,
+    Counted,
+    clear,
+    make_store,
+    pattern,
+    read_all,
+    requested_indexes,
+    update,
+    update_stored,
+)
+from tests.objects.grid import run
+
+
+async def _extents(store: object, cap: ChunkedCap) -> list[ImmutableCap]:
+    """Every extent of a tree, in order (test helper walking the nodes)."""
+    out: list[ImmutableCap] = []
+    for child in await node_children(cap, store.servers, store.nodes):  # type: ignore[attr-defined]
+        if isinstance(child, ChunkedCap):
+            out.extend(await _extents(store, child))
+        else:
+            out.append(child)
+    return out
+
+
+def extents(store: object, cap: ImmutableCap) -> list[ImmutableCap]:
+    """The extents of a chunked file (the file itself when it is one object)."""
+    if not isinstance(cap, ChunkedCap):
+        return [cap]
+    return run(_extents(store, cap))
+
+
+SIZES = [
+    0,
+    1,
+    55,
+    56,
+    CHUNK - 1,
+    CHUNK,
+    CHUNK + 1,
+    2 * CHUNK,
+    FANOUT * CHUNK,
+    FANOUT * CHUNK + 1,
+    FANOUT**2 * CHUNK,
+    FANOUT**2 * CHUNK + 7,
+    FANOUT**3 * CHUNK + CHUNK // 2,
+]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_around_chunk_and_fanout_boundaries(size: int) -> None:
+    """A new file of any size reads back byte for byte; larger than a chunk it is a tree."""
+    store, _ = make_store()
+    data = pattern(size, size)
+    cap = update(store, None, data, [(0, size)])
+    assert cap.size == size
+    assert read_all(store, cap) == data
+    if size <= 55:
+        assert isinstance(cap, LiteralCap)
+    elif size <= CHUNK:
+        assert isinstance(cap, ImmutableReadCap)
+    else:
+        assert isinstance(cap, ChunkedCap)
+        assert all(e.size <= CHUNK for e in extents(store, cap))
+    # A fresh store (no node cached) reads it too, from a parsed cap string.
+    fresh, _ = make_store(store.servers)
+    assert read_all(fresh, parse(cap.to_string())) == data  # type: ignore[arg-type]
+
+
+def test_random_reads_equal_the_bytes() -> None:
+    """Reads at any offset and length, across extents and nodes, give the file's bytes."""
+    import random
+
+    store, _ = make_store()
+    data = pattern(FANOUT**2 * CHUNK + 333)
+    cap = update(store, None, data, [(0, len(data))])
+    reader = store.reader(cap)
+    rng = random.Random(5)
+    for _ in range(60):
+        offset = rng.randrange(len(data) + 10)
+        length = rng.randrange(4 * CHUNK)
+        assert run(reader.read(offset, length)) == data[offset : offset + length]
+
+
+def test_unchanged_region_read_fetches_only_its_chunk_and_path() -> None:
+    """After an update, a read of an unchanged region asks the servers for the nodes on its
+    path and its own extent only."""
+    store, grid = make_store()
+    data = bytearray(pattern(FANOUT**2 * CHUNK))
+    base = update(store, None, bytes(data), [(0, len(data))])
+    data[5 * CHUNK + 10 : 5 * CHUNK + 20] = b"x" * 10
+    new = update(store, base, bytes(data), [(5 * CHUNK + 10, 5 * CHUNK + 20)])
+    assert isinstance(new, ChunkedCap)
+    fresh, _ = make_store(grid)
+    clear(grid)
+    offset = 11 * CHUNK + 100
+    assert run(fresh.reader(new).read(offset, 50)) == bytes(data[offset : offset + 50])
+    root = run(fresh.nodes.load(new, grid))
+    inner = root.entries[offset // (FANOUT * CHUNK)]
+    assert isinstance(inner, ChunkedCap)
+    leaf = run(fresh.nodes.load(inner, grid))
+    extent = leaf.entries[(offset // CHUNK) % FANOUT]
+    assert isinstance(extent, ImmutableReadCap)
+    assert requested_indexes(grid) == {
+        new.storage_index,
+        inner.storage_index,
+        extent.storage_index,
+    }
+
+
+def test_unchanged_extents_are_shared_between_versions() -> None:
+    """A small change stores one extent and one node per level; every other cap is the
+    base's own."""
+    store, _ = make_store()
+    data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
+    base = update(store, None, bytes(data), [(0, len(data))])
+    data[3 * CHUNK + 1] ^= 0xFF
+    counted = Counted(store)
+    new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 2)], counted)
+    assert read_all(store, new) == bytes(data)
+    old_extents, new_extents = extents(store, base), extents(store, new)
+    different = [i for i, (a, b) in enumerate(zip(old_extents, new_extents, strict=True)) if a != b]
+    assert different == [3]
+    root = run(store.nodes.load(new, store.servers))  # type: ignore[arg-type]
+    assert len(counted.objects) == 1 + root.height + 1  # the extent, then one node per level
+    assert sum(len(o) for o in counted.objects[:1]) == CHUNK
+
+
+def test_nothing_changed_is_the_same_cap() -> None:
+    """An update without changes stores nothing and returns the base cap."""
+    store, _ = make_store()
+    data = pattern(10 * CHUNK)
+    base = update(store, None, data, [(0, len(data))])
+    counted = Counted(store)
+    assert update(store, base, data, [], counted) == base
+    assert counted.objects == []
+
+
+def test_identical_chunks_are_stored_once() -> None:
+    """A file of repeated chunks has one extent cap for them all, written to the grid once."""
+    store, grid = make_store()
+    data = bytes(CHUNK) * 40 + b"end"
+    counted = Counted(store)
+    cap = update(store, None, data, [(0, len(data))], counted)
+    caps = extents(store, cap)
+    assert len(set(caps[:40])) == 1
+    assert read_all(store, cap) == data
+    si = caps[0].storage_index
+    writes = [r for c in grid for r in c.requests if r[0] == "write_immutable" and r[1] == si]
+    assert len({(r[2], r[3]) for r in writes}) == len(writes)  # no block written twice
+    assert len([o for o in counted.objects if o == bytes(CHUNK)]) == 1  # encoded once
+
+
+def test_appends_cost_about_the_appended_bytes() -> None:
+    """Many small appends keep few extents and store each byte a few times at most."""
+    store, _ = make_store(chunk=4096)
+    data = pattern(3 * 4096 + 100)
+    cap = update(store, None, data, [(0, len(data))])
+    stored = 0
+    appended = 0
+    for i in range(200):
+        piece = pattern(64, 1000 + i)
+        data += piece
+        appended += len(piece)
+        cap, cost, _ = update_stored(store, cap, data, [])
+        stored += cost
+        extent_sizes = [e.size for e in extents(store, cap)]
+        small = [s for s in extent_sizes if s < 4096]
+        assert len(small) <= 8  # log2(4096 / 64) + 2
+        assert all(s == 4096 for s in extent_sizes[: len(extent_sizes) - len(small)])
+    assert read_all(store, cap) == data
+    # Each appended byte stored at most 1 + log2(chunk / append) = 7 times (nodes aside).
+    assert stored <= 7 * appended
+
+
+def test_truncate_and_extend() -> None:
+    """Truncation drops extents and rewrites the one cut; extension appends zeros."""
+    store, _ = make_store()
+    data = pattern(20 * CHUNK + 5)
+    cap = update(store, None, data, [(0, len(data))])
+    cut = data[: 7 * CHUNK + 300]
+    counted = Counted(store)
+    cap2 = update(store, cap, cut, [], counted)
+    assert read_all(store, cap2) == cut
+    assert extents(store, cap2)[:7] == extents(store, cap)[:7]
+    longer = cut + bytes(9 * CHUNK)
+    cap3 = update(store, cap2, longer, [])
+    assert read_all(store, cap3) == longer
+    back = update(store, cap3, longer[:100], [])
+    assert isinstance(back, ImmutableReadCap)
+    assert read_all(store, back) == longer[:100]
+
+
+def test_single_object_bases() -> None:
+    """A literal or one-object base is an extent; a one-object base larger than a chunk is
+    stored again as chunks on its first change."""
+    store, _ = make_store()
+    small = pattern(CHUNK)
+    base = run(store.uploader().upload_bytes(small))
+    grown = small + pattern(5 * CHUNK, 2)
+    cap = update(store, base, grown, [])
+    assert extents(store, cap)[0] == base  # a whole chunk: kept as the first extent
+    assert read_all(store, cap) == grown
+    big = pattern(6 * CHUNK, 3)
+    whole = run(store.uploader().upload_bytes(big))
+    changed = big[:10] + b"!" + big[11:]
+    cap2 = update(store, whole, changed, [(10, 11)])
+    assert isinstance(cap2, ChunkedCap)
+    assert read_all(store, cap2) == changed
+    lit = LiteralCap(b"tiny")
+    cap3 = update(store, lit, b"tiny" + pattern(3 * CHUNK, 4), [])
+    assert read_all(store, cap3)[:4] == b"tiny"
+
+
+def test_progress_counts_the_changed_bytes() -> None:
+    """progress(n) adds up to the bytes that changed, appended bytes included."""
+    store, _ = make_store()
+    data = bytearray(pattern(10 * CHUNK))
+    base = update(store, None, bytes(data), [(0, len(data))])
+    data[100:200] = bytes(100)
+    data += b"z" * 500
+    seen: list[int] = []
+
+    async def read(offset: int, length: int) -> bytes:
+        return bytes(data[offset : offset + length])
+
+    run(store.update_file(base, len(data), [(100, 200)], read, seen.append))
+    assert sum(seen) == 600
+
+
+def test_caps_round_trip_and_reduce() -> None:
+    """TREE caps parse back to themselves and reduce to TREE-V verify caps; damage is named."""
+    store, _ = make_store()
+    cap = update(store, None, pattern(5 * CHUNK), [(0, 5 * CHUNK)])
+    assert isinstance(cap, ChunkedCap)
+    text = cap.to_string()
+    assert text.startswith("GG:TREE:")
+    assert parse(text) == cap
+    verifier = cap.get_verify_cap()
+    assert isinstance(verifier, ChunkedVerifyCap)
+    assert verifier.storage_index == cap.storage_index == cap.node.storage_index
+    assert verifier.size == cap.size == 5 * CHUNK
+    assert parse(verifier.to_string()) == verifier
+    assert verifier.to_string().startswith("GG:TREE-V:")
+    assert cap.get_read_cap() is cap
+    assert "key" not in repr(cap) or cap.node.key.hex() not in repr(cap)
+    with pytest.raises(BadCapability, match="6 field"):
+        parse(text.rsplit(":", 1)[0])
+    with pytest.raises(BadCapability, match="size"):
+        parse(text.rsplit(":", 1)[0] + ":x")
+
+
+def test_damaged_node_gives_a_clear_error() -> None:
+    """A node whose verified bytes are not a valid node, or disagree with its cap, is
+    reported as a damaged chunk tree node naming its storage index (never a key)."""
+    store, _ = make_store()
+    base = update(store, None, pattern(5 * CHUNK), [(0, 5 * CHUNK)])
+    assert isinstance(base, ChunkedCap)
+    good = run(store.nodes.load(base, store.servers))
+    bad_bytes = cbor2.dumps([1, 0, FANOUT, 2, [["not", "an entry"]]]) + bytes(60)
+    stored = run(store.uploader().upload_bytes(bad_bytes))
+    assert isinstance(stored, ImmutableReadCap)
+    forged = ChunkedCap(stored, base.size)
+    fresh, _ = make_store(store.servers)
+    with pytest.raises(CorruptObject, match="chunk tree node with storage index") as info:
+        run(fresh.reader(forged).read(0, 10))
+    assert stored.key.hex() not in str(info.value)
+    # A node whose entries do not add up to the size its cap names.
+    with pytest.raises(CorruptObject, match="entries hold"):
+        decode_node(encode_node(good), ChunkedCap(base.node, base.size + 1))
+    with pytest.raises(CorruptObject, match="format version"):
+        decode_node(cbor2.dumps([2, 0, 4, 1, []]), base)
+    assert decode_node(encode_node(good), base) == good
+
+
+def test_small_nodes_are_padded_past_the_literal_threshold() -> None:
+    """A node with one tiny extent is still longer than a literal (always stored)."""
+    node = Node(0, 4, 1, (LiteralCap(b"abc"),))
+    assert len(encode_node(node)) > 55
+
+
+def test_node_cache_is_bounded() -> None:
+    """The node cache keeps at most its capacity."""
+    store, _ = make_store()
+    cache = NodeCache(capacity=3)
+    cap = update(store, None, pattern(FANOUT**2 * CHUNK), [(0, FANOUT**2 * CHUNK)])
+    assert isinstance(cap, ChunkedCap)
+    for child in run(node_children(cap, store.servers, cache)):
+        assert isinstance(child, ChunkedCap)
+        run(cache.load(child, store.servers))
+    assert len(cache._nodes) == 3
