@@ -365,15 +365,10 @@ class Volume:
         unchanged = file.unchanged_base
         if unchanged is not None:
             return base_cap(unchanged)  # a copy of a grid file: linked, not uploaded
-        assert file.staged is not None
-        base = file.base
-        if base is None:
-            with open(file.staged.path, "rb") as source:
-                cap = await self.store.upload(self.queue.reading(job.job_id, source))
-        else:
-            changed = file.upload_ranges()
-            progress = self.queue.advance(job.job_id)
-            cap = await self.store.update_file(base_cap(base), file.size, changed, read, progress)
+        base = None if file.base is None else base_cap(file.base)
+        changed = file.upload_ranges()  # everything, for a new file
+        progress = self.queue.advance(job.job_id)
+        cap = await self.store.update_file(base, file.size, changed, read, progress)
         file.stored = Base(cap.to_string(), file.size)
         return cap
 
