@@ -31,7 +31,8 @@ DATA = os.urandom(SIZE)
 
 
 class RecordingStore(ObjectStore):
-    """The real object store on an in-memory grid, noting what each update was asked to store."""
+    """The real object store on an in-memory grid (chunk trees of 16 KiB chunks, 4 to a
+    node), noting what each update was asked to store."""
 
     def __init__(self, clock: Clock) -> None:
         grid = make_grid(1)
@@ -40,6 +41,9 @@ class RecordingStore(ObjectStore):
             GatewaySecrets(convergence=b"c" * 32, lease=b"l" * 32),
             EncodingParams(k=1, happy=1, n=1),
             clock,
+            # Small chunks and nodes: the test files are trees of several levels.
+            chunk_size=16 << 10,
+            fanout=4,
         )
         self.updates: list[list[tuple[int, int]]] = []
         self.whole_uploads = 0
