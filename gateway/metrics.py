@@ -17,7 +17,7 @@ and error texts pass through the log :class:`~gateway.logfile.Scrubber`.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
@@ -171,41 +171,3 @@ class RecentErrors:
                 self._scrubber.scrub(text)[:2000],
             )
         )
-
-
-class ProgressReader:
-    """A binary file as an uploader reads it, reporting its position to a :class:`Progress`.
-
-    The immutable uploader reads a file twice: once to hash it (convergent
-    encryption), then again from the start to encode and send it. Bytes count
-    from the last rewind, so the figure shown is the sending pass's; the
-    ``phase`` says which pass is running.
-    """
-
-    def __init__(self, source: BinaryIO, progress: Progress):
-        self._source = source
-        self._progress = progress
-        self._start = source.tell()
-        self.phase = "reading"
-
-    def read(self, size: int = -1) -> bytes:
-        """Read, and report the position."""
-        data = self._source.read(size)
-        self._progress.set(self._source.tell() - self._start)
-        return data
-
-    def tell(self) -> int:
-        """The position."""
-        return self._source.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Seek; a rewind to the start begins the sending pass."""
-        position = self._source.seek(offset, whence)
-        if position <= self._start:
-            self.phase = "sending"
-            self._progress.restart()
-        return position
-
-    def as_binary_io(self) -> BinaryIO:
-        """This reader, typed as the file it stands for."""
-        return cast(BinaryIO, self)

@@ -49,13 +49,28 @@ class Contents:
         self._readers: dict[str, Reader] = {}
 
     def base_reader(self, base: Base) -> Reader:
-        """Reads of a base version (one reader per version, kept for a while)."""
+        """Reads of a base version (one reader per version, kept for a while; a reader whose
+        read failed is dropped, so the next read finds the servers afresh)."""
         read = self._readers.get(base.cap)
         if read is None:
             if len(self._readers) >= BASE_READERS:
                 del self._readers[next(iter(self._readers))]
-            read = self._readers[base.cap] = grid_read(self.store, base_cap(base))
+            read = self._readers[base.cap] = self._forgetting(base.cap)
         return read
+
+    def _forgetting(self, cap: str) -> Reader:
+        """A reader of ``cap`` that leaves the cache when a read fails."""
+        read = grid_read(self.store, base_cap(Base(cap, 0)))
+
+        async def reader(offset: int, length: int) -> bytes:
+            try:
+                return await read(offset, length)
+            except BaseException:
+                if self._readers.get(cap) is reader:
+                    del self._readers[cap]
+                raise
+
+        return reader
 
     def reader(
         self, file: LocalFile, staged: Callable[[int, int], bytes] | None = None

@@ -406,10 +406,10 @@ class Volume:
         file = self.overlay.finished(job_id)
         if file is None:
             return
-        # The journal record goes before the staged bytes: a crash in between must leave either
-        # both (the upload runs again) or a stray staged file (removed at start), never a record
-        # pointing at nothing.
-        self.queue.forget_record(job_id)
+        # The queue removes the journal record once this job returns. A crash in between
+        # leaves a record whose staged file is gone: the restart finds its file already
+        # uploaded (or, for a record holding the bytes, stores and links the same version
+        # again, before any later version of the path: records replay in order).
         if file.staged is not None:
             file.staged.discard()
 

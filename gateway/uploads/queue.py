@@ -18,7 +18,7 @@ enqueue flushes before it returns.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from attrs import evolve, frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.intents.pacing import ClientActivity, retry_delay
-from gateway.metrics import Progress, ProgressReader
+from gateway.metrics import Progress
 from gateway.service import NodePart
 from gateway.threads import Threads, reactor_threads
 from gateway.uploads.journal import UploadJob, UploadJournal
@@ -265,10 +265,6 @@ class UploadQueue(NodePart):
         self._journal.record(job)
         self._jobs[job_id] = job
 
-    def forget_record(self, job_id: str) -> None:
-        """Remove a job's journal record now (its uploader finished the job's work)."""
-        self._journal.remove(job_id)
-
     def wait_for(self, job_id: str) -> Deferred[None]:
         """Fires once the job is uploaded (at once when it is not pending)."""
         if job_id not in self._jobs:
@@ -286,13 +282,6 @@ class UploadQueue(NodePart):
     def pending(self) -> list[UploadJob]:
         """Jobs not yet uploaded, oldest first."""
         return sorted(self._jobs.values(), key=lambda job: (job.created, job.job_id))
-
-    def reading(self, job_id: str, source: BinaryIO) -> BinaryIO:
-        """``source`` (the job's staged file) wrapped to report the upload's progress."""
-        progress = self.progress.get(job_id)
-        if progress is None:
-            return source
-        return ProgressReader(source, progress).as_binary_io()
 
     def advance(self, job_id: str) -> Callable[[int], None] | None:
         """What to tell of each part of the job's bytes stored, to report its progress."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogPublisher
 
 from gateway.logfile import Scrubber
-from gateway.metrics import CheckHistory, Progress, ProgressReader, RecentErrors
+from gateway.metrics import CheckHistory, Progress, RecentErrors
 
 
 def test_progress_rate_and_eta_follow_the_last_seconds() -> None:
@@ -24,19 +22,6 @@ def test_progress_rate_and_eta_follow_the_last_seconds() -> None:
     clock.advance(5)
     progress.advance(0)
     assert progress.rate() < 5_000_000
-
-
-def test_reader_counts_the_sending_pass_only() -> None:
-    """The hashing pass is not counted; after the rewind, bytes done follow the position."""
-    clock = Clock()
-    progress = Progress(clock, total=10)
-    reader = ProgressReader(io.BytesIO(b"0123456789"), progress)
-    while reader.read(4):
-        pass
-    reader.seek(0)
-    assert progress.done == 0 and reader.phase == "sending"
-    reader.read(4)
-    assert progress.done == 4 and progress.fraction() == 0.4
 
 
 def test_recent_errors_keep_warnings_scrubbed() -> None:
