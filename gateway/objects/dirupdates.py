@@ -71,6 +71,12 @@ class DirectoryUpdates:
             return self.cached[1]
         return None
 
+    def learn(self, other: DirectoryUpdates) -> None:
+        """Take on the contents another node of this directory published for this one's
+        changes (so that this node's reads show them)."""
+        if other.cached is not None and (self.cached is None or other.cached[0] >= self.cached[0]):
+            self.cached = other.cached
+
     def contended(self) -> bool:
         """Whether another writer collided with this node within ``reuse_known`` seconds."""
         return self.clock.seconds() < self._contended_until

@@ -161,8 +161,9 @@ class WriteThrough:
             if all(isinstance(outcome, Exception) for outcome in outcomes):
                 raise _NothingToPublish()
 
+        leader = batch[0].node.updates
         try:
-            await batch[0].node.updates.modify(edit)
+            await leader.modify(edit)
             self.publishes += 1
         except _NothingToPublish:
             pass
@@ -171,6 +172,8 @@ class WriteThrough:
                 waiting.done.errback(e)
             return
         for waiting, outcome in zip(batch, outcomes, strict=True):
+            if waiting.node.updates is not leader:
+                waiting.node.updates.learn(leader)
             if isinstance(outcome, Exception):
                 waiting.done.errback(outcome)
             else:

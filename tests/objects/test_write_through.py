@@ -63,7 +63,8 @@ def test_concurrent_links_share_publishes() -> None:
 
 
 def test_changes_through_other_nodes_of_the_directory_share_them_too() -> None:
-    """Nodes opened from one another share publishes (a path walked twice gives two nodes)."""
+    """Nodes opened from one another share publishes (a path walked twice gives two nodes),
+    and each node's cached contents then show its own change."""
     clock = Clock()
     world = World(make_grid(3, clock=clock, latency=0.01), clock)
     root, write_through = _shared(world)
@@ -74,6 +75,10 @@ def test_changes_through_other_nodes_of_the_directory_share_them_too() -> None:
     assert _outcomes(world, links) == ["ok"] * 6
     assert write_through.publishes - before <= 2
     assert len(world.run(world.open(sub.cap).list())) == 6
+    reads = world.grid[0].count("read_mutable")
+    for i, node in enumerate(nodes):
+        assert f"f{i}" in world.run(node.list(max_age=60))
+    assert world.grid[0].count("read_mutable") == reads
 
 
 def test_a_refused_change_fails_alone() -> None:
