@@ -29,7 +29,6 @@ from gateway.fs.errors import (
     PermissionDenied,
     SymlinkLoop,
 )
-from gateway.fs.linker import DirectoryLinker
 from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name, split
@@ -51,9 +50,6 @@ from gateway.objects.errors import (
 from gateway.objects.interfaces import IDirectory, IObjectStore
 from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
-
-#: Seconds links into one directory are gathered before a publish, when CLOSE does not wait.
-LINK_WINDOW = 0.05
 
 #: Symbolic links followed resolving one path before it fails as a loop (Linux: 40).
 MAX_SYMLINK_HOPS = 40
@@ -87,7 +83,6 @@ class Volume:
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, IDirectory] = {}
         self._root_ready = False
-        self.linker = DirectoryLinker(clock, 0.0 if close_waits_for_grid else LINK_WINDOW)
         self._root_lock = DeferredLock()
 
     # -- directories -------------------------------------------------------------
@@ -391,7 +386,7 @@ class Volume:
             size=file.size,
             no_write=mode is not None and not mode & 0o222,
         )
-        await self.linker.link(directory, name, cap, metadata)
+        await directory.add(name, cap, metadata)
 
     async def _existing_mutable(self, file: LocalFile) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""

@@ -19,11 +19,14 @@ lenient apply never fails and never undoes another writer's work:
 Applying a journaled change again to contents that already hold it changes
 nothing, so a change replayed after a crash (published, but not yet marked
 done) is harmless.
+
+Written through (:mod:`gateway.objects.writethrough`, no write-back), a change
+is applied strictly only, to the contents just read from the grid, and
+published before the client is answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from attrs import evolve, frozen
@@ -60,8 +63,11 @@ def conflict_name(records: MutableRecords, name: str) -> str:
 
 @frozen
 class Create:
-    """A directory made by this gateway: the object is published (empty, or with its first
-    entries) before any directory that links it is."""
+    """A directory made by this gateway: the object is published (empty, or with the
+    entries the changes after this one link) before any directory that links it is.
+
+    Written through, it is the directory's first publish, made once, never retried.
+    """
 
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Create]:
         """Nothing to check: the directory is new."""
@@ -71,7 +77,7 @@ class Create:
         """Nothing to apply."""
 
     def landed(self, records: MutableRecords, result: Record | None) -> bool:
-        """Whether an earlier attempt of this change, reported lost, is in ``records``."""
+        """Never: a creation is attempted once."""
         return False
 
     def to_cbor(self) -> dict[str, Any]:
@@ -114,16 +120,26 @@ class Link:
 
 @frozen
 class Unlink:
-    """Remove the entry ``name`` (that links ``child``, once decided)."""
+    """Remove the entry ``name`` (that links ``child``, once decided).
+
+    An unlink decided in advance (``child`` given: a move's removal from its source)
+    removes the entry only while it links that child: another writer who removed or
+    replaced it meanwhile keeps their change, and the unlink is done.
+    """
 
     name: str
     child: Identity | None = None
 
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Unlink]:
-        """NoSuchChild when the name is free; returns the removed record."""
-        record = records.pop(self.name, None)
-        if record is None:
+        """NoSuchChild when the name is free; returns the removed record (None when an
+        unlink decided in advance finds another child, or none)."""
+        record = records.get(self.name)
+        if self.child is not None:
+            if record is None or identity(record) != self.child:
+                return None, self
+        elif record is None:
             raise NoSuchChild(f"there is no entry named {shown_name(self.name)}")
+        del records[self.name]
         return record, evolve(self, child=identity(record))
 
     def landed(self, records: MutableRecords, result: Record | None) -> bool:
@@ -277,24 +293,6 @@ def change_from_cbor(data: Any) -> Change:
     except (KeyError, TypeError) as e:
         raise CorruptDirectory(f"a journaled directory change is incomplete ({e})") from None
     raise CorruptDirectory(f"unknown journaled directory change {op!r}")
-
-
-def write_through(change: Change) -> Callable[[MutableRecords], Record | None]:
-    """The edit that publishes ``change`` at once (a read-modify-write of the directory,
-    tried again on races): the change applied strictly, except that an earlier attempt
-    whose publish landed although it was reported lost counts as done."""
-    attempts = 0
-    result: Record | None = None
-
-    def edit(records: MutableRecords) -> Record | None:
-        nonlocal attempts, result
-        attempts += 1
-        if attempts > 1 and change.landed(records, result):
-            return result
-        result, _ = change.apply_strict(records)
-        return result
-
-    return edit
 
 
 def apply_lenient(changes: list[Change], records: MutableRecords) -> MutableRecords:

@@ -40,6 +40,7 @@ from gateway.objects.interfaces import IFileReader, IObjectStore
 from gateway.objects.mutable import MutableClient
 from gateway.objects.upload import ImmutableUploader
 from gateway.objects.writeback import DirectoryWriteBack
+from gateway.objects.writethrough import WriteThrough
 
 T = TypeVar("T")
 
@@ -71,6 +72,8 @@ class ObjectStore:
         self.nodes = NodeCache()
         #: When set, directory changes are journaled locally and published in the background.
         self.write_back: DirectoryWriteBack | None = None
+        #: Otherwise they are published at once, concurrent ones to one directory together.
+        self.write_through = WriteThrough(share_publishes=True)
 
     @property
     def servers(self) -> Sequence[IStorageClient]:
@@ -137,13 +140,20 @@ class ObjectStore:
     async def create_directory(self) -> DirectoryNode:
         """A new, empty directory."""
         return await DirectoryNode.create(
-            self.mutable_client(), clock=self.clock, write_back=self.write_back
+            self.mutable_client(),
+            clock=self.clock,
+            write_back=self.write_back,
+            write_through=self.write_through,
         )
 
     def directory(self, cap: DirectoryWriteCap | DirectoryReadCap | str) -> DirectoryNode:
         """An existing directory (no I/O)."""
         return DirectoryNode.open(
-            self.mutable_client(), cap, clock=self.clock, write_back=self.write_back
+            self.mutable_client(),
+            cap,
+            clock=self.clock,
+            write_back=self.write_back,
+            write_through=self.write_through,
         )
 
 

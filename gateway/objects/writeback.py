@@ -12,17 +12,18 @@ of this gateway (all nodes of a directory see one view, kept here). A publish
 changes that cancel out (mkdir, rename, rmdir of the same directory) cost no
 publish of the new directory at all.
 
-The journal (``directories.log`` in a 0700 directory: it holds write caps) is
-an intent log (:mod:`gateway.intents.log`, shared with the upload journal):
-each commit is one intent — every change it made, to one or more directories,
-in one record — flushed in a thread with the other commits made meanwhile
-(group commit) before the client is answered, and done once every directory
-it changed is published. It is replayed at start: changes not yet published
-are published again, on top of whatever the grid then holds. Publishing
-re-applies each change *leniently* (:mod:`gateway.objects.dirchanges`):
-another writer's work is never undone, and a name another writer took
-meanwhile gets a conflict name instead of a lost entry. A directory made here
-is published before any directory that links it.
+Each commit is one intent of the journal (:mod:`gateway.objects.dirjournal`:
+every change it made, to one or more directories, in one record), flushed in
+a thread with the other commits made meanwhile (group commit) before the
+client is answered, and done once every directory it changed is published. It
+is replayed at start: changes not yet published are published again, on top
+of whatever the grid then holds. What is
+kept of each directory, and how it is read and published, is in
+:mod:`gateway.objects.dirstate`. Publishing re-applies each change *leniently*
+(:mod:`gateway.objects.dirchanges`): another writer's work is never undone,
+and a name another writer took meanwhile gets a conflict name instead of a
+lost entry. A directory made here is published before any directory that
+links it.
 
 A failed publish (servers down, not enough of them) is retried with a growing
 pause of at most ``max_retry`` seconds; meanwhile the gateway keeps serving its
@@ -36,35 +37,21 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-import cbor2
-from attrs import define, field
-from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from gateway.intents.log import IntentLog, Operation
 from gateway.intents.pacing import ClientActivity, retry_delay
-from gateway.objects.caps import DirectoryWriteCap, b32encode, parse
+from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
-from gateway.objects.dirchanges import (
-    Change,
-    Create,
-    Link,
-    MutableRecords,
-    apply_lenient,
-    change_from_cbor,
-)
-from gateway.objects.dirformat import CorruptDirectory, Record, unpack_contents
-from gateway.objects.dirpublish import JournaledDirectory, PublishAs, publish_changes
-from gateway.objects.errors import (
-    NotEnoughShares,
-)
-from gateway.objects.mutable import KnownState, MutableClient
+from gateway.objects.dirchanges import Change, Create, MutableRecords
+from gateway.objects.dirformat import Record
+from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
+from gateway.objects.dirpublish import JournaledDirectory
+from gateway.objects.dirstate import DirectoryState
+from gateway.objects.mutable import MutableClient
 from gateway.threads import Threads, reactor_threads
-
-JOURNAL_NAME = "directories.log"
 
 #: Seconds changes to one directory are gathered before they are published.
 FLUSH_WINDOW = 0.1
@@ -85,37 +72,6 @@ MAX_RETRY = 30.0
 KEEP_VIEWS = 4096
 
 
-@define(eq=False)
-class _Directory:
-    """One directory's state here: the view sessions see and the changes not yet published."""
-
-    cap: DirectoryWriteCap
-    read_cap: str
-    view: MutableRecords | None = None
-    known: KnownState | None = None
-    read_at: float = float("-inf")
-    changes: list[tuple[int, Change]] = field(factory=list)
-    create: bool = False  # made here, not yet published
-    maybe_exists: bool = False  # made before a restart: may have been published
-    generation: int = 0  # publishes so far: a read that overlapped one is stale
-    failures: int = 0
-    waiting_since: float = 0.0  # when the oldest unpublished change was made
-    timer: IDelayedCall | None = None
-    loading: Deferred[Exception | None] | None = None
-    lock: DeferredLock = field(factory=DeferredLock)
-
-    @classmethod
-    def of(cls, cap: DirectoryWriteCap) -> _Directory:
-        """A fresh state for a directory."""
-        return cls(cap, cap.get_read_cap().to_string())
-
-    def links(self) -> Iterable[Record]:
-        """The records this directory links or will link (its view, else its changes')."""
-        if self.view is not None:
-            return self.view.values()
-        return (r for _, c in self.changes if isinstance(c, Link) for _, r in c.entries)
-
-
 class DirectoryWriteBack:
     """The write-back state of one gateway: the journal, the views, the publisher."""
 
@@ -134,7 +90,6 @@ class DirectoryWriteBack:
         rng: random.Random | None = None,
         activity: ClientActivity | None = None,
     ) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._client = client
         self._clock = clock
         self._window = window
@@ -143,11 +98,8 @@ class DirectoryWriteBack:
         self._rng = rng or random.Random()
         self._activity = activity
         self._threads = threads if threads is not None else reactor_threads(clock)
-        self._legacy_done: dict[bytes, int] = {}
-        self._intents = IntentLog(
-            directory / JOURNAL_NAME, legacy=self._legacy, value_size=_commit_size
-        )
-        self._dirs: dict[bytes, _Directory] = {}
+        self._intents, self._legacy_done = open_journal(directory)
+        self._dirs: dict[bytes, DirectoryState] = {}
         #: The directories each journaled commit changed and that are not yet published.
         self._commits: dict[int, set[bytes]] = {}
         self._seq = 0
@@ -222,19 +174,17 @@ class DirectoryWriteBack:
             result, decided = change.apply_strict(view)
             results.append(result)
             resolved.append((node, decided))
-        seq = self._seq + 1
         # Written now (a full disk refuses the change here, with every view unchanged) and
         # flushed below, in a thread, with the commits made meanwhile.
-        self._intents.put(
-            str(seq), [[_write_cap(n).to_string(), c.to_cbor()] for n, c in resolved]
-        )
+        seq = self._seq + 1
+        self._intents.put(str(seq), commit_record([(_write_cap(n), c) for n, c in resolved]))
         self._seq = seq
         self._commits[seq] = {n.storage_index for n, _ in resolved}
         for node, decided in resolved:
             si = node.storage_index
             d = self._dirs.get(si)
             if d is None:
-                d = self._dirs[si] = _Directory.of(_write_cap(node))
+                d = self._dirs[si] = DirectoryState.of(_write_cap(node))
             if isinstance(decided, Create):
                 d.create = True
                 d.read_at = self._clock.seconds()
@@ -297,10 +247,10 @@ class DirectoryWriteBack:
         if d is None:
             if len(self._dirs) >= KEEP_VIEWS:
                 self._drop_clean_views()
-            d = self._dirs[si] = _Directory.of(_write_cap(node))
+            d = self._dirs[si] = DirectoryState.of(_write_cap(node))
         loading = d.loading
         if loading is None:  # one read at a time; everyone else waits for it
-            loading = Deferred.fromCoroutine(self._read(node, d))
+            loading = Deferred.fromCoroutine(d.read(node, self._clock))
             if not loading.called:
                 d.loading = loading
         error = await shared(loading)
@@ -319,36 +269,14 @@ class DirectoryWriteBack:
             if not (d.changes or d.create or d.loading or d.lock.locked):
                 del self._dirs[si]
 
-    async def _read(self, node: JournaledDirectory, d: _Directory) -> Exception | None:
-        """Read into ``d``; the error, if any, is returned (for every waiter to raise)."""
-        generation = d.generation
-        try:
-            state: KnownState | None = await node.read_state()
-        except NotEnoughShares as e:
-            if not d.create:
-                return e
-            state = None  # made before a restart and never published
-        except Exception as e:
-            return e
-        if d.generation != generation:
-            return None  # a publish finished meanwhile: its contents are newer than this read's
-        try:
-            base = unpack_contents(state.data) if state is not None else {}
-        except CorruptDirectory as e:
-            return e
-        d.known = state
-        d.read_at = self._clock.seconds()
-        d.view = apply_lenient([c for _, c in d.changes], base)
-        return None
-
-    def _schedule(self, d: _Directory, delay: float | None = None) -> None:
+    def _schedule(self, d: DirectoryState, delay: float | None = None) -> None:
         if self._stopped or (d.timer is not None and d.timer.active()):
             return
         d.timer = self._clock.callLater(
             self._window if delay is None else delay, self._publish_later, d
         )
 
-    def _publish_later(self, d: _Directory) -> None:
+    def _publish_later(self, d: DirectoryState) -> None:
         d.timer = None
         if self._activity is not None and d.changes and not d.failures:
             # A client is busy (``cp -r``, ``tar``): publish once it pauses, as uploads do.
@@ -359,7 +287,7 @@ class DirectoryWriteBack:
                 return
         Deferred.fromCoroutine(self._flush_or_retry(d))
 
-    async def _flush_or_retry(self, d: _Directory) -> None:
+    async def _flush_or_retry(self, d: DirectoryState) -> None:
         try:
             await self._flush(d, frozenset())
         except Exception as e:
@@ -368,7 +296,7 @@ class DirectoryWriteBack:
             self.log.warn(
                 "publishing directory {si} failed ({why}); {n} changes wait, next try in {delay} s",
                 si=b32encode(d.cap.storage_index)[:8],
-                why=_reason(e),
+                why=reason(e),
                 n=len(d.changes),
                 delay=round(delay, 2),
             )
@@ -378,14 +306,14 @@ class DirectoryWriteBack:
             if d.changes:
                 self._schedule(d)
 
-    def _new_children(self, d: _Directory) -> list[_Directory]:
+    def _new_children(self, d: DirectoryState) -> list[DirectoryState]:
         """Directories made here, not yet published, that ``d`` links."""
         created = {c.read_cap: c for c in self._dirs.values() if c.create and c is not d}
         if not created:
             return []
         return [created[r.read_cap] for r in d.links() if r.read_cap in created]
 
-    def _linked(self, d: _Directory) -> bool:
+    def _linked(self, d: DirectoryState) -> bool:
         """Whether any directory known here links ``d``."""
         return any(
             r.read_cap == d.read_cap
@@ -394,7 +322,7 @@ class DirectoryWriteBack:
             for r in other.links()
         )
 
-    async def _flush(self, d: _Directory, chain: frozenset[bytes]) -> None:
+    async def _flush(self, d: DirectoryState, chain: frozenset[bytes]) -> None:
         si = d.cap.storage_index
         while True:
             # New directories this one links go first, with no lock held (no lock-order
@@ -414,16 +342,8 @@ class DirectoryWriteBack:
                 # Made and unlinked again before it was ever published: nothing to publish.
                 self._forget(d, snapshot)
                 return
-            changes = [c for _, c in snapshot]
-            state, published = await self._publish(d, changes)
-            d.generation += 1
+            snapshot = await d.publish(self._client(), self._clock, self._rng)
             self.publishes += 1
-            d.known = state
-            d.read_at = self._clock.seconds()
-            d.create = d.maybe_exists = False
-            del d.changes[: len(snapshot)]
-            d.waiting_since = d.read_at  # what was made meanwhile waits from now
-            d.view = apply_lenient([c for _, c in d.changes], published)
             self._published(si, snapshot)
         finally:
             d.lock.release()
@@ -440,7 +360,7 @@ class DirectoryWriteBack:
                 del self._commits[seq]
                 self._intents.done(str(seq))
 
-    def _forget(self, d: _Directory, snapshot: list[tuple[int, Change]]) -> None:
+    def _forget(self, d: DirectoryState, snapshot: list[tuple[int, Change]]) -> None:
         del d.changes[: len(snapshot)]
         self._published(d.cap.storage_index, snapshot)
         if not d.changes:
@@ -448,56 +368,19 @@ class DirectoryWriteBack:
                 d.timer.cancel()
             del self._dirs[d.cap.storage_index]
 
-    async def _publish(
-        self, d: _Directory, changes: list[Change]
-    ) -> tuple[KnownState, MutableRecords]:
-        published = await publish_changes(
-            self._client(),
-            d.cap,
-            changes,
-            d.known,
-            PublishAs(create=d.create, maybe_exists=d.maybe_exists),
-            self._clock,
-            self._rng,
-        )
-        d.maybe_exists = published.maybe_exists
-        return published.state, published.records
-
-    def _legacy(self, record: dict[str, Any]) -> list[Operation]:
-        """Records of the journal's format before the intent log: commits by number, and
-        directories marked published up to a number."""
-        if isinstance(record.get("n"), int) and isinstance(record.get("c"), list):
-            return [("put", str(record["n"]), record["c"])]
-        if isinstance(record.get("d"), list):
-            for item in record["d"]:
-                if isinstance(item, list) and len(item) == 2:
-                    si, seq = bytes(item[0]), int(item[1])
-                    self._legacy_done[si] = max(self._legacy_done.get(si, 0), seq)
-        return []
-
     def _replay(self) -> None:
         """Rebuild the unpublished changes from the journal."""
-        for key, items in list(self._intents.live.items()):
+        for key, record in list(self._intents.live.items()):
             seq = int(key) if key.isdigit() else 0
             self._seq = max(self._seq, seq)
             left: set[bytes] = set()
-            for item in items if isinstance(items, list) else []:
-                try:
-                    if not (isinstance(item, list) and len(item) == 2):
-                        raise CorruptDirectory("not a (directory, change) pair")
-                    cap = parse(item[0])
-                    if not isinstance(cap, DirectoryWriteCap):
-                        raise CorruptDirectory("not a directory write cap")
-                    change = change_from_cbor(item[1])
-                except Exception as e:
-                    self.damaged.append(f"{JOURNAL_NAME}: an unreadable change ({_reason(e)})")
-                    continue
+            for cap, change in read_commit(record, self.damaged):
                 si = cap.storage_index
                 if seq <= self._legacy_done.get(si, 0):
                     continue
                 d = self._dirs.get(si)
                 if d is None:
-                    d = self._dirs[si] = _Directory.of(cap)
+                    d = self._dirs[si] = DirectoryState.of(cap)
                 if isinstance(change, Create):
                     d.create = d.maybe_exists = True
                 d.changes.append((seq, change))
@@ -520,14 +403,3 @@ def _write_cap(node: JournaledDirectory) -> DirectoryWriteCap:
     if not isinstance(cap, DirectoryWriteCap):
         raise TypeError("only a writable directory has changes to journal")
     return cap
-
-
-def _commit_size(items: Any) -> int:
-    """About the bytes a commit's record takes (for the intent log's compaction rule)."""
-    return len(cbor2.dumps(items))
-
-
-def _reason(error: BaseException) -> str:
-    """A failure's kind and message, with no capability in it (messages name storage indexes
-    at most)."""
-    return f"{type(error).__name__}: {error}"[:200]

@@ -33,6 +33,7 @@ from gateway.objects.dirnode import (
     ChildExists,
     CorruptDirectory,
     DirectoryNode,
+    Entry,
     EntryMetadata,
     NoSuchChild,
     move,
@@ -42,7 +43,7 @@ from gateway.objects.dirnode import (
 )
 from gateway.objects.errors import BadCapability, NotWritable
 from gateway.objects.mutable import MutableClient
-from tests.objects.grid import GridClient, make_grid, run
+from tests.objects.grid import GridClient, intercept, make_grid, run
 
 T = TypeVar("T")
 
@@ -274,17 +275,17 @@ def test_move_does_not_remove_a_replaced_source(world: World) -> None:
     src = world.mkroot({"f": (LiteralCap(b"old"), meta())})
     dst = world.mkroot()
     other_writer = World(world.grid).open(src.cap)
+    raced: list[Entry] = []
 
-    class Racing(DirectoryNode):
-        """A destination whose add is followed by another writer relinking the source."""
+    def relink_source(method: str, args: tuple[Any, ...]) -> None:
+        """As the move publishes the destination, another writer relinks the source."""
+        if method == "read_test_write" and args[0] == dst.storage_index and not raced:
+            raced.append(run(other_writer.add("f", LiteralCap(b"new"), meta())))
 
-        async def add(self, *args: Any, **kwargs: Any) -> Any:
-            result = await super().add(*args, **kwargs)
-            await other_writer.add("f", LiteralCap(b"new"), meta())
-            return result
-
-    dst = Racing(dst.client, dst.cap, dst.clock)
+    for server in world.grid:
+        intercept(server, relink_source)
     world.run(move(src, "f", dst, "f"))
+    assert raced
     assert world.run(src.get("f")).cap == LiteralCap(b"new")
     assert world.run(world.open(dst.cap).get("f")).cap == LiteralCap(b"old")
 

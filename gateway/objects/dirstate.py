@@ -1,0 +1,101 @@
+"""What directory write-back keeps of one directory: the view sessions see, the changes not
+yet published, and the two exchanges with the grid (reading it, publishing the changes).
+
+The view is what the grid held when last read or published, with the
+unpublished changes applied on top (leniently, as a publish applies them). A
+read that overlapped a publish of this gateway's is stale and dropped (the
+publish's contents are newer).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from gateway.objects.caps import DirectoryWriteCap
+from gateway.objects.dirchanges import Change, Link, MutableRecords, apply_lenient
+from gateway.objects.dirformat import CorruptDirectory, Record, unpack_contents
+from gateway.objects.dirpublish import JournaledDirectory, PublishAs, publish_changes
+from gateway.objects.errors import NotEnoughShares
+from gateway.objects.mutable import KnownState, MutableClient
+
+
+@define(eq=False)
+class DirectoryState:
+    """One directory's state here: the view sessions see and the changes not yet published."""
+
+    cap: DirectoryWriteCap
+    read_cap: str
+    view: MutableRecords | None = None
+    known: KnownState | None = None
+    read_at: float = float("-inf")
+    changes: list[tuple[int, Change]] = field(factory=list)
+    create: bool = False  # made here, not yet published
+    maybe_exists: bool = False  # made before a restart: may have been published
+    generation: int = 0  # publishes so far: a read that overlapped one is stale
+    failures: int = 0
+    waiting_since: float = 0.0  # when the oldest unpublished change was made
+    timer: IDelayedCall | None = None
+    loading: Deferred[Exception | None] | None = None
+    lock: DeferredLock = field(factory=DeferredLock)
+
+    @classmethod
+    def of(cls, cap: DirectoryWriteCap) -> DirectoryState:
+        """A fresh state for a directory."""
+        return cls(cap, cap.get_read_cap().to_string())
+
+    def links(self) -> Iterable[Record]:
+        """The records this directory links or will link (its view, else its changes')."""
+        if self.view is not None:
+            return self.view.values()
+        return (r for _, c in self.changes if isinstance(c, Link) for _, r in c.entries)
+
+    async def read(self, node: JournaledDirectory, clock: IReactorTime) -> Exception | None:
+        """Read the directory into the view; the error, if any, is returned (for every
+        waiter to raise)."""
+        generation = self.generation
+        try:
+            state: KnownState | None = await node.read_state()
+        except NotEnoughShares as e:
+            if not self.create:
+                return e
+            state = None  # made before a restart and never published
+        except Exception as e:
+            return e
+        if self.generation != generation:
+            return None  # a publish finished meanwhile: its contents are newer than this read's
+        try:
+            base = unpack_contents(state.data) if state is not None else {}
+        except CorruptDirectory as e:
+            return e
+        self.known = state
+        self.read_at = clock.seconds()
+        self.view = apply_lenient([c for _, c in self.changes], base)
+        return None
+
+    async def publish(
+        self, client: MutableClient, clock: IReactorTime, rng: random.Random
+    ) -> list[tuple[int, Change]]:
+        """Publish the changes made so far (called with the lock held); those published."""
+        snapshot = list(self.changes)
+        published = await publish_changes(
+            client,
+            self.cap,
+            [c for _, c in snapshot],
+            self.known,
+            PublishAs(create=self.create, maybe_exists=self.maybe_exists),
+            clock,
+            rng,
+        )
+        self.generation += 1
+        self.known = published.state
+        self.read_at = clock.seconds()
+        self.create = self.maybe_exists = False
+        del self.changes[: len(snapshot)]
+        self.waiting_since = self.read_at  # what was made meanwhile waits from now
+        self.view = apply_lenient([c for _, c in self.changes], published.records)
+        return snapshot
