@@ -135,8 +135,10 @@ class StrictKexTransport(SSHServerTransport):
                 self._fail(DISCONNECT_PROTOCOL_ERROR, "KEXINIT was not the first packet")
                 return
             if self._kexinit_timer is not None:
-                self._stop_waiting()
                 self._offer(self.strict_offer if self.strict else self.plain_offer)
+                # Ours goes out before the negotiation, so that a client with nothing in
+                # common with it learns what is offered (and says so) before it is dropped.
+                self.sendKexInit()
         super().ssh_KEXINIT(packet)
         if self.kexAlg in (STRICT_CLIENT, STRICT_SERVER):
             self._fail(DISCONNECT_KEY_EXCHANGE_FAILED, "a marker is no key exchange")
@@ -190,6 +192,12 @@ class StrictKexTransport(SSHServerTransport):
 
     def _fail(self, code: int, reason: str) -> None:
         self._broken = True
+        peer = self.transport.getPeer() if self.transport is not None else None
+        _log.warn(
+            "SSH connection from {address} ended: {reason}",
+            address=getattr(peer, "host", peer),
+            reason=reason,
+        )
         self.sendDisconnect(code, reason.encode("ascii"))
 
     # --- packets -------------------------------------------------------------------------
