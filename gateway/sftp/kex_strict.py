@@ -7,8 +7,8 @@ MACs work) and implements ``kex-strict-s-v00@openssh.com`` (OpenSSH
 When the client's first KEXINIT lists ``kex-strict-c-v00@openssh.com``:
 
 - that KEXINIT must be the first packet the client sent;
-- until the client's first NEWKEYS, only the key exchange's own messages may
-  arrive (no IGNORE, DEBUG, a second KEXINIT or anything else): any other
+- until the client's first NEWKEYS, only the key exchange's own messages (and
+  DISCONNECT) may arrive: an IGNORE, DEBUG, a second KEXINIT or anything else
   ends the connection;
 - the sequence number of each direction restarts at 0 after every NEWKEYS
   (sent, for ours; received, for theirs).
@@ -25,7 +25,9 @@ with the sequence number, and an ``-etm`` MAC after AES-CTR cannot be
 truncated undetected (the CTR keystream falls out of step).
 
 Whatever the client chose, nothing but key exchange is accepted before its
-first NEWKEYS (Conch alone would let a service request through in clear).
+first NEWKEYS (Conch alone would let a service request through in clear), and
+nothing but DISCONNECT, IGNORE, UNIMPLEMENTED, DEBUG and KEXINIT before its
+first KEXINIT.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from twisted.conch.ssh.common import getNS
 from twisted.conch.ssh.transport import (
     DISCONNECT_KEY_EXCHANGE_FAILED,
     DISCONNECT_PROTOCOL_ERROR,
+    MSG_DISCONNECT,
+    MSG_KEXINIT,
     MSG_NEWKEYS,
     MSG_SERVICE_ACCEPT,
     MSG_SERVICE_REQUEST,
@@ -63,6 +67,10 @@ class AlgorithmOffer:
 
     ciphers: tuple[bytes, ...]
     macs: tuple[bytes, ...]
+
+
+#: DISCONNECT, IGNORE, UNIMPLEMENTED and DEBUG: valid at any time, strict kex aside.
+_ANY_TIME = frozenset([1, 2, 3, 4])
 
 
 def _kex_method_message(number: int) -> bool:
@@ -175,8 +183,11 @@ class StrictKexTransport(SSHServerTransport):
     def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
         """Refuse everything but key exchange before the client's first NEWKEYS."""
         if not self._initial_kex_done:
-            if self.strict:
-                allowed = messageNum == MSG_NEWKEYS or _kex_method_message(messageNum)
+            if not self._seen_kexinit:
+                allowed = messageNum in _ANY_TIME or messageNum == MSG_KEXINIT
+            elif self.strict:
+                kex_method = _kex_method_message(messageNum)
+                allowed = kex_method or messageNum in (MSG_DISCONNECT, MSG_NEWKEYS)
             else:
                 allowed = messageNum < 50 and messageNum not in (
                     MSG_SERVICE_REQUEST,

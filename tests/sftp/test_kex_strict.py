@@ -166,6 +166,12 @@ def test_without_strict_kex_no_service_before_keys(wire: PlainWire) -> None:
     assert wire.disconnect_reason() == "message 5 during the key exchange"
 
 
+def test_no_key_exchange_message_before_kexinit(wire: PlainWire) -> None:
+    """A key exchange method's message before the client's KEXINIT ends the connection."""
+    wire.send(bytes((30,)) + ns(b"\x01" * 32))
+    assert wire.disconnect_reason() == "message 30 during the key exchange"
+
+
 def paramiko_session(
     gw: RunningGateway, *, strict_kex: bool = True, disabled: dict[str, list[str]] | None = None
 ) -> paramiko.Transport:
