@@ -15,7 +15,7 @@ packet (the best of 5 rounds).
 ``--ref``, a git revision of it, unpacked to a temp dir), then for each
 ``cipher:mac`` runs OpenSSH ``sftp -b``: a put and a get of ``--size-mib`` MiB
 and a metadata loop (200 x ``ls -l`` and ``chmod`` of one file), printing the
-median wall seconds and the gateway's CPU seconds for each (each run starts
+median (and least) wall seconds and the gateway's CPU seconds for each (each run starts
 once the gateway is idle: a put's upload to the grid goes on after it). Everything is on
 127.0.0.1; the gateway is stopped and the temp dir removed at the end.
 """
@@ -191,6 +191,7 @@ def sftp(ref: str | None, algorithms: list[str], size_mib: int, runs: int) -> No
                         cpus.append(_cpu_seconds(pid) - cpu)
                     figures.append(
                         f"{name} {statistics.median(walls):.2f}/{statistics.median(cpus):.2f}"
+                        f" (min {min(walls):.2f}/{min(cpus):.2f})"
                     )
                 print(f"  {cipher} {mac or '(AEAD)'}: " + ", ".join(figures))
         finally:
