@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Options every test connection uses: no host key prompts, password only, one try.
@@ -52,11 +53,12 @@ def sftp_batch(
     commands: str,
     workdir: Path,
     timeout: float = 120,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``sftp -b`` with ``commands`` (one per line) in ``workdir``."""
+    """Run ``sftp -b`` with ``commands`` (one per line) in ``workdir``, and ``options``."""
     batch = workdir / "sftp-batch"
     batch.write_text(commands)
-    command = ["sftp", *_OPTIONS, "-b", str(batch), "-P", str(port), f"{user}@{host}"]
+    command = ["sftp", *_OPTIONS, *options, "-b", str(batch), "-P", str(port), f"{user}@{host}"]
     return _run(command, password, workdir, timeout)
 
 

@@ -10,17 +10,22 @@ Channels other than ``session`` (port forwarding and the rest) are refused
 here; shell, exec, pty, environment, agent and X11 requests by the session
 channel.
 
-Algorithms offered (Conch 26.x has no chacha20-poly1305, no AES-GCM, no
-``-etm`` MACs and no fixed DH groups 16/18, so this is the modern subset of what
-it implements):
+Algorithms offered (Conch 26.x implements none of OpenSSH's AEAD ciphers or
+``-etm`` MACs; :mod:`gateway.sftp.ciphers` does, on ``cryptography``, and
+:mod:`gateway.sftp.kex_strict` adds strict key exchange):
 
 - key exchange: ``mlkem768x25519-sha256`` (post-quantum hybrid, when the
   ``cryptography`` library provides ML-KEM), ``curve25519-sha256``,
-  ``curve25519-sha256@libssh.org``;
+  ``curve25519-sha256@libssh.org``, and the ``kex-strict-s-v00@openssh.com``
+  marker (the Terrapin fix);
 - host key: ``ssh-ed25519`` only;
-- ciphers: ``aes256-ctr``, ``aes128-ctr``; MACs: ``hmac-sha2-512``,
-  ``hmac-sha2-256`` (CTR with encrypt-and-MAC is not affected by the Terrapin
-  prefix-truncation attack, which needs chacha20-poly1305 or an ``-etm`` MAC);
+- ciphers, in OpenSSH's own order: ``chacha20-poly1305@openssh.com`` (only to
+  clients that ask for strict key exchange: without it, Terrapin breaks it),
+  ``aes128-gcm@openssh.com``, ``aes256-gcm@openssh.com``, ``aes128-ctr``,
+  ``aes256-ctr``;
+- MACs (for the CTR ciphers): ``hmac-sha2-256-etm@openssh.com``,
+  ``hmac-sha2-512-etm@openssh.com``; no encrypt-and-MAC HMAC (``ssh-audit``
+  warns of those) and nothing with SHA-1;
 - no compression;
 - user keys: Ed25519, ECDSA, RSA with SHA-2 signatures (``rsa-sha2-512``,
   ``rsa-sha2-256``) and FIDO ``sk-`` keys; ``ssh-rsa`` (SHA-1) and DSA are
@@ -54,7 +59,7 @@ from twisted.conch.ssh.connection import (
 )
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.keys import Key
-from twisted.conch.ssh.transport import SSHServerTransport, SSHTransportBase
+from twisted.conch.ssh.transport import SSHTransportBase
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -76,12 +81,14 @@ from gateway.sftp.auth import (
 )
 from gateway.sftp.avatar import AccountAvatar, SFTPServerFactory
 from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
+from gateway.sftp.kex_strict import AlgorithmOffer, StrictKexTransport
 from gateway.sftp.throttle import LoginThrottle
 
 __all__ = [
     "CIPHERS",
     "KEY_EXCHANGES",
     "MACS",
+    "STRICT_KEX_CIPHERS",
     "USER_KEY_ALGORITHMS",
     "AccountAvatar",
     "AccountPasswordChecker",
@@ -105,8 +112,11 @@ KEY_EXCHANGES = _offered(
     [b"mlkem768x25519-sha256", b"curve25519-sha256", b"curve25519-sha256@libssh.org"],
     SSHTransportBase.supportedKeyExchanges,
 )
-CIPHERS = _offered([b"aes256-ctr", b"aes128-ctr"], SSHTransportBase.supportedCiphers)
-MACS = _offered([b"hmac-sha2-512", b"hmac-sha2-256"], SSHTransportBase.supportedMACs)
+#: Ciphers offered to every client, most preferred first.
+CIPHERS = [b"aes128-gcm@openssh.com", b"aes256-gcm@openssh.com", b"aes128-ctr", b"aes256-ctr"]
+#: Ciphers offered to clients that ask for strict key exchange.
+STRICT_KEX_CIPHERS = [b"chacha20-poly1305@openssh.com", *CIPHERS]
+MACS = [b"hmac-sha2-256-etm@openssh.com", b"hmac-sha2-512-etm@openssh.com"]
 
 
 class _SFTPOnlyConnection(SSHConnection):
@@ -134,12 +144,12 @@ class _SFTPOnlyConnection(SSHConnection):
         )
 
 
-class _GatewayServerTransport(SSHServerTransport):
+class _GatewayServerTransport(StrictKexTransport):
     """The server transport restricted to modern algorithms."""
 
     supportedKeyExchanges = KEY_EXCHANGES
-    supportedCiphers = CIPHERS
-    supportedMACs = MACS
+    strict_offer = AlgorithmOffer(ciphers=tuple(STRICT_KEX_CIPHERS), macs=tuple(MACS))
+    plain_offer = AlgorithmOffer(ciphers=tuple(CIPHERS), macs=tuple(MACS))
     supportedCompressions = [b"none"]
     ourVersionString = b"SSH-2.0-Gateway_" + gateway.__version__.encode("ascii")
 

@@ -89,7 +89,31 @@ METHODS: list[tuple[type, str, list[str], str]] = [
         "avatar: exit-status",
     ),
     (SSHServerTransport, "sendExtInfo", ["self", "extensions"], "ssh: server-sig-algs"),
-    (SSHServerTransport, "sendPacket", ["self", "messageType", "payload"], "ssh: refusals"),
+    (
+        SSHServerTransport,
+        "sendPacket",
+        ["self", "messageType", "payload"],
+        "kex_strict: overridden",
+    ),
+    (SSHServerTransport, "getPacket", ["self"], "kex_strict: overridden"),
+    (SSHServerTransport, "sendKexInit", ["self"], "kex_strict: overridden"),
+    (SSHServerTransport, "ssh_KEXINIT", ["self", "packet"], "kex_strict: overridden"),
+    (SSHServerTransport, "ssh_NEWKEYS", ["self", "packet"], "kex_strict: overridden"),
+    (SSHServerTransport, "dispatchMessage", ["self", "messageNum", "payload"], "kex_strict"),
+    (SSHServerTransport, "sendDisconnect", ["self", "reason", "desc"], "kex_strict: _fail"),
+    (SSHServerTransport, "connectionLost", ["self", "reason"], "kex_strict: overridden"),
+    (
+        SSHServerTransport,
+        "_allowedKeyExchangeMessageType",
+        ["self", "messageType"],
+        "kex_strict: sendPacket queues what it refuses during key exchange",
+    ),
+    (
+        transport.SSHCiphers,
+        "setKeys",
+        ["self", "outIV", "outKey", "inIV", "inKey", "outInteg", "inInteg"],
+        "ciphers: PacketCiphers.setKeys is called in its place",
+    ),
     (SSHUserAuthServer, "serviceStarted", ["self"], "ssh: overridden"),
     (SSHUserAuthServer, "serviceStopped", ["self"], "ssh: overridden"),
     (SSHUserAuthServer, "tryAuth", ["self", "kind", "user", "data"], "ssh: overridden"),
@@ -239,9 +263,38 @@ def test_class_attributes_the_gateway_sets_or_reads() -> None:
     assert issubclass(conch_error.ValidPublicKey, Exception)
 
 
+def test_transport_state_the_packet_layer_replaces() -> None:
+    """How Conch's server transport keeps the state kex_strict reads and writes: the sequence
+    numbers, the buffer, ``currentEncryptions``/``nextEncryptions`` (an ``SSHCiphers`` with the
+    negotiated names, replaced by a PacketCiphers), the key-exchange state and its queue."""
+    server = SSHServerTransport()
+    assert (server.incomingPacketSequence, server.outgoingPacketSequence) == (0, 0)
+    assert server.buf == b""
+    assert server._keyExchangeState == server._KEY_EXCHANGE_NONE
+    assert server._blockedByKeyExchange is None
+    assert server._allowedKeyExchangeMessageType(transport.MSG_KEX_DH_GEX_REQUEST_OLD)
+    assert not server._allowedKeyExchangeMessageType(transport.MSG_SERVICE_REQUEST)
+    ciphers = transport.SSHCiphers(b"aes128-ctr", b"aes256-ctr", b"hmac-sha2-256", b"none")
+    assert (ciphers.outCipType, ciphers.inCipType) == (b"aes128-ctr", b"aes256-ctr")
+    assert (ciphers.outMACType, ciphers.inMACType) == (b"hmac-sha2-256", b"none")
+    assert (transport.MSG_KEXINIT, transport.MSG_NEWKEYS) == (20, 21)
+    assert transport.MSG_SERVICE_REQUEST == 5 and transport.MSG_SERVICE_ACCEPT == 6
+    assert transport.DISCONNECT_PROTOCOL_ERROR == 2 and transport.DISCONNECT_MAC_ERROR == 5
+
+
 @pytest.mark.parametrize(
     ("code", "text", "used_by"),
     [
+        (SSHTransportBase.ssh_KEXINIT, "self.nextEncryptions = SSHCiphers(", "kex_strict"),
+        (SSHTransportBase.ssh_KEXINIT, "self.sendKexInit()", "kex_strict: ours first"),
+        (SSHTransportBase.ssh_KEXINIT, "self.kexAlg = ", "kex_strict: marker check"),
+        (SSHTransportBase.sendKexInit, "self.supportedCiphers", "kex_strict: per-client offer"),
+        (SSHTransportBase.sendKexInit, "self.supportedMACs", "kex_strict: per-client offer"),
+        (SSHTransportBase.sendKexInit, "self.supportedKeyExchanges", "kex_strict: marker"),
+        (SSHTransportBase._keySetup, "self.nextEncryptions.setKeys(", "ciphers: PacketCiphers"),
+        (SSHTransportBase._newKeys, "self.currentEncryptions = self.nextEncryptions", "ciphers"),
+        (SSHTransportBase.dataReceived, "self.getPacket()", "kex_strict: getPacket"),
+        (SSHTransportBase.isEncrypted, "currentEncryptions.outCipType", "PacketCiphers names"),
         (SSHFactory.startFactory, "self.publicKeys", "GatewaySSHFactory sets it"),
         (SSHFactory.startFactory, "self.privateKeys", "GatewaySSHFactory sets it"),
         (SSHFactory.startFactory, "self.primes", "GatewaySSHFactory sets it (None)"),

@@ -50,7 +50,13 @@ from gateway.sftp import (
     make_ssh_factory,
 )
 from gateway.sftp.auth import AccountPublicKeyChecker, AccountRealm
-from gateway.sftp.ssh import CIPHERS, KEY_EXCHANGES, MACS, GatewaySSHFactory
+from gateway.sftp.ssh import (
+    CIPHERS,
+    KEY_EXCHANGES,
+    MACS,
+    STRICT_KEX_CIPHERS,
+    GatewaySSHFactory,
+)
 from gateway.sftp.throttle import LoginThrottle
 
 ROOT_CAP = "URI:DIR2:very-secret-root-cap"
@@ -442,15 +448,17 @@ class PasswordAndKeyTests(ServerTestCase):
     @async_test
     async def test_legacy_only_client_refused(self) -> None:
         """A client offering only CBC ciphers, or only SHA-1 MACs, cannot connect."""
+        gcm = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
         for disabled in [
-            {"ciphers": ["aes128-ctr", "aes192-ctr", "aes256-ctr"]},
+            {"ciphers": ["aes128-ctr", "aes192-ctr", "aes256-ctr", *gcm]},
             {
+                "ciphers": gcm,
                 "macs": [
                     "hmac-sha2-256",
                     "hmac-sha2-512",
                     "hmac-sha2-256-etm@openssh.com",
                     "hmac-sha2-512-etm@openssh.com",
-                ]
+                ],
             },
         ]:
             with self.assertRaises(paramiko.SSHException):
@@ -504,15 +512,20 @@ class OpenSSHTests(ServerTestCase):
         proposal = err.split("peer server KEXINIT proposal", 1)[1].splitlines()[1:10]
         offered = dict(line.split(": ", 2)[1:] for line in proposal if line.count(": ") >= 2)
         self.assertEqual(offered["host key algorithms"], "ssh-ed25519")
-        self.assertEqual(offered["ciphers ctos"], ",".join(c.decode() for c in CIPHERS))
+        # OpenSSH asks for strict kex, so it is offered chacha20-poly1305 too.
+        ciphers = ",".join(c.decode() for c in STRICT_KEX_CIPHERS)
+        self.assertEqual(offered["ciphers ctos"], ciphers)
         self.assertEqual(offered["MACs stoc"], ",".join(m.decode() for m in MACS))
         self.assertEqual(offered["compression ctos"], "none")
         kex = offered["KEX algorithms"].split(",")
-        self.assertEqual([k for k in kex if not k.startswith("ext-info")], [
+        self.assertEqual([k for k in kex if not k.startswith(("ext-info", "kex-strict"))], [
             k.decode() for k in KEY_EXCHANGES
         ])  # fmt: skip
+        self.assertIn("kex-strict-s-v00@openssh.com", kex)
         self.assertIn("kex: algorithm: curve25519-sha256", err)
-        self.assertIn("cipher: aes128-ctr MAC: hmac-sha2-256 compression: none", err)
+        self.assertIn(
+            "cipher: chacha20-poly1305@openssh.com MAC: <implicit> compression: none", err
+        )
         self.assertEqual(self.sessions[0].avatar.name, "alice")
 
     @async_test
@@ -577,17 +590,17 @@ class OpenSSHTests(ServerTestCase):
     @async_test
     async def test_legacy_algorithms_refused(self) -> None:
         """Clients offering only CBC, SHA-1 MACs or SHA-1 key exchange get no connection."""
-        for option in [
-            "Ciphers=aes128-cbc",
-            "MACs=hmac-sha1",
-            "KexAlgorithms=diffie-hellman-group14-sha1",
-            "HostKeyAlgorithms=rsa-sha2-512",
+        for options in [
+            ["-o", "Ciphers=aes128-cbc"],
+            ["-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha1,hmac-sha1-etm@openssh.com"],
+            ["-o", "KexAlgorithms=diffie-hellman-group14-sha1"],
+            ["-o", "HostKeyAlgorithms=rsa-sha2-512"],
         ]:
             out, err, code = await self.sftp_pwd(
-                "alice@127.0.0.1", "-o", option, "-i", str(self.dir / "alice_key")
+                "alice@127.0.0.1", *options, "-i", str(self.dir / "alice_key")
             )
-            self.assertEqual(code, 255, option)
-            self.assertIn("no matching", err, option)
+            self.assertEqual(code, 255, options)
+            self.assertIn("no matching", err, options)
         self.assertEqual(self.sessions, [])
 
 
