@@ -313,3 +313,59 @@ def test_ext4_on_a_loop_device_over_sshfs_survives_a_killed_gateway(
     loop.mounts.append(fs)  # type: ignore[attr-defined]
     now = run("sh", "-c", f"cd '{fs}' && find ./first ./second -type f | sort | xargs sha256sum")
     assert now == synced
+
+
+def _dm_crypt_works() -> str | None:
+    """Why LUKS cannot be set up on a loop device here (None: it can)."""
+    loop = _loop_devices_work()
+    if loop is not None:
+        return loop
+    if shutil.which("cryptsetup") is None:
+        return "cryptsetup is not installed (Debian's cryptsetup-bin)"
+    if not os.path.exists("/dev/mapper/control"):
+        return "the kernel offers no device-mapper (dm-crypt), so LUKS cannot be opened"
+    return None
+
+
+@pytest.mark.skipif(_dm_crypt_works() is not None, reason=str(_dm_crypt_works()))
+def test_luks_over_a_loop_device_over_sshfs(
+    node: RunningGateway, mount: Mount, loop: Callable[[Path], str], tmp_path: Path
+) -> None:
+    """Seed 004 exactly: LUKS on a loop device backed by an image file on the mount, ext4
+    inside; mkfs, copy a tree, sync, close; reopened, fsck is clean and the tree intact."""
+    point = mount(node)
+    image = point / "luks.img"
+    with open(image, "wb") as f:
+        f.truncate(48 << 20)
+    device = loop(image)
+    key = "not a real secret\n"
+    name = f"gwtest{os.getpid()}"
+    fast = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-"]
+    run("cryptsetup", "luksFormat", "-q", "--type", "luks2", *fast, device, input=key)
+    run("cryptsetup", "open", "--key-file", "-", device, name, input=key)
+    fs = tmp_path / "inner"
+    fs.mkdir()
+    try:
+        run("mkfs.ext4", "-q", f"/dev/mapper/{name}")
+        run("mount", f"/dev/mapper/{name}", fs)
+        try:
+            run("cp", "-r", Path(__file__).resolve().parents[2] / "gateway", fs / "tree")
+            run("sync", "-f", fs)
+            before = run("sh", "-c", f"cd '{fs}' && find . -type f | sort | xargs sha256sum")
+        finally:
+            run("umount", fs)
+    finally:
+        subprocess.run(["cryptsetup", "close", name], check=False, timeout=60)
+    run("losetup", "-d", device)
+    device = loop(image)
+    run("cryptsetup", "open", "--key-file", "-", device, name, input=key)
+    try:
+        run("fsck.ext4", "-n", "-f", f"/dev/mapper/{name}")
+        run("mount", "-o", "ro", f"/dev/mapper/{name}", fs)
+        try:
+            after = run("sh", "-c", f"cd '{fs}' && find . -type f | sort | xargs sha256sum")
+        finally:
+            run("umount", fs)
+    finally:
+        subprocess.run(["cryptsetup", "close", name], check=False, timeout=60)
+    assert after == before
