@@ -219,6 +219,8 @@ class UploadQueue(NodePart):
         else:
             self._settle_deadline = now + self._settle_limit
         delay = max(0.0, min(self._settle, self._settle_deadline - now))
+        if any(job_id in self._waiters for job_id in self._ready_ids):
+            delay = 0.0  # someone waits for the grid (an fsync that came before its job was ready)
         self._settling = self._clock.callLater(delay, self._settled)
 
     def when_idle(self, callback: Callable[[], None]) -> None:

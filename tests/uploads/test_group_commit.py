@@ -158,3 +158,26 @@ def test_a_waiter_that_appends_again_gets_one_flush_at_a_time(
         assert len(threads.queue) == 1
         threads.run_next()
     assert answered == ["a", "b"] and len(flushes) == 2
+
+
+def test_an_fsync_waiting_as_soon_as_its_record_is_flushed_skips_the_settle_time(
+    tmp_path: Path, threads: ManualThreads
+) -> None:
+    """An fsync asks for its job the moment the record is durable (from the flush's own
+    callback, before the queue has even queued the job): the upload starts at once, not
+    after the settle time meant for CLOSEs in a row."""
+    clock = Clock()
+    started: list[str] = []
+
+    async def uploader(job: UploadJob) -> None:
+        started.append(job.display)
+
+    queue = UploadQueue(clock, UploadJournal(tmp_path), uploader, threads=threads, settle=5.0)
+    queue.startService()
+    job = _job("synced")
+    queue.enqueue(job)
+    waited = _outcome(queue.durable(job.job_id).addCallback(lambda _: queue.wait_for(job.job_id)))
+    threads.run_all()
+    clock.advance(0)
+    assert started == ["synced"]
+    assert waited == [None]
