@@ -32,7 +32,6 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from storage import wire
@@ -438,7 +437,7 @@ def make_storage_site(
     *,
     clock: IReactorTime,
     limits: HttpLimits | None = None,
-) -> Site:
+) -> LimitedSite:
     """A twisted.web ``Site`` serving the storage protocol over ``storage`` for ``swissnum``.
 
     ``limits`` (defaults: :class:`HttpLimits`) bound connections, request heads,
