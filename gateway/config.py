@@ -148,6 +148,18 @@ def parse_close_mode(text: str) -> str:
     return mode
 
 
+def at_least(parse: Callable[[str], Any], low: float, shown: str) -> Callable[[str], Any]:
+    """``parse``, refusing values below ``low`` (``shown`` as the message says it)."""
+
+    def parse_at_least(text: str) -> Any:
+        value = parse(text)
+        if value < low:
+            raise ValueError(f"must be at least {shown}, got {text.strip()!r}")
+        return value
+
+    return parse_at_least
+
+
 def parse_kind(text: str) -> str:
     """Parse the node kind."""
     kind = text.strip().lower()
@@ -287,6 +299,39 @@ SCHEMA: tuple[Option, ...] = (
         parse_bool,
         "false",
         "Delete shares whose leases have all expired.",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "max_header_size",
+        at_least(parse_size, 1024, "1KiB"),
+        "16KiB",
+        "Most bytes of a request line and headers (431 above).",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "max_body_size",
+        at_least(parse_size, 64 * 1024, "64KiB"),
+        "72MiB",
+        "Most bytes of one request body (413 above); shares are written in several requests.",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "request_timeout",
+        at_least(parse_duration, 1, "1s"),
+        "60s",
+        "Time for a request's headers, the longest pause in its body, and the longest idle"
+        " keep-alive (408 when a request is late).",
+        ("storage",),
+    ),
+    Option(
+        "storage",
+        "max_connections",
+        at_least(int, 1, "1"),
+        "512",
+        "Connections served at once; more are answered 503 or closed.",
         ("storage",),
     ),
 )

@@ -14,6 +14,7 @@ from gateway.nodedir import NURL_FILE, SWISSNUM_FILE, NodeDir, write_private
 from gateway.service import NodePart, StartupError
 from storage.disk import DiskBackend
 from storage.expiry import LeaseExpirer, expiry_service, idle_upload_service
+from storage.http_limits import HttpLimits
 from storage.http_server import listen_storage, make_storage_site
 from storage.server import StorageServer
 from storage.tls import CERT_FILENAME, KEY_FILENAME, TlsCredentials, read_tls_credentials
@@ -46,6 +47,12 @@ class StorageServerPart(NodePart):
         self._location: str = config.get("storage", "location")
         self._reserved: int = config.get("storage", "reserved_space")
         self._expire: bool = config.get("storage", "expire.enabled")
+        self._limits = HttpLimits(
+            max_header_size=config.get("storage", "max_header_size"),
+            max_body_size=config.get("storage", "max_body_size"),
+            request_timeout=config.get("storage", "request_timeout"),
+            max_connections=config.get("storage", "max_connections"),
+        )
         self._listening: IListeningPort | None = None
         self._timers: list[TimerService] = []
         self.server: StorageServer | None = None
@@ -66,7 +73,7 @@ class StorageServerPart(NodePart):
         self.server = StorageServer(
             DiskBackend(self._nd.storage), self._reactor, reserved_space=self._reserved
         )
-        site = make_storage_site(self.server, swissnum)
+        site = make_storage_site(self.server, swissnum, clock=self._reactor, limits=self._limits)
         try:
             self._listening, _ = await listen_storage(
                 self._reactor, site, credentials, swissnum, self._host, self._port

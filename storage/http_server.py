@@ -3,9 +3,12 @@
 Every endpoint is one row of :data:`_ROUTES`, which declares its method, path,
 required ``X-Tahoe-Authorization`` secrets, body kind and size limit, body
 validator and whether it answers CBOR. :class:`StorageResource` applies those
-declarations in one order for every request — route (404/405), swissnum (401),
-oversized body (413), path parameters (400), secrets (400), ``Accept`` (406),
-``Content-Type`` (415), CBOR and schema (400) — and only then calls the handler.
+declarations in one order for every request. As soon as the request head is
+in, before a byte of the body is read (:meth:`StorageResource.admit`, called
+by :mod:`storage.http_limits`): swissnum (401), then for a request with a body
+its route (404/405) and size (413). Once the body is in (:meth:`render`):
+route (404/405), path parameters (400), secrets (400), ``Accept`` (406),
+``Content-Type`` (415), CBOR and schema (400) — and only then the handler.
 Core errors map to statuses through :func:`storage.wire.status_for_error`.
 """
 
@@ -18,26 +21,33 @@ from typing import IO, Any, cast
 from attrs import field, frozen
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web import http, server
+from twisted.web import server
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from zope.interface import implementer
 
 from storage import wire
 from storage.errors import InvalidRequest, RangeNotSatisfiable, StorageError
+from storage.http_limits import (
+    DEFAULT_MAX_BODY_SIZE,
+    HttpLimits,
+    IRequestGate,
+    LimitedSite,
+    Refusal,
+)
 from storage.interfaces import IStorageServer
 from storage.tls import TlsCredentials
 from storage.wire import SecretKind
 
 _log = Logger()
-
-DEFAULT_MAX_WRITE_SIZE = 32 * 1024 * 1024
-"""Largest immutable write chunk (PATCH body) accepted by default."""
-
-DEFAULT_MAX_RTW_SIZE = 64 * 1024 * 1024
-"""Largest mutable read-test-write body accepted by default."""
 
 _READ_CHUNK = 1024 * 1024
 
@@ -117,6 +127,7 @@ def _media_type(value: bytes | None) -> str | None:
     return value.decode("latin-1").split(";")[0].strip().lower() or None
 
 
+@implementer(IRequestGate)
 class StorageResource(Resource):
     """The ``/storage/v1/`` tree over one storage core, authorized by one swissnum."""
 
@@ -127,25 +138,48 @@ class StorageResource(Resource):
         storage: IStorageServer,
         swissnum: bytes,
         *,
-        max_write_size: int = DEFAULT_MAX_WRITE_SIZE,
-        max_rtw_size: int = DEFAULT_MAX_RTW_SIZE,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         super().__init__()
         self._storage = storage
         self._swissnum = swissnum
-        self._limits = {"write": max_write_size, "rtw": max_rtw_size}
+        self._max_body_size = max_body_size
 
     def __repr__(self) -> str:
         return f"<StorageResource over {self._storage!r}>"
 
     # --- the request pipeline ---------------------------------------------------------
 
+    def admit(
+        self, method: bytes, uri: bytes, headers: Headers, length: int | None
+    ) -> Refusal | int:
+        """Check a request head before its body is read: swissnum, route, body size.
+
+        Answers a :class:`Refusal` or the most body bytes the request may send
+        (:class:`IRequestGate`); :meth:`render` checks the rest once the body is in.
+        """
+        auth = headers.getRawHeaders(b"authorization")
+        if auth is None or len(auth) != 1 or not wire.check_authorization(auth[0], self._swissnum):
+            return Refusal(401, "missing or wrong Authorization (swissnum)")
+        if length == 0:
+            return 0
+        try:
+            route, _ = self._find_route(method, uri.split(b"?", 1)[0])
+        except _HTTPError as e:
+            return Refusal(e.code, e.message, e.headers)
+        if route.body == "none":
+            return Refusal(413, "this request takes no body")
+        return self._body_limit(route)
+
+    def _body_limit(self, route: _Route) -> int:
+        return min(route.max_body or self._max_body_size, self._max_body_size)
+
     def render(self, request: server.Request) -> bytes:
         """Check the request against its route's declaration, run the handler, answer."""
         request.defaultContentType = None
         route: _Route | None = None
         try:
-            route, match = self._find_route(request)
+            route, match = self._find_route(request.method, request.path)
             reply = route.handler(self, self._check(request, route, match))
         except _HTTPError as e:
             reply = _text_reply(e.code, e.message, e.headers)
@@ -166,9 +200,9 @@ class StorageResource(Resource):
             request.setHeader("Content-Type", reply.content_type)
         return reply.body
 
-    def _find_route(self, request: server.Request) -> tuple[_Route, re.Match[str]]:
+    def _find_route(self, method: bytes, raw_path: bytes) -> tuple[_Route, re.Match[str]]:
         try:
-            path = cast(bytes, request.path).decode("ascii")
+            path = raw_path.decode("ascii")
         except UnicodeDecodeError:
             raise _HTTPError(404, "no such resource") from None
         resource: str | None = None
@@ -177,7 +211,7 @@ class StorageResource(Resource):
             if match is None or (resource is not None and route.pattern.pattern != resource):
                 continue
             resource = route.pattern.pattern
-            if route.method == request.method:
+            if route.method == method:
                 return route, match
         if resource is None:
             raise _HTTPError(404, "no such resource")
@@ -191,8 +225,6 @@ class StorageResource(Resource):
         auth = headers.getRawHeaders(b"authorization")
         if auth is None or len(auth) != 1 or not wire.check_authorization(auth[0], self._swissnum):
             raise _HTTPError(401, "missing or wrong Authorization (swissnum)")
-        if getattr(request, "body_too_large", False):
-            raise _HTTPError(413, "request body too large")
         params = match.groupdict()
         storage_index = wire.si_a2b(params["si"]) if "si" in params else b""
         share_number = wire.parse_share_number(params["sh"]) if "sh" in params else -1
@@ -210,7 +242,7 @@ class StorageResource(Resource):
     def _read_body(self, request: server.Request, route: _Route) -> Any:
         if route.body == "none":
             return None
-        limit = route.max_body or self._limits["write" if route.body == "raw" else "rtw"]
+        limit = self._body_limit(route)
         content = cast(IO[bytes] | None, request.content)
         data = b""
         if content is not None:
@@ -399,69 +431,21 @@ _ROUTES: tuple[_Route, ...] = (
 )
 
 
-class _LimitedRequest(server.Request):
-    """A request that stops buffering a body once it exceeds the site's limit (then 413)."""
-
-    body_too_large = False
-    _received = 0
-
-    def __init__(self, channel: Any, queued: object = None, *, max_body_size: int) -> None:
-        super().__init__(channel)
-        self._max_body_size = max_body_size
-
-    def gotLength(self, length: int | None) -> None:
-        """Refuse to buffer a body whose declared length is over the limit."""
-        if length is not None and length > self._max_body_size:
-            self.body_too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """Buffer a chunk unless the body has grown past the limit."""
-        if self.body_too_large:
-            return
-        self._received += len(data)
-        if self._received > self._max_body_size:
-            self.body_too_large = True
-            assert self.content is not None
-            self.content.seek(0)
-            self.content.truncate()
-            return
-        super().handleContentChunk(data)
-
-
-class _StorageSite(Site):
-    """The storage protocol's site: no access log.
-
-    Twisted's default writes one line per request to the node's log: a 1 GiB
-    download is tens of thousands of block reads, and formatting, scrubbing and
-    writing those lines took 8 % of a storage node's time serving them.
-    Failures are still logged (see :meth:`StorageResource.render`).
-    """
-
-    def log(self, request: http.Request) -> None:
-        """Requests are not logged one by one."""
-
-
 def make_storage_site(
     storage: IStorageServer,
     swissnum: bytes,
     *,
-    max_write_size: int = DEFAULT_MAX_WRITE_SIZE,
-    max_rtw_size: int = DEFAULT_MAX_RTW_SIZE,
-) -> Site:
-    """A twisted.web ``Site`` serving the storage protocol over ``storage`` for ``swissnum``."""
-    resource = StorageResource(
-        storage, swissnum, max_write_size=max_write_size, max_rtw_size=max_rtw_size
-    )
-    limit = max(max_write_size, max_rtw_size, 65536)
+    clock: IReactorTime,
+    limits: HttpLimits | None = None,
+) -> LimitedSite:
+    """A twisted.web ``Site`` serving the storage protocol over ``storage`` for ``swissnum``.
 
-    def request_factory(channel: Any, queued: object = None) -> _LimitedRequest:
-        return _LimitedRequest(channel, queued, max_body_size=limit)
-
-    site = _StorageSite(resource, requestFactory=request_factory)
-    site.displayTracebacks = False
-    return site
+    ``limits`` (defaults: :class:`HttpLimits`) bound connections, request heads,
+    bodies and time; ``clock`` times the deadlines.
+    """
+    limits = limits or HttpLimits()
+    resource = StorageResource(storage, swissnum, max_body_size=limits.max_body_size)
+    return LimitedSite(resource, resource, limits, clock)
 
 
 async def listen_storage_on(

@@ -56,6 +56,8 @@ MAX_IN_FLIGHT = 10
 """Requests in flight to one server at once: each has a pooled connection to itself (more
 would each open, and TLS-handshake, a connection that is closed after one request)."""
 DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
+IDLE_CONNECTION_TIMEOUT = 50
+"""Seconds a pooled connection may idle: less than storage servers keep idle ones open."""
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -83,6 +85,9 @@ class HttpStorageClient:
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)
             pool.maxPersistentPerHost = MAX_IN_FLIGHT
+            # Give up idle connections before servers do (ours after 60 s, nginx 75 s):
+            # a POST sent as the server closes would fail, and is not retried.
+            pool.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
         self._pool = pool
         self._slots = DeferredSemaphore(MAX_IN_FLIGHT)
         if agent is None:

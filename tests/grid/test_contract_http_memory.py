@@ -31,7 +31,8 @@ class HttpInMemoryContractTests(StorageClientContract, TestCase):
     async def make_client(self) -> IStorageClient:
         clock = Clock()
         swissnum = wire.new_swissnum()
-        self.agent = SiteAgent(make_storage_site(StorageServer(MemoryBackend(), clock), swissnum))
+        site = make_storage_site(StorageServer(MemoryBackend(), clock), swissnum, clock=clock)
+        self.agent = SiteAgent(site)
         nurl = wire.parse_nurl(memory_nurl(swissnum))
         return closing(self, HttpStorageClient(clock, nurl, agent=self.agent))
 
