@@ -151,6 +151,14 @@ async def deep_check(
     seen: set[Hashable] = {_identity(root)}
     queue: deque[Capability] = deque([root])
     entries: list[DeepCheckEntry] = []
+
+    def visit(child: Capability) -> None:
+        """Queue an object linked from the one being checked, unless already seen."""
+        identity = _identity(child)
+        if identity not in seen:
+            seen.add(identity)
+            queue.append(child)
+
     while queue:
         cap = queue.popleft()
         result = await check(cap, servers, verify=verify, happy=happy)
@@ -170,20 +178,14 @@ async def deep_check(
         if isinstance(cap, ChunkedCap):
             try:
                 for part in await node_children(cap, servers, nodes):
-                    identity = _identity(part)
-                    if identity not in seen:
-                        seen.add(identity)
-                        queue.append(part)
+                    visit(part)
             except (ObjectError, *SERVER_FAILURES) as e:
                 si = b32encode(cap.storage_index)
                 entry = evolve(entry, error=f"could not read chunk tree node {si}: {e}")
         if isinstance(cap, (DirectoryWriteCap, DirectoryReadCap)):
             try:
                 async for child in children(cap):
-                    identity = _identity(child)
-                    if identity not in seen:
-                        seen.add(identity)
-                        queue.append(child)
+                    visit(child)
             except (ObjectError, *SERVER_FAILURES) as e:
                 si = b32encode(cap.storage_index)
                 entry = evolve(entry, error=f"could not list directory {si}: {e}")

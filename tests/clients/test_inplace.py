@@ -22,7 +22,7 @@ import pytest
 
 from tests.durability.cluster import kill_gateway, restart, wait_drained
 from tests.nodes import NodeReaper, gateway
-from tests.sftp.gateway_node import RunningGateway, start_gateway
+from tests.sftp.gateway_node import RunningGateway, sshfs_mount, start_gateway
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sshfs") is None or not os.path.exists("/dev/fuse"),
@@ -60,21 +60,7 @@ def mount(tmp_path: Path) -> Iterator[Mount]:
     def mount_one(gw: RunningGateway) -> Path:
         point = tmp_path / f"mnt{len(mounted)}"
         point.mkdir()
-        subprocess.run(
-            [
-                "sshfs",
-                f"{gw.user}@{gw.host}:/",
-                str(point),
-                "-p",
-                str(gw.port),
-                "-o",
-                "password_stdin,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null",
-            ],
-            input=gw.password + "\n",
-            text=True,
-            check=True,
-            timeout=30,
-        )
+        sshfs_mount(gw, point)
         mounted.append(point)
         return point
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +36,26 @@ class RunningGateway:
         client = paramiko.SFTPClient.from_transport(transport)
         assert client is not None
         return transport, client
+
+
+def sshfs_mount(gw: RunningGateway, point: Path) -> None:
+    """Mount the gateway's root at ``point`` with sshfs, logging in with the password (the
+    caller unmounts: ``fusermount3 -u -z``)."""
+    subprocess.run(
+        [
+            "sshfs",
+            f"{gw.user}@{gw.host}:/",
+            str(point),
+            "-p",
+            str(gw.port),
+            "-o",
+            "password_stdin,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null",
+        ],
+        input=gw.password + "\n",
+        text=True,
+        check=True,
+        timeout=30,
+    )
 
 
 def start_gateway(

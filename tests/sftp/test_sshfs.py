@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.durability.cluster import wait_drained
-from tests.sftp.gateway_node import RunningGateway, shared_gateway  # noqa: F401
+from tests.sftp.gateway_node import RunningGateway, shared_gateway, sshfs_mount  # noqa: F401
 
 Mount = Callable[[str], Path]
 
@@ -43,21 +43,7 @@ def mount(
     def mount_one(name: str) -> Path:
         point = tmp_path / name
         point.mkdir()
-        subprocess.run(
-            [
-                "sshfs",
-                f"{shared_gateway.user}@{shared_gateway.host}:/",
-                str(point),
-                "-p",
-                str(shared_gateway.port),
-                "-o",
-                "password_stdin,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null",
-            ],
-            input=shared_gateway.password + "\n",
-            text=True,
-            check=True,
-            timeout=30,
-        )
+        sshfs_mount(shared_gateway, point)
         mounted.append(point)
         target = point / base
         target.mkdir(exist_ok=True)

@@ -8,9 +8,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
 from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.interfaces import IFilesystem
 from tests.fs.contract.subject import Subject
@@ -37,20 +34,7 @@ class GridSubject(Subject):
         return GridFilesystem(self.harness.volume, read_only=read_only)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        harness = self.harness
-        outcome: list[Any] = []
-        Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
-        waited = 0
-        while not outcome:
-            if harness.threads.queue:
-                harness.threads.run_next()
-                continue
-            assert waited < PATIENCE, "the call never ends"
-            harness.clock.advance(1)
-            waited += 1
-        if isinstance(outcome[0], Failure):
-            outcome[0].raiseException()
-        return outcome[0]  # type: ignore[no-any-return]
+        return self.harness.run_waiting(coroutine, PATIENCE)
 
     def advance(self, seconds: float) -> None:
         self.harness.clock.advance(seconds)
