@@ -450,12 +450,12 @@ def report(rows: list[dict[str, Any]], checks: list[dict[str, Any]], config: Con
             f"{r['workload']:<28}{r['target']:<9}{r['ops']:>5}{cell(r['median_ms'], 11, 2)}"
             f"{cell(r['p90_ms'], 10, 2)}{cell(r['ops_per_s'], 10)}"
             f"{cell(r['cpu_ms_per_op'], 11)}{cell(r['peak_rss_mib'], 9)}"
-            + (f"{ratio:>11.2f}x" if ratio is not None else f"{'':>12}")
+            + (f"{ratio:>11.3g}x" if ratio is not None else f"{'':>12}")
         )
     print("targets (issue #16):")
     for c in checks:
         met = {True: "met", False: "NOT met", None: "no figure"}[c["met"]]
-        value = "-" if c["value"] is None else f"{c['value']:.2f}"
+        value = "-" if c["value"] is None else f"{c['value']:.3g}"
         print(f"  {c['target']:<8} {c['target_text']:<62} {value:>8}  {met}")
 
 
