@@ -18,10 +18,8 @@ after writing 1 GiB and the gateway's peak RSS while writing it, and an sshfs
 copy / tar / diff of a ~500-file tree. ``--with-tahoe`` adds Tahoe-LAFS 1.20's
 own SFTP frontend on a 5-node 3/5/5 grid of Tahoe storage nodes ("tahoe"
 column, see ``misc/bench_tahoe.py``) for the bulk transfers, random reads,
-small files and metadata operations, and a "grid5/tahoe" ratio. ``--inplace`` adds
-``misc/bench_inplace.py``'s group after them (issue #16: OPEN, 4 KiB write+fsync and
-append+CLOSE on a 256 MiB and a ``--big`` file, SQLite and ext4-on-loop over sshfs, on
-OpenSSH, the gateway and grid5); ``--only inplace`` runs that group alone.
+small files and metadata operations, and a "grid5/tahoe" ratio. ``--inplace`` adds the
+in-place group of issue #16 (``misc/bench_inplace.py``); ``--only inplace`` runs it alone.
 """
 
 from __future__ import annotations
@@ -460,17 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inplace", action="store_true", help="add the in-place group (#16)")
     parser.add_argument("--big", default="4G", help="the in-place group's big file (4G)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on SIGTERM too
     if args.inplace or args.only == "inplace":
         from bench_inplace import parse_size, run_inplace
 
         def inplace() -> dict[str, object]:
-            big = parse_size(args.big)
-            return run_inplace(smoke=args.smoke, big=big, grid=not args.no_grid)
+            return run_inplace(smoke=args.smoke, big=parse_size(args.big), grid=not args.no_grid)
 
         if args.only == "inplace":
-            results = inplace()
+            figures = inplace()
             if args.json:
-                args.json.write_text(json.dumps({"inplace": results}, indent=1))
+                args.json.write_text(json.dumps({"inplace": figures}, indent=1))
             return 0
     if args.with_tahoe:
         from bench_tahoe import tahoe_available
@@ -478,7 +476,6 @@ def main(argv: list[str] | None = None) -> int:
         if not tahoe_available():
             print("bench: --with-tahoe needs .venv-tahoe (misc/test installs it)", file=sys.stderr)
             return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on SIGTERM too
     runs = 1 if args.smoke else args.runs
     big = 1 * MiB if args.smoke else 64 * MiB
     n_small, n_list, n_meta, n_reads = (5, 10, 3, 20) if args.smoke else (200, 1000, 50, 500)
@@ -543,12 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     table = report(results, units, [w[0] for w in workloads] + list(SIDE_FIGURES), runs)
     if args.json:
         targets_run = [t for t in ("openssh", "gateway", "grid5", "tahoe") if _measured(results, t)]
-        report_json = {"runs": runs, "targets": targets_run, "results": table}
-        args.json.write_text(json.dumps(report_json, indent=1))
+        args.json.write_text(
+            json.dumps({"runs": runs, "targets": targets_run, "results": table}, indent=1)
+        )
     if args.inplace:
-        report_json = {"runs": runs, "results": table, "inplace": inplace()}
+        figures = inplace()
         if args.json:
-            args.json.write_text(json.dumps({**json.loads(args.json.read_text()), **report_json}))
+            saved = json.loads(args.json.read_text())
+            args.json.write_text(json.dumps({**saved, "inplace": figures}, indent=1))
     return 0
 
 
