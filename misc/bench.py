@@ -9,7 +9,7 @@ figure's median and its ratio to OpenSSH's. Nothing leaves 127.0.0.1; every
 process started is stopped by pid and the temp dir removed.
 
     .venv/bin/python misc/bench.py [--runs 3] [--json FILE] [--smoke] [--only TEXT]
-        [--no-large] [--no-sshfs] [--no-grid] [--no-quiesce] [--with-tahoe]
+        [--no-large] [--no-sshfs] [--no-grid] [--no-quiesce] [--with-tahoe] [--inplace [--big 4G]]
 
 Besides the embedded-grid gateway, a full run measures a gateway on a grid of
 five of our storage nodes (3/5/5, HTTPS on loopback) for the bulk transfers,
@@ -18,7 +18,8 @@ after writing 1 GiB and the gateway's peak RSS while writing it, and an sshfs
 copy / tar / diff of a ~500-file tree. ``--with-tahoe`` adds Tahoe-LAFS 1.20's
 own SFTP frontend on a 5-node 3/5/5 grid of Tahoe storage nodes ("tahoe"
 column, see ``misc/bench_tahoe.py``) for the bulk transfers, random reads,
-small files and metadata operations, and a "grid5/tahoe" ratio.
+small files and metadata operations, and a "grid5/tahoe" ratio. ``--inplace`` adds the
+in-place group of issue #16 (``misc/bench_inplace.py``); ``--only inplace`` runs it alone.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Target:
         self.pid: int | None = None  # the server process, when it is ours
         self.staging: Path | None = None  # our gateway's staging directory
         self.env: dict[str, str] | None = None  # the environment of ``sftp`` (None: ours)
+        self.web_url: str | None = None  # our gateway's status page
 
     def batch(self, commands: str, work: Path) -> float:
         """Run an OpenSSH ``sftp -b`` batch; return its wall time in seconds."""
@@ -179,9 +181,13 @@ def gateway_target(
         check=True,
         capture_output=True,
     )
-    subprocess.run([*gateway, "start", str(node)], check=True, capture_output=True)
+    started = subprocess.run(
+        [*gateway, "start", str(node)], check=True, capture_output=True, text=True
+    )
     try:
         target = Target(name, port, "bench", key, "/")
+        web = [w for w in started.stdout.split() if w.startswith("http://")]
+        target.web_url = web[0] if web else None
         target.pid = int((node / "node.pid").read_text().split()[0])
         target.staging = node / "staging"
         yield target
@@ -356,11 +362,25 @@ def sshfs_tree(target: Target, work: Path, files: int) -> tuple[float, str]:
     tree = work / "tree"
     if not tree.exists():
         make_tree(tree, files)
-    mount = work / f"mnt-{target.name}"
+    with sshfs_mount(target, work / f"mnt-{target.name}") as mount:
+        remote = mount / f"tree-{random.randrange(10**9)}"
+        started = time.perf_counter()
+        subprocess.run(["cp", "-r", str(tree), str(remote)], check=True, timeout=1800)
+        subprocess.run(f"tar cf - -C {remote} . > /dev/null", shell=True, check=True, timeout=1800)
+        subprocess.run(["diff", "-r", str(tree), str(remote)], check=True, timeout=1800)
+        seconds = time.perf_counter() - started
+    return files / seconds, "files/s"
+
+
+@contextmanager
+def sshfs_mount(target: Target, mount: Path) -> Iterator[Path]:
+    """The target's root mounted with sshfs (run in the foreground, so we hold its pid) at
+    ``mount``; unmounted after, and the sshfs process gone."""
     mount.mkdir(exist_ok=True)
-    subprocess.run(
+    proc = subprocess.Popen(
         [
             "sshfs",
+            "-f",
             f"{target.user}@127.0.0.1:{target.root}",
             str(mount),
             "-p",
@@ -369,20 +389,23 @@ def sshfs_tree(target: Target, work: Path, files: int) -> tuple[float, str]:
             f"IdentityFile={target.key},IdentitiesOnly=yes,StrictHostKeyChecking=no,"
             "UserKnownHostsFile=/dev/null,LogLevel=ERROR",
         ],
-        check=True,
-        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     try:
-        remote = mount / f"tree-{random.randrange(10**9)}"
-        started = time.perf_counter()
-        subprocess.run(["cp", "-r", str(tree), str(remote)], check=True, timeout=1800)
-        subprocess.run(f"tar cf - -C {remote} . > /dev/null", shell=True, check=True, timeout=1800)
-        subprocess.run(["diff", "-r", str(tree), str(remote)], check=True, timeout=1800)
-        seconds = time.perf_counter() - started
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mount):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{target.name}: sshfs did not mount")
+            time.sleep(0.05)  # another process's mount: nothing to await but the mount table
+        yield mount
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False, timeout=60)
-    return files / seconds, "files/s"
+        if subprocess.run(["fusermount3", "-u", str(mount)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-u", "-z", str(mount)], check=False, timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextmanager
@@ -432,14 +455,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure Tahoe-LAFS 1.20's SFTP frontend on a 5-node 3/5/5 Tahoe grid",
     )
+    parser.add_argument("--inplace", action="store_true", help="add the in-place group (#16)")
+    parser.add_argument("--big", default="4G", help="the in-place group's big file (4G)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on SIGTERM too
+    if args.inplace or args.only == "inplace":
+        from bench_inplace import parse_size, run_inplace
+
+        def inplace() -> dict[str, object]:
+            return run_inplace(smoke=args.smoke, big=parse_size(args.big), grid=not args.no_grid)
+
+        if args.only == "inplace":
+            figures = inplace()
+            if args.json:
+                args.json.write_text(json.dumps({"inplace": figures}, indent=1))
+            return 0
     if args.with_tahoe:
         from bench_tahoe import tahoe_available
 
         if not tahoe_available():
             print("bench: --with-tahoe needs .venv-tahoe (misc/test installs it)", file=sys.stderr)
             return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanups on SIGTERM too
     runs = 1 if args.smoke else args.runs
     big = 1 * MiB if args.smoke else 64 * MiB
     n_small, n_list, n_meta, n_reads = (5, 10, 3, 20) if args.smoke else (200, 1000, 50, 500)
@@ -507,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps({"runs": runs, "targets": targets_run, "results": table}, indent=1)
         )
+    if args.inplace:
+        figures = inplace()
+        if args.json:
+            saved = json.loads(args.json.read_text())
+            args.json.write_text(json.dumps({**saved, "inplace": figures}, indent=1))
     return 0
 
 

@@ -1,0 +1,85 @@
+"""``misc/bench_inplace.py --smoke``: the in-place benchmark of issue #16 runs end to end
+against OpenSSH and the gateway, and leaves nothing running, mounted or attached."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "misc" / "bench_inplace.py"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("sshfs") is None or not os.path.exists("/dev/fuse"),
+    reason="sshfs or FUSE is not available",
+)
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    """Mounts, loop devices and processes that still name a path under ``tmp_path``."""
+    found = [
+        line for line in Path("/proc/mounts").read_text().splitlines() if str(tmp_path) in line
+    ]
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if str(tmp_path) in backing.read_text():
+                found.append(f"{backing.parent.parent.name}: {backing.read_text().strip()}")
+        except OSError:
+            pass  # detached meanwhile
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        if str(tmp_path) in argv and int(cmdline.parent.name) != os.getpid():
+            found.append(f"pid {cmdline.parent.name}: {argv}")
+    return found
+
+
+def test_bench_inplace_smoke(tmp_path: Path) -> None:
+    """Every workload has a positive median, p90 and rate on OpenSSH and on the gateway, the
+    gateway's CPU and peak RSS are reported, every target of the issue is evaluated, and
+    afterwards no process, mount, loop device or temp dir of the run is left."""
+    out = tmp_path / "inplace.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the run's temp dirs: under tmp_path
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {(row["workload"], row["target"]): row for row in report["results"]}
+    small, big = "2 MiB", "6 MiB"
+    workloads = [
+        f"{kind} {size}"
+        for size in (small, big)
+        for kind in ("OPEN r+", "4 KiB write+fsync", "4 KiB append+CLOSE")
+    ] + ["SQLite transaction"]
+    if os.geteuid() == 0 and os.path.exists("/dev/loop-control"):
+        workloads += ["ext4 mkfs", "ext4 copy+sync", "ext4 fsck", "ext4 sequence"]
+    assert {w for w, _ in rows} == set(workloads), result.stdout
+    for workload in workloads:
+        assert workload in result.stdout
+        for target in ("openssh", "gateway"):
+            row = rows[workload, target]
+            assert row["ops"] > 0 and row["median_ms"] > 0 and row["p90_ms"] > 0, row
+            assert row["ops_per_s"] > 0, row
+        ours = rows[workload, "gateway"]
+        assert ours["peak_rss_mib"] > 0 and ours["cpu_s"] is not None, ours
+        if "OPEN" not in workload:  # an OPEN may cost less than one clock tick of CPU
+            assert ours["cpu_s"] > 0 and ours["cpu_ms_per_op"] > 0, ours
+    checks = [c for c in report["targets"] if c["target"] == "gateway"]
+    assert len(checks) == 7, checks
+    assert all(c["value"] is not None and c["value"] > 0 for c in checks), checks
+    assert leftovers(tmp_path) == []
+    assert list(tmp_path.glob("gw-bench-*")) == []
