@@ -224,28 +224,60 @@ def _loop_devices_work() -> str | None:
     return None
 
 
-@pytest.fixture
-def loop(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
-    """Attaches image files to loop devices; detaches (and unmounts) them after."""
-    attached: list[str] = []
-    mounts: list[Path] = []
+class Loops:
+    """Loop devices and mounts a test made: each detached or unmounted once, by the test or
+    at its end (a device name detached twice could by then be another process's)."""
 
-    def attach(image: Path) -> str:
+    def __init__(self) -> None:
+        self.attached: list[str] = []
+        self.mounted: list[Path] = []
+
+    def attach(self, image: Path) -> str:
+        """Attach an image file to a free loop device; its name."""
         device = run("losetup", "--find", "--show", image).strip()
-        attached.append(device)
+        self.attached.append(device)
         return device
 
-    attach.mounts = mounts  # type: ignore[attr-defined]
-    yield attach
-    for point in mounts:
-        subprocess.run(["umount", "-l", str(point)], check=False, timeout=60)
-    for device in attached:
-        subprocess.run(["losetup", "-d", device], check=False, timeout=60)
+    def detach(self, device: str, check: bool = True) -> None:
+        """Detach a device this test attached."""
+        self.attached.remove(device)
+        result = subprocess.run(["losetup", "-d", device], capture_output=True, timeout=60)
+        assert result.returncode == 0 or not check, result.stderr
+
+    def mount(self, device: str, point: Path, *options: str) -> None:
+        """Mount a device."""
+        run("mount", *options, device, point)
+        self.mounted.append(point)
+
+    def umount(self, point: Path, lazy: bool = False) -> None:
+        """Unmount (lazily: when the device's backing file may be gone)."""
+        self.mounted.remove(point)
+        if lazy:
+            subprocess.run(["umount", "-l", str(point)], check=False, timeout=60)
+        else:
+            run("umount", point)
+
+    def cleanup(self) -> None:
+        """Whatever is still mounted or attached."""
+        for point in list(self.mounted):
+            self.umount(point, lazy=True)
+        for device in list(self.attached):
+            self.detach(device, check=False)
+
+
+@pytest.fixture
+def loop() -> Iterator[Loops]:
+    """Loop devices and mounts, all undone after the test."""
+    loops = Loops()
+    try:
+        yield loops
+    finally:
+        loops.cleanup()
 
 
 @pytest.mark.skipif(_loop_devices_work() is not None, reason=str(_loop_devices_work()))
 def test_ext4_on_a_loop_device_over_sshfs_survives_a_killed_gateway(
-    node: RunningGateway, mount: Mount, loop: Callable[[Path], str], tmp_path: Path
+    node: RunningGateway, mount: Mount, loop: Loops, tmp_path: Path
 ) -> None:
     """Seed 004: an ext4 image file on the mount, on a loop device: mkfs, mount, copy a tree,
     sync, umount, fsck clean. Then mount again, sync a second tree, change more without
@@ -255,30 +287,26 @@ def test_ext4_on_a_loop_device_over_sshfs_survives_a_killed_gateway(
     image = point / "fs.img"
     with open(image, "wb") as f:
         f.truncate(64 << 20)
-    device = loop(image)
+    device = loop.attach(image)
     run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", device)
     fs = tmp_path / "ext4"
     fs.mkdir()
-    run("mount", device, fs)
-    loop.mounts.append(fs)  # type: ignore[attr-defined]
+    loop.mount(device, fs)
     tree = Path(__file__).resolve().parents[2] / "gateway"
     run("cp", "-r", tree, fs / "first")
     run("sync", "-f", fs)
-    run("umount", fs)
-    loop.mounts.remove(fs)  # type: ignore[attr-defined]
-    run("losetup", "-d", device)
+    loop.umount(fs)
+    loop.detach(device)
     run("fsck.ext4", "-n", "-f", image)  # clean: exit 0
-    device = loop(image)
-    run("mount", device, fs)
-    loop.mounts.append(fs)  # type: ignore[attr-defined]
+    device = loop.attach(image)
+    loop.mount(device, fs)
     run("cp", "-r", tree, fs / "second")
     run("sync", "-f", fs)
     synced = run("sh", "-c", f"cd '{fs}' && find ./first ./second -type f | sort | xargs sha256sum")
     run("cp", "-r", tree, fs / "unsynced")  # in the page cache, maybe partly written
     kill_gateway(node)
-    subprocess.run(["umount", "-l", str(fs)], check=False, timeout=60)
-    loop.mounts.remove(fs)  # type: ignore[attr-defined]
-    subprocess.run(["losetup", "-d", device], check=False, timeout=60)
+    loop.umount(fs, lazy=True)
+    loop.detach(device, check=False)
     unmount(point)
     again = restart(node)
     point = mount(again)
@@ -294,9 +322,7 @@ def test_ext4_on_a_loop_device_over_sshfs_survives_a_killed_gateway(
         ["fsck.ext4", "-p", "-f", str(copy)], capture_output=True, text=True, timeout=300
     )
     assert repaired.returncode in (0, 1), repaired.stdout + repaired.stderr + checked.stdout
-    device = loop(copy)
-    run("mount", "-o", "ro", device, fs)
-    loop.mounts.append(fs)  # type: ignore[attr-defined]
+    loop.mount(loop.attach(copy), fs, "-o", "ro")
     now = run("sh", "-c", f"cd '{fs}' && find ./first ./second -type f | sort | xargs sha256sum")
     assert now == synced
 
@@ -315,7 +341,7 @@ def _dm_crypt_works() -> str | None:
 
 @pytest.mark.skipif(_dm_crypt_works() is not None, reason=str(_dm_crypt_works()))
 def test_luks_over_a_loop_device_over_sshfs(
-    node: RunningGateway, mount: Mount, loop: Callable[[Path], str], tmp_path: Path
+    node: RunningGateway, mount: Mount, loop: Loops, tmp_path: Path
 ) -> None:
     """Seed 004 exactly: LUKS on a loop device backed by an image file on the mount, ext4
     inside; mkfs, copy a tree, sync, close; reopened, fsck is clean and the tree intact."""
@@ -323,7 +349,7 @@ def test_luks_over_a_loop_device_over_sshfs(
     image = point / "luks.img"
     with open(image, "wb") as f:
         f.truncate(48 << 20)
-    device = loop(image)
+    device = loop.attach(image)
     key = "not a real secret\n"
     name = f"gwtest{os.getpid()}"
     fast = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-"]
@@ -342,8 +368,8 @@ def test_luks_over_a_loop_device_over_sshfs(
             run("umount", fs)
     finally:
         subprocess.run(["cryptsetup", "close", name], check=False, timeout=60)
-    run("losetup", "-d", device)
-    device = loop(image)
+    loop.detach(device)
+    device = loop.attach(image)
     run("cryptsetup", "open", "--key-file", "-", device, name, input=key)
     try:
         run("fsck.ext4", "-n", "-f", f"/dev/mapper/{name}")
