@@ -300,7 +300,8 @@ def ext4_workload(
         run("cp", "-r", tree, fs / "tree")
         run("sync", "-f", fs)
         run("umount", mounted.pop())
-        run("losetup", "-d", device.pop())
+        # (check=False: a device another process detached by mistake is gone all the same)
+        subprocess.run(["losetup", "-d", device.pop()], check=False, timeout=60)
         return time.perf_counter() - started
 
     def fsck(_: int) -> float:
