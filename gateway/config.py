@@ -139,8 +139,9 @@ SCHEMA: tuple[Option, ...] = (
         "sftp",
         "per_source_max_startups",
         parse_count,
-        "10",
-        "Connections from one address (an IPv6 /64) waiting to log in at once; more are refused.",
+        "5",
+        "Connections from one address (an IPv6 /64) waiting to log in at once; more are"
+        " refused, unless its idlest one has sent nothing for 10 s (that one is closed).",
         ("gateway",),
     ),
     Option(

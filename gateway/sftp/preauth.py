@@ -17,6 +17,11 @@ admitted sparingly, as OpenSSH's ``MaxStartups``, ``PerSourceMaxStartups`` and
   this time``), and is closed.
 - Each admitted connection holds a :class:`Startup` until it logs in or goes;
   the transport closes it when ``login_grace_time`` runs out first.
+- A source at ``per_source_max_startups`` whose idlest waiting connection has
+  sent nothing for ``idle_eviction`` seconds gets that one closed to make
+  room, instead of being refused: so a client that holds idle connections
+  open (300 of them, say) cannot lock a legitimate login from the same address
+  out for the whole grace time.
 - :class:`RefusalLog` logs refusals once per source per minute, with the
   number refused since the last line, so a flood cannot flood the log.
 """
@@ -76,10 +81,13 @@ class PreauthLimits:
 
     login_grace_time: float = 120.0
     max_startups: MaxStartups = MaxStartups()
-    per_source_max_startups: int = 10
+    per_source_max_startups: int = 5
     per_source_rate: float = 5.0
     per_source_burst: int = 10
     max_auth_tries: int = 6
+    #: Seconds without a byte after which a waiting connection may be closed for a new one
+    #: from its source (longer than the longest delay after a failed password).
+    idle_eviction: float = 10.0
 
 
 def source_of(host: str) -> str:
@@ -145,11 +153,14 @@ class _Bucket:
 @define(eq=False)
 class Startup:
     """An admitted connection that has not logged in yet; :meth:`done` when it has, or
-    has gone (only the first call counts)."""
+    has gone (only the first call counts). Its transport sets ``last_active`` as bytes
+    arrive and ``evict`` to close it."""
 
     gate: ConnectionGate = field(repr=False)
     source: str
+    last_active: float
     finished: bool = False
+    evict: Callable[[], None] | None = field(default=None, repr=False)
 
     def done(self) -> None:
         """The connection logged in or went: it no longer counts as waiting."""
@@ -179,7 +190,7 @@ class ConnectionGate:
     pending: int = 0
     #: Connections refused since the start.
     refused: int = 0
-    _pending_by_source: dict[str, int] = field(init=False, factory=dict)
+    _waiting: dict[str, list[Startup]] = field(init=False, factory=dict)
     _buckets: OrderedDict[str, _Bucket] = field(init=False, factory=OrderedDict)
 
     def admit(self, host: str) -> Startup | Refusal:
@@ -192,8 +203,9 @@ class ConnectionGate:
             return refusal
         self._take_token(source)
         self.pending += 1
-        self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
-        return Startup(self, source)
+        startup = Startup(self, source, self.clock.seconds())
+        self._waiting.setdefault(source, []).append(startup)
+        return startup
 
     def _refusal(self, source: str) -> Refusal | None:
         limits = self.limits
@@ -202,8 +214,8 @@ class ConnectionGate:
             return Refusal(
                 EXCEEDED_MAX_STARTUPS, f"{self.pending} connections waiting to log in (full)"
             )
-        waiting = self._pending_by_source.get(source, 0)
-        if waiting >= limits.per_source_max_startups:
+        waiting = len(self._waiting.get(source, ()))
+        if waiting >= limits.per_source_max_startups and not self._evict_idlest(source):
             return Refusal(NOT_ALLOWED, f"{waiting} of its connections waiting to log in")
         if self._tokens(source) < 1:
             return Refusal(
@@ -236,14 +248,28 @@ class ConnectionGate:
         while len(self._buckets) > self.max_sources:
             self._buckets.popitem(last=False)
 
+    def _evict_idlest(self, source: str) -> bool:
+        """Close the idlest waiting connection of ``source`` if it has been idle long enough."""
+        waiting = self._waiting.get(source, [])
+        idlest = min(waiting, key=lambda s: s.last_active, default=None)
+        if idlest is None or idlest.evict is None:
+            return False
+        if self.clock.seconds() - idlest.last_active < self.limits.idle_eviction:
+            return False
+        evict = idlest.evict
+        idlest.done()
+        evict()
+        self.refusals.refused(source, "an idle connection closed to make room for a new one")
+        return True
+
     def finished(self, startup: Startup) -> None:
         """A connection no longer waits to log in (use :meth:`Startup.done`)."""
         self.pending -= 1
-        left = self._pending_by_source.get(startup.source, 1) - 1
-        if left > 0:
-            self._pending_by_source[startup.source] = left
-        else:
-            self._pending_by_source.pop(startup.source, None)
+        waiting = self._waiting.get(startup.source, [])
+        if startup in waiting:
+            waiting.remove(startup)
+        if not waiting:
+            self._waiting.pop(startup.source, None)
 
     def status(self) -> dict[str, int]:
         """Connections waiting to log in now, and refused since the start."""

@@ -60,7 +60,6 @@ from twisted.conch.ssh.connection import (
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
-    DISCONNECT_BY_APPLICATION,
     DISCONNECT_TOO_MANY_CONNECTIONS,
     SSHTransportBase,
 )
@@ -70,7 +69,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -89,6 +88,7 @@ from gateway.sftp.avatar import AccountAvatar, SFTPServerFactory
 from gateway.sftp.flow import IChannelFlow
 from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
 from gateway.sftp.kex_strict import AlgorithmOffer, StrictKexTransport
+from gateway.sftp.login_deadline import LoginDeadline
 from gateway.sftp.preauth import (
     ConnectionGate,
     PreauthLimits,
@@ -177,8 +177,8 @@ class _SFTPOnlyConnection(SSHConnection):
         channel.dataReceived(data)
 
 
-class _GatewayServerTransport(StrictKexTransport):
-    """The server transport restricted to modern algorithms."""
+class _GatewayServerTransport(LoginDeadline, StrictKexTransport):
+    """The server transport restricted to modern algorithms, with the login grace time."""
 
     supportedKeyExchanges = KEY_EXCHANGES
     strict_offer = AlgorithmOffer(ciphers=tuple(STRICT_KEX_CIPHERS), macs=tuple(MACS))
@@ -186,15 +186,8 @@ class _GatewayServerTransport(StrictKexTransport):
     supportedCompressions = [b"none"]
     ourVersionString = b"SSH-2.0-Gateway_" + gateway.__version__.encode("ascii")
 
-    #: Held until the client logs in (or goes): it counts among those waiting to log in.
-    startup: Startup | None = None
-    #: Failed login attempts on this connection (see ``loginAttempts``).
-    failed_logins = 0
-    _grace: IDelayedCall | None = None
-    _abort: IDelayedCall | None = None
-
     def connectionMade(self) -> None:
-        """Turn Nagle's algorithm off, start the login grace time, then start as usual.
+        """Turn Nagle's algorithm off, then start as usual (the grace time included).
 
         Replies are small packets sent while earlier ones may be unacknowledged;
         with Nagle on, each can wait for the client's delayed ACK. Twisted
@@ -204,44 +197,7 @@ class _GatewayServerTransport(StrictKexTransport):
         if set_no_delay is not None:
             with suppress(OSError):
                 set_no_delay(True)
-        factory = self.factory
-        assert isinstance(factory, GatewaySSHFactory)
-        self._grace = factory.reactor.callLater(
-            factory.limits.login_grace_time, self._grace_time_over
-        )
         super().connectionMade()
-
-    def logged_in(self) -> None:
-        """The client logged in: the grace time and the pre-auth limits no longer apply."""
-        if self._grace is not None and self._grace.active():
-            self._grace.cancel()
-        self._grace = None
-        if self.startup is not None:
-            self.startup.done()
-
-    def _grace_time_over(self) -> None:
-        self._grace = None
-        factory = self.factory
-        assert isinstance(factory, GatewaySSHFactory) and self.transport is not None
-        grace = factory.limits.login_grace_time
-        peer = self.transport.getPeer()
-        factory.gate.refusals.refused(
-            source_of(str(getattr(peer, "host", peer))), f"did not log in within {grace:g} s"
-        )
-        self.sendDisconnect(DISCONNECT_BY_APPLICATION, b"login grace time is over")
-        # A client that reads nothing could hold the close up: abort it soon after.
-        abort = getattr(self.transport, "abortConnection", self.transport.loseConnection)
-        self._abort = factory.reactor.callLater(5, abort)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        """Stop the timers; the connection no longer counts as waiting to log in."""
-        for call in (self._grace, self._abort):
-            if call is not None and call.active():
-                call.cancel()
-        self._grace = self._abort = None
-        if self.startup is not None:
-            self.startup.done()
-        super().connectionLost(reason)
 
     def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
         """Advertise the user-key algorithms we accept, not the host key's, as server-sig-algs."""

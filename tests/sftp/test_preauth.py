@@ -122,6 +122,27 @@ def test_one_source_waiting_connections_are_capped() -> None:
     assert isinstance(g.admit("192.0.2.1"), Startup)
 
 
+def test_an_idle_waiting_connection_makes_room_for_a_new_one() -> None:
+    """At its cap, a source's idlest waiting connection is closed for a new one once it has
+    sent nothing for 10 s (logged once); a busy one is not, and the new one is refused."""
+    limits = PreauthLimits(per_source_max_startups=2, per_source_burst=99)
+    g, clock, recorded = gate(limits)
+    closed: list[str] = []
+    first, second = g.admit("192.0.2.1"), g.admit("192.0.2.1")
+    assert isinstance(first, Startup) and isinstance(second, Startup)
+    first.evict = lambda: closed.append("first")
+    second.evict = lambda: closed.append("second")
+    clock.advance(9)
+    second.last_active = clock.seconds()
+    assert isinstance(g.admit("192.0.2.1"), Refusal)  # first idle 9 s only
+    clock.advance(1)
+    third = g.admit("192.0.2.1")
+    assert isinstance(third, Startup) and closed == ["first"] and first.finished
+    assert g.pending == 2
+    assert isinstance(g.admit("192.0.2.1"), Refusal)  # second active 1 s ago, third new
+    assert any("idle connection closed" in line for line in recorded.lines)
+
+
 def test_sources_are_addresses_and_ipv6_networks() -> None:
     """IPv4 addresses count alone; IPv6 addresses by their /64; mapped IPv4 as IPv4."""
     assert source_of("192.0.2.7") == "192.0.2.7"
@@ -182,6 +203,7 @@ def test_new_sftp_keys_have_defaults_and_are_validated() -> None:
     assert config.get("sftp", "max_auth_tries") == 6
     assert config.get("sftp", "per_source_rate") == 5.0
     assert config.get("sftp", "per_source_burst") == 10
+    assert config.get("sftp", "per_source_max_startups") == 5
     assert config.get("sftp", "max_connections_per_account") == 32
     assert config.get("sftp", "max_sessions_per_account") == 64
     single = parse_config(render_config("gateway", {("sftp", "max_startups"): "20"}), "c")
