@@ -4,22 +4,66 @@ The file is INI. Every key a node understands is declared once in
 :data:`SCHEMA`, with its parser and default; anything else in the file is
 refused at start with a message that names the file, the section and the key,
 so a typo never silently falls back to a default. ``docs/configuration.rst``
-documents every key; :func:`render_reference` produces its table.
+documents every key. The value parsers are :mod:`gateway.config_values`
+(re-exported here).
 """
 
 from __future__ import annotations
 
 import configparser
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import frozen
 
+from gateway.config_values import (
+    NODE_KINDS,
+    at_least,
+    parse_bool,
+    parse_close_mode,
+    parse_count,
+    parse_duration,
+    parse_host,
+    parse_kind,
+    parse_location,
+    parse_log_level,
+    parse_max_startups,
+    parse_nickname,
+    parse_port,
+    parse_rate,
+    parse_share_count,
+    parse_size,
+)
 from gateway.nodedir import write_atomic
 
-NODE_KINDS = ("gateway", "storage")
+__all__ = [
+    "NODE_KINDS",
+    "SCHEMA",
+    "ConfigError",
+    "NodeConfig",
+    "Option",
+    "at_least",
+    "load_config",
+    "options_for",
+    "parse_bool",
+    "parse_close_mode",
+    "parse_config",
+    "parse_count",
+    "parse_duration",
+    "parse_host",
+    "parse_kind",
+    "parse_location",
+    "parse_log_level",
+    "parse_max_startups",
+    "parse_nickname",
+    "parse_port",
+    "parse_rate",
+    "parse_share_count",
+    "parse_size",
+    "render_config",
+    "update_config",
+]
 
 
 class ConfigError(Exception):
@@ -36,136 +80,6 @@ class ConfigError(Exception):
             if key is not None:
                 where += f" {key}"
         super().__init__(f"{where}: {message}")
-
-
-# --- value parsers: each takes the raw string and returns a value or raises ValueError ---
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
-
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte size such as ``1024``, ``500M``, ``10GiB`` (decimal and binary units)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"expected a size such as 500M or 10GiB, got {text!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-def parse_duration(text: str) -> float:
-    """Parse a duration such as ``30``, ``30s``, ``5m``, ``1h`` into seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _DURATION_UNITS:
-        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-
-
-def parse_bool(text: str) -> bool:
-    """Parse ``true/false``, ``yes/no``, ``on/off``, ``1/0``."""
-    value = text.strip().lower()
-    if value in ("true", "yes", "on", "1"):
-        return True
-    if value in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def parse_port(text: str) -> int:
-    """Parse a TCP port number; 0 means any free port, chosen at each start."""
-    try:
-        port = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a port number, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be between 0 and 65535, got {port}")
-    return port
-
-
-def parse_host(text: str) -> str:
-    """Parse a listening address: an IPv4/IPv6 literal or a host name."""
-    host = text.strip()
-    if not host or not re.fullmatch(r"[A-Za-z0-9.:\-\[\]_]+", host):
-        raise ValueError(f"expected an address such as 127.0.0.1, got {text!r}")
-    return host.strip("[]")
-
-
-def parse_location(text: str) -> str:
-    """Parse an advertised ``HOST:PORT``."""
-    match = re.fullmatch(r"\s*(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d+)\s*", text)
-    if not match or not 0 < int(match.group(2)) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return f"{match.group(1)}:{match.group(2)}"
-
-
-def parse_nickname(text: str) -> str:
-    """Parse a node nickname: printable, at most 64 characters."""
-    name = text.strip()
-    if len(name) > 64 or not name.isprintable():
-        raise ValueError("expected at most 64 printable characters")
-    return name
-
-
-def parse_share_count(text: str) -> int:
-    """Parse a share count: 1..256."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 256:
-        raise ValueError(f"must be between 1 and 256, got {value}")
-    return value
-
-
-def parse_log_level(text: str) -> str:
-    """Parse a log level name."""
-    level = text.strip().lower()
-    if level not in ("debug", "info", "warn", "error", "critical"):
-        raise ValueError(f"expected one of debug, info, warn, error, critical; got {text!r}")
-    return level
-
-
-def parse_close_mode(text: str) -> str:
-    """Parse when an SFTP CLOSE replies: ``local`` (staged and journaled) or ``grid``."""
-    mode = text.strip().lower()
-    if mode not in ("local", "grid"):
-        raise ValueError(f"expected local or grid, got {text!r}")
-    return mode
-
-
-def at_least(parse: Callable[[str], Any], low: float, shown: str) -> Callable[[str], Any]:
-    """``parse``, refusing values below ``low`` (``shown`` as the message says it)."""
-
-    def parse_at_least(text: str) -> Any:
-        value = parse(text)
-        if value < low:
-            raise ValueError(f"must be at least {shown}, got {text.strip()!r}")
-        return value
-
-    return parse_at_least
-
-
-def parse_kind(text: str) -> str:
-    """Parse the node kind."""
-    kind = text.strip().lower()
-    if kind not in NODE_KINDS:
-        raise ValueError(f"expected one of {', '.join(NODE_KINDS)}, got {text!r}")
-    return kind
 
 
 @frozen
@@ -202,6 +116,73 @@ SCHEMA: tuple[Option, ...] = (
         "",
         "File holding the passphrase of an encrypted host key (relative to the node "
         "directory); empty when the key is not encrypted.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "login_grace_time",
+        at_least(parse_duration, 1, "1s"),
+        "120s",
+        "Time a connection has to log in (from its first byte); then it is closed.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "max_startups",
+        parse_max_startups,
+        "10:30:100",
+        "Connections waiting to log in, as OpenSSH's start:rate:full: from ``start`` on, a"
+        " new one is refused with a probability of ``rate`` %, growing to all at ``full``.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "per_source_max_startups",
+        parse_count,
+        "5",
+        "Connections from one address (an IPv6 /64) waiting to log in at once; more are"
+        " refused, unless its idlest one has sent nothing for 10 s (that one is closed).",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "per_source_rate",
+        parse_rate,
+        "5",
+        "New connections accepted per second from one address (an IPv6 /64), after a burst"
+        " of ``per_source_burst``; more are refused.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "per_source_burst",
+        parse_count,
+        "10",
+        "New connections one address may open at once before ``per_source_rate`` applies.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "max_auth_tries",
+        parse_count,
+        "6",
+        "Failed login attempts (passwords, keys) on one connection before it is closed.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "max_connections_per_account",
+        parse_count,
+        "32",
+        "SSH connections one account may have logged in at once; more are refused at login.",
+        ("gateway",),
+    ),
+    Option(
+        "sftp",
+        "max_sessions_per_account",
+        parse_count,
+        "64",
+        "SFTP sessions one account may have open at once, over all its connections.",
         ("gateway",),
     ),
     Option("web", "enabled", parse_bool, "true", "Serve the status page.", ("gateway", "storage")),

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.accounts import AccountFileError, AccountStore
+from gateway.sftp.account_limits import AccountSlots
 from gateway.sftp.avatar import AccountAvatar, SFTPServerFactory
 
 __all__ = [
@@ -159,11 +160,13 @@ class AccountPublicKeyChecker:
 @implementer(IRealm)
 @define
 class AccountRealm:
-    """Makes an `AccountAvatar` for each authenticated account."""
+    """Makes an `AccountAvatar` for each authenticated account (its sessions counted in
+    ``slots``)."""
 
     accounts: AccountStore
     sftp_server_factory: SFTPServerFactory
     log: Logger
+    slots: AccountSlots = field(factory=AccountSlots)
 
     def requestAvatar(
         self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
@@ -172,5 +175,5 @@ class AccountRealm:
         if IConchUser not in interfaces or not isinstance(avatarId, bytes):
             raise NotImplementedError("only SSH sessions are served")
         account = self.accounts.get(avatarId.decode("utf-8"))
-        avatar = AccountAvatar(account, self.sftp_server_factory, self.log)
+        avatar = AccountAvatar(account, self.sftp_server_factory, self.log, self.slots)
         return IConchUser, avatar, avatar.logout

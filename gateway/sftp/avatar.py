@@ -6,8 +6,9 @@ subsystem, the avatar calls the ``sftp_server_factory`` it was given for the
 ``ISFTPServer`` that does the file operations and runs it under
 :class:`~gateway.sftp.protocol.GatewayFileTransferServer`. Its session channels
 (``_SFTPOnlySession``) run that subsystem only (shell, exec, pty, environment,
-agent and X11 requests are refused) and queue what the client's window cannot
-take yet.
+agent and X11 requests are refused), within the account's cap on sessions,
+queue what the client's window cannot take yet, and open their own receive
+window only as the session consumes what arrived (:mod:`gateway.sftp.flow`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from typing import Any
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
+from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.connection import EXTENDED_DATA_STDERR
 from twisted.conch.ssh.session import SSHSession
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from gateway.accounts import Account
+from gateway.sftp.account_limits import AccountSlots, Release
+from gateway.sftp.flow import REPLY_QUEUE_HIGH, IChannelFlow
 from gateway.sftp.protocol import GatewayFileTransferServer
 
 __all__ = [
@@ -45,12 +51,17 @@ class AccountAvatar(ConchUser):
     """The client's SSH version line (e.g. ``SSH-2.0-OpenSSH_9.2p1``), for the status page."""
 
     def __init__(
-        self, account: Account, sftp_server_factory: SFTPServerFactory, log: Logger
+        self,
+        account: Account,
+        sftp_server_factory: SFTPServerFactory,
+        log: Logger,
+        slots: AccountSlots | None = None,
     ) -> None:
         super().__init__()
         self.account = account
         self._sftp_server_factory = sftp_server_factory
         self._log_to = log
+        self._slots = slots or AccountSlots()
         self.channelLookup[b"session"] = _SFTPOnlySession
         self.subsystemLookup[b"sftp"] = self._open_sftp
 
@@ -85,6 +96,15 @@ class AccountAvatar(ConchUser):
         # ISFTPServer(server) inside FileTransferServer is server itself: no adapters.
         return GatewayFileTransferServer(data=data, avatar=server)
 
+    def open_session(self) -> Release | str:
+        """A slot for one more SFTP session of the account, or what the client is told."""
+        release = self._slots.open_session(self.name)
+        if release is None:
+            message = self._slots.too_many_sessions(self.name)
+            self._log_to.warn("refused an SFTP session: {message}", message=message)
+            return message
+        return release
+
     def refused(self, request: str) -> None:
         """Log a refused session request."""
         self._log_to.info("refused {request} request from {user}", request=request, user=self.name)
@@ -101,6 +121,7 @@ SESSION_WINDOW = 2 * 1024 * 1024
 SESSION_MAX_PACKET = 256 * 1024
 
 
+@implementer(IChannelFlow)
 class _SFTPOnlySession(SSHSession):
     """A session channel that runs subsystems only: no shell, exec, pty, env, agent or X11.
 
@@ -109,6 +130,9 @@ class _SFTPOnlySession(SSHSession):
     every window adjustment re-slices, which is quadratic in the bytes queued
     (half the gateway's time during a download was spent copying it). Here the
     queue is a deque of the chunks written.
+
+    Its receive window is opened as the SFTP session consumes requests
+    (:class:`~gateway.sftp.flow.IChannelFlow`), not as bytes arrive.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -116,18 +140,47 @@ class _SFTPOnlySession(SSHSession):
         kwargs["localMaxPacket"] = kwargs.get("localMaxPacket") or SESSION_MAX_PACKET
         super().__init__(*args, **kwargs)
         self._queued: deque[bytes] = deque()
+        self._queued_size = 0  # bytes in _queued, the part of the first already sent included
         self._queued_offset = 0  # bytes of the first queued chunk already sent
         self._exit_status: int | None = None  # sent just before the close, when set
+        self._consumed = 0  # bytes consumed that the client has not been granted again yet
+        self._drained: Callable[[], None] | None = None
+        self._release_slot: Release | None = None
 
     @property
     def queued_bytes(self) -> int:
         """Bytes written but not yet sent (waiting for the peer's window)."""
-        return sum(len(chunk) for chunk in self._queued) - self._queued_offset
+        return self._queued_size - self._queued_offset
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether the replies waiting for the client's window are over the high-water mark."""
+        return self.queued_bytes > REPLY_QUEUE_HIGH
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the queue is down to half the high-water mark."""
+        self._drained = callback
+
+    def consumed(self, count: int) -> None:
+        """Open the window again for ``count`` bytes the session has dealt with.
+
+        Adjustments are batched as Conch batches them: the client is granted
+        what was consumed once its window is under half and at least an eighth
+        of the window has been consumed (always the case once everything held
+        is consumed: a packet is at most a quarter of the window).
+        """
+        self._consumed += count
+        size = self.localWindowSize
+        if self.localWindowLeft < size // 2 and self._consumed >= size // 8:
+            grant, self._consumed = self._consumed, 0
+            assert self.conn is not None
+            self.conn.adjustWindow(self, grant)
 
     def write(self, data: bytes) -> None:
         """Send what the peer's window allows, in packets of its maximum size; queue the rest."""
         if data:
             self._queued.append(data)
+            self._queued_size += len(data)
         self._flush()
 
     def _flush(self) -> None:
@@ -147,9 +200,13 @@ class _SFTPOnlySession(SSHSession):
             self.remoteWindowLeft -= stop - start
             if stop == len(chunk):
                 queued.popleft()
+                self._queued_size -= len(chunk)
                 self._queued_offset = 0
             else:
                 self._queued_offset = stop
+        if self._drained is not None and self.queued_bytes <= REPLY_QUEUE_HIGH // 2:
+            drained, self._drained = self._drained, None
+            drained()
         if queued:
             if self.areWriting:
                 self.areWriting = 0
@@ -191,6 +248,29 @@ class _SFTPOnlySession(SSHSession):
                 self.conn.sendRequest(self, b"exit-status", struct.pack(">L", self._exit_status))
                 self._exit_status = None
             self.conn.sendClose(self)
+
+    def request_subsystem(self, data: bytes) -> int:
+        """Start the SFTP subsystem if the account may open one more session."""
+        avatar = self.avatar
+        if isinstance(avatar, AccountAvatar) and getNS(data)[0] == b"sftp" and not self.client:
+            slot = avatar.open_session()
+            if isinstance(slot, str):
+                self.writeExtended(EXTENDED_DATA_STDERR, slot.encode() + b"\n")
+                return 0
+            started = super().request_subsystem(data)
+            if started:
+                self._release_slot = slot
+            else:
+                slot()
+            return started
+        return super().request_subsystem(data)
+
+    def closed(self) -> None:
+        """The channel is closed: its session slot is free."""
+        if self._release_slot is not None:
+            self._release_slot()
+            self._release_slot = None
+        super().closed()
 
     def _refuse(self, request: str) -> int:
         avatar = self.avatar

@@ -165,7 +165,8 @@ class PacketSplitter:
     joined bytes, so a 255 KiB WRITE costs one copy here instead of four.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_length: int | None = None) -> None:
+        self.max_length = max_length
         self._pieces: list[bytes] = []
         self._size = 0
         self._needed = 9  # bytes that must be buffered before parsing can progress
@@ -179,7 +180,8 @@ class PacketSplitter:
         """Add bytes; return ``(type, body)`` for every packet now complete.
 
         ``body`` is what follows the type byte (request id first), as Conch's
-        ``packet_*`` methods take it, as a read-only view.
+        ``packet_*`` methods take it, as a read-only view. A packet whose length
+        field is over ``max_length`` raises :class:`MalformedPacket`.
         """
         if not data:
             return []
@@ -197,6 +199,8 @@ class PacketSplitter:
         needed = 9
         while end - offset >= 9:
             length, kind = struct.unpack_from("!LB", source, offset)
+            if self.max_length is not None and length > self.max_length:
+                raise MalformedPacket(f"a packet of {length} bytes (at most {self.max_length})")
             if end - offset < 4 + length:
                 needed = 4 + length
                 break

@@ -14,11 +14,34 @@ from gateway.fs.part import FilesystemPart
 from gateway.listening import bound_address, hostport, listen_tcp
 from gateway.nodedir import HOST_KEY_FILE, NodeDir
 from gateway.service import NodePart, StartupError
+from gateway.sftp.account_limits import AccountLimits
 from gateway.sftp.avatar import AccountAvatar
 from gateway.sftp.hostkey import HostKeyError, load_host_key
+from gateway.sftp.preauth import MaxStartups, PreauthLimits
 from gateway.sftp.server import GatewaySFTPServer
 from gateway.sftp.sessions import SessionRegistry
-from gateway.sftp.ssh import make_ssh_factory
+from gateway.sftp.ssh import GatewaySSHFactory, make_ssh_factory
+
+
+def preauth_limits(config: NodeConfig) -> PreauthLimits:
+    """The ``[sftp]`` pre-auth limits of a configuration."""
+    start, rate, full = config.get("sftp", "max_startups")
+    return PreauthLimits(
+        login_grace_time=config.get("sftp", "login_grace_time"),
+        max_startups=MaxStartups(start, rate, full),
+        per_source_max_startups=config.get("sftp", "per_source_max_startups"),
+        per_source_rate=config.get("sftp", "per_source_rate"),
+        per_source_burst=config.get("sftp", "per_source_burst"),
+        max_auth_tries=config.get("sftp", "max_auth_tries"),
+    )
+
+
+def account_limits(config: NodeConfig) -> AccountLimits:
+    """The ``[sftp]`` per-account caps of a configuration."""
+    return AccountLimits(
+        max_connections=config.get("sftp", "max_connections_per_account"),
+        max_sessions=config.get("sftp", "max_sessions_per_account"),
+    )
 
 
 class SFTPPart(NodePart):
@@ -34,6 +57,9 @@ class SFTPPart(NodePart):
         self._host: str = config.get("sftp", "host")
         self._port: int = config.get("sftp", "port")
         self._passphrase_file: str = config.get("sftp", "host_key_passphrase_file")
+        self._limits = preauth_limits(config)
+        self._account_limits = account_limits(config)
+        self._factory: GatewaySSHFactory | None = None
         self._listening: Any = None
         self.accounts = AccountStore(accounts_path(nd.root))
         self.sessions = SessionRegistry(reactor)
@@ -80,7 +106,10 @@ class SFTPPart(NodePart):
             accounts=self.accounts,
             sftp_server_factory=self.sftp_server,
             log=self.log,
+            limits=self._limits,
+            account_limits=self._account_limits,
         )
+        self._factory = factory
         self._listening = listen_tcp(
             self._reactor,
             factory,
@@ -121,8 +150,10 @@ class SFTPPart(NodePart):
             accounts: int | str = len(self.accounts.list())
         except AccountFileError:
             accounts = "the accounts file is damaged"
+        gate = self._factory.gate.status() if self._factory is not None else {}
         return {
             "listening": hostport(host, port),
             "accounts": accounts,
             "sessions": len(self.sessions.sessions),
+            **gate,
         }

@@ -5,7 +5,11 @@ into packets (:mod:`gateway.sftp.packets`), dispatches each to a ``packet_*``
 method, serves READ and WRITE on fast paths, ends the session on a malformed
 packet, times every request for the session observer
 (:mod:`gateway.sftp.sessions`) and aborts the files still open when the session
-ends. EXTENDED requests are served from the one table of extensions
+ends. On an SSH channel that provides :class:`~gateway.sftp.flow.IChannelFlow`
+it holds each request's bytes until the request is answered and serves no
+request while too many replies wait for the client (:mod:`gateway.sftp.flow`),
+so however fast a client pipelines, what the session holds is bounded.
+EXTENDED requests are served from the one table of extensions
 (:data:`~gateway.sftp.extensions.EXTENSIONS`), their handles resolved among
 Conch's open files (``openFiles``). The file operations themselves are the
 ``ISFTPServer`` it was given (:class:`~gateway.sftp.server.GatewaySFTPServer`);
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 
 from twisted.conch.interfaces import ISFTPFile
@@ -38,12 +43,14 @@ from twisted.python.failure import Failure
 
 from gateway.sftp.extensions import (
     EXTENSION_BY_NAME,
+    MAX_PACKET,
     IGatewaySFTPServer,
     NameReply,
     Reply,
     StatusReply,
     UnknownHandle,
 )
+from gateway.sftp.flow import IChannelFlow
 from gateway.sftp.packets import (
     REPLY_KINDS,
     REQUEST_KINDS,
@@ -71,46 +78,96 @@ class GatewayFileTransferServer(FileTransferServer):
     def __init__(self, data: bytes | None = None, avatar: object = None) -> None:
         super().__init__(data=data, avatar=avatar)
         self._started: dict[int, tuple[str, float]] = {}
-        self._splitter = PacketSplitter()
+        self._splitter = PacketSplitter(max_length=MAX_PACKET)
         self._handlers: dict[int, Callable[[bytes], object] | None] = {}
         self._ended = False
+        #: Packets received and not served yet (while the client's replies are backlogged).
+        self._backlog: deque[tuple[int, memoryview, float]] = deque()
+        self._serving = False
+        #: The wire size of each request not yet answered, by request id (oldest first).
+        self._held: dict[int, deque[int]] = {}
 
     def _session(self) -> ISessionObserver | None:
         session = getattr(self.client, "session", None)
         return session if ISessionObserver.providedBy(session) else None
 
+    def _flow(self) -> IChannelFlow | None:
+        """The SSH channel's flow control (None on other transports: no flow control)."""
+        channel = getattr(self.transport, "session", None)
+        return channel if IChannelFlow.providedBy(channel) else None
+
     def dataReceived(self, data: bytes) -> None:
-        """Split the stream into packets and dispatch each one.
+        """Split the stream into packets and serve each one (see :meth:`_serve_backlog`).
 
         Conch's own parser re-copies its whole buffer (``buf += data``, then a
         slice per packet), which is quadratic in the bytes buffered; this one
         parses in place and drops consumed bytes once per call. It notes when
-        each complete request arrived (for its latency) on the way.
+        each complete request arrived (for its latency) on the way. A packet
+        longer than the announced maximum ends the session, as from OpenSSH.
         """
         if self._ended:
             return
-        packets = self._splitter.feed(data)
+        try:
+            packets = self._splitter.feed(data)
+        except MalformedPacket:
+            self.malformed("oversized")
+            return
         if not packets:
             return
-        session = self._session()
-        arrived = time.perf_counter() if session is not None else 0.0
-        for kind, body in packets:
-            if self._ended:  # a malformed packet ended the session: read nothing after it
-                return
-            try:
-                end = request_fields_end(kind, body)
-            except MalformedPacket:
-                self.malformed(self.packetTypes.get(kind, str(kind)))
-                return
-            if end < len(body):  # bytes past the last field are discarded, as by OpenSSH
-                body = body[:end]
-            if session is not None and kind in REQUEST_KINDS:
-                (request_id,) = struct.unpack_from("!L", body)
+        arrived = time.perf_counter() if self._session() is not None else 0.0
+        self._backlog.extend((kind, body, arrived) for kind, body in packets)
+        self._serve_backlog()
+
+    def _serve_backlog(self) -> None:
+        """Serve the packets received, in order, while the client's replies are not
+        backlogged; once they are, resume when they drain."""
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            flow = self._flow()
+            while self._backlog and not self._ended:
+                if flow is not None and flow.backlogged:
+                    flow.when_drained(self._serve_backlog)
+                    return
+                self._serve(*self._backlog.popleft())
+        finally:
+            self._serving = False
+
+    def _serve(self, kind: int, body: memoryview, arrived: float) -> None:
+        """Serve one packet; its bytes count as held until it is answered."""
+        size = 5 + len(body)  # length and type, then the body
+        try:
+            end = request_fields_end(kind, body)
+        except MalformedPacket:
+            self.malformed(self.packetTypes.get(kind, str(kind)))
+            return
+        if end < len(body):  # bytes past the last field are discarded, as by OpenSSH
+            body = body[:end]
+        if kind in REQUEST_KINDS:
+            (request_id,) = struct.unpack_from("!L", body)
+            self._held.setdefault(request_id, deque()).append(size)
+            if arrived:
                 self._started[request_id] = (self.packetTypes[kind].lower(), arrived)
-            if kind == FXP_WRITE:
-                self.packet_WRITE(body)  # takes the view: copies only the data written
-            else:
-                self._dispatch(kind, body.tobytes())
+        else:
+            self._consumed(size)  # INIT and unknown types: nothing is held
+        if kind == FXP_WRITE:
+            self.packet_WRITE(body)  # takes the view: copies only the data written
+        else:
+            self._dispatch(kind, body.tobytes())
+
+    def _consumed(self, size: int) -> None:
+        flow = self._flow()
+        if flow is not None:
+            flow.consumed(size)
+
+    def _answered(self, request_id: int) -> None:
+        """A request was answered: its bytes are no longer held."""
+        sizes = self._held.get(request_id)
+        if sizes:
+            self._consumed(sizes.popleft())
+            if not sizes:
+                del self._held[request_id]
 
     def _dispatch(self, kind: int, body: bytes) -> None:
         """Handle one packet as Conch's dataReceived does (without its per-packet log line)."""
@@ -136,6 +193,8 @@ class GatewayFileTransferServer(FileTransferServer):
                 "Failed to handle packet of type {packetType}",
                 packetType=self.packetTypes.get(kind),
             )
+            if kind in REQUEST_KINDS:  # never answered: hold its bytes no longer
+                self._answered(struct.unpack_from("!L", body)[0])
 
     def malformed(self, what: object) -> None:
         """A packet no correct client sends: end this session, as OpenSSH's sftp-server does.
@@ -233,12 +292,16 @@ class GatewayFileTransferServer(FileTransferServer):
         d.addErrback(self._ebStatus, request_id, b"write failed")
 
     def sendPacket(self, kind: int, data: bytes) -> None:
-        """Send a packet; a reply tells the session how long its request took."""
+        """Send a packet; a reply frees its request's bytes and tells the session how long
+        the request took."""
         assert self.transport is not None
         self.transport.write(b"".join((struct.pack("!LB", len(data) + 1, kind), data)))
+        if kind not in REPLY_KINDS or len(data) < 4:
+            return
+        (request_id,) = struct.unpack_from("!L", data)
+        self._answered(request_id)
         session = self._session()
-        if session is not None and kind in REPLY_KINDS and len(data) >= 4:
-            (request_id,) = struct.unpack_from("!L", data)
+        if session is not None:
             request = self._started.pop(request_id, None)
             if request is not None:
                 session.request(request[0], time.perf_counter() - request[1])
@@ -251,6 +314,8 @@ class GatewayFileTransferServer(FileTransferServer):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Abort every file still open; close directory listings."""
         FileTransferBase.connectionLost(self, reason)
+        self._ended = True
+        self._backlog.clear()
         files, self.openFiles = self.openFiles, {}
         for file in files.values():
             abort = getattr(file, "abort", None)

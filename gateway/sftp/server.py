@@ -59,6 +59,7 @@ from gateway.fs.interfaces import (
     SetAttributes,
 )
 from gateway.sftp.extensions import (
+    MAX_OPEN_HANDLES,
     MAX_READ_WRITE,
     IGatewaySFTPServer,
     StatVFS,
@@ -239,6 +240,7 @@ class DirectoryListing:
     """An open directory: the entries read at OPENDIR, handed out by READDIR."""
 
     entries: Iterator[tuple[bytes, bytes, dict[str, int]]]
+    on_close: Callable[[], None] = lambda: None
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes, dict[str, int]]]:
         return self.entries
@@ -248,13 +250,17 @@ class DirectoryListing:
 
     def close(self) -> None:
         """CLOSE of a directory handle."""
+        on_close, self.on_close = self.on_close, lambda: None
+        on_close()
 
 
 @implementer(IGatewaySFTPServer)
 class GatewaySFTPServer:
     """One SFTP session of one account, over that account's filesystem.
 
-    An ISFTPServer, and the typed extension methods of IGatewaySFTPServer.
+    An ISFTPServer, and the typed extension methods of IGatewaySFTPServer. At
+    most ``max_handles`` files and directories are open at once (the number
+    announced in limits@openssh.com); an OPEN or OPENDIR beyond fails.
     """
 
     def __init__(
@@ -265,8 +271,12 @@ class GatewaySFTPServer:
         rename_overwrites: bool = False,
         clock: Callable[[], float] = time.time,
         session: ISessionObserver | None = None,
+        max_handles: int = MAX_OPEN_HANDLES,
     ):
         self.avatar = None
+        self.max_handles = max_handles
+        #: Files and directories open, or being opened.
+        self.handles = 0
         self.session = session
         self._fs = fs
         self._user = user
@@ -283,9 +293,23 @@ class GatewaySFTPServer:
 
     def forget(self, handle: SFTPHandle) -> None:
         """A handle is closing: extensions refuse it from now on."""
+        if not handle.closing:
+            self.handles -= 1
         handle.closing = True
         if self.session is not None:
             self.session.closed(handle)
+
+    def _take_handle(self) -> None:
+        """Count one more open handle, or refuse it with FX_FAILURE."""
+        if self.handles >= self.max_handles:
+            raise SFTPError(
+                FX_FAILURE,
+                f"too many open handles: at most {self.max_handles} per session; close some first",
+            )
+        self.handles += 1
+
+    def _handle_closed(self) -> None:
+        self.handles -= 1
 
     def _open(self, handle: ISFTPFile) -> SFTPHandle:
         """One of this session's handles, not closing; else :class:`UnknownHandle`."""
@@ -301,10 +325,15 @@ class GatewaySFTPServer:
 
     @_translated
     async def openFile(self, filename: bytes, flags: int, attrs: dict[str, Any]) -> SFTPHandle:
-        """OPEN."""
-        opened = await self._fs.open(
-            decode_path(filename), open_flags(flags), set_attributes(attrs)
-        )
+        """OPEN (within the session's limit on open handles)."""
+        self._take_handle()
+        try:
+            opened = await self._fs.open(
+                decode_path(filename), open_flags(flags), set_attributes(attrs)
+            )
+        except BaseException:
+            self._handle_closed()
+            raise
         handle = SFTPHandle(opened, self)
         if self.session is not None:
             writing = bool(flags & (FXF_WRITE | FXF_APPEND | FXF_TRUNC))
@@ -337,7 +366,12 @@ class GatewaySFTPServer:
     @_translated
     async def openDirectory(self, path: bytes) -> DirectoryListing:
         """OPENDIR: read the whole listing now; READDIR hands it out in batches."""
-        entries = await self._fs.list(decode_path(path))
+        self._take_handle()
+        try:
+            entries = await self._fs.list(decode_path(path))
+        except BaseException:
+            self._handle_closed()
+            raise
         now = self._clock()
         rows = [
             (
@@ -347,7 +381,7 @@ class GatewaySFTPServer:
             )
             for name, attrs in entries
         ]
-        return DirectoryListing(iter(rows))
+        return DirectoryListing(iter(rows), self._handle_closed)
 
     @_translated
     async def getAttrs(self, path: bytes, followLinks: bool) -> dict[str, int]:

@@ -59,20 +59,25 @@ from twisted.conch.ssh.connection import (
 )
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.keys import Key
-from twisted.conch.ssh.transport import SSHTransportBase
+from twisted.conch.ssh.transport import (
+    DISCONNECT_TOO_MANY_CONNECTIONS,
+    SSHTransportBase,
+)
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import gateway
 from gateway.accounts import AccountStore
+from gateway.sftp.account_limits import AccountLimits, AccountSlots
 from gateway.sftp.auth import (
     USER_KEY_ALGORITHMS,
     AccountPasswordChecker,
@@ -80,8 +85,18 @@ from gateway.sftp.auth import (
     AccountRealm,
 )
 from gateway.sftp.avatar import AccountAvatar, SFTPServerFactory
+from gateway.sftp.flow import IChannelFlow
 from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
 from gateway.sftp.kex_strict import AlgorithmOffer, StrictKexTransport
+from gateway.sftp.login_deadline import LoginDeadline
+from gateway.sftp.preauth import (
+    ConnectionGate,
+    PreauthLimits,
+    RefusalLog,
+    RefusedConnection,
+    Startup,
+    source_of,
+)
 from gateway.sftp.throttle import LoginThrottle
 
 __all__ = [
@@ -143,9 +158,27 @@ class _SFTPOnlyConnection(SSHConnection):
             + NS(b""),
         )
 
+    def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
+        """Data for a channel; a channel that manages its own receive window
+        (:class:`~gateway.sftp.flow.IChannelFlow`) opens it as it consumes the data,
+        so a client is slowed by the window instead of buffered without bound."""
+        local_channel, length = struct.unpack(">2L", packet[:8])
+        found = self.channels.get(local_channel)
+        if not IChannelFlow.providedBy(found):
+            super().ssh_CHANNEL_DATA(packet)
+            return
+        channel: Any = found  # an SSHChannel
+        if length > channel.localWindowLeft or length > channel.localMaxPacket:
+            self._log.error("too much data")  # as Conch does: the client broke the window
+            self.sendClose(channel)
+            return
+        data = getNS(packet[4:])[0]
+        channel.localWindowLeft -= length
+        channel.dataReceived(data)
 
-class _GatewayServerTransport(StrictKexTransport):
-    """The server transport restricted to modern algorithms."""
+
+class _GatewayServerTransport(LoginDeadline, StrictKexTransport):
+    """The server transport restricted to modern algorithms, with the login grace time."""
 
     supportedKeyExchanges = KEY_EXCHANGES
     strict_offer = AlgorithmOffer(ciphers=tuple(STRICT_KEX_CIPHERS), macs=tuple(MACS))
@@ -154,7 +187,7 @@ class _GatewayServerTransport(StrictKexTransport):
     ourVersionString = b"SSH-2.0-Gateway_" + gateway.__version__.encode("ascii")
 
     def connectionMade(self) -> None:
-        """Turn Nagle's algorithm off, then start as usual.
+        """Turn Nagle's algorithm off, then start as usual (the grace time included).
 
         Replies are small packets sent while earlier ones may be unacknowledged;
         with Nagle on, each can wait for the client's delayed ACK. Twisted
@@ -177,10 +210,11 @@ class _GatewayServerTransport(StrictKexTransport):
 
 
 class _ThrottledUserAuthServer(SSHUserAuthServer):
-    """``ssh-userauth`` with growing password delays, login logging and a short timeout."""
+    """``ssh-userauth`` with growing password delays, login logging, the login grace time,
+    ``max_auth_tries`` and the cap on each account's connections."""
 
     loginTimeout = 120
-    attemptsBeforeDisconnect = 6
+    attemptsBeforeDisconnect = 5  # Conch disconnects after the sixth failure
 
     _throttle: LoginThrottle
     _log_to: Logger
@@ -193,9 +227,25 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         self.clock = factory.reactor
         self._throttle = factory.throttle
         self._log_to = factory.log
+        self._slots = factory.slots
+        self.loginTimeout = int(factory.limits.login_grace_time) + 1  # the transport's is first
+        # Conch disconnects when a failure makes more than this many.
+        self.attemptsBeforeDisconnect = factory.limits.max_auth_tries - 1
         self._waits: set[Deferred[None]] = set()
         self._stopped = False
         super().serviceStarted()
+
+    @property
+    def loginAttempts(self) -> int:
+        """Failed attempts on this *connection*. A client may request ``ssh-userauth`` again
+        (paramiko does before each method), and Conch's new service would count from 0: so
+        the count lives on the transport, and Conch's reset to 0 is ignored."""
+        return int(getattr(self.transport, "failed_logins", 0))
+
+    @loginAttempts.setter
+    def loginAttempts(self, value: int) -> None:
+        if value > 0:
+            self.transport.failed_logins = value  # type: ignore[union-attr]
 
     def serviceStopped(self) -> None:
         """Stop waiting for any delay: the connection is gone."""
@@ -230,10 +280,19 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         address = self._address()
 
         def succeeded(result: tuple[Any, Any, Callable[[], None]]) -> Any:
-            _, avatar, logout = result
+            interface, avatar, logout = result
             if self._stopped:
                 logout()
                 raise IgnoreAuthentication()
+            account = avatar.name if isinstance(avatar, AccountAvatar) else name
+            release = self._slots.connect(account)
+            if release is None:
+                logout()
+                self._refuse_connection(account, address)
+                raise IgnoreAuthentication()
+            transport = self.transport
+            if isinstance(transport, _GatewayServerTransport):
+                transport.logged_in()
             if isinstance(avatar, AccountAvatar):
                 avatar.remote_address = address
                 version = getattr(self.transport, "otherVersionString", b"")
@@ -244,7 +303,12 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
                 address=address,
                 method=kind.decode("ascii", "replace"),
             )
-            return result
+
+            def log_out() -> None:
+                release()
+                logout()
+
+            return interface, avatar, log_out
 
         def failed(f: Failure) -> Failure:
             if kind == b"password" and f.check(UnauthorizedLogin):
@@ -254,6 +318,15 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
             return f
 
         return d.addCallbacks(succeeded, failed)
+
+    def _refuse_connection(self, name: str, address: str) -> None:
+        """Close a connection that logged in to an account that has all it may have."""
+        message = self._slots.too_many_connections(name)
+        assert self.transport is not None
+        factory = self.transport.factory
+        assert isinstance(factory, GatewaySSHFactory)
+        factory.gate.refusals.refused(source_of(address), message)
+        self.transport.sendDisconnect(DISCONNECT_TOO_MANY_CONNECTIONS, message.encode())
 
     def auth_password(self, packet: bytes) -> Deferred[Any]:
         """Check a password after any pending delay; answer failures after a longer one."""
@@ -292,6 +365,8 @@ class GatewaySSHFactory(SSHFactory):
         portal: Portal,
         throttle: LoginThrottle,
         log: Logger,
+        limits: PreauthLimits | None = None,
+        slots: AccountSlots | None = None,
     ) -> None:
         if host_key.isPublic() or host_key.type() != "Ed25519":
             raise ValueError("the host key must be an Ed25519 private key")
@@ -299,6 +374,9 @@ class GatewaySSHFactory(SSHFactory):
         self.portal = portal
         self.throttle = throttle
         self.log = log
+        self.limits = limits or PreauthLimits()
+        self.slots = slots or AccountSlots()
+        self.gate = ConnectionGate(self.limits, reactor, RefusalLog(reactor, log))
         self.publicKeys = {host_key.sshType(): host_key.public()}
         self.privateKeys = {host_key.sshType(): host_key}
         self.primes = None
@@ -306,6 +384,16 @@ class GatewaySSHFactory(SSHFactory):
             b"ssh-userauth": _ThrottledUserAuthServer,
             b"ssh-connection": _SFTPOnlyConnection,
         }
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
+        """An SSH transport for an admitted connection; a refusal line for the others."""
+        admitted = self.gate.admit(str(getattr(addr, "host", addr)))
+        if not isinstance(admitted, Startup):
+            return RefusedConnection(admitted.line)
+        transport = super().buildProtocol(addr)
+        assert isinstance(transport, _GatewayServerTransport)
+        transport.startup = admitted
+        return transport
 
     def getService(self, transport: Any, service: bytes) -> Any:
         """The service class for a request; None (disconnect) for unknown services."""
@@ -321,14 +409,18 @@ def make_ssh_factory(
     accounts: AccountStore,
     sftp_server_factory: SFTPServerFactory,
     log: Logger,
+    limits: PreauthLimits | None = None,
+    account_limits: AccountLimits | None = None,
 ) -> GatewaySSHFactory:
     """Build the gateway's SSH server factory.
 
     ``reactor`` provides time and threads (password hashing runs in its thread
-    pool); ``sftp_server_factory`` makes the file-operation server of a session.
+    pool); ``sftp_server_factory`` makes the file-operation server of a session;
+    ``limits`` and ``account_limits`` default to the configuration's defaults.
     """
+    slots = AccountSlots(account_limits or AccountLimits())
     portal = Portal(
-        AccountRealm(accounts, sftp_server_factory, log),
+        AccountRealm(accounts, sftp_server_factory, log, slots),
         [AccountPasswordChecker(accounts, reactor, log), AccountPublicKeyChecker(accounts, log)],
     )
     return GatewaySSHFactory(
@@ -337,4 +429,6 @@ def make_ssh_factory(
         portal=portal,
         throttle=LoginThrottle(clock=reactor),
         log=log,
+        limits=limits,
+        slots=slots,
     )

@@ -162,8 +162,9 @@ def test_a_tampered_packet_ends_only_its_connection(
 def test_ssh_audit_finds_no_failure_and_no_encrypt_and_mac(
     shared_gateway: RunningGateway,  # noqa: F811
 ) -> None:
-    """ssh-audit (with its connection-rate test) reports no failure, no encrypt-and-MAC MAC
-    and no Terrapin weakness, and sees the strict-kex marker."""
+    """ssh-audit (with its connection-rate test) reports no failure, no encrypt-and-MAC MAC,
+    no Terrapin weakness and no insufficient connection throttling (DHEat), and sees the
+    strict-kex marker."""
     audit = Path(sys.executable).with_name("ssh-audit")
     result = subprocess.run(
         [str(audit), "-n", "-p", str(shared_gateway.port), shared_gateway.host],
@@ -176,6 +177,7 @@ def test_ssh_audit_finds_no_failure_and_no_encrypt_and_mac(
     assert "encrypt-and-MAC" not in result.stdout, result.stdout
     assert "Terrapin" not in result.stdout.replace("counter-measure to the Terrapin", "")
     assert "kex-strict-s-v00@openssh.com" in result.stdout
+    assert "DHEat" not in result.stdout and "conns/sec" not in result.stdout, result.stdout
     for line in result.stdout.splitlines():
         if line.startswith(("(enc)", "(mac)")):
             assert "[warn]" not in line, line

@@ -71,7 +71,9 @@ def test_writes_go_to_staging_until_the_quota_then_the_queue_drains(
     try:
         raw = RawSFTP(raw_transport)
         handle = raw.open("/refused.bin", 0x1A)  # WRITE|CREAT|TRUNC
-        reply = raw.call(paramiko.sftp.CMD_WRITE, handle, Int64(0), b"x" * (MiB + 1))
+        # The largest WRITE the gateway announces (limits@openssh.com); a longer packet
+        # ends the session, as with OpenSSH's sftp-server.
+        reply = raw.call(paramiko.sftp.CMD_WRITE, handle, Int64(0), b"x" * (255 * 1024))
         status = status_text(reply)
     finally:
         raw_transport.close()

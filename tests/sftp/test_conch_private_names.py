@@ -21,6 +21,7 @@ from twisted.conch import error as conch_error
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import ISFTPServer
 from twisted.conch.ssh import connection, filetransfer, transport, userauth
+from twisted.conch.ssh import session as conch_session
 from twisted.conch.ssh.channel import SSHChannel
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.filetransfer import (
@@ -80,6 +81,17 @@ METHODS: list[tuple[type, str, list[str], str]] = [
     (SSHChannel, "writeExtended", ["self", "dataType", "data"], "avatar: addWindowBytes"),
     (SSHChannel, "requestReceived", ["self", "requestType", "data"], "avatar: request_*"),
     (connection.SSHConnection, "ssh_CHANNEL_OPEN", ["self", "packet"], "ssh: overridden"),
+    (connection.SSHConnection, "ssh_CHANNEL_DATA", ["self", "packet"], "ssh: overridden"),
+    (
+        connection.SSHConnection,
+        "adjustWindow",
+        ["self", "channel", "bytesToAdd"],
+        "avatar: consumed() opens the window",
+    ),
+    (SSHSession, "request_subsystem", ["self", "data"], "avatar: session cap"),
+    (SSHSession, "closed", ["self"], "avatar: frees the session slot"),
+    (SSHFactory, "buildProtocol", ["self", "addr"], "ssh: pre-auth admission"),
+    (SSHServerTransport, "connectionMade", ["self"], "ssh: login grace time"),
     (connection.SSHConnection, "sendData", ["self", "channel", "data"], "avatar: _flush"),
     (connection.SSHConnection, "sendClose", ["self", "channel"], "avatar: loseConnection"),
     (
@@ -258,6 +270,9 @@ def test_class_attributes_the_gateway_sets_or_reads() -> None:
     assert isinstance(SSHFactory.services, dict)
     assert SSHFactory.protocol is SSHServerTransport
     assert connection.MSG_CHANNEL_OPEN_FAILURE == 92
+    assert connection.EXTENDED_DATA_STDERR == 1
+    assert transport.DISCONNECT_BY_APPLICATION == 11
+    assert transport.DISCONNECT_TOO_MANY_CONNECTIONS == 12
     assert connection.OPEN_ADMINISTRATIVELY_PROHIBITED == 1
     assert issubclass(conch_error.IgnoreAuthentication, Exception)
     assert issubclass(conch_error.ValidPublicKey, Exception)
@@ -304,6 +319,23 @@ def test_transport_state_the_packet_layer_replaces() -> None:
         (SSHUserAuthServer.serviceStarted, "self.clock.callLater", "serviceStarted sets clock"),
         (SSHUserAuthServer.ssh_USERAUTH_REQUEST, "self.user = user", "auth_password"),
         (SSHUserAuthServer.ssh_USERAUTH_REQUEST, "self.tryAuth(", "tryAuth is overridden"),
+        (
+            SSHUserAuthServer._ebBadAuth,
+            "self.loginAttempts > self.attemptsBeforeDisconnect",
+            "max_auth_tries: attemptsBeforeDisconnect is one less",
+        ),
+        (
+            connection.SSHConnection.ssh_CHANNEL_DATA,
+            "channel.localWindowLeft -= dataLength",
+            "ssh: a flow-managed channel's window is counted as Conch counts it",
+        ),
+        (connection.SSHConnection.__init__, "self.channels = {}", "ssh: channel by number"),
+        (
+            SSHSession.request_subsystem,
+            "subsys.makeConnection(asProcProt)",
+            "protocol: its transport is the SSHSessionProcessProtocol (``.session``)",
+        ),
+        (conch_session.SSHSessionProcessProtocol.__init__, "self.session = session", "protocol"),
     ],
 )
 def test_attributes_conch_sets_where_the_gateway_reads_them(

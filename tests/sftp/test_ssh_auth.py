@@ -50,6 +50,7 @@ from gateway.sftp import (
     make_ssh_factory,
 )
 from gateway.sftp.auth import AccountPublicKeyChecker, AccountRealm
+from gateway.sftp.preauth import PreauthLimits
 from gateway.sftp.ssh import (
     CIPHERS,
     KEY_EXCHANGES,
@@ -754,6 +755,7 @@ class UserAuthDelayTests(unittest.TestCase):
             portal=Portal(AccountRealm(accounts, StubSFTPServer, Logger()), [RejectAllPasswords()]),
             throttle=LoginThrottle(clock=self.clock),
             log=Logger(observer=lambda e: None),
+            limits=PreauthLimits(max_auth_tries=7),  # six failures on one connection
         )
 
     def connect(self, host: str) -> tuple[Any, FakeSSHTransport]:
