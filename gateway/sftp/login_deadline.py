@@ -53,7 +53,7 @@ class LoginDeadline(SSHServerTransport):
         """The client logged in: the grace time and the pre-auth limits no longer apply."""
         self._stop_grace()
         if self.startup is not None:
-            self.startup.done()
+            self.startup.logged_in()
 
     def _stop_grace(self) -> None:
         if self._grace is not None and self._grace.active():

@@ -9,7 +9,8 @@ admitted sparingly, as OpenSSH's ``MaxStartups``, ``PerSourceMaxStartups`` and
   byte is sent, whether it is served. It refuses a source (an IPv4 address, an
   IPv6 /64) that already has ``per_source_max_startups`` connections waiting
   to log in, or that opened more than ``per_source_burst`` connections plus
-  ``per_source_rate`` a second (a token bucket: what ssh-audit's DHEat rate test
+  ``per_source_rate`` a second that did not log in (a connection that logs in
+  gives its token back) (a token bucket: what ssh-audit's DHEat rate test
   measures, CVE-2002-20001); and, counting every connection waiting to log in,
   drops new ones at random from ``start`` on with a probability growing from
   ``rate`` % to 100 % at ``full`` (:class:`MaxStartups`). A refused connection
@@ -168,6 +169,14 @@ class Startup:
             self.finished = True
             self.gate.finished(self)
 
+    def logged_in(self) -> None:
+        """The connection logged in: it no longer waits, and it gives back the token it
+        took, so a client that logs in (rclone's dozen parallel connections, a test suite)
+        is never held by the per-source rate, which is for connections that never do."""
+        if not self.finished:
+            self.gate.refund(self.source)
+        self.done()
+
 
 @frozen
 class Refusal:
@@ -247,6 +256,12 @@ class ConnectionGate:
         self._buckets.move_to_end(source)
         while len(self._buckets) > self.max_sources:
             self._buckets.popitem(last=False)
+
+    def refund(self, source: str) -> None:
+        """Give ``source`` back the token a connection that logged in took."""
+        bucket = self._buckets.get(source)
+        if bucket is not None:
+            bucket.tokens = min(float(self.limits.per_source_burst), bucket.tokens + 1)
 
     def _evict_idlest(self, source: str) -> bool:
         """Close the idlest waiting connection of ``source`` if it has been idle long enough."""

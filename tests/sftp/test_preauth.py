@@ -98,7 +98,7 @@ def test_one_source_has_a_burst_then_a_rate() -> None:
     assert isinstance(refused, Refusal) and refused.line == NOT_ALLOWED
     for r in results:
         if isinstance(r, Startup):
-            r.done()  # logging in does not give the tokens back
+            r.done()  # going away without logging in does not give the tokens back
     assert isinstance(g.admit("192.0.2.1"), Refusal)
     assert isinstance(g.admit("192.0.2.2"), Startup)
     clock.advance(0.5)  # one more token
@@ -106,6 +106,20 @@ def test_one_source_has_a_burst_then_a_rate() -> None:
     assert isinstance(g.admit("192.0.2.1"), Refusal)
     clock.advance(60)  # refilled to the burst, no more
     assert sum(isinstance(g.admit("192.0.2.1"), Startup) for _ in range(6)) == 4
+
+
+def test_connections_that_log_in_give_their_token_back() -> None:
+    """A client that logs in on every connection (rclone's parallel connections, a script
+    connecting in a loop) is never held by the rate: each login refunds its token."""
+    limits = PreauthLimits(per_source_burst=3, per_source_rate=0.1, per_source_max_startups=99)
+    g, _, _ = gate(limits)
+    for _ in range(20):
+        startup = g.admit("192.0.2.7")
+        assert isinstance(startup, Startup)
+        startup.logged_in()
+    assert g.pending == 0
+    never = [g.admit("192.0.2.7") for _ in range(5)]  # a flood that never logs in
+    assert [isinstance(r, Startup) for r in never] == [True] * 3 + [False] * 2
 
 
 def test_one_source_waiting_connections_are_capped() -> None:
