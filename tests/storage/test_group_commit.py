@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import TestCase
 
-from storage import disk
+from storage import disk, wire
 from storage.disk import DiskBackend
 from storage.errors import NoSuchShare, NoSuchUpload
 from storage.server import StorageServer
 from tests.nodes import gateway, node_pid, process_gone
+from tests.storage.test_http_server import LiveStorage, deferred_test
 from tests.storage.values import CANCEL, RENEW, UPLOAD, UPLOAD2
 
 LARGE = disk.LOGGED_SHARE_BYTES + 1000
@@ -145,6 +148,47 @@ def test_closing_with_a_group_stuck_leaves_whole_shares_or_none(tmp_path: Path) 
         if reopened.list_shares(si(number)):
             assert reopened.read_share(si(number), 0, 0, size + 1) == bytes([number]) * size
     reopened.close()
+
+
+class HttpCompletionTests(TestCase):
+    """The storage node's HTTP side answers a completing write once the share is durable."""
+
+    @deferred_test
+    async def test_completing_patch_is_answered_once_durable(self) -> None:
+        """The PATCH that completes a share gets its 201 only after the flushes ran; the
+        share is readable then."""
+        threads = HandThreads()
+        directory = Path(self.mktemp())
+        backend = DiskBackend(directory, threads)
+        self.addCleanup(backend.close)
+        live = await LiveStorage.start(self, StorageServer(backend, reactor))
+        path = f"/storage/v1/immutable/{wire.si_b2a(si(1))}"
+        secrets = {
+            wire.SecretKind.LEASE_RENEW: RENEW,
+            wire.SecretKind.LEASE_CANCEL: CANCEL,
+            wire.SecretKind.UPLOAD: UPLOAD,
+        }
+        body = wire.encode_allocate_request(frozenset({0}), LARGE)
+        cbor = {"content-type": [b"application/cbor"]}
+        assert (await live.request(b"POST", path, cbor, body, secrets=secrets)).code == 200
+        patch = Deferred.fromCoroutine(
+            live.request(
+                b"PATCH",
+                f"{path}/0",
+                {"content-range": [f"bytes 0-{LARGE - 1}/*".encode()]},
+                b"\x01" * LARGE,
+                secrets={wire.SecretKind.UPLOAD: UPLOAD},
+            )
+        )
+        while not threads.calls:  # until the write has reached the core
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)
+        assert not patch.called, "answered before the share was durable"
+        threads.run_all()
+        reply = await patch
+        assert reply.code == 201, reply
+        read = await live.request(b"GET", f"{path}/0", {"range": [b"bytes=0-9"]})
+        assert read.code == 206 and read.body == b"\x01" * 10
 
 
 def _start_node(directory: Path) -> str:
