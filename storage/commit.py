@@ -187,7 +187,7 @@ class GroupCommit:
         if self.threads is None:
             try:
                 call()
-            except OSError:
+            except Exception:
                 return fail()
             return succeed(None)
         return self.threads(call)
@@ -212,7 +212,7 @@ class GroupCommit:
         try:
             for share in self._group:
                 directories += self.publisher.publish(share)
-        except OSError:
+        except Exception:  # an I/O error; never a group stuck for good
             self._failed(Failure())
             return
         self._run(partial(sync_directories, directories)).addCallbacks(
