@@ -12,6 +12,7 @@ from gateway.config import NodeConfig
 from gateway.listening import bound_address, hostport, listen_failure
 from gateway.nodedir import NURL_FILE, SWISSNUM_FILE, NodeDir, write_private
 from gateway.service import NodePart, StartupError
+from gateway.threads import reactor_threads
 from storage.disk import DiskBackend
 from storage.expiry import LeaseExpirer, expiry_service, idle_upload_service
 from storage.http_limits import HttpLimits
@@ -56,6 +57,7 @@ class StorageServerPart(NodePart):
         self._listening: IListeningPort | None = None
         self._timers: list[TimerService] = []
         self.server: StorageServer | None = None
+        self._backend: DiskBackend | None = None
         self.nurl = ""
 
     def _credentials(self) -> TlsCredentials:
@@ -70,9 +72,8 @@ class StorageServerPart(NodePart):
         """Open the share store, then listen with TLS."""
         credentials = self._credentials()
         swissnum = read_secret_file(self._nd, SWISSNUM_FILE, "storage server")
-        self.server = StorageServer(
-            DiskBackend(self._nd.storage), self._reactor, reserved_space=self._reserved
-        )
+        self._backend = DiskBackend(self._nd.storage, reactor_threads(self._reactor))
+        self.server = StorageServer(self._backend, self._reactor, reserved_space=self._reserved)
         site = make_storage_site(self.server, swissnum, clock=self._reactor, limits=self._limits)
         try:
             self._listening, _ = await listen_storage(
@@ -111,8 +112,9 @@ class StorageServerPart(NodePart):
             self._listening = None
             if stopped is not None:
                 await stopped
-        if self.server is not None:
-            self.server.backend.close()
+        if self._backend is not None:
+            await self._backend.commits.idle()  # every completion durable and answered
+            self._backend.close()
 
     def announce(self) -> list[str]:
         """Where the server listens, and its NURL (a secret: shown to the operator only)."""

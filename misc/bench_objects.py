@@ -381,6 +381,7 @@ def _chunks(argv: list[str]) -> int:
     from gateway.objects.crypto import GatewaySecrets
     from gateway.objects.immutable_format import EncodingParams
     from gateway.objects.store import ObjectStore
+    from gateway.threads import reactor_threads
     from storage.disk import DiskBackend
     from storage.server import StorageServer
 
@@ -399,7 +400,8 @@ def _chunks(argv: list[str]) -> int:
         return bytes(out[:length])
 
     async def figures(reactor: Any) -> None:
-        server = StorageServer(DiskBackend(root / "storage"), reactor)
+        # As the gateway runs it: completions' flushes in the reactor's threads.
+        server = StorageServer(DiskBackend(root / "storage", reactor_threads(reactor)), reactor)
         grid = [LocalStorageClient(server, nickname="embedded", clock=reactor)]
         source = root / "source"
         make_source(source, args.size)

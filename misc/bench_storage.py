@@ -18,6 +18,7 @@ numbers compare the two servers; they are not network figures.
 
     .venv/bin/python misc/bench_storage.py                # 64 MiB share, 1 MiB chunks, 3 runs
     .venv/bin/python misc/bench_storage.py --json out.json
+    .venv/bin/python misc/bench_storage.py --shares 64 --in-flight 8   # 64 shares of 1 MiB
     .venv/bin/python misc/bench_storage.py --smoke        # tiny and quick (the test suite runs it)
 
 Every process started is stopped by its pid and every temporary directory removed,
@@ -174,6 +175,7 @@ class Settings:
     chunk: int
     in_flight: int
     repeat: int
+    shares: int = 1
 
 
 @frozen
@@ -201,36 +203,52 @@ async def _pipelined(jobs: list[Callable[[], Awaitable[None]]], in_flight: int) 
 async def measure_once(
     reactor: Any, client: HttpStorageClient, data: bytes, s: Settings
 ) -> tuple[float, float]:
-    """Write one share of ``data`` and read it back; the (write, read) MB/s."""
-    si = os.urandom(16)
-    upload, renew, cancel = os.urandom(32), os.urandom(32), os.urandom(32)
-    allocated = await client.allocate_buckets(si, frozenset({0}), len(data), upload, renew, cancel)
-    assert allocated.allocated == frozenset({0}), allocated
-    offsets = range(0, len(data), s.chunk)
+    """Write ``data`` as ``s.shares`` shares (one storage index each) and read them back;
+    the (write, read) MB/s. Allocations are made before the clock starts."""
+    share_size = len(data) // s.shares
+    shares = []
+    for number in range(s.shares):
+        si = os.urandom(16)
+        upload, renew, cancel = os.urandom(32), os.urandom(32), os.urandom(32)
+        allocated = await client.allocate_buckets(
+            si, frozenset({0}), share_size, upload, renew, cancel
+        )
+        assert allocated.allocated == frozenset({0}), allocated
+        shares.append((si, upload, number * share_size))
     view = memoryview(data)
 
-    def write_job(offset: int) -> Callable[[], Awaitable[None]]:
+    def write_job(
+        si: bytes, upload: bytes, base: int, offset: int
+    ) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            await client.write_immutable(si, 0, upload, offset, data[offset : offset + s.chunk])
+            end = min(offset + s.chunk, share_size)
+            await client.write_immutable(si, 0, upload, offset, data[base + offset : base + end])
 
         return job
 
-    def read_job(offset: int) -> Callable[[], Awaitable[None]]:
+    def read_job(si: bytes, base: int, offset: int) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             got = await client.read_immutable(si, 0, offset, s.chunk)
-            if got != view[offset : offset + s.chunk]:
+            end = min(offset + s.chunk, share_size)
+            if got != view[base + offset : base + end]:
                 raise AssertionError(f"read at {offset} returned other bytes")
 
         return job
 
+    offsets = range(0, share_size, s.chunk)
     started = reactor.seconds()
-    await _pipelined([write_job(o) for o in offsets], s.in_flight)
+    writes = [write_job(si, up, base, o) for si, up, base in shares for o in offsets]
+    await _pipelined(writes, s.in_flight)
     wrote = reactor.seconds() - started
-    assert await client.list_immutable(si) == frozenset({0}), "share not complete"
+    for si, _, _ in shares:
+        assert await client.list_immutable(si) == frozenset({0}), "share not complete"
     started = reactor.seconds()
-    await _pipelined([read_job(o) for o in offsets], s.in_flight)
+    await _pipelined(
+        [read_job(si, base, o) for si, _, base in shares for o in offsets], s.in_flight
+    )
     read = reactor.seconds() - started
-    return len(data) / wrote / 1e6, len(data) / read / 1e6
+    total = share_size * s.shares
+    return total / wrote / 1e6, total / read / 1e6
 
 
 async def benchmark(reactor: Any, nurls: dict[str, str], s: Settings) -> list[Result]:
@@ -258,8 +276,13 @@ async def benchmark(reactor: Any, nurls: dict[str, str], s: Settings) -> list[Re
 
 def table(results: list[Result], s: Settings) -> str:
     """The results as a plain-text table of medians (with the spread of the runs)."""
+    what = (
+        f"share {s.size / MiB:g} MiB"
+        if s.shares == 1
+        else (f"{s.shares} shares of {s.size / s.shares / MiB:g} MiB")
+    )
     lines = [
-        f"share {s.size / MiB:g} MiB, chunks {s.chunk / MiB:g} MiB, {s.in_flight} in flight, "
+        f"{what}, chunks {s.chunk / MiB:g} MiB, {s.in_flight} in flight, "
         f"median of {s.repeat} run(s), MB/s = 10**6 B/s, HTTPS on 127.0.0.1",
         f"{'server':<16} {'write MB/s':>10} {'read MB/s':>10}   "
         f"{'runs (write / read)':<30} version",
@@ -280,6 +303,13 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path | None]:
     p.add_argument("--chunk-kib", type=int, default=1024, help="request size in KiB (default 1024)")
     p.add_argument("--in-flight", type=int, default=4, help="concurrent requests (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions per server (default 3)")
+    p.add_argument(
+        "--shares",
+        type=int,
+        default=1,
+        help="split the size into this many shares, each under its own storage index "
+        "(default 1; many small shares measure share completion, as chunk trees make)",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write JSON here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run: does it all work?")
     args = p.parse_args(argv)
@@ -291,8 +321,15 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path | None]:
             chunk=args.chunk_kib * 1024,
             in_flight=args.in_flight,
             repeat=args.repeat,
+            shares=args.shares,
         )
-    if settings.size <= 0 or settings.chunk <= 0 or settings.in_flight <= 0 or settings.repeat <= 0:
+    if (
+        settings.size <= 0
+        or settings.chunk <= 0
+        or settings.in_flight <= 0
+        or settings.repeat <= 0
+        or settings.shares <= 0
+    ):
         p.error("sizes, --in-flight and --repeat must be positive")
     return settings, args.json
 
@@ -335,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         "chunk": settings.chunk,
                         "in_flight": settings.in_flight,
                         "repeat": settings.repeat,
+                        "shares": settings.shares,
                     },
                     "unit": "MB/s (10**6 bytes per second)",
                     "servers": {

@@ -3,7 +3,9 @@
 A backend does no validation of secrets, no space policy and no lease policy —
 :class:`storage.server.StorageServer` does. It is given only validated storage
 indexes (16 bytes) and share numbers (0..255) and must keep what it is told to
-keep, durably if it says so. Every method is synchronous.
+keep, durably if it says so. Every method is synchronous, but for the completion
+of an immutable upload, which answers a Deferred (its flushes may run in a thread,
+grouped with other completions).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from enum import Enum
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from storage import base32
@@ -113,8 +116,13 @@ class IShareBackend(Interface):
     def read_incoming(storage_index: bytes, share_number: int, offset: int, length: int) -> bytes:
         """Read back bytes already written to an incomplete upload."""
 
-    def finish_incoming(storage_index: bytes, share_number: int, size: int) -> None:
-        """Make an incomplete upload of ``size`` bytes a complete share, durably and atomically."""
+    def finish_incoming(storage_index: bytes, share_number: int, size: int) -> Deferred[None]:
+        """Make an incomplete upload of ``size`` bytes a complete share, durably and atomically.
+
+        The Deferred fires once the share is durable; until then it is neither listed nor
+        read. It may have fired already (a backend that completes at once); it fails with
+        the error of a failed flush, and the upload is then lost.
+        """
 
     def discard_incoming(storage_index: bytes, share_number: int) -> None:
         """Throw away an incomplete upload if it exists."""

@@ -9,20 +9,19 @@ Layout under the backend's directory::
 
     redo.log                                            changes not yet checkpointed
 
-Mutable shares, metadata and deletions are first appended to the redo log
-(:mod:`storage.redolog`, one ``fdatasync``), then applied to the files in
-place without flushing. Opening a backend replays the log (every record is an
-idempotent "this file now holds these bytes" or "this is gone"), so a crash at
-any moment leaves each file as the last acknowledged change made it. A
-checkpoint (when the log passes :data:`CHECKPOINT_BYTES`, at :meth:`close` and
-at opening) fsyncs every file and directory changed since the previous one and
-empties the log. That is one small flush per change instead of a temp file,
-fsync, rename and directory fsync, which dominated directory operations.
+Mutable shares, metadata and deletions go through the redo log and are
+applied in place (:mod:`storage.inplace`): one small flush per change, and a
+crash at any moment leaves each file as the last acknowledged change made it.
 
 Immutable shares are written under ``incoming`` and become visible only once
-every byte is written: a small one through the redo log, a larger one by an
-atomic rename, fsynced; ``incoming`` is emptied
-whenever a backend is opened, so nothing a crash leaves behind is ever readable.
+every byte is written and durable: a small one through the redo log, a larger
+one by an atomic rename after an fsync; ``incoming`` is emptied whenever a
+backend is opened, so nothing a crash leaves behind is ever readable. Their
+completions are group-committed (:mod:`storage.commit`): the shares completed
+while one sync runs share the next, and with a thread runner the syncs run off
+the reactor thread; :meth:`DiskBackend.finish_incoming` answers a Deferred that
+fires once the share is durable, and until then the share is neither listed nor
+read.
 Paths are built only from validated storage indexes and share numbers.
 Directories are 0700, files 0600.
 
@@ -42,6 +41,7 @@ from typing import Any
 
 import cbor2
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from storage.backend import (
@@ -52,41 +52,26 @@ from storage.backend import (
     si_a2b,
     si_b2a,
 )
+from storage.commit import CompletingShare, GroupCommit, Threads
 from storage.errors import NoSuchShare, StorageError
+from storage.inplace import (
+    FILE_MODE,
+    METADATA,
+    LoggedFiles,
+    len_parts,
+    make_private_dirs,
+    pwrite_all,
+    share_number,
+)
 from storage.leases import Lease
-from storage.redolog import RedoLog, fsync_directory
+from storage.redolog import RedoLog
 from storage.space import free_bytes
 
-_METADATA = "metadata.cbor"
 _REDO_LOG = "redo.log"
 _CACHE_ENTRIES = 65536
-CHECKPOINT_BYTES = 8 * 1024 * 1024
-"""Size of the redo log that triggers a checkpoint."""
+"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 LOGGED_SHARE_BYTES = 64 * 1024
 """Immutable shares up to this size are completed through the redo log."""
-"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
-_DIR_MODE = 0o700
-_FILE_MODE = 0o600
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700, durably."""
-    if path.is_dir():
-        return
-    make_private_dirs(path.parent)
-    try:
-        path.mkdir(mode=_DIR_MODE)
-    except FileExistsError:
-        return
-    fsync_directory(path.parent)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _encode_metadata(metadata: IndexMetadata) -> bytes:
@@ -111,36 +96,24 @@ def _decode_metadata(encoded: bytes) -> IndexMetadata:
     )
 
 
-def len_parts(path: Path) -> int:
-    """How deep a path is (sort key: parents before children)."""
-    return len(path.parts)
-
-
-def _share_number(name: str) -> int | None:
-    if name.isascii() and name.isdigit() and str(int(name)) == name and int(name) <= 255:
-        return int(name)
-    return None
-
-
 @implementer(IShareBackend)
 @define(eq=False)
 class DiskBackend:
-    """Shares under ``path``; opening it discards every incomplete upload left by a crash."""
+    """Shares under ``path``; opening it discards every incomplete upload left by a crash.
+
+    ``threads`` runs the syncs of share completions (none: at once, in the caller's thread).
+    """
 
     path: Path = field(converter=Path)
+    threads: Threads | None = None
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
     _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
     _log: RedoLog = field(init=False)
-    _dirty_files: set[Path] = field(init=False, factory=set)
-    """Files changed in place since the last checkpoint."""
-    _dirty_dirs: set[Path] = field(init=False, factory=set)
-    """Directories whose entries changed since the last checkpoint."""
-    _new_dirs: set[Path] = field(init=False, factory=set)
-    """Directories created since the last checkpoint (their own entry not yet flushed)."""
-    _deleted: set[bytes] = field(init=False, factory=set)
-    """Storage indexes with a logged deletion since the last checkpoint."""
+    _files: LoggedFiles = field(init=False)
+    commits: GroupCommit = field(init=False)
+    """Share completions queued and under way."""
 
     def __attrs_post_init__(self) -> None:
         self._shares = self.path / "shares"
@@ -149,111 +122,20 @@ class DiskBackend:
         shutil.rmtree(self._incoming, ignore_errors=True)
         make_private_dirs(self._incoming)
         self._log = RedoLog(self.path / _REDO_LOG)
+        self._files = LoggedFiles(self._log, self._index_dir)
+        self.commits = GroupCommit(self._log, self, self.threads)
         for record in list(self._log.records()):
-            self._apply(record)
+            self._files.apply(record)
         self.checkpoint()
-
-    # -- the redo log --------------------------------------------------------
-
-    def _change(self, record: dict[str, Any], sync: bool = True) -> None:
-        """Make a change durable in the log (``sync``), then apply it in place."""
-        self._log.append(record, sync)
-        self._apply(record)
-        if self._log.size >= CHECKPOINT_BYTES:
-            self.checkpoint()
-
-    def _apply(self, record: dict[str, Any]) -> None:
-        """Apply one logged change to the files (idempotent; nothing is flushed)."""
-        op, storage_index = record["op"], bytes(record["si"])
-        directory = self._index_dir(storage_index)
-        if op in ("share", "meta"):
-            name = str(int(record["n"])) if op == "share" else _METADATA
-            self._write_in_place(directory, name, bytes(record["data"]))
-        elif op == "delete-share":
-            self._unlink(directory / str(int(record["n"])))
-        elif op == "delete-index":
-            self._deleted.add(storage_index)
-            for name in os.listdir(directory) if directory.is_dir() else ():
-                if name == _METADATA or _share_number(name) is not None:
-                    self._unlink(directory / name)
-            for path in (directory, directory.parent):
-                try:
-                    path.rmdir()
-                except OSError:
-                    break
-                self._dirty_dirs.add(path.parent)
-                self._dirty_dirs.discard(path)
-                self._new_dirs.discard(path)
-        else:
-            raise StorageError(f"unknown change {op!r} in {self._log.path}")
-
-    def _write_in_place(self, directory: Path, name: str, data: bytes) -> None:
-        self._make_dirs(directory)
-        path = directory / name
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
-            self._dirty_dirs.add(directory)
-        try:
-            _pwrite_all(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        finally:
-            os.close(fd)
-        self._dirty_files.add(path)
-
-    def _unlink(self, path: Path) -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        self._dirty_files.discard(path)
-        self._dirty_dirs.add(path.parent)
-
-    def _make_dirs(self, directory: Path) -> None:
-        """Create ``directory`` and missing parents (0700); flushed at the next checkpoint."""
-        if directory.is_dir():
-            return
-        self._make_dirs(directory.parent)
-        try:
-            directory.mkdir(mode=_DIR_MODE)
-        except FileExistsError:
-            return
-        self._new_dirs.add(directory)
-        self._dirty_dirs.add(directory.parent)
-
-    def _make_durable_dirs(self, directory: Path) -> None:
-        """Create ``directory`` durably, flushing any not yet durable parent's entry first."""
-        for path in sorted(self._new_dirs & {directory, *directory.parents}, key=len_parts):
-            fsync_directory(path.parent)
-            self._new_dirs.discard(path)
-        make_private_dirs(directory)
 
     def checkpoint(self) -> None:
         """Flush every file and directory changed since the last checkpoint; empty the log."""
-        for path in self._dirty_files:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for path in sorted(self._dirty_dirs, key=len_parts, reverse=True):
-            try:
-                fsync_directory(path)
-            except FileNotFoundError:
-                continue
-        if self._log.size:
-            self._log.reset()
-        self._dirty_files.clear()
-        self._dirty_dirs.clear()
-        self._new_dirs.clear()
-        self._deleted.clear()
+        self._files.checkpoint()
 
     def close(self) -> None:
-        """Checkpoint and close the log (a backend not closed is replayed at its next opening)."""
+        """Complete queued shares, checkpoint and close the log (a backend not closed is
+        replayed at its next opening)."""
+        self.commits.drain()
         self.checkpoint()
         self._log.close()
 
@@ -271,6 +153,11 @@ class DiskBackend:
     def _share_path(self, storage_index: bytes, share_number: int) -> Path:
         return self._index_dir(storage_index) / str(share_number)
 
+    def _readable_path(self, storage_index: bytes, share_number: int) -> Path:
+        if self.commits.hides(storage_index, share_number):
+            raise NoSuchShare(f"no share {share_number} stored for that storage index")
+        return self._share_path(storage_index, share_number)
+
     def _incoming_path(self, storage_index: bytes, share_number: int) -> Path:
         # Flat: no directory to create and remove per upload (each costs a journal commit).
         return self._incoming / f"{si_b2a(storage_index)}.{share_number}"
@@ -281,12 +168,13 @@ class DiskBackend:
             names = os.listdir(self._index_dir(storage_index))
         except FileNotFoundError:
             return frozenset()
-        return frozenset(n for n in map(_share_number, names) if n is not None)
+        numbers = (n for n in map(share_number, names) if n is not None)
+        return frozenset(n for n in numbers if not self.commits.hides(storage_index, n))
 
     def share_length(self, storage_index: bytes, share_number: int) -> int:
         """Length of a complete share."""
         try:
-            return self._share_path(storage_index, share_number).stat().st_size
+            return self._readable_path(storage_index, share_number).stat().st_size
         except FileNotFoundError:
             raise NoSuchShare(f"no share {share_number} stored for that storage index") from None
 
@@ -295,7 +183,7 @@ class DiskBackend:
     ) -> bytes:
         """Read from a complete share, clamped at its end."""
         try:
-            fd = os.open(self._share_path(storage_index, share_number), os.O_RDONLY)
+            fd = os.open(self._readable_path(storage_index, share_number), os.O_RDONLY)
         except FileNotFoundError:
             raise NoSuchShare(f"no share {share_number} stored for that storage index") from None
         try:
@@ -325,20 +213,22 @@ class DiskBackend:
         if new_length is not None:
             del share[new_length:]
             share.extend(bytes(new_length - len(share)))
-        self._change({"op": "share", "si": storage_index, "n": share_number, "data": bytes(share)})
+        self._files.change(
+            {"op": "share", "si": storage_index, "n": share_number, "data": bytes(share)}
+        )
 
     def delete_share(self, storage_index: bytes, share_number: int) -> None:
         """Remove a complete share if it exists."""
         if self._share_path(storage_index, share_number).exists():
-            self._change({"op": "delete-share", "si": storage_index, "n": share_number})
+            self._files.change({"op": "delete-share", "si": storage_index, "n": share_number})
         else:
-            self._log.sync()  # nothing to delete: still flush what the caller logged before
+            self._files.sync()  # nothing to delete: still flush what the caller logged before
 
     def get_metadata(self, storage_index: bytes) -> IndexMetadata | None:
         """The index's metadata, or None."""
         if storage_index in self._metadata:
             return self._metadata[storage_index]
-        path = self._index_dir(storage_index) / _METADATA
+        path = self._index_dir(storage_index) / METADATA
         try:
             encoded = path.read_bytes()
         except FileNotFoundError:
@@ -353,6 +243,7 @@ class DiskBackend:
 
     def _remember_metadata(self, storage_index: bytes, metadata: IndexMetadata | None) -> None:
         if len(self._metadata) >= _CACHE_ENTRIES:
+            self._files.sync()  # the files must hold what the cache forgets
             self._metadata.clear()
         self._metadata[storage_index] = metadata
 
@@ -365,14 +256,14 @@ class DiskBackend:
         """
         self._metadata.pop(storage_index, None)  # unknown until the write is done
         record = {"op": "meta", "si": storage_index, "data": _encode_metadata(metadata)}
-        self._change(record, sync=durable)
+        self._files.change(record, sync=durable)
         self._remember_metadata(storage_index, metadata)
 
     def delete_index(self, storage_index: bytes) -> None:
         """Remove every complete share and the metadata, then the empty directories."""
         self._metadata.pop(storage_index, None)
         if self._index_dir(storage_index).is_dir():
-            self._change({"op": "delete-index", "si": storage_index})
+            self._files.change({"op": "delete-index", "si": storage_index})
 
     def storage_indexes(self) -> Iterator[bytes]:
         """Every storage index with a directory under ``shares``."""
@@ -394,7 +285,7 @@ class DiskBackend:
     def create_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Start an empty incomplete upload file."""
         path = self._incoming_path(storage_index, share_number)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
 
     def write_incoming(
         self, storage_index: bytes, share_number: int, offset: int, data: bytes
@@ -402,7 +293,7 @@ class DiskBackend:
         """Write bytes in place into an incomplete upload (no fsync until it completes)."""
         fd = os.open(self._incoming_path(storage_index, share_number), os.O_WRONLY)
         try:
-            _pwrite_all(fd, data, offset)
+            pwrite_all(fd, data, offset)
         finally:
             os.close(fd)
 
@@ -416,34 +307,45 @@ class DiskBackend:
         finally:
             os.close(fd)
 
-    def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> None:
-        """Make the upload a complete share, durably.
+    def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> Deferred[None]:
+        """Make the upload a complete share, durably; the Deferred fires once it is.
 
         A small share (up to :data:`LOGGED_SHARE_BYTES`) goes through the redo log like a
-        mutable one: one flush. A larger one is fsynced, renamed into place and its
-        directory fsynced.
+        mutable one; a larger one is fsynced, renamed into place and its directory fsynced.
+        Both are group-committed with the other completions (:mod:`storage.commit`).
         """
         source = self._incoming_path(storage_index, share_number)
         target = self._share_path(storage_index, share_number)
+        share = CompletingShare(storage_index, share_number, size, source, target)
         if size <= LOGGED_SHARE_BYTES:
             with open(source, "rb") as incoming:
                 data = incoming.read(size)
             data += bytes(size - len(data))
-            self._change({"op": "share", "si": storage_index, "n": share_number, "data": data})
+            record = {"op": "share", "si": storage_index, "n": share_number, "data": data}
+            self._files.change(record, sync=False)  # applied once the group's flush is done
             source.unlink()
-            return
-        self._log.sync()  # the share's metadata first: never a share without its lease
-        fd = os.open(source, os.O_RDWR)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if storage_index in self._deleted:
+            share.logged = True
+        return self.commits.add(share)
+
+    def publish(self, share: CompletingShare) -> list[Path]:
+        """Put a share whose bytes are durable in place (:class:`storage.commit.Publisher`)."""
+        files = self._files
+        files.apply_durable()  # leases, and a small share itself: their records are durable
+        if share.logged:
+            return []
+        if share.storage_index in files.deleted:
             self.checkpoint()  # a replayed deletion must not remove this share after a crash
-        self._make_durable_dirs(target.parent)
-        os.replace(source, target)
-        fsync_directory(target.parent)
+        directory = share.target.parent
+        files.make_dirs(directory)
+        os.replace(share.source, share.target)
+        new = sorted(files.new_dirs & {directory, *directory.parents}, key=len_parts)
+        return [*(path.parent for path in new), directory]
+
+    def unpublish(self, share: CompletingShare) -> None:
+        """A completion failed: throw its bytes away (:class:`storage.commit.Publisher`)."""
+        if not share.logged:
+            share.source.unlink(missing_ok=True)
+            share.target.unlink(missing_ok=True)
 
     def discard_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Throw away an incomplete upload."""
@@ -466,7 +368,7 @@ class DiskBackend:
             }
         )
         path = self.path / "corruption-advisories.log"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             os.write(fd, (line + "\n").encode("utf-8"))
             os.fsync(fd)

@@ -20,6 +20,7 @@ from typing import IO, Any, cast
 
 from attrs import field, frozen
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -29,6 +30,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
@@ -73,7 +75,7 @@ class _Call:
     message: Any = field(default=None, repr=False)
 
 
-_Handler = Callable[["StorageResource", _Call], _Reply]
+_Handler = Callable[["StorageResource", _Call], "_Reply | Deferred[_Reply]"]
 
 
 @frozen
@@ -99,32 +101,6 @@ class _HTTPError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
-
-
-def _accepts_cbor(accept: bytes | None) -> bool:
-    """Whether an ``Accept`` header admits ``application/cbor`` (absent means yes)."""
-    if accept is None:
-        return True
-    for item in accept.decode("latin-1").split(","):
-        media, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q > 0 and media.lower() in ("application/cbor", "application/*", "*/*"):
-            return True
-    return False
-
-
-def _media_type(value: bytes | None) -> str | None:
-    """The media type of a ``Content-Type`` header, lowercased, parameters dropped."""
-    if value is None:
-        return None
-    return value.decode("latin-1").split(";")[0].strip().lower() or None
 
 
 @implementer(IRequestGate)
@@ -174,22 +150,38 @@ class StorageResource(Resource):
     def _body_limit(self, route: _Route) -> int:
         return min(route.max_body or self._max_body_size, self._max_body_size)
 
-    def render(self, request: server.Request) -> bytes:
-        """Check the request against its route's declaration, run the handler, answer."""
+    def render(self, request: server.Request) -> bytes | int:
+        """Check the request against its route's declaration, run the handler, answer.
+
+        A handler may answer later (a write completing a share answers once the share is
+        durable): then the request is finished when its Deferred fires.
+        """
         request.defaultContentType = None
         route: _Route | None = None
+        reply: _Reply | Deferred[_Reply]
         try:
             route, match = self._find_route(request.method, request.path)
             reply = route.handler(self, self._check(request, route, match))
-        except _HTTPError as e:
-            reply = _text_reply(e.code, e.message, e.headers)
-        except StorageError as e:
-            reply = _text_reply(wire.status_for_error(e), str(e) or type(e).__name__)
         except Exception:
-            _log.failure(
-                "storage request {method} {path} failed", method=request.method, path=request.path
-            )
-            reply = _text_reply(500, "internal error in the storage server")
+            reply = _error_reply(Failure(), request)
+        if isinstance(reply, Deferred):
+            gone: list[Failure] = []
+            request.notifyFinish().addErrback(gone.append)
+            reply.addErrback(_error_reply, request)
+            reply.addCallback(self._answer_later, request, route, gone)
+            return server.NOT_DONE_YET
+        return self._answer(request, route, reply)
+
+    def _answer_later(
+        self, reply: _Reply, request: server.Request, route: _Route | None, gone: list[Failure]
+    ) -> None:
+        if gone:
+            return  # the client went away meanwhile
+        request.write(self._answer(request, route, reply))
+        request.finish()
+
+    def _answer(self, request: server.Request, route: _Route | None, reply: _Reply) -> bytes:
+        """Set the status and headers of ``reply``; answer its body."""
         if route is not None and route.raw_errors and reply.code >= 300:
             # Tahoe's client checks a share read's Content-Type before its status.
             reply = _Reply(reply.code, b"", wire.OCTET_STREAM, reply.headers)
@@ -234,7 +226,7 @@ class StorageResource(Resource):
             )
         except wire.BadSecrets as e:
             raise _HTTPError(400, str(e)) from None
-        if route.responds_cbor and not _accepts_cbor(request.getHeader(b"accept")):
+        if route.responds_cbor and not wire.accepts_cbor(request.getHeader(b"accept")):
             raise _HTTPError(406, "this endpoint answers application/cbor only")
         message = self._read_body(request, route)
         return _Call(request, storage_index, share_number, secrets, message)
@@ -253,7 +245,7 @@ class StorageResource(Resource):
             data = content.read()
         if route.body == "raw":
             return data
-        content_type = _media_type(request.getHeader(b"content-type"))
+        content_type = wire.media_type(request.getHeader(b"content-type"))
         if content_type not in (None, wire.CBOR_MIME_TYPE):
             raise _HTTPError(415, "request bodies must be application/cbor")
         try:
@@ -287,7 +279,7 @@ class StorageResource(Resource):
         )
         return _cbor(wire.encode_allocation(result))
 
-    def _write(self, call: _Call) -> _Reply:
+    def _write(self, call: _Call) -> _Reply | Deferred[_Reply]:
         content_range = call.request.getHeader(b"content-range")
         if content_range is None:
             raise RangeNotSatisfiable("a write needs a Content-Range header")
@@ -301,7 +293,11 @@ class StorageResource(Resource):
             begin,
             call.message,
         )
-        return _cbor(wire.encode_write_progress(result), 201 if result.finished else 200)
+        reply = _cbor(wire.encode_write_progress(result), 201 if result.finished else 200)
+        if not result.finished:
+            return reply
+        done = self._storage.durable(call.storage_index, call.share_number)
+        return done.addCallback(lambda _: reply)  # answered once the share is durable
 
     def _abort(self, call: _Call) -> _Reply:
         self._storage.abort_immutable(
@@ -344,6 +340,22 @@ class StorageResource(Resource):
 
 def _cbor(body: bytes, code: int = 200) -> _Reply:
     return _Reply(code, body, wire.CBOR_MIME_TYPE)
+
+
+def _error_reply(failure: Failure, request: server.Request) -> _Reply:
+    """The answer to a request whose checks or handler failed."""
+    error = failure.value
+    if isinstance(error, _HTTPError):
+        return _text_reply(error.code, error.message, error.headers)
+    if isinstance(error, StorageError):
+        return _text_reply(wire.status_for_error(error), str(error) or type(error).__name__)
+    _log.failure(
+        "storage request {method} {path} failed",
+        failure,
+        method=request.method,
+        path=request.path,
+    )
+    return _text_reply(500, "internal error in the storage server")
 
 
 def _text_reply(code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:

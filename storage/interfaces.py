@@ -2,7 +2,10 @@
 
 The core knows no transport. Every method is synchronous and runs on the reactor
 thread, which is what makes a mutable read-test-write atomic per storage index:
-no other request can interleave between its tests and its writes. Methods raise
+no other request can interleave between its tests and its writes. The one
+exception is durability of a completed immutable share: its flushes run in
+threads, grouped with other completions, and :meth:`IStorageServer.durable`
+says when they are done. Methods raise
 the errors of :mod:`storage.errors`.
 
 Storage indexes are the raw 16 bytes (the wire carries them as 26 base32
@@ -13,6 +16,7 @@ characters); share numbers are integers 0..255; secrets are the raw 32 bytes
 from __future__ import annotations
 
 from attrs import field, frozen
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 
@@ -124,6 +128,14 @@ class IStorageServer(Interface):
 
         Raises NoSuchUpload (no such allocation), NotAuthorized (wrong upload secret),
         ConflictingWrite (different bytes over written ones) or RangeNotSatisfiable.
+        """
+
+    def durable(storage_index: bytes, share_number: int) -> Deferred[None]:
+        """Fires once the completion of that share (by a write that answered ``finished``)
+        is durable: an adapter answers the completing write only then. At once if none is
+        under way; fails with the error of a failed flush (the upload is then lost).
+
+        A share being completed is neither listed, read, written nor offered.
         """
 
     def abort_immutable(storage_index: bytes, share_number: int, upload_secret: bytes) -> None:

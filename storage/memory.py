@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from storage.backend import CorruptionReport, IndexMetadata, IShareBackend
@@ -117,11 +118,12 @@ class MemoryBackend:
         """Read back bytes of an incomplete upload."""
         return bytes(self._incoming[storage_index, share_number][offset : offset + length])
 
-    def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> None:
-        """Make an incomplete upload a complete share."""
+    def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> Deferred[None]:
+        """Make an incomplete upload a complete share (at once: nothing to flush)."""
         data = self._incoming.pop((storage_index, share_number))
         apply_writes(data, [], size)
         self._shares.setdefault(storage_index, {})[share_number] = bytes(data)
+        return succeed(None)
 
     def discard_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Throw away an incomplete upload."""

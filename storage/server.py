@@ -12,6 +12,8 @@ import hmac
 from typing import Protocol
 
 from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from storage import validation as check
@@ -70,6 +72,8 @@ class StorageServer:
     application_version: bytes = b"grid-storage/0"
     corruption_reports: list[CorruptionReport] = field(factory=list, init=False)
     _uploads: dict[tuple[bytes, int], IncompleteUpload] = field(factory=dict, init=False)
+    _completions: dict[tuple[bytes, int], list[Deferred[None]]] = field(factory=dict, init=False)
+    """Completions under way, with who waits for each."""
 
     # -- space ---------------------------------------------------------------
 
@@ -172,6 +176,8 @@ class StorageServer:
             upload = self._uploads.get((storage_index, share_number))
             if upload is None:
                 new.append(share_number)
+            elif upload.completing:
+                pass  # complete once durable: neither had nor offered until then
             elif hmac.compare_digest(upload.upload_secret, upload_secret):
                 allocated.add(share_number)
             # else: another client's upload in progress; left alone and not offered.
@@ -196,7 +202,7 @@ class StorageServer:
         self, storage_index: bytes, share_number: int, upload_secret: bytes
     ) -> IncompleteUpload:
         upload = self._uploads.get((storage_index, share_number))
-        if upload is None:
+        if upload is None or upload.completing:
             raise NoSuchUpload(f"share {share_number} has no upload in progress")
         if not hmac.compare_digest(upload.upload_secret, upload_secret):
             raise NotAuthorized(f"wrong upload secret for share {share_number}")
@@ -243,9 +249,37 @@ class StorageServer:
             storage_index, ShareKind.IMMUTABLE, upload.renew_secret, upload.cancel_secret
         )
         self._put_metadata(storage_index, metadata, durable=False)  # finishing flushes it
-        self.backend.finish_incoming(storage_index, share_number, upload.size)
-        del self._uploads[storage_index, share_number]
+        self._complete(storage_index, share_number, upload)
         return WriteResult(finished=True)
+
+    def _complete(self, storage_index: bytes, share_number: int, upload: IncompleteUpload) -> None:
+        """Start the backend's completion; raise its error if it failed at once."""
+        key = (storage_index, share_number)
+        upload.completing = True
+        self._completions[key] = []
+        errors: list[Failure] = []
+        done = self.backend.finish_incoming(storage_index, share_number, upload.size)
+        done.addBoth(self._completed, key).addErrback(errors.append)
+        if errors:
+            errors[0].raiseException()
+
+    def _completed(self, result: Failure | None, key: tuple[bytes, int]) -> Failure | None:
+        del self._uploads[key]
+        for waiter in self._completions.pop(key):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+        return result
+
+    def durable(self, storage_index: bytes, share_number: int) -> Deferred[None]:
+        """Fires once the share's completion is durable (at once if none is under way)."""
+        waiters = self._completions.get((storage_index, share_number))
+        if waiters is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        waiters.append(waiter)
+        return waiter
 
     def abort_immutable(
         self, storage_index: bytes, share_number: int, upload_secret: bytes
@@ -255,7 +289,11 @@ class StorageServer:
         check.share_number(share_number)
         check.upload_secret(upload_secret)
         upload = self._uploads.get((storage_index, share_number))
-        if upload is None or not hmac.compare_digest(upload.upload_secret, upload_secret):
+        if (
+            upload is None
+            or upload.completing
+            or not hmac.compare_digest(upload.upload_secret, upload_secret)
+        ):
             raise NoSuchUpload(f"share {share_number} has no upload in progress with that secret")
         self._discard(storage_index, share_number)
 
@@ -266,7 +304,11 @@ class StorageServer:
     def abort_idle_uploads(self, max_idle: float) -> int:
         """Discard uploads that received nothing for ``max_idle`` seconds; return how many."""
         cutoff = self.clock.seconds() - max_idle
-        idle = [key for key, upload in self._uploads.items() if upload.last_activity <= cutoff]
+        idle = [
+            key
+            for key, upload in self._uploads.items()
+            if upload.last_activity <= cutoff and not upload.completing
+        ]
         for storage_index, share_number in idle:
             self._discard(storage_index, share_number)
         return len(idle)

@@ -75,6 +75,8 @@ class IncompleteUpload:
     cancel_secret: bytes
     last_activity: float
     received: RangeSet = field(factory=RangeSet)
+    completing: bool = False
+    """Every byte arrived; the backend is making the share durable."""
 
     def outstanding(self) -> int:
         """Bytes promised to this upload and not yet written."""

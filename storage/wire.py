@@ -354,3 +354,29 @@ def parse_content_range(value: str) -> tuple[int, int]:
     if end <= begin or (total is not None and end > total):
         raise RangeNotSatisfiable("Content-Range is inconsistent")
     return begin, end
+
+
+def accepts_cbor(accept: bytes | None) -> bool:
+    """Whether an ``Accept`` header admits ``application/cbor`` (absent means yes)."""
+    if accept is None:
+        return True
+    for item in accept.decode("latin-1").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0 and media.lower() in ("application/cbor", "application/*", "*/*"):
+            return True
+    return False
+
+
+def media_type(value: bytes | None) -> str | None:
+    """The media type of a ``Content-Type`` header, lowercased, parameters dropped."""
+    if value is None:
+        return None
+    return value.decode("latin-1").split(";")[0].strip().lower() or None

@@ -92,10 +92,14 @@ class LocalStorageClient:
         offset: int,
         data: bytes,
     ) -> WriteResult:
-        """Write a chunk of an allocated immutable share."""
-        return self._server.write_immutable(
+        """Write a chunk of an allocated immutable share; the one that completes it returns
+        once the share is durable (its flushes run in threads, grouped with others)."""
+        result = self._server.write_immutable(
             storage_index, share_number, upload_secret, offset, bytes(data)
         )
+        if result.finished:
+            await self._server.durable(storage_index, share_number)
+        return result
 
     async def abort_immutable(
         self, storage_index: bytes, share_number: int, upload_secret: bytes

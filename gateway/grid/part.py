@@ -22,6 +22,7 @@ from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavaila
 from gateway.grid.local import LocalStorageClient
 from gateway.nodedir import SERVERS_FILE, NodeDir
 from gateway.service import NodePart, StartupError
+from gateway.threads import reactor_threads
 from storage.disk import DiskBackend
 from storage.errors import StorageError
 from storage.expiry import idle_upload_service
@@ -75,11 +76,13 @@ class EmbeddedStoragePart(NodePart):
         self._reactor = reactor
         self._nd = nd
         self.server: StorageServer | None = None
+        self._backend: DiskBackend | None = None
         self._timer: TimerService | None = None
 
     async def start(self) -> None:
         """Open the share store (discarding uploads a crash left incomplete)."""
-        self.server = StorageServer(DiskBackend(self._nd.storage), self._reactor)
+        self._backend = DiskBackend(self._nd.storage, reactor_threads(self._reactor))
+        self.server = StorageServer(self._backend, self._reactor)
         self._timer = idle_upload_service(self.server)
         self._timer.startService()
 
@@ -90,8 +93,9 @@ class EmbeddedStoragePart(NodePart):
             if stopped is not None:
                 await stopped
             self._timer = None
-        if self.server is not None:
-            self.server.backend.close()
+        if self._backend is not None:
+            await self._backend.commits.idle()  # every completion durable and answered
+            self._backend.close()
 
     def status(self) -> dict[str, Any]:
         """Space left on the embedded store."""

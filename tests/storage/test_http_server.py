@@ -87,9 +87,12 @@ class LiveStorage:
     agent: Agent
 
     @classmethod
-    async def start(cls, testcase: TestCase, **site_options: Any) -> LiveStorage:
-        """Start a server on a fresh port; the test's cleanup stops it and every connection."""
-        core = StorageServer(MemoryBackend(), reactor)
+    async def start(
+        cls, testcase: TestCase, core: StorageServer | None = None, **site_options: Any
+    ) -> LiveStorage:
+        """Start a server (over ``core``, by default one in memory) on a fresh port; the
+        test's cleanup stops it and every connection."""
+        core = core or StorageServer(MemoryBackend(), reactor)
         swissnum = wire.new_swissnum()
         credentials = generate_tls_credentials()
         site = make_storage_site(core, swissnum, clock=reactor, **site_options)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import disk
+from storage import disk, inplace
 from storage.backend import IndexMetadata, ShareKind
 from storage.disk import DiskBackend
 from storage.leases import Lease
@@ -93,7 +93,7 @@ def test_immutable_share_after_a_logged_deletion_survives_replay(tmp_path: Path)
 def test_checkpoint_when_the_log_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The log never grows past the checkpoint size by more than one record."""
     backend = DiskBackend(tmp_path)
-    monkeypatch.setattr(disk, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(inplace, "CHECKPOINT_BYTES", 64 * 1024)
     for i in range(40):
         backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
         assert (tmp_path / "redo.log").stat().st_size < 64 * 1024 + 9000
