@@ -340,6 +340,8 @@ class Writers:
         since = state.since
         if stored is None or since is None or state.phase is not Phase.OPEN:
             return  # not stored as a version (a mutable file), or closed meanwhile
+        if state.base is not None:
+            self.volume.contents.forget(state.base)  # its segments are the new base's now
         state.base = stored
         state.changed = since
         state.limit = min(stored.size, state.since_limit)

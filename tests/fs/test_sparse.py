@@ -345,3 +345,20 @@ def test_any_sequence_of_changes_and_crashes_matches_a_model(tmp_path_factory, o
     gw.upload_everything()
     assert gw.read("/f.bin") == bytes(current)
     assert gw.volume.staging.used == 0
+
+
+def test_fsyncs_in_a_loop_keep_few_readers_of_old_versions(tmp_path: Path) -> None:
+    """Each fsync makes a new version the base; the reader of the old one (and its cached
+    segments) is dropped, so a database fsyncing in a loop holds a bounded cache."""
+    gw, _ = harness(tmp_path)
+    handle = open_rw(gw)
+    contents = gw.volume.contents
+    bases = []
+    for i in range(12):
+        gw.run(handle.read(i * 20_000, 100))  # the base is read (and its reader cached)
+        gw.run(handle.write(i * 20_000, b"v%d" % i))
+        gw.run_waiting(handle.fsync())
+        bases.append(handle.state.base)
+    assert len(contents._readers) <= 2  # (the current base's, at most one more)
+    assert all(b is not None and b.cap not in contents._readers for b in bases[:-1])
+    gw.run(handle.close())
