@@ -164,12 +164,6 @@ class StorageServer:
         if kind is ShareKind.MUTABLE:
             raise InvalidRequest("that storage index holds a mutable slot, not immutable shares")
         have = self.backend.list_shares(storage_index)
-        if have:
-            metadata = self._renewed(
-                storage_index, ShareKind.IMMUTABLE, renew_secret, cancel_secret
-            )
-            self._put_metadata(storage_index, metadata)
-
         allocated: set[int] = set()
         new: list[int] = []
         for share_number in sorted(frozenset(share_numbers) - have):
@@ -189,6 +183,11 @@ class StorageServer:
                     f"{len(new)} share(s) of {allocated_size} bytes do not fit in the "
                     f"{space} bytes available"
                 )
+        if have:  # only once nothing can refuse the request: a refusal changes nothing
+            metadata = self._renewed(
+                storage_index, ShareKind.IMMUTABLE, renew_secret, cancel_secret
+            )
+            self._put_metadata(storage_index, metadata)
         now = self.clock.seconds()
         for share_number in new:
             self.backend.create_incoming(storage_index, share_number)

@@ -85,3 +85,20 @@ def test_available_space_helper() -> None:
     assert available_space(1000, 100, 50) == 850
     assert available_space(100, 1000, 0) == 0
     assert available_space(None, 10, 10) == UNKNOWN_SPACE
+
+
+def test_a_refused_allocation_renews_no_lease() -> None:
+    """An allocation that cannot fit is refused before anything changes: the lease on the
+    shares the index already holds is not renewed by it (a refusal changes nothing stored)."""
+    clock = Clock()
+    server = StorageServer(MemoryBackend(capacity=10_000), clock)
+    server.allocate_buckets(SI, frozenset({0}), 100, UPLOAD, RENEW, CANCEL)
+    server.write_immutable(SI, 0, UPLOAD, 0, b"x" * 100)
+    clock.advance(1)
+    before = server.backend.get_metadata(SI)
+    clock.advance(1000)
+    other_renew, other_cancel = b"R" * 32, b"C" * 32
+    with pytest.raises(NoSpace):
+        server.allocate_buckets(SI, frozenset({0, 1}), 50_000, UPLOAD, other_renew, other_cancel)
+    assert server.backend.get_metadata(SI) == before
+    assert server.backend.list_shares(SI) == frozenset({0})
