@@ -293,7 +293,7 @@ class Volume:
         )
         generation = self.overlay.next_generation()
         base, changed, limit = journaled_base(job)
-        held = changed if base is not None else Ranges([(0, job.size)] if job.size else [])
+        held = Ranges(job.held())
         if job.data is not None:  # the staged copy was never flushed: rebuild it
             restore_staged(FilePath(job.staged), job.data, list(held), job.size)
         try:

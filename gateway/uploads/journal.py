@@ -57,7 +57,7 @@ class UploadJob:
     def held(self) -> list[tuple[int, int]]:
         """The ranges of the file its staged copy holds: the changed ranges over a base
         version (``target["changed"]``), or the whole file."""
-        if self.target.get("base"):
+        if self.target.get("base") or self.target.get("clone"):  # (a clone: none changed)
             return [(int(s), int(e)) for s, e in self.target.get("changed", ())]
         return [(0, self.size)] if self.size else []
 

@@ -10,16 +10,19 @@ no TLS, no reactor), so the whole contract runs in a fraction of a second;
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient
 from storage import wire
+from storage.errors import NotAuthorized
 from storage.http_server import make_storage_site
 from storage.memory import MemoryBackend
 from storage.server import StorageServer
 from tests.grid.contract import OURS, SiteAgent, StorageClientContract, closing, memory_nurl
+from tests.storage.test_http_server import deferred_test
 
 
 class HttpInMemoryContractTests(StorageClientContract, TestCase):
@@ -38,3 +41,23 @@ class HttpInMemoryContractTests(StorageClientContract, TestCase):
 
     def open_connections(self) -> int:
         return self.agent.open_connections()
+
+
+class HttpInMemoryAuthorizationTests(TestCase):
+    """What only the HTTP transport adds: the swissnum in the NURL is the server's key."""
+
+    @deferred_test
+    async def test_a_wrong_swissnum_is_refused(self) -> None:
+        """A client whose NURL carries another swissnum is refused (401: NotAuthorized),
+        and the server still answers the right one."""
+        clock = Clock()
+        swissnum = wire.new_swissnum()
+        site = make_storage_site(StorageServer(MemoryBackend(), clock), swissnum, clock=clock)
+        agent = SiteAgent(site)
+        wrong = wire.parse_nurl(memory_nurl(wire.new_swissnum()))
+        stranger = closing(self, HttpStorageClient(clock, wrong, agent=agent))
+        with pytest.raises(NotAuthorized):
+            await stranger.get_version()
+        right = wire.parse_nurl(memory_nurl(swissnum))
+        owner = closing(self, HttpStorageClient(clock, right, agent=agent))
+        assert (await owner.get_version()).available_space > 0

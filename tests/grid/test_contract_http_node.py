@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient
 from storage import wire
+from storage.errors import NotAuthorized
 from tests.grid.contract import (
     OURS,
     NurlContract,
@@ -25,6 +26,7 @@ from tests.grid.contract import (
     closing,
     sockets_to,
 )
+from tests.storage.test_http_server import deferred_test
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,13 @@ class HttpStorageNodeContractTests(StorageClientContract, NurlContract, TestCase
 
     def open_connections(self) -> int:
         return sockets_to(wire.parse_nurl(self.nurl).port)
+
+    @deferred_test
+    async def test_a_stolen_pin_without_the_swissnum_is_refused(self) -> None:
+        """Over real TLS to the node: right pin and address, another swissnum: refused
+        (NotAuthorized), while the real NURL is served."""
+        real = wire.parse_nurl(self.nurl)
+        forged = wire.format_nurl(real.spki_hash, real.host, real.port, wire.new_swissnum())
+        with pytest.raises(NotAuthorized):
+            await self.client_for(forged).get_version()
+        assert (await self.client_for(self.nurl).get_version()).available_space > 0
