@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
-from gateway.objects.caps import ChunkedCap
+from gateway.objects.caps import ChunkedCap, ImmutableReadCap
 from gateway.objects.chunk_format import ChildCap, ExtentCap, Node, check_node, decode_node
 from gateway.objects.concurrency import shared, start
 from gateway.objects.immutable import ImmutableReader
@@ -82,6 +82,38 @@ class NodeCache:
         node = decode_node(data, cap)
         self.put(cap, node)
         return node
+
+
+class OpenedExtents:
+    """Extent readers that have opened their shares, by extent, least recently used dropped
+    beyond ``capacity``.
+
+    Opening an extent lists its shares on the servers and reads and checks each
+    share's header, hash chain and URI extension block: several round trips, more
+    than reading a 4 KiB piece of it. Random reads over a large file touch more
+    extents than a tree reader keeps readers for, so the opened readers (a few
+    hundred bytes each, no data) are kept here, shared by every reader of one
+    store. A reader is reused only on the same servers and while
+    :meth:`~gateway.objects.immutable.ImmutableReader.reusable`.
+    """
+
+    def __init__(self, capacity: int = 2048):
+        self.capacity = capacity
+        self._readers: OrderedDict[ImmutableReadCap, ImmutableReader] = OrderedDict()
+
+    def reader(
+        self, extent: ImmutableReadCap, servers: Sequence[IStorageClient], batch: int = 8
+    ) -> ImmutableReader:
+        """A reader of ``extent`` on ``servers``: the one kept, or a new one (then kept)."""
+        reader = self._readers.get(extent)
+        if reader is not None and reader.reusable() and list(reader.servers) == list(servers):
+            self._readers.move_to_end(extent)
+            return reader
+        reader = self._readers[extent] = ImmutableReader(extent, servers, batch_segments=batch)
+        self._readers.move_to_end(extent)
+        while len(self._readers) > self.capacity:
+            self._readers.popitem(last=False)
+        return reader
 
 
 async def node_children(

@@ -116,6 +116,14 @@ class ImmutableReader:
                 pieces.append(_clip(plaintext, offset - base, end - base))
         return pieces
 
+    def reusable(self) -> bool:
+        """Whether a later read may go through this reader: it has not looked for its
+        shares yet, or holds enough of them open (one whose servers failed is made afresh,
+        so a server that came back is asked again)."""
+        if self._candidates is None:
+            return True
+        return self._layout is not None and len(self._active) >= self.cap.k
+
     async def layout(self) -> fmt.ShareLayout:
         """Where everything lies in the file's shares (opens shares on first use).
 

@@ -31,7 +31,7 @@ from gateway.objects.caps import (
 )
 from gateway.objects.chunk_format import DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT
 from gateway.objects.chunk_update import TreeUpdate
-from gateway.objects.chunked import ChunkTreeReader, NodeCache
+from gateway.objects.chunked import ChunkTreeReader, NodeCache, OpenedExtents
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode, pack_contents
 from gateway.objects.immutable import ImmutableReader
@@ -70,6 +70,8 @@ class ObjectStore:
         self.parallel_uploads = parallel_uploads
         #: Chunk tree nodes read or stored lately (nodes are immutable: never stale).
         self.nodes = NodeCache()
+        #: Extents whose shares random reads have opened lately (no data, only where it lies).
+        self.extents = OpenedExtents()
         #: When set, directory changes are journaled locally and published in the background.
         self.write_back: DirectoryWriteBack | None = None
         #: Otherwise they are published at once, concurrent ones to one directory together.
@@ -119,9 +121,14 @@ class ObjectStore:
         """Random-access reads of an immutable file (of a chunked file too)."""
         servers = self.servers
         if isinstance(cap, ChunkedCap):
-            return ChunkTreeReader(
-                cap, servers, self.nodes, lambda extent: FileReader(extent, servers)
-            )
+            extents = self.extents
+
+            def open_extent(extent: LiteralCap | ImmutableReadCap) -> IFileReader:
+                if isinstance(extent, LiteralCap):
+                    return FileReader(extent, servers)
+                return FileReader(extent, servers, reader=extents.reader(extent, servers))
+
+            return ChunkTreeReader(cap, servers, self.nodes, open_extent)
         return FileReader(cap, servers)
 
     async def read_mutable(self, cap: MutableWriteCap | MutableReadCap) -> bytes:
@@ -188,10 +195,11 @@ class FileReader:
         readahead: int = 24,
         batch: int = 8,
         depth: int = 3,
+        reader: ImmutableReader | None = None,
     ):
         self.cap = cap
         self._reader = (
-            ImmutableReader(cap, servers, batch_segments=max(1, batch))
+            (reader or ImmutableReader(cap, servers, batch_segments=max(1, batch)))
             if isinstance(cap, ImmutableReadCap)
             else None
         )

@@ -308,3 +308,49 @@ def test_node_cache_is_bounded() -> None:
         assert isinstance(child, ChunkedCap)
         run(cache.load(child, store.servers))
     assert len(cache._nodes) == 3
+
+
+def _requests(grid: list[object], kind: str) -> int:
+    return sum(c.count(kind) for c in grid)  # type: ignore[attr-defined]
+
+
+def test_random_reads_over_many_extents_open_each_extent_once() -> None:
+    """Random reads over more extents than a reader keeps open list and open each extent's
+    shares once: the store remembers where an opened extent's shares lie."""
+    import random
+
+    store, grid = make_store()
+    data = pattern(FANOUT**2 * CHUNK)  # 16 extents, more than the 8 readers a tree keeps
+    cap = update(store, None, data, [(0, len(data))])
+    rng = random.Random(3)
+    offsets = [rng.randrange(len(data) - 8) for _ in range(200)]
+    reader = store.reader(cap)
+    clear(grid)
+    for offset in offsets:
+        assert run(reader.read(offset, 8)) == data[offset : offset + 8]
+    lists = _requests(grid, "list_immutable")
+    assert lists <= FANOUT**2 * len(grid)  # once per extent and server, not once per read
+    # A second reader of the same file (another handle) opens nothing again.
+    clear(grid)
+    again = store.reader(cap)
+    for offset in offsets[:50]:
+        assert run(again.read(offset, 8)) == data[offset : offset + 8]
+    assert _requests(grid, "list_immutable") == 0
+
+
+def test_an_extent_whose_shares_failed_is_opened_afresh() -> None:
+    """When an opened extent's servers fail, the next read does not reuse the failed reader:
+    once the servers are back it reads again (a server that came back is asked again)."""
+    store, grid = make_store()
+    data = pattern(FANOUT * CHUNK * 2)
+    cap = update(store, None, data, [(0, len(data))])
+    assert run(store.reader(cap).read(10, 5)) == data[10:15]
+    for client in grid:
+        client.fail_after = len(client.requests)  # every further request fails
+    with pytest.raises(Exception):  # noqa: B017 - which error is immutable.py's business
+        run(store.reader(cap).read(CHUNK * 5 + 3, 5))
+    for client in grid:
+        client.fail_after = None
+        client.available = True
+    assert run(store.reader(cap).read(CHUNK * 5 + 3, 5)) == data[CHUNK * 5 + 3 : CHUNK * 5 + 8]
+    assert run(store.reader(cap).read(10, 5)) == data[10:15]
