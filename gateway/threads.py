@@ -1,4 +1,5 @@
-"""Running blocking calls (fsync, file creation) in the reactor's thread pool.
+"""Running blocking calls (fsync, file creation) in the reactor's thread pool, and
+CPU-heavy encoding in a pool of its own.
 
 Code that needs a thread takes a :class:`Threads` (so tests can run the calls by
 hand) and gets the reactor's pool from :func:`reactor_threads`.
@@ -6,12 +7,14 @@ hand) and gets the reactor's pool from :func:`reactor_threads`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
 
@@ -33,3 +36,46 @@ def reactor_threads(reactor: Any) -> Threads | None:
         return deferToThreadPool(reactor, reactor.getThreadPool(), call)
 
     return run
+
+
+class CpuThreads:
+    """A pool of its own for CPU-heavy work (encrypting, hashing and erasure-coding what
+    uploads in the background); calling it runs a call there, as a :class:`Threads` does.
+
+    It is not the reactor's pool: that one runs the fsyncs a CLOSE or a directory change
+    waits for, which must never queue behind a large upload's encoding. ``size`` defaults
+    to the machine's CPUs (at most 4): libsodium, zfec and hashlib release the GIL, so
+    that many segments are encoded at once while the reactor thread serves clients. The
+    pool starts on first use; :meth:`stop` (or the reactor's shutdown) stops it.
+    """
+
+    def __init__(self, reactor: Any, size: int | None = None):
+        self._reactor = reactor
+        self._size = size or min(4, os.cpu_count() or 1)
+        self._pool: ThreadPool | None = None
+        self._trigger: Any = None
+
+    def __call__(self, call: Callable[[], T], /) -> Deferred[T]:
+        """Start ``call`` in the pool."""
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=self._size, name="cpu")
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        return deferToThreadPool(self._reactor, self._pool, call)
+
+    def stop(self) -> None:
+        """Stop the pool (after the calls it runs); a later call starts it again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            if self._trigger is not None and self._reactor.running:
+                self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+            pool.stop()
+
+
+def cpu_threads(reactor: Any, size: int | None = None) -> CpuThreads | None:
+    """A :class:`CpuThreads` on ``reactor``; None for a reactor without threads (a test's
+    ``Clock``)."""
+    if not IReactorThreads.providedBy(reactor):
+        return None
+    return CpuThreads(reactor, size)

@@ -20,6 +20,7 @@ from gateway.objects.store import ObjectStore
 from gateway.objects.writeback import DirectoryWriteBack
 from gateway.service import NodePart, StartupError
 from gateway.storage_node import read_secret_file
+from gateway.threads import cpu_threads
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from storage import base32
@@ -57,6 +58,8 @@ class FilesystemPart(NodePart):
         self._close_waits = config.get("uploads", "close") == "grid"
         self._grace: float = config.get("uploads", "grace_period")
         self.journal = UploadJournal(nd.state / "uploads")
+        #: Where uploads encode, off the reactor thread that serves clients.
+        self._cpu = cpu_threads(reactor)
         self.queue = UploadQueue(
             reactor,
             self.journal,
@@ -75,7 +78,13 @@ class FilesystemPart(NodePart):
         secrets = read_gateway_secrets(self._nd)
         encoding = self._grid.encoding
         params = EncodingParams(k=encoding.needed, happy=encoding.happy, n=encoding.total)
-        self.store = ObjectStore(lambda: self._grid.servers, secrets, params, self._reactor)
+        self.store = ObjectStore(
+            lambda: self._grid.servers,
+            secrets,
+            params,
+            self._reactor,
+            threads=self._cpu,
+        )
         if not self._close_waits:
             # Directory changes are answered once journaled, as CLOSE is, and published after.
             self.store.write_back = DirectoryWriteBack(
@@ -100,6 +109,8 @@ class FilesystemPart(NodePart):
         if self.store is not None and self.store.write_back is not None:
             # Small publishes: a grid that takes none within 10 s will not take them at all.
             await self.store.write_back.stop(min(self._grace, 10.0))
+        if self._cpu is not None:
+            self._cpu.stop()  # the upload queue, stopped before this part, encodes no more
 
     def volume(self, root_cap: str) -> Volume:
         """The shared volume of a root directory."""

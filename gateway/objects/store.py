@@ -41,6 +41,7 @@ from gateway.objects.mutable import MutableClient
 from gateway.objects.upload import ImmutableUploader
 from gateway.objects.writeback import DirectoryWriteBack
 from gateway.objects.writethrough import WriteThrough
+from gateway.threads import Threads
 
 T = TypeVar("T")
 
@@ -58,8 +59,11 @@ class ObjectStore:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         fanout: int = DEFAULT_FANOUT,
         parallel_uploads: int = 4,
+        threads: Threads | None = None,
     ):
         self._servers = servers
+        #: Where uploads encode (see :attr:`ImmutableUploader.threads`).
+        self.threads = threads
         self.secrets = secrets
         self.params = params
         self.clock = clock
@@ -88,7 +92,7 @@ class ObjectStore:
 
     def uploader(self) -> ImmutableUploader:
         """An uploader of single immutable objects onto the current servers."""
-        return ImmutableUploader(self.servers, self.secrets, self.params)
+        return ImmutableUploader(self.servers, self.secrets, self.params, threads=self.threads)
 
     async def upload(self, source: BinaryIO) -> LiteralCap | ImmutableReadCap:
         """Upload a seekable file as one immutable object."""

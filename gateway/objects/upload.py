@@ -12,10 +12,12 @@ is written last, completing each share. Reading them back is
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import BinaryIO, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import BinaryIO, TypeVar, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -37,10 +39,27 @@ from gateway.objects.crypto import (
 from gateway.objects.errors import CorruptShare, UploadUnhappy
 from gateway.objects.immutable import SERVER_FAILURES
 from gateway.objects.placement import happiness, permuted_ring
+from gateway.threads import Threads
 from storage.errors import StorageError
 
 SLICE_SECONDS = 0.02
 """How long an upload may run without letting the reactor serve anything else."""
+
+OFFLOAD_AT = 32 * 1024
+"""The smallest piece of work (in bytes) handed to the encoding threads."""
+
+HASH_RUN = 8
+"""Segments read and hashed per hand-off in the first pass."""
+
+T = TypeVar("T")
+
+
+def _encode_next(source: BinaryIO, builder: fmt.ShareSetBuilder, length: int) -> list[bytes]:
+    """Read the next segment and encode it (encrypt, erasure-code, hash its blocks)."""
+    plaintext = source.read(length)
+    if len(plaintext) != length:
+        raise ValueError("the file changed size while it was being uploaded")
+    return builder.add_segment(plaintext)
 
 
 class _Pacer:
@@ -106,6 +125,30 @@ class ImmutableUploader:
     params: fmt.EncodingParams = fmt.EncodingParams()
     convergent: bool = True
     pipeline_depth: int = 4
+    threads: Threads | None = None
+    """Where reading, hashing and encoding a segment run (a pool of their own: see
+    :func:`gateway.threads.cpu_threads`), so the reactor thread keeps serving clients while
+    a large upload runs; None runs them in the reactor thread, in slices."""
+
+    async def _cpu(self, size: int, call: Callable[[], T]) -> T:
+        """``call()``, in :attr:`threads` when it handles at least ``OFFLOAD_AT`` bytes (a
+        smaller one costs less than the hand-off to a thread)."""
+        if self.threads is None or size < OFFLOAD_AT:
+            return call()
+        return await self.threads(call)
+
+    def _read_hashed(
+        self, source: BinaryIO, hasher: hashlib.blake2b
+    ) -> Callable[[], Awaitable[bytes]]:
+        """Reads the source a run of segments at a time (b"" at its end), hashing each."""
+        step = self.params.segment_size * HASH_RUN
+
+        def read_and_hash() -> bytes:
+            data = source.read(step)
+            hasher.update(data)
+            return data
+
+        return lambda: self._cpu(step, read_and_hash)
 
     async def upload_bytes(self, data: bytes) -> LiteralCap | ImmutableReadCap:
         """Upload a buffer (convenience for small objects and tests)."""
@@ -126,16 +169,17 @@ class ImmutableUploader:
         size = 0
         head = b""
         pacer = _Pacer()
-        while chunk := source.read(params.segment_size):
-            await pacer.pause()
-            if size <= fmt.LITERAL_THRESHOLD:
-                head += chunk
-            size += len(chunk)
-            if not self.convergent and size > fmt.LITERAL_THRESHOLD:
-                here = source.tell()
-                size += source.seek(0, 2) - here
-                break
-            hasher.update(chunk)
+        if not self.convergent:
+            head = source.read(fmt.LITERAL_THRESHOLD + 1)
+            here = source.tell()
+            size = len(head) + source.seek(0, 2) - here
+        else:
+            read = self._read_hashed(source, hasher)
+            while chunk := await read():
+                await pacer.pause()
+                if size <= fmt.LITERAL_THRESHOLD:
+                    head += chunk[: fmt.LITERAL_THRESHOLD + 1]
+                size += len(chunk)
         if size <= fmt.LITERAL_THRESHOLD:
             return LiteralCap(head[:size])
         if self.convergent:
@@ -245,10 +289,8 @@ class ImmutableUploader:
         pacer = _Pacer()
         for segment in range(layout.num_segments):
             await pacer.pause()
-            plaintext = source.read(layout.segment_length(segment))
-            if len(plaintext) != layout.segment_length(segment):
-                raise ValueError("the file changed size while it was being uploaded")
-            blocks = builder.add_segment(plaintext)
+            length = layout.segment_length(segment)
+            blocks = await self._cpu(length, functools.partial(_encode_next, source, builder, length))
             offset = layout.block_offset(segment)
             in_flight.append(start(self._write_blocks(placement, blocks, offset)))
             if len(in_flight) >= self.pipeline_depth:
