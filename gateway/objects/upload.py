@@ -290,7 +290,8 @@ class ImmutableUploader:
         for segment in range(layout.num_segments):
             await pacer.pause()
             length = layout.segment_length(segment)
-            blocks = await self._cpu(length, functools.partial(_encode_next, source, builder, length))
+            encode = functools.partial(_encode_next, source, builder, length)
+            blocks = await self._cpu(length, encode)
             offset = layout.block_offset(segment)
             in_flight.append(start(self._write_blocks(placement, blocks, offset)))
             if len(in_flight) >= self.pipeline_depth:

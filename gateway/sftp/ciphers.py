@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from gateway.sftp.chacha_sodium import SODIUM
+
 __all__ = [
     "AEAD_CIPHERS",
     "CIPHER_KEY_SIZES",
@@ -276,7 +278,8 @@ class _GCM:
 
 
 class _ChaCha20Poly1305:
-    """chacha20-poly1305@openssh.com, one direction (sealing or opening)."""
+    """chacha20-poly1305@openssh.com, one direction (sealing or opening): libsodium's
+    primitives where it has them (:mod:`gateway.sftp.chacha_sodium`), else ``cryptography``'s."""
 
     _ZERO_BLOCK = bytes(64)
 
@@ -293,19 +296,32 @@ class _ChaCha20Poly1305:
         nonce = bytes(8) + struct.pack(">Q", sequence)
         return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
 
-    def _payload_stream(self, sequence: int) -> tuple[bytes, CipherContext]:
+    def _header_xor(self, sequence: int, data: bytes) -> bytes:
+        if SODIUM is not None:
+            return SODIUM.xor(self._header, struct.pack(">Q", sequence), 0, data)
+        return self._stream(self._header, sequence).update(data)
+
+    def _payload_xor(self, sequence: int, data: bytes) -> tuple[bytes, bytes]:
+        """The Poly1305 key (block 0 of the payload key's stream) and ``data`` XOR the
+        stream from block 1 on."""
+        if SODIUM is not None:
+            nonce = struct.pack(">Q", sequence)
+            return SODIUM.xor(self._main, nonce, 0, bytes(32)), SODIUM.xor(
+                self._main, nonce, 1, data
+            )
         stream = self._stream(self._main, sequence)
-        # Block 0 of the payload key's stream is the Poly1305 key; the payload uses 1 on.
-        return stream.update(self._ZERO_BLOCK)[:32], stream
+        return stream.update(self._ZERO_BLOCK)[:32], stream.update(data)
 
     def seal(self, sequence: int, payload: bytes) -> bytes:
         """See :meth:`PacketSealer.seal`."""
         pad = _padding_length(1 + len(payload), 8)
         length = struct.pack(">L", 1 + len(payload) + pad)
-        poly_key, stream = self._payload_stream(sequence)
-        encrypted = self._stream(self._header, sequence).update(length) + stream.update(
-            bytes((pad,)) + payload + self._padding.take(pad)
+        poly_key, body = self._payload_xor(
+            sequence, bytes((pad,)) + payload + self._padding.take(pad)
         )
+        encrypted = self._header_xor(sequence, length) + body
+        if SODIUM is not None:
+            return encrypted + SODIUM.tag(poly_key, encrypted)
         return encrypted + Poly1305.generate_tag(poly_key, encrypted)
 
     def open(self, sequence: int, data: bytes) -> tuple[bytes, int] | None:
@@ -313,8 +329,7 @@ class _ChaCha20Poly1305:
         if len(data) < 4:
             return None
         if self._length is None or self._length[0] != sequence:
-            clear = self._stream(self._header, sequence).update(data[:4])
-            (length,) = struct.unpack(">L", clear)
+            (length,) = struct.unpack(">L", self._header_xor(sequence, data[:4]))
             if length > MAX_PACKET or length < 8 or length % 8:
                 raise PacketError(_PROTOCOL_ERROR, f"bad packet length {length}")
             self._length = (sequence, length)
@@ -323,7 +338,14 @@ class _ChaCha20Poly1305:
         if len(data) < end + 16:
             return None
         self._length = None
-        poly_key, stream = self._payload_stream(sequence)
+        nonce = struct.pack(">Q", sequence)
+        if SODIUM is not None:
+            poly_key = SODIUM.xor(self._main, nonce, 0, bytes(32))
+            if not SODIUM.verify(poly_key, data[:end], data[end : end + 16]):
+                raise PacketError(_MAC_ERROR, "bad chacha20-poly1305 tag")
+            return _plain_payload(SODIUM.xor(self._main, nonce, 1, data[4:end]), length), end + 16
+        stream = self._stream(self._main, sequence)
+        poly_key = stream.update(self._ZERO_BLOCK)[:32]
         try:
             Poly1305.verify_tag(poly_key, data[:end], data[end : end + 16])
         except InvalidSignature:

@@ -206,3 +206,33 @@ def test_round_trip_and_padding(cipher: bytes, mac: bytes, payload: bytes) -> No
     for sequence in (0, 1):
         packet = sealer.seal(sequence, payload)
         assert opener.open(sequence, packet) == (payload, len(packet))
+
+
+def test_libsodium_primitives_are_found() -> None:
+    """PyNaCl's libsodium gives chacha20-poly1305@openssh.com its one-call primitives (the
+    per-packet cost of cryptography's contexts is what they avoid)."""
+    from gateway.sftp.chacha_sodium import SODIUM
+
+    assert SODIUM is not None
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=["1", "28", "32k"])
+def test_chacha20_poly1305_without_libsodium(
+    payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where libsodium lacks the primitives, cryptography's give byte-identical packets, and
+    each side opens the other's."""
+    import gateway.sftp.ciphers as ciphers
+
+    with_sodium = make_sealer(CHACHA, b"", b"", KEY, b"")
+    without = make_sealer(CHACHA, b"", b"", KEY, b"")
+    for sealer in (with_sodium, without):
+        sealer._padding.take = lambda n: bytes(n)  # type: ignore[attr-defined]
+    sealed = with_sodium.seal(9, payload)
+    monkeypatch.setattr(ciphers, "SODIUM", None)
+    assert without.seal(9, payload) == sealed
+    assert make_opener(CHACHA, b"", b"", KEY, b"").open(9, sealed) == (payload, len(sealed))
+    bad = bytearray(sealed)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises(PacketError):
+        make_opener(CHACHA, b"", b"", KEY, b"").open(9, bytes(bad))
