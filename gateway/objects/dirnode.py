@@ -182,10 +182,10 @@ class DirectoryNode:
             return True
         return self.updates.cached is not None
 
-    async def read_state(self) -> KnownState:
+    async def read_state(self, known: KnownState | None = None) -> KnownState:
         """The directory's newest version from the grid (pausing while writers keep changing
-        it)."""
-        return await self.updates.read_state()
+        it); ``known``'s contents are kept while its version is still the newest."""
+        return await self.updates.read_state(known)
 
     # -- changing --
 

@@ -30,8 +30,9 @@ class JournaledDirectory(Protocol):
     def storage_index(self) -> bytes:
         """The directory's storage index."""
 
-    async def read_state(self) -> KnownState:
-        """Read the directory's current version from the grid."""
+    async def read_state(self, known: KnownState | None = None) -> KnownState:
+        """Read the directory's current version from the grid (``known``'s contents are kept
+        while its version is still the newest)."""
 
 
 #: A publish that loses this many races in a row is retried later, not at once.

@@ -59,7 +59,7 @@ class DirectoryState:
         waiter to raise)."""
         generation = self.generation
         try:
-            state: KnownState | None = await node.read_state()
+            state: KnownState | None = await node.read_state(self.known)
         except NotEnoughShares as e:
             if not self.create:
                 return e

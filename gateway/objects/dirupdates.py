@@ -88,12 +88,12 @@ class DirectoryUpdates:
         self._remember(records, state)
         return records
 
-    async def read_state(self) -> KnownState:
+    async def read_state(self, known: KnownState | None = None) -> KnownState:
         """The directory's newest version from the grid (pausing while writers keep changing
-        it)."""
+        it); ``known``'s contents are kept while its version is still the newest."""
         for attempt in range(self.attempts):
             try:
-                return await self.client.read_known(self.cap.node)
+                return await self.client.read_known(self.cap.node, known)
             except SharesKeptChanging:  # writers kept replacing it: pause, then try again
                 if attempt == self.attempts - 1:
                     raise

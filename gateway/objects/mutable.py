@@ -109,10 +109,30 @@ class MutableClient:
         writer = writer or MutableWriteCap.generate()
         return writer, await self._publish(writer, contents, None, Scan())
 
-    async def read_known(self, cap: MutableReadCap | MutableWriteCap) -> KnownState:
-        """The newest readable version, as a state a later :meth:`update` can start from."""
+    async def read_known(
+        self, cap: MutableReadCap | MutableWriteCap, known: KnownState | None = None
+    ) -> KnownState:
+        """The newest readable version, as a state a later :meth:`update` can start from.
+
+        With ``known`` (a version read or published before), the servers are scanned and,
+        when its version is still the newest found and enough of its shares are there,
+        ``known``'s contents are kept: a revalidation (one small read per share) instead of
+        reading, checking and decrypting the contents again. The versions' signatures and
+        the contents' hashes were checked when ``known`` was read, and a version names its
+        contents' hash, so the same version means the same contents.
+        """
         reader = cap.get_read_cap() if isinstance(cap, MutableWriteCap) else cap
-        data, version, scan = await read_newest(self.servers, reader)
+        scan: Scan | None = None
+        if known is not None:
+            scan = await scan_shares(self.servers, reader)
+            newest = scan.newest_first()
+            if (
+                newest
+                and newest[0] == known.version
+                and len(scan.share_numbers(known.version)) >= known.version.k
+            ):
+                return KnownState(known.data, known.version, scan)
+        data, version, scan = await read_newest(self.servers, reader, scan)
         return KnownState(data, version, scan)
 
     async def read(self, cap: MutableReadCap | MutableWriteCap) -> tuple[bytes, MutableVersion]:

@@ -193,12 +193,14 @@ async def _check_header(
 
 
 async def read_newest(
-    servers: Sequence[IStorageClient], reader: MutableReadCap
+    servers: Sequence[IStorageClient], reader: MutableReadCap, scan: Scan | None = None
 ) -> tuple[bytes, MutableVersion, Scan]:
-    """Scan, then read the preferred version that can be rebuilt; rescan if shares change."""
+    """Scan (unless given a fresh ``scan``), then read the preferred version that can be
+    rebuilt; rescan if shares change."""
     errors: list[str] = []
     for _ in range(READ_ATTEMPTS):
-        scan = await scan_shares(servers, reader)
+        if scan is None:
+            scan = await scan_shares(servers, reader)
         errors = []
         changed = False
         for version in scan.newest_first():
@@ -214,6 +216,7 @@ async def read_newest(
                 errors.append(str(e))
         if not changed:
             break
+        scan = None  # shares changed under the read: scan again
     else:
         errors.append(
             f"its shares were replaced by other writers during each of {READ_ATTEMPTS}"
