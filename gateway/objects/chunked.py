@@ -85,13 +85,14 @@ class NodeCache:
 
 
 class OpenedExtents:
-    """Extent readers that have opened their shares, by extent, least recently used dropped
-    beyond ``capacity``.
+    """Readers of immutable objects (extents of chunked files, and whole small files) that
+    have opened their shares, by cap, least recently used dropped beyond ``capacity``.
 
-    Opening an extent lists its shares on the servers and reads and checks each
+    Opening an object lists its shares on the servers and reads and checks each
     share's header, hash chain and URI extension block: several round trips, more
     than reading a 4 KiB piece of it. Random reads over a large file touch more
-    extents than a tree reader keeps readers for, so the opened readers (a few
+    extents than a tree reader keeps readers for, and a small file is read again
+    soon (``tar`` after ``cp``, then ``diff``), so the opened readers (a few
     hundred bytes each, no data) are kept here, shared by every reader of one
     store. A reader is reused only on the same servers and while
     :meth:`~gateway.objects.immutable.ImmutableReader.reusable`.

@@ -74,7 +74,7 @@ class ObjectStore:
         self.parallel_uploads = parallel_uploads
         #: Chunk tree nodes read or stored lately (nodes are immutable: never stale).
         self.nodes = NodeCache()
-        #: Extents whose shares random reads have opened lately (no data, only where it lies).
+        #: Files and extents whose shares reads have opened lately (where they lie, no data).
         self.extents = OpenedExtents()
         #: When set, directory changes are journaled locally and published in the background.
         self.write_back: DirectoryWriteBack | None = None
@@ -133,6 +133,8 @@ class ObjectStore:
                 return FileReader(extent, servers, reader=extents.reader(extent, servers))
 
             return ChunkTreeReader(cap, servers, self.nodes, open_extent)
+        if isinstance(cap, ImmutableReadCap):  # read again soon (tar, then diff): opened once
+            return FileReader(cap, servers, reader=self.extents.reader(cap, servers))
         return FileReader(cap, servers)
 
     async def read_mutable(self, cap: MutableWriteCap | MutableReadCap) -> bytes:

@@ -5,7 +5,9 @@ sequence number, and a 64-bit block counter) twice per packet and Poly1305 once.
 Built from ``cryptography`` that is two new cipher contexts and a Poly1305 object
 per packet, about 50 µs: more than the rest of a small SFTP request's handling.
 libsodium has each as one call (``crypto_stream_chacha20_xor_ic``,
-``crypto_onetimeauth_poly1305``), about 1 µs for a small packet. PyNaCl, a
+``crypto_onetimeauth_poly1305``), a few µs for a small packet (for large ones
+OpenSSL's vectorised code is faster: see ``SODIUM_BELOW`` in
+:mod:`gateway.sftp.ciphers`). PyNaCl, a
 dependency already, ships libsodium but does not bind these two, so they are
 called through ctypes: from PyNaCl's own copy (initialised when ``nacl.bindings``
 is imported), else from the system's ``libsodium``. :data:`SODIUM` is None when

@@ -277,9 +277,16 @@ class _GCM:
         return _plain_payload(body, length), end
 
 
+SODIUM_BELOW = 16 * 1024
+"""Packets shorter than this use libsodium's ChaCha20 and Poly1305 (one call each); longer
+ones OpenSSL's through ``cryptography`` (a new context costs more, its vectorised code less
+per byte: 80 against 102 µs to seal and open 32 KiB, 61 against 33 µs for 1 KiB)."""
+
+
 class _ChaCha20Poly1305:
     """chacha20-poly1305@openssh.com, one direction (sealing or opening): libsodium's
-    primitives where it has them (:mod:`gateway.sftp.chacha_sodium`), else ``cryptography``'s."""
+    primitives for small packets where it has them (:mod:`gateway.sftp.chacha_sodium`),
+    else ``cryptography``'s."""
 
     _ZERO_BLOCK = bytes(64)
 
@@ -304,13 +311,17 @@ class _ChaCha20Poly1305:
     def _payload_xor(self, sequence: int, data: bytes) -> tuple[bytes, bytes]:
         """The Poly1305 key (block 0 of the payload key's stream) and ``data`` XOR the
         stream from block 1 on."""
-        if SODIUM is not None:
-            nonce = struct.pack(">Q", sequence)
-            return SODIUM.xor(self._main, nonce, 0, bytes(32)), SODIUM.xor(
-                self._main, nonce, 1, data
-            )
+        if SODIUM is not None and len(data) < SODIUM_BELOW:
+            both = SODIUM.xor(self._main, struct.pack(">Q", sequence), 0, self._ZERO_BLOCK + data)
+            return both[:32], both[64:]
         stream = self._stream(self._main, sequence)
         return stream.update(self._ZERO_BLOCK)[:32], stream.update(data)
+
+    @staticmethod
+    def _tag(key: bytes, message: bytes) -> bytes:
+        if SODIUM is not None and len(message) < SODIUM_BELOW:
+            return SODIUM.tag(key, message)
+        return Poly1305.generate_tag(key, message)
 
     def seal(self, sequence: int, payload: bytes) -> bytes:
         """See :meth:`PacketSealer.seal`."""
@@ -320,9 +331,7 @@ class _ChaCha20Poly1305:
             sequence, bytes((pad,)) + payload + self._padding.take(pad)
         )
         encrypted = self._header_xor(sequence, length) + body
-        if SODIUM is not None:
-            return encrypted + SODIUM.tag(poly_key, encrypted)
-        return encrypted + Poly1305.generate_tag(poly_key, encrypted)
+        return encrypted + self._tag(poly_key, encrypted)
 
     def open(self, sequence: int, data: bytes) -> tuple[bytes, int] | None:
         """See :meth:`PacketOpener.open`."""
@@ -338,12 +347,13 @@ class _ChaCha20Poly1305:
         if len(data) < end + 16:
             return None
         self._length = None
-        nonce = struct.pack(">Q", sequence)
-        if SODIUM is not None:
-            poly_key = SODIUM.xor(self._main, nonce, 0, bytes(32))
-            if not SODIUM.verify(poly_key, data[:end], data[end : end + 16]):
+        if SODIUM is not None and length < SODIUM_BELOW:
+            both = SODIUM.xor(
+                self._main, struct.pack(">Q", sequence), 0, self._ZERO_BLOCK + data[4:end]
+            )
+            if not SODIUM.verify(both[:32], data[:end], data[end : end + 16]):
                 raise PacketError(_MAC_ERROR, "bad chacha20-poly1305 tag")
-            return _plain_payload(SODIUM.xor(self._main, nonce, 1, data[4:end]), length), end + 16
+            return _plain_payload(both[64:], length), end + 16
         stream = self._stream(self._main, sequence)
         poly_key = stream.update(self._ZERO_BLOCK)[:32]
         try:
