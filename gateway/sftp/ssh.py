@@ -32,6 +32,9 @@ Algorithms offered (Conch 26.x implements none of OpenSSH's AEAD ciphers or
   refused, and ``server-sig-algs`` advertises exactly this list
   (:data:`~gateway.sftp.auth.USER_KEY_ALGORITHMS`).
 
+When the node keeps an audit log, each password and public-key attempt, its
+outcome and the logout are recorded (:mod:`gateway.sftp.login_audit`).
+
 Failed password logins are answered after a growing delay (0.5 s doubling up
 to 8 s) kept per remote address and per account name; further password attempts
 for the same address or name wait for that delay too, so parallel connections

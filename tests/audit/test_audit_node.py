@@ -86,9 +86,24 @@ def _paramiko_session(gw: RunningGateway) -> tuple[int, int]:
             sftp.rmdir("/no-such-dir")
         sftp.remove("/docs/a.txt")
         sftp.rmdir("/docs")
+        sftp.symlink("Café.txt", "/link")
     finally:
         transport.close()
     return port, shown["id"]
+
+
+def _abandoned_upload(gw: RunningGateway) -> int:
+    """Write to a file and drop the connection without closing it; the client's port."""
+    transport, sftp = gw.sftp()
+    try:
+        port = transport.sock.getsockname()[1]
+        f = sftp.open("/abandoned.bin", "wb")
+        f.write(b"never published")
+        f.flush()
+        sftp.stat("/abandoned.bin")  # the write was answered before the stat
+    finally:
+        transport.close()
+    return port
 
 
 def test_logins_and_file_changes_are_audited(tmp_path: Path, reaper: NodeReaper) -> None:
@@ -106,6 +121,7 @@ def test_logins_and_file_changes_are_audited(tmp_path: Path, reaper: NodeReaper)
     _login_fails(gw, "alice", "not the password")
     _login_fails(gw, "nobody", PASSWORD)
     port, session = _paramiko_session(gw)
+    abandoned = _abandoned_upload(gw)
     (tmp_path / "up.txt").write_text("via openssh\n")
     batch = "put up.txt /up.txt\nrename /up.txt /moved.txt\nchmod 600 /moved.txt\n"
     batch += "mkdir /d\nrmdir /d\nrm /moved.txt\n"
@@ -136,7 +152,7 @@ def test_logins_and_file_changes_are_audited(tmp_path: Path, reaper: NodeReaper)
     mine = [e for e in events if e["port"] == port]
     assert [e["event"] for e in mine] == [
         "login", "mkdir", "open", "close", "rename", "setstat", "setstat", "open",
-        "setstat", "close", "rmdir", "remove", "rmdir", "logout",
+        "setstat", "close", "rmdir", "remove", "rmdir", "symlink", "logout",
     ]  # fmt: skip
     login, *changes, logout = mine
     assert (login["account"], login["method"], login["session"]) == ("alice", "password", None)
@@ -157,11 +173,18 @@ def test_logins_and_file_changes_are_audited(tmp_path: Path, reaper: NodeReaper)
     missing = changes[9]
     assert (missing["path"], missing["outcome"]) == ("/no-such-dir", "no_such_file")
     assert "no-such-dir" in missing["error"]
+    link = changes[12]
+    assert (link["path"], link["target"], link["outcome"]) == ("/link", "Café.txt", "ok")
+
+    dropped = [e for e in events if e["port"] == abandoned and e["event"] == "close"]
+    assert [(e["path"], e["bytes"], e["outcome"]) for e in dropped] == [
+        ("/abandoned.bin", 15, "aborted")
+    ]
 
     by_openssh = [
         e
         for e in events
-        if e["port"] not in (port, None)
+        if e["port"] not in (port, abandoned, None)
         and e["account"] == "alice"
         and e["event"] != "login_failed"
     ]
