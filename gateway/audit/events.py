@@ -81,4 +81,22 @@ def event_line(when: float, event: str, client: Client, fields: dict[str, Any]) 
         "session": client.session,
         **fields,
     }
-    return json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n"
+    return _printable(json.dumps(record, ensure_ascii=False)) + "\n"
+
+
+def _printable(line: str) -> str:
+    """``line`` with every character that is not printable (line and paragraph separators,
+    bidirectional overrides, lone surrogates…) as a JSON escape: a name cannot break a line
+    in two for a line-based reader, nor disguise itself in a terminal. JSON escapes ASCII
+    controls itself, and such characters can only stand inside strings, so the line stays
+    the same JSON."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else _escape(ord(c)) for c in line)
+
+
+def _escape(code: int) -> str:
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"

@@ -179,3 +179,18 @@ def test_the_time_is_utc_iso_8601(tmp_path: Path) -> None:
     """The time reads as ISO 8601 in UTC (a ``Z`` suffix), whatever the local time zone."""
     line = json.loads(event_line(86400 * 365.25 * 30, "login", ALICE, {}))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+
+
+def test_names_cannot_break_or_disguise_a_line(tmp_path: Path) -> None:
+    """Line and paragraph separators, bidirectional overrides, characters outside the BMP
+    that do not print, and invalid surrogates in a name stay escaped inside one JSON line,
+    and read back as the name; printable names outside ASCII stay as they are."""
+    name = "/a\u2028b\u2029c\x85d\u202egpj.exe\U000e0041\udcff\ttab\nnewline\\x/日本.txt"
+    path = tmp_path / "audit.jsonl"
+    _writer(path).record("remove", ALICE, path=name)
+    raw = path.read_bytes()
+    assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+    text = raw.decode("utf-8")
+    assert text.isprintable() is False and text[:-1].isprintable()
+    assert "日本.txt" in text and "\\u202e" in text and "\\udb40\\udc41" in text
+    assert json.loads(text)["path"] == name
