@@ -15,7 +15,7 @@ from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
 
 from gateway.account_errors import InvalidSSHKey
 
-__all__ = ["MIN_RSA_BITS", "AuthorizedKey"]
+__all__ = ["MIN_RSA_BITS", "AuthorizedKey", "key_fingerprint"]
 
 MIN_RSA_BITS = 2048
 
@@ -115,10 +115,15 @@ class AuthorizedKey:
     @property
     def fingerprint(self) -> str:
         """The key's SHA256 fingerprint as OpenSSH prints it."""
-        fp = self.public_key().fingerprint(FingerprintFormats.SHA256_BASE64)
-        return f"SHA256:{fp.rstrip('=')}"
+        return key_fingerprint(self.public_key())
 
     def to_line(self) -> str:
         """The ``authorized_keys`` line this was parsed from (normalized whitespace)."""
         key_part = self.public_key().toString("openssh").decode("ascii")
         return " ".join(p for p in (self.options, key_part, self.comment) if p)
+
+
+def key_fingerprint(key: Key) -> str:
+    """A key's SHA256 fingerprint as OpenSSH prints it (``SHA256:`` and unpadded base64)."""
+    fp = key.fingerprint(FingerprintFormats.SHA256_BASE64)
+    return f"SHA256:{fp.rstrip('=')}"

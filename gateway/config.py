@@ -11,25 +11,29 @@ documents every key. The value parsers are :mod:`gateway.config_values`
 from __future__ import annotations
 
 import configparser
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import frozen
 
+from gateway.audit.settings import AUDIT_OPTIONS
 from gateway.config_values import (
     NODE_KINDS,
+    Option,
     at_least,
     parse_bool,
     parse_close_mode,
     parse_count,
     parse_duration,
     parse_host,
+    parse_kept,
     parse_kind,
     parse_location,
     parse_log_level,
     parse_max_startups,
     parse_nickname,
+    parse_path,
     parse_port,
     parse_rate,
     parse_share_count,
@@ -51,12 +55,14 @@ __all__ = [
     "parse_config",
     "parse_count",
     "parse_duration",
+    "parse_kept",
     "parse_host",
     "parse_kind",
     "parse_location",
     "parse_log_level",
     "parse_max_startups",
     "parse_nickname",
+    "parse_path",
     "parse_port",
     "parse_rate",
     "parse_share_count",
@@ -80,18 +86,6 @@ class ConfigError(Exception):
             if key is not None:
                 where += f" {key}"
         super().__init__(f"{where}: {message}")
-
-
-@frozen
-class Option:
-    """One configuration key: where it lives, how it parses, its default and what it means."""
-
-    section: str
-    key: str
-    parse: Callable[[str], Any]
-    default: str | None
-    doc: str
-    kinds: tuple[str, ...] = NODE_KINDS
 
 
 SCHEMA: tuple[Option, ...] = (
@@ -315,6 +309,7 @@ SCHEMA: tuple[Option, ...] = (
         "Connections served at once; more are answered 503 or closed.",
         ("storage",),
     ),
+    *AUDIT_OPTIONS,
 )
 
 _BY_KEY: Mapping[tuple[str, str], Option] = {(o.section, o.key): o for o in SCHEMA}

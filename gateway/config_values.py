@@ -3,7 +3,7 @@
 Each parser takes the raw text of a key and returns its value, or raises
 ``ValueError`` with a message saying what was expected; :mod:`gateway.config`
 names the file, section and key around it. The schema (which key takes which
-parser) is :data:`gateway.config.SCHEMA`.
+parser, each an :class:`Option`) is :data:`gateway.config.SCHEMA`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,21 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from attrs import frozen
+
 NODE_KINDS = ("gateway", "storage")
+
+
+@frozen
+class Option:
+    """One configuration key: where it lives, how it parses, its default and what it means."""
+
+    section: str
+    key: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+    kinds: tuple[str, ...] = NODE_KINDS
 
 
 _SIZE_UNITS = {
@@ -184,3 +198,23 @@ def parse_max_startups(text: str) -> tuple[int, int, int]:
     if not 1 <= rate <= 100:
         raise ValueError(f"rate must be a percentage between 1 and 100, got {rate}")
     return start, rate, full
+
+
+def parse_kept(text: str) -> int:
+    """Parse a number of old files kept: 0 to 1000."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= 1000:
+        raise ValueError(f"must be between 0 and 1000, got {value}")
+    return value
+
+
+def parse_path(text: str) -> str:
+    """Parse a file path (relative to the node directory, or absolute): not empty, no NUL,
+    not ending in ``/``."""
+    path = text.strip()
+    if not path or "\0" in path or path.endswith("/"):
+        raise ValueError(f"expected a file path such as logs/audit.jsonl, got {text!r}")
+    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,15 +62,14 @@ class Scrubber:
 
 def _formatter(scrubber: Scrubber) -> Any:
     def format_event(event: dict[str, Any]) -> str | None:
-        text = eventAsText(event, includeSystem=True, formatTime=_format_time)
+        text = eventAsText(event, includeSystem=True, formatTime=utc_timestamp)
         return scrubber.scrub(text) + "\n"
 
     return format_event
 
 
-def _format_time(when: float) -> str:
-    import time
-
+def utc_timestamp(when: float) -> str:
+    """``when`` (POSIX seconds) in ISO 8601 UTC to the millisecond: ``2025-01-31T12:00:00.123Z``."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
 
 

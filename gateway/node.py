@@ -1,9 +1,10 @@
 """Assembling a node's services from its directory and configuration.
 
 A gateway node's parts, in start order: embedded storage server (when the grid
-is embedded), storage client (the grid), filesystem, upload queue, SFTP, the
-control endpoint (the CLI's way in), lease renewal, web. A storage node's parts:
-the storage server (HTTPS) and its status page. Stopping goes in reverse.
+is embedded), storage client (the grid), filesystem, upload queue, audit log
+(when enabled), SFTP, the control endpoint (the CLI's way in), lease renewal,
+web. A storage node's parts: the storage server (HTTPS) and its status page.
+Stopping goes in reverse.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def build_node(reactor: Any, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 def _add_gateway_parts(
     reactor: Any, node: Node, nd: NodeDir, config: NodeConfig, scrubber: Scrubber
 ) -> None:
-    """Embedded storage, grid client, filesystem, upload queue, SFTP, control, leases."""
+    """Embedded storage, grid client, filesystem, upload queue, audit log, SFTP, control,
+    leases."""
     from gateway.grid.part import EmbeddedStoragePart, GridPart
 
     embedded = None
@@ -51,7 +53,12 @@ def _add_gateway_parts(
     fs = FilesystemPart(reactor, nd, config, grid)
     node.add_part(fs)
     node.add_part(fs.queue)
-    node.add_part(SFTPPart(reactor, nd, config, fs))
+    from gateway.audit.part import AuditPart, audit_log
+
+    audit = AuditPart(reactor, nd, config, scrubber) if config.get("audit", "enabled") else None
+    if audit is not None:
+        node.add_part(audit)
+    node.add_part(SFTPPart(reactor, nd, config, fs, audit=audit_log(audit)))
     from gateway.control.part import ControlPart
     from gateway.maintenance import LeaseRenewalPart
 

@@ -62,6 +62,16 @@ def _decode_name(username: bytes) -> str:
         raise UnauthorizedLogin("user name is not UTF-8") from None
 
 
+def _refusal(accounts: AccountStore, name: str, reason: str) -> str:
+    """Why a login failed (for the audit log; clients are told nothing): ``reason``, or
+    ``no such account`` when the name is unknown."""
+    try:
+        known = name in accounts
+    except AccountFileError:
+        known = True
+    return reason if known else "no such account"
+
+
 @implementer(ICredentialsChecker)
 @define
 class AccountPasswordChecker:
@@ -99,7 +109,7 @@ class AccountPasswordChecker:
 
         def checked(ok: bool) -> bytes | tuple[()]:
             if not ok:
-                raise UnauthorizedLogin("wrong user name or password")
+                raise UnauthorizedLogin(_refusal(self.accounts, name, "wrong password"))
             return username
 
         def broken(f: Failure) -> Failure:
@@ -141,7 +151,7 @@ class AccountPublicKeyChecker:
             self.log.error("cannot check logins: {message}", message=str(e))
             raise UnauthorizedLogin("accounts unavailable") from None
         if not authorized:
-            raise UnauthorizedLogin("key not authorized")
+            raise UnauthorizedLogin(_refusal(self.accounts, name, "key not authorized"))
         key = Key.fromString(blob)
         if alg_name not in key.supportedSignatureAlgorithms():
             raise UnauthorizedLogin("algorithm does not match the key")

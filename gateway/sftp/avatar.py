@@ -47,6 +47,7 @@ class AccountAvatar(ConchUser):
     """One logged-in SSH session of an account: serves only the ``sftp`` subsystem."""
 
     remote_address: str | None = None
+    remote_port: int | None = None
     client_version: str | None = None
     """The client's SSH version line (e.g. ``SSH-2.0-OpenSSH_9.2p1``), for the status page."""
 

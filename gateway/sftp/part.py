@@ -1,4 +1,9 @@
-"""The SFTP server as a node part: SSH on the configured address, sessions on the volumes."""
+"""The SFTP server as a node part: SSH on the configured address, sessions on the volumes.
+
+When the node keeps an audit log, logins are recorded by the SSH layer
+(:mod:`gateway.sftp.login_audit`) and each session's changes by its filesystem
+(:mod:`gateway.sftp.audited`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,16 @@ from twisted.conch.interfaces import ISFTPServer
 from twisted.logger import Logger
 
 from gateway.accounts import AccountFileError, AccountStore, accounts_path
+from gateway.audit.events import NO_AUDIT, Client, IAuditLog, NoAudit
 from gateway.config import NodeConfig
 from gateway.fs.gridfs import GridFilesystem
+from gateway.fs.interfaces import IFilesystem
 from gateway.fs.part import FilesystemPart
 from gateway.listening import bound_address, hostport, listen_tcp
 from gateway.nodedir import HOST_KEY_FILE, NodeDir
 from gateway.service import NodePart, StartupError
 from gateway.sftp.account_limits import AccountLimits
+from gateway.sftp.audited import AuditedFilesystem, SessionAudit
 from gateway.sftp.avatar import AccountAvatar
 from gateway.sftp.hostkey import HostKeyError, load_host_key
 from gateway.sftp.preauth import MaxStartups, PreauthLimits
@@ -49,8 +57,16 @@ class SFTPPart(NodePart):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, nd: NodeDir, config: NodeConfig, fs: FilesystemPart):
+    def __init__(
+        self,
+        reactor: Any,
+        nd: NodeDir,
+        config: NodeConfig,
+        fs: FilesystemPart,
+        audit: IAuditLog = NO_AUDIT,
+    ):
         super().__init__("sftp")
+        self._audit = audit
         self._reactor = reactor
         self._nd = nd
         self._fs = fs
@@ -78,7 +94,7 @@ class SFTPPart(NodePart):
     def sftp_server(self, avatar: AccountAvatar) -> ISFTPServer:
         """The SFTP server of one session."""
         volume = self._fs.volume(avatar.root_cap)
-        fs = GridFilesystem(volume, read_only=avatar.read_only)
+        fs: IFilesystem = GridFilesystem(volume, read_only=avatar.read_only)
         session = self.sessions.start(
             avatar.name,
             avatar.client_version,
@@ -86,6 +102,9 @@ class SFTPPart(NodePart):
             # Uploads waiting to start hold back while the session's client is busy.
             activity=volume.queue.client_active,
         )
+        if not isinstance(self._audit, NoAudit):
+            client = Client(avatar.name, avatar.remote_address, avatar.remote_port, session.id)
+            fs = AuditedFilesystem(fs, SessionAudit(self._audit, client))
         return GatewaySFTPServer(
             fs, user=avatar.name, rename_overwrites=avatar.rename_overwrites, session=session
         )
@@ -108,6 +127,7 @@ class SFTPPart(NodePart):
             log=self.log,
             limits=self._limits,
             account_limits=self._account_limits,
+            audit=self._audit,
         )
         self._factory = factory
         self._listening = listen_tcp(

@@ -32,6 +32,9 @@ Algorithms offered (Conch 26.x implements none of OpenSSH's AEAD ciphers or
   refused, and ``server-sig-algs`` advertises exactly this list
   (:data:`~gateway.sftp.auth.USER_KEY_ALGORITHMS`).
 
+When the node keeps an audit log, each password and public-key attempt, its
+outcome and the logout are recorded (:mod:`gateway.sftp.login_audit`).
+
 Failed password logins are answered after a growing delay (0.5 s doubling up
 to 8 s) kept per remote address and per account name; further password attempts
 for the same address or name wait for that delay too, so parallel connections
@@ -77,6 +80,7 @@ from twisted.python.failure import Failure
 
 import gateway
 from gateway.accounts import AccountStore
+from gateway.audit.events import NO_AUDIT, IAuditLog
 from gateway.sftp.account_limits import AccountLimits, AccountSlots
 from gateway.sftp.auth import (
     USER_KEY_ALGORITHMS,
@@ -88,6 +92,7 @@ from gateway.sftp.avatar import AccountAvatar, SFTPServerFactory
 from gateway.sftp.flow import IChannelFlow
 from gateway.sftp.hostkey import HostKeyError, generate_host_key, load_host_key
 from gateway.sftp.kex_strict import AlgorithmOffer, StrictKexTransport
+from gateway.sftp.login_audit import LoginAudit
 from gateway.sftp.login_deadline import LoginDeadline
 from gateway.sftp.preauth import (
     ConnectionGate,
@@ -227,6 +232,8 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         self.clock = factory.reactor
         self._throttle = factory.throttle
         self._log_to = factory.log
+        self._audit = factory.audit
+        self._attempt: LoginAudit | None = None  # the attempt auth_password is checking
         self._slots = factory.slots
         self.loginTimeout = int(factory.limits.login_grace_time) + 1  # the transport's is first
         # Conch disconnects when a failure makes more than this many.
@@ -254,9 +261,12 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         for d in list(self._waits):
             d.cancel()
 
-    def _address(self) -> str:
+    def _peer(self) -> IAddress:
         assert self.transport is not None and self.transport.transport is not None
-        peer = self.transport.transport.getPeer()
+        return self.transport.transport.getPeer()
+
+    def _address(self) -> str:
+        peer = self._peer()
         return str(getattr(peer, "host", peer))
 
     def _wait(self, seconds: float) -> Deferred[None]:
@@ -275,7 +285,10 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
 
     def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> Deferred[Any]:
         """Try a method; log the outcome and drop a login whose connection went away."""
+        attempt = LoginAudit.start(self._audit, self.clock, kind, user, data, self._peer())
+        self._attempt = attempt
         d = super().tryAuth(kind, user, data)
+        self._attempt = None
         name = user.decode("utf-8", "replace")
         address = self._address()
 
@@ -288,15 +301,19 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
             release = self._slots.connect(account)
             if release is None:
                 logout()
-                self._refuse_connection(account, address)
+                refusal = self._refuse_connection(account, address)
+                if attempt is not None:
+                    attempt.refused(refusal)
                 raise IgnoreAuthentication()
             transport = self.transport
             if isinstance(transport, _GatewayServerTransport):
                 transport.logged_in()
+            version = getattr(self.transport, "otherVersionString", b"").decode("ascii", "replace")
             if isinstance(avatar, AccountAvatar):
                 avatar.remote_address = address
-                version = getattr(self.transport, "otherVersionString", b"")
-                avatar.client_version = version.decode("ascii", "replace")
+                avatar.remote_port = getattr(self._peer(), "port", None)
+                avatar.client_version = version
+            logged_out = attempt.succeeded(account, version) if attempt is not None else None
             self._log_to.info(
                 "{user} logged in from {address} ({method})",
                 user=name,
@@ -307,6 +324,8 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
             def log_out() -> None:
                 release()
                 logout()
+                if logged_out is not None:
+                    logged_out()
 
             return interface, avatar, log_out
 
@@ -315,18 +334,21 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
                 self._log_to.warn(
                     "failed password for {user!r} from {address}", user=name, address=address
                 )
+            if attempt is not None and kind != b"password":  # a password's: before its delay
+                attempt.failed(f)
             return f
 
         return d.addCallbacks(succeeded, failed)
 
-    def _refuse_connection(self, name: str, address: str) -> None:
-        """Close a connection that logged in to an account that has all it may have."""
+    def _refuse_connection(self, name: str, address: str) -> str:
+        """Close a connection that logged in to an account that has all it may have; why."""
         message = self._slots.too_many_connections(name)
         assert self.transport is not None
         factory = self.transport.factory
         assert isinstance(factory, GatewaySSHFactory)
         factory.gate.refusals.refused(source_of(address), message)
         self.transport.sendDisconnect(DISCONNECT_TOO_MANY_CONNECTIONS, message.encode())
+        return message
 
     def auth_password(self, packet: bytes) -> Deferred[Any]:
         """Check a password after any pending delay; answer failures after a longer one."""
@@ -335,6 +357,7 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         assert isinstance(user, bytes)
         name = user.decode("utf-8", "replace")
         address = self._address()
+        attempt = self._attempt
         d = self._wait(self._throttle.admit(address, name))
         d.addCallback(
             lambda _: self.portal.login(UsernamePassword(user, password), None, IConchUser)
@@ -347,6 +370,8 @@ class _ThrottledUserAuthServer(SSHUserAuthServer):
         def bad(f: Failure) -> Any:
             if f.check(IgnoreAuthentication):
                 return f
+            if attempt is not None:
+                attempt.failed(f)
             return self._wait(self._throttle.failed(address, name)).addCallback(lambda _: f)
 
         return d.addCallbacks(ok, bad)
@@ -367,6 +392,7 @@ class GatewaySSHFactory(SSHFactory):
         log: Logger,
         limits: PreauthLimits | None = None,
         slots: AccountSlots | None = None,
+        audit: IAuditLog = NO_AUDIT,
     ) -> None:
         if host_key.isPublic() or host_key.type() != "Ed25519":
             raise ValueError("the host key must be an Ed25519 private key")
@@ -376,6 +402,7 @@ class GatewaySSHFactory(SSHFactory):
         self.log = log
         self.limits = limits or PreauthLimits()
         self.slots = slots or AccountSlots()
+        self.audit = audit
         self.gate = ConnectionGate(self.limits, reactor, RefusalLog(reactor, log))
         self.publicKeys = {host_key.sshType(): host_key.public()}
         self.privateKeys = {host_key.sshType(): host_key}
@@ -411,12 +438,14 @@ def make_ssh_factory(
     log: Logger,
     limits: PreauthLimits | None = None,
     account_limits: AccountLimits | None = None,
+    audit: IAuditLog = NO_AUDIT,
 ) -> GatewaySSHFactory:
     """Build the gateway's SSH server factory.
 
     ``reactor`` provides time and threads (password hashing runs in its thread
     pool); ``sftp_server_factory`` makes the file-operation server of a session;
-    ``limits`` and ``account_limits`` default to the configuration's defaults.
+    ``limits`` and ``account_limits`` default to the configuration's defaults;
+    ``audit`` records logins, failed logins and logouts.
     """
     slots = AccountSlots(account_limits or AccountLimits())
     portal = Portal(
@@ -431,4 +460,5 @@ def make_ssh_factory(
         log=log,
         limits=limits,
         slots=slots,
+        audit=audit,
     )
