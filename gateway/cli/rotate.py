@@ -128,7 +128,7 @@ def rotate_host_key(root: Path) -> list[str]:
     host: str = config.get("sftp", "host")
     port: int = config.get("sftp", "port")
     shown = "HOST" if host in ("0.0.0.0", "::") else host
-    known = shlex.quote(f"[{shown}]:{port}" if port != 22 else shown)
+    known = shlex.quote(shown if port == 22 else f"[{shown}]:{port or 'PORT'}")
     was = f" (was {old})" if old else ""
     return [
         f"New SSH host key for {nd.root}: ED25519 {new}{was}.",
