@@ -17,6 +17,7 @@ exist with a wider mode, even for an instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -146,7 +147,8 @@ def make_node_dir(root: Path, private_dirs: tuple[str, ...] = ()) -> NodeDir:
             raise NodeDirExists(f"{root} exists and is not a directory")
         if any(root.iterdir()):
             raise NodeDirExists(f"{root} is not empty; refusing to create a node there")
-        os.chmod(root, stat.S_IMODE(root.stat().st_mode) & ~0o022)
+        with contextlib.suppress(PermissionError):  # not ours: the start check will say so
+            os.chmod(root, stat.S_IMODE(root.stat().st_mode) & ~0o022)
     else:
         missing = [root, *(p for p in root.parents if not p.exists())]
         for path in sorted(missing, key=lambda p: len(p.parts)):
