@@ -17,8 +17,10 @@ exist with a wider mode, even for an instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from attrs import frozen
@@ -99,12 +101,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file atomically: temp file, fsync, rename, directory fsync.
 
     The temp file is created with ``mode`` from the start, so a secret file
-    (0600) is never readable by others, even for an instant.
+    (0600) is never readable by others, even for an instant; the file ends with
+    exactly ``mode``, whatever the umask.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o700)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -124,19 +128,37 @@ class NodeDirExists(Exception):
     """``create`` was pointed at a directory that already holds a node or other files."""
 
 
+def make_dir(path: Path, mode: int) -> None:
+    """Create a directory with exactly ``mode``, whatever the umask."""
+    path.mkdir(mode=mode & 0o700)
+    os.chmod(path, mode)
+
+
 def make_node_dir(root: Path, private_dirs: tuple[str, ...] = ()) -> NodeDir:
-    """Create an empty node directory skeleton (refusing a non-empty existing one)."""
+    """Create an empty node directory skeleton (refusing a non-empty existing one).
+
+    Modes are set explicitly, so a umask of 000 makes the same directory as 022:
+    the node directory (and any parent made for it) 0755, ``private/`` and
+    ``private_dirs`` 0700, ``logs/`` 0755. An existing empty directory loses
+    its group and world write bits (a node refuses to start without that).
+    """
     if root.exists():
         if not root.is_dir():
             raise NodeDirExists(f"{root} exists and is not a directory")
         if any(root.iterdir()):
             raise NodeDirExists(f"{root} is not empty; refusing to create a node there")
-    root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # not ours: the start check will say so
+            os.chmod(root, stat.S_IMODE(root.stat().st_mode) & ~0o022)
+    else:
+        missing = [root, *(p for p in root.parents if not p.exists())]
+        for path in sorted(missing, key=lambda p: len(p.parts)):
+            if not path.exists():
+                make_dir(path, 0o755)
     node = NodeDir(root)
-    node.private.mkdir(mode=0o700)
-    node.logs.mkdir(mode=0o755)
+    make_dir(node.private, 0o700)
+    make_dir(node.logs, 0o755)
     for name in private_dirs:
-        (root / name).mkdir(mode=0o700)
+        make_dir(root / name, 0o700)
     return node
 
 

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from gateway.config import ConfigError, NodeConfig, load_config
 from gateway.logfile import Scrubber, start_logging
 from gateway.nodedir import NodeDir, write_private
+from gateway.permissions import UnsafePermissions, check_permissions
 from gateway.pidfile import AlreadyRunning, PidFile, running_pid
 from gateway.service import Node, StartupError
 
@@ -77,9 +78,13 @@ def run_node(
     """Run a node in this process until it is told to stop; return the exit code."""
     reporter = _Reporter(ready_fd, out, err)
     nd = NodeDir(node_dir)
+    # Whatever the node creates (logs, journals, sockets, staged files) is its user's alone,
+    # whatever umask it was started with; files meant to be shared say so with their mode.
+    os.umask(0o077)
     try:
         config = load_config(nd.config)
-    except ConfigError as e:
+        check_permissions(nd, _configured_secrets(nd, config))
+    except (ConfigError, UnsafePermissions) as e:
         reporter.failed(str(e))
         return 1
     pidfile = PidFile(nd.pid_file)
@@ -92,6 +97,14 @@ def run_node(
         return _run_locked(nd, config, build, reporter, foreground=ready_fd is None)
     finally:
         pidfile.release()
+
+
+def _configured_secrets(nd: NodeDir, config: NodeConfig) -> list[Path]:
+    """Secret files the configuration names outside private/ (held to private/'s rules)."""
+    if config.kind != "gateway":
+        return []
+    passphrase_file: str = config.get("sftp", "host_key_passphrase_file")
+    return [nd.root / passphrase_file] if passphrase_file else []
 
 
 def _run_locked(
@@ -149,9 +162,10 @@ def launch_node(node_dir: Path, timeout: float = START_TIMEOUT) -> list[str]:
     pid = running_pid(nd.pid_file)
     if pid is not None:
         raise AlreadyRunning(pid)
-    nd.logs.mkdir(exist_ok=True)
+    nd.logs.mkdir(mode=0o755, exist_ok=True)
     read_end, write_end = os.pipe()
-    with open(nd.logs / "process.log", "ab") as process_log:
+    log_fd = os.open(nd.logs / "process.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(log_fd, "ab") as process_log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", str(node_dir), "--ready-fd", str(write_end)],
             pass_fds=(write_end,),

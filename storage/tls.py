@@ -117,17 +117,25 @@ def load_tls_credentials(cert_pem: bytes, key_pem: bytes) -> TlsCredentials:
 
 
 def create_tls_credentials(directory: Path) -> TlsCredentials:
-    """Generate credentials and write ``tls-cert.pem`` and ``tls-key.pem`` (mode 0600) there.
+    """Generate credentials and write ``tls-key.pem`` (mode 0600) and ``tls-cert.pem``
+    (0644: it is public) there.
 
     Refuses to overwrite an existing key.
     """
     credentials = generate_tls_credentials()
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / KEY_FILENAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(credentials.key_pem)
-    (directory / CERT_FILENAME).write_bytes(credentials.cert_pem)
+    _write(directory / KEY_FILENAME, credentials.key_pem, 0o600, os.O_EXCL)
+    _write(directory / CERT_FILENAME, credentials.cert_pem, 0o644, os.O_TRUNC)
     return credentials
+
+
+def _write(path: Path, data: bytes, mode: int, flag: int) -> None:
+    """Write ``path`` (``O_EXCL``: a new file; ``O_TRUNC``: replacing one) with exactly
+    ``mode``, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flag, mode & 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
 
 
 def read_tls_credentials(directory: Path) -> TlsCredentials:

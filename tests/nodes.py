@@ -27,8 +27,9 @@ def gateway(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     stdin: str | None = None,
+    umask: int = -1,
 ) -> Result:
-    """Run ``python -m gateway ARGS`` to completion."""
+    """Run ``python -m gateway ARGS`` to completion (with ``umask``, when given)."""
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", *map(str, args)],
         capture_output=True,
@@ -36,6 +37,7 @@ def gateway(
         timeout=timeout,
         input=stdin,
         env={**os.environ, **(env or {})},
+        umask=umask,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 

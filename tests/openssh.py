@@ -54,11 +54,22 @@ def sftp_batch(
     workdir: Path,
     timeout: float = 120,
     options: Sequence[str] = (),
+    known_hosts: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``sftp -b`` with ``commands`` (one per line) in ``workdir``, and ``options``."""
+    """Run ``sftp -b`` with ``commands`` (one per line) in ``workdir``, and ``options``.
+
+    With ``known_hosts``, the server's host key must be the one that file holds.
+    """
     batch = workdir / "sftp-batch"
     batch.write_text(commands)
-    command = ["sftp", *_OPTIONS, *options, "-b", str(batch), "-P", str(port), f"{user}@{host}"]
+    checking = _OPTIONS
+    if known_hosts is not None:
+        checking = [
+            *_OPTIONS[:2],
+            *("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"),
+            *_OPTIONS[6:],
+        ]
+    command = ["sftp", *checking, *options, "-b", str(batch), "-P", str(port), f"{user}@{host}"]
     return _run(command, password, workdir, timeout)
 
 

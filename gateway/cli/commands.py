@@ -20,6 +20,7 @@ from gateway.cli.create import create_default_gateway, create_gateway, create_st
 from gateway.cli.files import COMMANDS as FILE_COMMANDS
 from gateway.cli.files import cmd_files
 from gateway.cli.program import UsageError, program_name
+from gateway.cli.rotate import cmd_rotate
 from gateway.cli.uploads import cmd_uploads
 from gateway.config import ConfigError, load_config, parse_port, update_config
 from gateway.nodedir import NodeDir, NodeDirExists, default_node_dir
@@ -50,6 +51,7 @@ def dispatch(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "account": cmd_account,
         **{name: cmd_files for name in FILE_COMMANDS},
         "uploads": cmd_uploads,
+        "rotate": cmd_rotate,
     }[args.command]
     return handler(args, out, err)
 

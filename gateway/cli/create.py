@@ -25,7 +25,9 @@ from gateway.nodedir import (
     SERVERS_FILE,
     SWISSNUM_FILE,
     NodeDir,
+    make_dir,
     make_node_dir,
+    write_atomic,
     write_private,
 )
 from storage import base32
@@ -109,14 +111,14 @@ def create_gateway(
         ("grid", "shares.total"): str(total),
     }
     if not storage:
-        nd.storage.mkdir(mode=0o700)
+        make_dir(nd.storage, 0o700)
     write_private(nd.secret(CONVERGENCE_FILE), _secret_text())
     write_private(nd.secret(LEASE_SECRET_FILE), _secret_text())
     write_private(nd.secret(SERVERS_FILE), "".join(f"{n}\n" for n in storage).encode())
     from gateway.sftp.hostkey import generate_host_key
 
     generate_host_key(nd.secret(HOST_KEY_FILE))
-    nd.config.write_text(render_config("gateway", settings), encoding="utf-8")
+    write_atomic(nd.config, render_config("gateway", settings).encode("utf-8"), 0o644)
     grid = f"{len(storage)} storage servers" if storage else "embedded storage"
     return [f"Created gateway node in {root} ({grid}, shares {needed}/{happy}/{total})."]
 
@@ -156,7 +158,7 @@ def create_storage(
     _checked(parse_location, location, "--location")
 
     nd = make_node_dir(root)
-    nd.storage.mkdir(mode=0o700)
+    make_dir(nd.storage, 0o700)
     credentials = create_tls_credentials(nd.private)
     swissnum = new_swissnum()
     write_private(nd.secret(SWISSNUM_FILE), swissnum + b"\n")
@@ -173,7 +175,7 @@ def create_storage(
         ("storage", "reserved_space"): reserved_space,
         ("web", "port"): str(web_port),
     }
-    nd.config.write_text(render_config("storage", settings), encoding="utf-8")
+    write_atomic(nd.config, render_config("storage", settings).encode("utf-8"), 0o644)
     return [
         f"Created storage node in {root}, listening on {hostport(host, port)}.",
         f"Its NURL (also in {nd.secret(NURL_FILE)}; keep it secret, give it to gateways):",

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.uploads import add_uploads_parser
 
     add_uploads_parser(sub)
+
+    from gateway.cli.rotate import add_rotate_parser
+
+    add_rotate_parser(sub)
     return parser
 
 

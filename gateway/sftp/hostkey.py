@@ -72,15 +72,8 @@ def _write_new_file(path: Path, data: bytes, mode: int, *, replace: bool) -> Non
         os.close(dir_fd)
 
 
-def generate_host_key(
-    path: str | os.PathLike[str], *, passphrase: str | bytes | None = None
-) -> None:
-    """Create a new Ed25519 host key at ``path`` (mode 0600) and ``path.pub`` beside it.
-
-    Refuses to replace an existing key. With ``passphrase``, the private key
-    is encrypted (OpenSSH bcrypt-pbkdf + AES-256).
-    """
-    path = Path(path)
+def _new_key(passphrase: str | bytes | None) -> tuple[bytes, bytes]:
+    """A new Ed25519 key: (private key in OpenSSH format, ``authorized_keys``-style line)."""
     private = Ed25519PrivateKey.generate()
     secret = _passphrase_bytes(passphrase)
     encryption: serialization.KeySerializationEncryption = (
@@ -92,14 +85,46 @@ def generate_host_key(
     public = private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
+    return pem, public + b"\n"
+
+
+def generate_host_key(
+    path: str | os.PathLike[str], *, passphrase: str | bytes | None = None
+) -> None:
+    """Create a new Ed25519 host key at ``path`` (mode 0600) and ``path.pub`` beside it.
+
+    Refuses to replace an existing key. With ``passphrase``, the private key
+    is encrypted (OpenSSH bcrypt-pbkdf + AES-256).
+    """
+    path = Path(path)
+    pem, public = _new_key(passphrase)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_new_file(path, pem, 0o600, replace=False)
-        _write_new_file(path.with_name(path.name + ".pub"), public + b"\n", 0o644, replace=True)
+        _write_new_file(path.with_name(path.name + ".pub"), public, 0o644, replace=True)
     except FileExistsError:
         raise HostKeyError(f"host key {path} already exists") from None
     except OSError as e:
         raise HostKeyError(f"cannot write host key {path}: {e.strerror}") from None
 
 
-# --- growing delays ------------------------------------------------------------
+def replace_host_key(path: str | os.PathLike[str], *, passphrase: str | bytes | None = None) -> Key:
+    """Replace the host key at ``path`` (and ``path.pub``) by a new one; return its public key.
+
+    The old key is gone once this returns (each file is replaced atomically and
+    durably). With ``passphrase`` the new key is encrypted, as the old one was.
+    """
+    path = Path(path)
+    pem, public = _new_key(passphrase)
+    try:
+        _write_new_file(path, pem, 0o600, replace=True)
+        _write_new_file(path.with_name(path.name + ".pub"), public, 0o644, replace=True)
+    except OSError as e:
+        raise HostKeyError(f"cannot write host key {path}: {e.strerror}") from None
+    return Key.fromString(public)
+
+
+def fingerprint(key: Key) -> str:
+    """A host key's SHA256 fingerprint as OpenSSH prints it (``SHA256:…``, no padding)."""
+    digest = key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+    return f"SHA256:{digest.rstrip('=')}"

@@ -24,7 +24,7 @@ from gateway.service import NodePart, StartupError
 from gateway.sftp.account_limits import AccountLimits
 from gateway.sftp.audited import AuditedFilesystem, SessionAudit
 from gateway.sftp.avatar import AccountAvatar
-from gateway.sftp.hostkey import HostKeyError, load_host_key
+from gateway.sftp.hostkey import HostKeyError, fingerprint, load_host_key
 from gateway.sftp.preauth import MaxStartups, PreauthLimits
 from gateway.sftp.server import GatewaySFTPServer
 from gateway.sftp.sessions import SessionRegistry
@@ -77,6 +77,7 @@ class SFTPPart(NodePart):
         self._account_limits = account_limits(config)
         self._factory: GatewaySSHFactory | None = None
         self._listening: Any = None
+        self._fingerprint = ""
         self.accounts = AccountStore(accounts_path(nd.root))
         self.sessions = SessionRegistry(reactor)
 
@@ -115,6 +116,7 @@ class SFTPPart(NodePart):
             key = load_host_key(self._nd.secret(HOST_KEY_FILE), self._passphrase())
         except HostKeyError as e:
             raise StartupError("sftp", str(e)) from None
+        self._fingerprint = fingerprint(key.public())
         try:
             self.accounts.load()
         except AccountFileError as e:
@@ -148,7 +150,7 @@ class SFTPPart(NodePart):
                 await stopped
 
     def announce(self) -> list[str]:
-        """How to connect."""
+        """How to connect, and the host key clients should see at their first connection."""
         host, port = bound_address(self._listening)
         try:
             names = [a.name for a in self.accounts.list()]
@@ -159,6 +161,7 @@ class SFTPPart(NodePart):
         return [
             f"SFTP: sftp -P {port} {user}@{address}  (listening on {hostport(host, port)})",
             f"      sshfs -p {port} {user}@{address}: MOUNTPOINT",
+            f"      host key: ED25519 {self._fingerprint}",
         ]
 
     def status(self) -> dict[str, Any]:
