@@ -99,6 +99,7 @@ class UploadQueue(NodePart):
         self._flushing: dict[str, list[Deferred[None]]] = {}
         self._flush_failed: dict[str, Failure] = {}
         self._idle_callbacks: set[Callable[[], None]] = set()
+        self._kicking = False  # _kick is running: a nested call leaves the work to it
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -306,12 +307,22 @@ class UploadQueue(NodePart):
         return job.display if job else job_id
 
     def _kick(self) -> None:
-        while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
-            job_id = self._ready_ids.pop(0)
-            if job_id in self._jobs and job_id not in self._running:
-                attempt = Deferred.fromCoroutine(self._attempt(job_id))
-                if not attempt.called:  # an upload that finished at once holds no slot
-                    self._running[job_id] = attempt
+        # An upload that finishes at once (small files on the embedded grid) kicks again from
+        # inside this loop: that call returns, and this loop starts the next job. Without
+        # the guard each such upload nested a call, and a few hundred in a row exceeded
+        # Python's recursion limit, failing jobs that then waited for a retry never set.
+        if self._kicking:
+            return
+        self._kicking = True
+        try:
+            while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
+                job_id = self._ready_ids.pop(0)
+                if job_id in self._jobs and job_id not in self._running:
+                    attempt = Deferred.fromCoroutine(self._attempt(job_id))
+                    if not attempt.called:  # an upload that finished at once holds no slot
+                        self._running[job_id] = attempt
+        finally:
+            self._kicking = False
 
     async def _attempt(self, job_id: str) -> None:
         try:

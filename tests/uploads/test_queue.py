@@ -281,3 +281,24 @@ def test_idle_callbacks_run_when_the_last_job_finishes(tmp_path: Path) -> None:
     assert calls == [] and not queue.idle
     uploader.succeed(1)
     assert calls == [True]
+
+
+def test_thousands_of_uploads_that_finish_at_once_all_finish(tmp_path: Path) -> None:
+    """A long run of uploads that complete without waiting (small files on the embedded grid)
+    all finish and leave the journal empty: starting the next one does not nest a call per
+    upload (3000 nested calls used to exceed Python's recursion limit and strand jobs)."""
+    done: list[str] = []
+
+    async def instant(job: UploadJob) -> None:
+        done.append(job.display)
+
+    clock = Clock()
+    queue = UploadQueue(clock, UploadJournal(tmp_path / "journal"), instant, concurrency=2)
+    queue.startService()
+    names = [f"f{i}" for i in range(3000)]
+    for name in names:
+        queue.enqueue(_job(name))
+    clock.advance(0)
+    assert done == names
+    assert queue.pending() == [] and _records(tmp_path) == []
+    assert not clock.getDelayedCalls()  # no retry was needed
