@@ -49,7 +49,14 @@ from types import FrameType
 import attrs
 import bench_workloads as w
 from bench_report import TARGETS, Results, misses, print_table, rows
-from bench_targets import MiB, Target, gateway_target, grid_gateway_target, openssh_target
+from bench_targets import (
+    BenchFailure,
+    MiB,
+    Target,
+    gateway_target,
+    grid_gateway_target,
+    openssh_target,
+)
 
 
 @attrs.frozen
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     try:
         results = run_targets(args, plan(args))
-    except w.BenchFailure as failure:
+    except BenchFailure as failure:
         print(f"bench: FAILED: {failure}", file=sys.stderr)
         return 1
     runs = 1 if args.smoke else args.runs

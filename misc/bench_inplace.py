@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -54,6 +53,7 @@ from bench_probe import cpu_seconds, reset_hwm, vm_hwm_kib
 from bench_targets import (
     MiB,
     Target,
+    drain,
     gateway_target,
     grid_gateway_target,
     openssh_target,
@@ -108,29 +108,6 @@ class Row:
             "cpu_s": self.cpu,
             "peak_rss_mib": self.rss,
         }
-
-
-def status(target: Target) -> dict[str, Any]:
-    """Our gateway's ``/status.json``."""
-    assert target.web_url
-    with urllib.request.urlopen(target.web_url.rstrip("/") + "/status.json", timeout=60) as r:
-        return dict(json.loads(r.read()))
-
-
-def drain(target: Target, timeout: float = 3600.0) -> None:
-    """Wait until our gateway's upload queue is empty and every directory change published
-    (OpenSSH: nothing to wait for)."""
-    if not target.web_url:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        parts = status(target)["parts"]
-        if not parts["upload queue"]["pending"] and not parts["filesystem"].get(
-            "directory_changes_pending", 0
-        ):
-            return
-        time.sleep(0.1)  # another process's queue: its status page is all there is to poll
-    raise RuntimeError(f"{target.name}: the upload queue did not drain in {timeout:.0f} s")
 
 
 @contextmanager

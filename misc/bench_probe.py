@@ -136,21 +136,15 @@ def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usa
         usage.rss = sum(vm_hwm_kib(m) for m in [pid, *descendants(pid)]) / 1024
 
 
-def quiesce(pid: int | None, staging: Path | None, timeout: float = 300.0) -> None:
-    """Wait until a long-lived server is idle: background uploads of earlier workloads'
-    files (the gateway acknowledges a CLOSE before the grid upload) would otherwise be
-    measured as part of the next workload (and a download served from staging).
-
-    Idle means: no staged file left (every upload finished; a staged file is removed once
-    its upload is linked) and no CPU used for a quarter of a second."""
-    if pid is None:
-        return
+def idle_cpu(pid: int, timeout: float) -> bool:
+    """Wait until a server's process tree uses no CPU (under 20 ms) for a quarter of a
+    second; whether it did within ``timeout``."""
     deadline = time.monotonic() + timeout
     before = tree_cpu_seconds(pid)
     while time.monotonic() < deadline:
         time.sleep(0.25)  # sampling another process's state: nothing to await
         now = tree_cpu_seconds(pid)
-        staged = staging is not None and any(staging.glob("*.staged"))
-        if now - before < 0.02 and not staged:
-            return
+        if now - before < 0.02:
+            return True
         before = now
+    return False

@@ -9,15 +9,18 @@ starting fails half-way or the run is interrupted; ``sshfs_mount`` unmounts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -25,13 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: tests.grid_e2e is imported
     sys.path.insert(0, str(ROOT))
 
-from bench_probe import Usage, measuring, quiesce  # noqa: E402
+from bench_probe import Usage, idle_cpu, measuring  # noqa: E402
 
 from tests.grid_e2e.processes import OurStorageNode, pid_gone, stop_pid  # noqa: E402
 
 MiB = 1024 * 1024
 SSH_OPTIONS = ["IdentitiesOnly=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
                "LogLevel=ERROR"]  # fmt: skip
+
+
+class BenchFailure(Exception):
+    """The server under test did something wrong; the message says what."""
 
 
 def free_port() -> int:
@@ -52,7 +59,6 @@ class Target:
         self.root = root  # remote directory the workloads use
         self.pid: int | None = None  # the one process serving every session (gateway, Tahoe)
         self.listener_pid: int | None = None  # OpenSSH: the sshd that forks one per session
-        self.staging: Path | None = None  # our gateway's staging directory
         self.env: dict[str, str] | None = None  # the environment of ``sftp`` (None: ours)
         self.web_url: str | None = None  # our gateway's status page
 
@@ -90,9 +96,51 @@ class Target:
             return measuring(self.pid, forks=False)
         return measuring(self.listener_pid, forks=True, settle=settle)
 
-    def quiesce(self) -> None:
-        """Wait until the server is idle (a forking server has nothing left over)."""
-        quiesce(self.pid, self.staging)
+    def quiesce(self, timeout: float = 600.0) -> None:
+        """Wait until the server is idle: our gateway's upload queue drained and every
+        directory change published (its status page says), then no CPU used for a quarter
+        of a second (OpenSSH: nothing outlives a session). Background work of earlier
+        workloads would otherwise count in the next one, and a download be served from
+        staging; the ``idle`` column is measured after this."""
+        deadline = time.monotonic() + timeout
+        drain(self, timeout)
+        if self.pid is not None and not idle_cpu(self.pid, deadline - time.monotonic()):
+            print(f"bench: {self.name} kept using CPU for {timeout:.0f} s", file=sys.stderr)
+
+
+def status(target: Target) -> dict[str, Any]:
+    """Our gateway's ``/status.json``."""
+    assert target.web_url
+    with urllib.request.urlopen(target.web_url.rstrip("/") + "/status.json", timeout=60) as r:
+        return dict(json.loads(r.read()))
+
+
+def drain(target: Target, timeout: float = 3600.0, stall: float = 30.0) -> None:
+    """Wait until our gateway's upload queue is empty and every directory change published
+    (other servers: nothing to wait for). BenchFailure if that takes ``timeout``, or if for
+    ``stall`` seconds jobs wait with none uploading and no retry scheduled (stuck: they
+    would never drain), with the number of such jobs and their last error."""
+    if not target.web_url:
+        return
+    deadline = time.monotonic() + timeout
+    stuck_since: float | None = None
+    while time.monotonic() < deadline:
+        parts = status(target)["parts"]
+        jobs = parts["upload queue"]["pending"]
+        if not jobs and not parts["filesystem"].get("directory_changes_pending", 0):
+            return
+        if jobs and not any(job["uploading"] or job["next_retry"] for job in jobs):
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > stall:
+                errors = sorted({str(job["last_error"]) for job in jobs})
+                raise BenchFailure(
+                    f"{target.name}: {len(jobs)} uploads stuck in the queue (none uploading, no "
+                    f"retry scheduled) for {stall:.0f} s; last errors: {'; '.join(errors)[:500]}"
+                )
+        else:
+            stuck_since = None
+        time.sleep(0.1)  # another process's queue: its status page is all there is to poll
+    raise BenchFailure(f"{target.name}: the upload queue did not drain in {timeout:.0f} s")
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -184,7 +232,6 @@ def gateway_target(
         web = [w for w in started.stdout.split() if w.startswith("http://")]
         target.web_url = web[0] if web else None
         target.pid = int((node / "node.pid").read_text().split()[0])
-        target.staging = node / "staging"
         yield target
     finally:
         _stop_node(node)

@@ -28,11 +28,7 @@ from pathlib import Path
 
 import attrs
 from bench_probe import Usage
-from bench_targets import MiB, Target, sshfs_mount
-
-
-class BenchFailure(Exception):
-    """The server under test did something wrong; the message says what."""
+from bench_targets import BenchFailure, MiB, Target, sshfs_mount
 
 
 @attrs.define

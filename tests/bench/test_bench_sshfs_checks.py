@@ -17,8 +17,8 @@ MISC = Path(__file__).resolve().parents[2] / "misc"
 if str(MISC) not in sys.path:
     sys.path.insert(0, str(MISC))
 
-from bench_targets import openssh_target, sshfs_mount  # noqa: E402
-from bench_workloads import BenchFailure, compare_trees, make_tree, tar_tree  # noqa: E402
+from bench_targets import BenchFailure, openssh_target, sshfs_mount  # noqa: E402
+from bench_workloads import compare_trees, make_tree, tar_tree  # noqa: E402
 
 from tests.grid_e2e.processes import pid_gone  # noqa: E402
 
