@@ -3,7 +3,7 @@
 
 One run on loopback starts OpenSSH (internal-sftp), our gateway on the embedded
 grid and (unless ``--no-grid``) a gateway on five of our storage nodes (3/5/5,
-"grid5"), all with ``misc/bench.py``'s targets, and runs on each, workload by
+"grid5"), all with ``misc/bench_targets.py``'s targets, and runs on each, workload by
 workload, back to back, each operation timed on its own:
 
 - OPEN read+write (paramiko ``r+``; the OPEN alone is timed) of a 256 MiB and a
@@ -43,25 +43,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import paramiko
-from bench import (
+from bench_probe import cpu_seconds, reset_hwm, vm_hwm_kib
+from bench_targets import (
     MiB,
     Target,
-    _cpu_seconds,
-    _reset_hwm,
-    _vm_hwm_kib,
+    drain,
     gateway_target,
     grid_gateway_target,
-    make_tree,
     openssh_target,
     sshfs_mount,
 )
+from bench_workloads import make_tree
 
 CHANGE = 4096
 Op = Callable[[int], float]
@@ -112,29 +110,6 @@ class Row:
         }
 
 
-def status(target: Target) -> dict[str, Any]:
-    """Our gateway's ``/status.json``."""
-    assert target.web_url
-    with urllib.request.urlopen(target.web_url.rstrip("/") + "/status.json", timeout=60) as r:
-        return dict(json.loads(r.read()))
-
-
-def drain(target: Target, timeout: float = 3600.0) -> None:
-    """Wait until our gateway's upload queue is empty and every directory change published
-    (OpenSSH: nothing to wait for)."""
-    if not target.web_url:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        parts = status(target)["parts"]
-        if not parts["upload queue"]["pending"] and not parts["filesystem"].get(
-            "directory_changes_pending", 0
-        ):
-            return
-        time.sleep(0.1)  # another process's queue: its status page is all there is to poll
-    raise RuntimeError(f"{target.name}: the upload queue did not drain in {timeout:.0f} s")
-
-
 @contextmanager
 def profiled(target: Target, name: str, directory: Path | None) -> Iterator[None]:
     """``py-spy record -f raw`` of our gateway while the block runs (no-op without a DIR)."""
@@ -164,15 +139,15 @@ def measure(
     queue's drain after the last one, unless ``wait`` is false) and peak RSS."""
     pid = target.pid
     if pid is not None:
-        _reset_hwm(pid)
-        before = _cpu_seconds(pid)
+        reset_hwm(pid)
+        before = cpu_seconds(pid)
     with profiled(target, name, profile):
         row = Row(name, target.name, [op(i) for i in range(count)])
         if wait:
             drain(target)
     if pid is not None:
-        row.cpu = _cpu_seconds(pid) - before
-        row.rss = _vm_hwm_kib(pid) / 1024
+        row.cpu = cpu_seconds(pid) - before
+        row.rss = vm_hwm_kib(pid) / 1024
     return row
 
 
@@ -310,7 +285,7 @@ def ext4_workload(
         return time.perf_counter() - started
 
     pid = target.pid
-    before = _cpu_seconds(pid) if pid is not None else 0.0
+    before = cpu_seconds(pid) if pid is not None else 0.0
     try:
         steps = [
             measure(target, f"ext4 {name}", 1, step, profile, wait=False)
@@ -324,8 +299,8 @@ def ext4_workload(
     drain(target)
     total = Row("ext4 sequence", target.name, [sum(s.latencies[0] for s in steps)])
     if pid is not None:
-        total.cpu = _cpu_seconds(pid) - before
-        total.rss = max([_vm_hwm_kib(pid) / 1024] + [s.rss for s in steps if s.rss is not None])
+        total.cpu = cpu_seconds(pid) - before
+        total.rss = max([vm_hwm_kib(pid) / 1024] + [s.rss for s in steps if s.rss is not None])
     return [*steps, total]
 
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench import Target, free_port
+from bench_targets import Target, free_port
 
 from tests.grid_e2e.processes import TAHOE, TahoeStorageNode, stop_all, stop_pid
 from tests.interop.tahoe_static import write_servers_yaml

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.leftovers import leftovers
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "misc" / "bench_inplace.py"
 
@@ -19,27 +21,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which("sshfs") is None or not os.path.exists("/dev/fuse"),
     reason="sshfs or FUSE is not available",
 )
-
-
-def leftovers(tmp_path: Path) -> list[str]:
-    """Mounts, loop devices and processes that still name a path under ``tmp_path``."""
-    found = [
-        line for line in Path("/proc/mounts").read_text().splitlines() if str(tmp_path) in line
-    ]
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            if str(tmp_path) in backing.read_text():
-                found.append(f"{backing.parent.parent.name}: {backing.read_text().strip()}")
-        except OSError:
-            pass  # detached meanwhile
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # exited meanwhile
-        if str(tmp_path) in argv and int(cmdline.parent.name) != os.getpid():
-            found.append(f"pid {cmdline.parent.name}: {argv}")
-    return found
 
 
 def test_bench_inplace_smoke(tmp_path: Path) -> None:

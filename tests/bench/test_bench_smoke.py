@@ -1,27 +1,94 @@
-"""The SFTP benchmark's smoke mode runs end to end, so the benchmark never rots."""
+"""``misc/bench.py --smoke`` runs end to end, so the benchmark never rots: every figure on
+OpenSSH and on the gateway, back to back and (``--quiesce``) after idle, with the server's
+CPU and peak RSS, the ratios and issue #17's targets; and it leaves nothing behind, also
+when it is stopped with SIGTERM."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parents[2]
+from tests.bench.leftovers import leftovers
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "misc" / "bench.py"
+SSHFS = shutil.which("sshfs") is not None and os.path.exists("/dev/fuse")
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    """misc/bench.py --smoke measures every workload on OpenSSH and on the gateway."""
+    """Both columns for every figure on both targets, CPU and RSS where they can be known,
+    a verdict for every target the issue sets, the summary line; nothing left behind."""
     out = tmp_path / "bench.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the run's temp dir: under tmp_path
     result = subprocess.run(
-        [sys.executable, str(ROOT / "misc" / "bench.py"), "--smoke", "--json", str(out)],
+        [sys.executable, str(BENCH), "--smoke", "--quiesce", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads(out.read_text())["results"]
-    assert len(rows) == 6
-    for row in rows:
-        assert row["openssh"] > 0 and row["gateway"] > 0, row
-        assert row["workload"] in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["targets"] == ["openssh", "gateway"] and report["quiesce"] is True
+    rows = {(row["workload"], row["target"]): row for row in report["results"]}
+    names = [
+        "upload 1 MiB", "download 1 MiB", "random 4 KiB reads x20", "5 x 16 KiB files",
+        "mkdir+rename+rmdir x3", "stat x10", "ls -l of 10 entries x5", "ls -l of 30 entries",
+        "CLOSE after writing 4 MiB",
+    ]  # fmt: skip
+    if SSHFS:
+        names += [f"sshfs {part} 20 files" for part in ("cp+tar+diff", "cp", "tar", "diff")]
+    assert {name for name, _ in rows} == {*names, "peak RSS writing 4 MiB"}, result.stdout
+    for name in names:
+        for target in ("openssh", "gateway"):
+            row = rows[name, target]
+            assert row["b2b"]["median"] > 0 and row["idle"]["median"] > 0, row
+            assert row["b2b"]["cpu_s"] is not None and row["idle"]["cpu_s"] is not None, row
+            line = next(line for line in result.stdout.splitlines() if line.startswith(name))
+            assert line.split()[len(name.split()) :][0] == "openssh", line
+        assert rows[name, "openssh"]["b2b"]["peak_rss_mib"] is None  # sessions come and go
+        ours = rows[name, "gateway"]
+        assert ours["b2b"]["peak_rss_mib"] > 0 and ours["ratio_b2b"] > 0, ours
+        if name != "CLOSE after writing 4 MiB":  # the issue sets no target for it
+            assert [c["goal"].split()[-1] for c in ours["checks"]] == ["openssh"], ours
+            assert all(c["met"] in (True, False) for c in ours["checks"]), ours
+    rss = rows["peak RSS writing 4 MiB", "gateway"]
+    assert rss["checks"][0]["goal"] == "<= 200 MiB" and rss["checks"][0]["met"] is True, rss
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith("targets (issue #17): "), result.stdout
+    assert all(miss.split(" (")[0] in summary for miss in report["missed"]), summary
+    assert leftovers(tmp_path) == []
+    assert list(tmp_path.glob("gw-bench-*")) == []
+
+
+def test_bench_sigterm_cleans_up(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a run (after the OpenSSH target's sshfs mount came and went):
+    it exits 143, and stops every server it started and removes its temp dir."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH), "--smoke", "--no-large"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the run's progress, one line per workload
+            if "gateway, b2b: stat" in line:  # several workloads before the end
+                break
+        else:
+            raise AssertionError(f"the run ended first (exit {proc.wait()})")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert leftovers(tmp_path) == []
+    assert list(tmp_path.glob("gw-bench-*")) == []

@@ -1,0 +1,150 @@
+"""What a server costs while a benchmark workload runs: CPU seconds and peak RSS (Linux /proc).
+
+A server is a process tree: our gateway or Tahoe's client node is one long-lived
+process (with its children, if it ever has any); OpenSSH's ``sshd`` listener
+forks a process per connection (``sshd [priv]`` and its unprivileged child, in
+which ``internal-sftp`` runs), and those exit with the session.
+
+CPU: ``utime + stime + cutime + cstime`` from ``/proc/PID/stat``, summed over
+the root process and every live descendant. A session process that exited and
+was reaped moves its time into its parent's ``cutime``/``cstime``, so the sum
+stays exact across exits, except when a process exits between the reads of one
+sum (counted twice or not at all). For a server that forks per session
+(``settle``), a reading therefore waits until no session process is left; if
+one stays (a session the client holds open), the figure is ``None`` rather
+than a guess. A long-lived server is read at once.
+
+Peak RSS: ``VmHWM`` summed over the tree, after writing ``5`` to every
+process's ``clear_refs`` (which resets ``VmHWM`` to the current RSS, Linux >=
+4.0) when the workload starts. A forking server's sessions are gone when the
+workload ends, so their peak is unknown: ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+TICK = os.sysconf("SC_CLK_TCK")
+SETTLE_TIMEOUT = 10.0
+"""How long a reading waits for a forking server's session processes to exit."""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` from field 3 (state) on: after the ``(comm)``, which may hold spaces."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used itself (not its children)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _cpu_with_reaped(pid: int) -> float:
+    """A process's own CPU time plus that of its children it has reaped."""
+    fields = _stat_fields(pid)
+    return sum(int(f) for f in fields[11:15]) / TICK
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live (not zombie) descendant of ``pid``, found by walking ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = _stat_fields(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid``, its reaped children and every live descendant."""
+    total = 0.0
+    for member in [pid, *descendants(pid)]:
+        try:
+            total += _cpu_with_reaped(member)
+        except OSError:
+            pass  # exited between the walk and the read: its time is now its parent's
+    return total
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """A process's peak resident set size (``VmHWM``) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_hwm(pid: int) -> None:
+    """Reset a process's ``VmHWM`` to its current RSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _settled(pid: int, timeout: float = SETTLE_TIMEOUT) -> bool:
+    """Wait until ``pid`` has no live descendant; whether it came to that in ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while descendants(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # another process's children: /proc is all there is to watch
+    return True
+
+
+@attrs.define
+class Usage:
+    """What the server used during one measured stretch (None: not known reliably)."""
+
+    cpu: float | None = None  # CPU seconds
+    rss: float | None = None  # peak RSS, MiB
+
+
+@contextmanager
+def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usage]:
+    """Measure the server rooted at ``pid`` while the block runs; fill the yielded Usage after.
+
+    ``forks``: the server forks a process per session (OpenSSH), so its peak RSS is
+    unknown and, with ``settle``, each reading first waits for the sessions to be gone
+    (without ``settle`` the sessions must stay open throughout, as an sshfs mount's does)."""
+    usage = Usage()
+    if pid is None:
+        yield usage
+        return
+    reliable = not (forks and settle) or _settled(pid)
+    if not forks:
+        for member in [pid, *descendants(pid)]:
+            reset_hwm(member)
+    before = tree_cpu_seconds(pid)
+    yield usage
+    reliable = reliable and (not (forks and settle) or _settled(pid))
+    usage.cpu = tree_cpu_seconds(pid) - before if reliable else None
+    if not forks:
+        usage.rss = sum(vm_hwm_kib(m) for m in [pid, *descendants(pid)]) / 1024
+
+
+def idle_cpu(pid: int, timeout: float) -> bool:
+    """Wait until a server's process tree uses no CPU (under 20 ms) for a quarter of a
+    second; whether it did within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)  # sampling another process's state: nothing to await
+        now = tree_cpu_seconds(pid)
+        if now - before < 0.02:
+            return True
+        before = now
+    return False
