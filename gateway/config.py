@@ -93,6 +93,14 @@ SCHEMA: tuple[Option, ...] = (
     Option("node", "nickname", parse_nickname, "", "A human name shown on status pages."),
     Option("node", "log_level", parse_log_level, "info", "Lowest level written to logs/node.log."),
     Option(
+        "node",
+        "log_max_size",
+        parse_size,
+        "10MiB",
+        "Size past which logs/node.log is rotated (0: never, for logrotate's copytruncate).",
+    ),
+    Option("node", "log_keep", parse_kept, "5", "Rotated node logs kept (node.log.1 the newest)."),
+    Option(
         "sftp", "host", parse_host, "127.0.0.1", "Address the SFTP server listens on.", ("gateway",)
     ),
     Option(

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.logger import (
     FileLogObserver,
@@ -22,6 +22,7 @@ from twisted.logger import (
     eventAsText,
     globalLogBeginner,
 )
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 _LEVELS = {
@@ -77,8 +78,8 @@ def utc_timestamp(when: float) -> str:
 class ScrubbingFileObserver:
     """Writes scrubbed text events to one stream."""
 
-    def __init__(self, stream: IO[str], scrubber: Scrubber):
-        self._observer = FileLogObserver(stream, _formatter(scrubber))
+    def __init__(self, stream: IO[str] | LogFile, scrubber: Scrubber):
+        self._observer = FileLogObserver(cast(IO[Any], stream), _formatter(scrubber))
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Write one event."""
@@ -86,11 +87,28 @@ class ScrubbingFileObserver:
 
 
 def start_logging(
-    log_file: Path, level: str, scrubber: Scrubber, also_stderr: bool = False
-) -> IO[str]:
-    """Send every twisted.logger event at ``level`` or above to ``log_file`` (and stderr)."""
+    log_file: Path,
+    level: str,
+    scrubber: Scrubber,
+    also_stderr: bool = False,
+    max_size: int = 0,
+    keep: int = 0,
+) -> LogFile:
+    """Send every twisted.logger event at ``level`` or above to ``log_file`` (and stderr).
+
+    The file (mode 0600) is rotated once it reaches ``max_size`` bytes (0: never, for
+    logrotate's ``copytruncate``): ``node.log.1`` is the newest of at most ``keep``
+    rotated files (Twisted's :class:`~twisted.python.logfile.LogFile`). Each event is one
+    unbuffered write, so a crash loses none that was logged.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    stream = open(log_file, "a", encoding="utf-8", buffering=1)
+    stream = LogFile(
+        log_file.name,
+        str(log_file.parent),
+        rotateLength=max_size,
+        defaultMode=0o600,
+        maxRotatedFiles=keep or None,
+    )
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
     observers: list[ILogObserver] = [
         FilteringLogObserver(ScrubbingFileObserver(stream, scrubber), [predicate])

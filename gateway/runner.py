@@ -113,7 +113,14 @@ def _run_locked(
     from twisted.internet import reactor
 
     scrubber = Scrubber()
-    stream = start_logging(nd.log_file, config.get("node", "log_level"), scrubber, foreground)
+    stream = start_logging(
+        nd.log_file,
+        config.get("node", "log_level"),
+        scrubber,
+        foreground,
+        max_size=config.get("node", "log_max_size"),
+        keep=config.get("node", "log_keep"),
+    )
     try:
         node = build(reactor, nd, config, scrubber)
     except (StartupError, ConfigError) as e:
