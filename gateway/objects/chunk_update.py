@@ -63,7 +63,7 @@ from gateway.objects.chunk_format import (
     height_for,
 )
 from gateway.objects.chunked import NodeCache
-from gateway.objects.concurrency import shared, start
+from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.errors import CorruptObject
 
 Read = Callable[[int, int], Awaitable[bytes]]
@@ -333,7 +333,7 @@ class TreeUpdate:
                 entry = (data, pending)
                 self._in_flight.append(entry)
                 try:
-                    cap = await shared(pending)
+                    cap = await owned(pending)
                 except BaseException:
                     self._in_flight.remove(entry)
                     raise

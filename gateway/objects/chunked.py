@@ -22,7 +22,7 @@ from zope.interface import implementer
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap
 from gateway.objects.chunk_format import ChildCap, ExtentCap, Node, check_node, decode_node
-from gateway.objects.concurrency import shared, start
+from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.immutable import ImmutableReader
 from gateway.objects.interfaces import IFileReader
 
@@ -66,7 +66,9 @@ class NodeCache:
             if loading is None:
                 loading = self._loading[cap] = start(self._fetch(cap, servers))
                 loading.addBoth(self._loaded, cap)
-            node = await shared(loading)
+                node = await owned(loading)
+            else:
+                node = await shared(loading)
         else:
             self._nodes.move_to_end(cap)
         check_node(node, cap, height, count)

@@ -56,3 +56,20 @@ async def shared(result: Deferred[T]) -> T:
 
     result.addBoth(deliver)
     return await waiter
+
+
+async def owned(result: Deferred[T]) -> T:
+    """Await, as its owner, a Deferred that others may await through :func:`shared`.
+
+    A failure is raised here and then consumed, after the waiters attached by then have
+    had it (an errback added while the Deferred runs its callbacks runs after them; one
+    that has already fired gave them the failure when they attached). The owner forgets
+    the Deferred as it fires, so no waiter comes later, and dropping it logs nothing: a
+    failure it still held was reported as "Unhandled error in Deferred", with a
+    traceback, when it was garbage collected.
+    """
+    try:
+        return await shared(result)
+    except BaseException:
+        result.addErrback(lambda _: None)
+        raise

@@ -64,6 +64,7 @@ class ObjectStore:
         self._servers = servers
         #: Where uploads encode (see :attr:`ImmutableUploader.threads`).
         self.threads = threads
+        self._uploading: dict[bytes, Deferred[None]] = {}  # see ImmutableUploader.uploading
         self.secrets = secrets
         self.params = params
         self.clock = clock
@@ -92,7 +93,13 @@ class ObjectStore:
 
     def uploader(self) -> ImmutableUploader:
         """An uploader of single immutable objects onto the current servers."""
-        return ImmutableUploader(self.servers, self.secrets, self.params, threads=self.threads)
+        return ImmutableUploader(
+            self.servers,
+            self.secrets,
+            self.params,
+            threads=self.threads,
+            uploading=self._uploading,
+        )
 
     async def upload(self, source: BinaryIO) -> LiteralCap | ImmutableReadCap:
         """Upload a seekable file as one immutable object."""

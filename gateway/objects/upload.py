@@ -27,7 +27,7 @@ from twisted.internet.task import deferLater
 from gateway.grid.interfaces import IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, b32encode
-from gateway.objects.concurrency import gather, start
+from gateway.objects.concurrency import gather, shared, start
 from gateway.objects.crypto import (
     PERSON_PLAINTEXT,
     GatewaySecrets,
@@ -126,6 +126,11 @@ class ImmutableUploader:
     convergent: bool = True
     pipeline_depth: int = 4
     threads: Threads | None = None
+    uploading: dict[bytes, Deferred[None]] | None = None
+    """Convergent uploads under way, by storage index, shared by a store's uploaders: a
+    second upload of the same bytes (two identical files closed together) waits for the
+    first and then finds the shares there, instead of being refused the shares the first
+    is still writing (which failed it as if the servers were full, to be retried)."""
     """Where reading, hashing and encoding a segment run (a pool of their own: see
     :func:`gateway.threads.cpu_threads`), so the reactor thread keeps serving clients while
     a large upload runs; None runs them in the reactor thread, in slices."""
@@ -190,13 +195,22 @@ class ImmutableUploader:
             key = random_key()
         layout = fmt.ShareLayout(size, params.segment_size, params.k, params.n)
         storage_index = immutable_storage_index(key)
-        placement = await self._place(storage_index, layout.share_size)
+        uploading = self.uploading if self.uploading is not None else {}
+        while (other := uploading.get(storage_index)) is not None:
+            await shared(other)  # the same bytes are being stored: they will be there
+        done: Deferred[None] = Deferred()
+        uploading[storage_index] = done
         try:
-            source.seek(start_at)
-            cap = await self._write(source, key, layout, placement)
-        except BaseException:
-            await self._abort(placement)
-            raise
+            placement = await self._place(storage_index, layout.share_size)
+            try:
+                source.seek(start_at)
+                cap = await self._write(source, key, layout, placement)
+            except BaseException:
+                await self._abort(placement)
+                raise
+        finally:
+            del uploading[storage_index]
+            done.callback(None)
         return cap
 
     async def _allocate(

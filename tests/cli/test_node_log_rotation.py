@@ -32,3 +32,23 @@ def test_node_log_rotates_and_keeps_at_most_log_keep_files(
         assert path.stat().st_mode & 0o777 == 0o600
         assert path.stat().st_size <= 2048 + 4096  # rotated before the write that passes it
     assert (logs / "node.log").read_text().strip()  # logging goes on in the new file
+
+
+def test_closing_files_adds_no_line_per_file_to_the_node_log(
+    tmp_path: Path, reaper: NodeReaper
+) -> None:
+    """Conch's per-CLOSE info line ("closing: ...") stays out of node.log: a copy of many
+    files does not write a line each; the node's own lines are still there."""
+    node = start_gateway(tmp_path, reaper)
+    transport, sftp = node.sftp()
+    try:
+        for i in range(20):
+            with sftp.open(f"f{i}", "wb") as f:
+                f.write(b"x" * 100)
+        assert sorted(sftp.listdir(".")) == sorted(f"f{i}" for i in range(20))
+    finally:
+        transport.close()
+    assert gateway("stop", node.node_dir).code == 0
+    text = (node.node_dir / "logs" / "node.log").read_text()
+    assert "closing: " not in text
+    assert "stopped" in text.lower() or "stopping" in text.lower() or "SFTP" in text

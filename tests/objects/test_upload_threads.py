@@ -105,3 +105,62 @@ def test_a_failure_in_a_thread_fails_the_upload_and_leaves_nothing() -> None:
     for c in grid:
         assert not c.backend._incoming  # every allocation was aborted
         assert not list(c.backend.storage_indexes())  # and nothing was stored
+
+
+def test_identical_files_stored_at_once_both_succeed_first_time() -> None:
+    """Two uploads of the same bytes at the same time (identical files closed together) both
+    succeed at the first attempt with the same cap: the second waits for the first and finds
+    its shares, instead of being refused them while they were being written."""
+    from twisted.internet.task import Clock
+
+    from gateway.objects.concurrency import start
+    from gateway.objects.store import ObjectStore
+
+    clock = Clock()
+    grid = make_grid(3, clock=clock, latency=0.01)
+    store = ObjectStore(lambda: grid, SECRETS, PARAMS, clock)
+    data = pattern(3 * SEG + 5)
+    first = start(store.uploader().upload_bytes(data))
+    second = start(store.uploader().upload_bytes(data))
+    clock.pump([0.01] * 400)
+    assert first.called and second.called
+    assert first.result == second.result  # type: ignore[attr-defined]
+    assert isinstance(first.result, ImmutableReadCap)  # type: ignore[attr-defined]
+    cap = first.result  # type: ignore[attr-defined]
+    assert run(store.reader(cap).read(0, len(data)), clock) == data
+
+
+def test_a_shared_failure_reaches_every_waiter_and_is_not_logged_as_unhandled() -> None:
+    """A failed Deferred awaited by several (a chunk or tree node being stored or read for
+    two readers) gives each the error; once dropped it logs no "Unhandled error" traceback."""
+    import gc
+
+    from twisted.internet.defer import Deferred
+    from twisted.logger import globalLogPublisher
+
+    from gateway.objects.concurrency import owned, shared, start
+
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for fire_first in (False, True):  # failing later, or already failed when awaited
+            source: Deferred[int] = Deferred()
+            if fire_first:
+                source.errback(ValueError("the grid said no"))
+
+            async def waiter(first: bool, failing: Deferred[int]) -> int:
+                return await (owned if first else shared)(failing)
+
+            owner = start(waiter(True, source))
+            other = start(waiter(False, source)) if not fire_first else None
+            if not fire_first:
+                source.errback(ValueError("the grid said no"))
+            for d in (owner, other):
+                if d is not None:
+                    assert isinstance(d.result.value, ValueError)  # type: ignore[attr-defined]
+                    d.addErrback(lambda _: None)
+            del source, owner, other
+            gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if e.get("isError") or "Unhandled" in str(e.get("log_format"))]
