@@ -63,6 +63,11 @@ from gateway.sftp.sessions import ISessionObserver
 __all__ = ["GatewayFileTransferServer"]
 
 
+def _ascii(text: str) -> str:
+    """A status message Conch can send (non-ASCII characters escaped)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 class GatewayFileTransferServer(FileTransferServer):
     """Conch's SFTP server protocol with the gateway's packet layer and two fixes.
 
@@ -226,6 +231,43 @@ class GatewayFileTransferServer(FileTransferServer):
         d = defer.maybeDeferred(file.readChunk, offset, length)
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
+
+    def _known(self, data: bytes, table: dict[bytes, object]) -> bool:
+        """Whether the handle a request starts with is in ``table``; if not, the request is
+        answered FX_FAILURE, as by OpenSSH (Conch logs a traceback for each such request)."""
+        handle, _ = getNS(data[4:])
+        if handle in table:
+            return True
+        self._sendStatus(data[:4], FX_FAILURE, b"no such open file handle")
+        return False
+
+    def packet_FSTAT(self, data: bytes) -> None:
+        """FSTAT; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openFiles):
+            super().packet_FSTAT(data)
+
+    def packet_FSETSTAT(self, data: bytes) -> None:
+        """FSETSTAT; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openFiles):
+            super().packet_FSETSTAT(data)
+
+    def packet_READDIR(self, data: bytes) -> None:
+        """READDIR; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openDirs):
+            super().packet_READDIR(data)
+
+    def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
+        """Conch's error status, its message made ASCII first: Conch sends messages as
+        ASCII, and raises on any other character, leaving the request unanswered."""
+        value = reason.value
+        if isinstance(value, NotImplementedError | EOFError) and value.args:
+            reason = Failure(type(value)(_ascii(str(value.args[0]))))
+        elif isinstance(value, SFTPError):
+            message = value.message
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "backslashreplace")
+            reason = Failure(SFTPError(value.code, _ascii(str(message))))
+        super()._ebStatus(reason, requestId, msg)
 
     def packet_EXTENDED(self, data: bytes) -> None:
         """EXTENDED: an extension of the table, or else the ISFTPServer's ``extendedRequest``."""
