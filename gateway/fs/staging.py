@@ -111,6 +111,9 @@ def start_flush(fd: int, offset: int, length: int) -> None:
     _fdatasync(fd)
 
 
+TOO_LARGE_FOR_DISK = "the file would be larger than the gateway's disk allows"
+
+
 @define(eq=False)
 class StagedFile:
     """One staged file: a sparse local file and its logical size.
@@ -180,7 +183,7 @@ class StagedFile:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace("the gateway's disk is full") from None
             if e.errno == errno.EFBIG:
-                raise FileTooLarge("the file would be larger than the gateway's disk allows") from None
+                raise FileTooLarge(TOO_LARGE_FOR_DISK) from None
             raise
 
     def truncate(self, size: int) -> None:
@@ -191,7 +194,7 @@ class StagedFile:
             os.ftruncate(self.fd, size)
         except OSError as e:
             if e.errno in (errno.EFBIG, errno.EINVAL):
-                raise FileTooLarge("the file would be larger than the gateway's disk allows") from None
+                raise FileTooLarge(TOO_LARGE_FOR_DISK) from None
             raise
         self.area.release(self.written.cut(size))
         self.size = size

@@ -285,7 +285,8 @@ class GatewayUnderTest:
     def _sftp_server(self, avatar: AccountAvatar) -> GatewaySFTPServer:
         """As the node's SFTP part makes a session's server."""
         fs = GridFilesystem(self.volume)
-        session = self.sessions.start(USER, "SSH-2.0-fuzz", "127.0.0.1", self.volume.queue.client_active)
+        activity = self.volume.queue.client_active
+        session = self.sessions.start(USER, "SSH-2.0-fuzz", "127.0.0.1", activity)
         return GatewaySFTPServer(fs, user=USER, clock=self.clock.seconds, session=session)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -107,7 +107,7 @@ def attrs_block(flags: int, values: list[int], extended: list[tuple[bytes, bytes
 
 _paths = st.one_of(
     st.sampled_from(PATHS),
-    st.sampled_from(PATHS).flatmap(lambda p: st.sampled_from(ODD_NAMES).map(lambda n: p + b"/" + n)),
+    st.tuples(st.sampled_from(PATHS), st.sampled_from(ODD_NAMES)).map(b"/".join),
     st.binary(max_size=40),
 )
 _u32 = st.one_of(st.sampled_from(FLAGS + LENGTHS), st.integers(0, 2**32 - 1))
@@ -370,9 +370,9 @@ def _extension(data: bytes) -> list[Step]:
     openers and a leading handle by the second, the payload the rest."""
     index = data[0] if data else 0
     mask = data[1] if len(data) > 1 else 0
-    fields: list[bytes | HandleRef] = [] if index >= len(EXTENSION_NAMES) else [
-        NS(EXTENSION_NAMES[index])
-    ]
+    fields: list[bytes | HandleRef] = (
+        [] if index >= len(EXTENSION_NAMES) else [NS(EXTENSION_NAMES[index])]
+    )
     if mask & 0x8:
         fields.append(HandleRef(mask >> 4))
     return [*_with_openers(mask), Request(EXTENDED, 6, (*fields, data[2:]))]

@@ -29,8 +29,8 @@ from tests.nodes import NodeReaper, gateway
 from tests.sftp.gateway_node import RawSFTP, start_gateway
 from tests.sftp.sftp_fuzz import (
     FX_OK,
-    MAX_FILE_SIZE,
     FXP_STATUS,
+    MAX_FILE_SIZE,
     GatewayUnderTest,
     HandleRef,
     Request,
