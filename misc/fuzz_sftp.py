@@ -112,7 +112,7 @@ def run_atheris_child(target: str, inputs: int, corpus: Path, artifacts: Path) -
 
 
 def _child_peak(output: str) -> float:
-    found = re.search(r"stat::peak_rss_mb: (\d+)", output)
+    found = re.search(r"stat::peak_rss_mb:\s+(\d+)", output)
     return float(found.group(1)) if found else 0.0
 
 

@@ -141,12 +141,12 @@ def _field(draw: st.DrawFn, code: str) -> bytes | HandleRef:
     return draw(_attrs())
 
 
-#: Steps that open handles for the fuzzed requests to name: a file read-write, a
-#: directory listing, a new file.
+#: Steps that open handles for the fuzzed requests to name, changing nothing stored: a
+#: file read-write, a directory listing, another file write-only.
 OPENERS: list[Step] = [
-    Request(OPEN, 90, (NS(b"/file"), u32(0x3), attrs_block(0, [], []))),
-    Request(OPENDIR, 91, (NS(b"/dir"),)),
-    Request(OPEN, 92, (NS(b"/fresh"), u32(0x1A), attrs_block(0x4, [0o600], []))),
+    Request(OPEN, 90, (NS(b"/file"), u32(0x3), attrs_block(0, [], [])), setup=True),
+    Request(OPENDIR, 91, (NS(b"/dir"),), setup=True),
+    Request(OPEN, 92, (NS(b"/dir/inner"), u32(0x2), attrs_block(0, [], [])), setup=True),
 ]
 
 
@@ -473,7 +473,7 @@ BYTE_TARGETS: dict[str, ByteTarget] = {
             bytes([1, 0]) + NS(b"/"),
             bytes([2, 0x9]),
             bytes([3, 0x9]),
-            bytes([4, 0]) + NS(b"/link") + _ATTRS,
+            bytes([4, 0]) + NS(b"/link") + attrs_block(0x8, [1_700_000_000] * 2, []),
             bytes([5, 0]),
             bytes([6, 0]) + NS(b"~/dir"),
             bytes([7, 0x0D]) + u64(0) + u64(0) + NS(b"9") + u64(0),

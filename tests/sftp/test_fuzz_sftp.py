@@ -53,7 +53,7 @@ from tests.sftp.sftp_fuzz_targets import (
 )
 
 _SETTINGS = settings(
-    max_examples=250,
+    max_examples=500,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=False,
