@@ -69,11 +69,14 @@ def _ascii(text: str) -> str:
 
 
 class GatewayFileTransferServer(FileTransferServer):
-    """Conch's SFTP server protocol with the gateway's packet layer and two fixes.
+    """Conch's SFTP server protocol with the gateway's packet layer and these fixes.
 
     - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
       from OpenSSH; Conch's own server calls error callbacks it does not
       define, so such a request is never answered and the client hangs.
+      FSTAT, FSETSTAT and READDIR get it too (Conch logs a traceback for each).
+    - Status messages are made ASCII before Conch sends them: it raises on any
+      other character, and the request is never answered.
     - When the session ends with files still open (the client was killed, or
       the connection dropped), those handles are *aborted*, not closed: a
       half-written upload never replaces a file's contents. Conch would call
