@@ -165,25 +165,46 @@ def _fuzzed_packets(rng: random.Random, count: int) -> Iterator[bytes]:
         yield struct.pack("!L", len(payload)) + payload
 
 
+REQUESTS = frozenset(range(3, 21)) | {200}
+
+
+def _answered(raw: RawSFTP, request_id: int) -> bool:
+    """Read replies until the one to ``request_id`` (True), or the session's end (False)."""
+    while True:
+        try:
+            kind, data = raw._read_packet()
+        except EOFError:
+            return False
+        if kind != 2 and len(data) >= 4 and struct.unpack_from("!L", data)[0] == request_id:
+            return True
+
+
 def test_fuzzed_packets_to_a_real_gateway(tmp_path: Path, reaper: NodeReaper) -> None:
-    """300 fuzzed packets over real SSH channels to a real gateway process (a new session
-    whenever one is ended by a malformed packet): then a normal client works, the gateway
-    stops cleanly and its log holds no traceback and no logged failure."""
+    """300 fuzzed packets over real SSH channels to a real gateway process, one at a time:
+    each request is answered or ends its session (a malformed packet; a new session then
+    takes the next); then a normal client works, the gateway stops cleanly and its log
+    holds no traceback and no logged failure."""
     gw = start_gateway(tmp_path, reaper)
     try:
         transport = paramiko.Transport((gw.host, gw.port))
         transport.connect(username=gw.user, password=gw.password)
         try:
-            packets = list(_fuzzed_packets(random.Random(18), 300))
-            while packets:
-                raw = RawSFTP(transport)
-                for data in packets[:30]:
-                    packets.pop(0)
-                    try:
-                        raw.sock.sendall(data)
-                    except OSError:
-                        break  # the server ended this session (a malformed packet)
-                raw.sock.close()
+            raw, ended = RawSFTP(transport), 0
+            for number, data in enumerate(_fuzzed_packets(random.Random(18), 300)):
+                raw.sock.settimeout(20)
+                try:
+                    raw.sock.sendall(data)
+                    answered = data[4] not in REQUESTS or _answered(raw, number)
+                except TimeoutError:
+                    raise AssertionError(f"fuzzed packet {number} was never answered") from None
+                except (EOFError, OSError):
+                    answered = False
+                if not answered:  # the server ended the session (a malformed packet)
+                    ended += 1
+                    raw.sock.close()
+                    raw = RawSFTP(transport)
+            raw.sock.close()
+            assert ended > 0, "no fuzzed packet was malformed enough to end its session"
         finally:
             transport.close()
         fresh, client = gw.sftp()
