@@ -52,6 +52,10 @@ class NoSpace(FSError):
     """The staging quota or the gateway's disk is full."""
 
 
+class FileTooLarge(FSError):
+    """A write or truncate past the largest file the gateway can stage."""
+
+
 class NotSupported(FSError):
     """An operation this filesystem cannot honour (e.g. hard links)."""
 

@@ -48,7 +48,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gateway.fs.errors import NoSpace
+from gateway.fs.errors import FileTooLarge, NoSpace
 from gateway.fs.sparse import Ranges
 from gateway.threads import Threads
 from storage.redolog import fsync_directory
@@ -62,6 +62,10 @@ PRESYNC_BYTES = 1 << 20
 
 #: Flush-behind and sync calls of the whole staging area that may run in threads at once.
 FLUSH_THREADS = 2
+
+#: The largest file that can be staged (its size, holes included: a sparse file costs its
+#: whole size when it is uploaded, so one small WRITE far out must not cost without bound).
+MAX_FILE_SIZE = 1 << 40
 
 #: Empty staged files kept made ahead (in a thread); more are made when half are used.
 SPARE_FILES = 16
@@ -107,6 +111,9 @@ def start_flush(fd: int, offset: int, length: int) -> None:
     _fdatasync(fd)
 
 
+TOO_LARGE_FOR_DISK = "the file would be larger than the gateway's disk allows"
+
+
 @define(eq=False)
 class StagedFile:
     """One staged file: a sparse local file and its logical size.
@@ -143,11 +150,13 @@ class StagedFile:
 
     def write(self, offset: int, data: bytes) -> None:
         """Write at ``offset``, growing the file (and the area's usage) as needed; writing no
-        bytes changes nothing, even past the end (as a ``pwrite`` of none does)."""
+        bytes changes nothing, even past the end (as a ``pwrite`` of none does). A write
+        ending past the area's ``max_file_size`` raises :class:`FileTooLarge`."""
         if not data:
             return
         start = offset
         end = offset + len(data)
+        self.area.check_size(end)
         if not self.written.within(start, end):
             grow = self.written.covered_in(start, end)
             self.area.reserve(end - start - grow)
@@ -173,11 +182,20 @@ class StagedFile:
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace("the gateway's disk is full") from None
+            if e.errno == errno.EFBIG:
+                raise FileTooLarge(TOO_LARGE_FOR_DISK) from None
             raise
 
     def truncate(self, size: int) -> None:
-        """Set the logical size (shrinking frees quota; growing makes a hole, read as zeros)."""
-        os.ftruncate(self.fd, size)
+        """Set the logical size (shrinking frees quota; growing makes a hole, read as zeros);
+        past the area's ``max_file_size``, or what the disk allows, raises :class:`FileTooLarge`."""
+        self.area.check_size(size)
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as e:
+            if e.errno in (errno.EFBIG, errno.EINVAL):
+                raise FileTooLarge(TOO_LARGE_FOR_DISK) from None
+            raise
         self.area.release(self.written.cut(size))
         self.size = size
 
@@ -287,10 +305,17 @@ class StagedFile:
 class StagingArea:
     """A directory of staged files with a byte quota."""
 
-    def __init__(self, directory: Path, quota: int, spare_files: int = SPARE_FILES):
+    def __init__(
+        self,
+        directory: Path,
+        quota: int,
+        spare_files: int = SPARE_FILES,
+        max_file_size: int = MAX_FILE_SIZE,
+    ):
         """``spare_files``: how many empty staged files to keep made ahead (0: none)."""
         self.directory = directory
         self.quota = quota
+        self.max_file_size = max_file_size
         self.spare_files = spare_files
         self.used = 0
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -301,6 +326,11 @@ class StagingArea:
         self._spares: list[tuple[Path, int]] = []
         self._making_spares = False
         self._drop_made = False  # spares being made when they were dropped: drop them too
+
+    def check_size(self, size: int) -> None:
+        """Raise :class:`FileTooLarge` for a file size over ``max_file_size``."""
+        if size > self.max_file_size:
+            raise FileTooLarge(f"a file can be at most {self.max_file_size} bytes")
 
     def reserve(self, amount: int) -> None:
         """Account for ``amount`` more bytes, or raise NoSpace past the quota."""

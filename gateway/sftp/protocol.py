@@ -74,12 +74,20 @@ def _without_close_notices(event: dict[str, Any]) -> None:
     globalLogPublisher(event)
 
 
+def _ascii(text: str) -> str:
+    """A status message Conch can send (non-ASCII characters escaped)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 class GatewayFileTransferServer(FileTransferServer):
-    """Conch's SFTP server protocol with the gateway's packet layer and two fixes.
+    """Conch's SFTP server protocol with the gateway's packet layer and these fixes.
 
     - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
       from OpenSSH; Conch's own server calls error callbacks it does not
       define, so such a request is never answered and the client hangs.
+      FSTAT, FSETSTAT and READDIR get it too (Conch logs a traceback for each).
+    - Status messages are made ASCII before Conch sends them: it raises on any
+      other character, and the request is never answered.
     - When the session ends with files still open (the client was killed, or
       the connection dropped), those handles are *aborted*, not closed: a
       half-written upload never replaces a file's contents. Conch would call
@@ -242,6 +250,43 @@ class GatewayFileTransferServer(FileTransferServer):
         d = defer.maybeDeferred(file.readChunk, offset, length)
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
+
+    def _known(self, data: bytes, table: dict[bytes, object]) -> bool:
+        """Whether the handle a request starts with is in ``table``; if not, the request is
+        answered FX_FAILURE, as by OpenSSH (Conch logs a traceback for each such request)."""
+        handle, _ = getNS(data[4:])
+        if handle in table:
+            return True
+        self._sendStatus(data[:4], FX_FAILURE, b"no such open file handle")
+        return False
+
+    def packet_FSTAT(self, data: bytes) -> None:
+        """FSTAT; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openFiles):
+            super().packet_FSTAT(data)
+
+    def packet_FSETSTAT(self, data: bytes) -> None:
+        """FSETSTAT; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openFiles):
+            super().packet_FSETSTAT(data)
+
+    def packet_READDIR(self, data: bytes) -> None:
+        """READDIR; an unknown handle gets FX_FAILURE."""
+        if self._known(data, self.openDirs):
+            super().packet_READDIR(data)
+
+    def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
+        """Conch's error status, its message made ASCII first: Conch sends messages as
+        ASCII, and raises on any other character, leaving the request unanswered."""
+        value = reason.value
+        if isinstance(value, NotImplementedError | EOFError) and value.args:
+            reason = Failure(type(value)(_ascii(str(value.args[0]))))
+        elif isinstance(value, SFTPError):
+            message = value.message
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "backslashreplace")
+            reason = Failure(SFTPError(value.code, _ascii(str(message))))
+        super()._ebStatus(reason, requestId, msg)
 
     def packet_EXTENDED(self, data: bytes) -> None:
         """EXTENDED: an extension of the table, or else the ISFTPServer's ``extendedRequest``."""

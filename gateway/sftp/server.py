@@ -80,6 +80,7 @@ STATUS_FOR_ERROR: dict[type[errors.FSError], int] = {
     errors.IsADirectory: FX_FAILURE,
     errors.DirectoryNotEmpty: FX_FAILURE,
     errors.NoSpace: FX_FAILURE,
+    errors.FileTooLarge: FX_FAILURE,
     errors.GridUnavailable: FX_FAILURE,
 }
 
@@ -411,9 +412,8 @@ class GatewaySFTPServer:
 
     def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
         """EXTENDED of an extension not in EXTENSIONS (those are the methods below)."""
-        raise NotImplementedError(
-            f"extension {extendedName.decode('ascii', 'replace')} is not supported"
-        )
+        name = ascii_message(extendedName[:64].decode("utf-8", "backslashreplace"))
+        raise NotImplementedError(f"extension {name} is not supported")
 
     # -- IGatewaySFTPServer: the extensions ------------------------------------------
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fs.errors import NoSpace
-from gateway.fs.staging import StagingArea
+from gateway.fs.errors import FileTooLarge, NoSpace
+from gateway.fs.staging import MAX_FILE_SIZE, StagingArea
 
 
 def test_staged_files_are_private_and_accept_writes_in_any_order(tmp_path: Path) -> None:
@@ -24,6 +24,25 @@ def test_staged_files_are_private_and_accept_writes_in_any_order(tmp_path: Path)
     assert stat.S_IMODE(staged.path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "staging").stat().st_mode) == 0o700
     assert staged.read(15, 10) == b""
+
+
+@pytest.mark.parametrize("offset", [MAX_FILE_SIZE, 2**63 - 10, 2**63, 2**64 - 1])
+def test_a_file_past_the_largest_size_is_refused(tmp_path: Path, offset: int) -> None:
+    """A write or truncate past the largest file size (1 TiB: a sparse file costs its whole
+    size to upload) fails with FileTooLarge, never an OSError or OverflowError from the
+    system call, and changes nothing. The SFTP fuzzer found a WRITE at offset 2**63
+    answered with a logged traceback, and one at 2**40 costing minutes of upload."""
+    area = StagingArea(tmp_path / "staging", quota=1 << 20)
+    assert MAX_FILE_SIZE == 1 << 40
+    staged = area.create()
+    staged.write(0, b"kept")
+    with pytest.raises(FileTooLarge, match="a file can be at most 1099511627776 bytes"):
+        staged.write(offset, b"x")
+    with pytest.raises(FileTooLarge):
+        staged.truncate(offset + 1)
+    assert (staged.size, area.used, staged.read(0, 10)) == (4, 4, b"kept")
+    staged.write(MAX_FILE_SIZE - 1, b"x")  # the last byte is allowed
+    assert staged.size == MAX_FILE_SIZE
 
 
 def test_quota_refuses_growth_but_keeps_what_is_staged(tmp_path: Path) -> None:
