@@ -5,7 +5,7 @@ Layout under the backend's directory::
     shares/<2-char prefix>/<base32 SI>/<shnum>          complete shares
     shares/<2-char prefix>/<base32 SI>/metadata.cbor    kind, leases, write enabler digest
     shares/incoming/<base32 SI>.<shnum>                 incomplete immutable uploads
-    corruption-advisories.log                           one JSON object per line
+    corruption-advisories.log                           one JSON object per line (.1: older)
 
     redo.log                                            changes not yet checkpointed
 
@@ -94,6 +94,10 @@ def _decode_metadata(encoded: bytes) -> IndexMetadata:
         write_enabler_digest=raw["write-enabler-digest"],
         leases=tuple(Lease(bytes(r), bytes(c), int(e)) for r, c, e in raw["leases"]),
     )
+
+
+ADVISORIES_MAX_BYTES = 1024 * 1024
+"""Size past which ``corruption-advisories.log`` is rotated to ``.1`` (the older dropped)."""
 
 
 @implementer(IShareBackend)
@@ -370,6 +374,12 @@ class DiskBackend:
         path = self.path / "corruption-advisories.log"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
+            if os.fstat(fd).st_size >= ADVISORIES_MAX_BYTES:
+                # Bounded: whoever holds the NURL may file advisories without end, and
+                # they do not count against reserved_space. One older file is kept.
+                os.replace(path, path.with_name(path.name + ".1"))
+                os.close(fd)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             os.write(fd, (line + "\n").encode("utf-8"))
             os.fsync(fd)
         finally:

@@ -152,3 +152,23 @@ def test_mutable_delete_removes_directory(tmp_path: Path) -> None:
     server.read_test_write(SI, WE, RENEW, CANCEL, {0: Vectors(write=(WriteVector(0, b"m"),))}, ())
     server.read_test_write(SI, WE, RENEW, CANCEL, {0: Vectors(new_length=0)}, ())
     assert not (tmp_path / "shares" / SI_TEXT[:2]).exists()
+
+
+def test_corruption_log_is_bounded(tmp_path: Path) -> None:
+    """Advisories without end (anyone holding the NURL may file them) keep the log and its
+    one older file near ADVISORIES_MAX_BYTES each: the disk does not fill."""
+    from storage import disk
+
+    server = open_server(tmp_path)
+    server.read_test_write(SI, WE, RENEW, CANCEL, {0: Vectors(write=(WriteVector(0, b"m"),))}, ())
+    reason = "r" * 4000
+    for _ in range(3 * disk.ADVISORIES_MAX_BYTES // 4000):
+        server.advise_corrupt_mutable(SI, 0, reason)
+    log = tmp_path / "corruption-advisories.log"
+    older = tmp_path / "corruption-advisories.log.1"
+    assert older.exists()
+    assert not (tmp_path / "corruption-advisories.log.2").exists()
+    for path in (log, older):
+        assert path.stat().st_size <= disk.ADVISORIES_MAX_BYTES + 5000
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+    assert '"reason": "rrrr' in log.read_text().splitlines()[-1]
