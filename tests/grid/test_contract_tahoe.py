@@ -19,8 +19,11 @@ from twisted.trial.unittest import TestCase
 
 from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient
+from storage import wire
+from storage.errors import NotAuthorized
 from tests.grid.contract import TAHOE_1_20, NurlContract, StorageClientContract, closing, sockets_to
 from tests.grid_e2e.processes import TahoeStorageNode
+from tests.storage.test_http_server import deferred_test
 from tests.tahoe import REQUIRES_TAHOE
 
 pytestmark = REQUIRES_TAHOE
@@ -57,3 +60,17 @@ class HttpTahoeContractTests(StorageClientContract, NurlContract, TestCase):
 
     def open_connections(self) -> int:
         return sockets_to(self.port)
+
+    @deferred_test
+    async def test_tahoes_own_nurl_is_served_and_a_forged_swissnum_refused(self) -> None:
+        """The NURL built from Tahoe's node.pem and storage.furl reaches Tahoe's HTTP storage
+        (it says what it is); the same pin and address with another swissnum is refused
+        (NotAuthorized), as our own servers refuse it."""
+        real = wire.parse_nurl(self.nurl)
+        assert real.port == self.port
+        version = await self.client_for(self.nurl).get_version()
+        assert version.available_space is None or version.available_space > 0
+        forged = wire.format_nurl(real.spki_hash, real.host, real.port, wire.new_swissnum())
+        with pytest.raises(NotAuthorized):
+            await self.client_for(forged).get_version()
+
