@@ -31,9 +31,8 @@ from attrs import define, field, frozen
 from twisted.conch.ssh.common import NS
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from gateway.account_records import Account
 from gateway.fs.gridfs import GridFilesystem
@@ -56,6 +55,7 @@ from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from storage.memory import MemoryBackend
 from storage.server import StorageServer
+from tests.logged_failures import LoggedFailures
 
 T = TypeVar("T")
 
@@ -234,17 +234,6 @@ class Session:
             self.channel.closed()
 
 
-@implementer(ILogObserver)
-@define(eq=False)
-class _Failures:
-    events: list[dict[str, Any]] = field(factory=list)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        level = event.get("log_level")
-        if "log_failure" in event or level in (LogLevel.error, LogLevel.critical):
-            self.events.append(event)
-
-
 class GatewayUnderTest:
     """The SFTP side of a gateway over a fresh in-memory grid, its namespace seeded."""
 
@@ -407,7 +396,7 @@ def check_input(gateway: GatewayUnderTest, steps: Sequence[Step], pieces: int = 
     """Play ``steps`` on a new session (raw bytes in ``pieces`` reads) while the bystander's
     session is open, let every deadline pass, end the session and check the server; answer
     the replies. Raises :class:`Finding`."""
-    failures = _Failures()
+    failures = LoggedFailures()
     globalLogPublisher.addObserver(failures)
     replies: list[Reply] = []
     try:

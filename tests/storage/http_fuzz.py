@@ -22,14 +22,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, frozen
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
-from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
-from zope.interface import implementer
+from twisted.logger import globalLogPublisher
 
 from storage import wire
 from storage.disk import DiskBackend
@@ -37,6 +35,7 @@ from storage.http_limits import HttpLimits, LimitedChannel
 from storage.http_server import make_storage_site
 from storage.interfaces import TestWriteVectors, WriteVector
 from storage.server import StorageServer
+from tests.logged_failures import LoggedFailures
 
 START = 1_700_000_000.0
 SWISSNUM = b"fuzzswissnumfuzzswissnumfuzzswissnumfuzzswissnum1234"
@@ -145,17 +144,6 @@ def secret(kind: wire.SecretKind, value: bytes) -> tuple[bytes, bytes]:
 VERSION = request(b"GET", "/storage/v1/version")
 
 
-@implementer(ILogObserver)
-@define(eq=False)
-class _Failures:
-    events: list[dict[str, Any]] = field(factory=list)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        level = event.get("log_level")
-        if "log_failure" in event or level in (LogLevel.error, LogLevel.critical):
-            self.events.append(event)
-
-
 def snapshot(directory: Path) -> dict[str, object]:
     """Every file under ``directory``: the hash of its contents (size and mtime if over 64 KiB,
     such as the append-only redo log)."""
@@ -234,7 +222,7 @@ def check_input(site: SiteUnderTest, data: bytes, pieces: int = 1) -> list[Respo
     """Send ``data`` on a new connection (in ``pieces`` reads) while another session is open,
     let every deadline pass, and check the server; answer the responses. Raises
     :class:`Finding`."""
-    failures = _Failures()
+    failures = LoggedFailures()
     globalLogPublisher.addObserver(failures)
     try:
         session = site.connect()  # another client's session, open all along
