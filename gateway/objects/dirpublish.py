@@ -66,9 +66,11 @@ async def publish_changes(
     directory: PublishAs,
     clock: IReactorTime,
     rng: random.Random,
+    known_records: MutableRecords | None = None,
 ) -> Published:
     """Publish ``changes`` to the directory ``cap`` names: created when it is new, else
-    applied to the current version (``known`` spares a read when it is still current).
+    applied to the current version (``known`` spares a read when it is still current, and
+    ``known_records``, its contents already unpacked, the unpacking).
 
     Raises UncoordinatedWriteError when other writers kept winning (retried later).
     """
@@ -84,7 +86,11 @@ async def publish_changes(
     outcome: list[MutableRecords] = []
 
     def apply(data: bytes) -> bytes:
-        records = apply_lenient(changes, unpack_contents(data))
+        if known_records is not None and known is not None and data is known.data:
+            base = dict(known_records)  # what ``data`` holds, unpacked when it was made
+        else:
+            base = unpack_contents(data)
+        records = apply_lenient(changes, base)
         outcome[:] = [records]
         return pack_contents(records)
 

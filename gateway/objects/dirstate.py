@@ -32,6 +32,7 @@ class DirectoryState:
     read_cap: str
     view: MutableRecords | None = None
     known: KnownState | None = None
+    known_records: MutableRecords | None = None  # ``known.data`` unpacked (never changed)
     read_at: float = float("-inf")
     changes: list[tuple[int, Change]] = field(factory=list)
     create: bool = False  # made here, not yet published
@@ -69,10 +70,18 @@ class DirectoryState:
         if self.generation != generation:
             return None  # a publish finished meanwhile: its contents are newer than this read's
         try:
-            base = unpack_contents(state.data) if state is not None else {}
+            if state is None:
+                base: MutableRecords = {}
+            elif self.known_records is not None and self.known is not None and (
+                state.data is self.known.data
+            ):
+                base = dict(self.known_records)  # revalidated: the same contents as before
+            else:
+                base = unpack_contents(state.data)
         except CorruptDirectory as e:
             return e
         self.known = state
+        self.known_records = dict(base)
         self.read_at = clock.seconds()
         self.view = apply_lenient([c for _, c in self.changes], base)
         return None
@@ -90,9 +99,11 @@ class DirectoryState:
             PublishAs(create=self.create, maybe_exists=self.maybe_exists),
             clock,
             rng,
+            self.known_records,
         )
         self.generation += 1
         self.known = published.state
+        self.known_records = dict(published.records)
         self.read_at = clock.seconds()
         self.create = self.maybe_exists = False
         del self.changes[: len(snapshot)]

@@ -470,3 +470,41 @@ def test_a_journal_in_the_earlier_record_format_is_replayed(
     again.settle()
     again.clock.advance(FLUSH_WINDOW)
     assert Gateway(grid, None).names(root) == ["f"]
+
+
+def test_publishes_reuse_the_contents_they_made_without_unpacking_them(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch after batch of links into one directory is published on top of the contents the
+    previous publish made, without decoding them again (a large directory's unpacking was a
+    fifth of a small-file copy's CPU); another writer's version in between is read and kept."""
+    from gateway.objects import dirpublish, dirstate
+
+    unpacked: list[int] = []
+    real = dirpublish.unpack_contents
+
+    def counting(data: bytes) -> Any:
+        unpacked.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(dirpublish, "unpack_contents", counting)
+    monkeypatch.setattr(dirstate, "unpack_contents", counting)
+    gw = Gateway(grid, tmp_path)
+    other = Gateway(grid, None)
+    node = gw.open(root)
+    for batch in range(4):
+        for i in range(5):
+            gw.run(node.add(f"f{batch}-{i}", LiteralCap(b"x"), meta()))
+        gw.settle()
+    first = len(unpacked)
+    assert first <= 1  # the first read of the directory, if any
+    for batch in range(4, 7):
+        for i in range(5):
+            gw.run(node.add(f"f{batch}-{i}", LiteralCap(b"x"), meta()))
+        gw.settle()
+    assert len(unpacked) == first  # later publishes decoded nothing again
+    other.run(other.open(root).add("theirs", LiteralCap(b"t"), meta()))
+    gw.run(node.add("ours", LiteralCap(b"o"), meta()))
+    gw.settle()
+    names = other.names(root)
+    assert "theirs" in names and "ours" in names and len(names) == 7 * 5 + 2
