@@ -174,8 +174,9 @@ def test_enqueue_returns_before_the_upload_starts(tmp_path: Path) -> None:
     assert [n for n, _ in uploader.attempts] == ["later"]
 
 
-def test_uploads_that_finish_at_once_free_their_slot(tmp_path: Path) -> None:
-    """Jobs whose upload completes without waiting never hold a slot (the queue keeps going)."""
+def _instant_queue(tmp_path: Path) -> tuple[UploadQueue, list[str], Clock]:
+    """A started queue (2 at a time) whose uploads complete without waiting, recording the
+    names uploaded."""
     done: list[str] = []
 
     async def instant(job: UploadJob) -> None:
@@ -184,6 +185,12 @@ def test_uploads_that_finish_at_once_free_their_slot(tmp_path: Path) -> None:
     clock = Clock()
     queue = UploadQueue(clock, UploadJournal(tmp_path / "journal"), instant, concurrency=2)
     queue.startService()
+    return queue, done, clock
+
+
+def test_uploads_that_finish_at_once_free_their_slot(tmp_path: Path) -> None:
+    """Jobs whose upload completes without waiting never hold a slot (the queue keeps going)."""
+    queue, done, clock = _instant_queue(tmp_path)
     for name in "abcde":
         queue.enqueue(_job(name))
     clock.advance(0)
@@ -287,14 +294,7 @@ def test_thousands_of_uploads_that_finish_at_once_all_finish(tmp_path: Path) -> 
     """A long run of uploads that complete without waiting (small files on the embedded grid)
     all finish and leave the journal empty: starting the next one does not nest a call per
     upload (3000 nested calls used to exceed Python's recursion limit and strand jobs)."""
-    done: list[str] = []
-
-    async def instant(job: UploadJob) -> None:
-        done.append(job.display)
-
-    clock = Clock()
-    queue = UploadQueue(clock, UploadJournal(tmp_path / "journal"), instant, concurrency=2)
-    queue.startService()
+    queue, done, clock = _instant_queue(tmp_path)
     names = [f"f{i}" for i in range(3000)]
     for name in names:
         queue.enqueue(_job(name))
