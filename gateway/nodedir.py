@@ -152,8 +152,13 @@ def make_node_dir(root: Path, private_dirs: tuple[str, ...] = ()) -> NodeDir:
     else:
         missing = [root, *(p for p in root.parents if not p.exists())]
         for path in sorted(missing, key=lambda p: len(p.parts)):
-            if not path.exists():
+            try:
                 make_dir(path, 0o755)
+            except FileExistsError:
+                # Made meanwhile by another ``create`` (nodes side by side made at once): a
+                # parent is theirs to share; the node directory itself is not.
+                if path == root or not path.is_dir():
+                    raise NodeDirExists(f"{path} was created by someone else meanwhile") from None
     node = NodeDir(root)
     make_dir(node.private, 0o700)
     make_dir(node.logs, 0o755)

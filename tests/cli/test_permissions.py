@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.nodes import NodeReaper, gateway
 from tests.sftp.gateway_node import PASSWORD, restart_gateway
 
@@ -149,3 +151,39 @@ def test_writable_node_directory_is_refused(tmp_path: Path, reaper: NodeReaper) 
     assert result.code == 1
     assert f"{phrase} (mode 0640) is readable by other users" in result.err
     assert f"fix with: chmod go-rwx {phrase} " in result.err
+
+
+def test_nodes_created_side_by_side_at_once_share_their_new_parent(tmp_path: Path) -> None:
+    """Several ``create``s at once under a parent none of them found (a test grid, a
+    provisioning script) all succeed: the parent one of them made meanwhile is shared, not an
+    error; a node directory made meanwhile by another is refused with a clear error."""
+    import threading
+
+    from gateway.nodedir import NodeDirExists, make_node_dir
+
+    for attempt in range(5):
+        parent = tmp_path / f"grid{attempt}" / "nodes"
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def create(
+            i: int,
+            parent: Path = parent,
+            start: threading.Barrier = start,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            start.wait()
+            try:
+                make_node_dir(parent / f"node-{i}")
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(p.name for p in parent.iterdir()) == [f"node-{i}" for i in range(8)]
+    with pytest.raises(NodeDirExists):
+        make_node_dir(tmp_path / "grid0" / "nodes" / "node-0")
