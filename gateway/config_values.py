@@ -75,12 +75,17 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def _whole_number(text: str, expected: str = "a whole number") -> int:
+    """``text`` as an integer (surrounding blanks allowed), else ValueError naming it."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected {expected}, got {text!r}") from None
+
+
 def parse_port(text: str) -> int:
     """Parse a TCP port number; 0 means any free port, chosen at each start."""
-    try:
-        port = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a port number, got {text!r}") from None
+    port = _whole_number(text, "a port number")
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be between 0 and 65535, got {port}")
     return port
@@ -112,10 +117,7 @@ def parse_nickname(text: str) -> str:
 
 def parse_share_count(text: str) -> int:
     """Parse a share count: 1..256."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if not 1 <= value <= 256:
         raise ValueError(f"must be between 1 and 256, got {value}")
     return value
@@ -159,10 +161,7 @@ def at_least(parse: Callable[[str], Any], low: float, shown: str) -> Callable[[s
 
 def parse_count(text: str) -> int:
     """Parse a whole number of things (connections, tries): 1 or more."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if value < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return value
@@ -202,10 +201,7 @@ def parse_max_startups(text: str) -> tuple[int, int, int]:
 
 def parse_kept(text: str) -> int:
     """Parse a number of old files kept: 0 to 1000."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if not 0 <= value <= 1000:
         raise ValueError(f"must be between 0 and 1000, got {value}")
     return value

@@ -9,8 +9,10 @@ the other and prints, per target, the inputs run, the time, inputs/s, the peak
 memory and the findings. With atheris (libFuzzer, coverage-guided; the
 ``fuzz`` extra) each target runs in a child process re-running the script, its
 libFuzzer progress going to ``ARTIFACTS/TARGET.log`` as it comes and a crashing
-input kept there; without atheris the Hypothesis strategies run in this
-process. The system under test is made afresh every ``reset_every`` inputs,
+input kept there (``crash-*``); an input that takes over 10 s is a finding (a
+hang). Without atheris (or with ``--engine hypothesis``) the Hypothesis
+strategies run in this process, ``max_examples`` set to ``--inputs``, and a
+finding is shrunk. The system under test is made afresh every ``reset_every`` inputs,
 and memory past ``max_rss_mib`` is a finding (a leak would otherwise take a
 million inputs to notice).
 """

@@ -15,15 +15,9 @@ leaked, the account's capability in a reply, what is stored changed by an
 input whose every request was refused, or the other session not served. The
 targets are ``tests/sftp/sftp_fuzz_targets.py``'s.
 
-Engines: ``atheris`` (libFuzzer, guided by the coverage of the ``gateway.sftp``
-and ``gateway.fs`` packages; ``pip install atheris``, the default when it is
-installed) runs each target in a child process, starting from valid seeds; an
-input that takes over 10 s is a finding (a hang), and a finding's input is
-saved as ``crash-*`` in ``--artifacts``. ``hypothesis`` runs the same targets'
-strategies with ``max_examples`` set to ``--inputs`` and shrinks a finding.
-Prints, per target, the inputs run, the time, inputs/s, the peak memory of
-the process (growing without bound is a finding) and the findings. The engine
-is ``misc/fuzz_runner.py``'s, shared with the other fuzz script.
+Engines, output and the run's limits are ``misc/fuzz_runner.py``'s (shared
+with the other fuzz script); atheris's coverage is that of the ``gateway.sftp``
+and ``gateway.fs`` packages.
 """
 
 from __future__ import annotations

@@ -12,15 +12,8 @@ another session is open, through ``tests/storage/http_fuzz.py``'s
 changed by a refused request, a connection or timer left behind, or a session
 not served. The targets are ``tests/storage/http_fuzz_targets.py``'s.
 
-Engines: ``atheris`` (libFuzzer, guided by the coverage of the storage
-package; ``pip install atheris``, the default when it is
-installed) runs each target in a child process, starting from valid seeds; an
-input that takes over 10 s is a finding (a hang), and a finding's input is
-saved as ``crash-*`` in ``--artifacts``. ``hypothesis`` runs the same targets'
-strategies with ``max_examples`` set to ``--inputs`` and shrinks a finding.
-Prints, per target, the inputs run, the time, inputs/s, the peak memory of
-the process (growing without bound is a finding) and the findings. The engine
-is ``misc/fuzz_runner.py``'s, shared with the other fuzz script.
+Engines, output and the run's limits are ``misc/fuzz_runner.py``'s (shared
+with the other fuzz script); atheris's coverage is that of the storage package.
 """
 
 from __future__ import annotations
