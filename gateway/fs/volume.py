@@ -327,6 +327,7 @@ class Volume:
         try:
             if self.overlay.may_link(file):
                 await self._link(file, cap)
+                await self.directories_durable()  # before the job's record is dropped
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
@@ -387,6 +388,13 @@ class Volume:
             no_write=mode is not None and not mode & 0o222,
         )
         await directory.add(name, cap, metadata)
+
+    async def directories_durable(self) -> None:
+        """Wait until the directory changes answered so far are on disk (write-back answers
+        a change once written, and flushes it after; raises the flush's OSError)."""
+        write_back = self.store.write_back
+        if write_back is not None:
+            await write_back.durable()
 
     async def _existing_mutable(self, file: LocalFile) -> MutableWriteCap | None:
         """The mutable file the path names, when the file being replaced is one."""

@@ -348,11 +348,13 @@ class Writers:
 
     async def _journaled(self, state: LocalFile) -> None:
         """Wait until a published file's journal record is durable (flushed in a thread,
-        with other files' records). If it cannot be, the error is raised: the caller
-        withdraws the file, whose CLOSE was not acknowledged."""
+        with other files' records), and the directory changes answered before it. If it
+        cannot be, the error is raised: the caller withdraws the file, whose CLOSE was not
+        acknowledged."""
         assert state.job_id is not None
         try:
             await self.volume.queue.durable(state.job_id)
+            await self.volume.directories_durable()  # the directories it is made in
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace("the gateway's disk is full; the file was not saved") from None
