@@ -71,6 +71,8 @@ class IntentLog:
         self.live: dict[str, Any] = {}
         self._live_bytes = 0
         self._flush_waiters: list[tuple[int, Deferred[None]]] = []
+        #: Where the last "put" record ends in the log (what a flush must cover).
+        self._put_end = 0
         self._flushing = False
         for record in self._log.records():
             operations: Iterable[Operation]
@@ -101,6 +103,7 @@ class IntentLog:
         Raises the OSError of a write that fails (a full disk): the intent is not live.
         """
         self._log.append({"op": "put", "key": key, "value": value}, sync=False)
+        self._put_end = self._log.appended
         self._remember(key, value)
 
     def done(self, key: str) -> None:
@@ -117,13 +120,14 @@ class IntentLog:
             self._log.sync()
 
     def flushed(self, threads: Threads | None) -> Deferred[None]:
-        """Fires once every record appended so far is durable (errback: the flush's OSError).
+        """Fires once every intent put so far is durable (errback: the flush's OSError).
 
         The flush runs in a thread; while one runs, the records appended meanwhile wait for
-        the next, which covers them all. With no ``threads`` it runs now.
+        the next, which covers them all. With no ``threads`` it runs now. "Done" records
+        appended since the last put need no flush: this fires at once for them.
         """
         log = self._log
-        point = log.appended
+        point = self._put_end
         if log.durable >= point:
             return succeed(None)
         if threads is None:

@@ -24,6 +24,7 @@ from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.fs.writing import Writers
+from gateway.intents.log import IntentLog
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.mutable import MutableClient
@@ -186,3 +187,27 @@ def test_a_close_waits_for_the_directory_changes_made_before_it(tmp_path: Path) 
     gw.threads.queue.insert(0, dir_flush)
     gw.threads.run_all()
     assert closed == [None]
+
+
+def test_finished_intents_need_no_flush(tmp_path: Path) -> None:
+    """"Done" records are never flushed on their own: once every put is on disk, waiting for
+    the journal asks for no flush even with done records appended since (a CLOSE after an
+    upload's end would otherwise pay a flush in a thread for nothing)."""
+    threads = ManualThreads()
+    log = IntentLog(tmp_path / "intents.log")
+    log.put("a", {"x": 1})
+    first: list[object] = []
+    log.flushed(threads).addBoth(first.append)
+    threads.run_all()
+    assert first == [None]
+    log.done("a")
+    again: list[object] = []
+    log.flushed(threads).addBoth(again.append)
+    assert again == [None] and not threads.queue
+    log.put("b", {"x": 2})
+    third: list[object] = []
+    log.flushed(threads).addBoth(third.append)
+    assert third == [] and len(threads.queue) == 1
+    threads.run_all()
+    assert third == [None]
+    log.close()
