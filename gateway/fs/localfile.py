@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 
 from gateway.fs.interfaces import FileAttributes
 from gateway.fs.paths import Path
-from gateway.fs.sparse import Base, Ranges, changed_ranges
+from gateway.fs.sparse import Base, Ranges, changed_ranges, holes
 from gateway.fs.staging import StagedFile
 
 
@@ -205,6 +205,15 @@ class LocalFile:
         if self.base is None:
             return [(0, self.size)] if self.size else []
         return changed_ranges(self.changed, self.limit, self.size)
+
+    def zero_ranges(self) -> list[tuple[int, int]]:
+        """Where the contents are zeros nobody wrote (a sparse file's holes, a truncated file
+        grown again): an upload stores them without reading them."""
+        if self.base is not None:
+            return holes(self.changed, min(self.limit, self.size), self.size)
+        if self.staged is None:
+            return []
+        return holes(self.staged.written, 0, self.size)  # what was written is all it holds
 
     def attributes(self, now: float) -> FileAttributes:
         """What stat says about the file while it is local (the upload changes none of it)."""

@@ -132,6 +132,11 @@ class Ranges:
             at = stop
 
 
+def holes(held: Ranges, start: int, size: int) -> list[tuple[int, int]]:
+    """The pieces of ``[start, size)`` outside ``held``."""
+    return [(a, b) for a, b, covered in held.pieces(start, size) if not covered]
+
+
 def changed_ranges(changed: Ranges, limit: int, size: int) -> list[tuple[int, int]]:
     """Where contents of ``size`` bytes may differ from their base: the written ranges, and
     everything from the limit (the base's bytes end there) to the end."""

@@ -364,7 +364,9 @@ class Volume:
         base = None if file.base is None else base_cap(file.base)
         changed = file.upload_ranges()  # everything, for a new file
         progress = self.queue.advance(job.job_id)
-        cap = await self.store.update_file(base, file.size, changed, read, progress)
+        cap = await self.store.update_file(
+            base, file.size, changed, read, progress, zeros=file.zero_ranges()
+        )
         file.stored = Base(cap.to_string(), file.size)
         return cap
 

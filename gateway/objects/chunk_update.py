@@ -41,6 +41,11 @@ same moment, or to one of the last few stored, takes that one's cap instead of
 being encoded again (identical extents have the same cap, and are stored once;
 two uploads of one storage index at once would also collide on the servers).
 Memory stays at about ``3 * parallel`` chunks.
+
+An extent that lies in the ranges the caller says are zeros (a sparse file's
+holes) is not read: the first of each length is stored, and the others take its
+cap. A 10 GiB image file made with ``truncate`` costs one chunk's encoding, not
+10 GiB of reads and comparisons.
 """
 
 from __future__ import annotations
@@ -122,6 +127,9 @@ class TreeUpdate:
         self._progress = progress
         self._in_flight: list[tuple[bytes, Deferred[ExtentCap]]] = []
         self._changed: Ranges = []
+        self._zeros: Ranges = []
+        #: The zero extent of each length, stored (or being stored) by this update.
+        self._zero_extents: dict[int, Deferred[ExtentCap]] = {}
         # The base as a tree: its root (a stored node, or one extent as a node of its own).
         self._root: ChunkedCap | Node | None = None
         self._base_height = self._base_count = self._base_size = 0
@@ -134,11 +142,17 @@ class TreeUpdate:
         """Nodes this update stored."""
 
     async def run(
-        self, base: ImmutableCap | None, size: int, changed: Sequence[tuple[int, int]]
+        self,
+        base: ImmutableCap | None,
+        size: int,
+        changed: Sequence[tuple[int, int]],
+        zeros: Sequence[tuple[int, int]] = (),
     ) -> ImmutableCap:
-        """Store the new version; its cap (the base's own when nothing changed)."""
+        """Store the new version; its cap (the base's own when nothing changed). ``zeros``:
+        ranges of the new contents known to be zeros (not read)."""
         base_size = self._base_size = await self._open_base(base)
         self._changed = normalize([*changed, (base_size, size)], size)
+        self._zeros = normalize(zeros, size)
         if size <= self.chunk_size:
             return await self._store_extent(0, size)
         cut = min(size, base_size)
@@ -317,6 +331,39 @@ class TreeUpdate:
 
     async def _store_extent(self, offset: int, length: int) -> ExtentCap:
         """Read ``[offset, offset + length)`` of the new contents and store it as an extent."""
+        if length and overlap(self._zeros, offset, offset + length) == length:
+            cap = await self._zero_extent(length)
+        else:
+            cap = await self._read_and_store(offset, length)
+        if self._progress is not None:
+            done = overlap(self._changed, offset, offset + length)
+            if done:
+                self._progress(done)
+        return cap
+
+    async def _zero_extent(self, length: int) -> ExtentCap:
+        """The extent of ``length`` zeros: stored by the first to ask, shared by the others."""
+        pending = self._zero_extents.get(length)
+        if pending is not None:
+            return await shared(pending)
+        pending = self._zero_extents[length] = start(self._store_zeros(length))
+        try:
+            return await owned(pending)
+        except BaseException:
+            if self._zero_extents.get(length) is pending:
+                del self._zero_extents[length]  # the next to ask tries again
+            raise
+
+    async def _store_zeros(self, length: int) -> ExtentCap:
+        await self._slots.acquire()
+        try:
+            cap = await self._upload(bytes(length))
+        finally:
+            self._slots.release()
+        self.stored_bytes += length
+        return cap
+
+    async def _read_and_store(self, offset: int, length: int) -> ExtentCap:
         await self._slots.acquire()
         try:
             data = bytes(await self._read(offset, length))
@@ -342,8 +389,4 @@ class TreeUpdate:
                 del self._in_flight[: max(0, len(self._in_flight) - 2 * self._parallel)]
         finally:
             self._slots.release()
-        if self._progress is not None:
-            done = overlap(self._changed, offset, offset + length)
-            if done:
-                self._progress(done)
         return cap

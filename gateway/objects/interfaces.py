@@ -118,6 +118,7 @@ class IObjectStore(Interface):
         changed: Sequence[tuple[int, int]],
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
+        zeros: Sequence[tuple[int, int]] = (),
     ) -> ImmutableCap:
         """Store a new version of a file, at the cost of what changed; its read capability.
 
@@ -126,7 +127,9 @@ class IObjectStore(Interface):
         ``min(size, base.size)`` outside these ranges is the base's byte at the same
         offset, so the store may keep what holds it instead of reading and storing it
         again. Without a base every byte counts as changed. ``progress(n)`` is told
-        each time ``n`` more changed bytes are stored.
+        each time ``n`` more changed bytes are stored. ``zeros`` holds ranges (sorted,
+        disjoint) known to be zeros, such as a sparse file's holes: the store may take
+        them as zeros without reading them.
         """
 
     async def read_mutable(cap: MutableWriteCap | MutableReadCap) -> bytes:

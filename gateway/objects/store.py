@@ -112,6 +112,7 @@ class ObjectStore:
         changed: Sequence[tuple[int, int]],
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
+        zeros: Sequence[tuple[int, int]] = (),
     ) -> ImmutableCap:
         """Store a new version of a file (see IObjectStore and
         :mod:`gateway.objects.chunk_update`): files up to a chunk as one object, larger
@@ -126,7 +127,7 @@ class ObjectStore:
             self.parallel_uploads,
             progress,
         )
-        return await update.run(base, size, changed)
+        return await update.run(base, size, changed, zeros)
 
     def reader(self, cap: ImmutableCap) -> IFileReader:
         """Random-access reads of an immutable file (of a chunked file too)."""

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from gateway.fs.interfaces import SetAttributes
+from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.sparse import Ranges, changed_ranges, merged_read
 from gateway.fs.writing import WriteHandle
 from gateway.objects.caps import ImmutableCap
@@ -46,6 +46,8 @@ class RecordingStore(ObjectStore):
             fanout=4,
         )
         self.updates: list[list[tuple[int, int]]] = []
+        self.zeros: list[list[tuple[int, int]]] = []
+        self.read_bytes = 0
         self.whole_uploads = 0
 
     async def update_file(
@@ -55,10 +57,18 @@ class RecordingStore(ObjectStore):
         changed: Sequence[tuple[int, int]],
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
+        zeros: Sequence[tuple[int, int]] = (),
     ) -> ImmutableCap:
-        """Note the changed ranges, then store."""
+        """Note the changed ranges and the zeros, then store."""
         self.updates.append(list(changed))
-        return await super().update_file(base, size, changed, read, progress)
+        self.zeros.append(list(zeros))
+
+        async def counted(offset: int, length: int) -> bytes:
+            data = await read(offset, length)
+            self.read_bytes += len(data)
+            return data
+
+        return await super().update_file(base, size, changed, counted, progress, zeros)
 
     async def upload(self, source):  # type: ignore[no-untyped-def]
         """Note a whole-file upload, then store."""
@@ -75,6 +85,7 @@ def harness(tmp_path: Path) -> tuple[VolumeHarness, RecordingStore]:
     gw.write("/f.bin", DATA)
     gw.upload_everything()
     store.updates.clear()
+    store.zeros.clear()
     return gw, store
 
 
@@ -195,8 +206,6 @@ def test_a_change_stages_and_stores_only_what_changed(tmp_path: Path) -> None:
 def test_appends_store_the_appended_bytes(tmp_path: Path) -> None:
     """``>>`` opens with APPEND: the change is the bytes past the old end."""
     gw, store = harness(tmp_path)
-    from gateway.fs.interfaces import OpenFlags
-
     handle = gw.run(gw.fs.open("/f.bin", OpenFlags(write=True, append=True), SetAttributes()))
     gw.run(handle.write(0, b"line\n"))
     gw.run(handle.close())
@@ -218,6 +227,87 @@ def test_truncating_then_growing_reads_zeros_where_the_base_was_cut(tmp_path: Pa
     gw.upload_everything()
     assert store.updates == [[(1000, 3000)]]
     assert gw.read("/f.bin") == expected
+
+
+CHUNK = 16 << 10
+NEW = OpenFlags(read=True, write=True, create=True, truncate=True)
+
+
+def test_a_sparse_new_file_stores_its_holes_without_reading_them(tmp_path: Path) -> None:
+    """A new file grown by a truncate and written in two places (an image file made with
+    ``truncate -s``, then written): its upload reads the two extents written and stores
+    the holes as one zero extent shared by all of them; it reads back exactly."""
+    gw, store = harness(tmp_path)
+    size = 64 * CHUNK + 100
+    handle = gw.run(gw.fs.open("/image.img", NEW, SetAttributes()))
+    gw.run(handle.setattr(SetAttributes(size=size)))
+    gw.run(handle.write(5 * CHUNK + 7, b"superblock"))
+    gw.run(handle.write(size - 10, b"last bytes"))
+    gw.run(handle.close())
+    expected = bytearray(size)
+    expected[5 * CHUNK + 7 : 5 * CHUNK + 17] = b"superblock"
+    expected[size - 10 :] = b"last bytes"
+    store.read_bytes = 0
+    gw.upload_everything()
+    assert store.zeros == [[(0, 5 * CHUNK + 7), (5 * CHUNK + 17, size - 10)]]
+    assert store.read_bytes == CHUNK + 100, "only the two extents written were read"
+    assert gw.read("/image.img") == bytes(expected)
+
+
+def test_a_file_truncated_and_grown_stores_the_growth_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """Growing a file in the grid by many chunks (``truncate -s`` of an existing image)
+    reads none of the new zeros and stores the file as its base plus zeros."""
+    gw, store = harness(tmp_path)
+    handle = open_rw(gw)
+    grown = SIZE + 40 * CHUNK
+    gw.run(handle.setattr(SetAttributes(size=grown)))
+    gw.run(handle.close())
+    store.read_bytes = 0
+    gw.upload_everything()
+    assert store.zeros == [[(SIZE, grown)]]
+    # the base's last, partial extent is stored again with its first zeros; no other read
+    assert store.read_bytes <= 2 * CHUNK
+    assert gw.read("/f.bin") == DATA + bytes(40 * CHUNK)
+
+
+new_file_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 12 * CHUNK), st.integers(1, 3 * CHUNK)),
+        st.tuples(st.just("truncate"), st.integers(0, 16 * CHUNK), st.just(0)),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(new_file_operations, st.booleans())
+def test_any_new_sparse_file_reads_back_as_written(tmp_path_factory, ops, crash) -> None:  # type: ignore[no-untyped-def]
+    """A new file made of writes at any offsets and truncates down and up (holes anywhere,
+    zeros written on purpose too), closed, maybe through a kill -9 before its upload:
+    once uploaded it reads back byte for byte as a model file says."""
+    gw, _ = harness(tmp_path_factory.mktemp("new"))
+    model = bytearray()
+    handle = gw.run(gw.fs.open("/new.bin", NEW, SetAttributes()))
+    for op, a, b in ops:
+        if op == "write":
+            data = bytes([a % 3]) * b  # zeros now and then: written, not holes
+            gw.run(handle.write(a, data))
+            if a > len(model):
+                model.extend(bytes(a - len(model)))
+            model[a : a + b] = data
+        else:
+            gw.run(handle.setattr(SetAttributes(size=a)))
+            model = model[:a] + bytearray(max(0, a - len(model)))
+    gw.run(handle.close())
+    if crash:
+        gw.crash()
+    gw.upload_everything()
+    assert gw.read("/new.bin") == bytes(model)
 
 
 def test_each_fsync_stores_what_changed_since_the_last(tmp_path: Path) -> None:

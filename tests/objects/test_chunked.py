@@ -14,6 +14,7 @@ from gateway.objects.caps import (
     parse,
 )
 from gateway.objects.chunk_format import Node, decode_node, encode_node
+from gateway.objects.chunk_update import TreeUpdate
 from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.errors import BadCapability, CorruptObject
 from tests.objects.chunked_support import (
@@ -168,6 +169,31 @@ def test_identical_chunks_are_stored_once() -> None:
     writes = [r for c in grid for r in c.requests if r[0] == "write_immutable" and r[1] == si]
     assert len({(r[2], r[3]) for r in writes}) == len(writes)  # no block written twice
     assert len([o for o in counted.objects if o == bytes(CHUNK)]) == 1  # encoded once
+
+
+def test_ranges_said_to_be_zeros_are_stored_once_and_never_read() -> None:
+    """Extents in the ``zeros`` ranges (a sparse file's holes) are not read: the zero extent
+    of each length is encoded and stored once, whichever the order the extents are stored
+    in, and the file reads back with its zeros."""
+    store, _ = make_store()
+    size = 50 * CHUNK + 123
+    data = bytearray(size)
+    data[3 * CHUNK : 3 * CHUNK + 5] = b"hello"
+    zeros = [(0, 3 * CHUNK), (3 * CHUNK + 5, size)]
+    asked: list[tuple[int, int]] = []
+
+    async def read(offset: int, length: int) -> bytes:
+        asked.append((offset, length))
+        return bytes(data[offset : offset + length])
+
+    counted = Counted(store)
+    tree = TreeUpdate(counted, store.servers, store.nodes, read, store.chunk_size, store.fanout)
+    cap = run(tree.run(None, size, [(0, size)], zeros))
+    assert asked == [(3 * CHUNK, CHUNK)], "only the extent holding data is read"
+    full, last = bytes(CHUNK), bytes(123)
+    assert counted.objects.count(full) == 1 and counted.objects.count(last) == 1
+    assert tree.stored_bytes == 2 * CHUNK + 123
+    assert read_all(store, cap) == bytes(data)
 
 
 def test_appends_cost_about_the_appended_bytes() -> None:
