@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -84,11 +85,26 @@ def cmd_create(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             host=args.host,
             sftp_port=args.sftp_port,
             web_port=args.web_port,
-            storage=args.storage,
+            storage=_nurls(args.storage),
             shares=args.shares,
             nickname=args.nickname,
         ),
     )
+
+
+def _nurls(given: list[str]) -> list[str]:
+    """``--storage`` values, ``-`` replaced by the NURLs on stdin (one a line; blank lines
+    and ``#`` comments skipped), so that no NURL is on the command line for ps to show."""
+    nurls: list[str] = []
+    for value in given:
+        if value != "-":
+            nurls.append(value)
+            continue
+        for line in sys.stdin:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                nurls.append(line)
+    return nurls
 
 
 def cmd_create_storage(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

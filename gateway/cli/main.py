@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NURL",
         action="append",
         default=[],
-        help="a storage server's NURL (repeat for each); none: embedded storage",
+        help=(
+            "a storage server's NURL (repeat for each), or - to read them from stdin, one a"
+            " line (keeps them out of ps); none: embedded storage"
+        ),
     )
     p.add_argument(
         "--shares",

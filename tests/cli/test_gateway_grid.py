@@ -26,13 +26,14 @@ def _status(url: str) -> dict[str, Any]:
 
 
 def test_gateway_sees_its_storage_servers(tmp_path: Path, reaper: NodeReaper) -> None:
-    """A gateway given two NURLs reports both servers connected, and never shows a NURL."""
+    """A gateway given two NURLs (one on the command line, one on stdin with ``--storage -``,
+    where ps cannot show it) reports both servers connected, and never shows a NURL."""
     nurls = [_start_storage(tmp_path, reaper, f"s{i}") for i in range(2)]
     gw = reaper.track(tmp_path / "gw")
     args = ["--sftp-port", "0", "--web-port", "0", "--shares", "1/2/2"]
-    for nurl in nurls:
-        args += ["--storage", nurl]
-    assert gateway("create", gw, *args).code == 0
+    args += ["--storage", nurls[0], "--storage", "-"]
+    created = gateway("create", gw, *args, stdin=f"# the second server\n{nurls[1]}\n\n")
+    assert created.code == 0, created.err
     started = gateway("start", gw)
     assert started.code == 0, started.err
     assert "Grid: 2 storage servers (shares 1/2/2)" in started.out
