@@ -10,12 +10,14 @@ when the upload reads around its changes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from functools import partial
 
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
 from gateway.fs.sparse import Base, Reader, merged_read
-from gateway.fs.staging import StagedFile, StagingArea
+from gateway.fs.staging import StagedFile, StagingArea, copy_ranges
 from gateway.objects.caps import ImmutableCap, parse
 from gateway.objects.interfaces import IObjectStore
 from gateway.threads import Threads
@@ -26,7 +28,8 @@ from gateway.threads import Threads
 BASE_READERS = 4
 
 #: Bytes copied at a time between staged files.
-COPY_CHUNK = 1 << 20
+COPY_IN_THREAD = 4 << 20
+"""Bytes from which a staged copy runs in a thread (below, a thread handoff costs more)."""
 
 
 def grid_read(store: IObjectStore, cap: ImmutableCap) -> Reader:
@@ -102,24 +105,36 @@ class Contents:
 
         return read
 
-    def copy(self, file: LocalFile, threads: Threads | None = None) -> StagedFile:
+    async def copy(self, file: LocalFile, threads: Threads | None = None) -> StagedFile:
         """A new staged file holding what ``file``'s staged file holds of its contents: the
-        changed ranges over a base (never the base's bytes), or everything without one."""
+        changed ranges over a base (never the base's bytes), or everything without one.
+
+        The kernel copies the bytes; a copy of :data:`COPY_IN_THREAD` bytes or more runs in a
+        thread, the reactor serving others meanwhile. The caller keeps ``file`` from being
+        written until this returns (an fsync's snapshot must be one state of the file).
+        """
         assert file.staged is not None
         source = file.staged
+        held = (file.changed if file.base is not None else source.written).copy()
         copy = self.staging.create(threads)
         try:
-            held = file.changed if file.base is not None else source.written
-            for start, end in held:
-                offset = start
-                while offset < end:
-                    chunk = source.read(offset, min(COPY_CHUNK, end - offset))
-                    if not chunk:
-                        break
-                    copy.write(offset, chunk)
-                    offset += len(chunk)
-            copy.truncate(source.size)
+            copy.hold(held, source.size)
+            if threads is None or held.covered < COPY_IN_THREAD:
+                copy_ranges(source.fd, copy.fd, list(held))
+            else:
+                # Descriptors of its own: the source may be closed meanwhile.
+                fds = os.dup(source.fd), os.dup(copy.fd)
+                await threads(partial(_copy_and_close, *fds, list(held)))
         except BaseException:
             copy.discard()
             raise
         return copy
+
+
+def _copy_and_close(source: int, target: int, ranges: list[tuple[int, int]]) -> None:
+    """In a thread: :func:`copy_ranges` between duplicated descriptors, then close them."""
+    try:
+        copy_ranges(source, target, ranges)
+    finally:
+        os.close(source)
+        os.close(target)

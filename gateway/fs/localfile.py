@@ -25,6 +25,8 @@ is the only way a phase changes, and the overlay's transitions
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
@@ -33,6 +35,7 @@ from gateway.fs.interfaces import FileAttributes
 from gateway.fs.paths import Path
 from gateway.fs.sparse import Base, Ranges, changed_ranges, holes
 from gateway.fs.staging import StagedFile
+from gateway.objects.concurrency import shared
 
 
 class Phase(enum.Enum):
@@ -148,6 +151,26 @@ class LocalFile:
     syncing: DeferredLock = field(factory=DeferredLock)
     #: What the upload stored (set by the upload, for an fsync to take as its new base).
     stored: Base | None = None
+    #: While the changes are copied (an fsync's snapshot, a reopening): fires when done
+    #: (writes and truncates wait for it; see :meth:`writes_held`).
+    copying: Deferred[None] | None = None
+
+    async def not_copying(self) -> None:
+        """Return once nobody is copying this file's changes (at once, mostly)."""
+        while self.copying is not None:
+            await shared(self.copying)
+
+    @asynccontextmanager
+    async def writes_held(self) -> AsyncIterator[None]:
+        """Writes and truncates of the file wait while this is entered (its changes are
+        being copied, in a thread when large); one holder at a time."""
+        await self.not_copying()
+        copying = self.copying = Deferred()
+        try:
+            yield
+        finally:
+            self.copying = None
+            copying.callback(None)
 
     def fire(self, event: Event) -> Phase:
         """Move to the phase ``event`` leads to from this one; the new phase."""

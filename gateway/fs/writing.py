@@ -170,7 +170,8 @@ class Writers:
             if pending is not None:
                 # Its changes are copied (never the grid version under them): reopening a
                 # file still uploading costs what changed.
-                state.staged = self.volume.contents.copy(pending, self._threads)
+                async with pending.writes_held():  # a SETSTAT of its size waits
+                    state.staged = await self.volume.contents.copy(pending, self._threads)
                 state.base = pending.base
                 state.limit = pending.limit
                 state.changed = pending.changed.copy()
@@ -239,6 +240,7 @@ class Writers:
     async def apply_local(self, state: LocalFile, changes: SetAttributes) -> None:
         """Attribute changes on a file that lives in the overlay: an open one publishes
         them with its contents; a journaled one has its journal record rewritten."""
+        await state.not_copying()
         if changes.size is not None:
             assert state.staged is not None
             state.staged.truncate(changes.size)
@@ -314,11 +316,14 @@ class Writers:
             snapshot = self.overlay.snapshot(
                 state, LocalMeta(meta.mode, meta.mtime, meta.atime, meta.ctime)
             )
-            snapshot.staged = self.volume.contents.copy(state)
-            snapshot.base, snapshot.limit = state.base, state.limit
-            snapshot.changed = state.changed.copy()
-            state.dirty = False
-            state.since, state.since_limit = Ranges(), state.size
+            # Writes wait while the changes are copied (in a thread when large): the snapshot
+            # is one state of the file, and what is written after it counts in ``since``.
+            async with state.writes_held():
+                snapshot.staged = await self.volume.contents.copy(state, self._threads)
+                snapshot.base, snapshot.limit = state.base, state.limit
+                snapshot.changed = state.changed.copy()
+                state.dirty = False
+                state.since, state.since_limit = Ranges(), state.size
             try:
                 await self.volume.publish(snapshot, wait=False)
                 await self._journaled(snapshot)
@@ -396,6 +401,7 @@ class WriteHandle:
 
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
+        await self.state.not_copying()
         staged = self._staged()
         if self.append:
             offset = staged.size
