@@ -16,8 +16,9 @@ from functools import partial
 
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
+from gateway.fs.rangecopy import copy_ranges
 from gateway.fs.sparse import Base, Reader, merged_read
-from gateway.fs.staging import StagedFile, StagingArea, copy_ranges
+from gateway.fs.staging import StagedFile, StagingArea
 from gateway.objects.caps import ImmutableCap, parse
 from gateway.objects.interfaces import IObjectStore
 from gateway.threads import Threads

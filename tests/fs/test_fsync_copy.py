@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from gateway.fs import contents, staging
+from gateway.fs import contents, rangecopy
 from gateway.fs.contents import COPY_IN_THREAD
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.writing import Writers
@@ -94,15 +94,15 @@ def test_copy_ranges_copies_the_ranges_and_leaves_holes(
 ) -> None:
     """Each range lands at its own offset, what lies between stays a hole (zeros), and a
     range past the source's end copies what there is; by the kernel or by hand alike."""
-    monkeypatch.setattr(staging, "_kernel_copy", kernel and hasattr(os, "copy_file_range"))
-    monkeypatch.setattr(staging, "COPY_STEP", 4096)  # several steps per range
+    monkeypatch.setattr(rangecopy, "_kernel_copy", kernel and hasattr(os, "copy_file_range"))
+    monkeypatch.setattr(rangecopy, "COPY_STEP", 4096)  # several steps per range
     source_data = os.urandom(50_000)
     (tmp_path / "src").write_bytes(source_data)
     src = os.open(tmp_path / "src", os.O_RDONLY)
     dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
     try:
         os.ftruncate(dst, 60_000)
-        staging.copy_ranges(src, dst, [(100, 10_000), (20_000, 30_000), (45_000, 60_000)])
+        rangecopy.copy_ranges(src, dst, [(100, 10_000), (20_000, 30_000), (45_000, 60_000)])
     finally:
         os.close(src)
         os.close(dst)
