@@ -116,6 +116,8 @@ class Contents:
         """
         assert file.staged is not None
         source = file.staged
+        # Its descriptor's number may already name another file: never copy from it.
+        assert not source.discarded, "copying a staged file that was discarded"
         held = (file.changed if file.base is not None else source.written).copy()
         copy = self.staging.create(threads)
         try:

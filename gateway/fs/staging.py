@@ -142,6 +142,11 @@ class StagedFile:
     #: The first error a background call reported; :meth:`fsync` raises it.
     _error: OSError | None = field(default=None, init=False)
 
+    @property
+    def discarded(self) -> bool:
+        """Whether it was discarded (its descriptor closed, or about to be)."""
+        return self._closed
+
     def read(self, offset: int, length: int) -> bytes:
         """Read what has been written (holes read as zeros), clamped at the size."""
         if offset >= self.size:

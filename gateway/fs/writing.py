@@ -309,6 +309,9 @@ class Writers:
         """
         await state.syncing.acquire()  # one snapshot at a time: each rebases the next
         try:
+            if state.phase is not Phase.OPEN:
+                await self._closed_meanwhile(state)
+                return
             if not state.dirty:
                 return
             assert state.staged is not None
@@ -338,6 +341,18 @@ class Writers:
         finally:
             state.since = None
             state.syncing.release()
+
+    async def _closed_meanwhile(self, state: LocalFile) -> None:
+        """An fsync that waited behind another while the file's last handle closed: the
+        CLOSE's version holds every write made before this fsync, so that is what it waits
+        for; a file removed meanwhile has nothing to make durable, one dropped unchanged
+        neither. (Its staged bytes may be gone: nothing is copied.)"""
+        if state.abandoned:
+            return
+        if state.closed is not None:
+            await shared(state.closed)  # the CLOSE's journaling, however it ends
+        if state.job_id is not None and not state.abandoned:
+            await self.volume.queue.wait_for(state.job_id)
 
     def _rebase(self, state: LocalFile, snapshot: LocalFile) -> None:
         """The snapshot is in the grid: make its version the open file's base."""

@@ -39,12 +39,14 @@ from tests.sftp.sftp_fuzz import (
 )
 from tests.sftp.sftp_fuzz_targets import (
     BYTE_TARGETS,
+    CLOSE,
     EXTENDED,
     FSETSTAT,
     FSTAT,
     OPEN,
     OPENERS,
     READDIR,
+    REMOVE,
     TARGETS,
     WRITE,
     attrs_block,
@@ -140,6 +142,40 @@ def test_a_write_past_the_largest_file_is_refused(
     write = Request(WRITE, 7, (HandleRef(0), u64(offset), NS(b"x")))
     message = f"a file can be at most {MAX_FILE_SIZE} bytes".encode()
     assert _status(gateway_in_process, new, write) == (FX_FAILURE, message)
+
+
+@pytest.mark.parametrize("removed", [False, True])
+def test_fsyncs_pipelined_with_the_close_of_their_handle(
+    gateway_in_process: GatewayUnderTest, removed: bool
+) -> None:
+    """Two fsyncs and a CLOSE (after a REMOVE of the path, or not) sent together on one
+    handle, with writes between: the second fsync, waiting behind the first, finds the
+    file closed and its staged bytes gone; it returns (or waits for the CLOSE's upload)
+    instead of copying them (it read a closed descriptor, and logged the failure). Every
+    request succeeds, and the file holds what was written or is gone. Found by the
+    fuzzer."""
+    path = b"/synced-removed" if removed else b"/synced"
+    fsync = (NS(b"fsync@openssh.com"), HandleRef(0))
+    steps = [
+        Request(OPEN, 1, (NS(path), u32(0x1A), attrs_block(0, [], []))),
+        Request(WRITE, 2, (HandleRef(0), u64(0), NS(b"first"))),
+        Request(EXTENDED, 3, fsync),
+        Request(WRITE, 4, (HandleRef(0), u64(5), NS(b", then more"))),
+        Request(EXTENDED, 5, fsync),
+    ]
+    if removed:
+        steps.append(Request(REMOVE, 6, (NS(path),)))
+    steps.append(Request(CLOSE, 7, (HandleRef(0),)))
+    replies = check_input(gateway_in_process, steps)
+    codes = {r.request_id: r.code for r in replies if r.kind == FXP_STATUS}
+    assert codes == {2: FX_OK, 3: FX_OK, 4: FX_OK, 5: FX_OK, 7: FX_OK} | (
+        {6: FX_OK} if removed else {}
+    )
+    stored = gateway_in_process.stored.get(path.decode())
+    if removed:
+        assert stored is None
+    else:
+        assert stored is not None and stored[1] == len(b"first, then more")
 
 
 def _fuzzed_packets(rng: random.Random, count: int) -> Iterator[bytes]:
