@@ -23,7 +23,7 @@ from gateway.objects.caps import DirectoryWriteCap, LiteralCap
 from gateway.objects.dirnode import ChildExists, DirectoryNode, NoSuchChild, move
 from gateway.objects.errors import NotEnoughShares
 from gateway.objects.mutable import MutableClient
-from gateway.objects.writeback import FLUSH_WINDOW, DirectoryWriteBack
+from gateway.objects.writeback import FLUSH_WINDOW, HOLD_LIMIT, DirectoryWriteBack
 from storage.redolog import RedoLog
 from tests.objects.grid import GridClient, make_grid, run
 from tests.objects.test_dirnode import PARAMS, SECRETS, meta
@@ -416,7 +416,8 @@ def test_publishes_wait_while_a_client_is_busy_but_not_past_the_limit(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
     """While requests keep coming (a ``cp -r``) the publish waits for a 0.25 s pause, and
-    at most 2 s after the change; with no client activity it goes after the window."""
+    at most ``HOLD_LIMIT`` (5 s) after the change; with no client activity it goes after
+    the window."""
     clock = Clock()
     activity = ClientActivity(clock)
     activity.touch()
@@ -432,11 +433,12 @@ def test_publishes_wait_while_a_client_is_busy_but_not_past_the_limit(
     assert other.names(root) == ["busy"]
     gw.run(gw.open(root).mkdir("limit", meta("dir")))
     activity.touch()  # the MKDIR itself is a request
-    for _ in range(19):  # busy for 1.9 s: still waiting
+    steps = round(HOLD_LIMIT * 10)
+    for _ in range(steps - 1):  # busy until just before the limit: still waiting
         clock.advance(0.1)
         activity.touch()
     assert other.names(root) == ["busy"]
-    for _ in range(2):  # past 2 s: published although the client is still busy
+    for _ in range(2):  # past the limit: published although the client is still busy
         clock.advance(0.1)
         activity.touch()
     assert other.names(root) == ["busy", "limit"]
