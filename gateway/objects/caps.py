@@ -282,8 +282,8 @@ class MutableWriteCap:
 
     @property
     def storage_index(self) -> bytes:
-        """Where servers keep the shares."""
-        return self.get_read_cap().storage_index
+        """Where servers keep the shares (from the read key: no public key, no read cap)."""
+        return mutable_storage_index(mutable_read_key(self.signing_seed))
 
     def get_read_cap(self) -> MutableReadCap:
         """Reduce to the read cap."""
