@@ -55,6 +55,12 @@ def _signing_key(seed: bytes) -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey(seed)
 
 
+@functools.lru_cache(maxsize=DERIVATION_CACHE)
+def _public_key(seed: bytes) -> bytes:
+    """The Ed25519 public key of a seed, as bytes."""
+    return bytes(_signing_key(seed).verify_key)
+
+
 def b32decode(text: str, what: str, size: int | None = None) -> bytes:
     """Decode lowercase unpadded base32, raising BadCapability that names ``what`` was wrong."""
     try:
@@ -278,7 +284,7 @@ class MutableWriteCap:
     @property
     def public_key(self) -> bytes:
         """The Ed25519 public key readers check signatures with."""
-        return bytes(_signing_key(self.signing_seed).verify_key)
+        return _public_key(self.signing_seed)
 
     @property
     def storage_index(self) -> bytes:
