@@ -106,6 +106,12 @@ class UploadJob:
             raise ValueError(f"damaged upload record: {type(e).__name__}") from None
 
 
+def _check_id(job_id: str) -> None:
+    """Refuse a job id that could not name a file of its own."""
+    if not job_id.isalnum():
+        raise ValueError("bad job id")
+
+
 def new_job_id() -> str:
     """A fresh, unguessable job id (also used in file names)."""
     return secrets.token_hex(12)
@@ -120,10 +126,12 @@ class UploadJournal:
         self.damaged: list[str] = []
         self._intents: IntentLog | None = None
         self._inline: set[str] = set()  # jobs whose records hold the file's bytes
+        # Whether one-file records of an earlier version are here (no new one is ever made):
+        # only then does removing a job look for its file.
+        self._legacy_files = any(directory.glob(f"*{RECORD_SUFFIX}"))
 
     def _path(self, job_id: str) -> Path:
-        if not job_id.isalnum():
-            raise ValueError("bad job id")
+        _check_id(job_id)
         return self.directory / f"{job_id}{RECORD_SUFFIX}"
 
     def _open(self, repair: bool = True) -> IntentLog:
@@ -158,7 +166,7 @@ class UploadJournal:
         Rewriting a small file's job without its bytes (callers need not keep them in
         memory) takes them from its staged file again, so the record keeps them.
         """
-        self._path(job.job_id)  # checks the id
+        _check_id(job.job_id)
         intents = self._writer()
         if job.data is None and job.job_id in self._inline:
             fd = os.open(job.staged, os.O_RDONLY | os.O_CLOEXEC)
@@ -180,11 +188,13 @@ class UploadJournal:
 
     def remove(self, job_id: str) -> None:
         """Forget a job whose upload is published (durably)."""
-        legacy = self._path(job_id)
+        _check_id(job_id)
         self._writer().done(job_id)
         self._inline.discard(job_id)
+        if not self._legacy_files:
+            return
         try:
-            os.unlink(legacy)
+            os.unlink(self._path(job_id))
         except FileNotFoundError:
             return
         fsync_directory(self.directory)
