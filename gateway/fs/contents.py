@@ -28,7 +28,6 @@ from gateway.threads import Threads
 #: 16 of them let a SQLite workload's RSS grow past 250 MiB; 4 keep it near 100 MiB.
 BASE_READERS = 4
 
-#: Bytes copied at a time between staged files.
 COPY_IN_THREAD = 4 << 20
 """Bytes from which a staged copy runs in a thread (below, a thread handoff costs more)."""
 
