@@ -12,6 +12,16 @@ from gateway.fs.errors import PermissionDenied
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
 from gateway.fs.staging import StagedFile
 
+#: The last offset ``pread`` takes (a signed 64-bit file offset); no file reaches it.
+_LAST_OFFSET = (1 << 63) - 1
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    """``pread``, with offsets past any file's end (where it raises EINVAL) read as the end."""
+    if offset >= _LAST_OFFSET:
+        return b""
+    return os.pread(fd, min(length, _LAST_OFFSET - offset), offset)
+
 
 @define(eq=False)
 class StagedReader:
@@ -26,11 +36,11 @@ class StagedReader:
 
     async def read(self, offset: int, length: int) -> bytes:
         """Bytes at offset, clamped at the file's current end."""
-        return os.pread(self.fd, length, offset)
+        return _pread(self.fd, length, offset)
 
     def read_now(self, offset: int, length: int) -> bytes:
         """The same, without waiting (for a merged read of changes over a grid version)."""
-        return os.pread(self.fd, length, offset)
+        return _pread(self.fd, length, offset)
 
     def close(self) -> None:
         """Release the descriptor."""

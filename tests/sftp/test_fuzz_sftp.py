@@ -45,6 +45,7 @@ from tests.sftp.sftp_fuzz_targets import (
     FSTAT,
     OPEN,
     OPENERS,
+    READ,
     READDIR,
     REMOVE,
     TARGETS,
@@ -60,7 +61,7 @@ _SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=False,
 )
-FX_FAILURE, FX_BAD_MESSAGE, FX_OP_UNSUPPORTED = 4, 5, 8
+FX_EOF, FX_FAILURE, FX_BAD_MESSAGE, FX_OP_UNSUPPORTED = 1, 4, 5, 8
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,24 @@ def test_fsyncs_pipelined_with_the_close_of_their_handle(
         assert stored is None
     else:
         assert stored is not None and stored[1] == len(b"first, then more")
+
+
+@pytest.mark.parametrize("offset", [2**63 - 2, 2**63 - 1, 2**63, 2**64 - 1])
+def test_a_read_far_past_the_end_of_a_file_still_uploading_is_eof(
+    gateway_in_process: GatewayUnderTest, offset: int
+) -> None:
+    """A READ at an offset ``pread`` refuses, of a file whose upload waits (read from its
+    staged file), gets FX_EOF like any read past the end (it logged EINVAL as a failure).
+    Found by the fuzzer."""
+    path = NS(b"/pending-%d" % offset)
+    steps = [
+        Request(OPEN, 1, (path, u32(0x1A), attrs_block(0, [], []))),
+        Request(WRITE, 2, (HandleRef(0), u64(0), NS(b"waiting for its upload"))),
+        Request(CLOSE, 3, (HandleRef(0),)),
+        Request(OPEN, 4, (path, u32(0x01), attrs_block(0, [], [])), setup=True),
+        Request(READ, 7, (HandleRef(1), u64(offset), u32(4096))),
+    ]
+    assert _status(gateway_in_process, *steps)[0] == FX_EOF
 
 
 def _fuzzed_packets(rng: random.Random, count: int) -> Iterator[bytes]:
