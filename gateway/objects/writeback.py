@@ -71,7 +71,7 @@ HOLD_WHILE_ACTIVE = 0.25
 
 #: ...but never longer than this after the oldest change waiting (as uploads: see
 #: ``gateway.fs.part.UPLOAD_SETTLE_LIMIT``).
-HOLD_LIMIT = 5.0
+HOLD_LIMIT = 2.0
 
 #: Seconds contents read or published by this gateway are trusted to decide a change on.
 REUSE_SECONDS = 10.0

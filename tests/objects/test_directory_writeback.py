@@ -416,7 +416,7 @@ def test_publishes_wait_while_a_client_is_busy_but_not_past_the_limit(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
     """While requests keep coming (a ``cp -r``) the publish waits for a 0.25 s pause, and
-    at most ``HOLD_LIMIT`` (5 s) after the change; with no client activity it goes after
+    at most ``HOLD_LIMIT`` (2 s) after the change; with no client activity it goes after
     the window."""
     clock = Clock()
     activity = ClientActivity(clock)
