@@ -100,10 +100,11 @@ def _nurls(given: list[str]) -> list[str]:
         if value != "-":
             nurls.append(value)
             continue
-        for line in sys.stdin:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                nurls.append(line)
+        read = [line.strip() for line in sys.stdin]
+        read = [line for line in read if line and not line.startswith("#")]
+        if not read:  # not an embedded gateway by accident
+            raise ValueError("--storage -: no NURL on stdin (give one a line)")
+        nurls += read
     return nurls
 
 

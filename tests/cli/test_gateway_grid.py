@@ -55,6 +55,16 @@ def test_gateway_sees_its_storage_servers(tmp_path: Path, reaper: NodeReaper) ->
     assert gateway("stop", gw).code == 0
 
 
+def test_storage_from_an_empty_stdin_is_refused(tmp_path: Path) -> None:
+    """``--storage -`` with no NURL on stdin is a usage error, not an embedded gateway made
+    by accident; nothing is created."""
+    gw = tmp_path / "gw"
+    created = gateway("create", gw, "--storage", "-", stdin="# nothing here\n\n")
+    assert created.code == 2
+    assert "--storage -: no NURL on stdin" in created.err
+    assert not gw.exists()
+
+
 def test_bad_server_list_names_file_and_line(tmp_path: Path, reaper: NodeReaper) -> None:
     """A garbled line in private/servers stops the start with file and line, not the secret."""
     gw = reaper.track(tmp_path / "gw")
