@@ -160,7 +160,11 @@ def run_atheris(
         lines = [line for line in output.splitlines() if "Error" in line or "Finding" in line]
         saved = re.findall(r"Test unit written to (\S+)", output)
         findings.append("; ".join(lines[-3:] + saved) or f"exit status {child.returncode}")
-    ran = int(done.group(1)) if done else 0
+    if done is None:  # stopped on a finding: the last progress line has the count
+        progress = re.findall(r"^#(\d+)\s", output, re.MULTILINE)
+        ran = int(progress[-1]) if progress else 0
+    else:
+        ran = int(done.group(1))
     return ran, elapsed, float(peak.group(1)) if peak else 0.0, findings
 
 
