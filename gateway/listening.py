@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorFDSet
 
 from gateway.service import StartupError
 
@@ -18,14 +19,21 @@ def listen_tcp(
     port: int,
     what: str,
     choose: str = "",
+    port_type: type[tcp.Port] | None = None,
 ) -> IListeningPort:
     """Listen on host:port or raise StartupError saying why not (address in use, ...).
 
     ``choose`` tells the user how to pick another port; it is added when the
-    port is taken.
+    port is taken. ``port_type``, a subclass of Twisted's TCP port, is used on
+    a reactor that watches file descriptors (not on a test's memory reactor).
     """
     try:
-        listening: IListeningPort = reactor.listenTCP(port, factory, interface=host)
+        listening: IListeningPort
+        if port_type is not None and IReactorFDSet.providedBy(reactor):
+            listening = port_type(port, factory, interface=host, reactor=reactor)
+            listening.startListening()
+        else:
+            listening = reactor.listenTCP(port, factory, interface=host)
     except CannotListenError as e:
         raise listen_failure(e, what, host, port, choose) from None
     return listening

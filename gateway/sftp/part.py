@@ -29,6 +29,7 @@ from gateway.sftp.preauth import MaxStartups, PreauthLimits
 from gateway.sftp.server import GatewaySFTPServer
 from gateway.sftp.sessions import SessionRegistry
 from gateway.sftp.ssh import GatewaySSHFactory, make_ssh_factory
+from gateway.sftp.tcpflush import ReplyFlushingPort
 
 
 def preauth_limits(config: NodeConfig) -> PreauthLimits:
@@ -139,6 +140,7 @@ class SFTPPart(NodePart):
             self._port,
             "sftp",
             choose="choose another port with --sftp-port N (or [sftp] port in node.cfg)",
+            port_type=ReplyFlushingPort,
         )
 
     async def stop(self) -> None:
