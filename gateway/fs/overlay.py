@@ -24,6 +24,9 @@ from twisted.internet.defer import Deferred
 from gateway.fs.localfile import FINAL, Event, LocalFile, LocalMeta, Phase
 from gateway.fs.paths import Path
 
+LINKED_KEPT = 1024
+"""Linked generations kept before those of paths with nothing in flight are dropped."""
+
 
 class Overlay:
     """Open-for-write and pending files of one root, by path."""
@@ -154,7 +157,18 @@ class Overlay:
         if file.abandoned or file.generation < self.linked.get(file.path, 0):
             return False
         self.linked[file.path] = file.generation
+        if len(self.linked) > max(LINKED_KEPT, 2 * (len(self.by_job) + len(self.pending))):
+            self._forget_settled_links()
         return True
+
+    def _forget_settled_links(self) -> None:
+        """Drop the linked generations of paths with no version in flight: only a job's file
+        (or one still open or pending) can ask :meth:`may_link` later, and every version made
+        from now on is newer. Keeps the table (and every rename's walk of it) the size of
+        what is in flight, not of every path ever written."""
+        live = {f.path for f in self.by_job.values()}
+        live.update(self.pending, self.writing)
+        self.linked = {path: g for path, g in self.linked.items() if path in live}
 
     def finished(self, job_id: str) -> LocalFile | None:
         """The job is over (linked, dropped as obsolete, or abandoned): the file goes."""

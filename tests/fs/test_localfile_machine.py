@@ -15,7 +15,7 @@ from gateway.fs.localfile import (
     LocalMeta,
     Phase,
 )
-from gateway.fs.overlay import Overlay
+from gateway.fs.overlay import LINKED_KEPT, Overlay
 
 DIAGRAM = Path(__file__).resolve().parents[2] / "docs" / "state-machines" / "local-file.dot"
 
@@ -93,6 +93,38 @@ def test_a_newer_version_is_never_replaced_by_an_older_upload() -> None:
     assert newer.generation > older.generation
     assert overlay.may_link(newer)
     assert not overlay.may_link(older)
+
+
+def _linked_through_a_job(overlay: Overlay, path: tuple[str, ...], job: str) -> LocalFile:
+    file = overlay.opening(path, LocalMeta())
+    overlay.ready(file)
+    overlay.closing(file)
+    overlay.appended(file, job)
+    overlay.journaled(file)
+    overlay.uploading(file)
+    assert overlay.may_link(file)
+    return file
+
+
+def test_the_linked_table_keeps_only_paths_with_a_version_in_flight() -> None:
+    """Thousands of files written one after another: the table of linked generations (that
+    every rename walks) stays bounded, and a path with an older version still uploading
+    keeps refusing that older version."""
+    overlay = Overlay()
+    older = overlay.opening(("busy",), LocalMeta())
+    overlay.ready(older)
+    overlay.closing(older)
+    overlay.appended(older, "old")
+    overlay.journaled(older)
+    overlay.uploading(older)
+    newer = _linked_through_a_job(overlay, ("busy",), "new")
+    assert overlay.finished("new") is newer
+    for i in range(5000):
+        _linked_through_a_job(overlay, ("d", f"f{i}"), f"job{i}")
+        overlay.finished(f"job{i}")
+    assert len(overlay.linked) <= LINKED_KEPT
+    assert not overlay.may_link(older)  # its path's newer version is remembered
+    assert overlay.finished("old") is older
 
 
 @pytest.mark.parametrize("phase", [Phase.OPENING, Phase.OPEN, Phase.CLOSING])
