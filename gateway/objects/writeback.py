@@ -26,13 +26,12 @@ marked done, and a CLOSE not answered, before the directory changes made
 before it are on disk. A flush that fails is logged, and later changes are
 refused with its error until the journal can be flushed again. It is
 replayed at start: changes not yet published are published again, on top
-of whatever the grid then holds. What is
-kept of each directory, and how it is read and published, is in
-:mod:`gateway.objects.dirstate`. Publishing re-applies each change *leniently*
-(:mod:`gateway.objects.dirchanges`): another writer's work is never undone,
-and a name another writer took meanwhile gets a conflict name instead of a
-lost entry. A directory made here is published before any directory that
-links it.
+of whatever the grid then holds. What is kept of each directory, and how it
+is read and published, is in :mod:`gateway.objects.dirstate`. Publishing
+re-applies each change *leniently* (:mod:`gateway.objects.dirchanges`):
+another writer's work is never undone, and a name another writer took
+meanwhile gets a conflict name instead of a lost entry. A directory made here
+is published before any directory that links it.
 
 A failed publish (servers down, not enough of them) is retried with a growing
 pause of at most ``max_retry`` seconds; meanwhile the gateway keeps serving its
@@ -55,7 +54,7 @@ from twisted.python.failure import Failure
 from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
-from gateway.objects.dirchanges import Change, Create, MutableRecords
+from gateway.objects.dirchanges import Change, Create, Link, MutableRecords
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
 from gateway.objects.dirpublish import JournaledDirectory
@@ -111,6 +110,13 @@ class DirectoryWriteBack:
         self._threads = threads if threads is not None else reactor_threads(clock)
         self._intents, self._legacy_done = open_journal(directory)
         self._dirs: dict[bytes, DirectoryState] = {}
+        #: Directories made here and not published yet, by read cap (until :meth:`_settled`).
+        self._created: dict[str, DirectoryState] = {}
+        #: For each of those, the directories whose changes linked it: the only ones that can
+        #: (its cap is new, and known nowhere else until something links it).
+        self._linkers: dict[str, set[bytes]] = {}
+        #: The same, the other way round: by directory, the read caps of those it linked.
+        self._children_made: dict[bytes, set[str]] = {}
         #: The directories each journaled commit changed and that are not yet published.
         self._commits: dict[int, set[bytes]] = {}
         self._seq = 0
@@ -204,11 +210,13 @@ class DirectoryWriteBack:
             if isinstance(decided, Create):
                 d.create = True
                 d.read_at = self._clock.seconds()
+                self._created[d.read_cap] = d
             if not d.changes:
                 d.waiting_since = self._clock.seconds()
             d.changes.append((seq, decided))
             d.view = views[si]
             self._schedule(d)
+        self._note_links(resolved)
         # Sessions see the change at once; it is on disk once the flush started here ends.
         self._intents.flushed(self._threads).addCallbacks(self._flushed, self._not_flushed)
         return results
@@ -352,21 +360,58 @@ class DirectoryWriteBack:
             if d.changes:
                 self._schedule(d)
 
+    def _note_links(
+        self, changes: Iterable[tuple[JournaledDirectory | DirectoryState, Change]]
+    ) -> None:
+        """Remember which directories' changes link directories made here and unpublished."""
+        if not self._created:
+            return
+        for directory, change in changes:
+            if isinstance(change, Link):
+                for _, record in change.entries:
+                    read_cap = record.read_cap
+                    if read_cap is not None and read_cap in self._created:
+                        si = directory.cap.storage_index
+                        self._linkers.setdefault(read_cap, set()).add(si)
+                        self._children_made.setdefault(si, set()).add(read_cap)
+
+    def _settled(self, d: DirectoryState) -> None:
+        """``d`` is published (or forgotten): no longer a directory made here and unpublished."""
+        if self._created.get(d.read_cap) is not d:
+            return
+        del self._created[d.read_cap]
+        for si in self._linkers.pop(d.read_cap, ()):
+            made = self._children_made.get(si)
+            if made is not None:
+                made.discard(d.read_cap)
+                if not made:
+                    del self._children_made[si]
+
     def _new_children(self, d: DirectoryState) -> list[DirectoryState]:
-        """Directories made here, not yet published, that ``d`` links."""
-        created = {c.read_cap: c for c in self._dirs.values() if c.create and c is not d}
-        if not created:
+        """Directories made here, not yet published, that ``d`` links.
+
+        Only directories whose changes linked one can link it, so only those are read:
+        a publish costs what it publishes, not a walk of every directory known here.
+        """
+        made = self._children_made.get(d.cap.storage_index)
+        if not made:
             return []
-        return [created[r.read_cap] for r in d.links() if r.read_cap in created]
+        links = {r.read_cap for r in d.links()}
+        children = []
+        for read_cap in made:
+            child = self._created.get(read_cap)
+            if child is not None and child is not d and child.create and read_cap in links:
+                children.append(child)
+        return children
 
     def _linked(self, d: DirectoryState) -> bool:
-        """Whether any directory known here links ``d``."""
-        return any(
-            r.read_cap == d.read_cap
-            for other in self._dirs.values()
-            if other is not d
-            for r in other.links()
-        )
+        """Whether any directory known here links ``d`` (made here, not yet published)."""
+        for si in self._linkers.get(d.read_cap, ()):
+            other = self._dirs.get(si)
+            if other is not None and other is not d:
+                if any(r.read_cap == d.read_cap for r in other.links()):
+                    return True
+        return False
 
     async def _flush(self, d: DirectoryState, chain: frozenset[bytes]) -> None:
         si = d.cap.storage_index
@@ -390,6 +435,7 @@ class DirectoryWriteBack:
                 return
             snapshot = await d.publish(self._client(), self._clock, self._rng)
             self.publishes += 1
+            self._settled(d)
             self._published(si, snapshot)
         finally:
             d.lock.release()
@@ -407,6 +453,7 @@ class DirectoryWriteBack:
                 self._intents.done(str(seq))
 
     def _forget(self, d: DirectoryState, snapshot: list[tuple[int, Change]]) -> None:
+        self._settled(d)
         del d.changes[: len(snapshot)]
         self._published(d.cap.storage_index, snapshot)
         if not d.changes:
@@ -429,12 +476,14 @@ class DirectoryWriteBack:
                     d = self._dirs[si] = DirectoryState.of(cap)
                 if isinstance(change, Create):
                     d.create = d.maybe_exists = True
+                    self._created[d.read_cap] = d
                 d.changes.append((seq, change))
                 left.add(si)
             if left:
                 self._commits[seq] = left
             else:
                 self._intents.done(key)
+        self._note_links((d, change) for d in self._dirs.values() for _, change in d.changes)
         for d in self._dirs.values():
             self.log.info(
                 "{n} journaled changes of directory {si} to publish",

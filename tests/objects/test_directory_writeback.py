@@ -287,6 +287,37 @@ def test_move_between_directories_is_one_journal_record(
     assert sorted(other.run(other.run(other.open(root).child("b")).list())) == ["g"]
 
 
+def test_a_new_directory_moved_before_its_publish_arrives_where_it_was_moved(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A directory made in one new directory and moved to another before anything was
+    published is published before its new parent links it, and only there; likewise after
+    a restart that replays the journal (the publish finds who links a new directory by the
+    changes that linked it, not by reading every directory it knows)."""
+    for restart in (False, True):
+        state = tmp_path / f"restart-{restart}"
+        gw = Gateway(grid, state)
+        top = gw.run(gw.open(root).mkdir(f"top-{restart}", meta("dir")))
+        a = gw.run(top.mkdir("a", meta("dir")))
+        b = gw.run(top.mkdir("b", meta("dir")))
+        c = gw.run(a.mkdir("c", meta("dir")))
+        gw.run(c.add("f", LiteralCap(b"f"), meta()))
+        gw.run(move(a, "c", b, "c"))
+        gw.run(top.mkdir("gone", meta("dir")))
+        gw.run(top.rename("gone", "gone-r"))
+        gw.run(top.remove("gone-r"))
+        if restart:
+            gw = Gateway(grid, state)  # the first one crashed before publishing anything
+        gw.settle()
+        other = Gateway(grid, None)
+        shown = other.run(other.open(root).child(f"top-{restart}"))
+        assert sorted(other.run(shown.list())) == ["a", "b"]
+        assert other.run(other.run(shown.child("a")).list()) == {}
+        moved = other.run(other.run(shown.child("b")).child("c"))
+        assert sorted(other.run(moved.list())) == ["f"]
+        assert gw.write_back is not None and gw.write_back.pending() == 0
+
+
 def test_a_missing_directory_still_fails_to_read(grid: list[GridClient], tmp_path: Path) -> None:
     """A directory that is on no server is reported, not shown empty."""
     gw = Gateway(grid, tmp_path)
