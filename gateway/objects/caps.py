@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 
+import nacl.bindings
 import nacl.signing
+import nacl.utils
 from attrs import field, frozen
 
 from gateway.objects.crypto import (
@@ -273,8 +275,11 @@ class MutableWriteCap:
 
     @classmethod
     def generate(cls) -> MutableWriteCap:
-        """A write cap for a brand-new mutable object."""
-        return cls(bytes(nacl.signing.SigningKey.generate()))
+        """A write cap for a brand-new mutable object (its key pair derived once, here, and
+        kept for the read cap and the signatures that follow)."""
+        seed = nacl.utils.random(nacl.bindings.crypto_sign_SEEDBYTES)
+        _signing_key(seed)
+        return cls(seed)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:

@@ -101,7 +101,10 @@ class DirectoryNode:
     updates: DirectoryUpdates = field(
         default=Factory(lambda node: node._make_updates(), takes_self=True), init=False, repr=False
     )
-    _entries: dict[str, tuple[Record, Entry]] = field(factory=dict, init=False, repr=False)
+    #: The caps of entries, parsed and checked, by their stored form (read cap, sealed
+    #: write cap): a rename or a metadata change keeps them, and a link made here
+    #: (mkdir, add, a move) starts with the cap it linked.
+    _caps: dict[tuple[str, bytes | None], ChildCap] = field(factory=dict, init=False, repr=False)
 
     @classmethod
     async def create(
@@ -220,7 +223,7 @@ class DirectoryNode:
                 )
             if metadata is None:
                 metadata = EntryMetadata(kind=kind_of(cap), mtime=now, ctime=now)
-            new[name] = make_record(cap, metadata, key)
+            new[name] = self._known_cap(make_record(cap, metadata, key), cap)
         if not new:
             return {}
         await self._commit([(self, Link(tuple(new.items()), not overwrite))])
@@ -261,8 +264,11 @@ class DirectoryNode:
             await self._check_free(name)
         child = evolve(self, cap=DirectoryWriteCap.generate())
         now = self.clock.seconds()
-        link = make_record(
-            child.cap, metadata or EntryMetadata(kind="dir", mtime=now, ctime=now), key
+        link = self._known_cap(
+            make_record(
+                child.cap, metadata or EntryMetadata(kind="dir", mtime=now, ctime=now), key
+            ),
+            child.cap,
         )
         items: list[tuple[DirectoryNode, Change]] = [(child, Create())]
         records = make_records(entries or {}, child._write_key())
@@ -343,31 +349,40 @@ class DirectoryNode:
 
     def _entry(self, name: str, record: Record) -> Entry:
         # Parsing a cap and unsealing a write cap cost tens of microseconds; a path lookup
-        # makes one entry per component, so each record's entry is made once.
-        cached = self._entries.get(name)
-        if cached is not None and cached[0] is record:
-            return cached[1]
-        entry = self._make_entry(name, record)
-        self._entries[name] = (record, entry)
-        return entry
-
-    def _make_entry(self, name: str, record: Record) -> Entry:
-        cap: ChildCap | None = None
-        if record.read_cap is not None:
-            text = record.read_cap
-            if record.sealed_write_cap is not None and isinstance(self.cap, DirectoryWriteCap):
-                key = directory_write_key(self.cap.node.signing_seed)
-                text = unseal_write_cap(key, record.sealed_write_cap, record.read_cap)
-            try:
-                cap = cast(ChildCap, parse(text))
-                kind = kind_of(cap)
-            except (BadCapability, BadChild) as e:
-                raise CorruptDirectory(
-                    f"the entry {shown_name(name)} has a bad capability: {e}"
-                ) from None
-            if kind != record.metadata.kind or read_only_cap(cap).to_string() != record.read_cap:
-                raise CorruptDirectory(f"the entry {shown_name(name)}'s capabilities do not agree")
+        # makes one entry per component, so each stored cap is parsed once.
+        if record.read_cap is None:
+            return Entry(name, None, record.metadata)
+        cap = self._caps.get((record.read_cap, record.sealed_write_cap))
+        if cap is None:
+            cap = self._parse_cap(name, record)
+            self._caps[(record.read_cap, record.sealed_write_cap)] = cap
+        if kind_of(cap) != record.metadata.kind:
+            raise CorruptDirectory(f"the entry {shown_name(name)}'s capabilities do not agree")
         return Entry(name, cap, record.metadata)
+
+    def _known_cap(self, record: Record, cap: ChildCap | None) -> Record:
+        """Remember the cap a record made here holds (no need to parse it back)."""
+        if cap is not None and record.read_cap is not None:
+            if record.sealed_write_cap is None or isinstance(self.cap, DirectoryWriteCap):
+                self._caps[(record.read_cap, record.sealed_write_cap)] = cap
+        return record
+
+    def _parse_cap(self, name: str, record: Record) -> ChildCap:
+        assert record.read_cap is not None
+        text = record.read_cap
+        if record.sealed_write_cap is not None and isinstance(self.cap, DirectoryWriteCap):
+            key = directory_write_key(self.cap.node.signing_seed)
+            text = unseal_write_cap(key, record.sealed_write_cap, record.read_cap)
+        try:
+            cap = cast(ChildCap, parse(text))
+            kind_of(cap)
+        except (BadCapability, BadChild) as e:
+            raise CorruptDirectory(
+                f"the entry {shown_name(name)} has a bad capability: {e}"
+            ) from None
+        if read_only_cap(cap).to_string() != record.read_cap:
+            raise CorruptDirectory(f"the entry {shown_name(name)}'s capabilities do not agree")
+        return cap
 
     async def _records(self, max_age: float | None) -> dict[str, Record]:
         if self.write_back is not None:
@@ -379,8 +394,9 @@ class DirectoryNode:
         records = self.updates.recent(max_age) if max_age is not None else None
         if records is None:
             records = await self.updates.read()
-            if len(self._entries) > 2 * len(records) + 64:  # drop entries of removed names
-                self._entries = {n: e for n, e in self._entries.items() if records.get(n) is e[0]}
+            if len(self._caps) > 2 * len(records) + 64:  # drop the caps of removed entries
+                live = {(r.read_cap, r.sealed_write_cap) for r in records.values()}
+                self._caps = {k: c for k, c in self._caps.items() if k in live}
         return records
 
     async def _check_free(self, name: str) -> None:
@@ -413,7 +429,7 @@ async def move(
     if source.storage_index == destination.storage_index:
         return await source.rename(source_name, destination_name, overwrite)
     entry = await source.get(source_name)
-    record = make_record(entry.cap, entry.metadata, key)
+    record = destination._known_cap(make_record(entry.cap, entry.metadata, key), entry.cap)
     link = Link(((destination_name, record),), exclusive=not overwrite)
     await source._commit([(destination, link), (source, Unlink(source_name, identity(record)))])
     return destination._entry(destination_name, record)
