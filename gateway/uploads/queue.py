@@ -17,6 +17,7 @@ enqueue flushes before it returns.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,7 +88,7 @@ class UploadQueue(NodePart):
         #: When clients were last served: jobs hold back while they are busy.
         self.activity = ClientActivity(clock)
         self._jobs: dict[str, UploadJob] = {}
-        self._ready_ids: list[str] = []
+        self._ready_ids: deque[str] = deque()
         self._retry_at: dict[str, tuple[float, IDelayedCall]] = {}
         self._running: dict[str, Deferred[None]] = {}
         self._waiters: dict[str, list[Deferred[None]]] = {}
@@ -215,14 +216,18 @@ class UploadQueue(NodePart):
         share publishes; with ``settle`` 0 jobs start on the next reactor turn.
         """
         now = self._clock.seconds()
-        if self._settling is not None and self._settling.active():
-            self._settling.cancel()
-        else:
+        settling = self._settling
+        active = settling is not None and settling.active()
+        if not active:
             self._settle_deadline = now + self._settle_limit
         delay = max(0.0, min(self._settle, self._settle_deadline - now))
-        if any(job_id in self._waiters for job_id in self._ready_ids):
+        if self._waiters and any(job_id in self._waiters for job_id in self._ready_ids):
             delay = 0.0  # someone waits for the grid (an fsync that came before its job was ready)
-        self._settling = self._clock.callLater(delay, self._settled)
+        if active:
+            assert settling is not None
+            settling.reset(delay)  # (moved, not cancelled and made anew: one per CLOSE of a cp -r)
+        else:
+            self._settling = self._clock.callLater(delay, self._settled)
 
     def when_idle(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the last pending job has finished (once per callback,
@@ -316,7 +321,7 @@ class UploadQueue(NodePart):
         self._kicking = True
         try:
             while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
-                job_id = self._ready_ids.pop(0)
+                job_id = self._ready_ids.popleft()
                 if job_id in self._jobs and job_id not in self._running:
                     attempt = Deferred.fromCoroutine(self._attempt(job_id))
                     if not attempt.called:  # an upload that finished at once holds no slot
