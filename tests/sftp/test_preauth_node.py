@@ -7,6 +7,7 @@ Connections come from several loopback addresses (127.0.0.2, .3…) so that "one
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -88,20 +89,31 @@ def test_max_startups_drops_at_random_then_refuses_all(tmp_path: Path, reaper: N
     )  # fmt: skip
     try:
         with held_sockets() as held:
-            admitted, dropped_between = 0, 0
-            for _ in range(250):
-                if admitted == 6:
+            admitted: list[socket.socket] = []
+            dropped_between = 0
+            # Between 3 and 6 a connection is dropped with a probability of 50-83 %: no
+            # drop on the way from 3 to 6 happens ~3 % of the time. Then the last three
+            # admitted ones leave, and the way is tried again (at most 5 times in all).
+            for _ in range(5):
+                for _ in range(250):
+                    if len(admitted) == 6:
+                        break
+                    sock = connect(gw, "127.0.0.2")
+                    held.append(sock)
+                    line = first_line(sock)
+                    if line.startswith(b"SSH-2.0-"):
+                        admitted.append(sock)
+                    else:
+                        assert line == EXCEEDED
+                        assert len(admitted) >= 3
+                        dropped_between += 1
+                assert len(admitted) == 6
+                if dropped_between:
                     break
-                sock = connect(gw, "127.0.0.2")
-                held.append(sock)
-                line = first_line(sock)
-                if line.startswith(b"SSH-2.0-"):
-                    admitted += 1
-                else:
-                    assert line == EXCEEDED
-                    assert admitted >= 3
-                    dropped_between += 1
-            assert admitted == 6
+                for sock in admitted[3:]:
+                    sock.close()  # (closing twice at the end is harmless)
+                del admitted[3:]
+                eventually(lambda: status(gw)["waiting_to_log_in"] == 3)
             assert dropped_between > 0
             for _ in range(10):
                 sock = connect(gw, "127.0.0.3")
