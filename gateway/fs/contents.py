@@ -32,9 +32,9 @@ COPY_IN_THREAD = 4 << 20
 """Bytes from which a staged copy runs in a thread (below, a thread handoff costs more)."""
 
 
-def grid_read(store: IObjectStore, cap: ImmutableCap) -> Reader:
+def grid_read(store: IObjectStore, cap: ImmutableCap, read_ahead: bool = True) -> Reader:
     """A read function over an immutable grid file, with filesystem errors."""
-    return grid_boundary(store.reader(cap).read)
+    return grid_boundary(store.reader(cap, read_ahead).read)
 
 
 def base_cap(base: Base) -> ImmutableCap:
@@ -51,43 +51,51 @@ class Contents:
     def __init__(self, store: IObjectStore, staging: StagingArea):
         self.store = store
         self.staging = staging
-        self._readers: dict[str, Reader] = {}
+        self._readers: dict[tuple[str, bool], Reader] = {}
 
-    def base_reader(self, base: Base) -> Reader:
+    def base_reader(self, base: Base, read_ahead: bool = True) -> Reader:
         """Reads of a base version (one reader per version, kept for a while; a reader whose
         read failed is dropped, so the next read finds the servers afresh)."""
-        read = self._readers.get(base.cap)
+        key = (base.cap, read_ahead)
+        read = self._readers.get(key)
         if read is None:
             if len(self._readers) >= BASE_READERS:
                 del self._readers[next(iter(self._readers))]
-            read = self._readers[base.cap] = self._forgetting(base.cap)
+            read = self._readers[key] = self._forgetting(key)
         return read
 
     def forget(self, base: Base) -> None:
         """Drop the reader of a base no local file lies over any more (an fsync rebased)."""
-        self._readers.pop(base.cap, None)
+        self._readers.pop((base.cap, True), None)
+        self._readers.pop((base.cap, False), None)
 
-    def _forgetting(self, cap: str) -> Reader:
-        """A reader of ``cap`` that leaves the cache when a read fails."""
-        read = grid_read(self.store, base_cap(Base(cap, 0)))
+    def _forgetting(self, key: tuple[str, bool]) -> Reader:
+        """A reader of a base that leaves the cache when a read fails."""
+        cap, read_ahead = key
+        read = grid_read(self.store, base_cap(Base(cap, 0)), read_ahead)
 
         async def reader(offset: int, length: int) -> bytes:
             try:
                 return await read(offset, length)
             except BaseException:
-                if self._readers.get(cap) is reader:
-                    del self._readers[cap]
+                if self._readers.get(key) is reader:
+                    del self._readers[key]
                 raise
 
         return reader
 
     def reader(
-        self, file: LocalFile, staged: Callable[[int, int], bytes] | None = None
+        self,
+        file: LocalFile,
+        staged: Callable[[int, int], bytes] | None = None,
+        *,
+        read_ahead: bool = True,
     ) -> Reader:
         """Reads of the file's contents as they are at each read (later writes included).
 
         ``staged`` reads the staged bytes (by default the file's staged file; a reader that
-        must outlive it passes its own descriptor's).
+        must outlive it passes its own descriptor's). An upload, which reads only the
+        extents it stores again, reads its base without ``read_ahead``.
         """
 
         async def read(offset: int, length: int) -> bytes:
@@ -99,7 +107,7 @@ class Contents:
                 size=file.size,
                 changed=file.changed,
                 staged=staged if staged is not None else file.staged.read,
-                base=None if base is None else self.base_reader(base),
+                base=None if base is None else self.base_reader(base, read_ahead),
                 limit=file.limit,
             )
 

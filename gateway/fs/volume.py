@@ -353,7 +353,7 @@ class Volume:
     async def _store(self, file: LocalFile, job: UploadJob) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
         mutable file the path names. Over a base, only the changed ranges are stored."""
-        read = self.contents.reader(file)
+        read = self.contents.reader(file, read_ahead=False)
         mutable = await self._existing_mutable(file)
         if mutable is not None:
             await self.store.replace_mutable(mutable, await read(0, file.size))

@@ -115,8 +115,11 @@ class TreeUpdate:
         fanout: int = DEFAULT_FANOUT,
         parallel: int = 4,
         progress: Callable[[int], None] | None = None,
+        stored: Callable[[ImmutableReadCap, bytes], None] | None = None,
     ):
         self._upload = upload
+        #: Told of each extent stored and its plaintext (see :mod:`.extent_cache`).
+        self._stored = stored
         self._servers = servers
         self._nodes = nodes
         self._read = read
@@ -385,6 +388,8 @@ class TreeUpdate:
                     self._in_flight.remove(entry)
                     raise
                 self.stored_bytes += length
+                if self._stored is not None and isinstance(cap, ImmutableReadCap):
+                    self._stored(cap, data)
                 # The last few stored stay comparable too (runs of zeros are common in images).
                 del self._in_flight[: max(0, len(self._in_flight) - 2 * self._parallel)]
         finally:

@@ -106,8 +106,9 @@ class IObjectStore(Interface):
     def directory(cap: DirectoryWriteCap | DirectoryReadCap | str) -> IDirectory:
         """An existing directory (no I/O)."""
 
-    def reader(cap: ImmutableCap) -> IFileReader:
-        """Random-access reads of an immutable file."""
+    def reader(cap: ImmutableCap, read_ahead: bool = True) -> IFileReader:
+        """Random-access reads of an immutable file (``read_ahead`` False: only what is asked
+        for is fetched, as when a change merges a few ranges of its base)."""
 
     async def upload(source: BinaryIO) -> LiteralCap | ImmutableReadCap:
         """Upload a seekable file as one immutable object; its read capability."""

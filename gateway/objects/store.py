@@ -34,6 +34,7 @@ from gateway.objects.chunk_update import TreeUpdate
 from gateway.objects.chunked import ChunkTreeReader, NodeCache, OpenedExtents
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.dirnode import DirectoryNode, pack_contents
+from gateway.objects.extent_cache import ExtentCache, KeptExtent
 from gateway.objects.immutable import ImmutableReader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.interfaces import IFileReader, IObjectStore
@@ -77,6 +78,8 @@ class ObjectStore:
         self.nodes = NodeCache()
         #: Files and extents whose shares reads have opened lately (where they lie, no data).
         self.extents = OpenedExtents()
+        #: The plaintext of the extents stored last (the next change to them starts there).
+        self.recent_extents = ExtentCache()
         #: When set, directory changes are journaled locally and published in the background.
         self.write_back: DirectoryWriteBack | None = None
         #: Otherwise they are published at once, concurrent ones to one directory together.
@@ -126,22 +129,30 @@ class ObjectStore:
             self.fanout,
             self.parallel_uploads,
             progress,
+            self.recent_extents.put,
         )
         return await update.run(base, size, changed, zeros)
 
-    def reader(self, cap: ImmutableCap) -> IFileReader:
-        """Random-access reads of an immutable file (of a chunked file too)."""
+    def reader(self, cap: ImmutableCap, read_ahead: bool = True) -> IFileReader:
+        """Random-access reads of an immutable file (of a chunked file too; without
+        ``read_ahead``, the extents after a sequential read are not fetched before asked)."""
         servers = self.servers
         if isinstance(cap, ChunkedCap):
-            extents = self.extents
+            extents, recent = self.extents, self.recent_extents
 
             def open_extent(extent: LiteralCap | ImmutableReadCap) -> IFileReader:
                 if isinstance(extent, LiteralCap):
                     return FileReader(extent, servers)
+                kept = recent.get(extent)
+                if kept is not None:
+                    return KeptExtent(kept)
                 return FileReader(extent, servers, reader=extents.reader(extent, servers))
 
-            return ChunkTreeReader(cap, servers, self.nodes, open_extent)
+            return ChunkTreeReader(cap, servers, self.nodes, open_extent, ahead=2 * read_ahead)
         if isinstance(cap, ImmutableReadCap):  # read again soon (tar, then diff): opened once
+            kept = self.recent_extents.get(cap)  # (a file of one chunk is stored as an extent)
+            if kept is not None:
+                return KeptExtent(kept)
             return FileReader(cap, servers, reader=self.extents.reader(cap, servers))
         return FileReader(cap, servers)
 

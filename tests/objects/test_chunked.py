@@ -17,6 +17,7 @@ from gateway.objects.chunk_format import Node, decode_node, encode_node
 from gateway.objects.chunk_update import TreeUpdate
 from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.errors import BadCapability, CorruptObject
+from gateway.objects.extent_cache import ExtentCache
 from tests.objects.chunked_support import (
     CHUNK,
     FANOUT,
@@ -346,6 +347,7 @@ def test_random_reads_over_many_extents_open_each_extent_once() -> None:
     import random
 
     store, grid = make_store()
+    store.recent_extents = ExtentCache(0)  # every read from the grid
     data = pattern(FANOUT**2 * CHUNK)  # 16 extents, more than the 8 readers a tree keeps
     cap = update(store, None, data, [(0, len(data))])
     rng = random.Random(3)
@@ -368,6 +370,7 @@ def test_an_extent_whose_shares_failed_is_opened_afresh() -> None:
     """When an opened extent's servers fail, the next read does not reuse the failed reader:
     once the servers are back it reads again (a server that came back is asked again)."""
     store, grid = make_store()
+    store.recent_extents = ExtentCache(0)  # every read from the grid
     data = pattern(FANOUT * CHUNK * 2)
     cap = update(store, None, data, [(0, len(data))])
     assert run(store.reader(cap).read(10, 5)) == data[10:15]
