@@ -21,9 +21,13 @@ A node is the CBOR encoding of ::
 - ``count`` is the number of extents under the node;
 - an entry is ``[0, data]`` (a literal extent: its bytes), ``[1, key, ueb hash,
   k, n, size]`` (an extent stored as an immutable object: its CHK read cap's
-  fields) or, in inner nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a
-  child node: the fields of its ChunkedCap). An entry's length is the size its
-  cap names; the entries' lengths add up to the node's size.
+  fields), ``[3, extent, [[offset, patch], ...]]`` (a *patched extent*: an
+  extent entry of kind 0 or 1, and patches, each an entry of kind 0 or 1 laid
+  over the extent's bytes at ``offset``, in order, the later over the earlier)
+  or, in inner nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a child
+  node: the fields of its ChunkedCap). An entry's length is the size its cap
+  names (a patched extent's, its extent's); the entries' lengths add up to the
+  node's size.
 - The optional 6th item is a byte string of zeros, present only to make a node
   longer than the literal threshold (a node is always stored on the grid).
 
@@ -37,8 +41,9 @@ read is checked against it (:func:`decode_node`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 from attrs import field, frozen
@@ -60,10 +65,44 @@ DEFAULT_FANOUT = 128
 MAX_FANOUT = 4096
 """The largest fan-out a node may declare (bounds what one node read costs)."""
 
-ExtentCap = LiteralCap | ImmutableReadCap
-"""What an extent (a leaf entry) is stored as."""
+ENCODED_ENTRIES = 65536
+"""Entries whose encoding is kept (about 100 bytes each, 1 KiB with patches)."""
 
-ChildCap = ExtentCap | ChunkedCap
+MAX_PATCHES = 8
+"""The most patches one extent may carry (more and it is stored again whole)."""
+
+ExtentCap = LiteralCap | ImmutableReadCap
+"""What an extent, or a patch of one, is stored as."""
+
+
+@frozen
+class PatchedExtent:
+    """An extent with patches laid over it: a small change to a large extent stores the
+    changed bytes only (see :mod:`gateway.objects.chunk_update`)."""
+
+    extent: ExtentCap
+    patches: tuple[tuple[int, ExtentCap], ...]
+    """(offset in the extent, the patch's bytes as an object), the later over the earlier."""
+
+    @property
+    def size(self) -> int:
+        """The extent's length (patches never lengthen it)."""
+        return self.extent.size
+
+    @property
+    def patched_bytes(self) -> int:
+        """Bytes the patches hold."""
+        return sum(patch.size for _, patch in self.patches)
+
+    def parts(self) -> tuple[ExtentCap, ...]:
+        """The objects it is made of: the extent, then the patches."""
+        return (self.extent, *(patch for _, patch in self.patches))
+
+
+LeafEntry = ExtentCap | PatchedExtent
+"""What a leaf node names."""
+
+ChildCap = LeafEntry | ChunkedCap
 """What a node entry names: an extent or, in an inner node, a child node."""
 
 
@@ -112,6 +151,8 @@ def height_for(count: int, fanout: int) -> int:
 
 
 def _entry(cap: ChildCap) -> list[Any]:
+    if isinstance(cap, PatchedExtent):
+        return [3, _entry(cap.extent), [[offset, _entry(patch)] for offset, patch in cap.patches]]
     if isinstance(cap, LiteralCap):
         return [0, cap.data]
     if isinstance(cap, ImmutableReadCap):
@@ -120,19 +161,34 @@ def _entry(cap: ChildCap) -> list[Any]:
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
 
 
+@functools.lru_cache(maxsize=ENCODED_ENTRIES)
+def _encoded_entry(cap: ChildCap) -> bytes:
+    """One entry's CBOR (kept: an update stores again the nodes on its paths, whose
+    entries are nearly all the same as the last time)."""
+    return cast(bytes, cbor2.dumps(_entry(cap)))
+
+
+def _array(length: int) -> bytes:
+    """The head of a CBOR array of ``length`` items."""
+    if length < 24:
+        return bytes([0x80 | length])
+    for head, size in ((0x98, 1), (0x99, 2), (0x9A, 4)):
+        if length < 1 << (8 * size):
+            return bytes([head]) + length.to_bytes(size, "big")
+    raise ValueError("too many entries for a node")
+
+
 def encode_node(node: Node) -> bytes:
-    """The bytes stored for a node (longer than a literal, so it always goes to the grid)."""
-    items: list[Any] = [
-        FORMAT_VERSION,
-        node.height,
-        node.fanout,
-        node.count,
-        [_entry(e) for e in node.entries],
-    ]
-    data = cbor2.dumps(items)
+    """The bytes stored for a node (longer than a literal, so it always goes to the grid).
+
+    The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
+    put together from each entry's encoding.
+    """
+    head = [FORMAT_VERSION, node.height, node.fanout, node.count]
+    entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
+    data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
     if len(data) <= LITERAL_THRESHOLD:
-        items.append(bytes(LITERAL_THRESHOLD + 1 - len(data)))
-        data = cbor2.dumps(items)
+        data = cbor2.dumps([*head, cbor2.loads(entries), bytes(LITERAL_THRESHOLD + 1 - len(data))])
     return data
 
 
@@ -161,12 +217,33 @@ def _decode_entry(item: object, leaf: bool) -> ChildCap:
         return LiteralCap(fields[0])
     if leaf and kind == 1 and len(fields) == 5:
         return _chk(fields)
+    if leaf and kind == 3 and len(fields) == 2:
+        return _patched(fields[0], fields[1])
     if not leaf and kind == 2 and len(fields) == 6:
         node = _chk(fields[:5])
         if not _is_int(fields[5], 1):
             raise ValueError("a child node's size is malformed")
         return ChunkedCap(node, fields[5])
     raise ValueError(f"an entry of kind {kind} cannot stand in a node of this height")
+
+
+def _patched(extent_item: object, patch_items: object) -> PatchedExtent:
+    extent = _decode_entry(extent_item, True)
+    if not isinstance(extent, LiteralCap | ImmutableReadCap):
+        raise ValueError("a patched extent's extent is patched itself")
+    if not isinstance(patch_items, list) or not 0 < len(patch_items) <= MAX_PATCHES:
+        raise ValueError("a patched extent's patch list is malformed")
+    patches: list[tuple[int, ExtentCap]] = []
+    for item in patch_items:
+        if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])):
+            raise ValueError("a patch is not an offset and an entry")
+        patch = _decode_entry(item[1], True)
+        if not isinstance(patch, LiteralCap | ImmutableReadCap):
+            raise ValueError("a patch is patched itself")
+        if item[0] + patch.size > extent.size:
+            raise ValueError("a patch reaches past its extent")
+        patches.append((item[0], patch))
+    return PatchedExtent(extent, tuple(patches))
 
 
 def decode_node(

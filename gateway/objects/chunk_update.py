@@ -5,8 +5,12 @@ base version's, in order, with three kinds of change:
 
 - an extent wholly outside the changed ranges and below the new end is reused
   (same cap, same position);
-- an extent that a changed range touches is stored again whole, with the same
-  boundaries: its new bytes are ``read`` of its range;
+- an extent that changed ranges touch is *patched* when they are small: the
+  changed ranges inside it (those closer than PATCH_GAP joined) are ``read``
+  and stored as patches laid over it (:class:`~.chunk_format.PatchedExtent`),
+  while its patches, old and new, hold at most 1/PATCHED_SHARE of it and number
+  at most MAX_PATCHES; otherwise it is stored again whole, with the same
+  boundaries (its new bytes ``read`` of its range, its patches folded in);
 - the *tail*, from the first extent that truncation cuts or drops (or from the
   base's end) to the new end, is stored as new extents of one chunk each, the
   last one shorter.
@@ -60,9 +64,12 @@ from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_format import (
     DEFAULT_FANOUT,
+    MAX_PATCHES,
     ChildCap,
     ExtentCap,
+    LeafEntry,
     Node,
+    PatchedExtent,
     capacity,
     encode_node,
     height_for,
@@ -77,6 +84,12 @@ Ranges = list[tuple[int, int]]
 
 MAX_TAIL_WALK = 64
 """Most small extents looked at before the tail (the rule keeps far fewer)."""
+
+PATCH_GAP = 4096
+"""Changed ranges of one extent closer than this are one patch (the bytes between, read)."""
+
+PATCHED_SHARE = 4
+"""An extent is stored again whole once its patches would hold more than 1/4 of it."""
 
 
 def normalize(ranges: Sequence[tuple[int, int]], size: int) -> Ranges:
@@ -292,13 +305,16 @@ class TreeUpdate:
         ):
             return ref  # nothing under it changed: reused without being read
         base = await self._node(ref, height, base_hi - lo) if ref is not None else None
-        entries: list[ChildCap | Deferred[ExtentCap]] = []
+        entries: list[ChildCap | Deferred[ExtentCap] | Deferred[LeafEntry]] = []
         if height == 0:
             for i in range(lo, hi):
                 if i >= self._keep:
                     entries.append(start(self._store_extent(*self._tail[i - self._keep])))
                 elif i in self._replaced:
-                    entries.append(start(self._store_extent(*self._replaced[i])))
+                    assert base is not None
+                    old = base.entries[i - lo]
+                    assert not isinstance(old, ChunkedCap)
+                    entries.append(start(self._change_extent(*self._replaced[i], old)))
                 else:
                     assert base is not None
                     entries.append(base.entries[i - lo])
@@ -342,6 +358,66 @@ class TreeUpdate:
             done = overlap(self._changed, offset, offset + length)
             if done:
                 self._progress(done)
+        return cap
+
+    async def _change_extent(self, offset: int, length: int, old: LeafEntry) -> LeafEntry:
+        """A base extent that changed ranges touch: the changed bytes laid over it as patches
+        when they are few and small, else the extent stored again whole (which also folds
+        the patches it had into it)."""
+        ranges = self._patch_ranges(offset, length, old)
+        if ranges is None:
+            return await self._store_extent(offset, length)
+        pending = [start(self._store_patch(a, b)) for a, b in ranges]
+        patches: list[tuple[int, ExtentCap]] = []
+        try:
+            for (a, _), patch in zip(ranges, pending, strict=True):
+                patches.append((a - offset, await patch))
+        except BaseException:
+            for patch in pending:
+                patch.addErrback(lambda _: None)  # nobody awaits the others now
+            raise
+        if self._progress is not None:
+            self._progress(overlap(self._changed, offset, offset + length))
+        if isinstance(old, PatchedExtent):
+            return PatchedExtent(old.extent, (*old.patches, *patches))
+        return PatchedExtent(old, tuple(patches))
+
+    def _patch_ranges(self, offset: int, length: int, old: LeafEntry) -> Ranges | None:
+        """The ranges to store as patches of ``old`` (changed ranges inside it, those closer
+        than PATCH_GAP joined), or None when it must be stored again whole."""
+        if isinstance(old, LiteralCap) or old.size != length:
+            return None
+        ranges: Ranges = []
+        for a, b in self._changed:
+            a, b = max(a, offset), min(b, offset + length)
+            if a >= b:
+                continue
+            if ranges and a - ranges[-1][1] < PATCH_GAP:
+                ranges[-1] = (ranges[-1][0], max(b, ranges[-1][1]))
+            else:
+                ranges.append((a, b))
+        kept, patched = (
+            (len(old.patches), old.patched_bytes) if isinstance(old, PatchedExtent) else (0, 0)
+        )
+        new_bytes = sum(b - a for a, b in ranges)
+        if not ranges or kept + len(ranges) > MAX_PATCHES:
+            return None
+        if patched + new_bytes > length // PATCHED_SHARE:
+            return None
+        return ranges
+
+    async def _store_patch(self, a: int, b: int) -> ExtentCap:
+        await self._slots.acquire()
+        try:
+            data = bytes(await self._read(a, b - a))
+            if len(data) != b - a:
+                raise ValueError(f"the new contents end at {a + len(data)}, not {b}")
+            cap = await self._upload(data)
+            self.stored_bytes += b - a
+            if self._stored is not None and isinstance(cap, ImmutableReadCap):
+                self._stored(cap, data)
+        finally:
+            self._slots.release()
         return cap
 
     async def _zero_extent(self, length: int) -> ExtentCap:

@@ -21,7 +21,14 @@ from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap
-from gateway.objects.chunk_format import ChildCap, ExtentCap, Node, check_node, decode_node
+from gateway.objects.chunk_format import (
+    ExtentCap,
+    LeafEntry,
+    Node,
+    PatchedExtent,
+    check_node,
+    decode_node,
+)
 from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.immutable import ImmutableReader
 from gateway.objects.interfaces import IFileReader
@@ -121,10 +128,65 @@ class OpenedExtents:
 
 async def node_children(
     cap: ChunkedCap, servers: Sequence[IStorageClient], nodes: NodeCache | None = None
-) -> tuple[ChildCap, ...]:
-    """The caps a node names: its child nodes (ChunkedCaps) or its extents."""
+) -> tuple[ExtentCap | ChunkedCap, ...]:
+    """The objects a node names: its child nodes (ChunkedCaps) or its extents (a patched
+    extent's extent and patches, each an object to check, repair and keep leased)."""
     node = await (nodes or NodeCache(1)).load(cap, servers)
-    return node.entries
+    children: list[ExtentCap | ChunkedCap] = []
+    for entry in node.entries:
+        if isinstance(entry, PatchedExtent):
+            children.extend(entry.parts())
+        else:
+            children.append(entry)
+    return tuple(children)
+
+
+@implementer(IFileReader)
+class PatchedReader:
+    """Reads of a patched extent: its extent's bytes with the patches laid over them, in
+    order (a range a patch covers whole is not read from the extent, nor from the patches
+    before that one)."""
+
+    def __init__(self, extent: PatchedExtent, open_extent: OpenExtent):
+        self.size = extent.size
+        self._open = open_extent
+        self._extent = extent
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (b'' at the end)."""
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        patches = self._extent.patches
+        first = 0
+        for i, (at, patch) in enumerate(patches):
+            if at <= offset and end <= at + patch.size:
+                first = i
+        at, patch = patches[first]
+        if at <= offset and end <= at + patch.size:
+            data = bytearray(end - offset)
+        else:
+            first = 0
+            data = bytearray(await _exactly(self._open(self._extent.extent), offset, end - offset))
+        for at, patch in patches[first:]:
+            a, b = max(offset, at), min(end, at + patch.size)
+            if a < b:
+                data[a - offset : b - offset] = await _exactly(self._open(patch), a - at, b - a)
+        return bytes(data)
+
+
+async def _exactly(reader: IFileReader, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of an object that holds them."""
+    pieces, got = [], 0
+    while got < length:
+        piece = await reader.read(offset + got, length - got)
+        if not piece:
+            raise AssertionError(f"an extent ended {length - got} bytes early")
+        pieces.append(piece)
+        got += len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 @implementer(IFileReader)
@@ -146,7 +208,7 @@ class ChunkTreeReader:
         self._open_extent = open_extent
         self._capacity = max(1, readers)
         self._ahead = max(0, min(ahead, self._capacity - 2))
-        self._readers: OrderedDict[ExtentCap, IFileReader] = OrderedDict()
+        self._readers: OrderedDict[LeafEntry, IFileReader] = OrderedDict()
         self._leaf: tuple[int, Node] | None = None  # the last leaf node used, and its offset
         self._last_end = -1
         self._prefetched = 0  # read-ahead has started the extents before this offset
@@ -179,17 +241,21 @@ class ChunkTreeReader:
             position = stop
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _reader(self, extent: ExtentCap) -> IFileReader:
+    def _reader(self, extent: LeafEntry) -> IFileReader:
         reader = self._readers.get(extent)
         if reader is None:
-            reader = self._readers[extent] = self._open_extent(extent)
+            if isinstance(extent, PatchedExtent):
+                reader = PatchedReader(extent, self._open_extent)
+            else:
+                reader = self._open_extent(extent)
+            self._readers[extent] = reader
             while len(self._readers) > self._capacity:
                 self._readers.popitem(last=False)
         else:
             self._readers.move_to_end(extent)
         return reader
 
-    async def _extent_at(self, position: int) -> tuple[int, ExtentCap]:
+    async def _extent_at(self, position: int) -> tuple[int, LeafEntry]:
         """The extent holding byte ``position``, and where it starts."""
         if self._leaf is not None:
             begin, leaf = self._leaf
@@ -208,7 +274,7 @@ class ChunkTreeReader:
         self._leaf = (begin, node)
         return self._in_leaf(begin, node, position)
 
-    def _in_leaf(self, begin: int, leaf: Node, position: int) -> tuple[int, ExtentCap]:
+    def _in_leaf(self, begin: int, leaf: Node, position: int) -> tuple[int, LeafEntry]:
         index = bisect.bisect_right(leaf.ends, position - begin)
         extent = leaf.entries[index]
         assert not isinstance(extent, ChunkedCap)

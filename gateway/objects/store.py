@@ -150,7 +150,9 @@ class ObjectStore:
 
             return ChunkTreeReader(cap, servers, self.nodes, open_extent, ahead=2 * read_ahead)
         if isinstance(cap, ImmutableReadCap):  # read again soon (tar, then diff): opened once
-            kept = self.recent_extents.get(cap)  # (a file of one chunk is stored as an extent)
+            # A change to a file of one chunk (stored as one extent) merges with what it kept;
+            # a client's read of such a file reads the grid, as it always has.
+            kept = None if read_ahead else self.recent_extents.get(cap)
             if kept is not None:
                 return KeptExtent(kept)
             return FileReader(cap, servers, reader=self.extents.reader(cap, servers))

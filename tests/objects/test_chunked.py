@@ -13,7 +13,13 @@ from gateway.objects.caps import (
     LiteralCap,
     parse,
 )
-from gateway.objects.chunk_format import Node, decode_node, encode_node
+from gateway.objects.chunk_format import (
+    MAX_PATCHES,
+    Node,
+    PatchedExtent,
+    decode_node,
+    encode_node,
+)
 from gateway.objects.chunk_update import TreeUpdate
 from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.errors import BadCapability, CorruptObject
@@ -130,14 +136,14 @@ def test_unchanged_region_read_fetches_only_its_chunk_and_path() -> None:
 
 
 def test_unchanged_extents_are_shared_between_versions() -> None:
-    """A small change stores one extent and one node per level; every other cap is the
-    base's own."""
+    """A change of more than a quarter of an extent stores that extent again and one node
+    per level; every other cap is the base's own."""
     store, _ = make_store()
     data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
     base = update(store, None, bytes(data), [(0, len(data))])
-    data[3 * CHUNK + 1] ^= 0xFF
+    data[3 * CHUNK + 1 : 3 * CHUNK + 401] = pattern(400, 9)
     counted = Counted(store)
-    new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 2)], counted)
+    new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 401)], counted)
     assert read_all(store, new) == bytes(data)
     old_extents, new_extents = extents(store, base), extents(store, new)
     different = [i for i, (a, b) in enumerate(zip(old_extents, new_extents, strict=True)) if a != b]
@@ -145,6 +151,49 @@ def test_unchanged_extents_are_shared_between_versions() -> None:
     root = run(store.nodes.load(new, store.servers))  # type: ignore[arg-type]
     assert len(counted.objects) == 1 + root.height + 1  # the extent, then one node per level
     assert sum(len(o) for o in counted.objects[:1]) == CHUNK
+
+
+def test_a_small_change_stores_only_the_changed_bytes_as_a_patch() -> None:
+    """A change of a few bytes stores those bytes (as a patch laid over the extent, which
+    stays the base's) and one node per level; reads merge them."""
+    store, _ = make_store()
+    data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
+    base = update(store, None, bytes(data), [(0, len(data))])
+    data[3 * CHUNK + 1 : 3 * CHUNK + 101] = pattern(100, 9)
+    counted = Counted(store)
+    new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 101)], counted)
+    assert read_all(store, new) == bytes(data)
+    assert run(store.reader(new).read(3 * CHUNK - 10, 200)) == bytes(
+        data[3 * CHUNK - 10 : 3 * CHUNK + 190]
+    )
+    root = run(store.nodes.load(new, store.servers))  # type: ignore[arg-type]
+    assert [len(o) for o in counted.objects[:1]] == [100]  # the patch, then the nodes
+    assert len(counted.objects) == 1 + root.height + 1
+    old_extents, new_extents = extents(store, base), extents(store, new)
+    assert new_extents[:4] == old_extents[:4] and new_extents[5:] == old_extents[4:]
+
+
+def test_patches_pile_up_then_the_extent_is_stored_again_whole() -> None:
+    """Changes to one extent add patches (the later over the earlier, overlapping ones
+    too) until MAX_PATCHES or a quarter of the extent; then the extent is stored again,
+    patches folded in. Every version reads back exact."""
+    store, _ = make_store()
+    data = bytearray(pattern(FANOUT * CHUNK * 2))
+    cap = update(store, None, bytes(data), [(0, len(data))])
+    versions = [(cap, bytes(data))]
+    rewritten_at = None
+    for n in range(MAX_PATCHES + 2):
+        at = CHUNK + 10 + 3 * n  # each overlaps the one before
+        data[at : at + 20] = bytes([n]) * 20
+        counted = Counted(store)
+        cap = update(store, cap, bytes(data), [(at, at + 20)], counted)
+        versions.append((cap, bytes(data)))
+        if any(len(o) == CHUNK for o in counted.objects) and rewritten_at is None:
+            rewritten_at = n
+        assert run(store.reader(cap).read(CHUNK, CHUNK)) == bytes(data[CHUNK : 2 * CHUNK])
+    assert rewritten_at == MAX_PATCHES
+    for version, expected in versions:
+        assert read_all(store, version) == expected
 
 
 def test_nothing_changed_is_the_same_cap() -> None:
@@ -317,6 +366,34 @@ def test_damaged_node_gives_a_clear_error() -> None:
     with pytest.raises(CorruptObject, match="format version"):
         decode_node(cbor2.dumps([2, 0, 4, 1, []]), base)
     assert decode_node(encode_node(good), base) == good
+
+
+def test_patched_extents_are_read_back_from_a_fresh_gateway_and_checked() -> None:
+    """A node holding patched extents round-trips through its stored form (another store,
+    nothing cached, reads the same bytes); patch lists that cannot be right are refused."""
+    store, _ = make_store()
+    data = bytearray(pattern(FANOUT * CHUNK * 2))
+    cap = update(store, None, bytes(data), [(0, len(data))])
+    for at, size in ((100, 10), (CHUNK + 5, 200), (CHUNK + 50, 30)):
+        data[at : at + size] = pattern(size, at)
+        cap = update(store, cap, bytes(data), [(at, at + size)])
+    assert isinstance(cap, ChunkedCap)
+    fresh, _ = make_store(store.servers)
+    assert read_all(fresh, cap) == bytes(data)
+    node = run(fresh.nodes.load(cap, fresh.servers))
+    leaf = node if node.height == 0 else run(fresh.nodes.load(node.entries[0], fresh.servers))
+    patched = [e for e in leaf.entries if isinstance(e, PatchedExtent)]
+    assert [len(p.patches) for p in patched] == [1, 2]
+    extent = patched[0].extent
+    for bad in (
+        [3, [0, b"x"], [[CHUNK, [0, b"y"]]]],  # reaches past its extent
+        [3, [0, b"x" * 10], []],  # no patch
+        [3, [0, b"x" * 10], [[0, [3, [0, b"x"], [[0, [0, b"y"]]]]]]],  # nested
+        [3, [0, b"x" * 10], [[0, [0, b"y"]]] * (MAX_PATCHES + 1)],  # too many
+    ):
+        raw = cbor2.dumps([1, 0, FANOUT, 1, [bad]]) + bytes(60)
+        with pytest.raises(CorruptObject, match="damaged"):
+            decode_node(raw, ChunkedCap(extent, 10))  # type: ignore[arg-type]
 
 
 def test_small_nodes_are_padded_past_the_literal_threshold() -> None:

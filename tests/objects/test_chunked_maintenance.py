@@ -33,8 +33,8 @@ def _versions(store: ObjectStore) -> tuple[list[ImmutableCap], list[bytes]]:
     """Three versions of a file (a change in the middle, then an append)."""
     data = bytearray(pattern(20 * CHUNK + 10))
     v1 = update(store, None, bytes(data), [(0, len(data))])
-    data[9 * CHUNK : 9 * CHUNK + 5] = b"hello"
-    v2 = update(store, v1, bytes(data), [(9 * CHUNK, 9 * CHUNK + 5)])
+    data[9 * CHUNK : 9 * CHUNK + 200] = pattern(200, 3)  # a patch, stored as an object
+    v2 = update(store, v1, bytes(data), [(9 * CHUNK, 9 * CHUNK + 200)])
     data += pattern(3 * CHUNK, 7)
     v3 = update(store, v2, bytes(data), [])
     return [v1, v2, v3], [bytes(data)]
