@@ -141,6 +141,14 @@ async def node_children(
     return tuple(children)
 
 
+def range_end(offset: int, length: int, size: int) -> int:
+    """Where a read of ``length`` bytes at ``offset`` of ``size`` bytes ends (ValueError for
+    a negative offset or length)."""
+    if offset < 0 or length < 0:
+        raise ValueError("offset and length must not be negative")
+    return min(offset + length, size)
+
+
 @implementer(IFileReader)
 class PatchedReader:
     """Reads of a patched extent: its extent's bytes with the patches laid over them, in
@@ -154,9 +162,7 @@ class PatchedReader:
 
     async def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (b'' at the end)."""
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must not be negative")
-        end = min(offset + length, self.size)
+        end = range_end(offset, length, self.size)
         if offset >= end:
             return b""
         patches = self._extent.patches
@@ -220,9 +226,7 @@ class ChunkTreeReader:
 
     async def read(self, offset: int, length: int) -> bytes:
         """Bytes at ``offset`` (clamped at the end)."""
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must not be negative")
-        end = min(offset + length, self.size)
+        end = range_end(offset, length, self.size)
         if offset >= end:
             return b""
         sequential = offset == self._last_end

@@ -95,12 +95,18 @@ def test_a_newer_version_is_never_replaced_by_an_older_upload() -> None:
     assert not overlay.may_link(older)
 
 
-def _linked_through_a_job(overlay: Overlay, path: tuple[str, ...], job: str) -> LocalFile:
+def _journaled(overlay: Overlay, path: tuple[str, ...], job: str) -> LocalFile:
+    """A file opened, closed and journaled as ``job``."""
     file = overlay.opening(path, LocalMeta())
     overlay.ready(file)
     overlay.closing(file)
     overlay.appended(file, job)
     overlay.journaled(file)
+    return file
+
+
+def _linked_through_a_job(overlay: Overlay, path: tuple[str, ...], job: str) -> LocalFile:
+    file = _journaled(overlay, path, job)
     overlay.uploading(file)
     assert overlay.may_link(file)
     return file
@@ -111,11 +117,7 @@ def test_the_linked_table_keeps_only_paths_with_a_version_in_flight() -> None:
     every rename walks) stays bounded, and a path with an older version still uploading
     keeps refusing that older version."""
     overlay = Overlay()
-    older = overlay.opening(("busy",), LocalMeta())
-    overlay.ready(older)
-    overlay.closing(older)
-    overlay.appended(older, "old")
-    overlay.journaled(older)
+    older = _journaled(overlay, ("busy",), "old")
     overlay.uploading(older)
     newer = _linked_through_a_job(overlay, ("busy",), "new")
     assert overlay.finished("new") is newer
@@ -142,11 +144,7 @@ def test_abandoning_an_open_file(phase: Phase) -> None:
 def test_abandoning_a_pending_file_keeps_its_job_until_the_job_ends() -> None:
     """A remove of a file waiting for the grid: unlisted at once, dropped by its job."""
     overlay = Overlay()
-    file = overlay.opening(("f",), LocalMeta())
-    overlay.ready(file)
-    overlay.closing(file)
-    overlay.appended(file, "job")
-    overlay.journaled(file)
+    file = _journaled(overlay, ("f",), "job")
     assert overlay.abandon_pending(("f",)) is file
     assert overlay.local(("f",)) is None and overlay.by_job["job"] is file
     overlay.retry(file)  # (a retry of an abandoned file changes nothing)
