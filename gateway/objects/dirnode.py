@@ -385,6 +385,13 @@ class DirectoryNode:
         return cap
 
     async def _records(self, max_age: float | None) -> dict[str, Record]:
+        records = await self._current_records(max_age)
+        if len(self._caps) > 2 * len(records) + 64:  # drop the caps of removed entries
+            live = {(r.read_cap, r.sealed_write_cap) for r in records.values()}
+            self._caps = {k: c for k, c in self._caps.items() if k in live}
+        return records
+
+    async def _current_records(self, max_age: float | None) -> dict[str, Record]:
         if self.write_back is not None:
             if isinstance(self.cap, DirectoryWriteCap):
                 return await self.write_back.records(self, max_age)
@@ -394,9 +401,6 @@ class DirectoryNode:
         records = self.updates.recent(max_age) if max_age is not None else None
         if records is None:
             records = await self.updates.read()
-            if len(self._caps) > 2 * len(records) + 64:  # drop the caps of removed entries
-                live = {(r.read_cap, r.sealed_write_cap) for r in records.values()}
-                self._caps = {k: c for k, c in self._caps.items() if k in live}
         return records
 
     async def _check_free(self, name: str) -> None:

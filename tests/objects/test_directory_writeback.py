@@ -150,6 +150,25 @@ def test_mkdir_rename_rmdir_cycles_publish_no_new_directory(
     assert Gateway(grid, None).names(root) == []
 
 
+def test_a_long_stream_of_changes_keeps_few_parsed_caps(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """Hundreds of mkdir+rename+rmdir cycles through one node: the parsed caps it keeps
+    (so that a rename parses nothing) are bounded by what the directory holds now, not by
+    everything it ever held; the directory ends as answered."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    for i in range(300):
+        gw.run(node.mkdir(f"d{i}", meta("dir")))
+        gw.run(node.rename(f"d{i}", f"d{i}-r"))
+        gw.run(node.remove(f"d{i}-r"))
+    gw.run(node.mkdir("kept", meta("dir")))
+    assert sorted(gw.run(node.list())) == ["kept"]
+    assert len(node._caps) <= 2 * 1 + 64 + 1
+    gw.settle()
+    assert Gateway(grid, None).names(root) == ["kept"]
+
+
 def test_files_linked_into_a_new_directory_arrive_with_it(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
