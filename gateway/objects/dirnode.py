@@ -104,7 +104,9 @@ class DirectoryNode:
     #: The caps of entries, parsed and checked, by their stored form (read cap, sealed
     #: write cap): a rename or a metadata change keeps them, and a link made here
     #: (mkdir, add, a move) starts with the cap it linked.
-    _caps: dict[tuple[str, bytes | None], ChildCap] = field(factory=dict, init=False, repr=False)
+    _caps: dict[tuple[str, bytes | None], tuple[ChildCap, str]] = field(
+        factory=dict, init=False, repr=False
+    )
 
     @classmethod
     async def create(
@@ -352,11 +354,12 @@ class DirectoryNode:
         # makes one entry per component, so each stored cap is parsed once.
         if record.read_cap is None:
             return Entry(name, None, record.metadata)
-        cap = self._caps.get((record.read_cap, record.sealed_write_cap))
-        if cap is None:
+        known = self._caps.get((record.read_cap, record.sealed_write_cap))
+        if known is None:
             cap = self._parse_cap(name, record)
-            self._caps[(record.read_cap, record.sealed_write_cap)] = cap
-        if kind_of(cap) != record.metadata.kind:
+            known = self._caps[(record.read_cap, record.sealed_write_cap)] = (cap, kind_of(cap))
+        cap, kind = known
+        if kind != record.metadata.kind:
             raise CorruptDirectory(f"the entry {shown_name(name)}'s capabilities do not agree")
         return Entry(name, cap, record.metadata)
 
@@ -364,7 +367,7 @@ class DirectoryNode:
         """Remember the cap a record made here holds (no need to parse it back)."""
         if cap is not None and record.read_cap is not None:
             if record.sealed_write_cap is None or isinstance(self.cap, DirectoryWriteCap):
-                self._caps[(record.read_cap, record.sealed_write_cap)] = cap
+                self._caps[(record.read_cap, record.sealed_write_cap)] = (cap, kind_of(cap))
         return record
 
     def _parse_cap(self, name: str, record: Record) -> ChildCap:

@@ -24,6 +24,7 @@ Compatibility notes:
 from __future__ import annotations
 
 import functools
+import math
 import os
 import stat as stat_module
 import time
@@ -162,11 +163,17 @@ def attribute_dict(attrs: FileAttributes, uid: int, gid: int) -> dict[str, int]:
 def long_name(name: str, attrs: FileAttributes, user: str, now: float) -> str:
     """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does."""
     mode = stat_module.filemode(attrs.st_mode)
-    when = time.localtime(attrs.mtime)
     recent = now - 182 * 86400 < attrs.mtime <= now + 3600
-    date = time.strftime("%b %d %H:%M" if recent else "%b %d  %Y", when)
+    date = _listing_date(math.floor(attrs.mtime) // 60, recent)
     owner = user[:8]
     return f"{mode} {attrs.nlink:3d} {owner:<8} {owner:<8} {attrs.size:8d} {date} {name}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _listing_date(minute: int, recent: bool) -> str:
+    """The date column of an ``ls -l`` line, for a time in this minute (its finest unit):
+    the files of a directory were mostly changed in the same few minutes."""
+    return time.strftime("%b %d %H:%M" if recent else "%b %d  %Y", time.localtime(minute * 60))
 
 
 def statvfs(stats: FilesystemStats) -> StatVFS:
