@@ -51,6 +51,11 @@ OFFLOAD_AT = 32 * 1024
 HASH_RUN = 8
 """Segments read and hashed per hand-off in the first pass."""
 
+WHOLE_SHARE_WRITE = 2 * 1024 * 1024
+"""Shares up to this size are written in one request each, header and blocks together
+(every extent of a chunk tree, every small file and node); larger ones segment by segment
+as they are encoded, so that memory stays at a few segments."""
+
 T = TypeVar("T")
 
 
@@ -282,13 +287,23 @@ class ImmutableUploader:
     ) -> ImmutableReadCap:
         builder = fmt.ShareSetBuilder(key, layout)
         in_flight: deque[Deferred[None]] = deque()
+        # A share small enough is written whole once its header is known: one request per
+        # share (a chunk's extent, a small file, a node) instead of one per segment and
+        # one for the header; on a grid each is an HTTPS exchange.
+        held: list[list[bytes]] | None = None
+        if layout.share_size <= WHOLE_SHARE_WRITE:
+            held = [[] for _ in range(layout.n)]
         try:
-            await self._write_segments(source, builder, layout, placement, in_flight)
+            await self._write_segments(source, builder, layout, placement, in_flight, held)
         except BaseException:
             for pending in in_flight:
                 pending.addErrback(lambda _: None)
             raise
         cap, prefixes = builder.finish()
+        if held is not None:
+            prefixes = [
+                prefix + b"".join(blocks) for prefix, blocks in zip(prefixes, held, strict=True)
+            ]
         await self._write_blocks(placement, prefixes, 0, final=True)
         return cap
 
@@ -299,6 +314,7 @@ class ImmutableUploader:
         layout: fmt.ShareLayout,
         placement: _Placement,
         in_flight: deque[Deferred[None]],
+        held: list[list[bytes]] | None = None,
     ) -> None:
         pacer = _Pacer()
         for segment in range(layout.num_segments):
@@ -306,6 +322,10 @@ class ImmutableUploader:
             length = layout.segment_length(segment)
             encode = functools.partial(_encode_next, source, builder, length)
             blocks = await self._cpu(length, encode)
+            if held is not None:  # written with the header (see _write)
+                for share, block in enumerate(blocks):
+                    held[share].append(block)
+                continue
             offset = layout.block_offset(segment)
             in_flight.append(start(self._write_blocks(placement, blocks, offset)))
             if len(in_flight) >= self.pipeline_depth:

@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects import immutable_format as fmt
+from gateway.objects import upload as upload_module
 from gateway.objects.caps import ImmutableReadCap, LiteralCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.errors import NotEnoughShares, UploadUnhappy
@@ -187,13 +188,30 @@ def test_server_failing_mid_upload_is_tolerated() -> None:
     assert read(grid, cap) == data
 
 
-def test_too_many_servers_failing_mid_upload() -> None:
-    """When failures mid-upload break happiness, the upload fails and aborts."""
+@pytest.mark.parametrize("whole", [True, False], ids=["shares-written-whole", "by-segment"])
+def test_too_many_servers_failing_mid_upload(whole: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When failures mid-upload break happiness, the upload fails and aborts (shares written
+    whole, and shares written segment by segment, as larger ones are)."""
+    if not whole:
+        monkeypatch.setattr(upload_module, "WHOLE_SHARE_WRITE", 0)
     grid = make_grid(8)
     for c in grid[:2]:
-        c.fail_after = 4
+        c.fail_after = 4 if not whole else 1  # (after the allocation, whatever else)
     with pytest.raises(UploadUnhappy, match="2 failed while writing"):
         upload(grid, pattern(8 * SEG))
+
+
+def test_a_small_share_is_written_in_one_request() -> None:
+    """Each share of an object whose shares are small is written whole, header and blocks in
+    one write (on a grid, one HTTPS exchange per share instead of one per segment), and
+    reads back exact."""
+    grid = make_grid(10)
+    data = pattern(8 * SEG)
+    cap = upload(grid, data)
+    assert isinstance(cap, ImmutableReadCap)
+    writes = [r for c in grid for r in c.requests if r[0] == "write_immutable"]
+    assert len(writes) == PARAMS.n
+    assert run(read_immutable(cap, grid)) == data
 
 
 def test_convergence_reuses_shares() -> None:
