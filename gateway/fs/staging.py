@@ -27,8 +27,9 @@ with a thread runner hands out one of up to :data:`SPARE_FILES` empty staged
 files created beforehand in a thread, and creates more in a thread when they
 run low. A spare is an ordinary empty staged file no journal record names: the
 cleanup of leftovers at start removes any left by a stop or crash, and
-:meth:`StagingArea.drop_spares` (called when no upload is pending) removes them
-while the node runs, so an idle staging directory is empty.
+:meth:`StagingArea.drop_spares` (called when no upload is pending and no file is
+open for writing) removes them while the node runs, so an idle staging directory
+is empty.
 """
 
 from __future__ import annotations

@@ -78,7 +78,15 @@ class Writers:
         self._clock = clock
         self._threads = threads if threads is not None else reactor_threads(clock)
         # Staged files are created ahead while files are being written; none stay when idle.
-        volume.queue.when_idle(volume.staging.drop_spares)
+        volume.queue.when_idle(self._drop_spares_when_idle)
+
+    def _drop_spares_when_idle(self) -> None:
+        """No upload is pending: the spare staged files go, unless a file is still open for
+        writing (a database fsyncing in a loop leaves the queue idle between its fsyncs,
+        and each fsync's snapshot takes a spare: dropping and making them again each time
+        cost a dozen file creations and removals per fsync). Its last CLOSE drops them."""
+        if not self.overlay.writing:
+            self.volume.staging.drop_spares()
 
     def now(self) -> float:
         """The volume clock's time."""

@@ -437,6 +437,28 @@ def test_any_sequence_of_changes_and_crashes_matches_a_model(tmp_path_factory, o
     assert gw.volume.staging.used == 0
 
 
+def test_spare_staged_files_stay_while_a_file_is_open_and_go_after_its_close(
+    tmp_path: Path,
+) -> None:
+    """An fsync's snapshot takes a spare staged file, and the queue is idle again after its
+    upload: the spares stay while the file is still open for writing (not dropped and made
+    again at every fsync), and are gone once it is closed and uploaded."""
+    gw, _ = harness(tmp_path)
+    staging = gw.volume.staging
+    staging.spare_files = 4
+    gw.fs._writers._threads = gw.threads  # a thread runner, as a running gateway has
+    handle = open_rw(gw)
+    for i in range(3):
+        gw.run(handle.write(i * 20_000, b"v%d" % i))
+        gw.run_waiting(handle.fsync())
+        gw.threads.run_all()
+        assert gw.queue.idle and staging.spares > 0
+    gw.run(handle.close())
+    gw.upload_everything()
+    assert staging.spares == 0
+    assert [p for p in staging.directory.iterdir() if p.suffix == ".staged"] == []
+
+
 def test_fsyncs_in_a_loop_keep_few_readers_of_old_versions(tmp_path: Path) -> None:
     """Each fsync makes a new version the base; the reader of the old one (and its cached
     segments) is dropped, so a database fsyncing in a loop holds a bounded cache."""
