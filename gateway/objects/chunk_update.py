@@ -409,16 +409,25 @@ class TreeUpdate:
     async def _store_patch(self, a: int, b: int) -> ExtentCap:
         await self._slots.acquire()
         try:
-            data = bytes(await self._read(a, b - a))
-            if len(data) != b - a:
-                raise ValueError(f"the new contents end at {a + len(data)}, not {b}")
+            data = await self._read_new(a, b - a)
             cap = await self._upload(data)
-            self.stored_bytes += b - a
-            if self._stored is not None and isinstance(cap, ImmutableReadCap):
-                self._stored(cap, data)
+            self._stored_now(cap, data)
         finally:
             self._slots.release()
         return cap
+
+    async def _read_new(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of the new contents at ``offset`` (ValueError if they end short)."""
+        data = bytes(await self._read(offset, length))
+        if len(data) != length:
+            raise ValueError(f"the new contents end at {offset + len(data)}, not {offset + length}")
+        return data
+
+    def _stored_now(self, cap: ExtentCap, data: bytes) -> None:
+        """Count a stored extent or patch, and tell who keeps its plaintext."""
+        self.stored_bytes += len(data)
+        if self._stored is not None and isinstance(cap, ImmutableReadCap):
+            self._stored(cap, data)
 
     async def _zero_extent(self, length: int) -> ExtentCap:
         """The extent of ``length`` zeros: stored by the first to ask, shared by the others."""
@@ -445,11 +454,7 @@ class TreeUpdate:
     async def _read_and_store(self, offset: int, length: int) -> ExtentCap:
         await self._slots.acquire()
         try:
-            data = bytes(await self._read(offset, length))
-            if len(data) != length:
-                raise ValueError(
-                    f"the new contents end at {offset + len(data)}, not {offset + length}"
-                )
+            data = await self._read_new(offset, length)
             for other, pending in self._in_flight:
                 if other == data:  # being stored, or just stored: the same cap
                     cap = await shared(pending)
@@ -463,9 +468,7 @@ class TreeUpdate:
                 except BaseException:
                     self._in_flight.remove(entry)
                     raise
-                self.stored_bytes += length
-                if self._stored is not None and isinstance(cap, ImmutableReadCap):
-                    self._stored(cap, data)
+                self._stored_now(cap, data)
                 # The last few stored stay comparable too (runs of zeros are common in images).
                 del self._in_flight[: max(0, len(self._in_flight) - 2 * self._parallel)]
         finally:

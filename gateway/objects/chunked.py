@@ -157,8 +157,16 @@ class PatchedReader:
 
     def __init__(self, extent: PatchedExtent, open_extent: OpenExtent):
         self.size = extent.size
-        self._open = open_extent
         self._extent = extent
+        self._parts: dict[ExtentCap, IFileReader] = {}
+        self._open_extent = open_extent
+
+    def _open(self, part: ExtentCap) -> IFileReader:
+        """The reader of the extent or of one patch (opened once, kept with this reader)."""
+        reader = self._parts.get(part)
+        if reader is None:
+            reader = self._parts[part] = self._open_extent(part)
+        return reader
 
     async def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (b'' at the end)."""
@@ -166,16 +174,12 @@ class PatchedReader:
         if offset >= end:
             return b""
         patches = self._extent.patches
-        first = 0
-        for i, (at, patch) in enumerate(patches):
-            if at <= offset and end <= at + patch.size:
-                first = i
-        at, patch = patches[first]
-        if at <= offset and end <= at + patch.size:
-            data = bytearray(end - offset)
+        covering = [i for i, (at, p) in enumerate(patches) if at <= offset and end <= at + p.size]
+        if covering:  # the last patch covering the range whole: nothing before it shows
+            first, data = covering[-1], bytearray(end - offset)
         else:
-            first = 0
-            data = bytearray(await _exactly(self._open(self._extent.extent), offset, end - offset))
+            base = self._open(self._extent.extent)
+            first, data = 0, bytearray(await _exactly(base, offset, end - offset))
         for at, patch in patches[first:]:
             a, b = max(offset, at), min(end, at + patch.size)
             if a < b:

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from zope.interface import implementer
 
 from gateway.objects.caps import ImmutableReadCap
+from gateway.objects.chunked import range_end
 from gateway.objects.interfaces import IFileReader
 
 DEFAULT_CACHED_BYTES = 8 * 1024 * 1024
@@ -76,8 +77,7 @@ class KeptExtent:
 
     async def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (b'' at the end)."""
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must not be negative")
-        if offset == 0 and length >= self.size:
+        end = range_end(offset, length, self.size)
+        if offset == 0 and end == self.size:
             return self._plaintext
-        return self._plaintext[offset : offset + length]
+        return self._plaintext[offset:end]
