@@ -13,6 +13,7 @@ from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.grid.part import GridPart
+from gateway.intents.turns import BackgroundTurns
 from gateway.nodedir import CONVERGENCE_FILE, LEASE_SECRET_FILE, NodeDir
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
@@ -73,6 +74,10 @@ class FilesystemPart(NodePart):
             settle=UPLOAD_SETTLE,
             settle_limit=UPLOAD_SETTLE_LIMIT,
         )
+        #: Uploads and publishes send their requests in turns with clients' (staging more
+        #: than half full: at full speed).
+        self.turns = BackgroundTurns(reactor, self.queue.activity, pressure=self._staging_full)
+        self.queue.turns = self.turns
         self.volumes: dict[str, Volume] = {}
         self.staging: StagingArea | None = None
         self.store: ObjectStore | None = None
@@ -96,6 +101,7 @@ class FilesystemPart(NodePart):
                 self.store.mutable_client,
                 self._reactor,
                 activity=self.queue.activity,
+                turns=self.turns,
             )
         self.staging = StagingArea(self._nd.staging, self._quota)
         journaled = list(self.journal.load())
@@ -115,6 +121,10 @@ class FilesystemPart(NodePart):
             await self.store.write_back.stop(min(self._grace, 10.0))
         if self._cpu is not None:
             self._cpu.stop()  # the upload queue, stopped before this part, encodes no more
+
+    def _staging_full(self) -> bool:
+        staging = self.staging
+        return staging is not None and staging.used * 2 > staging.quota
 
     def volume(self, root_cap: str) -> Volume:
         """The shared volume of a root directory."""
@@ -146,4 +156,6 @@ class FilesystemPart(NodePart):
             "volumes": len(self.volumes),
             "directory_changes_pending": write_back.pending() if write_back else 0,
             "directories_pending": write_back.pending_directories() if write_back else 0,
+            # Requests of uploads and publishes that waited for clients to pause.
+            "background_requests_held": self.turns.held,
         }

@@ -39,6 +39,7 @@ from gateway.grid.http_transport import (
     timed_out,
 )
 from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
+from gateway.intents.turns import turn
 from storage import wire
 from storage.errors import InvalidRequest, StorageError
 from storage.interfaces import (
@@ -157,6 +158,7 @@ class HttpStorageClient:
             data = await collect_body(response, cap)
             return Answer(response.code, response.headers, data)
 
+        await turn()  # background work (an upload, a publish) waits while clients are busy
         await self._slots.acquire()
         attempt = Deferred.fromCoroutine(run())
         attempt.addTimeout(self._timeout, self._reactor, onTimeoutCancel=timed_out)

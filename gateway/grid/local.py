@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient, ServerHealth
+from gateway.intents.turns import turn
 from storage.interfaces import (
     AllocationResult,
     IStorageServer,
@@ -75,6 +76,7 @@ class LocalStorageClient:
         cancel_secret: bytes,
     ) -> AllocationResult:
         """Open immutable shares for writing."""
+        await turn()  # background work waits while clients are busy (as over HTTP)
         return self._server.allocate_buckets(
             storage_index,
             frozenset(share_numbers),
@@ -94,6 +96,7 @@ class LocalStorageClient:
     ) -> WriteResult:
         """Write a chunk of an allocated immutable share; the one that completes it returns
         once the share is durable (its flushes run in threads, grouped with others)."""
+        await turn()
         result = self._server.write_immutable(
             storage_index, share_number, upload_secret, offset, bytes(data)
         )
@@ -133,6 +136,7 @@ class LocalStorageClient:
         read_vector: tuple[ReadVector, ...],
     ) -> ReadTestWriteResult:
         """Atomic read, test and write on a mutable slot."""
+        await turn()
         return self._server.read_test_write(
             storage_index,
             write_enabler,

@@ -1,16 +1,12 @@
 """Directory write-back: a change is answered once journaled locally and published after.
 
-A directory change (mkdir, rename, rmdir, remove, symlink, setstat, a file's
-link) used to be a publish of the directory to the grid before the client got
-its reply: one round trip to every server holding a share, per change. With a
-:class:`DirectoryWriteBack`, :class:`~gateway.objects.dirnode.DirectoryNode`
-decides the change against the contents this gateway knows (the client gets
-ChildExists, NoSuchChild as before), appends it to a local journal and
-answers. The change becomes visible at once to every session of this gateway
-(all nodes of a directory see one view, kept here). A publish ``window``
-seconds later carries every change made to that directory by then; changes
-that cancel out (mkdir, rename, rmdir of the same directory) cost no
-publish of the new directory at all.
+A directory change (mkdir, rename, rmdir, remove, symlink, setstat, a file's link) is
+decided by :class:`~gateway.objects.dirnode.DirectoryNode` against the contents this
+gateway knows (the client gets ChildExists, NoSuchChild as before), appended to a local
+journal and answered, with no round trip to the grid. It is visible at once to every
+session of this gateway (all nodes of a directory see one view, kept here). A publish
+``window`` seconds later carries every change made to that directory by then; changes that
+cancel out (mkdir, rename, rmdir of one directory) cost no publish at all.
 
 Each commit is one intent of the journal (:mod:`gateway.objects.dirjournal`:
 every change it made, to one or more directories, in one record), and done
@@ -33,11 +29,11 @@ another writer's work is never undone, and a name another writer took
 meanwhile gets a conflict name instead of a lost entry. A directory made here
 is published before any directory that links it.
 
-A failed publish (servers down, not enough of them) is retried with a growing
-pause of at most ``max_retry`` seconds; meanwhile the gateway keeps serving its
-own view. :meth:`flush` publishes given directories now (``fsync`` of a file
-needs its directory chain in the grid); :meth:`stop` publishes what it can
-within a grace period and leaves the rest journaled.
+A failed publish (servers down, not enough of them) is retried with a growing pause of at
+most ``max_retry`` seconds; meanwhile the gateway keeps serving its own view. Publishes
+take turns with clients (:mod:`gateway.intents.turns`), but for those someone waits for:
+:meth:`flush` publishes given directories now (``fsync`` of a file needs its directory
+chain in the grid); :meth:`stop` publishes what it can within a grace period.
 """
 
 from __future__ import annotations
@@ -52,6 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.intents.pacing import ClientActivity, retry_delay
+from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
 from gateway.objects.dirchanges import Change, Create, Link, MutableRecords
@@ -99,6 +96,7 @@ class DirectoryWriteBack:
         max_retry: float = MAX_RETRY,
         rng: random.Random | None = None,
         activity: ClientActivity | None = None,
+        turns: BackgroundTurns | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -107,6 +105,8 @@ class DirectoryWriteBack:
         self._max_retry = max_retry
         self._rng = rng or random.Random()
         self._activity = activity
+        self._turns = turns
+        self._awaited = 0  # flushes someone waits for (an fsync): publishes take no turns
         self._threads = threads if threads is not None else reactor_threads(clock)
         self._intents, self._legacy_done = open_journal(directory)
         self._dirs: dict[bytes, DirectoryState] = {}
@@ -232,19 +232,19 @@ class DirectoryWriteBack:
 
     async def flush(self, storage_indexes: Iterable[bytes]) -> None:
         """Publish these directories' changes now (and the new directories they link)."""
-        for si in storage_indexes:
-            d = self._dirs.get(si)
-            if d is not None and d.changes:
-                await self._flush(d, frozenset())
+        self._awaited += 1
+        try:
+            for si in storage_indexes:
+                d = self._dirs.get(si)
+                if d is not None and d.changes:
+                    await self._flush(d, frozenset())
+        finally:
+            self._awaited -= 1
 
     async def flush_all(self) -> None:
         """Publish every change made so far."""
-        while True:
-            dirty = [d for d in self._dirs.values() if d.changes]
-            if not dirty:
-                return
-            for d in dirty:
-                await self._flush(d, frozenset())
+        while dirty := [si for si, d in self._dirs.items() if d.changes]:
+            await self.flush(dirty)
 
     async def stop(self, grace: float) -> None:
         """Publish what can be within ``grace`` seconds; the rest stays journaled for the next
@@ -334,14 +334,14 @@ class DirectoryWriteBack:
         d.timer = None
         if self._activity is not None and d.changes and not d.failures:
             # A client is busy (``cp -r``, ``tar``): publish once it pauses, as uploads do.
-            now = self._clock.seconds()
             wait = self._activity.hold_until(d.waiting_since, HOLD_WHILE_ACTIVE, HOLD_LIMIT)
-            if wait > now:
-                self._schedule(d, wait - now)
+            if wait > self._clock.seconds():
+                self._schedule(d, wait - self._clock.seconds())
                 return
         Deferred.fromCoroutine(self._flush_or_retry(d))
 
     async def _flush_or_retry(self, d: DirectoryState) -> None:
+        run_in_background(self._turns, lambda: self._awaited > 0)
         try:
             await self._flush(d, frozenset())
         except Exception as e:

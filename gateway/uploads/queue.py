@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.intents.pacing import ClientActivity, retry_delay
+from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.metrics import Progress
 from gateway.service import NodePart
 from gateway.threads import Threads, reactor_threads
@@ -69,9 +70,11 @@ class UploadQueue(NodePart):
         settle: float = 0.0,
         settle_limit: float = 2.0,
         threads: Threads | None = None,
+        turns: BackgroundTurns | None = None,
     ):
         """``threads`` flushes the journal (see the module docstring); by default the
-        clock's thread pool, when it has one."""
+        clock's thread pool, when it has one. ``turns`` paces uploads while clients are busy
+        (none: uploads never wait for clients once started)."""
         super().__init__("upload queue")
         self._clock = clock
         self._journal = journal
@@ -101,6 +104,8 @@ class UploadQueue(NodePart):
         self._flush_failed: dict[str, Failure] = {}
         self._idle_callbacks: set[Callable[[], None]] = set()
         self._kicking = False  # _kick is running: a nested call leaves the work to it
+        #: Paces the requests of running uploads while clients are busy.
+        self.turns = turns
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -281,6 +286,8 @@ class UploadQueue(NodePart):
             self._settling.reset(0)  # someone waits for the grid: no settling
         waiter: Deferred[None] = Deferred()
         self._waiters.setdefault(job_id, []).append(waiter)
+        if job_id in self._ready_ids and (self._settling is None or not self._settling.active()):
+            self._clock.callLater(0, self._kick)  # ahead of the jobs no one waits for
         return waiter
 
     def awaited(self, job_id: str) -> bool:
@@ -320,16 +327,25 @@ class UploadQueue(NodePart):
             return
         self._kicking = True
         try:
+            if self._waiters and self._accepting:
+                # Someone waits for these (an fsync): they start now, whatever else runs.
+                for job_id in [j for j in self._ready_ids if j in self._waiters]:
+                    self._ready_ids.remove(job_id)
+                    self._begin(job_id)
             while self._accepting and self._ready_ids and len(self._running) < self._concurrency:
-                job_id = self._ready_ids.popleft()
-                if job_id in self._jobs and job_id not in self._running:
-                    attempt = Deferred.fromCoroutine(self._attempt(job_id))
-                    if not attempt.called:  # an upload that finished at once holds no slot
-                        self._running[job_id] = attempt
+                self._begin(self._ready_ids.popleft())
         finally:
             self._kicking = False
 
+    def _begin(self, job_id: str) -> None:
+        if job_id in self._jobs and job_id not in self._running:
+            attempt = Deferred.fromCoroutine(self._attempt(job_id))
+            if not attempt.called:  # an upload that finished at once holds no slot
+                self._running[job_id] = attempt
+
     async def _attempt(self, job_id: str) -> None:
+        # Its requests take turns with clients', unless someone waits for this file.
+        run_in_background(self.turns, lambda: self.awaited(job_id))
         try:
             await self._upload(job_id)
         finally:

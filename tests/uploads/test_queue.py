@@ -302,3 +302,22 @@ def test_thousands_of_uploads_that_finish_at_once_all_finish(tmp_path: Path) -> 
     assert done == names
     assert queue.pending() == [] and _records(tmp_path) == []
     assert not clock.getDelayedCalls()  # no retry was needed
+
+
+def test_a_job_someone_waits_for_starts_ahead_of_the_others(tmp_path: Path) -> None:
+    """An fsync's upload does not queue behind uploads no one waits for: it starts at once,
+    even with every slot taken, and jobs queued before it wait."""
+    uploader, clock = RecordingUploader(), Clock()
+    queue = _started(tmp_path, uploader, clock, concurrency=1)
+    jobs = [_job(f"{name}.txt") for name in ("a", "b", "c")]
+    for job in jobs:
+        queue.enqueue(job)
+    clock.advance(0)
+    assert [name for name, _ in uploader.attempts] == ["a.txt"]
+    done = queue.wait_for(jobs[2].job_id)
+    clock.advance(0)
+    assert [name for name, _ in uploader.attempts] == ["a.txt", "c.txt"]
+    uploader.succeed()
+    assert done.called
+    uploader.succeed(0)
+    assert [name for name, _ in uploader.attempts] == ["a.txt", "c.txt", "b.txt"]
