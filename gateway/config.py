@@ -245,6 +245,16 @@ SCHEMA: tuple[Option, ...] = (
     ),
     Option(
         "uploads",
+        "keep_uploaded",
+        parse_size,
+        "256MiB",
+        "Most bytes of new files' local copies kept after their upload, so that reading"
+        " them back (``tar``, ``diff`` after ``cp -r``) stays local (at most a quarter of"
+        " ``staging_quota``; ``0``: none).",
+        ("gateway",),
+    ),
+    Option(
+        "uploads",
         "grace_period",
         parse_duration,
         "30s",

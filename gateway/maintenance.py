@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from gateway.accounts import AccountError, AccountStore, accounts_path
 from gateway.fs.part import FilesystemPart
 from gateway.grid.interfaces import IStorageClient
+from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.nodedir import NodeDir, write_atomic
 from gateway.objects.caps import (
     Capability,
@@ -195,6 +196,8 @@ class PeriodicRenewal:
     roots: Callable[[], Iterable[str]]
     state_file: Path | None = None
     first_delay: float = FIRST_RUN_DELAY
+    #: The walk's requests take turns with clients' (see :mod:`gateway.intents.turns`).
+    turns: BackgroundTurns | None = None
     last: RenewalReport | None = None
     log: Logger = field(factory=Logger, repr=False)
     _call: IDelayedCall | None = field(default=None, init=False, repr=False)
@@ -243,6 +246,7 @@ class PeriodicRenewal:
 
     async def run_once(self) -> None:
         """Walk every root now and remember the result."""
+        run_in_background(self.turns, lambda: False)
         roots: list[Capability] = []
         for text in self.roots():
             try:
@@ -288,7 +292,7 @@ class LeaseRenewalPart(NodePart):
         self._fs = fs
         self._accounts = AccountStore(accounts_path(nd.root))
         self.job = PeriodicRenewal(
-            reactor, interval, self._store, self._roots, nd.state / STATE_FILE
+            reactor, interval, self._store, self._roots, nd.state / STATE_FILE, turns=fs.turns
         )
 
     def _store(self) -> ObjectStore:

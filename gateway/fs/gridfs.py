@@ -216,7 +216,12 @@ class GridFilesystem:
         return self._grid_reader(parts, cap, attrs)
 
     def _grid_reader(self, parts: Path, cap: ImmutableCap, attrs: FileAttributes) -> ReadHandle:
-        """A read handle on an immutable grid file (it can be copied by linking ``cap``)."""
+        """A read handle on an immutable grid file (it can be copied by linking ``cap``); it
+        reads the file's kept copy when there is one."""
+        kept = self.volume.kept
+        local = None if kept is None else kept.reader(cap.to_string())
+        if local is not None:
+            return ReadHandle(join(parts), local.read, attrs, local.close, cap=cap)
         return ReadHandle(join(parts), grid_read(self.volume.store, cap), attrs, cap=cap)
 
     @grid_boundary

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.config import NodeConfig
 from gateway.fs.gridfs import GridFilesystem
+from gateway.fs.kept import KeptCopies
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.grid.part import GridPart
@@ -60,6 +61,8 @@ class FilesystemPart(NodePart):
         self._nd = nd
         self._grid = grid
         self._quota: int = config.get("uploads", "staging_quota")
+        #: New files' staged copies kept once uploaded (at most a quarter of the quota).
+        self.kept = KeptCopies(min(config.get("uploads", "keep_uploaded"), self._quota // 4))
         self._close_waits = config.get("uploads", "close") == "grid"
         self._grace: float = config.get("uploads", "grace_period")
         self.journal = UploadJournal(nd.state / "uploads")
@@ -104,6 +107,7 @@ class FilesystemPart(NodePart):
                 turns=self.turns,
             )
         self.staging = StagingArea(self._nd.staging, self._quota)
+        self.staging.make_room = self.kept.make_room
         journaled = list(self.journal.load())
         referenced = {job.staged for job in journaled}
         for leftover in self.staging.leftovers(referenced):
@@ -121,6 +125,7 @@ class FilesystemPart(NodePart):
             await self.store.write_back.stop(min(self._grace, 10.0))
         if self._cpu is not None:
             self._cpu.stop()  # the upload queue, stopped before this part, encodes no more
+        self.kept.clear()  # no plaintext left behind that nothing needs
 
     def _staging_full(self) -> bool:
         staging = self.staging
@@ -132,7 +137,13 @@ class FilesystemPart(NodePart):
         if volume is None:
             assert self.store is not None and self.staging is not None, "filesystem not started"
             volume = Volume(
-                root_cap, self.store, self.staging, self.queue, self._reactor, self._close_waits
+                root_cap,
+                self.store,
+                self.staging,
+                self.queue,
+                self._reactor,
+                self._close_waits,
+                kept=self.kept,
             )
             self.volumes[root_cap] = volume
         return volume
@@ -153,6 +164,8 @@ class FilesystemPart(NodePart):
         return {
             "staging_used": self.staging.used,
             "staging_quota": self.staging.quota,
+            # Of staging_used: copies of uploaded files kept to read them back locally.
+            "kept_copies_bytes": self.kept.used,
             "volumes": len(self.volumes),
             "directory_changes_pending": write_back.pending() if write_back else 0,
             "directories_pending": write_back.pending_directories() if write_back else 0,

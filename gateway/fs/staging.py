@@ -256,6 +256,14 @@ class StagedFile:
         # job's Deferred would not stop the thread, so nothing is cancelled; a call that has
         # not started yet sees the file discarded and does nothing.)
 
+    def close_kept(self) -> None:
+        """Close it but leave it on disk, its bytes still counted: a kept copy
+        (:mod:`gateway.fs.kept`), which deletes it and gives them back later."""
+        if not self._closed:
+            self._closed = True
+            if not self._busy:
+                os.close(self.fd)
+
     @property
     def background_busy(self) -> bool:
         """Whether a flush-behind or sync call of this file is queued or running."""
@@ -333,6 +341,8 @@ class StagingArea:
         self.max_file_size = max_file_size
         self.spare_files = spare_files
         self.used = 0
+        #: Frees at least the given bytes if it can (drops kept copies), when full.
+        self.make_room: Callable[[int], None] | None = None
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         self._slots = DeferredSemaphore(FLUSH_THREADS)
@@ -349,6 +359,8 @@ class StagingArea:
 
     def reserve(self, amount: int) -> None:
         """Account for ``amount`` more bytes, or raise NoSpace past the quota."""
+        if amount and self.used + amount > self.quota and self.make_room is not None:
+            self.make_room(self.used + amount - self.quota)  # kept copies go first
         if amount and self.used + amount > self.quota:
             raise NoSpace(f"staging quota of {self.quota} bytes is full; uploads are still pending")
         self.used += amount

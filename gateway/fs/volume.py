@@ -29,6 +29,7 @@ from gateway.fs.errors import (
     PermissionDenied,
     SymlinkLoop,
 )
+from gateway.fs.kept import KeptCopies
 from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name, split
@@ -39,6 +40,7 @@ from gateway.objects.caps import (
     DirectoryReadCap,
     DirectoryWriteCap,
     ImmutableCap,
+    LiteralCap,
     MutableWriteCap,
     parse,
 )
@@ -71,13 +73,16 @@ class Volume:
         queue: UploadQueue,
         clock: IReactorTime,
         close_waits_for_grid: bool = False,
+        kept: KeptCopies | None = None,
     ):
+        """``kept`` keeps the staged copies of new files once uploaded (none: deleted)."""
         self.root_cap = root_cap
         self.store = store
         self.staging = staging
         self.queue = queue
         self.clock = clock
         self.close_waits_for_grid = close_waits_for_grid
+        self.kept = kept
         self.overlay = Overlay()
         self.contents = Contents(store, staging)
         self._root = store.directory(root_cap)
@@ -415,13 +420,24 @@ class Volume:
         # leaves a record whose staged file is gone: the restart finds its file already
         # uploaded (or, for a record holding the bytes, stores and links the same version
         # again, before any later version of the path: records replay in order).
-        if file.staged is not None:
+        if file.staged is not None and not self._kept(file):
             file.staged.discard()
+
+    def _kept(self, file: LocalFile) -> bool:
+        """Keep a new file's staged copy once it is uploaded (all its bytes are there)."""
+        kept, stored, staged = self.kept, file.stored, file.staged
+        if kept is None or stored is None or staged is None or file.base is not None:
+            return False
+        if isinstance(parse(stored.cap), LiteralCap):
+            return False  # the cap holds the bytes
+        kept.keep(stored.cap, staged)
+        return True
 
     def check_writable(self, directory: IDirectory) -> None:
         """PermissionDenied when a directory is read-only."""
         if directory.read_only:
             raise PermissionDenied("read-only directory")
+
 
 def _link_target(directory: Path, link: Entry) -> Path:
     """Where a symbolic link in ``directory`` points, as a path from the account's root."""

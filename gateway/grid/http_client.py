@@ -158,7 +158,8 @@ class HttpStorageClient:
             data = await collect_body(response, cap)
             return Answer(response.code, response.headers, data)
 
-        await turn()  # background work (an upload, a publish) waits while clients are busy
+        # Background work (an upload, a publish) waits its turn while clients are busy.
+        await turn(len(body or b"") + (limit or 0))
         await self._slots.acquire()
         attempt = Deferred.fromCoroutine(run())
         attempt.addTimeout(self._timeout, self._reactor, onTimeoutCancel=timed_out)

@@ -96,7 +96,7 @@ class LocalStorageClient:
     ) -> WriteResult:
         """Write a chunk of an allocated immutable share; the one that completes it returns
         once the share is durable (its flushes run in threads, grouped with others)."""
-        await turn()
+        await turn(len(data))
         result = self._server.write_immutable(
             storage_index, share_number, upload_secret, offset, bytes(data)
         )

@@ -25,7 +25,7 @@ from tests.durability.cluster import (
     wait_drained,
     wait_for,
 )
-from tests.nodes import NodeReaper, node_pid
+from tests.nodes import NodeReaper, gateway, node_pid
 from tests.sftp.gateway_node import start_gateway
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -72,7 +72,8 @@ def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
 ) -> None:
     """Twelve files just over one flush-behind chunk, and four abandoned after one chunk and a
     half: once uploads are done the gateway has the descriptors and threads it had after the
-    first file, and its staging directory is empty."""
+    first file, and its staging directory holds only the kept copies of the thirteen files
+    uploaded (no descriptor each); once the gateway stops, nothing."""
     gw = start_gateway(tmp_path, reaper)
     pid = node_pid(gw.node_dir)
     assert pid is not None
@@ -97,7 +98,13 @@ def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
             assert read_all(sftp, name) == data
         assert sorted(n for n in sftp.listdir("/") if n.startswith("abandoned")) == []
         staged = gw.node_dir / "staging"
-        wait_for(lambda: not list(staged.iterdir()), 30, "the staging directory to empty")
+        wait_for(
+            lambda: sorted(p.stat().st_size for p in staged.iterdir()) == [size] * 13,
+            30,
+            "the staging directory to hold the uploaded files' kept copies only",
+        )
         wait_for(lambda: _open_files(pid) == files, 30, f"the gateway's open files to be {files}")
         # The reactor's pool keeps its workers (at most 10); nothing grows with the files.
         assert _threads(pid) <= threads + 10
+    assert gateway("stop", gw.node_dir).code == 0
+    assert list(staged.iterdir()) == []

@@ -94,7 +94,7 @@ def test_uploads_take_turns_with_a_busy_client_and_still_finish(
     gw = running_gateway
     transport, sftp = gw.sftp()
     try:
-        _write_files(sftp, "f")
+        _write_files(sftp, "f", 4 * SIZE)
         deadline = time.monotonic() + 120
         while _pending(gw) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -102,7 +102,7 @@ def test_uploads_take_turns_with_a_busy_client_and_still_finish(
         assert busy.stats > 0 and busy.transport.is_active(), "the busy client stopped"
         assert parts(gw)["filesystem"]["background_requests_held"] > 0
         for i in range(FILES):
-            assert sftp.stat(f"/f{i}").st_size == SIZE
+            assert sftp.stat(f"/f{i}").st_size == 4 * SIZE
     finally:
         transport.close()
 

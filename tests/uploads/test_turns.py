@@ -1,5 +1,6 @@
-"""Background turns on a fake clock: uploads and publishes send their requests in short
-slices while clients are busy, at full speed otherwise, and at once when someone waits."""
+"""Background turns on a fake clock: uploads and publishes get a quarter of the process for
+their requests while clients are busy, all of it otherwise, and go at once when someone
+waits for them."""
 
 from __future__ import annotations
 
@@ -9,18 +10,34 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from gateway.intents.pacing import ClientActivity
-from gateway.intents.turns import BackgroundTurns, run_in_background, turn
+from gateway.intents.turns import (
+    BYTE_COST,
+    REQUEST_COST,
+    BackgroundTurns,
+    run_in_background,
+    turn,
+)
 from gateway.uploads.journal import UploadJob, UploadJournal, new_job_id
 from gateway.uploads.queue import UploadQueue
 
-
-def _turns(clock: Clock, **kw: object) -> BackgroundTurns:
-    # A slice of 20 ms, and a rest of 60 ms after it: a quarter of the time.
-    return BackgroundTurns(clock, ClientActivity(clock), quiet=0.25, share=0.25, slice=0.02, **kw)  # type: ignore[arg-type]
+MiB = 1024 * 1024
 
 
-def _asked(turns: BackgroundTurns, urgent: bool = False) -> Deferred[None]:
-    return Deferred.fromCoroutine(turns.turn(lambda: urgent))
+def _turns(clock: Clock, grace: float = 0.0, **kw: object) -> BackgroundTurns:
+    # A quarter of the time (at once, unless told otherwise), at most 5 ms of work at once.
+    return BackgroundTurns(
+        clock,
+        ClientActivity(clock),
+        quiet=0.25,
+        share=0.25,
+        burst=0.005,
+        grace=grace,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _asked(turns: BackgroundTurns, urgent: bool = False, size: int = 0) -> Deferred[None]:
+    return Deferred.fromCoroutine(turns.turn(lambda: urgent, size))
 
 
 def test_no_client_busy_means_no_wait() -> None:
@@ -28,42 +45,83 @@ def test_no_client_busy_means_no_wait() -> None:
     clock = Clock()
     turns = _turns(clock)
     clock.advance(10)
-    assert all(_asked(turns).called for _ in range(100))
+    assert all(_asked(turns, size=MiB).called for _ in range(100))
     assert turns.held == 0
 
 
-def test_busy_clients_leave_background_a_quarter_of_the_time() -> None:
-    """While a client is busy, requests go in a 20 ms slice, then wait out a 60 ms rest."""
+def test_busy_clients_leave_background_a_quarter_of_the_work() -> None:
+    """While a client is busy, each request is charged what it costs the process (more for
+    more bytes) against a budget growing by a quarter of the time: a request after a large
+    one waits four times that one's cost (less what the budget held)."""
     clock = Clock()
     turns = _turns(clock)
     clock.advance(10)
     turns.activity.touch()
-    assert _asked(turns).called  # opens a slice
-    clock.advance(0.019)
-    assert _asked(turns).called  # still in it
+    assert _asked(turns).called  # a small request: the budget had 5 ms
+    assert _asked(turns, size=10 * MiB).called  # overdraws it
+    overdrawn = 10 * MiB * BYTE_COST + 2 * REQUEST_COST - 0.005
+    late = [_asked(turns) for _ in range(3)]
+    assert not any(d.called for d in late)
+    assert turns.held == 3
+    clock.advance(overdrawn * 4 - 0.001)
+    assert not any(d.called for d in late)
     clock.advance(0.002)
-    late = [_asked(turns) for _ in range(5)]
-    assert not any(d.called for d in late)
-    assert turns.held == 5
-    turns.activity.touch()  # the client is still busy when the rest ends
-    clock.advance(0.058)
-    assert not any(d.called for d in late)
-    clock.advance(0.001)
-    assert all(d.called for d in late)  # a new slice: all five go
+    assert late[0].called  # the budget is back: one goes and overdraws it a little
+    assert not late[2].called
+
+
+def test_small_requests_go_in_small_bursts() -> None:
+    """While a client is busy, small requests go a few at a time, never more than the
+    budget allows over the time that passed."""
+    clock = Clock()
+    turns = _turns(clock)
+    clock.advance(10)
+    turns.activity.touch()
+    waiting = [_asked(turns) for _ in range(200)]
+    for _ in range(40):
+        clock.advance(0.001)  # 40 ms, the client busy throughout
+        turns.activity.touch()
+    gone = sum(d.called for d in waiting)
+    budget = 0.005 + 0.040 * 0.25
+    assert budget / REQUEST_COST - 2 <= gone <= budget / REQUEST_COST + 2
+
+
+def test_background_waits_for_the_first_seconds_clients_are_busy() -> None:
+    """For ``grace`` seconds after clients became busy, background work gets nothing but
+    the budget it had (a ``cp -r``, ``tar`` and ``diff`` in a row run alone); after that,
+    its quarter."""
+    clock = Clock()
+    turns = _turns(clock, grace=10.0)
+    clock.advance(10)
+    waiting = []
+    for _ in range(200):
+        turns.activity.touch()
+        waiting.append(_asked(turns))
+        clock.advance(0.04)  # a client busy for 8 s
+    assert sum(d.called for d in waiting) == 13  # 5 ms of budget, 0.4 ms each: no more
+    for _ in range(50):
+        turns.activity.touch()
+        clock.advance(0.04)  # busy 2 s more: the grace is over
+    for _ in range(80):
+        turns.activity.touch()
+        clock.advance(0.001)  # and 80 ms past it: 0.02 s of budget
+    gone = sum(d.called for d in waiting) - 13
+    assert 0.02 / REQUEST_COST - 5 <= gone <= 0.02 / REQUEST_COST + 5
 
 
 def test_waiting_requests_go_once_clients_pause() -> None:
     """A request held back goes when the client's last request is ``quiet`` seconds old,
-    even in the middle of a rest."""
+    however overdrawn the budget."""
     clock = Clock()
-    turns = BackgroundTurns(clock, ClientActivity(clock), quiet=0.03, share=0.1, slice=0.01)
+    turns = BackgroundTurns(
+        clock, ClientActivity(clock), quiet=0.03, share=0.1, burst=0.001, grace=5
+    )
     clock.advance(1)
     turns.activity.touch()
-    assert _asked(turns).called
-    clock.advance(0.011)  # the slice is over, the rest lasts until 1.1
+    assert _asked(turns, size=100 * MiB).called  # overdraws it by 10 s of background work
     held = _asked(turns)
     assert not held.called
-    clock.advance(0.018)
+    clock.advance(0.028)
     assert not held.called
     clock.advance(0.002)  # 30 ms after the client's last request
     assert held.called
@@ -76,8 +134,7 @@ def test_someone_waiting_or_full_staging_skips_the_turns() -> None:
     turns = _turns(clock, pressure=lambda: full[0])
     clock.advance(10)
     turns.activity.touch()
-    assert _asked(turns).called
-    clock.advance(0.03)
+    assert _asked(turns, size=100 * MiB).called  # overdraws the budget
     assert not _asked(turns).called
     assert _asked(turns, urgent=True).called
     full[0] = True
@@ -91,8 +148,7 @@ def test_only_tasks_marked_as_background_take_turns() -> None:
     turns = _turns(clock)
     clock.advance(10)
     turns.activity.touch()
-    assert _asked(turns).called
-    clock.advance(0.03)  # resting
+    assert _asked(turns, size=10 * MiB).called  # overdraws the budget: ~70 ms to wait
     seen: list[str] = []
 
     async def request(name: str) -> None:
@@ -107,7 +163,7 @@ def test_only_tasks_marked_as_background_take_turns() -> None:
     foreground = Deferred.fromCoroutine(request("foreground"))
     assert foreground.called and seen == ["foreground"]
     assert not started.called
-    clock.advance(0.06)
+    clock.advance(0.1)
     assert started.called and seen == ["foreground", "child of background"]
 
 
@@ -129,15 +185,15 @@ def test_an_upload_someone_waits_for_stops_taking_turns(tmp_path: Path) -> None:
     job = UploadJob(new_job_id(), "/staging/a", 10, "a", {"cap": "secret"}, 0.0)
     queue.enqueue(job)
     turns.activity.touch()
-    clock.advance(0)  # starts, and opens a slice: every request goes in it
+    clock.advance(0)  # starts: three small requests fit the budget
     assert requests == ["a 0", "a 1", "a 2"]
+    assert _asked(turns, size=10 * MiB).called  # another background request overdraws it
     other = UploadJob(new_job_id(), "/staging/b", 10, "b", {"cap": "secret"}, 0.0)
     queue.enqueue(other)
-    clock.advance(0.03)
     turns.activity.touch()
-    clock.advance(0.001)  # b starts in the rest: its first request waits
+    clock.advance(0.001)  # b starts: its first request waits
     assert requests == ["a 0", "a 1", "a 2"]
     done = queue.wait_for(other.job_id)
-    clock.advance(0.06)  # the waiting request goes at the end of the rest, the others at once
+    clock.advance(0.1)  # the waiting request goes once it wakes, the others at once
     assert requests[3:] == ["b 0", "b 1", "b 2"]
     assert done.called
