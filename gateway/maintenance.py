@@ -246,7 +246,7 @@ class PeriodicRenewal:
 
     async def run_once(self) -> None:
         """Walk every root now and remember the result."""
-        run_in_background(self.turns, lambda: False)
+        await run_in_background(self.turns, lambda: False)
         roots: list[Capability] = []
         for text in self.roots():
             try:

@@ -14,6 +14,12 @@ from collections.abc import Mapping
 from attrs import frozen
 from zope.interface import Attribute, Interface
 
+_KIND_BITS = {
+    "file": stat_module.S_IFREG,
+    "dir": stat_module.S_IFDIR,
+    "symlink": stat_module.S_IFLNK,
+}
+
 
 @frozen
 class FileAttributes:
@@ -30,12 +36,7 @@ class FileAttributes:
     @property
     def st_mode(self) -> int:
         """Type and permission bits, as in st_mode."""
-        kind_bits = {
-            "file": stat_module.S_IFREG,
-            "dir": stat_module.S_IFDIR,
-            "symlink": stat_module.S_IFLNK,
-        }
-        return kind_bits[self.kind] | (self.mode & 0o7777)
+        return _KIND_BITS[self.kind] | (self.mode & 0o7777)
 
 
 @frozen
@@ -161,4 +162,3 @@ class ICapabilities(Interface):
     async def linked_capabilities(path: str) -> Mapping[str, object | None]:
         """Each entry of the directory at ``path`` that is linked in the grid, by name, with
         its capability (None for a symbolic link)."""
-

@@ -159,9 +159,11 @@ _current: ContextVar[tuple[BackgroundTurns, Callable[[], bool]] | None] = Contex
 )
 
 
-def run_in_background(turns: BackgroundTurns | None, urgent: Callable[[], bool]) -> None:
+async def run_in_background(turns: BackgroundTurns | None, urgent: Callable[[], bool]) -> None:
     """Mark the calling task, and every task it starts from now on, as background work that
-    takes ``turns``; ``urgent()`` says when someone waits for it. None leaves it unpaced.
+    takes ``turns``; ``urgent()`` says when someone waits for it. Then wait for a first
+    turn: the work's own start (encoding a file, a directory's records) costs the process
+    too. None leaves the task unpaced.
 
     Call it at the top of the task's own coroutine (one started with
     ``Deferred.fromCoroutine``, which runs in a copy of its starter's context): the mark
@@ -169,6 +171,7 @@ def run_in_background(turns: BackgroundTurns | None, urgent: Callable[[], bool])
     """
     if turns is not None:
         _current.set((turns, urgent))
+        await turns.turn(urgent)
 
 
 async def turn(size: int = 0) -> None:

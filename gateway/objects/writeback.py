@@ -341,7 +341,7 @@ class DirectoryWriteBack:
         Deferred.fromCoroutine(self._flush_or_retry(d))
 
     async def _flush_or_retry(self, d: DirectoryState) -> None:
-        run_in_background(self._turns, lambda: self._awaited > 0)
+        await run_in_background(self._turns, lambda: self._awaited > 0)
         try:
             await self._flush(d, frozenset())
         except Exception as e:

@@ -28,10 +28,12 @@ from twisted.conch.interfaces import ISFTPFile
 from twisted.conch.ssh.common import getNS
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
+    FX_EOF,
     FX_FAILURE,
     FX_OK,
     FX_OP_UNSUPPORTED,
     FXP_DATA,
+    FXP_NAME,
     FXP_WRITE,
     FileTransferBase,
     FileTransferServer,
@@ -54,6 +56,7 @@ from gateway.sftp.extensions import (
     UnknownHandle,
 )
 from gateway.sftp.flow import IChannelFlow
+from gateway.sftp.listing import DirectoryListing
 from gateway.sftp.packets import (
     REPLY_KINDS,
     REQUEST_KINDS,
@@ -271,9 +274,19 @@ class GatewayFileTransferServer(FileTransferServer):
             super().packet_FSETSTAT(data)
 
     def packet_READDIR(self, data: bytes) -> None:
-        """READDIR; an unknown handle gets FX_FAILURE."""
-        if self._known(data, self.openDirs):
+        """READDIR: the next batch of the listing's packed entries (FX_EOF after the last);
+        an unknown handle gets FX_FAILURE."""
+        if not self._known(data, self.openDirs):
+            return
+        listing = self.openDirs[getNS(data[4:])[0]][0]
+        if not isinstance(listing, DirectoryListing):
             super().packet_READDIR(data)
+            return
+        count, entries = listing.batch()
+        if not count:
+            self._sendStatus(data[:4], FX_EOF, b"End of file")  # as OpenSSH says it
+            return
+        self.sendPacket(FXP_NAME, data[:4] + struct.pack("!L", count) + entries)
 
     def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
         """Conch's error status, its message made ASCII first: Conch sends messages as

@@ -24,11 +24,9 @@ Compatibility notes:
 from __future__ import annotations
 
 import functools
-import math
 import os
-import stat as stat_module
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from attrs import define, field
@@ -67,6 +65,7 @@ from gateway.sftp.extensions import (
     UnknownHandle,
     announcement,
 )
+from gateway.sftp.listing import DirectoryListing, packed_entry
 from gateway.sftp.sessions import ISessionObserver
 
 #: The one place filesystem errors become SFTP status codes.
@@ -160,22 +159,6 @@ def attribute_dict(attrs: FileAttributes, uid: int, gid: int) -> dict[str, int]:
     }
 
 
-def long_name(name: str, attrs: FileAttributes, user: str, now: float) -> str:
-    """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does."""
-    mode = stat_module.filemode(attrs.st_mode)
-    recent = now - 182 * 86400 < attrs.mtime <= now + 3600
-    date = _listing_date(math.floor(attrs.mtime) // 60, recent)
-    owner = user[:8]
-    return f"{mode} {attrs.nlink:3d} {owner:<8} {owner:<8} {attrs.size:8d} {date} {name}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _listing_date(minute: int, recent: bool) -> str:
-    """The date column of an ``ls -l`` line, for a time in this minute (its finest unit):
-    the files of a directory were mostly changed in the same few minutes."""
-    return time.strftime("%b %d %H:%M" if recent else "%b %d  %Y", time.localtime(minute * 60))
-
-
 def statvfs(stats: FilesystemStats) -> StatVFS:
     """FilesystemStats as statvfs@openssh.com answers them."""
     return StatVFS(
@@ -241,25 +224,6 @@ class SFTPHandle:
         """The session ended without a CLOSE: nothing this handle wrote is published."""
         self.server.forget(self)
         return Deferred.fromCoroutine(self.file.abort())
-
-
-@define(eq=False)
-class DirectoryListing:
-    """An open directory: the entries read at OPENDIR, handed out by READDIR."""
-
-    entries: Iterator[tuple[bytes, bytes, dict[str, int]]]
-    on_close: Callable[[], None] = lambda: None
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes, dict[str, int]]]:
-        return self.entries
-
-    def __next__(self) -> tuple[bytes, bytes, dict[str, int]]:
-        return next(self.entries)
-
-    def close(self) -> None:
-        """CLOSE of a directory handle."""
-        on_close, self.on_close = self.on_close, lambda: None
-        on_close()
 
 
 @implementer(IGatewaySFTPServer)
@@ -382,14 +346,10 @@ class GatewaySFTPServer:
             raise
         now = self._clock()
         rows = [
-            (
-                name.encode("utf-8"),
-                long_name(name, attrs, self._user, now).encode("utf-8"),
-                self.attributes(attrs),
-            )
+            packed_entry(name, attrs, self._user, self._uid, self._gid, now)
             for name, attrs in entries
         ]
-        return DirectoryListing(iter(rows), self._handle_closed)
+        return DirectoryListing(rows, self._handle_closed)
 
     @_translated
     async def getAttrs(self, path: bytes, followLinks: bool) -> dict[str, int]:

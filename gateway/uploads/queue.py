@@ -345,7 +345,7 @@ class UploadQueue(NodePart):
 
     async def _attempt(self, job_id: str) -> None:
         # Its requests take turns with clients', unless someone waits for this file.
-        run_in_background(self.turns, lambda: self.awaited(job_id))
+        await run_in_background(self.turns, lambda: self.awaited(job_id))
         try:
             await self._upload(job_id)
         finally:

@@ -29,7 +29,9 @@ from paramiko.sftp import (
     CMD_MKDIR,
     CMD_NAME,
     CMD_OPEN,
+    CMD_OPENDIR,
     CMD_READ,
+    CMD_READDIR,
     CMD_READLINK,
     CMD_REALPATH,
     CMD_REMOVE,
@@ -261,6 +263,41 @@ def test_readdir_long_names(session: Session) -> None:
     assert entries["sub"].longname.startswith("drwxr-xr-x")
     assert entries["ln"].longname.startswith("lrwxrwxrwx")
     assert entries["a.txt"].st_size == 5
+
+
+def test_readdir_batches_then_end_of_file(session: Session) -> None:
+    """A listing of 600 entries comes in READDIRs of at most 250, each entry with the
+    attributes STAT gives and its `ls -l` line; then FX_EOF, again at every READDIR, until
+    CLOSE."""
+    raw = session.raw
+    for i in range(600):
+        session.sftp.open(session.path(f"e{i:03d}"), "wb").close()
+    session.put("e000", b"12345")
+    kind, message = raw.call(CMD_OPENDIR, session.base)
+    assert kind == CMD_HANDLE
+    handle = message.get_binary()
+    counts: list[int] = []
+    seen: dict[str, paramiko.SFTPAttributes] = {}
+    while True:
+        kind, message = raw.call(CMD_READDIR, handle)
+        if kind != CMD_NAME:
+            break
+        count = message.get_int()
+        counts.append(count)
+        for _ in range(count):
+            name, line = message.get_text(), message.get_text()
+            attrs = paramiko.SFTPAttributes._from_msg(message)
+            assert line.endswith(f" {name}") and line.startswith("-rw-r--r--")
+            seen[name] = attrs
+    assert status_code((kind, message)) == SFTP_EOF
+    assert raw.status(CMD_READDIR, handle) == SFTP_EOF
+    assert raw.status(CMD_CLOSE, handle) == SFTP_OK
+    assert sum(counts) == 600 and max(counts) <= 250
+    assert sorted(seen) == [f"e{i:03d}" for i in range(600)]
+    stat = session.sftp.stat(session.path("e000"))
+    first = seen["e000"]
+    assert (first.st_size, first.st_mode, first.st_mtime) == (5, stat.st_mode, stat.st_mtime)
+    assert (first.st_uid, first.st_gid) == (stat.st_uid, stat.st_gid)
 
 
 def test_remove_mkdir_rmdir_status_codes(session: Session) -> None:

@@ -156,7 +156,7 @@ def test_only_tasks_marked_as_background_take_turns() -> None:
         seen.append(name)
 
     async def background() -> None:
-        run_in_background(turns, lambda: False)
+        await run_in_background(turns, lambda: False)
         await Deferred.fromCoroutine(request("child of background"))
 
     started = Deferred.fromCoroutine(background())
