@@ -48,9 +48,6 @@ class KeptCopies:
         self.used = 0
         self._copies: OrderedDict[str, _Copy] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._copies)
-
     def keep(self, cap: str, staged: StagedFile) -> None:
         """Keep ``staged`` (the whole contents ``cap`` names) instead of deleting it; it is
         deleted at once when it does not fit."""
