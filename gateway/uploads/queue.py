@@ -345,7 +345,11 @@ class UploadQueue(NodePart):
 
     async def _attempt(self, job_id: str) -> None:
         # Its requests take turns with clients', unless someone waits for this file.
-        await run_in_background(self.turns, lambda: self.awaited(job_id))
+        try:
+            await run_in_background(self.turns, lambda: self.awaited(job_id))
+        except CancelledError:  # stopped while waiting for its first turn: stays journaled
+            self._running.pop(job_id, None)
+            return
         try:
             await self._upload(job_id)
         finally:

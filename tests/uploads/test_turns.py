@@ -197,3 +197,31 @@ def test_an_upload_someone_waits_for_stops_taking_turns(tmp_path: Path) -> None:
     clock.advance(0.1)  # the waiting request goes once it wakes, the others at once
     assert requests[3:] == ["b 0", "b 1", "b 2"]
     assert done.called
+
+
+def test_a_stop_while_an_upload_waits_for_its_turn_leaves_it_journaled(tmp_path: Path) -> None:
+    """An upload still waiting for its first turn when the grace period of a stop runs out
+    is cancelled cleanly: it never ran, nothing counts it as running, its record stays."""
+    clock = Clock()
+    turns = _turns(clock, grace=10.0)
+    ran: list[str] = []
+
+    async def uploader(job: UploadJob) -> None:
+        ran.append(job.display)
+
+    journal = UploadJournal(tmp_path / "journal")
+    queue = UploadQueue(clock, journal, uploader, turns=turns, grace_period=1.0)
+    queue.startService()
+    clock.advance(10)
+    turns.activity.touch()
+    assert _asked(turns, size=100 * MiB).called  # the budget is spent: the grace holds
+    queue.enqueue(UploadJob(new_job_id(), "/staging/a", 10, "a", {"cap": "secret"}, 0.0))
+    clock.advance(0)
+    assert queue.status()["pending"][0]["uploading"]
+    stopped = Deferred.fromCoroutine(queue.stop())
+    for _ in range(20):
+        turns.activity.touch()  # the client stays busy through the grace period
+        clock.advance(0.1)
+    assert stopped.called and ran == []
+    assert not queue.status()["pending"][0]["uploading"]
+    assert [job.display for job in journal.load()] == ["a"]
