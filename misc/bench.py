@@ -10,6 +10,10 @@ users work: each workload right after the previous one, the download right
 after the upload, background uploads of earlier files still running.
 ``--quiesce`` adds a second pass per target that waits for the server to go
 idle before each workload, printed as a second column ("idle"), never instead.
+After each target's series (not between its workloads) the run waits for that
+target's background work to finish, so that it does not run during the next
+target's series (targets share the machine's CPUs and disk); how long that
+took is printed and kept in the JSON (``drained``).
 
 Per figure and target: the median over the runs, the server's CPU seconds
 and peak RSS (``misc/bench_probe.py``), the ratio to OpenSSH's figure and
@@ -41,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -124,6 +129,13 @@ def measure(targets: list[Target], work: Path, runs: int, passes: tuple[str, ...
                     for index, figure in enumerate(figures):
                         figure.usage = figure.usage or usage
                         results.add(target.name, mode, figure, (place, index))
+            # The next target's series must not run beside this one's background work.
+            started = time.monotonic()
+            target.quiesce()
+            took = time.monotonic() - started
+            results.drained.setdefault(target.name, []).append(round(took, 2))
+            print(f"bench: {target.name} finished its background work {took:.1f} s after its"
+                  " series", file=sys.stderr, flush=True)  # fmt: skip
     return results
 
 
@@ -213,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(table, runs, args.quiesce)
     if args.json:
         report = {"runs": runs, "quiesce": args.quiesce, "targets": results.targets(),
+                  "drained": results.drained,
                   "load_average": [load, os.getloadavg()], "results": table,
                   "missed": misses(table)}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=1))

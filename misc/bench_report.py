@@ -84,6 +84,8 @@ class Results:
         self.cells: dict[tuple[str, str, str], Cell] = {}
         self.places: dict[str, tuple[int, int]] = {}  # figure name -> (workload, figure) index
         self.kinds: dict[str, tuple[str, str]] = {}  # figure name -> (kind, unit)
+        #: By target, the seconds its background work took to finish after each series.
+        self.drained: dict[str, list[float]] = {}
 
     def add(self, target: str, mode: str, figure: Figure, place: tuple[int, int]) -> None:
         """Record one run's figure on a target, back to back or after idle; ``place``: the
