@@ -135,6 +135,7 @@ class NodeView:
             totals.update(queue_depth=len(queue.pending()), uploads_finished=len(queue.finished))
         if fs is not None and fs.staging is not None:
             totals.update(staging_used=fs.staging.used, staging_quota=fs.staging.quota)
+            totals.update(kept_copies=fs.kept.used, background_held=fs.turns.held)
         if fs is not None and fs.store is not None and fs.store.write_back is not None:
             totals.update(directory_changes_pending=fs.store.write_back.pending())
         storage = _find(self.node, StorageServerPart)

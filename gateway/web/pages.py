@@ -63,6 +63,8 @@ GATEWAY_TOTALS = Section(
         Column("Directory changes waiting for the grid", "directory_changes_pending", "count"),
         Column("Staging used", "staging_used", "bytes"),
         Column("Staging quota", "staging_quota", "bytes"),
+        Column("Of staging: uploaded files kept to read back", "kept_copies", "bytes"),
+        Column("Grid requests that waited for clients to pause", "background_held", "count"),
     ),
     rows=False,
 )

@@ -97,6 +97,29 @@ def test_download_counts_bytes_sent(status_gateway: StatusGateway) -> None:
     assert any(f["direction"] == "download" and f["bytes"] == 300_000 for f in finished)
 
 
+def test_overview_counts_kept_copies_and_held_requests(status_gateway: StatusGateway) -> None:
+    """Once a new file is uploaded its kept copy counts in the totals (and on the page),
+    beside the grid requests that waited for clients to pause."""
+    transport, client = status_gateway.gw.sftp()
+    try:
+        before = status_gateway.json("/overview.json")["totals"]["kept_copies"]
+        with client.open("kept.bin", "w") as f:
+            f.write(b"k" * 200_000)
+    finally:
+        transport.close()
+    totals = wait_for(
+        lambda: (
+            (t := status_gateway.json("/overview.json")["totals"])["kept_copies"]
+            >= before + 200_000
+            and t
+        )
+    )
+    assert totals["background_held"] >= 0 and totals["kept_copies"] <= totals["staging_used"]
+    _, _, page = status_gateway.get("/")
+    assert b"uploaded files kept to read back" in page
+    assert b"waited for clients to pause" in page
+
+
 def test_metrics_in_prometheus_text_format(status_gateway: StatusGateway) -> None:
     """/metrics: sessions, bytes, per-operation latency histogram, queue depth, server health."""
     transport, client = status_gateway.gw.sftp()
