@@ -41,12 +41,8 @@ _FLAGS = (
 _UINT32 = 0xFFFFFFFF
 
 
-def long_name(name: str, attrs: FileAttributes, user: str, now: float) -> str:
-    """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does."""
-    return _line(name, attrs.st_mode, attrs.nlink, attrs.size, attrs.mtime, user, now)
-
-
 def _line(name: str, mode: int, nlink: int, size: int, mtime: float, user: str, now: float) -> str:
+    """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does."""
     recent = now - 182 * 86400 < mtime <= now + 3600
     date = _listing_date(math.floor(mtime) // 60, recent)
     return f"{_line_start(mode, nlink, user)}{size:8d} {date} {name}"

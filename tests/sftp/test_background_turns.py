@@ -3,13 +3,9 @@ still finish while it stays busy, and an fsync meanwhile is not kept waiting by 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import paramiko
 import pytest
@@ -22,6 +18,7 @@ from paramiko.sftp import (
     SFTP_OK,
 )
 
+from tests.durability.cluster import status, upload_queue, wait_for
 from tests.sftp.gateway_node import (  # noqa: F401
     Int64,
     RawSFTP,
@@ -30,14 +27,7 @@ from tests.sftp.gateway_node import (  # noqa: F401
 )
 
 FILES = 40
-SIZE = 256 * 1024
-
-
-def parts(gw: RunningGateway) -> dict[str, Any]:
-    """Every node part's summary on the status page."""
-    with urllib.request.urlopen(gw.web_url.rstrip("/") + "/status.json", timeout=10) as reply:
-        found: dict[str, Any] = json.load(reply)["parts"]
-    return found
+SIZE = 1024 * 1024
 
 
 class BusyClient:
@@ -70,18 +60,10 @@ def busy(running_gateway: RunningGateway) -> Iterator[BusyClient]:  # noqa: F811
     client.stop()
 
 
-def _write_files(sftp: paramiko.SFTPClient, prefix: str, size: int = SIZE) -> None:
+def _write_files(sftp: paramiko.SFTPClient, prefix: str) -> None:
     for i in range(FILES):
         with sftp.open(f"/{prefix}{i}", "wb") as f:
-            f.write(os.urandom(size))
-
-
-def _pending(gw: RunningGateway) -> int:
-    return len(parts(gw)["upload queue"]["pending"])
-
-
-def _uploading(gw: RunningGateway) -> bool:
-    return any(job["uploading"] for job in parts(gw)["upload queue"]["pending"])
+            f.write(os.urandom(SIZE))
 
 
 def test_uploads_take_turns_with_a_busy_client_and_still_finish(
@@ -94,15 +76,12 @@ def test_uploads_take_turns_with_a_busy_client_and_still_finish(
     gw = running_gateway
     transport, sftp = gw.sftp()
     try:
-        _write_files(sftp, "f", 4 * SIZE)
-        deadline = time.monotonic() + 120
-        while _pending(gw) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _pending(gw) == 0, "uploads starved while a client was busy"
+        _write_files(sftp, "f")
+        wait_for(lambda: not upload_queue(gw), 120, "the uploads, while a client is busy")
         assert busy.stats > 0 and busy.transport.is_active(), "the busy client stopped"
-        assert parts(gw)["filesystem"]["background_requests_held"] > 0
+        assert status(gw)["parts"]["filesystem"]["background_requests_held"] > 0
         for i in range(FILES):
-            assert sftp.stat(f"/f{i}").st_size == 4 * SIZE
+            assert sftp.stat(f"/f{i}").st_size == SIZE
     finally:
         transport.close()
 
@@ -117,17 +96,18 @@ def test_an_fsync_does_not_wait_for_turns(
     gw = running_gateway
     transport, sftp = gw.sftp()
     try:
-        _write_files(sftp, "earlier", 4 * SIZE)
-        deadline = time.monotonic() + 60
-        while not _uploading(gw) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _uploading(gw), "the earlier uploads never started"
+        _write_files(sftp, "earlier")
+        wait_for(
+            lambda: any(job["uploading"] for job in upload_queue(gw)),
+            60,
+            "the earlier uploads to start",
+        )
         raw = RawSFTP(transport)
         handle = raw.open("/synced", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE)
-        for offset in range(0, SIZE, 32768):
+        for offset in range(0, 256 * 1024, 32768):
             assert raw.status(CMD_WRITE, handle, Int64(offset), b"x" * 32768) == SFTP_OK
         assert raw.status(CMD_EXTENDED, "fsync@openssh.com", handle) == SFTP_OK
-        left = [job["file"] for job in parts(gw)["upload queue"]["pending"]]
+        left = [job["file"] for job in upload_queue(gw)]
         assert left and not any(name.endswith("synced") for name in left)
         assert raw.status(CMD_CLOSE, handle) == SFTP_OK
     finally:
