@@ -25,7 +25,11 @@ is hidden (:meth:`GroupCommit.hides`): nobody sees a share that a crash could
 still take away.
 
 Without a thread runner (a test's ``Clock``) each completion runs all of this at
-once, synchronously, before ``finish_incoming`` returns.
+once, synchronously, before ``finish_incoming`` returns. A *batched* commit (a
+backend that a thread of its own runs, request after request) only
+queues completions: its owner calls :meth:`GroupCommit.drain` after each batch
+of requests, and the whole batch shares one group, synchronously, in that
+thread.
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ class GroupCommit:
     log: RedoLog
     publisher: Publisher
     threads: Threads | None = None
+    batched: bool = False
+    """Completions wait for :meth:`drain` (synchronous: no ``threads``)."""
     _queue: list[CompletingShare] = field(factory=list, init=False)
     _group: list[CompletingShare] = field(factory=list, init=False)
     _hidden: set[tuple[bytes, int]] = field(factory=set, init=False)
@@ -150,7 +156,7 @@ class GroupCommit:
         """Queue a completion; the Deferred fires once the share is durable and visible."""
         self._hidden.add(share.key)
         self._queue.append(share)
-        if not self._group:
+        if not self._group and not self.batched:
             self._next()
         return share.done
 
@@ -171,8 +177,8 @@ class GroupCommit:
         return waiter
 
     def drain(self) -> None:
-        """Complete every queued share here and now (at closing; a group under way in a
-        thread finishes by itself)."""
+        """Complete every queued share here and now (at closing, or after a batch; a group
+        under way in a thread finishes by itself)."""
         if self._group:
             return
         saved, self.threads = self.threads, None

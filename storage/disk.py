@@ -106,10 +106,13 @@ class DiskBackend:
     """Shares under ``path``; opening it discards every incomplete upload left by a crash.
 
     ``threads`` runs the syncs of share completions (none: at once, in the caller's thread).
+    ``batched``: completions wait for ``commits.drain()``, which the thread owning the
+    backend calls after each batch of requests (:class:`storage.commit.GroupCommit`).
     """
 
     path: Path = field(converter=Path)
     threads: Threads | None = None
+    batched: bool = False
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
@@ -127,7 +130,7 @@ class DiskBackend:
         make_private_dirs(self._incoming)
         self._log = RedoLog(self.path / _REDO_LOG)
         self._files = LoggedFiles(self._log, self._index_dir)
-        self.commits = GroupCommit(self._log, self, self.threads)
+        self.commits = GroupCommit(self._log, self, self.threads, self.batched)
         for record in list(self._log.records()):
             self._files.apply(record)
         self.checkpoint()

@@ -2,16 +2,25 @@
 
 The single-machine default runs the storage core inside the gateway process;
 this adapter gives the object layer the same interface it uses for remote
-servers, with the core's errors passing through unchanged.
+servers, with the core's errors passing through unchanged. Given a
+:class:`~gateway.grid.storage_thread.StorageThread` (as the gateway runs it), every
+call runs in that thread, reads in the caller's while the thread is idle; without
+one (tests, benchmarks of the object layer), in the caller's thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar, cast
+
 from attrs import evolve
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient, ServerHealth
+from gateway.grid.storage_thread import StorageThread
 from gateway.intents.turns import turn
 from storage.interfaces import (
     AllocationResult,
@@ -22,6 +31,8 @@ from storage.interfaces import (
     VersionInfo,
     WriteResult,
 )
+
+T = TypeVar("T")
 
 
 @implementer(IStorageClient)
@@ -35,9 +46,11 @@ class LocalStorageClient:
         server_id: bytes = b"local",
         nickname: str = "local",
         clock: IReactorTime | None = None,
+        thread: StorageThread | None = None,
     ) -> None:
         self._server = server
         self._clock = clock
+        self._thread = thread
         self.server_id = server_id
         self.nickname = nickname
         self._health = ServerHealth(connected=True, last_latency=0.0)
@@ -50,12 +63,24 @@ class LocalStorageClient:
         """Always connected; available space as of the last version query (see the interface)."""
         return self._health
 
+    def _run(self, call: Callable[[], T | Deferred[T]]) -> Deferred[T]:
+        """A call that changes the core: in its thread, when it has one."""
+        if self._thread is None:
+            return cast("Deferred[T]", maybeDeferred(call))
+        return self._thread(call)
+
+    def _read(self, call: Callable[[], T]) -> Deferred[T]:
+        """A call that only reads the core (see :meth:`StorageThread.read`)."""
+        if self._thread is None:
+            return maybeDeferred(call)
+        return self._thread.read(call)
+
     async def close(self) -> None:
         """Nothing to close: there is no connection (the interface's promise holds trivially)."""
 
     async def get_version(self) -> VersionInfo:
         """Ask the core for its limits and available space."""
-        info = self._server.get_version()
+        info = await self._read(self._server.get_version)
         now = self._clock.seconds() if self._clock is not None else None
         self._health = evolve(self._health, available_space=info.available_space, last_contact=now)
         return info
@@ -64,7 +89,9 @@ class LocalStorageClient:
         self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
     ) -> None:
         """Renew or add a lease on every share of the index."""
-        self._server.add_or_renew_lease(storage_index, renew_secret, cancel_secret)
+        await self._run(
+            partial(self._server.add_or_renew_lease, storage_index, renew_secret, cancel_secret)
+        )
 
     async def allocate_buckets(
         self,
@@ -77,13 +104,16 @@ class LocalStorageClient:
     ) -> AllocationResult:
         """Open immutable shares for writing."""
         await turn()  # background work waits while clients are busy (as over HTTP)
-        return self._server.allocate_buckets(
-            storage_index,
-            frozenset(share_numbers),
-            allocated_size,
-            upload_secret,
-            renew_secret,
-            cancel_secret,
+        return await self._run(
+            partial(
+                self._server.allocate_buckets,
+                storage_index,
+                frozenset(share_numbers),
+                allocated_size,
+                upload_secret,
+                renew_secret,
+                cancel_secret,
+            )
         )
 
     async def write_immutable(
@@ -95,36 +125,47 @@ class LocalStorageClient:
         data: bytes,
     ) -> WriteResult:
         """Write a chunk of an allocated immutable share; the one that completes it returns
-        once the share is durable (its flushes run in threads, grouped with others)."""
+        once the share is durable (its flushes grouped with others')."""
         await turn(len(data))
-        result = self._server.write_immutable(
-            storage_index, share_number, upload_secret, offset, bytes(data)
-        )
-        if result.finished:
-            await self._server.durable(storage_index, share_number)
-        return result
+        server, data = self._server, bytes(data)
+
+        def write() -> WriteResult | Deferred[WriteResult]:
+            result = server.write_immutable(
+                storage_index, share_number, upload_secret, offset, data
+            )
+            if not result.finished:
+                return result
+            return server.durable(storage_index, share_number).addCallback(lambda _: result)
+
+        return await self._run(write)
 
     async def abort_immutable(
         self, storage_index: bytes, share_number: int, upload_secret: bytes
     ) -> None:
         """Discard an incomplete immutable upload."""
-        self._server.abort_immutable(storage_index, share_number, upload_secret)
+        await self._run(
+            partial(self._server.abort_immutable, storage_index, share_number, upload_secret)
+        )
 
     async def list_immutable(self, storage_index: bytes) -> frozenset[int]:
         """Complete immutable shares held for the index."""
-        return frozenset(self._server.list_immutable(storage_index))
+        return frozenset(await self._read(partial(self._server.list_immutable, storage_index)))
 
     async def read_immutable(
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
         """Read a byte range of an immutable share (clamped at its end)."""
-        return self._server.read_immutable(storage_index, share_number, offset, length)
+        return await self._read(
+            partial(self._server.read_immutable, storage_index, share_number, offset, length)
+        )
 
     async def advise_corrupt_immutable(
         self, storage_index: bytes, share_number: int, reason: str
     ) -> None:
         """Tell the core one of its immutable shares is corrupt."""
-        self._server.advise_corrupt_immutable(storage_index, share_number, reason)
+        await self._run(
+            partial(self._server.advise_corrupt_immutable, storage_index, share_number, reason)
+        )
 
     async def read_test_write(
         self,
@@ -137,27 +178,34 @@ class LocalStorageClient:
     ) -> ReadTestWriteResult:
         """Atomic read, test and write on a mutable slot."""
         await turn()
-        return self._server.read_test_write(
-            storage_index,
-            write_enabler,
-            renew_secret,
-            cancel_secret,
-            dict(test_write_vectors),
-            tuple(read_vector),
+        return await self._run(
+            partial(
+                self._server.read_test_write,
+                storage_index,
+                write_enabler,
+                renew_secret,
+                cancel_secret,
+                dict(test_write_vectors),
+                tuple(read_vector),
+            )
         )
 
     async def list_mutable(self, storage_index: bytes) -> frozenset[int]:
         """Shares of a mutable slot."""
-        return frozenset(self._server.list_mutable(storage_index))
+        return frozenset(await self._read(partial(self._server.list_mutable, storage_index)))
 
     async def read_mutable(
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
         """Read a byte range of a mutable share."""
-        return self._server.read_mutable(storage_index, share_number, offset, length)
+        return await self._read(
+            partial(self._server.read_mutable, storage_index, share_number, offset, length)
+        )
 
     async def advise_corrupt_mutable(
         self, storage_index: bytes, share_number: int, reason: str
     ) -> None:
         """Tell the core one of its mutable shares is corrupt."""
-        self._server.advise_corrupt_mutable(storage_index, share_number, reason)
+        await self._run(
+            partial(self._server.advise_corrupt_mutable, storage_index, share_number, reason)
+        )

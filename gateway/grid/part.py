@@ -20,12 +20,12 @@ from gateway.config import NodeConfig
 from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from gateway.grid.local import LocalStorageClient
+from gateway.grid.storage_thread import StorageThread
 from gateway.nodedir import SERVERS_FILE, NodeDir
 from gateway.service import NodePart, StartupError
-from gateway.threads import reactor_threads
 from storage.disk import DiskBackend
 from storage.errors import StorageError
-from storage.expiry import idle_upload_service
+from storage.expiry import IDLE_UPLOAD_TIMEOUT
 from storage.server import StorageServer
 from storage.wire import InvalidNurl, parse_nurl
 
@@ -69,39 +69,49 @@ def read_server_list(nd: NodeDir) -> list[str]:
 
 
 class EmbeddedStoragePart(NodePart):
-    """A storage server inside the gateway, keeping shares under DIR/storage."""
+    """A storage server inside the gateway, keeping shares under DIR/storage; every call
+    on it runs in a thread of its own (:class:`StorageThread`)."""
 
     def __init__(self, reactor: Any, nd: NodeDir):
         super().__init__("embedded storage")
         self._reactor = reactor
         self._nd = nd
         self.server: StorageServer | None = None
+        self.thread: StorageThread | None = None
         self._backend: DiskBackend | None = None
         self._timer: TimerService | None = None
+        self._space: int | None = None
 
     async def start(self) -> None:
         """Open the share store (discarding uploads a crash left incomplete)."""
-        self._backend = DiskBackend(self._nd.storage, reactor_threads(self._reactor))
-        self.server = StorageServer(self._backend, self._reactor)
-        self._timer = idle_upload_service(self.server)
+        # Synchronous group commits, one per batch of calls, in the storage thread.
+        backend = self._backend = DiskBackend(self._nd.storage, batched=True)
+        server = self.server = StorageServer(backend, self._reactor)
+        thread = self.thread = StorageThread(self._reactor, backend.commits.drain)
+        self._timer = TimerService(
+            60.0, lambda: thread(lambda: server.abort_idle_uploads(IDLE_UPLOAD_TIMEOUT))
+        )
+        self._timer.clock = self._reactor
         self._timer.startService()
 
     async def stop(self) -> None:
-        """Stop the idle-upload timer; checkpoint the share store."""
+        """Stop the idle-upload timer; checkpoint the share store; end its thread."""
         if self._timer is not None:
             stopped = self._timer.stopService()
             if stopped is not None:
                 await stopped
             self._timer = None
-        if self._backend is not None:
-            await self._backend.commits.idle()  # every completion durable and answered
-            self._backend.close()
+        if self._backend is not None and self.thread is not None:
+            await self.thread(self._backend.close)  # after every call handed over
+            await self.thread.stop()
 
     def status(self) -> dict[str, Any]:
-        """Space left on the embedded store."""
-        if self.server is None:
+        """Space left on the embedded store (as of the thread's last idle moment)."""
+        if self.server is None or self.thread is None:
             return {"running": False}
-        return {"running": True, "available_space": self.server.available_space()}
+        if self.thread.idle:
+            self._space = self.server.available_space()
+        return {"running": True, "available_space": self._space}
 
 
 class GridPart(NodePart):
@@ -136,7 +146,12 @@ class GridPart(NodePart):
         if self._embedded is not None:
             assert self._embedded.server is not None, "embedded storage starts first"
             servers.append(
-                LocalStorageClient(self._embedded.server, nickname="embedded", clock=self._reactor)
+                LocalStorageClient(
+                    self._embedded.server,
+                    nickname="embedded",
+                    clock=self._reactor,
+                    thread=self._embedded.thread,
+                )
             )
         for nurl in read_server_list(self._nd):
             servers.append(HttpStorageClient.from_nurl(self._reactor, nurl))

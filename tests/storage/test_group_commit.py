@@ -89,6 +89,29 @@ def test_completions_meanwhile_share_the_next_group(tmp_path: Path) -> None:
         assert server.read_immutable(si(number), 0, 0, size + 1) == bytes([number]) * size
 
 
+def test_a_batched_commit_waits_for_drain_and_flushes_the_batch_once(tmp_path: Path) -> None:
+    """A batched backend (the gateway's embedded storage, run by a thread of its own)
+    completes nothing until ``drain``: then every share of the batch, small and large,
+    is durable and readable after one group, and each completion has fired."""
+    backend = DiskBackend(tmp_path, batched=True)
+    server = StorageServer(backend, Clock())
+    fired: list[int] = []
+    for number, size in [(1, LARGE), (2, 100), (3, LARGE)]:
+        upload(server, number, size).addCallback(lambda _, n=number: fired.append(n))
+    assert fired == [] and backend.commits.groups == 0
+    with pytest.raises(NoSuchShare):
+        server.read_immutable(si(1), 0, 0, 10)
+    backend.commits.drain()
+    assert fired == [1, 2, 3]
+    assert backend.commits.groups == 1
+    assert server.read_immutable(si(2), 0, 0, 100) == bytes([2]) * 100
+    assert server.read_immutable(si(3), 0, 0, LARGE) == bytes([3]) * LARGE
+    backend.close()
+    reopened = DiskBackend(tmp_path)
+    assert reopened.list_shares(si(1)) == frozenset({0})
+    reopened.close()
+
+
 def test_a_completing_share_is_not_seen_written_or_offered(tmp_path: Path) -> None:
     """Between its last write and its durability a share is neither read nor listed, a
     repeated write or abort finds no upload, and another uploader is not offered it."""

@@ -1,0 +1,174 @@
+"""The embedded storage core's own thread: its file work off the reactor thread.
+
+The embedded grid runs the storage core (a :class:`storage.server.StorageServer`
+over a :class:`storage.disk.DiskBackend`) inside the gateway process. Its work is
+system calls: a directory, a metadata file and a share file created per object
+stored, the redo log appended and flushed, a checkpoint's fsync of every file
+changed. On the reactor thread each of them held up every client: in a SQLite
+run over sshfs, about a third of the reactor thread's busy time was the core's
+(``docs/performance.rst``).
+
+:class:`StorageThread` runs every call on the core in one thread of its own, in
+the order the reactor thread handed them over. The thread takes everything
+queued as one *batch*: it runs each call, then ``after_batch`` (the backend's
+group commit: one flush for every share the batch completed), then hands the
+answers back in one wake-up of the reactor. A call may answer a Deferred (a
+share's durability); it must have fired by the end of its batch, and what it
+fired with is the answer.
+
+Only that thread touches the core while it has work: from the moment a call is
+handed over until its answer is back. While it has none, the reactor thread may
+run a read itself (:meth:`StorageThread.read`), so that a client's READ of
+uncached data pays no thread hand-off; behind pending calls a read queues like
+any other (it must see what they wrote).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+T = TypeVar("T")
+
+MAX_BATCH = 64
+"""Calls run before their answers go back (and before ``after_batch``)."""
+
+_Call = tuple[Callable[[], Any], Deferred[Any]]
+
+
+class StorageStopped(Exception):
+    """A call handed to a storage thread that was stopped."""
+
+
+class StorageThread:
+    """One thread that runs the calls handed to it in order, in batches (see the module)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        after_batch: Callable[[], None] = lambda: None,
+        name: str = "storage",
+    ) -> None:
+        self._reactor = reactor
+        self._after_batch = after_batch
+        self._name = name
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._outstanding = 0
+        self._stopping = False
+        self._ended = False
+        self._stop_waiters: list[Deferred[None]] = []
+        self.batches = 0
+        """Batches run so far (a figure for tests and benchmarks)."""
+
+    @property
+    def idle(self) -> bool:
+        """Whether no call is queued, running or unanswered (the core is the caller's)."""
+        return self._outstanding == 0
+
+    def __call__(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
+        """Run ``call`` in the thread, after every call handed over before it."""
+        if self._stopping:
+            return fail(StorageStopped("the embedded storage has stopped"))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        answer: Deferred[T] = Deferred()
+        self._outstanding += 1
+        self._queue.put((call, answer))
+        return answer
+
+    def read(self, call: Callable[[], T], /) -> Deferred[T]:
+        """Run a read: here and now while the thread is idle, else in the thread, in turn."""
+        if self._outstanding or self._stopping:
+            return self(call)
+        try:
+            return succeed(call())
+        except Exception:
+            return fail()
+
+    def stop(self) -> Deferred[None]:
+        """Let the calls handed over finish, then end the thread; fires once it has."""
+        if not self._stopping:
+            self._stopping = True
+            if self._thread is None:
+                self._ended = True
+            else:
+                self._queue.put(None)
+        if self._ended:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._stop_waiters.append(waiter)
+        return waiter
+
+    # -- in the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        running = True
+        while running:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    call = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if call is None:
+                    running = False
+                    break
+                batch.append(call)
+            answers = [_answer(call) for call, _ in batch]
+            try:
+                self._after_batch()
+            except Exception:
+                self.log.failure("the embedded storage's commit after a batch failed")
+            answers = [_settled(answer) for answer in answers]
+            self.batches += 1
+            self._reactor.callFromThread(self._deliver, batch, answers)
+        self._reactor.callFromThread(self._joined)
+
+    # -- in the reactor thread -------------------------------------------------
+
+    def _deliver(self, batch: list[_Call], answers: list[Any]) -> None:
+        self._outstanding -= len(batch)
+        for (_, waiter), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Failure):
+                waiter.errback(answer)
+            else:
+                waiter.callback(answer)
+
+    def _joined(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self._ended = True
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+def _answer(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception:
+        return Failure()
+
+
+def _settled(answer: Any) -> Any:
+    """A Deferred answer's result (it fired during the batch), else the answer itself."""
+    if not isinstance(answer, Deferred):
+        return answer
+    results: list[Any] = []
+    answer.addBoth(results.append)
+    if not results:
+        return Failure(RuntimeError("a storage call was still pending at the end of its batch"))
+    return results[0]
