@@ -5,6 +5,7 @@ batch's group commit makes every share it completed durable with one flush."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -25,7 +26,7 @@ from tests.grid.contract import (
 from tests.storage.test_http_server import deferred_test
 
 
-def blocking(thread: StorageThread) -> tuple[Deferred[object], threading.Event]:
+def blocking(thread: StorageThread) -> tuple[Deferred[None], threading.Event]:
     """Hand the thread a call that holds it until the returned event is set; return once
     it runs (so that what is handed over next waits in the queue)."""
     running, gate = threading.Event(), threading.Event()
@@ -72,7 +73,7 @@ class StorageThreadTests(TestCase):
             ran.append((number, threading.get_ident()))
             return number * 10
 
-        answers = await gatherResults([thread(lambda n=n: call(n)) for n in range(20)])
+        answers = await gatherResults([thread(partial(call, n)) for n in range(20)])
         self.assertEqual(answers, [n * 10 for n in range(20)])
         self.assertEqual([n for n, _ in ran], list(range(20)))
         idents = {ident for _, ident in ran}
@@ -92,9 +93,14 @@ class StorageThreadTests(TestCase):
         def call(number: int) -> int:
             return number
 
-        rest = [thread(lambda n=n: call(n)) for n in range(10)]
+        rest = [thread(partial(call, n)) for n in range(10)]
+
+        def answered(number: int) -> int:
+            answered_after.append(flushes.count)
+            return number
+
         for waiter in rest:
-            waiter.addCallback(lambda n: answered_after.append(flushes.count) or n)
+            waiter.addCallback(answered)
         self.assertFalse(thread.idle)
         gate.set()
         await first
