@@ -11,14 +11,14 @@ it; an older version never replaces a newer one).
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path as FilePath
 from typing import Any
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from gateway.fs.adopted import journaled_base, restore_staged
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.contents import Contents, base_cap
 from gateway.fs.errors import (
@@ -44,6 +44,7 @@ from gateway.objects.caps import (
     MutableWriteCap,
     parse,
 )
+from gateway.objects.concurrency import start
 from gateway.objects.dirformat import Entry, EntryMetadata, NoSuchChild
 from gateway.objects.errors import (
     NotEnoughShares,
@@ -329,9 +330,14 @@ class Volume:
         except BaseException:
             self.overlay.retry(file)  # the job is retried; the file stays pending
             raise
+        publishing: Deferred[None] | None = None
         try:
             if self.overlay.may_link(file):
                 await self._link(file, cap)
+                if self.store.write_back is not None and self.queue.awaited(job.job_id):
+                    # Someone waits for the file to be in the grid (fsync): so must its
+                    # directories be. They are published while the journal is flushed.
+                    publishing = start(self._publish_directories(file))
                 await self.directories_durable()  # before the job's record is dropped
         except NoSuchFile:
             self.log.warn(
@@ -341,19 +347,25 @@ class Volume:
         except BaseException:
             file.lock.release()
             self.overlay.retry(file)
+            if publishing is not None:
+                publishing.addErrback(lambda _: None)  # the retry publishes again
             raise
         # Forget the pending file *before* releasing the lock: whoever waited for it (a
         # rename, setattr or remove) must then find the file in the grid, not in the overlay.
         self._finish(job.job_id)
         file.lock.release()
+        if publishing is not None:
+            await publishing
+
+    async def _publish_directories(self, file: LocalFile) -> None:
+        """Publish the directories on a linked file's path now (for an fsync)."""
         write_back = self.store.write_back
-        if write_back is not None and self.queue.awaited(job.job_id):
-            # Someone waits for the file to be in the grid (fsync): so must its directories be.
-            try:
-                chain = [await self.directory(file.path[:i]) for i in range(len(file.path))]
-            except (NoSuchFile, NotADirectory):
-                return  # moved away meanwhile: published wherever it is now
-            await write_back.flush(reversed([node.storage_index for node in chain]))
+        assert write_back is not None
+        try:
+            chain = [await self.directory(file.path[:i]) for i in range(len(file.path))]
+        except (NoSuchFile, NotADirectory):
+            return  # moved away meanwhile: published wherever it is now
+        await write_back.flush(reversed([node.storage_index for node in chain]))
 
     async def _store(self, file: LocalFile, job: UploadJob) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
@@ -451,38 +463,6 @@ def held_ranges(file: LocalFile) -> list[tuple[int, int]]:
     if file.base is not None:
         return list(file.changed)
     return [(0, file.size)] if file.size else []
-
-
-def journaled_base(job: UploadJob) -> tuple[Base | None, Ranges, int]:
-    """The base version, changed ranges and limit a job's record names (a record of an
-    earlier version may name a ``clone``: a base left unchanged)."""
-    target = job.target
-    if target.get("base"):
-        base = Base(str(target["base"]), int(target["base_size"]))
-        changed = Ranges((int(s), int(e)) for s, e in target.get("changed", ()))
-        return base, changed, int(target["limit"])
-    if target.get("clone"):
-        return Base(str(target["clone"]), job.size), Ranges(), job.size
-    return None, Ranges(), 0
-
-
-def restore_staged(path: FilePath, data: bytes, held: list[tuple[int, int]], size: int) -> None:
-    """Write a journaled file's bytes back to its staged file (0600; flushed later): ``data``
-    is the ``held`` ranges' bytes one after another."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        at = 0
-        for start, end in held:
-            view = memoryview(data)[at : at + end - start]
-            at += end - start
-            offset = start
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view = view[written:]
-                offset += written
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
 
 
 def parse_root(cap: str) -> DirectoryWriteCap | DirectoryReadCap:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import BinaryIO, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, BinaryIO, TypeVar
 
 from attrs import define
 from twisted.internet.defer import Deferred
@@ -45,6 +45,27 @@ from gateway.objects.writethrough import WriteThrough
 from gateway.threads import Threads
 
 T = TypeVar("T")
+
+DEFERRED_STORE_BYTES = 256 * 1024
+"""Objects up to this size that an update stores are stored together, at its end."""
+
+MAX_DEFERRED = 32
+"""Objects of an update encoded and not yet stored at most (then they are stored)."""
+
+
+async def _stored(stores: list[Coroutine[Any, Any, None]]) -> None:
+    """Run every store in ``stores`` (emptied) at once; raise the first failure once all
+    have ended."""
+    running = [Deferred.fromCoroutine(store) for store in stores]
+    stores.clear()
+    first: Failure | None = None
+    for waiter in running:
+        try:
+            await waiter
+        except Exception:
+            first = first or Failure()
+    if first is not None:
+        first.raiseException()
 
 
 @implementer(IObjectStore)
@@ -119,9 +140,24 @@ class ObjectStore:
     ) -> ImmutableCap:
         """Store a new version of a file (see IObjectStore and
         :mod:`gateway.objects.chunk_update`): files up to a chunk as one object, larger
-        ones as a chunk tree sharing what did not change with ``base``."""
+        ones as a chunk tree sharing what did not change with ``base``.
+
+        Small objects (patches, nodes, small extents) are encoded first and stored
+        together at the end (one request of each kind per server at once, one flush on
+        each, one wait): an fsync of a few changed bytes waits once for the grid, not once
+        per level of the tree."""
+        uploader = self.uploader()
+        stores: list[Coroutine[Any, Any, None]] = []
+
+        async def upload(data: bytes) -> LiteralCap | ImmutableReadCap:
+            if len(data) > DEFERRED_STORE_BYTES:
+                return await uploader.upload_bytes(data)
+            if len(stores) >= MAX_DEFERRED:
+                await _stored(stores)
+            return await uploader.upload_bytes(data, stores)
+
         update = TreeUpdate(
-            self.uploader().upload_bytes,
+            upload,
             self.servers,
             self.nodes,
             read,
@@ -131,7 +167,16 @@ class ObjectStore:
             progress,
             self.recent_extents.put,
         )
-        return await update.run(base, size, changed, zeros)
+        try:
+            cap = await update.run(base, size, changed, zeros)
+        except BaseException:
+            try:
+                await _stored(stores)  # run whatever happens (they hold their indexes)
+            except Exception:
+                pass
+            raise
+        await _stored(stores)  # raises the first failure, once all have settled
+        return cap
 
     def reader(self, cap: ImmutableCap, read_ahead: bool = True) -> IFileReader:
         """Random-access reads of an immutable file (of a chunked file too; without

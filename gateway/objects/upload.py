@@ -16,8 +16,9 @@ import functools
 import hashlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import BinaryIO, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, BinaryIO, TypeVar, cast
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -65,6 +66,23 @@ def _encode_next(source: BinaryIO, builder: fmt.ShareSetBuilder, length: int) ->
     if len(plaintext) != length:
         raise ValueError("the file changed size while it was being uploaded")
     return builder.add_segment(plaintext)
+
+
+@asynccontextmanager
+async def _exclusive(
+    uploading: dict[bytes, Deferred[None]], storage_index: bytes
+) -> AsyncIterator[None]:
+    """Hold ``storage_index`` in ``uploading`` (after whoever holds it): the same bytes being
+    stored once at a time, a second store finds them there (see ``ImmutableUploader``)."""
+    while (other := uploading.get(storage_index)) is not None:
+        await shared(other)
+    done: Deferred[None] = Deferred()
+    uploading[storage_index] = done
+    try:
+        yield
+    finally:
+        del uploading[storage_index]
+        done.callback(None)
 
 
 class _Pacer:
@@ -160,18 +178,30 @@ class ImmutableUploader:
 
         return lambda: self._cpu(step, read_and_hash)
 
-    async def upload_bytes(self, data: bytes) -> LiteralCap | ImmutableReadCap:
+    async def upload_bytes(
+        self, data: bytes, durable: list[Coroutine[Any, Any, None]] | None = None
+    ) -> LiteralCap | ImmutableReadCap:
         """Upload a buffer (convenience for small objects and tests)."""
         import io
 
-        return await self.upload(io.BytesIO(data))
+        return await self.upload(io.BytesIO(data), durable)
 
-    async def upload(self, source: BinaryIO) -> LiteralCap | ImmutableReadCap:
+    async def upload(
+        self, source: BinaryIO, durable: list[Coroutine[Any, Any, None]] | None = None
+    ) -> LiteralCap | ImmutableReadCap:
         """Upload a seekable binary file from its current position to its end.
 
         Returns a literal cap for tiny files (nothing is stored), else the read cap.
         Raises UploadUnhappy (and aborts what was allocated) when the shares
         cannot be spread over ``happy`` servers.
+
+        With ``durable``, an object whose shares are written whole (at most
+        ``WHOLE_SHARE_WRITE``) is only encoded: its cap is returned before any request,
+        and ``durable`` gets the coroutine that places and writes it (raising as the
+        upload would have). The caller must run it, whatever happens, and await it
+        before anything names the cap: a chunk tree's levels are encoded one after the
+        other, then all of an update's objects go to the servers together (one flush
+        on each, one wait).
         """
         params = self.params
         start_at = source.tell()
@@ -201,22 +231,46 @@ class ImmutableUploader:
         layout = fmt.ShareLayout(size, params.segment_size, params.k, params.n)
         storage_index = immutable_storage_index(key)
         uploading = self.uploading if self.uploading is not None else {}
-        while (other := uploading.get(storage_index)) is not None:
-            await shared(other)  # the same bytes are being stored: they will be there
-        done: Deferred[None] = Deferred()
-        uploading[storage_index] = done
-        try:
+        if durable is not None and layout.share_size <= WHOLE_SHARE_WRITE:
+            # Encoded now, stored later: the caller gets the cap before any request.
+            source.seek(start_at)
+            cap, shares = await self._encode_whole(source, key, layout)
+            durable.append(self._store_whole(storage_index, layout.share_size, shares, uploading))
+            return cap
+        async with _exclusive(uploading, storage_index):
             placement = await self._place(storage_index, layout.share_size)
             try:
                 source.seek(start_at)
-                cap = await self._write(source, key, layout, placement)
+                return await self._write(source, key, layout, placement)
             except BaseException:
                 await self._abort(placement)
                 raise
-        finally:
-            del uploading[storage_index]
-            done.callback(None)
-        return cap
+
+    async def _encode_whole(
+        self, source: BinaryIO, key: bytes, layout: fmt.ShareLayout
+    ) -> tuple[ImmutableReadCap, list[bytes]]:
+        """Encode a file whose shares are written whole: its cap and every share's bytes."""
+        builder = fmt.ShareSetBuilder(key, layout)
+        held: list[list[bytes]] = [[] for _ in range(layout.n)]
+        await self._write_segments(source, builder, layout, None, deque(), held)
+        cap, prefixes = builder.finish()
+        return cap, [prefix + b"".join(held[share]) for share, prefix in enumerate(prefixes)]
+
+    async def _store_whole(
+        self,
+        storage_index: bytes,
+        share_size: int,
+        shares: list[bytes],
+        uploading: dict[bytes, Deferred[None]],
+    ) -> None:
+        """Place and write shares encoded earlier (see ``upload``'s ``durable``)."""
+        async with _exclusive(uploading, storage_index):
+            placement = await self._place(storage_index, share_size)
+            try:
+                await self._write_blocks(placement, shares, 0, final=True)
+            except BaseException:
+                await self._abort(placement)
+                raise
 
     async def _allocate(
         self, placement: _Placement, server: IStorageClient, share: int, size: int
@@ -285,25 +339,22 @@ class ImmutableUploader:
     async def _write(
         self, source: BinaryIO, key: bytes, layout: fmt.ShareLayout, placement: _Placement
     ) -> ImmutableReadCap:
-        builder = fmt.ShareSetBuilder(key, layout)
-        in_flight: deque[Deferred[None]] = deque()
         # A share small enough is written whole once its header is known: one request per
         # share (a chunk's extent, a small file, a node) instead of one per segment and
         # one for the header; on a grid each is an HTTPS exchange.
-        held: list[list[bytes]] | None = None
         if layout.share_size <= WHOLE_SHARE_WRITE:
-            held = [[] for _ in range(layout.n)]
+            cap, shares = await self._encode_whole(source, key, layout)
+            await self._write_blocks(placement, shares, 0, final=True)
+            return cap
+        builder = fmt.ShareSetBuilder(key, layout)
+        in_flight: deque[Deferred[None]] = deque()
         try:
-            await self._write_segments(source, builder, layout, placement, in_flight, held)
+            await self._write_segments(source, builder, layout, placement, in_flight)
         except BaseException:
             for pending in in_flight:
                 pending.addErrback(lambda _: None)
             raise
         cap, prefixes = builder.finish()
-        if held is not None:
-            prefixes = [
-                prefix + b"".join(blocks) for prefix, blocks in zip(prefixes, held, strict=True)
-            ]
         await self._write_blocks(placement, prefixes, 0, final=True)
         return cap
 
@@ -312,7 +363,7 @@ class ImmutableUploader:
         source: BinaryIO,
         builder: fmt.ShareSetBuilder,
         layout: fmt.ShareLayout,
-        placement: _Placement,
+        placement: _Placement | None,
         in_flight: deque[Deferred[None]],
         held: list[list[bytes]] | None = None,
     ) -> None:
@@ -326,6 +377,7 @@ class ImmutableUploader:
                 for share, block in enumerate(blocks):
                     held[share].append(block)
                 continue
+            assert placement is not None
             offset = layout.block_offset(segment)
             in_flight.append(start(self._write_blocks(placement, blocks, offset)))
             if len(in_flight) >= self.pipeline_depth:
