@@ -132,3 +132,72 @@ def test_large_immutable_share_is_renamed_into_place(tmp_path: Path) -> None:
     backend.finish_incoming(SI, 1, size)
     assert (tmp_path / "redo.log").stat().st_size < size
     assert backend.read_share(SI, 1, size - 1, 10) == b"L"
+
+
+def _many_shares(backend: DiskBackend, count: int) -> None:
+    for number in range(count):
+        si = bytes([number % 256, number // 256]) * 8
+        backend.put_metadata(si, META)
+        backend.write_share(si, 0, [(0, b"share %d" % number)], None)
+
+
+def test_a_checkpoint_of_many_files_flushes_their_filesystem_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a burst of small changes (hundreds of new files and directories) a checkpoint
+    is one ``syncfs`` of the filesystem, not a flush per file; the log is emptied and the
+    files read back. A checkpoint of a few files flushes each of them instead."""
+    if inplace._syncfs is None:
+        pytest.skip("this system has no syncfs: every checkpoint flushes file by file")
+    calls: list[int] = []
+    real = inplace._syncfs
+
+    def counted(fd: int) -> int:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(inplace, "_syncfs", counted)
+    backend = DiskBackend(tmp_path)
+    calls.clear()
+    _many_shares(backend, 100)
+    backend.checkpoint()
+    assert len(calls) == 1
+    assert (tmp_path / "redo.log").stat().st_size == 0
+    backend.write_share(SI, 1, [(0, b"one more")], None)
+    backend.checkpoint()
+    assert len(calls) == 1, "a few files are flushed one by one"
+    backend.close()
+    reopened = DiskBackend(tmp_path)
+    assert reopened.read_share(bytes([7, 0]) * 8, 0, 0, 100) == b"share 7"
+    assert reopened.read_share(SI, 1, 0, 100) == b"one more"
+    reopened.close()
+
+
+def test_a_failed_filesystem_flush_keeps_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the filesystem's flush fails (a dying disk: EIO), the checkpoint raises and the
+    log keeps every record, so the next opening replays them: nothing is lost."""
+    if inplace._syncfs is None:
+        pytest.skip("this system has no syncfs: every checkpoint flushes file by file")
+
+    def failing(fd: int) -> int:
+        import ctypes
+        import errno
+
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    backend = DiskBackend(tmp_path)
+    _many_shares(backend, 100)
+    size = (tmp_path / "redo.log").stat().st_size
+    monkeypatch.setattr(inplace, "_syncfs", failing)
+    with pytest.raises(OSError) as raised:
+        backend.checkpoint()
+    assert raised.value.errno == 5
+    assert (tmp_path / "redo.log").stat().st_size == size
+    crash(backend)
+    monkeypatch.undo()
+    reopened = DiskBackend(tmp_path)
+    assert reopened.read_share(bytes([42, 0]) * 8, 0, 0, 100) == b"share 42"
+    reopened.close()
