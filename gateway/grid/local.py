@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient, ServerHealth
 from gateway.grid.storage_thread import StorageThread
-from gateway.intents.turns import turn
+from gateway.intents.turns import in_background, turn
 from storage.interfaces import (
     AllocationResult,
     IStorageServer,
@@ -64,9 +64,12 @@ class LocalStorageClient:
         return self._health
 
     def _run(self, call: Callable[[], T | Deferred[T]]) -> Deferred[T]:
-        """A call that changes the core: in its thread, when it has one."""
+        """A call that changes the core: in its thread when it has one, unless someone waits
+        for it and the thread is idle (see :meth:`StorageThread.here`)."""
         if self._thread is None:
             return cast("Deferred[T]", maybeDeferred(call))
+        if not in_background():
+            return self._thread.here(call)
         return self._thread(call)
 
     def _read(self, call: Callable[[], T]) -> Deferred[T]:

@@ -18,9 +18,13 @@ fired with is the answer.
 
 Only that thread touches the core while it has work: from the moment a call is
 handed over until its answer is back. While it has none, the reactor thread may
-run a read itself (:meth:`StorageThread.read`), so that a client's READ of
-uncached data pays no thread hand-off; behind pending calls a read queues like
-any other (it must see what they wrote).
+run a call itself: a read (:meth:`StorageThread.read`), so that a client's READ
+of uncached data pays no thread hand-off, and a change someone waits for (an
+fsync's upload: :meth:`StorageThread.here`), a chain of calls each waiting for
+the one before, where a hand-off per call only adds latency. Behind pending
+calls either queues like any other (it must see what they did). Background
+work (uploads no one waits for, directory publishes) always goes to the thread,
+which is where the thread pays: the reactor thread keeps serving clients.
 """
 
 from __future__ import annotations
@@ -85,6 +89,22 @@ class StorageThread:
         self._outstanding += 1
         self._queue.put((call, answer))
         return answer
+
+    def here(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
+        """Run ``call``, then ``after_batch``, in the caller's thread, now: a batch of one,
+        for a caller that waits for it while the thread is idle (nothing to overlap with,
+        so no hand-off to pay). Behind pending calls it is handed over instead."""
+        if self._outstanding or self._stopping:
+            return self(call)
+        answer = _answer(call)
+        try:
+            self._after_batch()
+        except Exception:
+            self.log.failure("the embedded storage's commit after a call failed")
+        answer = _settled(answer)
+        if isinstance(answer, Failure):
+            return fail(answer)
+        return succeed(answer)
 
     def read(self, call: Callable[[], T], /) -> Deferred[T]:
         """Run a read: here and now while the thread is idle, else in the thread, in turn."""

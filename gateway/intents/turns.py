@@ -174,6 +174,12 @@ async def run_in_background(turns: BackgroundTurns | None, urgent: Callable[[], 
         await turns.turn(urgent)
 
 
+def in_background() -> bool:
+    """Whether the calling task is background work that nobody waits for now."""
+    current = _current.get()
+    return current is not None and not current[1]()
+
+
 async def turn(size: int = 0) -> None:
     """Wait for the calling task's turn to send a request carrying ``size`` bytes to the
     grid; at once for a task not marked as background work."""

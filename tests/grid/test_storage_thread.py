@@ -14,6 +14,8 @@ from twisted.trial.unittest import TestCase
 
 from gateway.grid.local import LocalStorageClient
 from gateway.grid.storage_thread import StorageStopped, StorageThread
+from gateway.intents.pacing import ClientActivity
+from gateway.intents.turns import BackgroundTurns, run_in_background
 from storage.disk import DiskBackend
 from storage.errors import NoSuchUpload
 from storage.server import StorageServer
@@ -219,15 +221,77 @@ async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:
     await thread.stop()
 
 
+def threaded_client(testcase: TestCase) -> LocalStorageClient:
+    """The in-process client over a batched disk backend in its thread, stopped with the test."""
+    backend = DiskBackend(Path(testcase.mktemp()), batched=True)
+    thread = StorageThread(reactor, backend.commits.drain)
+    testcase.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+    server = StorageServer(backend, reactor)
+    return closing(testcase, LocalStorageClient(server, clock=reactor, thread=thread))
+
+
 class ThreadedContractTests(StorageClientContract, TestCase):
-    """The IStorageClient contract for the in-process client as the gateway runs it: the
-    disk backend, batched, in a storage thread of its own."""
+    """The IStorageClient contract for the in-process client as the gateway runs it for
+    background work (uploads no one waits for): every call handed to the storage thread."""
 
     expect = OURS_IN_PROCESS
 
     async def make_client(self) -> LocalStorageClient:
-        backend = DiskBackend(Path(self.mktemp()), batched=True)
-        thread = StorageThread(reactor, backend.commits.drain)
-        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
-        server = StorageServer(backend, reactor)
-        return closing(self, LocalStorageClient(server, clock=reactor, thread=thread))
+        # The test's task becomes background work, as an upload job is (an idle gateway:
+        # its turns come at once).
+        await run_in_background(BackgroundTurns(reactor, ClientActivity(reactor)), lambda: False)
+        return threaded_client(self)
+
+
+class WaitedForContractTests(StorageClientContract, TestCase):
+    """The contract again for calls someone waits for (an fsync's upload): run in place
+    while the thread is idle, handed over behind pending calls."""
+
+    expect = OURS_IN_PROCESS
+
+    async def make_client(self) -> LocalStorageClient:
+        return threaded_client(self)
+
+
+class WaitedForTests(TestCase):
+    """Where the calls of work someone waits for run."""
+
+    @deferred_test
+    async def test_a_waited_for_change_runs_in_place_when_idle_else_in_turn(self) -> None:
+        """An upload's writes that someone waits for run in the caller's thread while the
+        storage thread is idle (answered at once, durable: the batch's commit ran); behind
+        a pending call they are handed over, and run after it."""
+        client = threaded_client(self)
+        thread = client._thread
+        assert thread is not None
+        upload = Upload.new()
+        await upload.allocate(client, {0}, 100)
+        batches = thread.batches
+        written = Deferred.fromCoroutine(upload.write(client, 0, 0, b"z" * 100))
+        self.assertTrue(written.called)
+        self.assertTrue((await written).finished)
+        self.assertEqual(thread.batches, batches)  # nothing went through the thread
+        self.assertEqual(await client.read_immutable(upload.si, 0, 0, 100), b"z" * 100)
+        second = Upload.new()
+        await second.allocate(client, {0}, 100)
+        held, gate = blocking(thread)
+        pending = Deferred.fromCoroutine(second.write(client, 0, 0, b"w" * 100))
+        self.assertFalse(pending.called)
+        gate.set()
+        await held
+        self.assertTrue((await pending).finished)
+        self.assertEqual(await client.read_immutable(second.si, 0, 0, 100), b"w" * 100)
+
+    @deferred_test
+    async def test_background_work_is_handed_to_the_thread(self) -> None:
+        """An upload no one waits for runs its calls in the storage thread even when it is
+        idle: the reactor thread stays free for clients."""
+        client = threaded_client(self)
+        thread = client._thread
+        assert thread is not None
+        await run_in_background(BackgroundTurns(reactor, ClientActivity(reactor)), lambda: False)
+        upload = Upload.new()
+        batches = thread.batches
+        await upload.allocate(client, {0}, 100)
+        self.assertTrue((await upload.write(client, 0, 0, b"b" * 100)).finished)
+        self.assertEqual(thread.batches, batches + 2)
