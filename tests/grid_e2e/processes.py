@@ -8,6 +8,7 @@ never by name.
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
 import socket
@@ -34,6 +35,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_KEPT: set[int] = set()
+
+
+def kept_port() -> int:
+    """A port for a storage node that must come back on it after a kill (its NURL names
+    it): below the range the kernel hands out for port 0 and for outgoing connections, so
+    nothing takes it while the node is down; each xdist worker picks in a slice of its own.
+    Where that range starts too low to leave room, any free port (the old behaviour)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    slice_start = 20000 + (int(worker) % 8 if worker.isdigit() else 0) * 1000
+    if low < slice_start + 1000:
+        return free_port()
+    first = random.randrange(1000)
+    for step in range(1000):
+        port = slice_start + (first + step) % 1000
+        if port in _KEPT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _KEPT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {slice_start}-{slice_start + 999}")
 
 
 def pid_gone(pid: int) -> bool:
@@ -89,7 +121,7 @@ class OurStorageNode:
         self.nickname = nickname
         created = self._gateway(
             "create-storage", str(node_dir), "--nickname", nickname,
-            "--reserved-space", reserved_space,
+            "--reserved-space", reserved_space, "--port", str(kept_port()),
         )  # fmt: skip
         self.nurl = created.strip().splitlines()[-1].strip()
         wire.parse_nurl(self.nurl)  # the last line of the output is the NURL
