@@ -74,7 +74,9 @@ class GridFilesystem:
         parent, name = parent_and_name(parts)
         directory = await self.volume.directory(parent)
         try:
-            return directory, await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
+            # As the grid last showed it when the grid does not answer (a kept copy or a
+            # staged file still reads): Volume.lookup.
+            return directory, await self.volume.lookup(directory, name)
         except NoSuchChild:
             raise NoSuchFile(f"no such file: {join(parts)}") from None
 

@@ -9,8 +9,10 @@ Grid: two storage node processes, shares 1/2/2; ``keep_uploaded`` 3 MiB, files 1
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS
 from tests.durability.cluster import (
     Grid,
     MiB,
@@ -29,7 +31,8 @@ def test_files_just_uploaded_read_back_with_the_grid_down(
 ) -> None:
     """Five files written and uploaded; both servers killed: three of them (3 MiB, the
     limit; the last uploaded, in whatever order the uploads finished) still read back byte
-    for byte, the other two fail; with the servers back, all five read."""
+    for byte, also once the directory's listing is older than its cache; the other two
+    fail; with the servers back, all five read."""
     grid = make_grid(2)
     gw = grid_gateway(
         tmp_path, reaper, grid, "1/2/2", settings={"uploads": {"keep_uploaded": "3MiB"}}
@@ -43,6 +46,9 @@ def test_files_just_uploaded_read_back_with_the_grid_down(
         sftp.listdir("/")
     grid.kill(0)
     grid.kill(1)
+    # Past the directory listing's cache: every lookup now asks the dead grid, and must
+    # fall back to the listing this gateway last read (a STAT, an OPEN for reading).
+    time.sleep(DIRECTORY_CACHE_SECONDS + 0.2)
     readable: list[str] = []
     with Session(gw) as sftp:
         for name, data in written.items():
