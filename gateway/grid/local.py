@@ -73,10 +73,11 @@ class LocalStorageClient:
         return self._thread(call)
 
     def _read(self, call: Callable[[], T]) -> Deferred[T]:
-        """A call that only reads the core (see :meth:`StorageThread.read`)."""
+        """A call that only reads the core: in place while its thread is idle, whoever
+        asks (see :meth:`StorageThread.here`)."""
         if self._thread is None:
             return maybeDeferred(call)
-        return self._thread.read(call)
+        return self._thread.here(call)
 
     async def close(self) -> None:
         """Nothing to close: there is no connection (the interface's promise holds trivially)."""

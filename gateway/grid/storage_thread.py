@@ -18,11 +18,11 @@ fired with is the answer.
 
 Only that thread touches the core while it has work: from the moment a call is
 handed over until its answer is back. While it has none, the reactor thread may
-run a call itself: a read (:meth:`StorageThread.read`), so that a client's READ
+run a call itself (:meth:`StorageThread.here`): a read, so that a client's READ
 of uncached data pays no thread hand-off, and a change someone waits for (an
-fsync's upload: :meth:`StorageThread.here`), a chain of calls each waiting for
-the one before, where a hand-off per call only adds latency. Behind pending
-calls either queues like any other (it must see what they did). Background
+fsync's upload), a chain of calls each waiting for the one before, where a
+hand-off per call only adds latency. Behind pending calls either queues like
+any other (it must see what they did). Background
 work (uploads no one waits for, directory publishes) always goes to the thread,
 which is where the thread pays: the reactor thread keeps serving clients.
 """
@@ -91,29 +91,15 @@ class StorageThread:
         return answer
 
     def here(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
-        """Run ``call``, then ``after_batch``, in the caller's thread, now: a batch of one,
-        for a caller that waits for it while the thread is idle (nothing to overlap with,
-        so no hand-off to pay). Behind pending calls it is handed over instead."""
+        """Run ``call``, then ``after_batch``, in the caller's thread, now, while the thread
+        is idle: a batch of one, with no hand-off to pay (a read, or a change someone waits
+        for). Behind pending calls it is handed over instead."""
         if self._outstanding or self._stopping:
             return self(call)
-        answer = _answer(call)
-        try:
-            self._after_batch()
-        except Exception:
-            self.log.failure("the embedded storage's commit after a call failed")
-        answer = _settled(answer)
+        (answer,) = self._batch([call])
         if isinstance(answer, Failure):
             return fail(answer)
         return succeed(answer)
-
-    def read(self, call: Callable[[], T], /) -> Deferred[T]:
-        """Run a read: here and now while the thread is idle, else in the thread, in turn."""
-        if self._outstanding or self._stopping:
-            return self(call)
-        try:
-            return succeed(call())
-        except Exception:
-            return fail()
 
     def stop(self) -> Deferred[None]:
         """Let the calls handed over finish, then end the thread; fires once it has."""
@@ -147,15 +133,19 @@ class StorageThread:
                     running = False
                     break
                 batch.append(call)
-            answers = [_answer(call) for call, _ in batch]
-            try:
-                self._after_batch()
-            except Exception:
-                self.log.failure("the embedded storage's commit after a batch failed")
-            answers = [_settled(answer) for answer in answers]
+            answers = self._batch([call for call, _ in batch])
             self.batches += 1
             self._reactor.callFromThread(self._deliver, batch, answers)
         self._reactor.callFromThread(self._joined)
+
+    def _batch(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run the calls, then ``after_batch``; each one's answer (a Failure if it raised)."""
+        answers = [_answer(call) for call in calls]
+        try:
+            self._after_batch()
+        except Exception:
+            self.log.failure("the embedded storage's commit after a batch failed")
+        return [_settled(answer) for answer in answers]
 
     # -- in the reactor thread -------------------------------------------------
 

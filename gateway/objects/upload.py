@@ -231,11 +231,18 @@ class ImmutableUploader:
         layout = fmt.ShareLayout(size, params.segment_size, params.k, params.n)
         storage_index = immutable_storage_index(key)
         uploading = self.uploading if self.uploading is not None else {}
-        if durable is not None and layout.share_size <= WHOLE_SHARE_WRITE:
-            # Encoded now, stored later: the caller gets the cap before any request.
+        if layout.share_size <= WHOLE_SHARE_WRITE:
+            # Encoded first, then each share written whole with its header: one request
+            # per share (a chunk's extent, a small file, a node) instead of one per segment
+            # and one for the header; on a grid each is an HTTPS exchange. With
+            # ``durable`` the store is the caller's to run.
             source.seek(start_at)
             cap, shares = await self._encode_whole(source, key, layout)
-            durable.append(self._store_whole(storage_index, layout.share_size, shares, uploading))
+            store = self._store_whole(storage_index, layout.share_size, shares, uploading)
+            if durable is None:
+                await store
+            else:
+                durable.append(store)
             return cap
         async with _exclusive(uploading, storage_index):
             placement = await self._place(storage_index, layout.share_size)
@@ -339,13 +346,8 @@ class ImmutableUploader:
     async def _write(
         self, source: BinaryIO, key: bytes, layout: fmt.ShareLayout, placement: _Placement
     ) -> ImmutableReadCap:
-        # A share small enough is written whole once its header is known: one request per
-        # share (a chunk's extent, a small file, a node) instead of one per segment and
-        # one for the header; on a grid each is an HTTPS exchange.
-        if layout.share_size <= WHOLE_SHARE_WRITE:
-            cap, shares = await self._encode_whole(source, key, layout)
-            await self._write_blocks(placement, shares, 0, final=True)
-            return cap
+        """Encode segment by segment, writing each as it is encoded (a share larger than
+        ``WHOLE_SHARE_WRITE``), then the header that completes each share."""
         builder = fmt.ShareSetBuilder(key, layout)
         in_flight: deque[Deferred[None]] = deque()
         try:
@@ -373,7 +375,7 @@ class ImmutableUploader:
             length = layout.segment_length(segment)
             encode = functools.partial(_encode_next, source, builder, length)
             blocks = await self._cpu(length, encode)
-            if held is not None:  # written with the header (see _write)
+            if held is not None:  # written with the header (see _encode_whole)
                 for share, block in enumerate(blocks):
                     held[share].append(block)
                 continue

@@ -151,7 +151,7 @@ class StorageThreadTests(TestCase):
         behind a pending call it waits its turn, and sees what that call did."""
         thread = self.started()
         here = threading.get_ident()
-        done = thread.read(threading.get_ident)
+        done = thread.here(threading.get_ident)
         self.assertTrue(done.called)
         self.assertEqual(await done, here)
         state: list[str] = []
@@ -162,7 +162,7 @@ class StorageThreadTests(TestCase):
             state.append("written")
 
         writing = thread(write)
-        reading = thread.read(lambda: (list(state), threading.get_ident()))
+        reading = thread.here(lambda: (list(state), threading.get_ident()))
         self.assertFalse(reading.called)
         gate.set()
         await writing
@@ -185,7 +185,7 @@ class StorageThreadTests(TestCase):
         with self.assertRaises(StorageStopped):
             await thread(lambda: None)
         with self.assertRaises(StorageStopped):
-            await thread.read(lambda: None)
+            await thread.here(lambda: None)
         await thread.stop()  # again: at once
 
 
