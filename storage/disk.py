@@ -4,7 +4,8 @@ Layout under the backend's directory::
 
     shares/<2-char prefix>/<base32 SI>/<shnum>          complete shares
     shares/<2-char prefix>/<base32 SI>/metadata.cbor    kind, leases, write enabler digest
-    shares/incoming/<base32 SI>.<shnum>                 incomplete immutable uploads
+    shares/incoming/<base32 SI>.<shnum>                 incomplete immutable uploads (but
+                                                        small ones, held in memory)
     corruption-advisories.log                           one JSON object per line (.1: older)
 
     redo.log                                            changes not yet checkpointed
@@ -54,13 +55,13 @@ from storage.backend import (
 )
 from storage.commit import CompletingShare, GroupCommit, Threads
 from storage.errors import NoSuchShare, StorageError
+from storage.incoming import IncomingShares
 from storage.inplace import (
     FILE_MODE,
     METADATA,
     LoggedFiles,
     len_parts,
     make_private_dirs,
-    pwrite_all,
     share_number,
 )
 from storage.leases import Lease
@@ -115,6 +116,7 @@ class DiskBackend:
     batched: bool = False
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
+    _uploads: IncomingShares = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
     _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
     _log: RedoLog = field(init=False)
@@ -128,6 +130,7 @@ class DiskBackend:
         make_private_dirs(self._shares)
         shutil.rmtree(self._incoming, ignore_errors=True)
         make_private_dirs(self._incoming)
+        self._uploads = IncomingShares(self._incoming, LOGGED_SHARE_BYTES)
         self._log = RedoLog(self.path / _REDO_LOG)
         self._files = LoggedFiles(self._log, self._index_dir)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
@@ -164,10 +167,6 @@ class DiskBackend:
         if self.commits.hides(storage_index, share_number):
             raise NoSuchShare(f"no share {share_number} stored for that storage index")
         return self._share_path(storage_index, share_number)
-
-    def _incoming_path(self, storage_index: bytes, share_number: int) -> Path:
-        # Flat: no directory to create and remove per upload (each costs a journal commit).
-        return self._incoming / f"{si_b2a(storage_index)}.{share_number}"
 
     def list_shares(self, storage_index: bytes) -> frozenset[int]:
         """Numbers of the complete shares stored under the index."""
@@ -289,30 +288,24 @@ class DiskBackend:
                 if name[:2] == prefix:
                     yield storage_index
 
+    def _key(self, storage_index: bytes, share_number: int) -> tuple[str, int]:
+        return si_b2a(storage_index), share_number
+
     def create_incoming(self, storage_index: bytes, share_number: int) -> None:
-        """Start an empty incomplete upload file."""
-        path = self._incoming_path(storage_index, share_number)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
+        """Start an empty incomplete upload (in memory while it is small)."""
+        self._uploads.create(self._key(storage_index, share_number))
 
     def write_incoming(
         self, storage_index: bytes, share_number: int, offset: int, data: bytes
     ) -> None:
         """Write bytes in place into an incomplete upload (no fsync until it completes)."""
-        fd = os.open(self._incoming_path(storage_index, share_number), os.O_WRONLY)
-        try:
-            pwrite_all(fd, data, offset)
-        finally:
-            os.close(fd)
+        self._uploads.write(self._key(storage_index, share_number), offset, data)
 
     def read_incoming(
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
         """Read back bytes of an incomplete upload."""
-        fd = os.open(self._incoming_path(storage_index, share_number), os.O_RDONLY)
-        try:
-            return os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
+        return self._uploads.read(self._key(storage_index, share_number), offset, length)
 
     def finish_incoming(self, storage_index: bytes, share_number: int, size: int) -> Deferred[None]:
         """Make the upload a complete share, durably; the Deferred fires once it is.
@@ -321,17 +314,17 @@ class DiskBackend:
         mutable one; a larger one is fsynced, renamed into place and its directory fsynced.
         Both are group-committed with the other completions (:mod:`storage.commit`).
         """
-        source = self._incoming_path(storage_index, share_number)
+        key = self._key(storage_index, share_number)
         target = self._share_path(storage_index, share_number)
-        share = CompletingShare(storage_index, share_number, size, source, target)
         if size <= LOGGED_SHARE_BYTES:
-            with open(source, "rb") as incoming:
-                data = incoming.read(size)
-            data += bytes(size - len(data))
+            data = self._uploads.take(key, size)
             record = {"op": "share", "si": storage_index, "n": share_number, "data": data}
             self._files.change(record, sync=False)  # applied once the group's flush is done
-            source.unlink()
+            share = CompletingShare(storage_index, share_number, size, target, target)
             share.logged = True
+        else:
+            source = self._uploads.hand_over(key)
+            share = CompletingShare(storage_index, share_number, size, source, target)
         return self.commits.add(share)
 
     def publish(self, share: CompletingShare) -> list[Path]:
@@ -356,8 +349,7 @@ class DiskBackend:
 
     def discard_incoming(self, storage_index: bytes, share_number: int) -> None:
         """Throw away an incomplete upload."""
-        path = self._incoming_path(storage_index, share_number)
-        path.unlink(missing_ok=True)
+        self._uploads.discard(self._key(storage_index, share_number))
 
     def free_space(self) -> int | None:
         """Bytes free for an unprivileged user on the filesystem holding the shares."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -116,7 +117,7 @@ class LoggedFiles:
     """Directories created since the last checkpoint (their own entry not yet flushed)."""
     deleted: set[bytes] = field(init=False, factory=set)
     """Storage indexes with a logged deletion since the last checkpoint."""
-    _unapplied: list[tuple[int, dict[str, Any]]] = field(init=False, factory=list)
+    _unapplied: deque[tuple[int, dict[str, Any]]] = field(init=False, factory=deque)
     """Records appended without a flush, with the log position that makes each durable."""
 
     def change(self, record: dict[str, Any], sync: bool = True) -> None:
@@ -137,7 +138,7 @@ class LoggedFiles:
     def apply_durable(self) -> None:
         """Apply, in order, the records that a flush of the log made durable."""
         while self._unapplied and self._unapplied[0][0] <= self.log.durable:
-            self.apply(self._unapplied.pop(0)[1])
+            self.apply(self._unapplied.popleft()[1])
 
     def apply(self, record: dict[str, Any]) -> None:
         """Apply one logged change to the files (idempotent; nothing is flushed)."""
@@ -167,11 +168,18 @@ class LoggedFiles:
     def _write_in_place(self, directory: Path, name: str, data: bytes) -> None:
         self.make_dirs(directory)
         path = directory / name
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
+        if directory in self.new_dirs:
+            # In a directory made since the checkpoint, a file is new or was created since:
+            # one call creates or opens it (the directory is flushed for its entries at
+            # the checkpoint, as when a file is created elsewhere).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
             self.dirty_dirs.add(directory)
+        else:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+                self.dirty_dirs.add(directory)
         try:
             pwrite_all(fd, data, 0)
             os.ftruncate(fd, len(data))
@@ -189,7 +197,7 @@ class LoggedFiles:
 
     def make_dirs(self, directory: Path) -> None:
         """Create ``directory`` and missing parents (0700); flushed at the next checkpoint."""
-        if directory.is_dir():
+        if directory in self.new_dirs or directory.is_dir():
             return
         self.make_dirs(directory.parent)
         try:

@@ -9,6 +9,7 @@ timer, so the status page and the CLI can show the grid's health.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from attrs import frozen
@@ -68,6 +69,14 @@ def read_server_list(nd: NodeDir) -> list[str]:
     return nurls
 
 
+def embedded_core(path: Path, reactor: Any) -> tuple[DiskBackend, StorageServer, StorageThread]:
+    """The embedded storage core and its thread: a batched disk backend, whose group
+    commit runs once per batch of calls."""
+    backend = DiskBackend(path, batched=True)
+    thread = StorageThread(reactor, backend.commits.drain)
+    return backend, StorageServer(backend, reactor), thread
+
+
 class EmbeddedStoragePart(NodePart):
     """A storage server inside the gateway, keeping shares under DIR/storage; every call
     on it runs in a thread of its own (:class:`StorageThread`)."""
@@ -85,9 +94,8 @@ class EmbeddedStoragePart(NodePart):
     async def start(self) -> None:
         """Open the share store (discarding uploads a crash left incomplete)."""
         # Synchronous group commits, one per batch of calls, in the storage thread.
-        backend = self._backend = DiskBackend(self._nd.storage, batched=True)
-        server = self.server = StorageServer(backend, self._reactor)
-        thread = self.thread = StorageThread(self._reactor, backend.commits.drain)
+        backend, server, thread = embedded_core(self._nd.storage, self._reactor)
+        self._backend, self.server, self.thread = backend, server, thread
         self._timer = TimerService(
             60.0, lambda: thread(lambda: server.abort_idle_uploads(IDLE_UPLOAD_TIMEOUT))
         )

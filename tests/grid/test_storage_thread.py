@@ -13,12 +13,12 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from gateway.grid.local import LocalStorageClient
+from gateway.grid.part import embedded_core
 from gateway.grid.storage_thread import StorageStopped, StorageThread
 from gateway.intents.pacing import ClientActivity
 from gateway.intents.turns import BackgroundTurns, run_in_background
 from storage.disk import DiskBackend
 from storage.errors import NoSuchUpload
-from storage.server import StorageServer
 from tests.grid.contract import (
     OURS_IN_PROCESS,
     StorageClientContract,
@@ -196,9 +196,8 @@ class EmbeddedBatchTests(TestCase):
     async def test_shares_completed_in_one_batch_share_one_flush(self) -> None:
         """Eight uploads whose last writes reach the thread together are durable after one
         group commit, and each write answers only then."""
-        backend = DiskBackend(Path(self.mktemp()), batched=True)
-        thread = StorageThread(reactor, backend.commits.drain)
-        client = LocalStorageClient(StorageServer(backend, reactor), clock=reactor, thread=thread)
+        backend, server, thread = embedded_core(Path(self.mktemp()), reactor)
+        client = LocalStorageClient(server, clock=reactor, thread=thread)
         self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
         uploads = [Upload.new() for _ in range(8)]
         for upload in uploads:
@@ -222,11 +221,10 @@ async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:
 
 
 def threaded_client(testcase: TestCase) -> LocalStorageClient:
-    """The in-process client over a batched disk backend in its thread, stopped with the test."""
-    backend = DiskBackend(Path(testcase.mktemp()), batched=True)
-    thread = StorageThread(reactor, backend.commits.drain)
+    """The in-process client over the embedded core as the gateway builds it (a batched
+    disk backend in its thread), stopped with the test."""
+    backend, server, thread = embedded_core(Path(testcase.mktemp()), reactor)
     testcase.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
-    server = StorageServer(backend, reactor)
     return closing(testcase, LocalStorageClient(server, clock=reactor, thread=thread))
 
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from storage.backend import IShareBackend, si_a2b, si_b2a
-from storage.disk import DiskBackend
+from storage.disk import LOGGED_SHARE_BYTES, DiskBackend
 from storage.errors import NoSuchShare, NoSuchUpload
 from storage.interfaces import TestWriteVectors as Vectors
 from storage.interfaces import WriteVector
@@ -44,15 +44,21 @@ def test_storage_index_text() -> None:
 
 
 def test_layout(tmp_path: Path) -> None:
-    """Complete shares live at shares/<prefix>/<SI>/<shnum>, uploads under shares/incoming."""
+    """Complete shares live at shares/<prefix>/<SI>/<shnum>; an incomplete upload is held in
+    memory while it is small, and in shares/incoming once it is not."""
+    big = LOGGED_SHARE_BYTES + 10
     server = open_server(tmp_path)
-    server.allocate_buckets(SI, frozenset({0, 1}), 3, UPLOAD, RENEW, CANCEL)
+    server.allocate_buckets(SI, frozenset({0, 1, 2}), big, UPLOAD, RENEW, CANCEL)
     server.write_immutable(SI, 1, UPLOAD, 0, b"ab")
-    assert (tmp_path / "shares/incoming" / f"{SI_TEXT}.1").exists()
-    server.write_immutable(SI, 0, UPLOAD, 0, b"xyz")
-    share = tmp_path / "shares" / SI_TEXT[:2] / SI_TEXT / "0"
-    assert share.read_bytes() == b"xyz"
+    assert not (tmp_path / "shares/incoming" / f"{SI_TEXT}.1").exists()
+    server.write_immutable(SI, 2, UPLOAD, 0, b"c" * big)
+    server.write_immutable(SI, 0, UPLOAD, 0, b"d" * (big - 1))
+    assert (tmp_path / "shares/incoming" / f"{SI_TEXT}.0").stat().st_size == big - 1
+    share = tmp_path / "shares" / SI_TEXT[:2] / SI_TEXT / "2"
+    assert share.read_bytes() == b"c" * big
+    assert not (tmp_path / "shares/incoming" / f"{SI_TEXT}.2").exists()
     assert not (tmp_path / "shares" / SI_TEXT[:2] / SI_TEXT / "1").exists()
+    assert server.read_immutable(SI, 2, big - 3, 10) == b"ccc"
 
 
 def test_metadata_holds_no_secrets(tmp_path: Path) -> None:
