@@ -326,6 +326,7 @@ class Volume:
         self.overlay.uploading(file)
         try:
             cap = await self._store(file, job)
+            await self.queue.recorded(job.job_id)  # an fsync's job starts before
             await file.lock.acquire()
         except BaseException:
             self.overlay.retry(file)  # the job is retried; the file stays pending

@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 
 from attrs import define
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -335,16 +336,22 @@ class Writers:
                 snapshot.changed = state.changed.copy()
                 state.dirty = False
                 state.since, state.since_limit = Ranges(), state.size
+            uploaded: Deferred[None] | None = None
             try:
                 await self.volume.publish(snapshot, wait=False)
+                assert snapshot.job_id is not None
+                # Its objects are stored while the record is flushed; nothing is linked
+                # before it is durable (UploadQueue.recorded).
+                uploaded = self.volume.queue.wait_for(snapshot.job_id)
                 await self._journaled(snapshot)
             except BaseException:
+                if uploaded is not None:
+                    uploaded.addErrback(lambda _: None)  # the job is dropped with the record
                 self.overlay.unsaved(snapshot)
                 snapshot.staged.discard()
                 state.dirty = True
                 raise
-            assert snapshot.job_id is not None
-            await self.volume.queue.wait_for(snapshot.job_id)
+            await uploaded
             self._rebase(state, snapshot)
         finally:
             state.since = None

@@ -13,6 +13,12 @@ meanwhile (:meth:`~gateway.uploads.journal.UploadJournal.flushed`): whoever
 acknowledges the file to a client awaits :meth:`UploadQueue.durable` first, and
 the job becomes ready to upload only then. Without threads (a test's clock)
 enqueue flushes before it returns.
+
+One exception: a job someone waits for (an fsync) starts while its record is
+still being flushed, so that its objects are stored meanwhile. The uploader then
+awaits :meth:`UploadQueue.recorded` before it links anything: a job whose record
+cannot be flushed is dropped, and what it stored is never named (leases collect
+it).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ Uploader = Callable[[UploadJob], Awaitable[None]]
 
 class QueueStopped(Exception):
     """The queue stopped before the job was uploaded; it stays journaled."""
+
+
+class JobDropped(Exception):
+    """The job's record could not be flushed: it is not uploaded (its client was told)."""
 
 
 @frozen
@@ -102,6 +112,10 @@ class UploadQueue(NodePart):
         #: Jobs whose records are being flushed, with who waits for that; failed flushes.
         self._flushing: dict[str, list[Deferred[None]]] = {}
         self._flush_failed: dict[str, Failure] = {}
+        #: Jobs started before their record was durable (someone waits for them), and
+        #: those of them whose record then failed to flush.
+        self._early: set[str] = set()
+        self._dropped: set[str] = set()
         self._idle_callbacks: set[Callable[[], None]] = set()
         self._kicking = False  # _kick is running: a nested call leaves the work to it
         #: Paces the requests of running uploads while clients are busy.
@@ -189,7 +203,9 @@ class UploadQueue(NodePart):
     def _flushed(self, _: None, job_id: str) -> None:
         for waiter in self._flushing.pop(job_id, []):
             waiter.callback(None)
-        if job_id in self._jobs:
+        if job_id in self._early:
+            self._early.discard(job_id)  # started already
+        elif job_id in self._jobs:
             self._queue_ready(job_id)
 
     def _not_flushed(self, failure: Failure, job_id: str) -> None:
@@ -199,6 +215,9 @@ class UploadQueue(NodePart):
             "the upload journal cannot be flushed: {error}", error=failure.getErrorMessage()
         )
         self._jobs.pop(job_id, None)
+        if job_id in self._early:  # its upload is under way: it must not link
+            self._early.discard(job_id)
+            self._dropped.add(job_id)
         waiters = self._flushing.pop(job_id, [])
         if not waiters:
             self._flush_failed[job_id] = failure
@@ -278,10 +297,30 @@ class UploadQueue(NodePart):
         self._journal.record(job)
         self._jobs[job_id] = job
 
+    async def recorded(self, job_id: str) -> None:
+        """Return once the job's record is durable (an uploader awaits it before it links
+        anything: a job someone waits for starts before); raise :class:`JobDropped` if it
+        never will be."""
+        waiters = self._flushing.get(job_id)
+        if waiters is not None:
+            waiter: Deferred[None] = Deferred()
+            waiters.append(waiter)
+            try:
+                await waiter
+            except Exception:
+                raise JobDropped(f"{self._display(job_id)}: its record was not saved") from None
+        if job_id in self._dropped:
+            raise JobDropped(f"{job_id}: its record was not saved")
+
     def wait_for(self, job_id: str) -> Deferred[None]:
-        """Fires once the job is uploaded (at once when it is not pending)."""
+        """Fires once the job is uploaded (at once when it is not pending).
+
+        A job whose record is still being flushed starts now (see :meth:`recorded`)."""
         if job_id not in self._jobs:
             return Deferred.fromCoroutine(_done())
+        if job_id in self._flushing and job_id not in self._early:
+            self._early.add(job_id)
+            self._ready_ids.append(job_id)
         if self._settling is not None and self._settling.active():
             self._settling.reset(0)  # someone waits for the grid: no settling
         waiter: Deferred[None] = Deferred()
@@ -366,7 +405,10 @@ class UploadQueue(NodePart):
             return
         except Exception as e:
             self._running.pop(job_id, None)
-            self._failed(job, e)
+            if job_id in self._dropped:  # its record was not saved: nothing to retry
+                self._dropped.discard(job_id)
+            else:
+                self._failed(job, e)
             return
         self._running.pop(job_id, None)
         self._journal.remove(job_id)
