@@ -65,11 +65,11 @@ class LocalStorageClient:
 
     def _run(self, call: Callable[[], T | Deferred[T]]) -> Deferred[T]:
         """A call that changes the core: in its thread when it has one, unless someone waits
-        for it and the thread is idle (see :meth:`StorageThread.here`)."""
+        for it and the thread is idle (see :meth:`StorageThread.soon`)."""
         if self._thread is None:
             return cast("Deferred[T]", maybeDeferred(call))
         if not in_background():
-            return self._thread.here(call)
+            return self._thread.soon(call)
         return self._thread(call)
 
     def _read(self, call: Callable[[], T]) -> Deferred[T]:

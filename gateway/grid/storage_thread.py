@@ -18,10 +18,12 @@ fired with is the answer.
 
 Only that thread touches the core while it has work: from the moment a call is
 handed over until its answer is back. While it has none, the reactor thread may
-run a call itself (:meth:`StorageThread.here`): a read, so that a client's READ
+run a call itself: a read (:meth:`StorageThread.here`), so that a client's READ
 of uncached data pays no thread hand-off, and a change someone waits for (an
-fsync's upload), a chain of calls each waiting for the one before, where a
-hand-off per call only adds latency. Behind pending calls either queues like
+fsync's upload, :meth:`StorageThread.soon`), a chain of calls each waiting for
+the one before, where a hand-off per call only adds latency. Such changes are
+committed at the end of the reactor turn they ran in, together: an update's
+patch and node complete with one flush. Behind pending calls either queues like
 any other (it must see what they did). Background
 work (uploads no one waits for, directory publishes) always goes to the thread,
 which is where the thread pays: the reactor thread keeps serving clients.
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -70,16 +73,20 @@ class StorageThread:
         self._stopping = False
         self._ended = False
         self._stop_waiters: list[Deferred[None]] = []
+        #: Changes run in place this reactor turn, with who waits for each (see :meth:`soon`).
+        self._open: list[tuple[Any, Deferred[Any]]] | None = None
+        self._closing: IDelayedCall | None = None
         self.batches = 0
         """Batches run so far (a figure for tests and benchmarks)."""
 
     @property
     def idle(self) -> bool:
         """Whether no call is queued, running or unanswered (the core is the caller's)."""
-        return self._outstanding == 0
+        return self._outstanding == 0 and self._open is None
 
     def __call__(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
         """Run ``call`` in the thread, after every call handed over before it."""
+        self._close_open()  # the thread starts from a core whose changes are committed
         if self._stopping:
             return fail(StorageStopped("the embedded storage has stopped"))
         if self._thread is None:
@@ -101,8 +108,39 @@ class StorageThread:
             return fail(answer)
         return succeed(answer)
 
+    def soon(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
+        """Run a change someone waits for in the caller's thread, now, while the thread is
+        idle; ``after_batch`` and the answer follow at the end of this reactor turn, shared
+        by every change run so in the same turn: the shares an update stores side by side
+        (a patch and its node) complete with one flush. Behind pending calls it is handed
+        over instead."""
+        if self._outstanding or self._stopping:
+            return self(call)
+        if self._open is None:
+            self._open = []
+            self._closing = self._reactor.callLater(0, self._close_open)
+        waiter: Deferred[T] = Deferred()
+        self._open.append((_answer(call), waiter))
+        return waiter
+
+    def _close_open(self) -> None:
+        """Commit the changes run in place (:meth:`soon`) and answer them."""
+        batch, self._open = self._open, None
+        if batch is None:
+            return
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
+        answers = self._finish([answer for answer, _ in batch])
+        for (_, waiter), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Failure):
+                waiter.errback(answer)
+            else:
+                waiter.callback(answer)
+
     def stop(self) -> Deferred[None]:
         """Let the calls handed over finish, then end the thread; fires once it has."""
+        self._close_open()
         if not self._stopping:
             self._stopping = True
             if self._thread is None:
@@ -140,7 +178,10 @@ class StorageThread:
 
     def _batch(self, calls: list[Callable[[], Any]]) -> list[Any]:
         """Run the calls, then ``after_batch``; each one's answer (a Failure if it raised)."""
-        answers = [_answer(call) for call in calls]
+        return self._finish([_answer(call) for call in calls])
+
+    def _finish(self, answers: list[Any]) -> list[Any]:
+        """``after_batch``, then the calls' answers, settled."""
         try:
             self._after_batch()
         except Exception:

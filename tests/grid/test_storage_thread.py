@@ -257,8 +257,8 @@ class WaitedForTests(TestCase):
     @deferred_test
     async def test_a_waited_for_change_runs_in_place_when_idle_else_in_turn(self) -> None:
         """An upload's writes that someone waits for run in the caller's thread while the
-        storage thread is idle (answered at once, durable: the batch's commit ran); behind
-        a pending call they are handed over, and run after it."""
+        storage thread is idle (answered at the end of the reactor turn, durable: the
+        commit ran); behind a pending call they are handed over, and run after it."""
         client = threaded_client(self)
         thread = client._thread
         assert thread is not None
@@ -266,8 +266,9 @@ class WaitedForTests(TestCase):
         await upload.allocate(client, {0}, 100)
         batches = thread.batches
         written = Deferred.fromCoroutine(upload.write(client, 0, 0, b"z" * 100))
-        self.assertTrue(written.called)
+        self.assertFalse(thread.idle)  # run, its commit due at the end of this turn
         self.assertTrue((await written).finished)
+        self.assertTrue(thread.idle)
         self.assertEqual(thread.batches, batches)  # nothing went through the thread
         self.assertEqual(await client.read_immutable(upload.si, 0, 0, 100), b"z" * 100)
         second = Upload.new()
@@ -279,6 +280,45 @@ class WaitedForTests(TestCase):
         await held
         self.assertTrue((await pending).finished)
         self.assertEqual(await client.read_immutable(second.si, 0, 0, 100), b"w" * 100)
+
+    @deferred_test
+    async def test_changes_run_in_place_in_one_turn_share_one_commit(self) -> None:
+        """Two shares written side by side by work someone waits for (an update's patch and
+        node) complete with one group commit, in the caller's thread."""
+        backend, server, thread = embedded_core(Path(self.mktemp()), reactor)
+        client = LocalStorageClient(server, clock=reactor, thread=thread)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+        uploads = [Upload.new(), Upload.new()]
+        for upload in uploads:
+            await upload.allocate(client, {0}, 50)
+        groups, batches = backend.commits.groups, thread.batches
+        writes = [Deferred.fromCoroutine(u.write(client, 0, 0, b"p" * 50)) for u in uploads]
+        results = await gatherResults(writes)
+        self.assertTrue(all(result.finished for result in results))
+        self.assertEqual(backend.commits.groups, groups + 1)
+        self.assertEqual(thread.batches, batches)
+        for upload in uploads:
+            self.assertEqual(await client.read_immutable(upload.si, 0, 0, 50), b"p" * 50)
+
+    @deferred_test
+    async def test_a_call_handed_over_commits_the_changes_run_in_place_first(self) -> None:
+        """Background work handed to the thread while changes run in place wait for their
+        commit: those changes are answered first, and the thread sees their shares."""
+        client = threaded_client(self)
+        thread = client._thread
+        assert thread is not None
+        upload = Upload.new()
+        await upload.allocate(client, {0}, 10)
+        order: list[str] = []
+        written = Deferred.fromCoroutine(upload.write(client, 0, 0, b"s" * 10))
+        written.addCallback(lambda _: order.append("written"))
+        await run_in_background(BackgroundTurns(reactor, ClientActivity(reactor)), lambda: False)
+        again = upload.again()
+        allocated = await again.allocate(client, {0}, 10)  # handed over
+        order.append("allocated")
+        self.assertEqual(allocated.already_have, {0})
+        await written
+        self.assertEqual(order, ["written", "allocated"])
 
     @deferred_test
     async def test_background_work_is_handed_to_the_thread(self) -> None:
