@@ -12,7 +12,10 @@ and extent with the version it came from (same caps, same storage indexes).
 
 A node is the CBOR encoding of ::
 
-    [1, height, fanout, count, [entry, ...]]     (version 1; a 6th item may pad)
+    [version, height, fanout, count, [entry, ...]]     (a 6th item may pad)
+
+Version 1, or 2 for a leaf node keeping patches longer than a literal inline
+(older gateways refuse those by their version, not by a damaged entry).
 
 - ``height`` is 0 for a node whose entries are extents, h for one whose entries
   are nodes of height h - 1;
@@ -23,8 +26,10 @@ A node is the CBOR encoding of ::
   k, n, size]`` (an extent stored as an immutable object: its CHK read cap's
   fields), ``[3, extent, [[offset, patch], ...]]`` (a *patched extent*: an
   extent entry of kind 0 or 1, and patches, each an entry of kind 0 or 1 laid
-  over the extent's bytes at ``offset``, in order, the later over the earlier)
-  or, in inner nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a child
+  over the extent's bytes at ``offset``, in order, the later over the earlier;
+  a patch of kind 0 may hold up to :data:`INLINE_PATCH_BYTES` in a node of
+  version 2, at most :data:`INLINE_NODE_BYTES` of them in one node) or, in inner
+  nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a child
   node: the fields of its ChunkedCap). An entry's length is the size its cap
   names (a patched extent's, its extent's); the entries' lengths add up to the
   node's size.
@@ -54,7 +59,17 @@ from gateway.objects.errors import CorruptObject
 from gateway.objects.immutable_format import LITERAL_THRESHOLD
 
 FORMAT_VERSION = 1
-"""The first item of every node."""
+"""The first item of a node (see :data:`INLINE_VERSION`)."""
+
+INLINE_VERSION = 2
+"""The first item of a node that keeps a patch longer than a literal inline."""
+
+INLINE_PATCH_BYTES = 4096
+"""A patch up to this long is kept in its leaf node, as a literal entry, rather than
+stored as an object of its own: an fsync of a small change stores one object fewer."""
+
+INLINE_NODE_BYTES = 16 * 1024
+"""The most bytes of patches one leaf node keeps inline (rewriting the node costs them)."""
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 """The longest extent new versions store (see docs/performance.rst for the measurement)."""
@@ -97,6 +112,21 @@ class PatchedExtent:
     def parts(self) -> tuple[ExtentCap, ...]:
         """The objects it is made of: the extent, then the patches."""
         return (self.extent, *(patch for _, patch in self.patches))
+
+    @property
+    def inline_bytes(self) -> int:
+        """Bytes of patches kept in the node (literals longer than a literal cap's)."""
+        return sum(patch.size for _, patch in self.patches if is_inline(patch))
+
+
+def is_inline(patch: ExtentCap) -> bool:
+    """Whether a patch is kept in its node although longer than a literal cap's bytes."""
+    return isinstance(patch, LiteralCap) and patch.size > LITERAL_THRESHOLD
+
+
+def inline_bytes(entry: object) -> int:
+    """Bytes of patches an entry keeps in its node (0 but for a patched extent's)."""
+    return entry.inline_bytes if isinstance(entry, PatchedExtent) else 0
 
 
 LeafEntry = ExtentCap | PatchedExtent
@@ -161,10 +191,17 @@ def _entry(cap: ChildCap) -> list[Any]:
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
 
 
-@functools.lru_cache(maxsize=ENCODED_ENTRIES)
 def _encoded_entry(cap: ChildCap) -> bytes:
-    """One entry's CBOR (kept: an update stores again the nodes on its paths, whose
-    entries are nearly all the same as the last time)."""
+    """One entry's CBOR (kept, but for one holding inline patches, whose bytes would make
+    the kept encodings large: an update stores again the nodes on its paths, whose entries
+    are nearly all the same as the last time)."""
+    if inline_bytes(cap):
+        return cast(bytes, cbor2.dumps(_entry(cap)))
+    return _kept_entry(cap)
+
+
+@functools.lru_cache(maxsize=ENCODED_ENTRIES)
+def _kept_entry(cap: ChildCap) -> bytes:
     return cast(bytes, cbor2.dumps(_entry(cap)))
 
 
@@ -184,7 +221,8 @@ def encode_node(node: Node) -> bytes:
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
     put together from each entry's encoding.
     """
-    head = [FORMAT_VERSION, node.height, node.fanout, node.count]
+    inline = node.height == 0 and any(inline_bytes(entry) for entry in node.entries)
+    head = [INLINE_VERSION if inline else FORMAT_VERSION, node.height, node.fanout, node.count]
     entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
     if len(data) <= LITERAL_THRESHOLD:
@@ -207,18 +245,15 @@ def _chk(fields: Sequence[Any]) -> ImmutableReadCap:
     return ImmutableReadCap(key, ueb, k, n, size)
 
 
-def _decode_entry(item: object, leaf: bool) -> ChildCap:
+def _decode_entry(item: object, leaf: bool, patch_literal: int) -> ChildCap:
+    """One entry; ``patch_literal``: the longest literal a patch of it may be."""
     if not isinstance(item, list) or not item or not _is_int(item[0]):
         raise ValueError("an entry is not a list starting with its kind")
     kind, fields = item[0], item[1:]
-    if leaf and kind == 0 and len(fields) == 1 and isinstance(fields[0], bytes) and fields[0]:
-        if len(fields[0]) > LITERAL_THRESHOLD:
-            raise ValueError("a literal extent is longer than the literal threshold")
-        return LiteralCap(fields[0])
-    if leaf and kind == 1 and len(fields) == 5:
-        return _chk(fields)
+    if leaf and kind in (0, 1):
+        return _extent(kind, fields, LITERAL_THRESHOLD)
     if leaf and kind == 3 and len(fields) == 2:
-        return _patched(fields[0], fields[1])
+        return _patched(fields[0], fields[1], patch_literal)
     if not leaf and kind == 2 and len(fields) == 6:
         node = _chk(fields[:5])
         if not _is_int(fields[5], 1):
@@ -227,8 +262,19 @@ def _decode_entry(item: object, leaf: bool) -> ChildCap:
     raise ValueError(f"an entry of kind {kind} cannot stand in a node of this height")
 
 
-def _patched(extent_item: object, patch_items: object) -> PatchedExtent:
-    extent = _decode_entry(extent_item, True)
+def _extent(kind: int, fields: list[Any], literal: int) -> ExtentCap:
+    """An extent or a patch: literal (at most ``literal`` bytes) or stored."""
+    if kind == 0 and len(fields) == 1 and isinstance(fields[0], bytes) and fields[0]:
+        if len(fields[0]) > literal:
+            raise ValueError("a literal extent is longer than the literal threshold")
+        return LiteralCap(fields[0])
+    if kind == 1 and len(fields) == 5:
+        return _chk(fields)
+    raise ValueError(f"an extent of kind {kind} is malformed")
+
+
+def _patched(extent_item: object, patch_items: object, literal: int) -> PatchedExtent:
+    extent = _decode_entry(extent_item, True, literal)
     if not isinstance(extent, LiteralCap | ImmutableReadCap):
         raise ValueError("a patched extent's extent is patched itself")
     if not isinstance(patch_items, list) or not 0 < len(patch_items) <= MAX_PATCHES:
@@ -237,9 +283,10 @@ def _patched(extent_item: object, patch_items: object) -> PatchedExtent:
     for item in patch_items:
         if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])):
             raise ValueError("a patch is not an offset and an entry")
-        patch = _decode_entry(item[1], True)
-        if not isinstance(patch, LiteralCap | ImmutableReadCap):
+        raw = item[1]
+        if not isinstance(raw, list) or not raw or raw[0] not in (0, 1):
             raise ValueError("a patch is patched itself")
+        patch = _extent(raw[0], raw[1:], literal)
         if item[0] + patch.size > extent.size:
             raise ValueError("a patch reaches past its extent")
         patches.append((item[0], patch))
@@ -261,9 +308,10 @@ def decode_node(
         if not isinstance(items, list) or len(items) not in (5, 6):
             raise ValueError("it is not a list of 5 or 6 items")
         version, node_height, fanout, node_count, raw = items[:5]
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, INLINE_VERSION):
             raise ValueError(
-                f"its format version is {version!r}, this gateway reads {FORMAT_VERSION}"
+                f"its format version is {version!r}, this gateway reads"
+                f" {FORMAT_VERSION} and {INLINE_VERSION}"
             )
         if len(items) == 6 and not isinstance(items[5], bytes):
             raise ValueError("its padding is not a byte string")
@@ -271,7 +319,10 @@ def decode_node(
             raise ValueError("its height or fan-out is malformed")
         if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
             raise ValueError("its extent count or entry list is malformed")
-        entries = tuple(_decode_entry(item, node_height == 0) for item in raw)
+        literal = INLINE_PATCH_BYTES if version == INLINE_VERSION else LITERAL_THRESHOLD
+        entries = tuple(_decode_entry(item, node_height == 0, literal) for item in raw)
+        if sum(map(inline_bytes, entries)) > INLINE_NODE_BYTES:
+            raise ValueError(f"it keeps more than {INLINE_NODE_BYTES} bytes of patches")
         node = Node(node_height, fanout, node_count, entries)
     except (ValueError, TypeError, cbor2.CBORDecodeError) as e:
         raise CorruptObject(f"{where} is damaged: {e}") from None

@@ -7,7 +7,8 @@ base version's, in order, with three kinds of change:
   (same cap, same position);
 - an extent that changed ranges touch is *patched* when they are small: the
   changed ranges inside it (those closer than PATCH_GAP joined) are ``read``
-  and stored as patches laid over it (:class:`~.chunk_format.PatchedExtent`),
+  and stored as patches laid over it (:class:`~.chunk_format.PatchedExtent`;
+  a patch of at most 4 KiB is kept in the leaf node, :mod:`.inline_patches`),
   while its patches, old and new, hold at most 1/PATCHED_SHARE of it and number
   at most MAX_PATCHES; otherwise it is stored again whole, with the same
   boundaries (its new bytes ``read`` of its range, its patches folded in);
@@ -64,6 +65,7 @@ from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_format import (
     DEFAULT_FANOUT,
+    INLINE_PATCH_BYTES,
     MAX_PATCHES,
     ChildCap,
     ExtentCap,
@@ -77,6 +79,7 @@ from gateway.objects.chunk_format import (
 from gateway.objects.chunked import NodeCache
 from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.errors import CorruptObject
+from gateway.objects.inline_patches import within_budget
 
 Read = Callable[[int, int], Awaitable[bytes]]
 Upload = Callable[[bytes], Coroutine[Any, Any, LiteralCap | ImmutableReadCap]]
@@ -338,6 +341,8 @@ class TreeUpdate:
                 if isinstance(entry, Deferred):
                     entry.addErrback(lambda _: None)  # nobody awaits the others now
             raise
+        if height == 0:
+            caps = await within_budget(caps, self._upload)
         return await self._store_node(Node(height, self.fanout, hi - lo, tuple(caps)))
 
     async def _store_node(self, node: Node) -> ChunkedCap:
@@ -379,7 +384,7 @@ class TreeUpdate:
         if self._progress is not None:
             self._progress(overlap(self._changed, offset, offset + length))
         if isinstance(old, PatchedExtent):
-            return PatchedExtent(old.extent, (*old.patches, *patches))
+            return PatchedExtent(old.extent, (*_visible(old, ranges, offset), *patches))
         return PatchedExtent(old, tuple(patches))
 
     def _patch_ranges(self, offset: int, length: int, old: LeafEntry) -> Ranges | None:
@@ -396,9 +401,8 @@ class TreeUpdate:
                 ranges[-1] = (ranges[-1][0], max(b, ranges[-1][1]))
             else:
                 ranges.append((a, b))
-        kept, patched = (
-            (len(old.patches), old.patched_bytes) if isinstance(old, PatchedExtent) else (0, 0)
-        )
+        visible = _visible(old, ranges, offset) if isinstance(old, PatchedExtent) else ()
+        kept, patched = len(visible), sum(patch.size for _, patch in visible)
         new_bytes = sum(b - a for a, b in ranges)
         if not ranges or kept + len(ranges) > MAX_PATCHES:
             return None
@@ -410,7 +414,8 @@ class TreeUpdate:
         await self._slots.acquire()
         try:
             data = await self._read_new(a, b - a)
-            cap = await self._upload(data)
+            # A small patch stays in its leaf node (within the node's budget: _build).
+            cap = LiteralCap(data) if len(data) <= INLINE_PATCH_BYTES else await self._upload(data)
             self._stored_now(cap, data)
         finally:
             self._slots.release()
@@ -474,3 +479,14 @@ class TreeUpdate:
         finally:
             self._slots.release()
         return cap
+
+
+def _visible(old: PatchedExtent, ranges: Ranges, offset: int) -> tuple[tuple[int, ExtentCap], ...]:
+    """The patches of ``old`` that the new ones (``ranges``, of the file) leave visible: one
+    that a new patch covers whole shows nowhere, and goes (a page rewritten again and again
+    keeps one patch, never the extent stored again whole for it)."""
+    return tuple(
+        (at, patch)
+        for at, patch in old.patches
+        if not any(a <= offset + at and offset + at + patch.size <= b for a, b in ranges)
+    )

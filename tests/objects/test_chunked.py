@@ -5,6 +5,7 @@ from __future__ import annotations
 import cbor2
 import pytest
 
+from gateway.objects import chunk_update
 from gateway.objects.caps import (
     ChunkedCap,
     ChunkedVerifyCap,
@@ -155,13 +156,16 @@ def test_unchanged_extents_are_shared_between_versions() -> None:
 
 def test_a_small_change_stores_only_the_changed_bytes_as_a_patch() -> None:
     """A change of a few bytes stores those bytes (as a patch laid over the extent, which
-    stays the base's) and one node per level; reads merge them."""
+    stays the base's) and one node per level; reads merge them. (A patch of at most
+    INLINE_PATCH_BYTES is kept in its node instead: tests/objects/test_inline_patches.py.)"""
     store, _ = make_store()
     data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
     base = update(store, None, bytes(data), [(0, len(data))])
     data[3 * CHUNK + 1 : 3 * CHUNK + 101] = pattern(100, 9)
     counted = Counted(store)
-    new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 101)], counted)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(chunk_update, "INLINE_PATCH_BYTES", 0)
+        new = update(store, base, bytes(data), [(3 * CHUNK + 1, 3 * CHUNK + 101)], counted)
     assert read_all(store, new) == bytes(data)
     assert run(store.reader(new).read(3 * CHUNK - 10, 200)) == bytes(
         data[3 * CHUNK - 10 : 3 * CHUNK + 190]
@@ -364,7 +368,7 @@ def test_damaged_node_gives_a_clear_error() -> None:
     with pytest.raises(CorruptObject, match="entries hold"):
         decode_node(encode_node(good), ChunkedCap(base.node, base.size + 1))
     with pytest.raises(CorruptObject, match="format version"):
-        decode_node(cbor2.dumps([2, 0, 4, 1, []]), base)
+        decode_node(cbor2.dumps([3, 0, 4, 1, []]), base)
     assert decode_node(encode_node(good), base) == good
 
 
