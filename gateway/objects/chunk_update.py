@@ -369,9 +369,10 @@ class TreeUpdate:
         """A base extent that changed ranges touch: the changed bytes laid over it as patches
         when they are few and small, else the extent stored again whole (which also folds
         the patches it had into it)."""
-        ranges = self._patch_ranges(offset, length, old)
-        if ranges is None:
+        planned = self._patch_ranges(offset, length, old)
+        if planned is None:
             return await self._store_extent(offset, length)
+        ranges, visible = planned
         pending = [start(self._store_patch(a, b)) for a, b in ranges]
         patches: list[tuple[int, ExtentCap]] = []
         try:
@@ -384,12 +385,15 @@ class TreeUpdate:
         if self._progress is not None:
             self._progress(overlap(self._changed, offset, offset + length))
         if isinstance(old, PatchedExtent):
-            return PatchedExtent(old.extent, (*_visible(old, ranges, offset), *patches))
+            return PatchedExtent(old.extent, (*visible, *patches))
         return PatchedExtent(old, tuple(patches))
 
-    def _patch_ranges(self, offset: int, length: int, old: LeafEntry) -> Ranges | None:
+    def _patch_ranges(
+        self, offset: int, length: int, old: LeafEntry
+    ) -> tuple[Ranges, tuple[tuple[int, ExtentCap], ...]] | None:
         """The ranges to store as patches of ``old`` (changed ranges inside it, those closer
-        than PATCH_GAP joined), or None when it must be stored again whole."""
+        than PATCH_GAP joined) and the patches of ``old`` they leave visible, or None when
+        it must be stored again whole."""
         if isinstance(old, LiteralCap) or old.size != length:
             return None
         ranges: Ranges = []
@@ -408,7 +412,7 @@ class TreeUpdate:
             return None
         if patched + new_bytes > length // PATCHED_SHARE:
             return None
-        return ranges
+        return ranges, visible
 
     async def _store_patch(self, a: int, b: int) -> ExtentCap:
         await self._slots.acquire()

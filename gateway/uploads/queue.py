@@ -411,8 +411,9 @@ class UploadQueue(NodePart):
                 self._failed(job, e)
             return
         self._running.pop(job_id, None)
+        self._dropped.discard(job_id)
         self._journal.remove(job_id)
-        del self._jobs[job_id]
+        self._jobs.pop(job_id, None)
         self.finished.append(
             Finished(job.display, job.size, job.attempts + 1, self._clock.seconds())
         )

@@ -18,16 +18,24 @@ def _entry_cap(gw, name: str = "f.bin") -> str:  # type: ignore[no-untyped-def]
     return str(gw.run(directory.get(name)).cap.to_string())
 
 
-def test_an_fsync_stores_its_change_while_its_record_is_flushed(tmp_path: Path) -> None:
-    """The update runs before the flush of the fsync's record is done; the file's entry
-    changes only after it, and the fsync answers then."""
+def _fsync_started(tmp_path: Path, byte: bytes):  # type: ignore[no-untyped-def]
+    """A file in the grid, 100 bytes written at 3000 through an open handle, and an fsync
+    of it started (its record's flush waiting in its thread): the harness, the store, the
+    handle, the file's cap before, and the fsync's outcome (filled once it answers)."""
     gw, store = harness(tmp_path)
     before = _entry_cap(gw)
     handle = open_rw(gw)
-    gw.run(handle.write(3000, b"n" * 100))
+    gw.run(handle.write(3000, byte * 100))
     outcome: list[object] = []
     Deferred.fromCoroutine(handle.fsync()).addBoth(outcome.append)
     gw.clock.advance(0)
+    return gw, store, handle, before, outcome
+
+
+def test_an_fsync_stores_its_change_while_its_record_is_flushed(tmp_path: Path) -> None:
+    """The update runs before the flush of the fsync's record is done; the file's entry
+    changes only after it, and the fsync answers then."""
+    gw, store, handle, before, outcome = _fsync_started(tmp_path, b"n")
     assert gw.threads.queue, "the record's flush waits in its thread"
     assert store.updates == [[(3000, 3100)]], "the change is stored meanwhile"
     assert not outcome
@@ -46,13 +54,7 @@ def test_an_fsync_whose_record_cannot_be_flushed_fails_and_links_nothing(
     """An I/O error flushing the record reaches the fsync; the stored objects are never
     named, no retry follows, and the change is still the open file's: the next fsync
     stores it."""
-    gw, store = harness(tmp_path)
-    before = _entry_cap(gw)
-    handle = open_rw(gw)
-    gw.run(handle.write(3000, b"e" * 100))
-    outcome: list[object] = []
-    Deferred.fromCoroutine(handle.fsync()).addBoth(outcome.append)
-    gw.clock.advance(0)
+    gw, store, handle, before, outcome = _fsync_started(tmp_path, b"e")
     assert store.updates == [[(3000, 3100)]]
     call, result = gw.threads.queue.pop(0)  # the record's flush...
     result.errback(OSError(errno.EIO, os.strerror(errno.EIO)))  # ...fails
