@@ -28,7 +28,10 @@ Version 1, or 2 for a leaf node keeping patches longer than a literal inline
   extent entry of kind 0 or 1, and patches, each an entry of kind 0 or 1 laid
   over the extent's bytes at ``offset``, in order, the later over the earlier;
   a patch of kind 0 may hold up to :data:`INLINE_PATCH_BYTES` in a node of
-  version 2, at most :data:`INLINE_NODE_BYTES` of them in one node) or, in inner
+  version 2, at most :data:`INLINE_NODE_BYTES` of them in one node; a node of
+  version 2 may also name a patch ``[4, key, ueb hash, k, n, size, offset,
+  length]``: ``length`` bytes at ``offset`` of a *pack*, an immutable object
+  holding several patches) or, in inner
   nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a child
   node: the fields of its ChunkedCap). An entry's length is the size its cap
   names (a patched extent's, its extent's); the entries' lengths add up to the
@@ -91,13 +94,26 @@ ExtentCap = LiteralCap | ImmutableReadCap
 
 
 @frozen
+class PackedPatch:
+    """A patch stored with others in one object (a *pack*): ``size`` bytes at ``offset``."""
+
+    pack: ImmutableReadCap
+    offset: int
+    size: int
+
+
+Patch = ExtentCap | PackedPatch
+"""What a patch is stored as: on its own (or literal), or in a pack."""
+
+
+@frozen
 class PatchedExtent:
     """An extent with patches laid over it: a small change to a large extent stores the
     changed bytes only (see :mod:`gateway.objects.chunk_update`)."""
 
     extent: ExtentCap
-    patches: tuple[tuple[int, ExtentCap], ...]
-    """(offset in the extent, the patch's bytes as an object), the later over the earlier."""
+    patches: tuple[tuple[int, Patch], ...]
+    """(offset in the extent, the patch's bytes), the later over the earlier."""
 
     @property
     def size(self) -> int:
@@ -110,8 +126,9 @@ class PatchedExtent:
         return sum(patch.size for _, patch in self.patches)
 
     def parts(self) -> tuple[ExtentCap, ...]:
-        """The objects it is made of: the extent, then the patches."""
-        return (self.extent, *(patch for _, patch in self.patches))
+        """The objects it is made of: the extent, then the patches (each pack once)."""
+        objects = (p.pack if isinstance(p, PackedPatch) else p for _, p in self.patches)
+        return (self.extent, *dict.fromkeys(objects))
 
     @property
     def inline_bytes(self) -> int:
@@ -119,7 +136,7 @@ class PatchedExtent:
         return sum(patch.size for _, patch in self.patches if is_inline(patch))
 
 
-def is_inline(patch: ExtentCap) -> bool:
+def is_inline(patch: Patch) -> bool:
     """Whether a patch is kept in its node although longer than a literal cap's bytes."""
     return isinstance(patch, LiteralCap) and patch.size > LITERAL_THRESHOLD
 
@@ -180,7 +197,10 @@ def height_for(count: int, fanout: int) -> int:
     return height
 
 
-def _entry(cap: ChildCap) -> list[Any]:
+def _entry(cap: ChildCap | PackedPatch) -> list[Any]:
+    if isinstance(cap, PackedPatch):
+        pack = cap.pack
+        return [4, pack.key, pack.ueb_hash, pack.k, pack.n, pack.size, cap.offset, cap.size]
     if isinstance(cap, PatchedExtent):
         return [3, _entry(cap.extent), [[offset, _entry(patch)] for offset, patch in cap.patches]]
     if isinstance(cap, LiteralCap):
@@ -189,6 +209,12 @@ def _entry(cap: ChildCap) -> list[Any]:
         return [1, cap.key, cap.ueb_hash, cap.k, cap.n, cap.size]
     node = cap.node
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
+
+
+def _needs_version_2(entry: ChildCap) -> bool:
+    return isinstance(entry, PatchedExtent) and any(
+        is_inline(p) or isinstance(p, PackedPatch) for _, p in entry.patches
+    )
 
 
 def _encoded_entry(cap: ChildCap) -> bytes:
@@ -221,7 +247,7 @@ def encode_node(node: Node) -> bytes:
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
     put together from each entry's encoding.
     """
-    inline = node.height == 0 and any(inline_bytes(entry) for entry in node.entries)
+    inline = node.height == 0 and any(map(_needs_version_2, node.entries))
     head = [INLINE_VERSION if inline else FORMAT_VERSION, node.height, node.fanout, node.count]
     entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
@@ -273,20 +299,31 @@ def _extent(kind: int, fields: list[Any], literal: int) -> ExtentCap:
     raise ValueError(f"an extent of kind {kind} is malformed")
 
 
+def _packed(fields: list[Any]) -> PackedPatch:
+    """A patch stored in a pack: the pack's cap fields, then its offset and length."""
+    if len(fields) != 7 or not (_is_int(fields[5]) and _is_int(fields[6], 1)):
+        raise ValueError("a packed patch is malformed")
+    pack = _chk(fields[:5])
+    if fields[5] + fields[6] > pack.size:
+        raise ValueError("a packed patch reaches past its pack")
+    return PackedPatch(pack, fields[5], fields[6])
+
+
 def _patched(extent_item: object, patch_items: object, literal: int) -> PatchedExtent:
     extent = _decode_entry(extent_item, True, literal)
     if not isinstance(extent, LiteralCap | ImmutableReadCap):
         raise ValueError("a patched extent's extent is patched itself")
     if not isinstance(patch_items, list) or not 0 < len(patch_items) <= MAX_PATCHES:
         raise ValueError("a patched extent's patch list is malformed")
-    patches: list[tuple[int, ExtentCap]] = []
+    patches: list[tuple[int, Patch]] = []
     for item in patch_items:
         if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])):
             raise ValueError("a patch is not an offset and an entry")
         raw = item[1]
-        if not isinstance(raw, list) or not raw or raw[0] not in (0, 1):
+        packed = literal > LITERAL_THRESHOLD  # (version 2)
+        if not isinstance(raw, list) or not raw or raw[0] not in ((0, 1, 4) if packed else (0, 1)):
             raise ValueError("a patch is patched itself")
-        patch = _extent(raw[0], raw[1:], literal)
+        patch = _packed(raw[1:]) if raw[0] == 4 else _extent(raw[0], raw[1:], literal)
         if item[0] + patch.size > extent.size:
             raise ValueError("a patch reaches past its extent")
         patches.append((item[0], patch))

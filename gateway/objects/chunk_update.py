@@ -71,6 +71,7 @@ from gateway.objects.chunk_format import (
     ExtentCap,
     LeafEntry,
     Node,
+    Patch,
     PatchedExtent,
     capacity,
     encode_node,
@@ -390,7 +391,7 @@ class TreeUpdate:
 
     def _patch_ranges(
         self, offset: int, length: int, old: LeafEntry
-    ) -> tuple[Ranges, tuple[tuple[int, ExtentCap], ...]] | None:
+    ) -> tuple[Ranges, tuple[tuple[int, Patch], ...]] | None:
         """The ranges to store as patches of ``old`` (changed ranges inside it, those closer
         than PATCH_GAP joined) and the patches of ``old`` they leave visible, or None when
         it must be stored again whole."""
@@ -485,7 +486,7 @@ class TreeUpdate:
         return cap
 
 
-def _visible(old: PatchedExtent, ranges: Ranges, offset: int) -> tuple[tuple[int, ExtentCap], ...]:
+def _visible(old: PatchedExtent, ranges: Ranges, offset: int) -> tuple[tuple[int, Patch], ...]:
     """The patches of ``old`` that the new ones (``ranges``, of the file) leave visible: one
     that a new patch covers whole shows nowhere, and goes (a page rewritten again and again
     keeps one patch, never the extent stored again whole for it)."""

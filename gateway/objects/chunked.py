@@ -25,6 +25,7 @@ from gateway.objects.chunk_format import (
     ExtentCap,
     LeafEntry,
     Node,
+    PackedPatch,
     PatchedExtent,
     check_node,
     decode_node,
@@ -183,7 +184,11 @@ class PatchedReader:
         for at, patch in patches[first:]:
             a, b = max(offset, at), min(end, at + patch.size)
             if a < b:
-                data[a - offset : b - offset] = await _exactly(self._open(patch), a - at, b - a)
+                if isinstance(patch, PackedPatch):  # its bytes are a range of its pack
+                    reader, start_at = self._open(patch.pack), patch.offset + a - at
+                else:
+                    reader, start_at = self._open(patch), a - at
+                data[a - offset : b - offset] = await _exactly(reader, start_at, b - a)
         return bytes(data)
 
 

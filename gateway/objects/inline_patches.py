@@ -10,8 +10,10 @@ fetches nothing more than the node.
 
 Every update that rewrites a node pays for the bytes it keeps, so a node keeps
 at most :data:`~gateway.objects.chunk_format.INLINE_NODE_BYTES` of patches:
-past that, the largest inline patches are stored as objects (once: from then on
-the node names them), until it is back within its budget.
+past that, all the patches it keeps move into one *pack*, an immutable object
+of their bytes, and the node names each by its range in the pack. So changes
+at random places of a large file cost one node per fsync and, every few
+fsyncs, one pack: not one object per patch.
 """
 
 from __future__ import annotations
@@ -19,62 +21,48 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gateway.objects.caps import LiteralCap
+from gateway.objects.caps import ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_format import (
     INLINE_NODE_BYTES,
     ChildCap,
     ExtentCap,
+    PackedPatch,
     PatchedExtent,
     inline_bytes,
     is_inline,
 )
-from gateway.objects.concurrency import gather
 
 
 async def within_budget(
     entries: Sequence[ChildCap], store: Callable[[bytes], Coroutine[Any, Any, ExtentCap]]
 ) -> list[ChildCap]:
-    """A leaf node's entries, with the largest inline patches stored (by ``store``) until
-    the node keeps at most INLINE_NODE_BYTES inline."""
-    total = sum(map(inline_bytes, entries))
-    if total <= INLINE_NODE_BYTES:
+    """A leaf node's entries, within INLINE_NODE_BYTES inline: past it, every patch the node
+    keeps inline moves into one *pack* (one object, stored by ``store``), named by range."""
+    if sum(map(inline_bytes, entries)) <= INLINE_NODE_BYTES:
         return list(entries)
-    inline = sorted(
-        (
-            (patch.size, i, j)
-            for i, entry in enumerate(entries)
-            if isinstance(entry, PatchedExtent)
-            for j, (_, patch) in enumerate(entry.patches)
-            if is_inline(patch)
-        ),
-        reverse=True,
-    )
-    chosen: list[tuple[int, int]] = []
-    for size, i, j in inline:
-        if total <= INLINE_NODE_BYTES:
-            break
-        chosen.append((i, j))
-        total -= size
-
-    def data(i: int, j: int) -> bytes:
-        entry = entries[i]
-        assert isinstance(entry, PatchedExtent)
-        patch = entry.patches[j][1]
-        assert isinstance(patch, LiteralCap)
-        return patch.data
-
-    stored = await gather([store(data(i, j)) for i, j in chosen])
-    by_entry: dict[int, dict[int, ExtentCap]] = {}
-    for (i, j), cap in zip(chosen, stored, strict=True):
-        if isinstance(cap, Exception):
-            raise cap
-        by_entry.setdefault(i, {})[j] = cap
+    pieces: list[bytes] = []
+    places: dict[tuple[int, int], tuple[int, int]] = {}  # (entry, patch) -> (offset, size)
+    at = 0
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, PatchedExtent):
+            continue
+        for j, (_, patch) in enumerate(entry.patches):
+            if is_inline(patch):
+                assert isinstance(patch, LiteralCap)
+                pieces.append(patch.data)
+                places[i, j] = (at, patch.size)
+                at += patch.size
+    pack = await store(b"".join(pieces))
+    assert isinstance(pack, ImmutableReadCap)  # (longer than a literal: its pieces are)
     out = list(entries)
-    for i, caps in by_entry.items():
+    for i in {i for i, _ in places}:
         entry = entries[i]
         assert isinstance(entry, PatchedExtent)
         out[i] = PatchedExtent(
             entry.extent,
-            tuple((at, caps.get(j, patch)) for j, (at, patch) in enumerate(entry.patches)),
+            tuple(
+                (offset, PackedPatch(pack, *places[i, j]) if (i, j) in places else patch)
+                for j, (offset, patch) in enumerate(entry.patches)
+            ),
         )
     return out

@@ -1,5 +1,6 @@
 """Small patches kept in their leaf node: an fsync of a small change stores one object
-fewer, a node keeps at most its budget inline, and the format says which nodes do."""
+fewer, a node past its budget moves its patches into one pack, and the format says which
+nodes do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from gateway.objects.chunk_format import (
     INLINE_NODE_BYTES,
     INLINE_PATCH_BYTES,
     Node,
+    PackedPatch,
     PatchedExtent,
     decode_node,
     encode_node,
@@ -73,39 +75,50 @@ def test_a_change_longer_than_the_inline_size_is_an_object_of_its_own() -> None:
     assert read_all(store, new) == bytes(data)
 
 
-def test_a_leaf_node_keeps_at_most_its_budget_inline() -> None:
+def test_a_leaf_node_past_its_budget_moves_its_patches_into_one_pack() -> None:
     """Changes to many extents of one leaf: once the inline patches would pass
-    INLINE_NODE_BYTES, the largest are stored as objects; every version reads back."""
+    INLINE_NODE_BYTES, all of them move into one pack object, each named by its range;
+    readers (a gateway with nothing cached too) get every version back exact."""
     store, _ = make_store(chunk=CHUNK, fanout=FANOUT)
     data = bytearray(pattern(FANOUT * CHUNK))  # one leaf of four extents
     cap = update(store, None, bytes(data), [(0, len(data))])
     versions = []
     sizes = [4096, 1000, 4096, 3000, 4096, 4096, 2000]
+    packs_stored = []
     for n, size in enumerate(sizes):
         at = (n % FANOUT) * CHUNK + (n // FANOUT) * 8192
         data[at : at + size] = pattern(size, 100 + n)
-        cap = update(store, cap, bytes(data), [(at, at + size)])
+        counted = Counted(store)
+        cap = update(store, cap, bytes(data), [(at, at + size)], counted)
         assert isinstance(cap, ChunkedCap)
         versions.append((cap, bytes(data)))
         (leaf,) = _leaves(store, cap)
         assert sum(map(inline_bytes, leaf.entries)) <= INLINE_NODE_BYTES
-    stored = [
+        packs_stored.append(len(counted.objects) - 1)  # (the node: one level)
+    packed = [
         patch
         for entry in leaf.entries
         if isinstance(entry, PatchedExtent)
         for _, patch in entry.patches
-        if isinstance(patch, ImmutableReadCap)
+        if isinstance(patch, PackedPatch)
     ]
-    assert sum(sizes) > INLINE_NODE_BYTES and stored, "some patches were moved out"
-    assert all(p.size == 4096 for p in stored), "the largest go first"
+    assert sum(sizes) > INLINE_NODE_BYTES and packed, "the patches moved into a pack"
+    assert len({p.pack for p in packed}) == 1 and len(packed) >= 4, "one pack for several"
+    assert sorted(packs_stored) == [0] * (len(sizes) - 1) + [1], "one object, once"
+    assert {p.pack for p in packed} <= {
+        part for entry in leaf.entries if isinstance(entry, PatchedExtent) for part in entry.parts()
+    }, "check, repair and leases see the pack"
+    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)
     for version, expected in versions:
         assert read_all(store, version) == expected
+        assert read_all(fresh, version) == expected
 
 
 def test_the_format_says_which_nodes_keep_patches_inline() -> None:
-    """Version 1 nodes refuse literal patches longer than a literal cap, version 2 nodes
-    take them up to INLINE_PATCH_BYTES and INLINE_NODE_BYTES in all; version 3 is unknown.
-    An encoded node says version 2 only when it keeps such a patch."""
+    """Version 1 nodes refuse literal patches longer than a literal cap and packed patches;
+    version 2 nodes take literal patches up to INLINE_PATCH_BYTES (INLINE_NODE_BYTES in
+    all) and patches in packs, within their pack; version 3 is unknown. An encoded node
+    says version 2 only when it holds such a patch."""
     extent = ImmutableReadCap(b"k" * 32, b"u" * 32, 1, 1, CHUNK)
     inline = Node(0, 4, 1, (PatchedExtent(extent, ((0, LiteralCap(b"p" * 100)),)),))
     small = Node(0, 4, 1, (PatchedExtent(extent, ((0, LiteralCap(b"p" * 20)),)),))
@@ -124,6 +137,18 @@ def test_the_format_says_which_nodes_keep_patches_inline() -> None:
     over = Node(0, 4, 1, (PatchedExtent(extent, patches),))
     with pytest.raises(CorruptObject, match="bytes of patches"):
         decode_node(encode_node(over), cap)
+    pack = ImmutableReadCap(b"a" * 32, b"b" * 32, 1, 1, 100)
+    in_pack = Node(0, 4, 1, (PatchedExtent(extent, ((0, PackedPatch(pack, 60, 40)),)),))
+    assert cbor2.loads(encode_node(in_pack))[0] == 2
+    assert decode_node(encode_node(in_pack), cap) == in_pack
+    assert in_pack.entries[0].parts() == (extent, pack)  # type: ignore[union-attr]
+    past = Node(0, 4, 1, (PatchedExtent(extent, ((0, PackedPatch(pack, 70, 40)),)),))
+    with pytest.raises(CorruptObject, match="past its pack"):
+        decode_node(encode_node(past), cap)
+    v1_pack = cbor2.loads(encode_node(in_pack))
+    v1_pack[0] = 1
+    with pytest.raises(CorruptObject, match="patched itself"):
+        decode_node(cbor2.dumps(v1_pack), cap)
     v3 = cbor2.loads(encode_node(small))
     v3[0] = 3
     with pytest.raises(CorruptObject, match="format version"):
