@@ -320,8 +320,8 @@ class DiskBackend:
             data = self._uploads.take(key, size)
             record = {"op": "share", "si": storage_index, "n": share_number, "data": data}
             self._files.change(record, sync=False)  # applied once the group's flush is done
-            share = CompletingShare(storage_index, share_number, size, target, target)
-            share.logged = True
+            # (no file: its bytes are in the record, applied to ``target`` once durable)
+            share = CompletingShare(storage_index, share_number, size, target, target, True)
         else:
             source = self._uploads.hand_over(key)
             share = CompletingShare(storage_index, share_number, size, source, target)

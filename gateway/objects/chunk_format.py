@@ -14,8 +14,9 @@ A node is the CBOR encoding of ::
 
     [version, height, fanout, count, [entry, ...]]     (a 6th item may pad)
 
-Version 1, or 2 for a leaf node keeping patches longer than a literal inline
-(older gateways refuse those by their version, not by a damaged entry).
+Version 1, or 2 for a leaf node with a patch kept inline (longer than a literal)
+or kept in a pack (older gateways refuse those by their version, not by a damaged
+entry).
 
 - ``height`` is 0 for a node whose entries are extents, h for one whose entries
   are nodes of height h - 1;
@@ -65,7 +66,7 @@ FORMAT_VERSION = 1
 """The first item of a node (see :data:`INLINE_VERSION`)."""
 
 INLINE_VERSION = 2
-"""The first item of a node that keeps a patch longer than a literal inline."""
+"""The first item of a node with a patch kept inline (longer than a literal) or in a pack."""
 
 INLINE_PATCH_BYTES = 4096
 """A patch up to this long is kept in its leaf node, as a literal entry, rather than
@@ -247,8 +248,9 @@ def encode_node(node: Node) -> bytes:
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
     put together from each entry's encoding.
     """
-    inline = node.height == 0 and any(map(_needs_version_2, node.entries))
-    head = [INLINE_VERSION if inline else FORMAT_VERSION, node.height, node.fanout, node.count]
+    version_2 = node.height == 0 and any(map(_needs_version_2, node.entries))
+    version = INLINE_VERSION if version_2 else FORMAT_VERSION
+    head = [version, node.height, node.fanout, node.count]
     entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
     if len(data) <= LITERAL_THRESHOLD:
@@ -271,15 +273,15 @@ def _chk(fields: Sequence[Any]) -> ImmutableReadCap:
     return ImmutableReadCap(key, ueb, k, n, size)
 
 
-def _decode_entry(item: object, leaf: bool, patch_literal: int) -> ChildCap:
-    """One entry; ``patch_literal``: the longest literal a patch of it may be."""
+def _decode_entry(item: object, leaf: bool, version_2: bool) -> ChildCap:
+    """One entry of a node (``version_2``: patches may be inline or packed)."""
     if not isinstance(item, list) or not item or not _is_int(item[0]):
         raise ValueError("an entry is not a list starting with its kind")
     kind, fields = item[0], item[1:]
     if leaf and kind in (0, 1):
         return _extent(kind, fields, LITERAL_THRESHOLD)
     if leaf and kind == 3 and len(fields) == 2:
-        return _patched(fields[0], fields[1], patch_literal)
+        return _patched(fields[0], fields[1], version_2)
     if not leaf and kind == 2 and len(fields) == 6:
         node = _chk(fields[:5])
         if not _is_int(fields[5], 1):
@@ -309,19 +311,20 @@ def _packed(fields: list[Any]) -> PackedPatch:
     return PackedPatch(pack, fields[5], fields[6])
 
 
-def _patched(extent_item: object, patch_items: object, literal: int) -> PatchedExtent:
-    extent = _decode_entry(extent_item, True, literal)
+def _patched(extent_item: object, patch_items: object, version_2: bool) -> PatchedExtent:
+    extent = _decode_entry(extent_item, True, version_2)
     if not isinstance(extent, LiteralCap | ImmutableReadCap):
         raise ValueError("a patched extent's extent is patched itself")
     if not isinstance(patch_items, list) or not 0 < len(patch_items) <= MAX_PATCHES:
         raise ValueError("a patched extent's patch list is malformed")
+    literal = INLINE_PATCH_BYTES if version_2 else LITERAL_THRESHOLD
+    kinds = (0, 1, 4) if version_2 else (0, 1)
     patches: list[tuple[int, Patch]] = []
     for item in patch_items:
         if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])):
             raise ValueError("a patch is not an offset and an entry")
         raw = item[1]
-        packed = literal > LITERAL_THRESHOLD  # (version 2)
-        if not isinstance(raw, list) or not raw or raw[0] not in ((0, 1, 4) if packed else (0, 1)):
+        if not isinstance(raw, list) or not raw or raw[0] not in kinds:
             raise ValueError("a patch is patched itself")
         patch = _packed(raw[1:]) if raw[0] == 4 else _extent(raw[0], raw[1:], literal)
         if item[0] + patch.size > extent.size:
@@ -356,8 +359,8 @@ def decode_node(
             raise ValueError("its height or fan-out is malformed")
         if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
             raise ValueError("its extent count or entry list is malformed")
-        literal = INLINE_PATCH_BYTES if version == INLINE_VERSION else LITERAL_THRESHOLD
-        entries = tuple(_decode_entry(item, node_height == 0, literal) for item in raw)
+        version_2 = version == INLINE_VERSION
+        entries = tuple(_decode_entry(item, node_height == 0, version_2) for item in raw)
         if sum(map(inline_bytes, entries)) > INLINE_NODE_BYTES:
             raise ValueError(f"it keeps more than {INLINE_NODE_BYTES} bytes of patches")
         node = Node(node_height, fanout, node_count, entries)

@@ -215,8 +215,8 @@ class UploadQueue(NodePart):
             "the upload journal cannot be flushed: {error}", error=failure.getErrorMessage()
         )
         self._jobs.pop(job_id, None)
-        if job_id in self._early:  # its upload is under way: it must not link
-            self._early.discard(job_id)
+        self._early.discard(job_id)
+        if job_id in self._running:  # started early, under way: it must not link
             self._dropped.add(job_id)
         waiters = self._flushing.pop(job_id, [])
         if not waiters:
