@@ -70,6 +70,8 @@ from storage.space import free_bytes
 
 _REDO_LOG = "redo.log"
 _CACHE_ENTRIES = 65536
+_KEPT_SHARE_BYTES = 16 * 1024 * 1024
+"""Mutable shares' bytes kept in memory, at most (see :attr:`DiskBackend._kept`)."""
 """Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 LOGGED_SHARE_BYTES = 64 * 1024
 """Immutable shares up to this size are completed through the redo log."""
@@ -119,6 +121,13 @@ class DiskBackend:
     _uploads: IncomingShares = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
     _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
+    _present: dict[bytes, frozenset[int]] = field(init=False, factory=dict)
+    """Share files in an index's directory, as last listed (forgotten when a change to
+    the index's files is applied, or a share put in place or thrown away)."""
+    _kept: dict[bytes, dict[int, bytes]] = field(init=False, factory=dict)
+    """Mutable shares as this backend last wrote them: a test-and-write reads its slot
+    from memory, not from three opens of the file (bounded by ``_KEPT_SHARE_BYTES``)."""
+    _kept_bytes: int = field(init=False, default=0)
     _log: RedoLog = field(init=False)
     _files: LoggedFiles = field(init=False)
     commits: GroupCommit = field(init=False)
@@ -132,7 +141,7 @@ class DiskBackend:
         make_private_dirs(self._incoming)
         self._uploads = IncomingShares(self._incoming, LOGGED_SHARE_BYTES)
         self._log = RedoLog(self.path / _REDO_LOG)
-        self._files = LoggedFiles(self._log, self._index_dir)
+        self._files = LoggedFiles(self._log, self._index_dir, self._applied)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
         for record in list(self._log.records()):
             self._files.apply(record)
@@ -160,6 +169,30 @@ class DiskBackend:
             path = self._dirs[storage_index] = self._shares / name[:2] / name
         return path
 
+    def _applied(self, storage_index: bytes, op: str) -> None:
+        """A logged change to the index's files was applied: what was listed is stale, and
+        a deletion leaves no share to keep."""
+        self._present.pop(storage_index, None)
+        if op != "share" and op != "meta":
+            self._forget(storage_index)
+
+    def _forget(self, storage_index: bytes) -> None:
+        kept = self._kept.pop(storage_index, None)
+        if kept:
+            self._kept_bytes -= sum(map(len, kept.values()))
+
+    def _keep(self, storage_index: bytes, share_number: int, share: bytes) -> None:
+        kept = self._kept.setdefault(storage_index, {})
+        self._kept_bytes += len(share) - len(kept.get(share_number, b""))
+        kept[share_number] = share
+        if self._kept_bytes > _KEPT_SHARE_BYTES:
+            self._kept.clear()
+            self._kept_bytes = 0
+
+    def _kept_share(self, storage_index: bytes, share_number: int) -> bytes | None:
+        kept = self._kept.get(storage_index)
+        return None if kept is None else kept.get(share_number)
+
     def _share_path(self, storage_index: bytes, share_number: int) -> Path:
         return self._index_dir(storage_index) / str(share_number)
 
@@ -170,15 +203,23 @@ class DiskBackend:
 
     def list_shares(self, storage_index: bytes) -> frozenset[int]:
         """Numbers of the complete shares stored under the index."""
-        try:
-            names = os.listdir(self._index_dir(storage_index))
-        except FileNotFoundError:
-            return frozenset()
-        numbers = (n for n in map(share_number, names) if n is not None)
-        return frozenset(n for n in numbers if not self.commits.hides(storage_index, n))
+        present = self._present.get(storage_index)
+        if present is None:
+            try:
+                names = os.listdir(self._index_dir(storage_index))
+            except FileNotFoundError:
+                names = []
+            present = frozenset(n for n in map(share_number, names) if n is not None)
+            if len(self._present) >= _CACHE_ENTRIES:
+                self._present.clear()
+            self._present[storage_index] = present
+        return frozenset(n for n in present if not self.commits.hides(storage_index, n))
 
     def share_length(self, storage_index: bytes, share_number: int) -> int:
         """Length of a complete share."""
+        kept = self._kept_share(storage_index, share_number)
+        if kept is not None:
+            return len(kept)
         try:
             return self._readable_path(storage_index, share_number).stat().st_size
         except FileNotFoundError:
@@ -188,6 +229,9 @@ class DiskBackend:
         self, storage_index: bytes, share_number: int, offset: int, length: int
     ) -> bytes:
         """Read from a complete share, clamped at its end."""
+        kept = self._kept_share(storage_index, share_number)
+        if kept is not None:
+            return kept[offset : offset + max(0, length)]
         try:
             fd = os.open(self._readable_path(storage_index, share_number), os.O_RDONLY)
         except FileNotFoundError:
@@ -206,11 +250,15 @@ class DiskBackend:
         new_length: int | None,
     ) -> None:
         """Create or change a share: the new bytes go to the redo log, then into the file."""
-        try:
-            with open(self._share_path(storage_index, share_number), "rb") as source:
-                share = bytearray(source.read())
-        except FileNotFoundError:
-            share = bytearray()
+        kept = self._kept_share(storage_index, share_number)
+        if kept is not None:
+            share = bytearray(kept)
+        else:
+            try:
+                with open(self._share_path(storage_index, share_number), "rb") as source:
+                    share = bytearray(source.read())
+            except FileNotFoundError:
+                share = bytearray()
         for offset, data in writes:
             if offset > len(share):
                 share.extend(bytes(offset - len(share)))
@@ -219,12 +267,14 @@ class DiskBackend:
         if new_length is not None:
             del share[new_length:]
             share.extend(bytes(new_length - len(share)))
-        self._files.change(
-            {"op": "share", "si": storage_index, "n": share_number, "data": bytes(share)}
-        )
+        data = bytes(share)
+        self._forget(storage_index)  # until the change is durable, the file says what is
+        self._files.change({"op": "share", "si": storage_index, "n": share_number, "data": data})
+        self._keep(storage_index, share_number, data)
 
     def delete_share(self, storage_index: bytes, share_number: int) -> None:
         """Remove a complete share if it exists."""
+        self._forget(storage_index)
         if self._share_path(storage_index, share_number).exists():
             self._files.change({"op": "delete-share", "si": storage_index, "n": share_number})
         else:
@@ -268,6 +318,7 @@ class DiskBackend:
     def delete_index(self, storage_index: bytes) -> None:
         """Remove every complete share and the metadata, then the empty directories."""
         self._metadata.pop(storage_index, None)
+        self._forget(storage_index)
         if self._index_dir(storage_index).is_dir():
             self._files.change({"op": "delete-index", "si": storage_index})
 
@@ -337,12 +388,14 @@ class DiskBackend:
             self.checkpoint()  # a replayed deletion must not remove this share after a crash
         directory = share.target.parent
         files.make_dirs(directory)
+        self._present.pop(share.storage_index, None)
         os.replace(share.source, share.target)
         new = sorted(files.new_dirs & {directory, *directory.parents}, key=len_parts)
         return [*(path.parent for path in new), directory]
 
     def unpublish(self, share: CompletingShare) -> None:
         """A completion failed: throw its bytes away (:class:`storage.commit.Publisher`)."""
+        self._present.pop(share.storage_index, None)
         if not share.logged:
             share.source.unlink(missing_ok=True)
             share.target.unlink(missing_ok=True)

@@ -109,6 +109,8 @@ class LoggedFiles:
     log: RedoLog
     index_dir: Callable[[bytes], Path]
     """Where a storage index's files live."""
+    applied: Callable[[bytes, str], None] = lambda storage_index, op: None
+    """Told of each record applied to an index's files (the backend's caches follow)."""
     dirty_files: set[Path] = field(init=False, factory=set)
     """Files changed in place since the last checkpoint."""
     dirty_dirs: set[Path] = field(init=False, factory=set)
@@ -144,6 +146,7 @@ class LoggedFiles:
         """Apply one logged change to the files (idempotent; nothing is flushed)."""
         op, storage_index = record["op"], bytes(record["si"])
         directory = self.index_dir(storage_index)
+        self.applied(storage_index, op)
         if op in ("share", "meta"):
             name = str(int(record["n"])) if op == "share" else METADATA
             self._write_in_place(directory, name, bytes(record["data"]))
@@ -182,7 +185,11 @@ class LoggedFiles:
                 self.dirty_dirs.add(directory)
         try:
             pwrite_all(fd, data, 0)
-            os.ftruncate(fd, len(data))
+            if os.fstat(fd).st_size > len(data):
+                # Only a shorter file is cut: a truncate to the same length is no cheaper
+                # than a write on ext4 (it stamps the inode), and most files here are new
+                # or rewritten at the same length.
+                os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
         self.dirty_files.add(path)
@@ -196,14 +203,23 @@ class LoggedFiles:
         self.dirty_dirs.add(path.parent)
 
     def make_dirs(self, directory: Path) -> None:
-        """Create ``directory`` and missing parents (0700); flushed at the next checkpoint."""
-        if directory in self.new_dirs or directory.is_dir():
+        """Create ``directory`` and missing parents (0700); flushed at the next checkpoint.
+
+        The directory is made first and its parent only if that fails for want of it: a
+        new index directory under an existing prefix costs one call, an existing one one
+        failed call (no more than the check it replaces)."""
+        if directory in self.new_dirs:
             return
-        self.make_dirs(directory.parent)
         try:
-            directory.mkdir(mode=DIR_MODE)
+            os.mkdir(directory, DIR_MODE)
         except FileExistsError:
             return
+        except FileNotFoundError:
+            self.make_dirs(directory.parent)
+            try:
+                os.mkdir(directory, DIR_MODE)
+            except FileExistsError:
+                return
         self.new_dirs.add(directory)
         self.dirty_dirs.add(directory.parent)
 

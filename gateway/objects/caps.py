@@ -79,7 +79,7 @@ def _check_params(k: int, n: int) -> None:
         raise BadCapability(f"encoding parameters k={k}, n={n} are not 1 <= k <= n <= 256")
 
 
-@frozen
+@frozen(cache_hash=True)
 class LiteralCap:
     """A tiny immutable file held entirely inside its capability (no shares, no verify cap)."""
 
@@ -110,7 +110,7 @@ class LiteralCap:
         return f"{PREFIX}:LIT:{b32encode(self.data)}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class ImmutableVerifyCap:
     """Lets a holder find and check every share of an immutable file, but not read it."""
 
@@ -132,7 +132,7 @@ class ImmutableVerifyCap:
         return f"{PREFIX}:CHK-V:{si}:{ueb}:{self.k}:{self.n}:{self.size}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class ImmutableReadCap:
     """Reads an immutable file: its key, the hash of its URI extension block, and its shape."""
 
@@ -163,7 +163,7 @@ class ImmutableReadCap:
         return f"{PREFIX}:CHK:{key}:{ueb}:{self.k}:{self.n}:{self.size}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class ChunkedVerifyCap:
     """Checks the root node of a chunked file (its chunks are named inside the encrypted node)."""
 
@@ -188,7 +188,7 @@ class ChunkedVerifyCap:
         return f"{PREFIX}:TREE-V:{si}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class ChunkedCap:
     """Reads a large file stored as a tree of immutable chunks: its root node's cap and its size.
 
@@ -220,7 +220,7 @@ class ChunkedCap:
         return f"{PREFIX}:TREE:{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class MutableVerifyCap:
     """Lets a holder find and check a mutable object's shares and signatures, but not read it."""
 
@@ -238,7 +238,7 @@ class MutableVerifyCap:
         return f"{PREFIX}:SSK-V:{b32encode(self.storage_index)}:{b32encode(self.public_key)}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class MutableReadCap:
     """Reads any version of a mutable object and checks its Ed25519 signature."""
 
@@ -265,7 +265,7 @@ class MutableReadCap:
         return f"{PREFIX}:SSK-RO:{b32encode(self.read_key)}:{b32encode(self.public_key)}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class MutableWriteCap:
     """Writes a mutable object: holds the Ed25519 signing seed, from which all else derives."""
 
@@ -309,7 +309,7 @@ class MutableWriteCap:
         return f"{PREFIX}:SSK:{b32encode(self.signing_seed)}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class DirectoryVerifyCap:
     """Verifies the mutable object that holds a directory."""
 
@@ -331,7 +331,7 @@ class DirectoryVerifyCap:
         return self.node.to_string().replace(":SSK-V:", ":DIR-V:", 1)
 
 
-@frozen
+@frozen(cache_hash=True)
 class DirectoryReadCap:
     """Lists a directory and reads its children (write caps of children stay hidden)."""
 
@@ -357,7 +357,7 @@ class DirectoryReadCap:
         return self.node.to_string().replace(":SSK-RO:", ":DIR-RO:", 1)
 
 
-@frozen
+@frozen(cache_hash=True)
 class DirectoryWriteCap:
     """Modifies a directory: add, replace and remove entries."""
 

@@ -94,7 +94,7 @@ ExtentCap = LiteralCap | ImmutableReadCap
 """What an extent, or a patch of one, is stored as."""
 
 
-@frozen
+@frozen(cache_hash=True)
 class PackedPatch:
     """A patch stored with others in one object (a *pack*): ``size`` bytes at ``offset``."""
 
@@ -107,7 +107,7 @@ Patch = ExtentCap | PackedPatch
 """What a patch is stored as: on its own (or literal), or in a pack."""
 
 
-@frozen
+@frozen(cache_hash=True)
 class PatchedExtent:
     """An extent with patches laid over it: a small change to a large extent stores the
     changed bytes only (see :mod:`gateway.objects.chunk_update`)."""
@@ -115,6 +115,13 @@ class PatchedExtent:
     extent: ExtentCap
     patches: tuple[tuple[int, Patch], ...]
     """(offset in the extent, the patch's bytes), the later over the earlier."""
+    inline_bytes: int = field(init=False, eq=False, repr=False)
+    """Bytes of patches kept in the node (literals longer than a literal cap's); counted
+    once, as every update of the node asks for it of every entry."""
+
+    def __attrs_post_init__(self) -> None:
+        inline = sum(patch.size for _, patch in self.patches if is_inline(patch))
+        object.__setattr__(self, "inline_bytes", inline)
 
     @property
     def size(self) -> int:
@@ -130,11 +137,6 @@ class PatchedExtent:
         """The objects it is made of: the extent, then the patches (each pack once)."""
         objects = (p.pack if isinstance(p, PackedPatch) else p for _, p in self.patches)
         return (self.extent, *dict.fromkeys(objects))
-
-    @property
-    def inline_bytes(self) -> int:
-        """Bytes of patches kept in the node (literals longer than a literal cap's)."""
-        return sum(patch.size for _, patch in self.patches if is_inline(patch))
 
 
 def is_inline(patch: Patch) -> bool:
