@@ -72,7 +72,9 @@ class StorageServerPart(NodePart):
         """Open the share store, then listen with TLS."""
         credentials = self._credentials()
         swissnum = read_secret_file(self._nd, SWISSNUM_FILE, "storage server")
-        self._backend = DiskBackend(self._nd.storage, reactor_threads(self._reactor))
+        self._backend = DiskBackend(
+            self._nd.storage, reactor_threads(self._reactor), background=True
+        )
         self.server = StorageServer(self._backend, self._reactor, reserved_space=self._reserved)
         site = make_storage_site(self.server, swissnum, clock=self._reactor, limits=self._limits)
         try:

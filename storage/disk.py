@@ -116,14 +116,13 @@ class DiskBackend:
     path: Path = field(converter=Path)
     threads: Threads | None = None
     batched: bool = False
+    background: bool = False
+    """Durable changes reach the files in a thread of their own (:mod:`storage.applier`)."""
     _shares: Path = field(init=False)
     _incoming: Path = field(init=False)
     _uploads: IncomingShares = field(init=False)
     _dirs: dict[bytes, Path] = field(init=False, factory=dict)
     _metadata: dict[bytes, IndexMetadata | None] = field(init=False, factory=dict)
-    _present: dict[bytes, frozenset[int]] = field(init=False, factory=dict)
-    """Share files in an index's directory, as last listed (forgotten when a change to
-    the index's files is applied, or a share put in place or thrown away)."""
     _kept: dict[bytes, dict[int, bytes]] = field(init=False, factory=dict)
     """Mutable shares as this backend last wrote them: a test-and-write reads its slot
     from memory, not from three opens of the file (bounded by ``_KEPT_SHARE_BYTES``)."""
@@ -141,11 +140,13 @@ class DiskBackend:
         make_private_dirs(self._incoming)
         self._uploads = IncomingShares(self._incoming, LOGGED_SHARE_BYTES)
         self._log = RedoLog(self.path / _REDO_LOG)
-        self._files = LoggedFiles(self._log, self._index_dir, self._applied)
+        self._files = LoggedFiles(self._log, self._index_dir)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
         for record in list(self._log.records()):
             self._files.apply(record)
         self.checkpoint()
+        if self.background:
+            self._files.apply_in_background()
 
     def checkpoint(self) -> None:
         """Flush every file and directory changed since the last checkpoint; empty the log."""
@@ -156,7 +157,13 @@ class DiskBackend:
         replayed at its next opening)."""
         self.commits.drain()
         self.checkpoint()
+        self._files.close()
         self._log.close()
+
+    def stop_applying(self) -> None:
+        """End the thread applying logged changes, once they are applied (the backend goes
+        on applying them at once; :meth:`close` does this too)."""
+        self._files.close()
 
     # -- shares and metadata -----------------------------------------------
 
@@ -168,13 +175,6 @@ class DiskBackend:
             name = si_b2a(storage_index)
             path = self._dirs[storage_index] = self._shares / name[:2] / name
         return path
-
-    def _applied(self, storage_index: bytes, op: str) -> None:
-        """A logged change to the index's files was applied: what was listed is stale, and
-        a deletion leaves no share to keep."""
-        self._present.pop(storage_index, None)
-        if op != "share" and op != "meta":
-            self._forget(storage_index)
 
     def _forget(self, storage_index: bytes) -> None:
         kept = self._kept.pop(storage_index, None)
@@ -203,16 +203,15 @@ class DiskBackend:
 
     def list_shares(self, storage_index: bytes) -> frozenset[int]:
         """Numbers of the complete shares stored under the index."""
-        present = self._present.get(storage_index)
-        if present is None:
-            try:
-                names = os.listdir(self._index_dir(storage_index))
-            except FileNotFoundError:
-                names = []
-            present = frozenset(n for n in map(share_number, names) if n is not None)
-            if len(self._present) >= _CACHE_ENTRIES:
-                self._present.clear()
-            self._present[storage_index] = present
+        self._files.settle(storage_index)
+        try:
+            names = os.listdir(self._index_dir(storage_index))
+        except FileNotFoundError:
+            names = []
+        present = frozenset(n for n in map(share_number, names) if n is not None)
+        kept = self._kept.get(storage_index)
+        if kept is not None and not present.issuperset(kept):
+            self._forget(storage_index)  # a file removed by hand (or lost) is gone
         return frozenset(n for n in present if not self.commits.hides(storage_index, n))
 
     def share_length(self, storage_index: bytes, share_number: int) -> int:
@@ -220,6 +219,7 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return len(kept)
+        self._files.settle(storage_index)
         try:
             return self._readable_path(storage_index, share_number).stat().st_size
         except FileNotFoundError:
@@ -232,6 +232,7 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return kept[offset : offset + max(0, length)]
+        self._files.settle(storage_index)
         try:
             fd = os.open(self._readable_path(storage_index, share_number), os.O_RDONLY)
         except FileNotFoundError:
@@ -254,6 +255,7 @@ class DiskBackend:
         if kept is not None:
             share = bytearray(kept)
         else:
+            self._files.settle(storage_index)
             try:
                 with open(self._share_path(storage_index, share_number), "rb") as source:
                     share = bytearray(source.read())
@@ -275,6 +277,7 @@ class DiskBackend:
     def delete_share(self, storage_index: bytes, share_number: int) -> None:
         """Remove a complete share if it exists."""
         self._forget(storage_index)
+        self._files.settle(storage_index)
         if self._share_path(storage_index, share_number).exists():
             self._files.change({"op": "delete-share", "si": storage_index, "n": share_number})
         else:
@@ -284,6 +287,7 @@ class DiskBackend:
         """The index's metadata, or None."""
         if storage_index in self._metadata:
             return self._metadata[storage_index]
+        self._files.settle(storage_index)
         path = self._index_dir(storage_index) / METADATA
         try:
             encoded = path.read_bytes()
@@ -319,11 +323,13 @@ class DiskBackend:
         """Remove every complete share and the metadata, then the empty directories."""
         self._metadata.pop(storage_index, None)
         self._forget(storage_index)
+        self._files.settle(storage_index)
         if self._index_dir(storage_index).is_dir():
             self._files.change({"op": "delete-index", "si": storage_index})
 
     def storage_indexes(self) -> Iterator[bytes]:
         """Every storage index with a directory under ``shares``."""
+        self._files.settle_all()
         for prefix in sorted(os.listdir(self._shares)):
             if len(prefix) != 2:
                 continue
@@ -384,18 +390,18 @@ class DiskBackend:
         files.apply_durable()  # leases, and a small share itself: their records are durable
         if share.logged:
             return []
+        files.settle(share.storage_index)  # a deletion logged before it is applied first
         if share.storage_index in files.deleted:
             self.checkpoint()  # a replayed deletion must not remove this share after a crash
         directory = share.target.parent
-        files.make_dirs(directory)
-        self._present.pop(share.storage_index, None)
-        os.replace(share.source, share.target)
-        new = sorted(files.new_dirs & {directory, *directory.parents}, key=len_parts)
+        with files.lock:
+            files.make_dirs(directory)
+            os.replace(share.source, share.target)
+            new = sorted(files.new_dirs & {directory, *directory.parents}, key=len_parts)
         return [*(path.parent for path in new), directory]
 
     def unpublish(self, share: CompletingShare) -> None:
         """A completion failed: throw its bytes away (:class:`storage.commit.Publisher`)."""
-        self._present.pop(share.storage_index, None)
         if not share.logged:
             share.source.unlink(missing_ok=True)
             share.target.unlink(missing_ok=True)

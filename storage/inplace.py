@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, cast
 
 from attrs import define, field
 
+from storage.applier import BackgroundApplier
 from storage.errors import StorageError
 from storage.redolog import RedoLog, fsync_directory
 
@@ -109,8 +111,6 @@ class LoggedFiles:
     log: RedoLog
     index_dir: Callable[[bytes], Path]
     """Where a storage index's files live."""
-    applied: Callable[[bytes, str], None] = lambda storage_index, op: None
-    """Told of each record applied to an index's files (the backend's caches follow)."""
     dirty_files: set[Path] = field(init=False, factory=set)
     """Files changed in place since the last checkpoint."""
     dirty_dirs: set[Path] = field(init=False, factory=set)
@@ -121,6 +121,31 @@ class LoggedFiles:
     """Storage indexes with a logged deletion since the last checkpoint."""
     _unapplied: deque[tuple[int, dict[str, Any]]] = field(init=False, factory=deque)
     """Records appended without a flush, with the log position that makes each durable."""
+    lock: threading.RLock = field(init=False, factory=threading.RLock)
+    """Held while the files or the sets above change (:meth:`apply_in_background`)."""
+    applier: BackgroundApplier | None = field(init=False, default=None)
+
+    def apply_in_background(self) -> None:
+        """From now on durable records are applied by a thread of their own; a read of an
+        index must :meth:`settle` it first."""
+        if self.applier is None:
+            self.applier = BackgroundApplier(self.apply, self.lock)
+
+    def settle(self, storage_index: bytes) -> None:
+        """Return once the index's files hold every durable change to them."""
+        if self.applier is not None:
+            self.applier.settle(storage_index)
+
+    def settle_all(self) -> None:
+        """Return once the files hold every durable change."""
+        if self.applier is not None:
+            self.applier.drain()
+
+    def close(self) -> None:
+        """Apply what waits and end the applying thread, if there is one."""
+        if self.applier is not None:
+            applier, self.applier = self.applier, None
+            applier.close()
 
     def change(self, record: dict[str, Any], sync: bool = True) -> None:
         """Log a change; apply it in place once durable (now with ``sync``, else at the
@@ -138,15 +163,25 @@ class LoggedFiles:
         self.apply_durable()
 
     def apply_durable(self) -> None:
-        """Apply, in order, the records that a flush of the log made durable."""
+        """Apply, in order, the records that a flush of the log made durable (or hand them
+        to the applying thread)."""
+        durable = []
         while self._unapplied and self._unapplied[0][0] <= self.log.durable:
-            self.apply(self._unapplied.popleft()[1])
+            durable.append(self._unapplied.popleft()[1])
+        if self.applier is not None:
+            self.applier.submit(durable)
+        else:
+            for record in durable:
+                self.apply(record)
 
     def apply(self, record: dict[str, Any]) -> None:
         """Apply one logged change to the files (idempotent; nothing is flushed)."""
+        with self.lock:
+            self._apply(record)
+
+    def _apply(self, record: dict[str, Any]) -> None:
         op, storage_index = record["op"], bytes(record["si"])
         directory = self.index_dir(storage_index)
-        self.applied(storage_index, op)
         if op in ("share", "meta"):
             name = str(int(record["n"])) if op == "share" else METADATA
             self._write_in_place(directory, name, bytes(record["data"]))
@@ -231,15 +266,18 @@ class LoggedFiles:
         of one flush per file (0.4 s for 2,100 paths against 17 ms, measured on ext4)."""
         if self._unapplied:
             self.sync()
-        many = len(self.dirty_files) + len(self.dirty_dirs) >= SYNCFS_AT
-        if not (many and sync_filesystem(self.log.path.parent)):
-            self._flush_each()
-        if self.log.size:
-            self.log.reset()
-        self.dirty_files.clear()
-        self.dirty_dirs.clear()
-        self.new_dirs.clear()
-        self.deleted.clear()
+        if self.applier is not None:
+            self.applier.drain()
+        with self.lock:
+            many = len(self.dirty_files) + len(self.dirty_dirs) >= SYNCFS_AT
+            if not (many and sync_filesystem(self.log.path.parent)):
+                self._flush_each()
+            if self.log.size:
+                self.log.reset()
+            self.dirty_files.clear()
+            self.dirty_dirs.clear()
+            self.new_dirs.clear()
+            self.deleted.clear()
 
     def _flush_each(self) -> None:
         for path in self.dirty_files:

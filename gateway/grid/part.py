@@ -72,7 +72,7 @@ def read_server_list(nd: NodeDir) -> list[str]:
 def embedded_core(path: Path, reactor: Any) -> tuple[DiskBackend, StorageServer, StorageThread]:
     """The embedded storage core and its thread: a batched disk backend, whose group
     commit runs once per batch of calls."""
-    backend = DiskBackend(path, batched=True)
+    backend = DiskBackend(path, batched=True, background=True)
     thread = StorageThread(reactor, backend.commits.drain)
     return backend, StorageServer(backend, reactor), thread
 

@@ -28,20 +28,25 @@ def clock() -> Clock:
     return result
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "disk-background"])
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    """Which backend the contract tests run against."""
+    """Which backend the contract tests run against (``disk-background``: the disk backend
+    as nodes run it, applying logged changes to its files in a thread)."""
     return str(request.param)
 
 
 @pytest.fixture
-def make_backend(backend_kind: str, tmp_path: Path) -> Callable[..., IShareBackend]:
+def make_backend(
+    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[..., IShareBackend]:
     """Build a backend of the current kind; ``capacity`` only applies to memory."""
 
     def make(capacity: int | None = None) -> IShareBackend:
         if backend_kind == "memory":
             return MemoryBackend(capacity=capacity)
-        return DiskBackend(tmp_path / "storage")
+        backend = DiskBackend(tmp_path / "storage", background=backend_kind != "disk")
+        request.addfinalizer(backend.stop_applying)
+        return backend
 
     return make
 

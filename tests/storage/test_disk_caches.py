@@ -132,3 +132,37 @@ def test_memory_for_slots_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert write(server, b"0123456789abcdefXYZ", test=b"0123")
     assert server.backend._kept_bytes == 0
     assert server.read_mutable(SI, 0, 0, 100) == b"0123456789abcdefXYZ"
+
+
+def test_a_share_file_removed_by_hand_is_noticed(tmp_path: Path) -> None:
+    """Listings are kept, but a read that finds a listed share's file gone lists the index
+    again: the share can be uploaded anew (as a repair does after a disk lost it)."""
+    server = open_server(tmp_path)
+    server.allocate_buckets(SI2, frozenset({0, 1}), 5, UPLOAD, RENEW, CANCEL)
+    for number in (0, 1):
+        assert server.write_immutable(SI2, number, UPLOAD, 0, b"share").finished
+    assert server.list_immutable(SI2) == {0, 1}
+    name = storage.disk.si_b2a(SI2)
+    (tmp_path / "shares" / name[:2] / name / "1").unlink()
+    with pytest.raises(NoSuchShare):
+        server.read_immutable(SI2, 1, 0, 5)
+    assert server.list_immutable(SI2) == {0}
+    allocated = server.allocate_buckets(SI2, frozenset({0, 1}), 5, UPLOAD, RENEW, CANCEL)
+    assert allocated.already_have == {0} and allocated.allocated == {1}
+    assert server.write_immutable(SI2, 1, UPLOAD, 0, b"again").finished
+    assert server.read_immutable(SI2, 1, 0, 5) == b"again"
+
+
+def test_a_slot_file_removed_by_hand_is_not_served_from_memory(tmp_path: Path) -> None:
+    """A kept slot whose file is gone is forgotten at the next listing: it is neither listed
+    nor read, and a new write starts from nothing."""
+    server = open_server(tmp_path)
+    assert write(server, b"remembered")
+    name = storage.disk.si_b2a(SI)
+    (tmp_path / "shares" / name[:2] / name / "0").unlink()
+    assert server.list_mutable(SI) == set()
+    with pytest.raises(NoSuchShare):
+        server.read_mutable(SI, 0, 0, 10)
+    vectors = {0: Vectors(write=(WriteVector(4, b"new"),))}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, vectors, ()).success
+    assert server.read_mutable(SI, 0, 0, 10) == b"\0\0\0\0new"

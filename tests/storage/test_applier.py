@@ -1,0 +1,130 @@
+"""Durable changes applied to the share files in a thread: answers never run ahead of it.
+
+The disk backend as nodes run it acknowledges a change once its redo-log record is
+flushed and lets a thread write the files. These tests hold that thread back (or make it
+fail) and check what clients of the storage server see meanwhile and afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+import storage.disk
+from storage.backend import si_b2a
+from storage.disk import DiskBackend
+from storage.errors import StorageError
+from storage.inplace import LoggedFiles
+from storage.interfaces import TestWriteVectors as Vectors
+from storage.interfaces import WriteVector
+from storage.server import StorageServer
+from tests.storage.values import CANCEL, RENEW, SI, SI2, UPLOAD, WE
+
+
+def share_file(root: Path, storage_index: bytes, number: int) -> Path:
+    """Where the disk backend keeps a share."""
+    name = si_b2a(storage_index)
+    return root / "shares" / name[:2] / name / str(number)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """While the event is clear, the applying thread waits before each record."""
+    event = threading.Event()
+    real_apply: Callable[[LoggedFiles, dict[str, Any]], None] = LoggedFiles._apply
+
+    def held(self: LoggedFiles, record: dict[str, Any]) -> None:
+        if threading.current_thread().name == "apply":
+            event.wait(10)
+        real_apply(self, record)
+
+    monkeypatch.setattr(LoggedFiles, "_apply", held)
+    yield event
+    event.set()
+
+
+def open_server(root: Path) -> StorageServer:
+    """A server over a disk backend that applies in the background."""
+    return StorageServer(DiskBackend(root, background=True), Clock())
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``call`` in a thread; its result lands in the list."""
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+    return thread, results
+
+
+def test_a_read_waits_for_the_files_of_its_index(tmp_path: Path, gate: threading.Event) -> None:
+    """A slot written while the thread is held is acknowledged, its file not yet written; a
+    listing of it waits for the file and then sees the share, while an index with nothing
+    waiting is answered at once."""
+    server = open_server(tmp_path)
+    vectors = {0: Vectors(write=(WriteVector(0, b"slot"),))}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, vectors, ()).success
+    assert not share_file(tmp_path, SI, 0).exists()
+    assert server.list_immutable(SI2) == set()
+    thread, results = in_thread(lambda: server.list_mutable(SI))
+    thread.join(0.2)
+    assert thread.is_alive() and results == []
+    gate.set()
+    thread.join(10)
+    assert results == [{0}]
+    assert share_file(tmp_path, SI, 0).read_bytes() == b"slot"
+    server.backend.close()
+
+
+def test_an_unapplied_change_survives_a_crash(tmp_path: Path, gate: threading.Event) -> None:
+    """kill -9 while records wait for the thread: the next opening replays them."""
+    server = open_server(tmp_path)
+    server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
+    assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
+    assert not share_file(tmp_path, SI2, 0).exists()
+    restarted = StorageServer(DiskBackend(tmp_path), Clock())  # the first is never closed
+    assert restarted.read_immutable(SI2, 0, 0, 10) == b"small"
+
+
+def test_a_change_the_thread_cannot_apply_is_an_error_not_a_wrong_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while the thread creates a share file: reads of that index and the
+    checkpoint raise, the log keeps the change, and a restart serves it."""
+    real_apply = LoggedFiles._apply
+
+    def full(self: LoggedFiles, record: dict[str, Any]) -> None:
+        if threading.current_thread().name == "apply" and record["op"] == "share":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_apply(self, record)
+
+    monkeypatch.setattr(LoggedFiles, "_apply", full)
+    server = open_server(tmp_path)
+    server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
+    assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
+    with pytest.raises(StorageError, match="No space left"):
+        server.list_immutable(SI2)
+    with pytest.raises(StorageError):
+        server.backend.checkpoint()
+    monkeypatch.undo()
+    restarted = StorageServer(DiskBackend(tmp_path), Clock())
+    assert restarted.read_immutable(SI2, 0, 0, 10) == b"small"
+
+
+def test_close_writes_every_file(tmp_path: Path, gate: threading.Event) -> None:
+    """Closing the backend waits for the thread: the files hold every change."""
+    server = open_server(tmp_path)
+    server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
+    assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
+    vectors = {1: Vectors(write=(WriteVector(0, b"slot"),))}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, vectors, ()).success
+    gate.set()
+    server.backend.close()
+    assert share_file(tmp_path, SI2, 0).read_bytes() == b"small"
+    assert share_file(tmp_path, SI, 1).read_bytes() == b"slot"
+    assert (tmp_path / storage.disk._REDO_LOG).stat().st_size == 0  # checkpointed
