@@ -72,6 +72,15 @@ class LocalStorageClient:
             return self._thread.soon(call)
         return self._thread(call)
 
+    def _allocate(self, call: Callable[[], T]) -> Deferred[T]:
+        """An allocation: like :meth:`_run`, but answered at once when run in place (it
+        leaves nothing for the commit; see :meth:`StorageThread.now`)."""
+        if self._thread is None:
+            return maybeDeferred(call)
+        if not in_background():
+            return self._thread.now(call)
+        return self._thread(call)
+
     def _read(self, call: Callable[[], T]) -> Deferred[T]:
         """A call that only reads the core: in place while its thread is idle, whoever
         asks (see :meth:`StorageThread.here`)."""
@@ -108,7 +117,7 @@ class LocalStorageClient:
     ) -> AllocationResult:
         """Open immutable shares for writing."""
         await turn()  # background work waits while clients are busy (as over HTTP)
-        return await self._run(
+        return await self._allocate(
             partial(
                 self._server.allocate_buckets,
                 storage_index,

@@ -282,6 +282,30 @@ class WaitedForTests(TestCase):
         self.assertEqual(await client.read_immutable(second.si, 0, 0, 100), b"w" * 100)
 
     @deferred_test
+    async def test_a_waited_for_allocation_is_answered_at_once(self) -> None:
+        """An allocation needs no commit: run in place while the thread is idle, it is
+        answered before the turn ends (an update then writes in the same turn), with no
+        commit and no batch; behind a pending call it is handed over."""
+        backend, server, thread = embedded_core(Path(self.mktemp()), reactor)
+        client = LocalStorageClient(server, clock=reactor, thread=thread)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+        upload = Upload.new()
+        groups, batches = backend.commits.groups, thread.batches
+        allocated = Deferred.fromCoroutine(upload.allocate(client, {0, 1}, 20))
+        self.assertTrue(allocated.called)
+        self.assertEqual((await allocated).allocated, {0, 1})
+        self.assertTrue(thread.idle)
+        self.assertEqual((backend.commits.groups, thread.batches), (groups, batches))
+        self.assertTrue((await upload.write(client, 0, 0, b"a" * 20)).finished)
+        held, gate = blocking(thread)
+        again = Deferred.fromCoroutine(upload.allocate(client, {0, 1}, 20))
+        self.assertFalse(again.called)
+        gate.set()
+        await held
+        result = await again
+        self.assertEqual((result.already_have, result.allocated), ({0}, {1}))
+
+    @deferred_test
     async def test_changes_run_in_place_in_one_turn_share_one_commit(self) -> None:
         """Two shares written side by side by work someone waits for (an update's patch and
         node) complete with one group commit, in the caller's thread."""
