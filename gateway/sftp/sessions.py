@@ -140,7 +140,7 @@ class Session:
 
     def request(self, operation: str, seconds: float) -> None:
         """Record a request's latency (and that the client is active)."""
-        self.registry.latency.labels(operation=operation).observe(seconds)
+        self.registry.observe(operation, seconds)
         if self.activity is not None:
             self.activity()
 
@@ -177,6 +177,9 @@ class SessionRegistry:
     sessions_started: int = 0
     latency: Histogram = field(init=False)
     _ids: Any = field(init=False, factory=lambda: count(1))
+    _by_operation: dict[str, Any] = field(init=False, factory=dict)
+    """The histogram's child for each operation (``labels`` costs a lock and a check of
+    its arguments, at every request otherwise)."""
 
     def __attrs_post_init__(self) -> None:
         self.finished = deque(maxlen=self.keep_finished)
@@ -188,6 +191,13 @@ class SessionRegistry:
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
+
+    def observe(self, operation: str, seconds: float) -> None:
+        """Count a request's latency in the histogram of its operation."""
+        child = self._by_operation.get(operation)
+        if child is None:
+            child = self._by_operation[operation] = self.latency.labels(operation=operation)
+        child.observe(seconds)
 
     def start(
         self,
