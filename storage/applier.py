@@ -26,6 +26,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.logger import Logger
+
 from storage.errors import StorageError
 
 Record = dict[str, Any]
@@ -37,6 +39,8 @@ class BackgroundApplier:
     ``apply`` is called in the thread with ``lock`` held, so the owner takes the same
     lock around anything else that touches the files.
     """
+
+    log = Logger()
 
     def __init__(self, apply: Callable[[Record], None], lock: threading.RLock) -> None:
         self._apply = apply
@@ -121,6 +125,10 @@ class BackgroundApplier:
                 with self._lock:
                     self._apply(record)
             except BaseException as e:  # kept for whoever reads next; the log replays it
+                self.log.failure(
+                    "logged changes can no longer be written to the share files; the "
+                    "indexes they name answer errors until a restart replays the log"
+                )
                 with self._cond:
                     self._failed = e
                     self._lost.update(self._pending)

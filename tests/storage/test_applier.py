@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 import storage.disk
 from storage.backend import si_b2a
@@ -94,8 +95,9 @@ def test_an_unapplied_change_survives_a_crash(tmp_path: Path, gate: threading.Ev
 def test_a_change_the_thread_cannot_apply_is_an_error_not_a_wrong_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The disk fills while the thread creates a share file: reads of that index and the
-    checkpoint raise, the log keeps the change, and a restart serves it."""
+    """The disk fills while the thread creates a share file: the node logs it, reads of
+    that index and the checkpoint raise, the log keeps the change, and a restart serves
+    it."""
     real_apply = LoggedFiles._apply
 
     def full(self: LoggedFiles, record: dict[str, Any]) -> None:
@@ -104,11 +106,20 @@ def test_a_change_the_thread_cannot_apply_is_an_error_not_a_wrong_answer(
         real_apply(self, record)
 
     monkeypatch.setattr(LoggedFiles, "_apply", full)
-    server = open_server(tmp_path)
-    server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
-    assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
-    with pytest.raises(StorageError, match="No space left"):
-        server.list_immutable(SI2)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server = open_server(tmp_path)
+        server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
+        assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
+        with pytest.raises(StorageError, match="No space left"):
+            server.list_immutable(SI2)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [e for e in events if "log_failure" in e]
+    assert len(logged) == 1
+    assert "until a restart replays the log" in logged[0]["log_format"]
+    assert logged[0]["log_failure"].check(OSError)
     with pytest.raises(StorageError):
         server.backend.checkpoint()
     monkeypatch.undo()
