@@ -72,9 +72,10 @@ class LocalStorageClient:
             return self._thread.soon(call)
         return self._thread(call)
 
-    def _allocate(self, call: Callable[[], T]) -> Deferred[T]:
-        """An allocation: like :meth:`_run`, but answered at once when run in place (it
-        leaves nothing for the commit; see :meth:`StorageThread.now`)."""
+    def _now(self, call: Callable[[], T]) -> Deferred[T]:
+        """A change that leaves nothing for the group commit (an allocation, a mutable
+        slot's test-and-write, a lease: each flushes what it logs by itself): like
+        :meth:`_run`, but answered at once when run in place (:meth:`StorageThread.now`)."""
         if self._thread is None:
             return maybeDeferred(call)
         if not in_background():
@@ -102,7 +103,7 @@ class LocalStorageClient:
         self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
     ) -> None:
         """Renew or add a lease on every share of the index."""
-        await self._run(
+        await self._now(
             partial(self._server.add_or_renew_lease, storage_index, renew_secret, cancel_secret)
         )
 
@@ -117,7 +118,7 @@ class LocalStorageClient:
     ) -> AllocationResult:
         """Open immutable shares for writing."""
         await turn()  # background work waits while clients are busy (as over HTTP)
-        return await self._allocate(
+        return await self._now(
             partial(
                 self._server.allocate_buckets,
                 storage_index,
@@ -191,7 +192,7 @@ class LocalStorageClient:
     ) -> ReadTestWriteResult:
         """Atomic read, test and write on a mutable slot."""
         await turn()
-        return await self._run(
+        return await self._now(
             partial(
                 self._server.read_test_write,
                 storage_index,

@@ -124,10 +124,12 @@ class StorageThread:
         return waiter
 
     def now(self, call: Callable[[], T], /) -> Deferred[T]:
-        """Run a change that leaves nothing for the commit (an allocation: its state is in
-        memory, and a lease it renews is flushed by itself) in the caller's thread, now,
-        and answer at once, while the thread is idle: an fsync's update allocates and
-        writes its objects in one reactor turn. Behind pending calls it is handed over."""
+        """Run a change that leaves nothing for the commit (an allocation, whose state is
+        in memory; a mutable write or a lease, which flush what they log by themselves)
+        in the caller's thread, now, and answer at once, while the thread is idle: an
+        fsync's update allocates and writes its objects in one reactor turn, and its
+        directory's write is answered as soon as it is durable. Behind pending calls it
+        is handed over."""
         if self._outstanding or self._stopping:
             return self(call)
         answer = _settled(_answer(call))

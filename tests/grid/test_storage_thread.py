@@ -21,6 +21,7 @@ from storage.disk import DiskBackend
 from storage.errors import NoSuchUpload
 from tests.grid.contract import (
     OURS_IN_PROCESS,
+    Slot,
     StorageClientContract,
     Upload,
     closing,
@@ -304,6 +305,26 @@ class WaitedForTests(TestCase):
         await held
         result = await again
         self.assertEqual((result.already_have, result.allocated), ({0}, {1}))
+
+    @deferred_test
+    async def test_a_waited_for_slot_write_is_answered_once_durable(self) -> None:
+        """A mutable slot's test-and-write flushes what it logs by itself: run in place, it
+        is answered before the turn ends, with no group commit, and a backend opened
+        afterwards on the same directory (as after kill -9) holds it."""
+        path = Path(self.mktemp())
+        backend, server, thread = embedded_core(path, reactor)
+        client = LocalStorageClient(server, clock=reactor, thread=thread)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+        slot = Slot.new()
+        groups = backend.commits.groups
+        written = Deferred.fromCoroutine(slot.write(client, 0, b"directory v1"))
+        self.assertTrue(written.called)
+        await written
+        self.assertTrue(thread.idle)
+        self.assertEqual(backend.commits.groups, groups)
+        reopened = DiskBackend(path)
+        self.assertEqual(reopened.read_share(slot.si, 0, 0, 100), b"directory v1")
+        reopened.close()
 
     @deferred_test
     async def test_changes_run_in_place_in_one_turn_share_one_commit(self) -> None:
