@@ -380,7 +380,10 @@ class StagingArea:
         if wanted and len(self._spares) <= wanted // 2 and not self._making_spares:
             self._making_spares = True
             self._background += 1  # idle() waits for it too
-            made = threads(partial(_new_staged_files, self.directory, wanted))
+            # As many as are missing: making ``wanted`` more, then removing what passed the
+            # count on the reactor thread, cost a file created and one removed per file.
+            missing = wanted - len(self._spares)
+            made = threads(partial(_new_staged_files, self.directory, missing))
             made.addBoth(self._spares_made)
         if self._spares:
             path, fd = self._spares.pop()

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.fs.errors import FileTooLarge, NoSpace
 from gateway.fs.staging import MAX_FILE_SIZE, StagingArea
+from tests.fs.support import ManualThreads
 
 
 def test_staged_files_are_private_and_accept_writes_in_any_order(tmp_path: Path) -> None:
@@ -76,3 +77,34 @@ def test_full_disk_is_a_clear_no_space(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.undo()
     assert staged.read(0, 10) == b"keep"
     assert area.used == 4
+
+
+def test_spares_are_made_as_needed_and_none_is_made_only_to_be_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of new files takes spare staged files; the spares made again in a thread are
+    the missing ones only, so none is removed on the reactor thread and the directory ends
+    with the files in use and ``spare_files`` spares."""
+    import gateway.fs.staging as staging
+
+    removed: list[Path] = []
+    real_remove = staging._remove_spare
+
+    def counting(path: Path, fd: int) -> None:
+        removed.append(path)
+        real_remove(path, fd)
+
+    monkeypatch.setattr(staging, "_remove_spare", counting)
+    threads = ManualThreads()
+    area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=8)
+    files = []
+    for _ in range(40):
+        files.append(area.create(threads))
+        threads.run_all()
+    assert removed == []
+    assert area.spares <= 8
+    assert len(list((tmp_path / "staging").iterdir())) == 40 + area.spares
+    for staged in files:
+        staged.discard()
+    area.drop_spares()
+    assert list((tmp_path / "staging").iterdir()) == []
