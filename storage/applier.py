@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from storage.errors import StorageError
 
@@ -54,11 +55,13 @@ class BackgroundApplier:
         """Indexes with records a failure left unapplied."""
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._current: Record | None = None
+        """The record the thread took from the queue and is applying (or about to)."""
 
     @property
     def waiting(self) -> int:
         """Records handed over and not yet applied."""
-        return len(self._queue)
+        return len(self._queue) + (self._current is not None)
 
     def submit(self, records: Iterable[Record]) -> None:
         """Hand over durable records, in log order."""
@@ -76,19 +79,41 @@ class BackgroundApplier:
             self._cond.notify_all()
 
     def settle(self, storage_index: bytes) -> None:
-        """Return once no record of the index waits; raise if a failure left one behind."""
+        """Return once no record of the index waits; raise if a failure left one behind.
+
+        The index's waiting records are taken out of the queue and applied here, in their
+        order, rather than waited for behind every record handed over before them (after a
+        large upload, hundreds): records of different indexes name different files, so
+        their order does not matter, and a record's own index keeps its order.
+        """
         if storage_index not in self._pending and not self._lost:
             return  # the usual case: nothing of it waits, and nothing failed
+        with self._lock:  # the thread applies nothing meanwhile
+            with self._cond:
+                mine: list[Record] = []
+                current = self._current
+                if current is not None and bytes(current["si"]) == storage_index:
+                    mine.append(current)  # taken before the thread could apply it
+                    self._current = None
+                kept: deque[Record] = deque()
+                for record in self._queue:
+                    (mine if bytes(record["si"]) == storage_index else kept).append(record)
+                self._queue = kept
+            try:
+                for record in mine:
+                    self._apply(record)
+            except BaseException as e:
+                self._stop(e)
+                raise self._error() from e
         with self._cond:
-            while storage_index in self._pending:
-                self._cond.wait()
+            self._done(storage_index, len(mine))
             if storage_index in self._lost:
                 raise self._error()
 
     def drain(self) -> None:
         """Return once every record handed over is applied; raise if one could not be."""
         with self._cond:
-            while self._queue and self._failed is None:
+            while (self._queue or self._current is not None) and self._failed is None:
                 self._cond.wait()
             if self._failed is not None:
                 raise self._error()
@@ -113,6 +138,30 @@ class BackgroundApplier:
         error.__cause__ = self._failed
         return error
 
+    def _done(self, storage_index: bytes, count: int) -> None:
+        """``count`` records of the index are applied (the condition is held)."""
+        if count and storage_index in self._pending:
+            self._pending[storage_index] -= count
+            if self._pending[storage_index] <= 0:
+                del self._pending[storage_index]
+        self._cond.notify_all()
+
+    def _stop(self, error: BaseException) -> None:
+        """A record could not be applied: keep the error for whoever reads next (the log
+        replays the record at the next start) and give up on what waits."""
+        self.log.failure(
+            "logged changes can no longer be written to the share files; the "
+            "indexes they name answer errors until a restart replays the log",
+            failure=Failure(error),
+        )
+        with self._cond:
+            self._failed = error
+            self._lost.update(self._pending)
+            self._queue.clear()
+            self._pending.clear()
+            self._current = None
+            self._cond.notify_all()
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -120,26 +169,16 @@ class BackgroundApplier:
                     self._cond.wait()
                 if not self._queue:
                     return
-                record = self._queue[0]
+                record = self._current = self._queue.popleft()
             try:
                 with self._lock:
+                    with self._cond:
+                        if self._current is not record:
+                            continue  # a reader took it and applied it itself
                     self._apply(record)
-            except BaseException as e:  # kept for whoever reads next; the log replays it
-                self.log.failure(
-                    "logged changes can no longer be written to the share files; the "
-                    "indexes they name answer errors until a restart replays the log"
-                )
-                with self._cond:
-                    self._failed = e
-                    self._lost.update(self._pending)
-                    self._queue.clear()
-                    self._pending.clear()
-                    self._cond.notify_all()
+                    with self._cond:  # still under the lock: no reader sees it twice
+                        self._current = None
+                        self._done(bytes(record["si"]), 1)
+            except BaseException as e:
+                self._stop(e)
                 return
-            with self._cond:
-                self._queue.popleft()
-                storage_index = bytes(record["si"])
-                self._pending[storage_index] -= 1
-                if not self._pending[storage_index]:
-                    del self._pending[storage_index]
-                self._cond.notify_all()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 import storage.disk
+from storage.applier import BackgroundApplier
 from storage.backend import si_b2a
 from storage.disk import DiskBackend
 from storage.errors import StorageError
@@ -36,16 +37,15 @@ def share_file(root: Path, storage_index: bytes, number: int) -> Path:
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """While the event is clear, the applying thread waits before each record."""
+    """While the event is clear, the applying thread takes no record."""
     event = threading.Event()
-    real_apply: Callable[[LoggedFiles, dict[str, Any]], None] = LoggedFiles._apply
+    real_run = BackgroundApplier._run
 
-    def held(self: LoggedFiles, record: dict[str, Any]) -> None:
-        if threading.current_thread().name == "apply":
-            event.wait(10)
-        real_apply(self, record)
+    def held(self: BackgroundApplier) -> None:
+        event.wait(10)
+        real_run(self)
 
-    monkeypatch.setattr(LoggedFiles, "_apply", held)
+    monkeypatch.setattr(BackgroundApplier, "_run", held)
     yield event
     event.set()
 
@@ -55,31 +55,39 @@ def open_server(root: Path) -> StorageServer:
     return StorageServer(DiskBackend(root, background=True), Clock())
 
 
-def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Start ``call`` in a thread; its result lands in the list."""
-    results: list[Any] = []
-    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
-    thread.start()
-    return thread, results
-
-
-def test_a_read_waits_for_the_files_of_its_index(tmp_path: Path, gate: threading.Event) -> None:
+def test_a_read_applies_its_index_records_itself(tmp_path: Path, gate: threading.Event) -> None:
     """A slot written while the thread is held is acknowledged, its file not yet written; a
-    listing of it waits for the file and then sees the share, while an index with nothing
-    waiting is answered at once."""
+    listing of it writes the file itself (it does not wait behind the records of other
+    indexes) and sees the share, while another index's record still waits."""
     server = open_server(tmp_path)
+    server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
+    assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
     vectors = {0: Vectors(write=(WriteVector(0, b"slot"),))}
     assert server.read_test_write(SI, WE, RENEW, CANCEL, vectors, ()).success
     assert not share_file(tmp_path, SI, 0).exists()
-    assert server.list_immutable(SI2) == set()
-    thread, results = in_thread(lambda: server.list_mutable(SI))
-    thread.join(0.2)
-    assert thread.is_alive() and results == []
-    gate.set()
-    thread.join(10)
-    assert results == [{0}]
+    assert server.list_mutable(SI) == {0}
     assert share_file(tmp_path, SI, 0).read_bytes() == b"slot"
+    assert not share_file(tmp_path, SI2, 0).exists()
+    gate.set()
     server.backend.close()
+    assert share_file(tmp_path, SI2, 0).read_bytes() == b"small"
+
+
+def test_reads_racing_the_thread_see_every_change(tmp_path: Path) -> None:
+    """Small shares of many indexes completed one after the other while the thread applies
+    them: each is listed and read back at once, whoever applies it."""
+    server = open_server(tmp_path)
+    indexes = [bytes([i]) * 16 for i in range(1, 41)]
+    for number, storage_index in enumerate(indexes):
+        data = f"share {number}".encode()
+        server.allocate_buckets(storage_index, frozenset({0}), len(data), UPLOAD, RENEW, CANCEL)
+        assert server.write_immutable(storage_index, 0, UPLOAD, 0, data).finished
+        earlier = indexes[number // 2]
+        assert server.list_immutable(earlier) == {0}
+        assert server.read_immutable(earlier, 0, 0, 20) == f"share {number // 2}".encode()
+    server.backend.close()
+    for number, storage_index in enumerate(indexes):
+        assert share_file(tmp_path, storage_index, 0).read_bytes() == f"share {number}".encode()
 
 
 def test_an_unapplied_change_survives_a_crash(tmp_path: Path, gate: threading.Event) -> None:
@@ -95,13 +103,13 @@ def test_an_unapplied_change_survives_a_crash(tmp_path: Path, gate: threading.Ev
 def test_a_change_the_thread_cannot_apply_is_an_error_not_a_wrong_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The disk fills while the thread creates a share file: the node logs it, reads of
-    that index and the checkpoint raise, the log keeps the change, and a restart serves
-    it."""
+    """The disk fills while a share file is created (by the thread or by a reader): the node
+    logs it, reads of that index and the checkpoint raise, the log keeps the change, and a
+    restart serves it."""
     real_apply = LoggedFiles._apply
 
     def full(self: LoggedFiles, record: dict[str, Any]) -> None:
-        if threading.current_thread().name == "apply" and record["op"] == "share":
+        if record["op"] == "share":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_apply(self, record)
 
