@@ -70,9 +70,9 @@ from storage.space import free_bytes
 
 _REDO_LOG = "redo.log"
 _CACHE_ENTRIES = 65536
+"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 _KEPT_SHARE_BYTES = 16 * 1024 * 1024
 """Mutable shares' bytes kept in memory, at most (see :attr:`DiskBackend._kept`)."""
-"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 LOGGED_SHARE_BYTES = 64 * 1024
 """Immutable shares up to this size are completed through the redo log."""
 
