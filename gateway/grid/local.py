@@ -63,24 +63,20 @@ class LocalStorageClient:
         """Always connected; available space as of the last version query (see the interface)."""
         return self._health
 
-    def _run(self, call: Callable[[], T | Deferred[T]]) -> Deferred[T]:
+    def _run(self, call: Callable[[], T | Deferred[T]], *, commit: bool = True) -> Deferred[T]:
         """A call that changes the core: in its thread when it has one, unless someone waits
-        for it and the thread is idle (see :meth:`StorageThread.soon`)."""
+        for it and the thread is idle. Then it runs in place and is answered at the end of
+        the reactor turn, after the group commit (:meth:`StorageThread.soon`), or at once
+        with ``commit=False``: a change that leaves nothing for the commit (an allocation,
+        a slot's test-and-write, a lease, which flush what they log by themselves;
+        :meth:`StorageThread.now`)."""
         if self._thread is None:
             return cast("Deferred[T]", maybeDeferred(call))
-        if not in_background():
+        if in_background():
+            return self._thread(call)
+        if commit:
             return self._thread.soon(call)
-        return self._thread(call)
-
-    def _now(self, call: Callable[[], T]) -> Deferred[T]:
-        """A change that leaves nothing for the group commit (an allocation, a mutable
-        slot's test-and-write, a lease: each flushes what it logs by itself): like
-        :meth:`_run`, but answered at once when run in place (:meth:`StorageThread.now`)."""
-        if self._thread is None:
-            return maybeDeferred(call)
-        if not in_background():
-            return self._thread.now(call)
-        return self._thread(call)
+        return self._thread.now(cast("Callable[[], T]", call))
 
     def _read(self, call: Callable[[], T]) -> Deferred[T]:
         """A call that only reads the core: in place while its thread is idle, whoever
@@ -103,8 +99,9 @@ class LocalStorageClient:
         self, storage_index: bytes, renew_secret: bytes, cancel_secret: bytes
     ) -> None:
         """Renew or add a lease on every share of the index."""
-        await self._now(
-            partial(self._server.add_or_renew_lease, storage_index, renew_secret, cancel_secret)
+        await self._run(
+            partial(self._server.add_or_renew_lease, storage_index, renew_secret, cancel_secret),
+            commit=False,
         )
 
     async def allocate_buckets(
@@ -118,7 +115,7 @@ class LocalStorageClient:
     ) -> AllocationResult:
         """Open immutable shares for writing."""
         await turn()  # background work waits while clients are busy (as over HTTP)
-        return await self._now(
+        return await self._run(
             partial(
                 self._server.allocate_buckets,
                 storage_index,
@@ -127,7 +124,8 @@ class LocalStorageClient:
                 upload_secret,
                 renew_secret,
                 cancel_secret,
-            )
+            ),
+            commit=False,
         )
 
     async def write_immutable(
@@ -192,7 +190,7 @@ class LocalStorageClient:
     ) -> ReadTestWriteResult:
         """Atomic read, test and write on a mutable slot."""
         await turn()
-        return await self._now(
+        return await self._run(
             partial(
                 self._server.read_test_write,
                 storage_index,
@@ -201,7 +199,8 @@ class LocalStorageClient:
                 cancel_secret,
                 dict(test_write_vectors),
                 tuple(read_vector),
-            )
+            ),
+            commit=False,
         )
 
     async def list_mutable(self, storage_index: bytes) -> frozenset[int]:
