@@ -53,6 +53,7 @@ from types import FrameType
 
 import attrs
 import bench_workloads as w
+from bench_probe import file_create_ms
 from bench_report import TARGETS, Results, misses, print_table, rows
 from bench_targets import (
     BenchFailure,
@@ -145,6 +146,7 @@ def run_targets(args: argparse.Namespace, workloads: list[Workload]) -> Results:
     passes = ("b2b", "idle") if args.quiesce else ("b2b",)
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as tmp:
         work = Path(tmp)
+        create_ms = file_create_ms(work)
         key = work / "client_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         with ExitStack() as stack:
@@ -158,7 +160,9 @@ def run_targets(args: argparse.Namespace, workloads: list[Workload]) -> Results:
                 from bench_tahoe import tahoe_target
 
                 targets.append(stack.enter_context(tahoe_target(work, key)))
-            return measure(targets, work, runs, passes, workloads)
+            results = measure(targets, work, runs, passes, workloads)
+            results.file_create_ms = create_ms
+            return results
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -221,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     runs = 1 if args.smoke else args.runs
     table = rows(results)
-    print(f"load average before the run: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}")
+    print(f"load average before the run: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}; "
+          f"creating a directory and a file in the work directory: "
+          f"{results.file_create_ms} ms (median)")  # fmt: skip
     print_table(table, runs, args.quiesce)
     if args.json:
         report = {"runs": runs, "quiesce": args.quiesce, "targets": results.targets(),
                   "drained": results.drained,
-                  "load_average": [load, os.getloadavg()], "results": table,
+                  "load_average": [load, os.getloadavg()],
+                  "file_create_ms": results.file_create_ms, "results": table,
                   "missed": misses(table)}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=1))
     if args.inplace:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from bench_probe import cpu_seconds, reset_hwm, vm_hwm_kib
+from bench_probe import cpu_seconds, file_create_ms, reset_hwm, vm_hwm_kib
 from bench_targets import (
     MiB,
     Target,
@@ -442,6 +442,7 @@ def run_inplace(
     config = Config(smoke, big, grid, ops)
     with tempfile.TemporaryDirectory(prefix="gw-bench-inplace-") as tmp:
         work = Path(tmp)
+        create_ms = file_create_ms(work)
         key = work / "client_key"
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
         with ExitStack() as stack:
@@ -454,9 +455,10 @@ def run_inplace(
             rows = [r.figures() for r in measure_all(targets, work, config, profile)]
     checks = verdicts(rows, config)
     report(rows, checks, config)
+    print(f"creating a directory and a file in the work directory: {create_ms} ms (median)")
     load = os.getloadavg()
     return {"sizes": config.sizes, "ops": config.ops, "load_average": load, "results": rows,
-            "targets": checks}  # fmt: skip
+            "targets": checks, "file_create_ms": create_ms}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

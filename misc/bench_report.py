@@ -86,6 +86,8 @@ class Results:
         self.kinds: dict[str, tuple[str, str]] = {}  # figure name -> (kind, unit)
         #: By target, the seconds its background work took to finish after each series.
         self.drained: dict[str, list[float]] = {}
+        #: Median ms to create a directory and a file in the run's work directory.
+        self.file_create_ms: float | None = None
 
     def add(self, target: str, mode: str, figure: Figure, place: tuple[int, int]) -> None:
         """Record one run's figure on a target, back to back or after idle; ``place``: the

@@ -39,6 +39,8 @@ def test_bench_inplace_smoke(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert report["file_create_ms"] > 0  # the filesystem's part, reported beside the figures
+    assert f"in the work directory: {report['file_create_ms']} ms" in result.stdout
     rows = {(row["workload"], row["target"]): row for row in report["results"]}
     small, big = "2 MiB", "6 MiB"
     workloads = [

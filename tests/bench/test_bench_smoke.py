@@ -35,6 +35,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["targets"] == ["openssh", "gateway"] and report["quiesce"] is True
+    assert report["file_create_ms"] > 0  # the filesystem's part, reported beside the figures
+    assert f"in the work directory: {report['file_create_ms']} ms" in result.stdout
     rows = {(row["workload"], row["target"]): row for row in report["results"]}
     names = [
         "upload 1 MiB", "download 1 MiB", "random 4 KiB reads x20", "5 x 16 KiB files",
