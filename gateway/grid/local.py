@@ -69,14 +69,14 @@ class LocalStorageClient:
         the reactor turn, after the group commit (:meth:`StorageThread.soon`), or at once
         with ``commit=False``: a change that leaves nothing for the commit (an allocation,
         a slot's test-and-write, a lease, which flush what they log by themselves;
-        :meth:`StorageThread.now`)."""
+        :meth:`StorageThread.here`)."""
         if self._thread is None:
             return cast("Deferred[T]", maybeDeferred(call))
         if in_background():
             return self._thread(call)
         if commit:
             return self._thread.soon(call)
-        return self._thread.now(cast("Callable[[], T]", call))
+        return self._thread.here(call)
 
     def _read(self, call: Callable[[], T]) -> Deferred[T]:
         """A call that only reads the core: in place while its thread is idle, whoever

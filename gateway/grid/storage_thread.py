@@ -18,8 +18,9 @@ fired with is the answer.
 
 Only that thread touches the core while it has work: from the moment a call is
 handed over until its answer is back. While it has none, the reactor thread may
-run a call itself: a read (:meth:`StorageThread.here`), so that a client's READ
-of uncached data pays no thread hand-off, and a change someone waits for (an
+run a call itself: a read or a change that leaves nothing for the commit
+(:meth:`StorageThread.here`), so that a client's READ of uncached data pays no
+thread hand-off, and a change someone waits for (an
 fsync's upload, :meth:`StorageThread.soon`), a chain of calls each waiting for
 the one before, where a hand-off per call only adds latency. Such changes are
 committed at the end of the reactor turn they ran in, together: an update's
@@ -98,12 +99,15 @@ class StorageThread:
         return answer
 
     def here(self, call: Callable[[], T | Deferred[T]], /) -> Deferred[T]:
-        """Run ``call``, then ``after_batch``, in the caller's thread, now, while the thread
-        is idle: a batch of one, with no hand-off to pay (a read, or a change someone waits
-        for). Behind pending calls it is handed over instead."""
+        """Run ``call`` in the caller's thread, now, and answer at once, while the thread is
+        idle: no hand-off to pay. For calls that leave nothing for the commit: a read, an
+        allocation (its state is in memory), a mutable write or a lease (they flush what
+        they log by themselves), so an fsync's update allocates and writes its objects in
+        one reactor turn and its directory's write is answered once durable. Behind
+        pending calls it is handed over instead."""
         if self._outstanding or self._stopping:
             return self(call)
-        (answer,) = self._batch([call])
+        answer = _settled(_answer(call))
         if isinstance(answer, Failure):
             return fail(answer)
         return succeed(answer)
@@ -122,20 +126,6 @@ class StorageThread:
         waiter: Deferred[T] = Deferred()
         self._open.append((_answer(call), waiter))
         return waiter
-
-    def now(self, call: Callable[[], T], /) -> Deferred[T]:
-        """Run a change that leaves nothing for the commit (an allocation, whose state is
-        in memory; a mutable write or a lease, which flush what they log by themselves)
-        in the caller's thread, now, and answer at once, while the thread is idle: an
-        fsync's update allocates and writes its objects in one reactor turn, and its
-        directory's write is answered as soon as it is durable. Behind pending calls it
-        is handed over."""
-        if self._outstanding or self._stopping:
-            return self(call)
-        answer = _settled(_answer(call))
-        if isinstance(answer, Failure):
-            return fail(answer)
-        return succeed(answer)
 
     def _close_open(self) -> None:
         """Commit the changes run in place (:meth:`soon`) and answer them."""
