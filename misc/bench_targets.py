@@ -80,8 +80,18 @@ class Target:
 
     @contextmanager
     def paramiko(self) -> Iterator[paramiko.SFTPClient]:
-        """A paramiko SFTP session authenticated with the key."""
-        transport = paramiko.Transport(("127.0.0.1", self.port))
+        """A paramiko SFTP session authenticated with the key, over a socket with Nagle's
+        algorithm off.
+
+        paramiko leaves Nagle on: once it has read 10 % of its channel window it sends a
+        WINDOW_ADJUST, then its next request as a second small segment, which the kernel
+        holds until the server's delayed ACK of the first (40 ms on Linux). A listing of
+        1,000 entries took 5 ms or 45 ms by that lottery, against either server alike.
+        OpenSSH's and PuTTY's clients write such messages together, or with Nagle off.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
         try:
             transport.connect(username=self.user, pkey=paramiko.PKey.from_path(self.key))
             client = paramiko.SFTPClient.from_transport(transport)
