@@ -110,6 +110,25 @@ class BackgroundApplier:
             if storage_index in self._lost:
                 raise self._error()
 
+    def pending(self, storage_index: bytes) -> list[Record] | None:
+        """The index's records not yet known to be applied, in order (the one being
+        applied included), without waiting for the thread; None when a failure left some
+        of them unapplied (:meth:`settle` raises for it).
+
+        A caller that reads the files *after* this call and lays these records over what it
+        read sees what the files will hold: the thread applies a suffix of them meanwhile,
+        at most, and each record's effect is the same applied once or again.
+        """
+        if storage_index not in self._pending and not self._lost:
+            return []
+        with self._cond:
+            if storage_index in self._lost:
+                return None
+            current = self._current
+            records = [] if current is None or bytes(current["si"]) != storage_index else [current]
+            records.extend(r for r in self._queue if bytes(r["si"]) == storage_index)
+            return records
+
     def drain(self) -> None:
         """Return once every record handed over is applied; raise if one could not be."""
         with self._cond:

@@ -202,13 +202,30 @@ class DiskBackend:
         return self._share_path(storage_index, share_number)
 
     def list_shares(self, storage_index: bytes) -> frozenset[int]:
-        """Numbers of the complete shares stored under the index."""
-        self._files.settle(storage_index)
+        """Numbers of the complete shares stored under the index.
+
+        Records of the index that the applying thread has not written yet are laid over the
+        directory's listing rather than waited for: a directory's slot is listed by every
+        test-and-write, and its last write usually still waits behind the new objects
+        logged before it, whose files take a directory and two inodes each.
+        """
+        records = self._files.pending(storage_index)
+        if records is None:
+            self._files.settle(storage_index)  # raises what left records unapplied
+            records = []
         try:
             names = os.listdir(self._index_dir(storage_index))
         except FileNotFoundError:
             names = []
-        present = frozenset(n for n in map(share_number, names) if n is not None)
+        numbers = {n for n in map(share_number, names) if n is not None}
+        for record in records:
+            if record["op"] == "share":
+                numbers.add(int(record["n"]))
+            elif record["op"] == "delete-share":
+                numbers.discard(int(record["n"]))
+            elif record["op"] == "delete-index":
+                numbers.clear()
+        present = frozenset(numbers)
         kept = self._kept.get(storage_index)
         if kept is not None and not present.issuperset(kept):
             self._forget(storage_index)  # a file removed by hand (or lost) is gone

@@ -136,6 +136,13 @@ class LoggedFiles:
         if self.applier is not None:
             self.applier.settle(storage_index)
 
+    def pending(self, storage_index: bytes) -> list[dict[str, Any]] | None:
+        """The index's durable records the files may not hold yet, in log order (see
+        :meth:`storage.applier.BackgroundApplier.pending`); None: :meth:`settle` first."""
+        if self.applier is None:
+            return []
+        return self.applier.pending(storage_index)
+
     def settle_all(self) -> None:
         """Return once the files hold every durable change."""
         if self.applier is not None:

@@ -56,9 +56,10 @@ def open_server(root: Path) -> StorageServer:
 
 
 def test_a_read_applies_its_index_records_itself(tmp_path: Path, gate: threading.Event) -> None:
-    """A slot written while the thread is held is acknowledged, its file not yet written; a
-    listing of it writes the file itself (it does not wait behind the records of other
-    indexes) and sees the share, while another index's record still waits."""
+    """A slot written while the thread is held is acknowledged, its file not yet written;
+    it is listed at once, and a read of another of its shares (not kept in memory) writes
+    the file itself rather than waiting behind the records of other indexes, while another
+    index's record still waits."""
     server = open_server(tmp_path)
     server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
     assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
@@ -66,11 +67,78 @@ def test_a_read_applies_its_index_records_itself(tmp_path: Path, gate: threading
     assert server.read_test_write(SI, WE, RENEW, CANCEL, vectors, ()).success
     assert not share_file(tmp_path, SI, 0).exists()
     assert server.list_mutable(SI) == {0}
+    server.backend._forget(SI)  # what it wrote no longer kept: a read goes to the file
+    assert server.read_mutable(SI, 0, 0, 4) == b"slot"
     assert share_file(tmp_path, SI, 0).read_bytes() == b"slot"
     assert not share_file(tmp_path, SI2, 0).exists()
     gate.set()
     server.backend.close()
     assert share_file(tmp_path, SI2, 0).read_bytes() == b"small"
+
+
+def test_a_listing_lays_waiting_records_over_the_directory(
+    tmp_path: Path, gate: threading.Event
+) -> None:
+    """While the thread is held, a slot's listing says what its files will say once the
+    thread has written them: a new share is listed, a removed one is not; and so does it
+    once the thread has run."""
+    server = open_server(tmp_path)
+    backend = server.backend
+    write = {n: Vectors(write=(WriteVector(0, b"share %d" % n),)) for n in (0, 1, 2)}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, write, ()).success
+    more = {3: Vectors(write=(WriteVector(0, b"share 3"),))}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, more, ()).success
+    assert [r["op"] for r in backend._files.pending(SI) or []] == ["share"]
+    assert not share_file(tmp_path, SI, 3).exists()  # listed below from its record
+    assert backend.list_shares(SI) == {0, 1, 2, 3}
+    backend.delete_share(SI, 1)
+    assert [r["op"] for r in backend._files.pending(SI) or []] == ["delete-share"]
+    assert share_file(tmp_path, SI, 1).exists()  # not listed below: its removal waits
+    assert backend.list_shares(SI) == {0, 2, 3}
+    gate.set()
+    backend.stop_applying()
+    assert backend.list_shares(SI) == {0, 2, 3}
+    assert share_file(tmp_path, SI, 3).read_bytes() == b"share 3"
+    assert not share_file(tmp_path, SI, 1).exists()
+
+
+def test_a_listing_never_waits_for_the_thread(tmp_path: Path, gate: threading.Event) -> None:
+    """A slot's test-and-write lists the slot; while the thread is busy writing another
+    index's files (here: holds the files' lock), the listing and a test-and-write of a slot
+    whose own last write still waits are answered without waiting for it."""
+    server = open_server(tmp_path)
+    backend = server.backend
+    first = {0: Vectors(write=(WriteVector(0, b"one"),))}
+    assert server.read_test_write(SI, WE, RENEW, CANCEL, first, ()).success
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_files() -> None:
+        with backend._files.lock:
+            busy.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_files)
+    holder.start()
+    try:
+        assert busy.wait(10)
+        answers: list[Any] = []
+        second = {0: Vectors(write=(WriteVector(0, b"two"),))}
+        reader = threading.Thread(
+            target=lambda: answers.append(
+                (backend.list_shares(SI), server.read_test_write(SI, WE, RENEW, CANCEL, second, ()))
+            )
+        )
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "the listing waited for the thread"
+        listed, result = answers[0]
+        assert listed == {0} and result.success
+    finally:
+        release.set()
+        holder.join()
+    gate.set()
+    backend.stop_applying()
+    assert share_file(tmp_path, SI, 0).read_bytes() == b"two"
 
 
 def test_reads_racing_the_thread_see_every_change(tmp_path: Path) -> None:
@@ -121,7 +189,7 @@ def test_a_change_the_thread_cannot_apply_is_an_error_not_a_wrong_answer(
         server.allocate_buckets(SI2, frozenset({0}), 5, UPLOAD, RENEW, CANCEL)
         assert server.write_immutable(SI2, 0, UPLOAD, 0, b"small").finished
         with pytest.raises(StorageError, match="No space left"):
-            server.list_immutable(SI2)
+            server.read_immutable(SI2, 0, 0, 10)
     finally:
         globalLogPublisher.removeObserver(events.append)
     logged = [e for e in events if "log_failure" in e]
