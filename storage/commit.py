@@ -16,6 +16,9 @@ A group goes through three steps::
               per directory: the first commits every entry of the group
     reactor   the shares become visible; their completions fire
 
+A group of small shares only names no directory to flush: its completions fire once the
+log is flushed, without the second trip to a thread.
+
 The contract of :mod:`storage.disk` is kept: a share is renamed into place only
 once its bytes are durable (a crash leaves it complete or in ``incoming``, which
 is emptied at opening), a small share's bytes are applied only once its record is
@@ -220,6 +223,9 @@ class GroupCommit:
                 directories += self.publisher.publish(share)
         except Exception:  # an I/O error; never a group stuck for good
             self._failed(Failure())
+            return
+        if not directories:  # only small shares, applied from the log: no entry to flush
+            self._durable_entries(None)
             return
         self._run(partial(sync_directories, directories)).addCallbacks(
             self._durable_entries, self._failed

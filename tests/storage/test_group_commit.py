@@ -89,6 +89,24 @@ def test_completions_meanwhile_share_the_next_group(tmp_path: Path) -> None:
         assert server.read_immutable(si(number), 0, 0, size + 1) == bytes([number]) * size
 
 
+def test_a_group_of_small_shares_takes_one_thread_call(tmp_path: Path) -> None:
+    """Small shares live in the redo log until applied: one flush of the log in a thread
+    makes a group of them durable, and they are answered and readable with no second trip
+    to a thread (which flushes directories only large shares' renames create)."""
+    threads = HandThreads()
+    backend = DiskBackend(tmp_path, threads)
+    server = StorageServer(backend, Clock())
+    fired: list[int] = []
+    for number in (1, 2):
+        upload(server, number, 100).addCallback(lambda _, n=number: fired.append(n))
+    threads.run_one()  # the first group: share 1's log flush
+    assert fired == [1] and len(threads.calls) == 1  # share 2's group started at once
+    threads.run_one()
+    assert fired == [1, 2] and threads.calls == []
+    for number in (1, 2):
+        assert server.read_immutable(si(number), 0, 0, 101) == bytes([number]) * 100
+
+
 def test_a_batched_commit_waits_for_drain_and_flushes_the_batch_once(tmp_path: Path) -> None:
     """A batched backend (the gateway's embedded storage, run by a thread of its own)
     completes nothing until ``drain``: then every share of the batch, small and large,
