@@ -96,8 +96,7 @@ def cmd_uploads(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if job.get("changed") is not None:  # a change to a file in the grid: what it stores
             size = f"{_size(job['changed'])} of {size}"
         print(
-            f"{size:>22}  {job['attempts']:>8}  {_when(job, now):<14}  "
-            f"{job['file']}{error}",
+            f"{size:>22}  {job['attempts']:>8}  {_when(job, now):<14}  {job['file']}{error}",
             file=out,
         )
     return EXIT_OK

@@ -40,7 +40,7 @@ from gateway.fs.interfaces import (
 from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.sparse import Reader
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Located, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     Capability,
@@ -84,7 +84,21 @@ class GridFilesystem:
         """A client's path as the real path it names: symbolic links among its directories
         (and as its last component, with ``follow_last`` or a trailing ``/``, as the kernel
         reads ``link/``) are followed."""
-        return await self.volume.resolve(split(path), follow_last or path.endswith("/"))
+        return (await self._locate(path, follow_last)).path
+
+    async def _locate(self, path: str, follow_last: bool = False) -> Located:
+        """:meth:`_path`, with the directory and entry found on the way (``Volume.locate``)."""
+        return await self.volume.locate(split(path), follow_last or path.endswith("/"))
+
+    async def _child(self, found: Located) -> Entry:
+        """The entry of a located path's last component, in the directory it was found in."""
+        assert found.parent is not None
+        if found.missing:
+            raise NoSuchFile(f"no such file: {join(found.path)}")
+        try:
+            return await self.volume.lookup(found.parent, found.path[-1])
+        except NoSuchChild:
+            raise NoSuchFile(f"no such file: {join(found.path)}") from None
 
     def _attributes(self, entry: Entry, directory: IDirectory) -> FileAttributes:
         return entry_attributes(entry, self.read_only or directory.read_only)
@@ -114,20 +128,28 @@ class GridFilesystem:
     @grid_boundary
     async def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
         """Attributes, from the overlay first."""
-        parts = await self._path(path, follow_symlinks)
+        found = await self._locate(path, follow_symlinks)
+        parts = found.path
         if not parts:
             return self._root_attributes()
         local = self._overlay.local(parts)
         if local is not None:
             return await self._local_attributes(local)
-        directory, entry = await self._entry(parts)
+        if found.parent is None:
+            directory, entry = await self._entry(parts)
+        else:
+            directory, entry = found.parent, found.entry or await self._child(found)
         return self._attributes(entry, directory)
 
     @grid_boundary
     async def list(self, path: str) -> list[tuple[str, FileAttributes]]:
         """Grid entries merged with the overlay's files in this directory."""
-        parts = await self._path(path, follow_last=True)
-        directory = await self.volume.directory(parts)
+        found = await self._locate(path, True)
+        parts = found.path
+        if found.parent is not None and found.entry is not None:
+            directory = self.volume.child_directory(found.parent, found.entry, parts)
+        else:
+            directory = await self.volume.directory(parts)
         entries = await directory.list(max_age=DIRECTORY_CACHE_SECONDS)
         listing = {name: self._attributes(entry, directory) for name, entry in entries.items()}
         for name, local in list(self._overlay.children(parts)):
@@ -243,8 +265,10 @@ class GridFilesystem:
         same = source is target or (
             isinstance(source, WriteHandle) and source.state is target.state
         )
-        if same and read_offset <= write_offset and (
-            length == 0 or write_offset < read_offset + length
+        if (
+            same
+            and read_offset <= write_offset
+            and (length == 0 or write_offset < read_offset + length)
         ):
             raise InvalidArgument("the source and target ranges of the copy overlap")
         await self._writers.copy(source, read_offset, length, target, write_offset)

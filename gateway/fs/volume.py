@@ -14,6 +14,7 @@ import errno
 from pathlib import Path as FilePath
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -59,6 +60,19 @@ MAX_SYMLINK_HOPS = 40
 
 #: Seconds a directory's contents read from the grid are reused for lookups.
 DIRECTORY_CACHE_SECONDS = 1.0
+
+
+@frozen
+class Located:
+    """Where :meth:`Volume.locate` found a path: its real path, the directory holding its
+    last component (None for the root, or a file served from the overlay) and that
+    component's entry when it was looked up (None when not, or when there is none:
+    ``missing`` then)."""
+
+    path: Path
+    parent: IDirectory | None = None
+    entry: Entry | None = None
+    missing: bool = False
 
 
 class Volume:
@@ -136,29 +150,35 @@ class Volume:
         component need not exist. More than :data:`MAX_SYMLINK_HOPS` links raise
         :class:`SymlinkLoop`.
         """
+        return (await self.locate(parts, follow_last)).path
+
+    async def locate(self, parts: Path, follow_last: bool = False) -> Located:
+        """:meth:`resolve`, with what it found on the way: the directory holding the real
+        path's last component and, when it looked it up, that component's entry. A STAT
+        or a listing then looks nothing up twice (each lookup walked the path again)."""
         if not parts or self.overlay.local(parts) is not None:
             # A file being written or uploaded: its path was resolved when it was opened, and
             # it is served without asking the grid (which may not answer).
-            return parts
+            return Located(parts)
         hops = 0
         while True:
             real, node, hops = await self._walk(parts[:-1], hops)
             name = parts[-1]
             path = (*real, name)
             if not follow_last or self.overlay.local(path) is not None:
-                return path
+                return Located(path, node)
             try:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
-                return path
+                return Located(path, node, missing=True)
             if entry.kind != "symlink":
-                return path
+                return Located(path, node, entry)
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
                 raise SymlinkLoop(f"too many levels of symbolic links: {join(path)}")
             parts = _link_target(real, entry)
             if not parts:
-                return parts
+                return Located(parts)
 
     async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, IDirectory, int]:
         """The real path of a directory and its node, following symbolic links (and the
@@ -182,13 +202,18 @@ class Volume:
                 todo[:0] = _link_target(real, entry)
                 node, real = self._root, ()
                 continue
-            if not isinstance(entry.cap, DirectoryWriteCap | DirectoryReadCap):
-                raise NotADirectory(f"not a directory: {join((*real, name))}")
-            node = self._nodes.get(entry.cap) or self._nodes.setdefault(
-                entry.cap, node.child_node(entry)
-            )
             real = (*real, name)
+            node = self.child_directory(node, entry, real)
         return real, node, hops
+
+    def child_directory(self, parent: IDirectory, entry: Entry, path: Path) -> IDirectory:
+        """The node of a subdirectory's entry (kept, one per directory); NotADirectory when
+        the entry at ``path`` names something else."""
+        if not isinstance(entry.cap, DirectoryWriteCap | DirectoryReadCap):
+            raise NotADirectory(f"not a directory: {join(path)}")
+        return self._nodes.get(entry.cap) or self._nodes.setdefault(
+            entry.cap, parent.child_node(entry)
+        )
 
     async def writable_directory(self, parts: Path) -> IDirectory:
         """The directory at ``parts``, to add or remove entries: PermissionDenied when its

@@ -72,8 +72,10 @@ class DirectoryState:
         try:
             if state is None:
                 base: MutableRecords = {}
-            elif self.known_records is not None and self.known is not None and (
-                state.data is self.known.data
+            elif (
+                self.known_records is not None
+                and self.known is not None
+                and (state.data is self.known.data)
             ):
                 base = dict(self.known_records)  # revalidated: the same contents as before
             else:

@@ -92,3 +92,33 @@ def test_link_operations_act_on_the_link_itself(gw: VolumeHarness) -> None:
     assert gw.read("/live/app.txt") == b"version 2"
     gw.run(gw.fs.remove("/live"))
     assert gw.read("/releases/v2/app.txt") == b"version 2"
+
+
+def test_stat_and_list_look_each_component_up_once(
+    gw: VolumeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A STAT or a listing walks its path once: each component is looked up in its directory
+    one time (twice per component made every STAT and OPENDIR walk the path again), through
+    a link too (the link's own entry, then its target's components), and the answers are the
+    same as a walk that looks every component up afresh."""
+    looked_up: list[str] = []
+    real_lookup = type(gw.fs.volume).lookup
+
+    async def counted(self: object, node: object, name: str) -> object:
+        looked_up.append(name)
+        return await real_lookup(self, node, name)  # type: ignore[arg-type]
+
+    gw.upload_everything()  # app.txt in the grid, not served from the overlay
+    monkeypatch.setattr(type(gw.fs.volume), "lookup", counted)
+    assert gw.stat("/releases/v2/app.txt").size == len(b"version 2")
+    assert looked_up == ["releases", "v2", "app.txt"]
+    looked_up.clear()
+    assert gw.stat("/current/app.txt", follow_symlinks=False).kind == "file"
+    assert looked_up == ["current", "releases", "v2", "app.txt"]
+    looked_up.clear()
+    assert [name for name, _ in gw.run(gw.fs.list("/current"))] == ["app.txt"]
+    assert looked_up == ["current", "releases", "v2"]
+    looked_up.clear()
+    with pytest.raises(NoSuchFile):
+        gw.stat("/releases/v2/missing.txt")
+    assert looked_up == ["releases", "v2", "missing.txt"]
