@@ -39,6 +39,7 @@ from gateway.fs.interfaces import (
 )
 from gateway.fs.localfile import LocalFile
 from gateway.fs.paths import Path, join, parent_and_name, split
+from gateway.fs.space import grid_space
 from gateway.fs.sparse import Reader
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Located, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
@@ -70,9 +71,12 @@ class GridFilesystem:
 
     # -- lookups ---------------------------------------------------------------------
 
-    async def _entry(self, parts: Path) -> tuple[IDirectory, Entry]:
+    async def _entry(
+        self, parts: Path, directory: IDirectory | None = None
+    ) -> tuple[IDirectory, Entry]:
+        """The entry at ``parts`` and its directory (``directory``, when already found)."""
         parent, name = parent_and_name(parts)
-        directory = await self.volume.directory(parent)
+        directory = directory or await self.volume.directory(parent)
         try:
             # As the grid last showed it when the grid does not answer (a kept copy or a
             # staged file still reads): Volume.lookup.
@@ -89,16 +93,6 @@ class GridFilesystem:
     async def _locate(self, path: str, follow_last: bool = False) -> Located:
         """:meth:`_path`, with the directory and entry found on the way (``Volume.locate``)."""
         return await self.volume.locate(split(path), follow_last or path.endswith("/"))
-
-    async def _child(self, found: Located) -> Entry:
-        """The entry of a located path's last component, in the directory it was found in."""
-        assert found.parent is not None
-        if found.missing:
-            raise NoSuchFile(f"no such file: {join(found.path)}")
-        try:
-            return await self.volume.lookup(found.parent, found.path[-1])
-        except NoSuchChild:
-            raise NoSuchFile(f"no such file: {join(found.path)}") from None
 
     def _attributes(self, entry: Entry, directory: IDirectory) -> FileAttributes:
         return entry_attributes(entry, self.read_only or directory.read_only)
@@ -135,10 +129,11 @@ class GridFilesystem:
         local = self._overlay.local(parts)
         if local is not None:
             return await self._local_attributes(local)
-        if found.parent is None:
-            directory, entry = await self._entry(parts)
-        else:
-            directory, entry = found.parent, found.entry or await self._child(found)
+        if found.missing:
+            raise NoSuchFile(f"no such file: {join(parts)}")
+        if found.entry is not None and found.parent is not None:
+            return self._attributes(found.entry, found.parent)
+        directory, entry = await self._entry(parts, found.parent)
         return self._attributes(entry, directory)
 
     @grid_boundary
@@ -170,13 +165,7 @@ class GridFilesystem:
     async def statvfs(self, path: str) -> FilesystemStats:
         """Usable grid space: servers' free space scaled by the encoding's expansion."""
         await self.stat(path)
-        params = self.volume.store.params
-        free = sum(_available_space(server) for server in self.volume.store.servers)
-        usable = free * params.k // params.n
-        block = 4096
-        return FilesystemStats(
-            block, usable // block, usable // block, usable // block, 1 << 32, 1 << 31
-        )
+        return grid_space(self.volume.store)
 
     # -- IFilesystem: opening ----------------------------------------------------------
 
@@ -507,10 +496,3 @@ async def _maybe(directory: IDirectory, name: str) -> Entry | None:
         return await directory.get(name, max_age=DIRECTORY_CACHE_SECONDS)
     except NoSuchChild:
         return None
-
-
-def _available_space(server: object) -> int:
-    from gateway.grid.interfaces import IStorageClient
-
-    space = IStorageClient(server).health.available_space
-    return 0 if space is None else space
