@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 
+from gateway.collector import tune_collector
 from gateway.config import ConfigError, NodeConfig, load_config
 from gateway.logfile import Scrubber, start_logging
 from gateway.nodedir import NodeDir, write_private
@@ -112,6 +113,7 @@ def _run_locked(
 ) -> int:
     from twisted.internet import reactor
 
+    tune_collector()
     scrubber = Scrubber()
     stream = start_logging(
         nd.log_file,
