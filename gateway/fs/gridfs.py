@@ -76,7 +76,8 @@ class GridFilesystem:
     ) -> tuple[IDirectory, Entry]:
         """The entry at ``parts`` and its directory (``directory``, when already found)."""
         parent, name = parent_and_name(parts)
-        directory = directory or await self.volume.directory(parent)
+        if directory is None:
+            directory = await self.volume.directory(parent)
         try:
             # As the grid last showed it when the grid does not answer (a kept copy or a
             # staged file still reads): Volume.lookup.
