@@ -189,15 +189,17 @@ class BackgroundApplier:
                 if not self._queue:
                     return
                 record = self._current = self._queue.popleft()
-            try:
-                with self._lock:
-                    with self._cond:
-                        if self._current is not record:
-                            continue  # a reader took it and applied it itself
+            with self._lock:
+                with self._cond:
+                    if self._current is not record:
+                        continue  # a reader took it and applied it itself
+                try:
                     self._apply(record)
-                    with self._cond:  # still under the lock: no reader sees it twice
-                        self._current = None
-                        self._done(bytes(record["si"]), 1)
-            except BaseException as e:
-                self._stop(e)
-                return
+                except BaseException as e:
+                    # Still under the lock: a reader waiting for it must find the failure,
+                    # not the record, or it applies (and reports) the record a second time.
+                    self._stop(e)
+                    return
+                with self._cond:  # still under the lock: no reader sees it twice
+                    self._current = None
+                    self._done(bytes(record["si"]), 1)
