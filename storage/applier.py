@@ -8,9 +8,11 @@ costs tens of microseconds, on a filesystem whose block groups near the shares
 are full (measured on this project's CI machine: ``/tmp`` after months of test
 runs) half a millisecond each, paid in the kernel by whichever thread creates
 it. :class:`BackgroundApplier` takes that step off the caller's path: records
-are applied in log order by one thread, and a read of an index whose records
-are still waiting waits for them (:meth:`BackgroundApplier.settle`), so every
-answer is the one the files would give if the records had been applied at once.
+are applied in log order by one thread; a read of an index whose records are
+still waiting applies them itself (:meth:`BackgroundApplier.settle`), and a
+listing lays them over what the directory holds
+(:meth:`BackgroundApplier.pending`), so every answer is the one the files
+would give if the records had been applied at once.
 
 A crash loses nothing: a record is handed over only once the log holding it is
 durable, and opening a backend replays the log. A record that cannot be applied
@@ -90,15 +92,10 @@ class BackgroundApplier:
             return  # the usual case: nothing of it waits, and nothing failed
         with self._lock:  # the thread applies nothing meanwhile
             with self._cond:
-                mine: list[Record] = []
-                current = self._current
-                if current is not None and bytes(current["si"]) == storage_index:
-                    mine.append(current)  # taken before the thread could apply it
-                    self._current = None
-                kept: deque[Record] = deque()
-                for record in self._queue:
-                    (mine if bytes(record["si"]) == storage_index else kept).append(record)
-                self._queue = kept
+                mine = self._records_of(storage_index)
+                if mine and mine[0] is self._current:
+                    self._current = None  # taken before the thread could apply it
+                self._queue = deque(r for r in self._queue if bytes(r["si"]) != storage_index)
             try:
                 for record in mine:
                     self._apply(record)
@@ -122,12 +119,14 @@ class BackgroundApplier:
         if storage_index not in self._pending and not self._lost:
             return []
         with self._cond:
-            if storage_index in self._lost:
-                return None
-            current = self._current
-            records = [] if current is None or bytes(current["si"]) != storage_index else [current]
-            records.extend(r for r in self._queue if bytes(r["si"]) == storage_index)
-            return records
+            return None if storage_index in self._lost else self._records_of(storage_index)
+
+    def _records_of(self, storage_index: bytes) -> list[Record]:
+        """The index's record being applied (if any), then its waiting ones, in order (the
+        condition is held)."""
+        records = [] if self._current is None else [self._current]
+        records.extend(self._queue)
+        return [r for r in records if bytes(r["si"]) == storage_index]
 
     def drain(self) -> None:
         """Return once every record handed over is applied; raise if one could not be."""

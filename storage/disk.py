@@ -225,11 +225,10 @@ class DiskBackend:
                 numbers.discard(int(record["n"]))
             elif record["op"] == "delete-index":
                 numbers.clear()
-        present = frozenset(numbers)
         kept = self._kept.get(storage_index)
-        if kept is not None and not present.issuperset(kept):
+        if kept is not None and not numbers.issuperset(kept):
             self._forget(storage_index)  # a file removed by hand (or lost) is gone
-        return frozenset(n for n in present if not self.commits.hides(storage_index, n))
+        return frozenset(n for n in numbers if not self.commits.hides(storage_index, n))
 
     def share_length(self, storage_index: bytes, share_number: int) -> int:
         """Length of a complete share."""
