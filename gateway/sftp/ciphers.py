@@ -36,7 +36,7 @@ import hashlib
 import hmac
 import os
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -78,6 +78,8 @@ CIPHER_KEY_SIZES: dict[bytes, int] = {
 AEAD_CIPHERS = frozenset(
     [b"chacha20-poly1305@openssh.com", b"aes128-gcm@openssh.com", b"aes256-gcm@openssh.com"]
 )
+_SEQUENCE = struct.Struct(">L")
+
 _HASHES = {
     b"hmac-sha2-256-etm@openssh.com": hashlib.sha256,
     b"hmac-sha2-512-etm@openssh.com": hashlib.sha512,
@@ -157,11 +159,14 @@ class _HMAC:
     def __init__(self, name: bytes, key: bytes) -> None:
         digest = _HASHES[name]
         self.size = digest().digest_size
-        self._template = hmac.new(key[: self.size], digestmod=digest)
+        template = hmac.new(key[: self.size], digestmod=digest)
+        # OpenSSL's HMAC object under the Python wrapper, when there is one: copying it
+        # is one C call, copying the wrapper four Python ones (0.4 µs a packet).
+        self._template: Any = getattr(template, "_hmac", None) or template
 
     def mac(self, sequence: int, *parts: bytes) -> bytes:
         h = self._template.copy()
-        h.update(struct.pack(">L", sequence))
+        h.update(_SEQUENCE.pack(sequence))
         for part in parts:
             h.update(part)
         return h.digest()

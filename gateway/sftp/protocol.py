@@ -77,6 +77,10 @@ def _without_close_notices(event: dict[str, Any]) -> None:
     globalLogPublisher(event)
 
 
+#: Each request's name as the session's latency figures know it ("stat", "read"…).
+_OPERATIONS = {kind: name.lower() for kind, name in FileTransferServer.packetTypes.items()}
+
+
 def _ascii(text: str) -> str:
     """A status message Conch can send (non-ASCII characters escaped)."""
     return text.encode("ascii", "backslashreplace").decode("ascii")
@@ -115,13 +119,27 @@ class GatewayFileTransferServer(FileTransferServer):
     _log = Logger(observer=_without_close_notices)
 
     def _session(self) -> ISessionObserver | None:
-        session = getattr(self.client, "session", None)
-        return session if ISessionObserver.providedBy(session) else None
+        """The session observer the server was made with (looked up once)."""
+        try:
+            return self._observer
+        except AttributeError:
+            session = getattr(self.client, "session", None)
+            self._observer: ISessionObserver | None = (
+                session if ISessionObserver.providedBy(session) else None
+            )
+            return self._observer
 
     def _flow(self) -> IChannelFlow | None:
-        """The SSH channel's flow control (None on other transports: no flow control)."""
-        channel = getattr(self.transport, "session", None)
-        return channel if IChannelFlow.providedBy(channel) else None
+        """The SSH channel's flow control (None on other transports: no flow control);
+        looked up once connected."""
+        try:
+            return self._channel_flow
+        except AttributeError:
+            channel = getattr(self.transport, "session", None)
+            flow = channel if IChannelFlow.providedBy(channel) else None
+            if self.transport is not None:
+                self._channel_flow: IChannelFlow | None = flow
+            return flow
 
     def dataReceived(self, data: bytes) -> None:
         """Split the stream into packets and serve each one (see :meth:`_serve_backlog`).
@@ -175,7 +193,7 @@ class GatewayFileTransferServer(FileTransferServer):
             (request_id,) = struct.unpack_from("!L", body)
             self._held.setdefault(request_id, deque()).append(size)
             if arrived:
-                self._started[request_id] = (self.packetTypes[kind].lower(), arrived)
+                self._started[request_id] = (_OPERATIONS[kind], arrived)
         else:
             self._consumed(size)  # INIT and unknown types: nothing is held
         if kind == FXP_WRITE:

@@ -48,6 +48,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from gateway.coroutines import eager
 from gateway.fs import errors
 from gateway.fs.interfaces import (
     FileAttributes,
@@ -105,12 +106,16 @@ def ascii_message(text: str) -> str:
 def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Run a coroutine method, turning filesystem errors into SFTP statuses."""
 
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
         except errors.FSError as e:
             raise sftp_error(e) from None
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[R]:
+        # Run at once: a request answered from memory costs no scheduling (see eager).
+        return eager(translated(*args, **kwargs))
 
     return wrapper
 
