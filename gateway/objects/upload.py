@@ -166,17 +166,22 @@ class ImmutableUploader:
         return await self.threads(call)
 
     def _read_hashed(
-        self, source: BinaryIO, hasher: hashlib.blake2b
+        self, source: BinaryIO, hasher: hashlib.blake2b, size: int
     ) -> Callable[[], Awaitable[bytes]]:
-        """Reads the source a run of segments at a time (b"" at its end), hashing each."""
+        """Reads the source a run of segments at a time (b"" at its end), hashing each.
+        ``size`` is what the source holds from here: a read of less than ``OFFLOAD_AT``
+        (a node, a small file, the empty read at the end) runs in place, not in a thread."""
         step = self.params.segment_size * HASH_RUN
+        left = size
 
         def read_and_hash() -> bytes:
+            nonlocal left
             data = source.read(step)
             hasher.update(data)
+            left -= len(data)
             return data
 
-        return lambda: self._cpu(step, read_and_hash)
+        return lambda: self._cpu(min(step, max(left, 0)), read_and_hash)
 
     async def upload_bytes(
         self, data: bytes, durable: list[Coroutine[Any, Any, None]] | None = None
@@ -205,6 +210,8 @@ class ImmutableUploader:
         """
         params = self.params
         start_at = source.tell()
+        end = source.seek(0, 2)
+        source.seek(start_at)
         hasher = streaming_hasher(PERSON_PLAINTEXT)
         size = 0
         head = b""
@@ -214,7 +221,7 @@ class ImmutableUploader:
             here = source.tell()
             size = len(head) + source.seek(0, 2) - here
         else:
-            read = self._read_hashed(source, hasher)
+            read = self._read_hashed(source, hasher, end - start_at)
             while chunk := await read():
                 await pacer.pause()
                 if size <= fmt.LITERAL_THRESHOLD:

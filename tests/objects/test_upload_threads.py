@@ -59,9 +59,23 @@ def test_segments_are_hashed_and_encoded_in_the_threads(convergent: bool) -> Non
     assert isinstance(cap, ImmutableReadCap)
     assert read(grid, cap) == data
     encodes = 5  # the full segments; the 7-byte tail is encoded in place
-    hashing = 1 if convergent else 0  # one run of up to 8 segments
-    assert len(threads.idents) == encodes + hashing + (1 if convergent else 0)
+    hashing = 1 if convergent else 0  # one run of up to 8 segments (the empty read after it
+    assert len(threads.idents) == encodes + hashing  # at the end runs in place)
     assert threading.get_ident() not in threads.idents
+
+
+@pytest.mark.parametrize("size", [100, OFFLOAD_AT - 1])
+def test_a_small_object_is_read_and_encoded_in_place(size: int) -> None:
+    """An object smaller than OFFLOAD_AT (a chunk tree's node, a small file) costs less
+    to encode than a hand-off to a thread: nothing goes to the threads, and it reads back
+    byte for byte."""
+    grid = make_grid(3)
+    threads = RecordingThreads()
+    data = pattern(size, seed=3)
+    cap = run(ImmutableUploader(grid, SECRETS, PARAMS, threads=threads).upload_bytes(data))
+    assert isinstance(cap, ImmutableReadCap)
+    assert read(grid, cap) == data
+    assert threads.idents == []
 
 
 def test_the_same_bytes_get_the_same_cap_with_or_without_threads() -> None:
@@ -82,20 +96,22 @@ def test_a_failure_in_a_thread_fails_the_upload_and_leaves_nothing() -> None:
     grid = make_grid(3)
 
     class Shrinking:
-        """A source that loses its tail between the two passes (the rewind between them is
-        its only seek to 0)."""
+        """A source that loses its tail between the two passes (at the rewind to 0 once
+        the first pass has read)."""
 
         def __init__(self, data: bytes):
             self._io = io.BytesIO(data)
+            self._read = False
 
         def read(self, n: int = -1) -> bytes:
+            self._read = True
             return self._io.read(n)
 
         def tell(self) -> int:
             return self._io.tell()
 
         def seek(self, offset: int, whence: int = 0) -> int:
-            if whence == 0 and offset == 0:
+            if whence == 0 and offset == 0 and self._read:
                 self._io = io.BytesIO(self._io.getvalue()[: 2 * SEG])
             return self._io.seek(offset, whence)
 
