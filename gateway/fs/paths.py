@@ -7,6 +7,7 @@ NFC-normalized UTF-8, at most 255 bytes, with no NUL.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from gateway.fs.errors import InvalidName
@@ -32,10 +33,13 @@ def check_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def split(path: str) -> Path:
     """The components of ``path`` relative to the account root, '.' and '..' resolved.
 
-    Relative paths are taken from the root (the session's working directory).
+    Relative paths are taken from the root (the session's working directory). The paths
+    split last are remembered: clients ask about the same few paths again and again (a
+    STAT, then an OPEN; sshfs's getattr before every operation).
     """
     parts: list[str] = []
     for component in path.split("/"):

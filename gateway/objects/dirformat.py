@@ -100,12 +100,31 @@ def shown_name(name: str) -> str:
     return text if len(text) <= 60 else text[:40] + "…" + text[-12:]
 
 
+#: Text names found valid lately, each with its NFC form (a lookup checks every name of a
+#: path again); cleared when full.
+_NORMALIZED: dict[str, str] = {}
+_NORMALIZED_MAX = 16384
+
+
 def normalize_name(name: str | bytes) -> str:
     """The NFC form of an entry name, or BadName saying why it cannot name an entry.
 
     ``bytes`` must be UTF-8. The rules: not empty, not '.' or '..', no '/' and
     no NUL, and at most :data:`MAX_NAME_BYTES` bytes of UTF-8 after NFC.
     """
+    if type(name) is str:
+        known = _NORMALIZED.get(name)
+        if known is not None:
+            return known
+        normalized = _normalize(name)
+        if len(_NORMALIZED) >= _NORMALIZED_MAX:
+            _NORMALIZED.clear()
+        _NORMALIZED[name] = normalized
+        return normalized
+    return _normalize(name)
+
+
+def _normalize(name: str | bytes) -> str:
     if isinstance(name, bytes):
         try:
             name = name.decode("utf-8")

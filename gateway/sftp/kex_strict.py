@@ -230,7 +230,7 @@ class StrictKexTransport(SSHServerTransport):
 
     def getPacket(self) -> bytes | None:
         """The next whole, authentic packet's payload from the buffer, or None."""
-        if self._broken:
+        if self._broken or not self.buf:  # (the call after the last packet of a read)
             return None
         ciphers: Any = self.currentEncryptions
         assert isinstance(ciphers, PacketCiphers)

@@ -744,3 +744,22 @@ def test_concurrent_changes_through_one_node_take_turns() -> None:
     world.run(together())
     assert len(world.run(world.open(root.cap).list())) == 10
     assert world.grid[0].count("read_test_write") - before["read_test_write"] == 10
+
+
+def test_names_checked_again_give_the_same_answer() -> None:
+    """Names are remembered once found valid: asked again (every lookup of a path asks),
+    a name gets the same NFC form, an invalid one is refused every time, and the memory
+    starts over once full without changing any answer."""
+    from gateway.objects import dirformat
+
+    decomposed = "cafe\u0301"
+    assert normalize_name(decomposed) == normalize_name(decomposed) == "caf\u00e9"
+    for _ in range(2):
+        with pytest.raises(BadName, match="contains '/'"):
+            normalize_name("a/b")
+    assert "a/b" not in dirformat._NORMALIZED
+    for i in range(dirformat._NORMALIZED_MAX + 10):
+        assert normalize_name(f"n{i}") == f"n{i}"
+    assert len(dirformat._NORMALIZED) <= dirformat._NORMALIZED_MAX
+    assert normalize_name(decomposed) == "caf\u00e9"
+    assert normalize_name(decomposed.encode()) == "caf\u00e9"  # bytes: decoded, then checked

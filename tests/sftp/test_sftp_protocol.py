@@ -538,3 +538,26 @@ def test_symlinked_directories_inside_paths(session: Session) -> None:
         session.sftp.stat(session.path("loop1/x"))
     session.sftp.symlink("../../../../..", session.path("up"))
     assert session.sftp.normalize(session.path("up")) == "/"
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"size": 2**40 + 5, "uid": 1000, "gid": 100, "permissions": 0o100644,
+         "atime": 1_700_000_000, "mtime": 1_700_000_001},
+        {"size": 0, "permissions": 0o40755},
+        {"size": 7, "uid": 1, "gid": 2, "permissions": 0o100600, "atime": 3, "mtime": 4,
+         "ext_vendor@example.com": b"x"},
+        {},
+    ],
+)  # fmt: skip
+def test_attributes_are_packed_as_conch_packs_them(attrs: dict[str, object]) -> None:
+    """The gateway packs the six usual attributes of a STAT reply in one call; every
+    attribute dict, usual or not, gets the bytes Conch's own packing gives."""
+    from twisted.conch.ssh.filetransfer import FileTransferBase
+
+    from gateway.sftp.protocol import GatewayFileTransferServer
+
+    server = object.__new__(GatewayFileTransferServer)
+    conch = object.__new__(FileTransferBase)
+    assert server._packAttributes(attrs) == conch._packAttributes(attrs)
