@@ -28,7 +28,7 @@ from gateway.intents.log import IntentLog
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.objects.dirnode import DirectoryNode
 from gateway.objects.mutable import MutableClient
-from gateway.objects.writeback import DirectoryWriteBack
+from gateway.objects.writeback import JOURNAL_DELAY, DirectoryWriteBack
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from tests.fs.support import ManualThreads, drive, memory_store
@@ -53,9 +53,11 @@ def root(grid: list[GridClient]) -> DirectoryWriteCap:
     return node.cap
 
 
-def _write_back(grid: list[GridClient], state: Path, threads: Any) -> DirectoryWriteBack:
+def _write_back(
+    grid: list[GridClient], state: Path, threads: Any, clock: Clock | None = None
+) -> DirectoryWriteBack:
     client = MutableClient(grid, SECRETS, PARAMS)
-    return DirectoryWriteBack(state, lambda: client, Clock(), threads=threads)
+    return DirectoryWriteBack(state, lambda: client, clock or Clock(), threads=threads)
 
 
 def _node(grid: list[GridClient], cap: DirectoryWriteCap, wb: DirectoryWriteBack) -> DirectoryNode:
@@ -67,13 +69,18 @@ def test_a_change_is_answered_once_written_and_on_disk_once_its_flush_ends(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
     """mkdir and rename are answered while their flush waits; the journal already holds them
-    (a gateway killed then publishes them at its next start); ``durable`` fires once the
-    one flush they share has run."""
+    (a gateway killed then publishes them at its next start); the flush starts
+    JOURNAL_DELAY after the first, and ``durable`` fires once the one flush they share has
+    run."""
     threads = ManualThreads()
-    wb = _write_back(grid, tmp_path, threads)
+    clock = Clock()
+    wb = _write_back(grid, tmp_path, threads, clock)
     node = _node(grid, root, wb)
     run(node.mkdir("made", meta("dir")))
+    clock.advance(JOURNAL_DELAY / 2)
     run(node.rename("made", "moved"))
+    assert threads.queue == [], "no flush before the delay"
+    clock.advance(JOURNAL_DELAY / 2)
     assert len(threads.queue) == 1, "one flush, shared by both changes"
     durable: list[object] = []
     Deferred.fromCoroutine(wb.durable()).addBoth(durable.append)
@@ -120,7 +127,8 @@ def test_a_failed_flush_is_logged_once_and_refuses_changes_until_it_flushes_agai
     the failure is logged once, every change after it is refused with the error and
     changes nothing, and once the journal flushes again changes are accepted."""
     threads = _FailingThreads()
-    wb = _write_back(grid, tmp_path, threads)
+    clock = Clock()
+    wb = _write_back(grid, tmp_path, threads, clock)
     node = _node(grid, root, wb)
     errors: list[str] = []
 
@@ -132,6 +140,7 @@ def test_a_failed_flush_is_logged_once_and_refuses_changes_until_it_flushes_agai
     try:
         threads.failing = True
         run(node.mkdir("first", meta("dir")))
+        clock.advance(JOURNAL_DELAY)  # its flush runs, and fails
         for name in ("second", "third"):
             with pytest.raises(OSError, match="Input/output error"):
                 run(node.mkdir(name, meta("dir")))
@@ -176,8 +185,9 @@ def test_a_close_waits_for_the_directory_changes_made_before_it(tmp_path: Path) 
     is on disk too, not only the file's own upload record: after a power loss the file's
     directory is there for it."""
     gw = _Gateway(tmp_path)
-    drive(gw.fs.mkdir("/new", SetAttributes()), gw.threads)  # the mkdir's flush waits
-    dir_flush = gw.threads.queue.pop(0)
+    drive(gw.fs.mkdir("/new", SetAttributes()), gw.threads)
+    gw.clock.advance(JOURNAL_DELAY)
+    dir_flush = gw.threads.queue.pop(0)  # the mkdir's flush waits
     handle = drive(gw.writers.open(("new", "f.txt"), CREATE, SetAttributes()), gw.threads)
     drive(handle.write(0, b"contents"), gw.threads)
     closed: list[object] = []
@@ -189,8 +199,27 @@ def test_a_close_waits_for_the_directory_changes_made_before_it(tmp_path: Path) 
     assert closed == [None]
 
 
+def test_waiting_for_the_changes_flushes_them_at_once(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """``durable`` (a CLOSE, an upload's end) starts the flush now, not after the delay;
+    the delayed flush then finds nothing left to do."""
+    threads = ManualThreads()
+    clock = Clock()
+    wb = _write_back(grid, tmp_path, threads, clock)
+    node = _node(grid, root, wb)
+    run(node.mkdir("made", meta("dir")))
+    durable: list[object] = []
+    Deferred.fromCoroutine(wb.durable()).addBoth(durable.append)
+    assert len(threads.queue) == 1, "flushing without waiting for the delay"
+    threads.run_all()
+    assert durable == [None]
+    clock.advance(JOURNAL_DELAY)
+    assert threads.queue == [], "no second flush"
+
+
 def test_finished_intents_need_no_flush(tmp_path: Path) -> None:
-    """"Done" records are never flushed on their own: once every put is on disk, waiting for
+    """ "Done" records are never flushed on their own: once every put is on disk, waiting for
     the journal asks for no flush even with done records appended since (a CLOSE after an
     upload's end would otherwise pay a flush in a thread for nothing)."""
     threads = ManualThreads()
