@@ -51,7 +51,7 @@ from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
-from gateway.objects.dirchanges import Change, Create, Link, MutableRecords
+from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Unlink
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
 from gateway.objects.dirpublish import JournaledDirectory
@@ -228,6 +228,9 @@ class DirectoryWriteBack:
             d.view = views[si]
             self._schedule(d)
         self._note_links(resolved)
+        for (_, decided), result in zip(resolved, results, strict=True):
+            if isinstance(decided, Unlink) and result is not None and result.read_cap:
+                self._drop_if_unlinked(result.read_cap)
         # Sessions see the change at once; it is on disk once the flush started just after
         # (with the changes made meanwhile) ends.
         self._flush_journal_soon()
@@ -417,6 +420,17 @@ class DirectoryWriteBack:
                 made.discard(d.read_cap)
                 if not made:
                     del self._children_made[si]
+
+    def _drop_if_unlinked(self, read_cap: str) -> None:
+        """A directory made here and never published that no directory links any more
+        (mkdir, then rmdir) has nothing to publish: forget it now, not when its publish
+        timer comes (a ``cp -r`` then ``rm -r``, or a build's temporary directories, left a
+        timer per directory, and every timer made the reactor's others dearer)."""
+        d = self._created.get(read_cap)
+        if d is None or not d.create or d.lock.locked or d.loading is not None:
+            return
+        if not self._linked(d):
+            self._forget(d, list(d.changes))
 
     def _new_children(self, d: DirectoryState) -> list[DirectoryState]:
         """Directories made here, not yet published, that ``d`` links.

@@ -150,6 +150,29 @@ def test_mkdir_rename_rmdir_cycles_publish_no_new_directory(
     assert Gateway(grid, None).names(root) == []
 
 
+def test_a_directory_removed_before_its_publish_is_forgotten_at_once(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """mkdir then rmdir: the new directory has nothing left to publish, and no timer
+    waits for it (only the parent's); one moved away first is still published where it
+    went; a restart then replays nothing of the removed one."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    for i in range(20):
+        gw.run(node.mkdir(f"d{i}", meta("dir")))
+        gw.run(node.remove(f"d{i}"))
+    assert gw.write_back is not None
+    assert gw.write_back.pending_directories() == 1  # the parent's changes, until published
+    assert len([c for c in gw.clock.getDelayedCalls() if c.active()]) == 1
+    keep = gw.run(node.mkdir("keep", meta("dir")))
+    gw.run(keep.mkdir("inner", meta("dir")))
+    gw.run(move(keep, "inner", node, "moved"))
+    gw.settle()
+    assert Gateway(grid, None).names(root) == ["keep", "moved"]
+    assert gw.write_back.pending() == 0
+    assert Gateway(grid, tmp_path).write_back.pending() == 0  # type: ignore[union-attr]
+
+
 def test_a_long_stream_of_changes_keeps_few_parsed_caps(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
