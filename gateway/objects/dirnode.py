@@ -15,7 +15,7 @@ lose no entries either way.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from attrs import Factory, define, evolve, field
@@ -98,6 +98,10 @@ class DirectoryNode:
     reuse_streak: int = 4
     write_back: DirectoryWriteBack | None = field(default=None, repr=False)
     write_through: WriteThrough = field(factory=WriteThrough, repr=False)
+    #: Where a mkdir's new directory gets its write cap (a gateway's are made ahead).
+    new_caps: Callable[[], DirectoryWriteCap] = field(
+        default=DirectoryWriteCap.generate, repr=False
+    )
     updates: DirectoryUpdates = field(
         default=Factory(lambda node: node._make_updates(), takes_self=True), init=False, repr=False
     )
@@ -264,7 +268,7 @@ class DirectoryNode:
             raise BadChild("mkdir needs metadata of kind 'dir'")
         if not overwrite:
             await self._check_free(name)
-        child = evolve(self, cap=DirectoryWriteCap.generate())
+        child = evolve(self, cap=self.new_caps())
         now = self.clock.seconds()
         link = self._known_cap(
             make_record(

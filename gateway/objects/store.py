@@ -39,6 +39,7 @@ from gateway.objects.immutable import ImmutableReader
 from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParams
 from gateway.objects.interfaces import IFileReader, IObjectStore
 from gateway.objects.mutable import MutableClient
+from gateway.objects.newkeys import NewDirectoryCaps
 from gateway.objects.upload import ImmutableUploader
 from gateway.objects.writeback import DirectoryWriteBack
 from gateway.objects.writethrough import WriteThrough
@@ -95,6 +96,8 @@ class ObjectStore:
         self.fanout = fanout
         #: Extents of one update stored at once (each holds at most a chunk in memory).
         self.parallel_uploads = parallel_uploads
+        #: Write caps for the directories a mkdir makes, made ahead of it.
+        self.new_directory_caps = NewDirectoryCaps(clock)
         #: Chunk tree nodes read or stored lately (nodes are immutable: never stale).
         self.nodes = NodeCache()
         #: Files and extents whose shares reads have opened lately (where they lie, no data).
@@ -223,6 +226,7 @@ class ObjectStore:
             clock=self.clock,
             write_back=self.write_back,
             write_through=self.write_through,
+            new_caps=self.new_directory_caps.take,
         )
 
     def directory(self, cap: DirectoryWriteCap | DirectoryReadCap | str) -> DirectoryNode:
@@ -233,6 +237,7 @@ class ObjectStore:
             clock=self.clock,
             write_back=self.write_back,
             write_through=self.write_through,
+            new_caps=self.new_directory_caps.take,
         )
 
 
