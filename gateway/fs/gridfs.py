@@ -383,9 +383,7 @@ class GridFilesystem:
         target_dir = await self._writable_directory(new_parent)
         # Hold the files being uploaded under ``old`` first and look at the grid after: a link
         # in flight finishes before we decide what is local and what is in the grid.
-        held = [
-            p for path, p in self._overlay.pending.items() if path[: len(old_parts)] == old_parts
-        ]
+        held = self._overlay.pending_at_or_under(old_parts)
         for pending in held:
             await pending.lock.acquire()
         try:

@@ -17,12 +17,13 @@ method per transition of :mod:`gateway.fs.localfile`'s machine:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from twisted.internet.defer import Deferred
 
 from gateway.fs.localfile import FINAL, Event, LocalFile, LocalMeta, Phase
 from gateway.fs.paths import Path
+from gateway.fs.pathtable import PathTable
 
 LINKED_KEPT = 1024
 """Linked generations kept before those of paths with nothing in flight are dropped."""
@@ -32,10 +33,12 @@ class Overlay:
     """Open-for-write and pending files of one root, by path."""
 
     def __init__(self) -> None:
-        self.writing: dict[Path, LocalFile] = {}
-        self.pending: dict[Path, LocalFile] = {}
+        # By path, indexed by directory: a rename or a listing looks at what lies under
+        # its paths, not at every file in flight (see gateway.fs.pathtable).
+        self.writing: PathTable[LocalFile] = PathTable()
+        self.pending: PathTable[LocalFile] = PathTable()
         self.by_job: dict[str, LocalFile] = {}
-        self.linked: dict[Path, int] = {}
+        self.linked: PathTable[int] = PathTable()
         self._generation = 0
 
     def next_generation(self) -> int:
@@ -51,20 +54,17 @@ class Overlay:
 
     def children(self, directory: Path) -> Iterator[tuple[str, LocalFile]]:
         """Local files directly inside ``directory``."""
-        depth = len(directory)
         for table in (self.pending, self.writing):
-            for path, file in table.items():
-                if len(path) == depth + 1 and path[:depth] == directory:
-                    yield path[-1], file
+            for path in table.children(directory):
+                yield path[-1], table[path]
 
     def has_under(self, directory: Path) -> bool:
         """Whether any local file lies inside ``directory`` (at any depth)."""
-        depth = len(directory)
-        return any(
-            len(path) > depth and path[:depth] == directory
-            for table in (self.pending, self.writing)
-            for path in table
-        )
+        return self.pending.has_under(directory) or self.writing.has_under(directory)
+
+    def pending_at_or_under(self, path: Path) -> list[LocalFile]:
+        """The files waiting for the grid at ``path`` or inside it."""
+        return [self.pending[p] for p in self.pending.at_or_under(path)]
 
     # -- transitions -------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class Overlay:
         what is in flight, not of every path ever written."""
         live = {f.path for f in self.by_job.values()}
         live.update(self.pending, self.writing)
-        self.linked = {path: g for path, g in self.linked.items() if path in live}
+        self.linked = PathTable((path, g) for path, g in self.linked.items() if path in live)
 
     def finished(self, job_id: str) -> LocalFile | None:
         """The job is over (linked, dropped as obsolete, or abandoned): the file goes."""
@@ -193,20 +193,15 @@ class Overlay:
     def move(self, old: Path, new: Path) -> None:
         """Re-target every local file at or under ``old`` to the same place under ``new``."""
         depth = len(old)
-
-        def moved(path: Path) -> Path | None:
-            if path[:depth] == old:
-                return new + path[depth:]
-            return None
-
-        _move_keys(self.writing, moved)
-        _move_keys(self.pending, moved)
-        for path in [p for p in self.linked if p[: len(new)] == new]:
+        for table in (self.writing, self.pending):
+            for path in table.at_or_under(old):
+                file = table.pop(path)
+                file.path = new + path[depth:]
+                table[file.path] = file
+        for path in self.linked.at_or_under(new):
             del self.linked[path]  # whatever was at the target is replaced
-        for path in list(self.linked):
-            target = moved(path)
-            if target is not None:
-                self.linked[target] = self.linked.pop(path)
+        for path in self.linked.at_or_under(old):
+            self.linked[new + path[depth:]] = self.linked.pop(path)
 
     def _unfile_writing(self, file: LocalFile) -> None:
         if self.writing.get(file.path) is file:
@@ -221,12 +216,3 @@ def _abandoned(file: LocalFile | None) -> LocalFile | None:
     if file is not None and file.phase not in FINAL:
         file.fire(Event.ABANDON)
     return file
-
-
-def _move_keys(table: dict[Path, LocalFile], moved: Callable[[Path], Path | None]) -> None:
-    for path in list(table):
-        target = moved(path)
-        if target is not None:
-            file = table.pop(path)
-            file.path = target
-            table[target] = file
