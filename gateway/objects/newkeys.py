@@ -40,13 +40,6 @@ class NewDirectoryCaps:
         while len(self._ready) < self._ahead:
             self._ready.append(_made())
 
-    def stop(self) -> None:
-        """Make nothing more (at shutdown); the caps made and never used are dropped."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._ready.clear()
-
 
 def _made() -> DirectoryWriteCap:
     """A new write cap, its key pair derived and its text and its read cap's made (all
