@@ -45,10 +45,6 @@ def start(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
 
 async def shared(result: Deferred[T]) -> T:
     """Await a Deferred that others may await too: its result stays in it for them."""
-    if result.called and not result.paused:
-        value = result.result
-        if not isinstance(value, Failure | Deferred):
-            return cast(T, value)  # fired already (a file opened before this STAT): no waiter
     waiter: Deferred[T] = Deferred()
 
     def deliver(value: object) -> object:
