@@ -43,15 +43,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
 from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Unlink
+from gateway.objects.dirflush import JOURNAL_DELAY, JournalFlushes
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
 from gateway.objects.dirpublish import JournaledDirectory
@@ -62,13 +62,6 @@ from gateway.threads import Threads, reactor_threads
 #: Seconds changes to one directory are gathered before they are published.
 FLUSH_WINDOW = 0.1
 
-#: Seconds after a change is journaled before the journal's flush starts, so that the
-#: changes a client makes one after the other (mkdir, rename, rmdir) share a flush. Each
-#: flush is a hand-off to a thread and back, whose GIL passes cost the reactor thread about
-#: a sixth of a mkdir's time; a power loss can take at most this much longer to have lost
-#: an answered change. Whatever must not outlive a change (:meth:`DirectoryWriteBack.durable`)
-#: flushes at once.
-JOURNAL_DELAY = 0.002
 
 #: While clients keep sending requests, publishes wait until they pause this long...
 HOLD_WHILE_ACTIVE = 0.25
@@ -110,8 +103,6 @@ class DirectoryWriteBack:
         self._client = client
         self._clock = clock
         self._window = window
-        self._journal_delay = journal_delay
-        self._journal_timer: IDelayedCall | None = None
         self._reuse = reuse
         self._max_retry = max_retry
         self._rng = rng or random.Random()
@@ -120,6 +111,7 @@ class DirectoryWriteBack:
         self._awaited = 0  # flushes someone waits for (an fsync): publishes take no turns
         self._threads = threads if threads is not None else reactor_threads(clock)
         self._intents, self._legacy_done = open_journal(directory)
+        self._flushes = JournalFlushes(self._intents, clock, self._threads, journal_delay)
         self._dirs: dict[bytes, DirectoryState] = {}
         #: Directories made here and not published yet, by read cap (until :meth:`_settled`).
         self._created: dict[str, DirectoryState] = {}
@@ -132,8 +124,6 @@ class DirectoryWriteBack:
         self._commits: dict[int, set[bytes]] = {}
         self._seq = 0
         self._stopped = False
-        #: The error of the last flush, when it failed (changes are refused meanwhile).
-        self._flush_error: OSError | None = None
         self.damaged: list[str] = list(self._intents.damaged)
         self.publishes = 0
         self._replay()
@@ -182,7 +172,7 @@ class DirectoryWriteBack:
         that cannot be written leaves every view as it was. Returns each change's record,
         once it is written (flushed after; see the module docstring).
         """
-        if self._flush_error is not None:
+        if self._flushes.error is not None:
             await self.durable()  # raises while the journal still cannot be flushed
         while True:
             stale = [n for n, c in items if not isinstance(c, Create) and not self._usable(n)]
@@ -233,34 +223,13 @@ class DirectoryWriteBack:
                 self._drop_if_unlinked(result.read_cap)
         # Sessions see the change at once; it is on disk once the flush started just after
         # (with the changes made meanwhile) ends.
-        self._flush_journal_soon()
+        self._flushes.soon()
         return results
 
-    def _flush_journal_soon(self) -> None:
-        """Start the journal's flush ``journal_delay`` seconds from now, unless one is due."""
-        if self._threads is None or self._journal_delay <= 0:
-            self._flush_journal()
-        elif self._journal_timer is None:
-            self._journal_timer = self._clock.callLater(self._journal_delay, self._flush_journal)
-
-    def _flush_journal(self) -> None:
-        """Start flushing what the journal holds (errors are noted: changes then refused)."""
-        if self._journal_timer is not None:
-            if self._journal_timer.active():
-                self._journal_timer.cancel()
-            self._journal_timer = None
-        self._intents.flushed(self._threads).addCallbacks(self._flushed, self._not_flushed)
-
     async def durable(self) -> None:
-        """Wait until every change journaled so far is on disk (raises the flush's OSError)."""
-        if self._journal_timer is not None:
-            self._flush_journal()  # now, not after the delay
-        try:
-            await self._intents.flushed(self._threads)
-        except OSError as e:
-            self._not_flushed(Failure(e))
-            raise
-        self._flushed(None)
+        """Wait until every change journaled so far is on disk (raises the flush's OSError);
+        a flush put off for the changes to come starts now."""
+        await self._flushes.durable()
 
     async def flush(self, storage_indexes: Iterable[bytes]) -> None:
         """Publish these directories' changes now (and the new directories they link)."""
@@ -282,8 +251,6 @@ class DirectoryWriteBack:
         """Publish what can be within ``grace`` seconds; the rest stays journaled for the next
         start."""
         self._stopped = True
-        if self._journal_timer is not None:
-            self._flush_journal()
         for d in self._dirs.values():
             if d.timer is not None and d.timer.active():
                 d.timer.cancel()
@@ -298,31 +265,9 @@ class DirectoryWriteBack:
                     n=self.pending(),
                     why=type(e).__name__,
                 )
-        try:
-            self._intents.sync()  # what the last flushes had not covered yet
-        except OSError as e:
-            self._not_flushed(Failure(e))
-        self._intents.close()
+        self._flushes.close()  # what the last flushes had not covered yet
 
     # -- internals -------------------------------------------------------------------
-
-    def _flushed(self, _: object) -> None:
-        if self._flush_error is not None:
-            self.log.info("the directory journal is flushed again; changes are accepted")
-        self._flush_error = None
-
-    def _not_flushed(self, failure: Failure) -> Failure | None:
-        error = failure.value
-        if not isinstance(error, OSError):
-            return failure  # a bug, not the disk: logged as unhandled
-        if self._flush_error is None:
-            self.log.error(
-                "the directory journal cannot be flushed ({why}): the changes answered are "
-                "published from memory; new changes are refused until it can",
-                why=reason(error),
-            )
-        self._flush_error = error
-        return None
 
     def _usable(self, node: JournaledDirectory) -> bool:
         """Whether a change can be decided on the view without reading first."""
