@@ -56,6 +56,7 @@ from twisted.conch.error import IgnoreAuthentication
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.connection import (
+    MSG_CHANNEL_DATA,
     MSG_CHANNEL_OPEN_FAILURE,
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     SSHConnection,
@@ -144,6 +145,14 @@ class _SFTPOnlyConnection(SSHConnection):
 
     (Conch would refuse them too, but logs each refusal as a traceback.)
     """
+
+    def packetReceived(self, messageNum: int, packet: bytes) -> None:
+        """Conch's dispatch (a handler looked up by a name made for every packet), but
+        for the packets every request comes in: CHANNEL_DATA goes straight to its handler."""
+        if messageNum == MSG_CHANNEL_DATA:
+            self.ssh_CHANNEL_DATA(packet)
+            return
+        super().packetReceived(messageNum, packet)
 
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         """Open session channels; refuse forwarding and other channel types quietly."""

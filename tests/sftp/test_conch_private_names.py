@@ -343,3 +343,15 @@ def test_attributes_conch_sets_where_the_gateway_reads_them(
 ) -> None:
     """Instance attributes Conch sets (or reads) in its own code, found in that code."""
     assert text in inspect.getsource(code), used_by
+
+
+def test_channel_data_dispatch_the_shortcut_stands_for() -> None:
+    """gateway/sftp/ssh.py hands CHANNEL_DATA to ``ssh_CHANNEL_DATA`` itself; Conch's
+    connection must add nothing to the service's dispatch by name that it would skip."""
+    from twisted.conch.ssh.service import SSHService
+
+    assert connection.SSHConnection.packetReceived is SSHService.packetReceived
+    assert connection.SSHConnection.protocolMessages[connection.MSG_CHANNEL_DATA] == (
+        "MSG_CHANNEL_DATA"
+    )
+    assert "ssh_%s" in inspect.getsource(SSHService.packetReceived)
