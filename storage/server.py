@@ -94,9 +94,10 @@ class StorageServer:
 
     # -- leases --------------------------------------------------------------
 
-    def _kind(self, storage_index: bytes) -> ShareKind | None:
-        """The kind of shares stored under the index, or None if there are none."""
-        if not self.backend.list_shares(storage_index):
+    def _kind(self, storage_index: bytes, shares: frozenset[int] | None = None) -> ShareKind | None:
+        """The kind of shares stored under the index, or None if there are none (``shares``:
+        the index's shares, when the caller has just listed them)."""
+        if not (self.backend.list_shares(storage_index) if shares is None else shares):
             return None
         metadata = self.backend.get_metadata(storage_index)
         return ShareKind.IMMUTABLE if metadata is None else metadata.kind
@@ -160,10 +161,9 @@ class StorageServer:
         check.secret(renew_secret, "lease renew secret")
         check.secret(cancel_secret, "lease cancel secret")
 
-        kind = self._kind(storage_index)
-        if kind is ShareKind.MUTABLE:
+        have = self.backend.list_shares(storage_index)  # listed once (a directory read)
+        if self._kind(storage_index, have) is ShareKind.MUTABLE:
             raise InvalidRequest("that storage index holds a mutable slot, not immutable shares")
-        have = self.backend.list_shares(storage_index)
         allocated: set[int] = set()
         new: list[int] = []
         for share_number in sorted(frozenset(share_numbers) - have):
@@ -314,9 +314,8 @@ class StorageServer:
 
     def _shares_of(self, storage_index: bytes, kind: ShareKind) -> frozenset[int]:
         check.storage_index(storage_index)
-        if self._kind(storage_index) is not kind:
-            return frozenset()
-        return self.backend.list_shares(storage_index)
+        shares = self.backend.list_shares(storage_index)
+        return shares if self._kind(storage_index, shares) is kind else frozenset()
 
     def _read(
         self, kind: ShareKind, storage_index: bytes, share_number: int, offset: int, length: int

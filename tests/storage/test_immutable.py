@@ -275,3 +275,29 @@ def test_any_write_order(kind: str, case: tuple[bytes, list[tuple[int, int]]]) -
             assert server.list_immutable(SI) == frozenset()
         assert server.list_immutable(SI) == {7}
         assert server.read_immutable(SI, 7, 0, len(data)) == data
+
+
+def test_an_allocation_lists_the_index_once(
+    server: StorageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Allocating (new shares, or shares already there) and listing the shares read the
+    index's shares once each: on disk every listing is a directory read."""
+    calls: list[bytes] = []
+    backend_class = type(server.backend)
+    listed = backend_class.list_shares
+
+    def counting(backend: object, storage_index: bytes) -> frozenset[int]:
+        calls.append(storage_index)
+        return listed(backend, storage_index)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend_class, "list_shares", counting)
+    server.allocate_buckets(SI, frozenset({0}), 4, UPLOAD, RENEW, CANCEL)
+    assert calls == [SI]
+    upload(server, 0, b"data")
+    del calls[:]
+    result = server.allocate_buckets(SI, frozenset({0, 1}), 4, UPLOAD, RENEW, CANCEL)
+    assert result.already_have == {0} and result.allocated == {1}
+    assert calls == [SI]
+    del calls[:]
+    assert server.list_immutable(SI) == {0}
+    assert calls == [SI]
