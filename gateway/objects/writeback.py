@@ -62,7 +62,6 @@ from gateway.threads import Threads, reactor_threads
 #: Seconds changes to one directory are gathered before they are published.
 FLUSH_WINDOW = 0.1
 
-
 #: While clients keep sending requests, publishes wait until they pause this long...
 HOLD_WHILE_ACTIVE = 0.25
 
