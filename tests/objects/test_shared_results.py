@@ -57,3 +57,31 @@ def test_a_deferred_still_running_its_callbacks_is_waited_for() -> None:
     assert not waiting.called
     inner.callback("final")
     assert _value(waiting) == "final"
+
+
+def test_a_waiter_resumes_after_the_callbacks_already_in_the_chain() -> None:
+    """A coroutine that starts awaiting the Deferred from inside one of its callbacks (an
+    upload's next extent finding the same bytes being stored) resumes only once the
+    callbacks already in the chain have run. Resuming it inside the chain, before them,
+    once hung an upload of a file of one repeated block."""
+    ready: Deferred[int] = Deferred()
+    order: list[str] = []
+    waiting: list[Deferred[None]] = []
+
+    async def waiter() -> None:
+        await shared(ready)
+        order.append("waiter")
+
+    def first(value: int) -> int:
+        waiting.append(eager(waiter()))
+        return value
+
+    def second(value: int) -> int:
+        order.append("second")
+        return value
+
+    ready.addCallback(first)
+    ready.addCallback(second)
+    ready.callback(1)
+    assert order == ["second", "waiter"]
+    assert _value(waiting[0]) is None
