@@ -23,6 +23,7 @@ layer encrypts, signs and erasure-codes) are one CBOR array::
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, cast
@@ -100,10 +101,8 @@ def shown_name(name: str) -> str:
     return text if len(text) <= 60 else text[:40] + "…" + text[-12:]
 
 
-#: Text names found valid lately, each with its NFC form (a lookup checks every name of a
-#: path again); cleared when full.
-_NORMALIZED: dict[str, str] = {}
-_NORMALIZED_MAX = 16384
+#: Text names whose NFC form is remembered (a lookup checks every name of a path again).
+NORMALIZED_KEPT = 16384
 
 
 def normalize_name(name: str | bytes) -> str:
@@ -112,15 +111,11 @@ def normalize_name(name: str | bytes) -> str:
     ``bytes`` must be UTF-8. The rules: not empty, not '.' or '..', no '/' and
     no NUL, and at most :data:`MAX_NAME_BYTES` bytes of UTF-8 after NFC.
     """
-    if type(name) is str:
-        known = _NORMALIZED.get(name)
-        if known is not None:
-            return known
-        normalized = _normalize(name)
-        if len(_NORMALIZED) >= _NORMALIZED_MAX:
-            _NORMALIZED.clear()
-        _NORMALIZED[name] = normalized
-        return normalized
+    return _normalized_text(name) if type(name) is str else _normalize(name)
+
+
+@functools.lru_cache(maxsize=NORMALIZED_KEPT)
+def _normalized_text(name: str) -> str:
     return _normalize(name)
 
 

@@ -218,8 +218,7 @@ class ImmutableUploader:
         pacer = _Pacer()
         if not self.convergent:
             head = source.read(fmt.LITERAL_THRESHOLD + 1)
-            here = source.tell()
-            size = len(head) + source.seek(0, 2) - here
+            size = end - start_at
         else:
             read = self._read_hashed(source, hasher, end - start_at)
             while chunk := await read():

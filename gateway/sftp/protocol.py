@@ -127,22 +127,14 @@ class GatewayFileTransferServer(FileTransferServer):
         self._serving = False
         #: The wire size of each request not yet answered, by request id (oldest first).
         self._held: dict[int, deque[int]] = {}
+        session = getattr(self.client, "session", None)
+        #: Told how long each request took (the server's, made with it).
+        self._observer = session if ISessionObserver.providedBy(session) else None
 
     #: Conch logs every CLOSE at info ("closing: <request id> <handle>"): a line per file
     #: closed, 4 % of the CPU of a small-file copy, filling node.log. Dropped; the rest of
     #: Conch's events go to the node's log as before.
     _log = Logger(observer=_without_close_notices)
-
-    def _session(self) -> ISessionObserver | None:
-        """The session observer the server was made with (looked up once)."""
-        try:
-            return self._observer
-        except AttributeError:
-            session = getattr(self.client, "session", None)
-            self._observer: ISessionObserver | None = (
-                session if ISessionObserver.providedBy(session) else None
-            )
-            return self._observer
 
     def _flow(self) -> IChannelFlow | None:
         """The SSH channel's flow control (None on other transports: no flow control);
@@ -174,7 +166,7 @@ class GatewayFileTransferServer(FileTransferServer):
             return
         if not packets:
             return
-        arrived = time.perf_counter() if self._session() is not None else 0.0
+        arrived = time.perf_counter() if self._observer is not None else 0.0
         self._backlog.extend((kind, body, arrived) for kind, body in packets)
         self._serve_backlog()
 
@@ -422,7 +414,7 @@ class GatewayFileTransferServer(FileTransferServer):
             return
         (request_id,) = struct.unpack_from("!L", data)
         self._answered(request_id)
-        session = self._session()
+        session = self._observer
         if session is not None:
             request = self._started.pop(request_id, None)
             if request is not None:
@@ -448,6 +440,6 @@ class GatewayFileTransferServer(FileTransferServer):
         directories, self.openDirs = self.openDirs, {}
         for directory, _ in directories.values():
             directory.close()
-        session = self._session()
+        session = self._observer
         if session is not None:
             session.ended()

@@ -749,17 +749,18 @@ def test_concurrent_changes_through_one_node_take_turns() -> None:
 def test_names_checked_again_give_the_same_answer() -> None:
     """Names are remembered once found valid: asked again (every lookup of a path asks),
     a name gets the same NFC form, an invalid one is refused every time, and the memory
-    starts over once full without changing any answer."""
+    stays bounded without changing any answer."""
     from gateway.objects import dirformat
 
+    dirformat._normalized_text.cache_clear()
     decomposed = "cafe\u0301"
     assert normalize_name(decomposed) == normalize_name(decomposed) == "caf\u00e9"
     for _ in range(2):
         with pytest.raises(BadName, match="contains '/'"):
             normalize_name("a/b")
-    assert "a/b" not in dirformat._NORMALIZED
-    for i in range(dirformat._NORMALIZED_MAX + 10):
+    assert dirformat._normalized_text.cache_info().currsize == 1  # "a/b" is not kept
+    for i in range(dirformat.NORMALIZED_KEPT + 10):
         assert normalize_name(f"n{i}") == f"n{i}"
-    assert len(dirformat._NORMALIZED) <= dirformat._NORMALIZED_MAX
+    assert dirformat._normalized_text.cache_info().currsize <= dirformat.NORMALIZED_KEPT
     assert normalize_name(decomposed) == "caf\u00e9"
     assert normalize_name(decomposed.encode()) == "caf\u00e9"  # bytes: decoded, then checked
