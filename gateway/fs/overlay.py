@@ -161,6 +161,15 @@ class Overlay:
             self._forget_settled_links()
         return True
 
+    def older_jobs(self, file: LocalFile) -> list[str]:
+        """The jobs of older versions of the file's path (each refused by :meth:`may_link`
+        once this one is linked)."""
+        return [
+            job_id
+            for job_id, other in self.by_job.items()
+            if other.path == file.path and other.generation < file.generation
+        ]
+
     def _forget_settled_links(self) -> None:
         """Drop the linked generations of paths with no version in flight: only a job's file
         (or one still open or pending) can ask :meth:`may_link` later, and every version made

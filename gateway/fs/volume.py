@@ -243,12 +243,16 @@ class Volume:
 
     # -- closing and publishing ---------------------------------------------------
 
-    async def publish(self, state: LocalFile, wait: bool | None = None) -> None:
+    async def publish(
+        self, state: LocalFile, wait: bool | None = None, record: bool = True
+    ) -> None:
         """Journal the upload of a closing file; wait for the grid if configured (or told).
 
         A file whose contents are exactly its base (a copy of a grid file, or not changed
         since it was opened) is journaled as a link of that version: nothing is uploaded.
         A changed file over a base records its changed ranges: the upload stores those.
+        With ``record`` false (an fsync's snapshot that :meth:`needs_record` says may go
+        without) nothing is journaled or flushed: the upload is queued at once.
         """
         assert state.staged is not None
         staged = state.staged
@@ -257,7 +261,7 @@ class Volume:
         # A file's bytes held here, when they are few, go into its journal record: one flush
         # makes the CLOSE durable, and the staged copy (not flushed) is rebuilt from the
         # record after a crash.
-        inline = sum(end - start for start, end in held) <= INLINE_BYTES
+        inline = record and sum(end - start for start, end in held) <= INLINE_BYTES
         target = self._target(state)
         job = UploadJob(
             job_id=new_job_id(),
@@ -270,12 +274,12 @@ class Volume:
             changed=None if base is None else sum(e - s for s, e in state.upload_ranges()),
         )
         try:
-            if not inline:
+            if record and not inline:
                 staged.fsync()
                 self.staging.sync_directory()
             # The record is appended now and flushed in a thread, shared with other CLOSEs:
             # it is durable once ``queue.durable(job_id)`` fires, which the CLOSE reply awaits.
-            self.queue.enqueue(job)
+            self.queue.enqueue(job, record=record)
         except OSError as e:
             # Not acknowledged: the client is told, and nothing half-made stays visible.
             staged.discard()
@@ -290,6 +294,18 @@ class Volume:
         self.overlay.appended(state, job.job_id)
         if self.close_waits_for_grid if wait is None else wait:
             await self.queue.wait_for(job.job_id)
+
+    def needs_record(self, file: LocalFile) -> bool:
+        """Whether an fsync's snapshot of ``file`` needs an upload record: only when a
+        recorded job of the same path is pending. A restart replays that job; without a
+        record of its own, the snapshot (linked, acknowledged) would then be replaced by
+        the older version. Otherwise a crash before the snapshot is linked loses only an
+        fsync never acknowledged, and once linked and published it is in the grid."""
+        queue = self.queue
+        return any(
+            other.path == file.path and job_id is not None and queue.recorded_job(job_id)
+            for job_id, other in self.overlay.by_job.items()
+        )
 
     def _target(self, file: LocalFile) -> dict[str, Any]:
         """What a file's journal record says of where it goes and what it lies over."""
@@ -356,15 +372,23 @@ class Volume:
         except BaseException:
             self.overlay.retry(file)  # the job is retried; the file stays pending
             raise
-        publishing: Deferred[None] | None = None
+        publishing: Deferred[bool] | None = None
         try:
             if self.overlay.may_link(file):
                 await self._link(file, cap)
+                for older in self.overlay.older_jobs(file):
+                    self.queue.superseded(older)
                 if self.store.write_back is not None and self.queue.awaited(job.job_id):
                     # Someone waits for the file to be in the grid (fsync): so must its
                     # directories be. They are published while the journal is flushed.
                     publishing = start(self._publish_directories(file))
-                await self.directories_durable()  # before the job's record is dropped
+                if not self.queue.recorded_job(job.job_id) and publishing is not None:
+                    # No record to drop: the publish makes the link durable (in the grid),
+                    # unless the file moved meanwhile; then the journal must.
+                    if not await publishing:
+                        await self.directories_durable()
+                else:
+                    await self.directories_durable()  # before the job's record is dropped
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
@@ -383,15 +407,18 @@ class Volume:
         if publishing is not None:
             await publishing
 
-    async def _publish_directories(self, file: LocalFile) -> None:
-        """Publish the directories on a linked file's path now (for an fsync)."""
+    async def _publish_directories(self, file: LocalFile) -> bool:
+        """Publish the directories on a linked file's path now (for an fsync); whether
+        they were (not when the file moved away meanwhile: it is published wherever it
+        is now, later)."""
         write_back = self.store.write_back
         assert write_back is not None
         try:
             chain = [await self.directory(file.path[:i]) for i in range(len(file.path))]
         except (NoSuchFile, NotADirectory):
-            return  # moved away meanwhile: published wherever it is now
+            return False
         await write_back.flush(reversed([node.storage_index for node in chain]))
+        return True
 
     async def _store(self, file: LocalFile, job: UploadJob) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the

@@ -338,12 +338,18 @@ class Writers:
                 state.since, state.since_limit = Ranges(), state.size
             uploaded: Deferred[None] | None = None
             try:
-                await self.volume.publish(snapshot, wait=False)
+                # No record unless a recorded version of the path is pending (see
+                # Volume.needs_record): the fsync is acknowledged once in the grid.
+                record = self.volume.needs_record(snapshot)
+                await self.volume.publish(snapshot, wait=False, record=record)
                 assert snapshot.job_id is not None
                 # Its objects are stored while the record is flushed; nothing is linked
                 # before it is durable (UploadQueue.recorded).
                 uploaded = self.volume.queue.wait_for(snapshot.job_id)
-                await self._journaled(snapshot)
+                if record:
+                    await self._journaled(snapshot)
+                else:
+                    self.overlay.journaled(snapshot)
             except BaseException:
                 if uploaded is not None:
                     uploaded.addErrback(lambda _: None)  # the job is dropped with the record

@@ -19,6 +19,13 @@ still being flushed, so that its objects are stored meanwhile. The uploader then
 awaits :meth:`UploadQueue.recorded` before it links anything: a job whose record
 cannot be flushed is dropped, and what it stored is never named (leases collect
 it).
+
+A job may also have no record at all (``enqueue(job, record=False)``): an fsync's
+snapshot of a file that no recorded job of the same path could replace after a
+restart. Nothing is acknowledged before it is in the grid, so a crash before then
+loses only what was never acknowledged, as after a power cut; its record would
+cost a flush of the journal per fsync for nothing. Such a job is never journaled:
+not when it fails, not when it is re-targeted, not at a stop.
 """
 
 from __future__ import annotations
@@ -116,6 +123,8 @@ class UploadQueue(NodePart):
         #: those of them whose record then failed to flush.
         self._early: set[str] = set()
         self._dropped: set[str] = set()
+        #: Jobs without a record (see the module docstring).
+        self._unrecorded: set[str] = set()
         self._idle_callbacks: set[Callable[[], None]] = set()
         self._kicking = False  # _kick is running: a nested call leaves the work to it
         #: Paces the requests of running uploads while clients are busy.
@@ -161,18 +170,28 @@ class UploadQueue(NodePart):
             for waiter in waiters:
                 waiter.errback(QueueStopped(f"upload of {self._display(job_id)} still pending"))
         self._waiters.clear()
+        for job_id in self._unrecorded:  # never acknowledged: their fsyncs failed above
+            self._jobs.pop(job_id, None)
+        self._unrecorded.clear()
         if self._jobs:
             self.log.info("{n} uploads stay journaled for the next start", n=len(self._jobs))
 
     # -- use -------------------------------------------------------------------
 
-    def enqueue(self, job: UploadJob) -> None:
+    def enqueue(self, job: UploadJob, record: bool = True) -> None:
         """Journal the job, then queue it once the record is on disk (see :meth:`durable`).
 
         An error writing the record is raised here; without threads, so is one flushing it.
+        With ``record`` false the job is queued at once and never journaled (see the
+        module docstring): it is gone after a stop or a crash.
         """
         if not self._accepting:
             raise QueueStopped("the upload queue is stopped")
+        if not record:
+            self._unrecorded.add(job.job_id)
+            self._jobs[job.job_id] = evolve(job, data=None)
+            self._queue_ready(job.job_id)
+            return
         threads = self._threads
         self._journal.record(job, sync=threads is None)
         self._jobs[job.job_id] = evolve(job, data=None)  # the journal keeps a small file's bytes
@@ -294,7 +313,8 @@ class UploadQueue(NodePart):
         if job is None:
             return
         job = evolve(job, target=target, size=job.size if size is None else size)
-        self._journal.record(job)
+        if job_id not in self._unrecorded:
+            self._journal.record(job)
         self._jobs[job_id] = job
 
     async def recorded(self, job_id: str) -> None:
@@ -328,6 +348,19 @@ class UploadQueue(NodePart):
         if job_id in self._ready_ids and (self._settling is None or not self._settling.active()):
             self._clock.callLater(0, self._kick)  # ahead of the jobs no one waits for
         return waiter
+
+    def superseded(self, job_id: str) -> None:
+        """A newer version of the job's file was linked: drop its record now (the job runs
+        on, and its link is refused). Its "done" record then comes before the newer job's
+        in the journal, so no restart that finds the newer one linked replays this one
+        over it."""
+        if job_id in self._jobs and job_id not in self._unrecorded:
+            self._journal.remove(job_id)
+            self._unrecorded.add(job_id)
+
+    def recorded_job(self, job_id: str) -> bool:
+        """Whether the job has a journal record (a restart would upload it again)."""
+        return job_id in self._jobs and job_id not in self._unrecorded
 
     def awaited(self, job_id: str) -> bool:
         """Whether someone waits for this job to reach the grid (an fsync, ``close = grid``)."""
@@ -412,7 +445,10 @@ class UploadQueue(NodePart):
             return
         self._running.pop(job_id, None)
         self._dropped.discard(job_id)
-        self._journal.remove(job_id)
+        if job_id in self._unrecorded:
+            self._unrecorded.discard(job_id)
+        else:
+            self._journal.remove(job_id)
         self._jobs.pop(job_id, None)
         self.finished.append(
             Finished(job.display, job.size, job.attempts + 1, self._clock.seconds())
@@ -428,7 +464,8 @@ class UploadQueue(NodePart):
         job = job.failed(message)
         self._jobs[job.job_id] = job
         try:
-            self._journal.record(job)
+            if job.job_id not in self._unrecorded:
+                self._journal.record(job)
         except OSError as e:
             self.log.error("cannot update upload record: {e}", e=e.strerror)
         delay = retry_delay(job.attempts, self._base_delay, self._max_delay)
