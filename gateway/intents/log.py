@@ -17,6 +17,12 @@ makes everything appended so far durable. The ``fdatasync`` runs in a thread
 one flush runs is covered by the next one, so requests acknowledged in quick
 succession share flushes. Without threads (a test's clock) it flushes at once.
 
+An intent done before its put was flushed needs no flush: the grid has it. So
+:meth:`flushed` fires at once when every intent put since the last flush is done
+already (an fsync's directory change, published before the journal's delayed
+flush comes round, costs no ``fdatasync`` of the journal, and no write to it
+waits behind one).
+
 Compaction. "Done" records are appended without a flush (an intent done again
 after a crash changes nothing). When the log is past :data:`COMPACT_BYTES` and
 mostly finished intents, it is rewritten with the live ones only; once no
@@ -73,6 +79,8 @@ class IntentLog:
         self._flush_waiters: list[tuple[int, Deferred[None]]] = []
         #: Where the last "put" record ends in the log (what a flush must cover).
         self._put_end = 0
+        #: Intents put since the last flush and not done: where each one's record ends.
+        self._unflushed: dict[str, int] = {}
         self._flushing = False
         for record in self._log.records():
             operations: Iterable[Operation]
@@ -104,6 +112,7 @@ class IntentLog:
         """
         self._log.append({"op": "put", "key": key, "value": value}, sync=False)
         self._put_end = self._log.appended
+        self._unflushed[key] = self._put_end
         self._remember(key, value)
 
     def done(self, key: str) -> None:
@@ -111,6 +120,7 @@ class IntentLog:
         if key not in self.live:
             return
         self._log.append({"op": "done", "key": key}, sync=False)
+        self._unflushed.pop(key, None)
         self._forget(key)
         self._compact()
 
@@ -118,6 +128,7 @@ class IntentLog:
         """Make everything appended so far durable now, in this thread (raises its OSError)."""
         if self._log.durable < self._log.appended:
             self._log.sync()
+        self._unflushed.clear()
 
     def flushed(self, threads: Threads | None) -> Deferred[None]:
         """Fires once every intent put so far is durable (errback: the flush's OSError).
@@ -128,7 +139,7 @@ class IntentLog:
         """
         log = self._log
         point = self._put_end
-        if log.durable >= point:
+        if log.durable >= point or not self._unflushed:
             return succeed(None)
         if threads is None:
             try:
@@ -165,10 +176,12 @@ class IntentLog:
             if log.size > RESET_BYTES:
                 log.reset()
                 self._live_bytes = 0
+                self._unflushed.clear()
         elif log.size > (self._compact_bytes or COMPACT_BYTES) and log.size > 2 * self._live_bytes:
             log.rewrite(
                 [{"op": "put", "key": key, "value": value} for key, value in self.live.items()]
             )
+            self._unflushed.clear()  # (the rewrite is durable)
 
     def _flush(self, threads: Threads) -> None:
         fd, point = self._log.sync_point()
@@ -190,6 +203,7 @@ class IntentLog:
                     error = e
         if error is None:
             log.synced(point)
+            self._unflushed = {k: end for k, end in self._unflushed.items() if end > point}
         waiters, self._flush_waiters = self._flush_waiters, []
         done = [waiter for wanted, waiter in waiters if wanted <= log.durable]
         failed = (

@@ -240,3 +240,48 @@ def test_finished_intents_need_no_flush(tmp_path: Path) -> None:
     threads.run_all()
     assert third == [None]
     log.close()
+
+
+def test_an_intent_done_before_its_flush_needs_none(tmp_path: Path) -> None:
+    """A put carried out (done) before any flush covered it is in the grid already: waiting
+    for the journal then asks for no flush. A put still live among them is flushed, and
+    a flush under way covers only what was put before it started."""
+    threads = ManualThreads()
+    log = IntentLog(tmp_path / "intents.log")
+    log.put("a", {"x": 1})
+    log.done("a")
+    waited: list[object] = []
+    log.flushed(threads).addBoth(waited.append)
+    assert waited == [None] and not threads.queue, "nothing live to make durable"
+    log.put("b", {"x": 2})
+    log.put("c", {"x": 3})
+    log.done("b")
+    log.flushed(threads).addBoth(waited.append)
+    assert waited == [None] and len(threads.queue) == 1, "c is live: flushed"
+    log.put("d", {"x": 4})  # after the flush started: not covered by it
+    threads.run_all()
+    assert waited == [None, None]
+    log.flushed(threads).addBoth(waited.append)
+    assert len(threads.queue) == 1, "d still needs its flush"
+    threads.run_all()
+    assert waited == [None, None, None]
+    reopened = IntentLog(tmp_path / "intents.log")
+    assert set(reopened.live) == {"c", "d"}
+
+
+def test_a_change_published_before_the_delay_costs_no_flush(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """An fsync publishes its directory at once: when the delayed flush comes round, the
+    change is in the grid and its intent done, so the journal is not flushed."""
+    threads = ManualThreads()
+    clock = Clock()
+    wb = _write_back(grid, tmp_path, threads, clock)
+    node = _node(grid, root, wb)
+    run(node.mkdir("made", meta("dir")))
+    run(wb.flush([node.storage_index]))
+    assert threads.queue == []
+    clock.advance(JOURNAL_DELAY)
+    assert threads.queue == [], "no flush: the change is published"
+    listed = run(_node(grid, root, _write_back(grid, tmp_path / "b", None)).list())
+    assert sorted(listed) == ["made"]
