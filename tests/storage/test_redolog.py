@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from storage import disk, inplace
+from storage import disk, inplace, redolog
 from storage.backend import IndexMetadata, ShareKind
 from storage.disk import DiskBackend
 from storage.leases import Lease
@@ -44,8 +43,9 @@ def test_torn_last_record_is_ignored(tmp_path: Path) -> None:
     log.append({"op": "share", "si": SI, "n": 0, "data": b"kept"})
     log.append({"op": "share", "si": SI, "n": 0, "data": b"torn" * 100})
     log.close()
-    size = (tmp_path / "redo.log").stat().st_size
-    os.truncate(tmp_path / "redo.log", size - 50)
+    with open(tmp_path / "redo.log", "r+b") as f:  # the last 50 bytes never reached the disk
+        f.seek(log.size - 50)
+        f.write(bytes(50))
     assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1000) == b"kept"
 
 
@@ -96,7 +96,7 @@ def test_checkpoint_when_the_log_grows(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(inplace, "CHECKPOINT_BYTES", 64 * 1024)
     for i in range(40):
         backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
-        assert (tmp_path / "redo.log").stat().st_size < 64 * 1024 + 9000
+        assert backend._log.size < 64 * 1024 + 9000
     backend.close()
     assert (tmp_path / "redo.log").stat().st_size == 0
     assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1) == bytes([39])
@@ -201,3 +201,41 @@ def test_a_failed_filesystem_flush_keeps_the_log(
     reopened = DiskBackend(tmp_path)
     assert reopened.read_share(bytes([42, 0]) * 8, 0, 0, 100) == b"share 42"
     reopened.close()
+
+
+def test_the_log_grows_by_zeros_written_ahead_and_they_are_not_damage(tmp_path: Path) -> None:
+    """Records are written over zeros the file was extended with (a flush of a write inside
+    the file commits no filesystem journal); reopening finds the records, the zeros after
+    them are free space (nothing reported or cut), and new records follow the old."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    log.append({"n": 1})
+    log.append({"n": 2, "data": b"x" * 5000})
+    assert path.stat().st_size == redolog.EXTEND_BYTES > log.size
+    log.close()
+    reopened = RedoLog(path)
+    assert reopened.damaged_bytes == 0 and path.stat().st_size == redolog.EXTEND_BYTES
+    assert [r["n"] for r in reopened.records()] == [1, 2]
+    reopened.append({"n": 3, "data": b"y" * redolog.EXTEND_BYTES})  # past the end: grows
+    assert path.stat().st_size == 2 * redolog.EXTEND_BYTES
+    reopened.close()
+    assert [r["n"] for r in RedoLog(path).records()] == [1, 2, 3]
+
+
+def test_bytes_after_the_records_that_are_not_zeros_are_damage_and_cut(tmp_path: Path) -> None:
+    """A torn record over the zeros is damage: reported, and cut by the writer's opening."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    log.append({"n": 1})
+    end = log.size
+    log.close()
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(redolog.MAGIC + b"\x00\x00\x10")  # a record's start, the rest never written
+    assert RedoLog(path, repair=False).damaged_bytes == redolog.EXTEND_BYTES - end
+    repaired = RedoLog(path)
+    assert repaired.damaged_bytes == redolog.EXTEND_BYTES - end
+    assert path.stat().st_size == end
+    repaired.append({"n": 2})
+    repaired.close()
+    assert [r["n"] for r in RedoLog(path).records()] == [1, 2]
