@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,12 @@ class DiskBackend:
     def checkpoint(self) -> None:
         """Flush every file and directory changed since the last checkpoint; empty the log."""
         self._files.checkpoint()
+
+    def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
+        """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the
+        thread that grew the log) to have :meth:`checkpoint` run soon, rather than running
+        it in that thread (see :attr:`storage.inplace.LoggedFiles.checkpoint_due`)."""
+        self._files.checkpoint_due = ask
 
     def close(self) -> None:
         """Complete queued shares, checkpoint and close the log (a backend not closed is

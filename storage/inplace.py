@@ -35,6 +35,9 @@ from storage.redolog import RedoLog, fsync_directory
 METADATA = "metadata.cbor"
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 """Size of the redo log that triggers a checkpoint."""
+CHECKPOINT_LIMIT = 4
+"""How many times :data:`CHECKPOINT_BYTES` the log may grow to while a checkpoint asked
+for (:attr:`LoggedFiles.checkpoint_due`) has not run yet."""
 SYNCFS_AT = 64
 """Files and directories to flush from which a checkpoint flushes their filesystem instead."""
 
@@ -111,6 +114,12 @@ class LoggedFiles:
     log: RedoLog
     index_dir: Callable[[bytes], Path]
     """Where a storage index's files live."""
+    checkpoint_due: Callable[[], None] | None = None
+    """Asked (once) to have :meth:`checkpoint` run soon when the log has grown past
+    :data:`CHECKPOINT_BYTES`, instead of running it in the caller's thread: the embedded
+    grid's owner runs it in its storage thread, off the reactor. Past
+    ``CHECKPOINT_LIMIT`` times that size it runs here all the same."""
+    _checkpoint_asked: bool = field(init=False, default=False)
     dirty_files: set[Path] = field(init=False, factory=set)
     """Files changed in place since the last checkpoint."""
     dirty_dirs: set[Path] = field(init=False, factory=set)
@@ -162,7 +171,11 @@ class LoggedFiles:
         if sync:
             self.sync()
         if self.log.size >= CHECKPOINT_BYTES:
-            self.checkpoint()
+            if self.checkpoint_due is None or self.log.size >= CHECKPOINT_LIMIT * CHECKPOINT_BYTES:
+                self.checkpoint()
+            elif not self._checkpoint_asked:
+                self._checkpoint_asked = True
+                self.checkpoint_due()
 
     def sync(self) -> None:
         """Flush the log here and now, then apply what it made durable."""
@@ -271,6 +284,7 @@ class LoggedFiles:
         Many of them (hundreds, after a burst of small objects) are flushed by one
         ``syncfs`` of their filesystem where the system has it: one journal commit instead
         of one flush per file (0.4 s for 2,100 paths against 17 ms, measured on ext4)."""
+        self._checkpoint_asked = False
         if self._unapplied:
             self.sync()
         if self.applier is not None:

@@ -16,12 +16,14 @@ from attrs import frozen
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gateway.config import NodeConfig
 from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from gateway.grid.local import LocalStorageClient
-from gateway.grid.storage_thread import StorageThread
+from gateway.grid.storage_thread import StorageStopped, StorageThread
 from gateway.nodedir import SERVERS_FILE, NodeDir
 from gateway.service import NodePart, StartupError
 from storage.disk import DiskBackend
@@ -69,11 +71,29 @@ def read_server_list(nd: NodeDir) -> list[str]:
     return nurls
 
 
+_log = Logger()
+
+
+def _checkpoint_failed(failure: Failure) -> None:
+    """A checkpoint asked for failed: the log is kept (the next one retries); said, unless
+    the storage stopped meanwhile (closing checkpoints anyway)."""
+    if not failure.check(StorageStopped):
+        _log.failure("the embedded storage's checkpoint failed", failure)
+
+
 def embedded_core(path: Path, reactor: Any) -> tuple[DiskBackend, StorageServer, StorageThread]:
     """The embedded storage core and its thread: a batched disk backend, whose group
     commit runs once per batch of calls."""
     backend = DiskBackend(path, batched=True, background=True)
     thread = StorageThread(reactor, backend.commits.drain)
+
+    def checkpoint() -> None:  # in the reactor thread
+        thread(lambda: backend.checkpoint()).addErrback(_checkpoint_failed)
+
+    # A checkpoint (waiting for the files to catch up with the log, flushing them: tens of
+    # milliseconds) runs in the storage thread, even when the log grew in a call the
+    # reactor thread ran in place: it holds up the requests that need storage, not all.
+    backend.checkpoint_when_asked(lambda: reactor.callFromThread(checkpoint))
     return backend, StorageServer(backend, reactor), thread
 
 

@@ -17,6 +17,7 @@ from gateway.grid.part import embedded_core
 from gateway.grid.storage_thread import StorageStopped, StorageThread
 from gateway.intents.pacing import ClientActivity
 from gateway.intents.turns import BackgroundTurns, run_in_background
+from storage import inplace
 from storage.disk import DiskBackend
 from storage.errors import NoSuchUpload
 from tests.grid.contract import (
@@ -214,6 +215,39 @@ class EmbeddedBatchTests(TestCase):
         for upload in uploads:
             data = await client.read_immutable(upload.si, 0, 0, 100)
             self.assertEqual(data, b"x" * 100)
+
+
+class EmbeddedCheckpointTests(TestCase):
+    """The embedded core's checkpoints run in its storage thread."""
+
+    @deferred_test
+    async def test_a_checkpoint_due_after_a_write_run_in_place_runs_in_the_storage_thread(
+        self,
+    ) -> None:
+        """A mutable write the reactor thread runs in place (the thread idle) grows the log
+        past the checkpoint size: the checkpoint runs in the storage thread, after it, and
+        the log is empty then."""
+        self.patch(inplace, "CHECKPOINT_BYTES", 16 * 1024)
+        backend, server, thread = embedded_core(Path(self.mktemp()), reactor)
+        client = LocalStorageClient(server, clock=reactor, thread=thread)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+        ran: list[str] = []
+        done: Deferred[None] = Deferred()
+        checkpoint = inplace.LoggedFiles.checkpoint
+
+        def recorded(files: inplace.LoggedFiles) -> None:
+            ran.append(threading.current_thread().name)
+            checkpoint(files)
+            reactor.callFromThread(done.callback, None)
+
+        self.patch(inplace.LoggedFiles, "checkpoint", recorded)
+        slot = Slot.new()
+        await slot.write(client, 0, b"s" * (20 * 1024))
+        self.assertEqual(ran, [], "not in the caller's turn")
+        await done
+        self.assertEqual(ran, ["storage"])
+        self.assertEqual(backend._log.size, 0)
+        self.assertEqual(await client.read_mutable(slot.si, 0, 0, 5), b"sssss")
 
 
 async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:

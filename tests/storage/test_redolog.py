@@ -239,3 +239,29 @@ def test_bytes_after_the_records_that_are_not_zeros_are_damage_and_cut(tmp_path:
     repaired.append({"n": 2})
     repaired.close()
     assert [r["n"] for r in RedoLog(path).records()] == [1, 2]
+
+
+def test_a_checkpoint_due_is_asked_for_once_and_run_by_whoever_was_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``checkpoint_when_asked``, a log past the checkpoint size asks once, and keeps
+    its records until the checkpoint runs; past CHECKPOINT_LIMIT times the size it
+    checkpoints in the caller's thread all the same."""
+    backend = DiskBackend(tmp_path)
+    monkeypatch.setattr(inplace, "CHECKPOINT_BYTES", 64 * 1024)
+    asked: list[int] = []
+    backend.checkpoint_when_asked(lambda: asked.append(backend._log.size))
+    for i in range(12):
+        backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
+    assert len(asked) == 1 and asked[0] >= 64 * 1024, "asked once"
+    assert backend._log.size > 64 * 1024, "not checkpointed by the caller"
+    backend.checkpoint()  # what the asked one runs
+    assert backend._log.size == 0
+    for i in range(12):
+        backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
+    assert len(asked) == 2, "asked again once the last one ran"
+    for i in range(40):
+        backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
+        assert backend._log.size < inplace.CHECKPOINT_LIMIT * 64 * 1024 + 9000
+    backend.close()
+    assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1) == bytes([39])
