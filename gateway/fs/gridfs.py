@@ -38,10 +38,11 @@ from gateway.fs.interfaces import (
     SetAttributes,
 )
 from gateway.fs.localfile import LocalFile
+from gateway.fs.located import Located
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.space import grid_space
 from gateway.fs.sparse import Reader
-from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Located, Volume
+from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
     Capability,

@@ -223,6 +223,13 @@ class LocalFile:
         if self.staged is not None and base is not None:
             self.staged.truncate(base.size)  # a hole: nothing copied, no quota used
 
+    def held_ranges(self) -> list[tuple[int, int]]:
+        """The ranges of the contents its staged file holds: its changes over a base, or
+        everything up to its size without one."""
+        if self.base is not None:
+            return list(self.changed)
+        return [(0, self.size)] if self.size else []
+
     def upload_ranges(self) -> list[tuple[int, int]]:
         """Where the contents may differ from the base: what an upload must store."""
         if self.base is None:

@@ -14,7 +14,6 @@ import errno
 from pathlib import Path as FilePath
 from typing import Any
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -32,8 +31,9 @@ from gateway.fs.errors import (
 )
 from gateway.fs.kept import KeptCopies
 from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
+from gateway.fs.located import MAX_SYMLINK_HOPS, Located, link_target
 from gateway.fs.overlay import Overlay
-from gateway.fs.paths import Path, join, parent_and_name, split
+from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.sparse import Base, Ranges
 from gateway.fs.staging import StagingArea
 from gateway.grid.interfaces import ServerUnavailable
@@ -55,24 +55,8 @@ from gateway.objects.interfaces import IDirectory, IObjectStore
 from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
 
-#: Symbolic links followed resolving one path before it fails as a loop (Linux: 40).
-MAX_SYMLINK_HOPS = 40
-
 #: Seconds a directory's contents read from the grid are reused for lookups.
 DIRECTORY_CACHE_SECONDS = 1.0
-
-
-@frozen
-class Located:
-    """Where :meth:`Volume.locate` found a path: its real path, the directory holding its
-    last component (None for the root, or a file served from the overlay) and that
-    component's entry when it was looked up (None when not, or when there is none:
-    ``missing`` then)."""
-
-    path: Path
-    parent: IDirectory | None = None
-    entry: Entry | None = None
-    missing: bool = False
 
 
 class Volume:
@@ -176,7 +160,7 @@ class Volume:
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
                 raise SymlinkLoop(f"too many levels of symbolic links: {join(path)}")
-            parts = _link_target(real, entry)
+            parts = link_target(real, entry)
             if not parts:
                 return Located(parts)
 
@@ -199,7 +183,7 @@ class Volume:
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
                     raise SymlinkLoop(f"too many levels of symbolic links: {join((*real, name))}")
-                todo[:0] = _link_target(real, entry)
+                todo[:0] = link_target(real, entry)
                 node, real = self._root, ()
                 continue
             real = (*real, name)
@@ -257,7 +241,7 @@ class Volume:
         assert state.staged is not None
         staged = state.staged
         base = state.base
-        held = held_ranges(state)
+        held = state.held_ranges()
         # A file's bytes held here, when they are few, go into its journal record: one flush
         # makes the CLOSE durable, and the staged copy (not flushed) is rebuilt from the
         # record after a crash.
@@ -502,20 +486,6 @@ class Volume:
         """PermissionDenied when a directory is read-only."""
         if directory.read_only:
             raise PermissionDenied("read-only directory")
-
-
-def _link_target(directory: Path, link: Entry) -> Path:
-    """Where a symbolic link in ``directory`` points, as a path from the account's root."""
-    target = link.metadata.symlink or ""
-    return split(target if target.startswith("/") else join(directory) + "/" + target)
-
-
-def held_ranges(file: LocalFile) -> list[tuple[int, int]]:
-    """The ranges of a file's contents its staged file holds: its changes over a base, or
-    everything up to its size without one."""
-    if file.base is not None:
-        return list(file.changed)
-    return [(0, file.size)] if file.size else []
 
 
 def parse_root(cap: str) -> DirectoryWriteCap | DirectoryReadCap:

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from attrs import evolve, frozen
+from attrs import evolve
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -46,6 +46,7 @@ from gateway.metrics import Progress
 from gateway.service import NodePart
 from gateway.threads import Threads, reactor_threads
 from gateway.uploads.journal import UploadJob, UploadJournal
+from gateway.uploads.status import Finished, finished_upload, pending_job
 
 Uploader = Callable[[UploadJob], Awaitable[None]]
 
@@ -56,16 +57,6 @@ class QueueStopped(Exception):
 
 class JobDropped(Exception):
     """The job's record could not be flushed: it is not uploaded (its client was told)."""
-
-
-@frozen
-class Finished:
-    """A recently finished upload, for the status page."""
-
-    display: str
-    size: int
-    attempts: int
-    finished_at: float
 
 
 class UploadQueue(NodePart):
@@ -490,32 +481,15 @@ class UploadQueue(NodePart):
         """Queue depth and every pending job (display name, size, attempts, retry, error)."""
         return {
             "pending": [
-                {
-                    "file": job.display,
-                    "size": job.size,
-                    # A change to a file in the grid stores these bytes only (None: all).
-                    "changed": job.changed,
-                    "attempts": job.attempts,
-                    "uploading": job.job_id in self._running,
-                    "next_retry": self._retry_at[job.job_id][0]
-                    if job.job_id in self._retry_at
-                    else None,
-                    "last_error": job.last_error,
-                    "progress": self.progress[job.job_id].to_json()
-                    if job.job_id in self.progress
-                    else None,
-                }
+                pending_job(
+                    job,
+                    job.job_id in self._running,
+                    self._retry_at[job.job_id][0] if job.job_id in self._retry_at else None,
+                    self.progress.get(job.job_id),
+                )
                 for job in self.pending()
             ],
-            "recently_finished": [
-                {
-                    "file": f.display,
-                    "size": f.size,
-                    "attempts": f.attempts,
-                    "finished_at": f.finished_at,
-                }
-                for f in reversed(self.finished)
-            ],
+            "recently_finished": [finished_upload(f) for f in reversed(self.finished)],
         }
 
 
