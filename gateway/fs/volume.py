@@ -281,13 +281,16 @@ class Volume:
 
     def needs_record(self, file: LocalFile) -> bool:
         """Whether an fsync's snapshot of ``file`` needs an upload record: only when a
-        recorded job of the same path is pending. A restart replays that job; without a
-        record of its own, the snapshot (linked, acknowledged) would then be replaced by
-        the older version. Otherwise a crash before the snapshot is linked loses only an
-        fsync never acknowledged, and once linked and published it is in the grid."""
+        recorded job of the same path is pending. Linking the snapshot drops that job's
+        record (:meth:`UploadQueue.superseded`), but its "done" is not flushed: after a
+        power cut the older record could come back alone and be replayed over the
+        acknowledged snapshot. With a record of its own, later in the journal, the
+        snapshot is replayed after it. Otherwise a crash before the snapshot is linked
+        loses only an fsync never acknowledged, and once it is linked and published it
+        is in the grid."""
         queue = self.queue
         return any(
-            other.path == file.path and job_id is not None and queue.recorded_job(job_id)
+            other.path == file.path and queue.recorded_job(job_id)
             for job_id, other in self.overlay.by_job.items()
         )
 

@@ -76,15 +76,24 @@ class PinnedTLSPolicy:
 
 @implementer(IBodyProducer)
 class BytesProducer:
-    """A request body already in memory, written in one piece."""
+    """A request body already in memory, written in one piece.
+
+    It lets go of the body once written: Twisted's HTTP client keeps each request (and so
+    its producer) in reference cycles with its parser and response that only the garbage
+    collector frees. Holding the body, a 256 MiB upload to a 3-of-5 grid kept about 300
+    shares' bytes (95 MiB) alive between collections, and the gateway's RSS stayed at
+    250 MiB after it.
+    """
 
     def __init__(self, data: bytes) -> None:
         self._data = data
         self.length = len(data)
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        """Write the whole body to ``consumer`` at once."""
-        consumer.write(self._data)
+        """Write the whole body to ``consumer`` at once (a body is produced once: the
+        client never retries a request that has one)."""
+        data, self._data = self._data, b""
+        consumer.write(data)
         return succeed(None)
 
     def pauseProducing(self) -> None:
@@ -94,7 +103,8 @@ class BytesProducer:
         """Nothing to resume."""
 
     def stopProducing(self) -> None:
-        """Nothing to stop."""
+        """Nothing to stop; the body is let go."""
+        self._data = b""
 
 
 class ResponseTooLarge(Exception):
