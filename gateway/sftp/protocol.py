@@ -38,6 +38,7 @@ from twisted.conch.ssh.filetransfer import (
     FX_OP_UNSUPPORTED,
     FXP_DATA,
     FXP_NAME,
+    FXP_READ,
     FXP_WRITE,
     FileTransferBase,
     FileTransferServer,
@@ -53,6 +54,7 @@ from zope.interface import provider
 from gateway.sftp.extensions import (
     EXTENSION_BY_NAME,
     MAX_PACKET,
+    MAX_READ_WRITE,
     IGatewaySFTPServer,
     NameReply,
     Reply,
@@ -83,6 +85,15 @@ def _without_close_notices(event: dict[str, Any]) -> None:
 
 #: The attributes every STAT, LSTAT and FSTAT answers (see ``server.attribute_dict``), packed
 #: in one call: flags, size, uid, gid, permissions, atime, mtime.
+READS_HIGH = 8 * 1024 * 1024
+"""Bytes that the READs being served may ask for at most: past it, no further request
+is served until the READs answered bring it under half. The SSH window bounds the
+requests a client has in flight, not what they ask for: a READ of 32 KiB is a packet
+of about 40 bytes, so paramiko's ``prefetch`` of a whole file started every READ at
+once, and a gateway reading from a grid held their replies together (750 MiB of RSS
+after a 512 MiB download from a 3-of-5 grid). OpenSSH's sftp and rclone keep 2 MiB in
+flight: under this."""
+
 _USUAL_ATTRIBUTES = frozenset(["size", "uid", "gid", "permissions", "atime", "mtime"])
 _USUAL_FLAGS = (
     FILEXFER_ATTR_SIZE
@@ -127,6 +138,9 @@ class GatewayFileTransferServer(FileTransferServer):
         self._serving = False
         #: The wire size of each request not yet answered, by request id (oldest first).
         self._held: dict[int, deque[int]] = {}
+        #: The bytes each READ not yet answered asks for, by request id, and their sum.
+        self._reads: dict[int, deque[int]] = {}
+        self._reading = 0
         session = getattr(self.client, "session", None)
         #: Told how long each request took (the server's, made with it).
         self._observer = session if ISessionObserver.providedBy(session) else None
@@ -182,6 +196,8 @@ class GatewayFileTransferServer(FileTransferServer):
                 if flow is not None and flow.backlogged:
                     flow.when_drained(self._serve_backlog)
                     return
+                if self._reading >= READS_HIGH:
+                    return  # resumed as READs are answered (see _answered)
                 self._serve(*self._backlog.popleft())
         finally:
             self._serving = False
@@ -199,6 +215,11 @@ class GatewayFileTransferServer(FileTransferServer):
         if kind in REQUEST_KINDS:
             (request_id,) = struct.unpack_from("!L", body)
             self._held.setdefault(request_id, deque()).append(size)
+            if kind == FXP_READ:  # its last field is the length asked for
+                (length,) = struct.unpack_from("!L", body, len(body) - 4)
+                wanted = min(length, MAX_READ_WRITE)
+                self._reads.setdefault(request_id, deque()).append(wanted)
+                self._reading += wanted
             if arrived:
                 self._started[request_id] = (_OPERATIONS[kind], arrived)
         else:
@@ -220,6 +241,13 @@ class GatewayFileTransferServer(FileTransferServer):
             self._consumed(sizes.popleft())
             if not sizes:
                 del self._held[request_id]
+        wanted = self._reads.get(request_id)
+        if wanted:
+            self._reading -= wanted.popleft()
+            if not wanted:
+                del self._reads[request_id]
+            if self._backlog and self._reading < READS_HIGH // 2:
+                self._serve_backlog()  # (does nothing while already serving)
 
     def _dispatch(self, kind: int, body: bytes) -> None:
         """Handle one packet as Conch's dataReceived does (without its per-packet log line)."""

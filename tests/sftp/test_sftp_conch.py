@@ -13,6 +13,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_CREAT,
     FXF_WRITE,
     FXP_CLOSE,
+    FXP_DATA,
     FXP_EXTENDED,
     FXP_INIT,
     FXP_OPEN,
@@ -30,7 +31,7 @@ from zope.interface.verify import verifyObject
 
 from gateway.fs.interfaces import FileAttributes, IOpenFile, SetAttributes
 from gateway.sftp.extensions import EXTENSIONS
-from gateway.sftp.protocol import GatewayFileTransferServer
+from gateway.sftp.protocol import READS_HIGH, GatewayFileTransferServer
 from gateway.sftp.server import GatewaySFTPServer
 
 
@@ -197,3 +198,49 @@ def test_extensions_refuse_a_handle_that_is_closing() -> None:
     fs.file.closing.callback(None)
     assert statuses(transport.value()) == [(3, FX_NO_SUCH_FILE), (4, FX_FAILURE), (2, FX_OK)]
     assert fs.file.events == ["close"]
+
+
+class SlowReads(RecordingFile):
+    """A file whose every READ waits until the test answers it (a read from the grid)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Deferred[bytes]] = []
+
+    async def read(self, offset: int, length: int) -> bytes:
+        answer: Deferred[bytes] = Deferred()
+        self.waiting.append(answer)
+        return await answer
+
+
+def test_reads_in_flight_are_bounded_by_the_bytes_they_ask_for() -> None:
+    """A client that sends READs for a whole file at once (paramiko's prefetch) has at most
+    READS_HIGH bytes of them served at a time; the rest wait unread until the ones served
+    are answered, then are served in order, and every READ is answered."""
+    server, transport, fs = connected()
+    fs.file = SlowReads()
+    handle = opened(server, transport)
+    chunk = 32 * 1024
+    count = 3 * READS_HIGH // chunk
+    server.dataReceived(
+        b"".join(
+            packet(FXP_READ, 10 + i, NS(handle) + struct.pack("!QL", i * chunk, chunk))
+            for i in range(count)
+        )
+    )
+    file = fs.file
+    assert len(file.waiting) == READS_HIGH // chunk, "served up to the limit"
+    answered = 0
+    while answered < count:
+        started = len(file.waiting)
+        assert started - answered <= READS_HIGH // chunk
+        file.waiting[answered].callback(b"d" * chunk)
+        answered += 1
+    replies = transport.value()
+    ids = []
+    while replies:
+        (length,) = struct.unpack("!L", replies[:4])
+        body, replies = replies[4 : 4 + length], replies[4 + length :]
+        assert body[0] == FXP_DATA
+        ids.append(struct.unpack("!L", body[1:5])[0])
+    assert ids == [10 + i for i in range(count)]
