@@ -37,7 +37,7 @@ from gateway.fs.interfaces import (
     OpenFlags,
     SetAttributes,
 )
-from gateway.fs.localfile import LocalFile
+from gateway.fs.localfile import LocalFile, Phase
 from gateway.fs.located import Located
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.space import grid_space
@@ -103,7 +103,8 @@ class GridFilesystem:
         return root_attributes(self.read_only)
 
     async def _local_attributes(self, local: LocalFile) -> FileAttributes:
-        await shared(local.ready)  # (an OPEN being prepared)
+        if local.phase is Phase.OPENING:  # an OPEN being prepared: its contents come next
+            await shared(local.ready)
         attrs = local.attributes(self.now())
         return read_only_view(attrs) if self.read_only else attrs
 

@@ -161,14 +161,15 @@ class Overlay:
             self._forget_settled_links()
         return True
 
+    def jobs_at(self, path: Path) -> Iterator[tuple[str, LocalFile]]:
+        """The upload jobs of the versions of ``path`` (renames re-target them), with
+        their files."""
+        return ((job_id, f) for job_id, f in self.by_job.items() if f.path == path)
+
     def older_jobs(self, file: LocalFile) -> list[str]:
         """The jobs of older versions of the file's path (each refused by :meth:`may_link`
         once this one is linked)."""
-        return [
-            job_id
-            for job_id, other in self.by_job.items()
-            if other.path == file.path and other.generation < file.generation
-        ]
+        return [j for j, other in self.jobs_at(file.path) if other.generation < file.generation]
 
     def _forget_settled_links(self) -> None:
         """Drop the linked generations of paths with no version in flight: only a job's file

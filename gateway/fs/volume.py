@@ -288,11 +288,7 @@ class Volume:
         snapshot is replayed after it. Otherwise a crash before the snapshot is linked
         loses only an fsync never acknowledged, and once it is linked and published it
         is in the grid."""
-        queue = self.queue
-        return any(
-            other.path == file.path and queue.recorded_job(job_id)
-            for job_id, other in self.overlay.by_job.items()
-        )
+        return any(self.queue.recorded_job(job_id) for job_id, _ in self.overlay.jobs_at(file.path))
 
     def _target(self, file: LocalFile) -> dict[str, Any]:
         """What a file's journal record says of where it goes and what it lies over."""

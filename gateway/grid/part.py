@@ -88,7 +88,7 @@ def embedded_core(path: Path, reactor: Any) -> tuple[DiskBackend, StorageServer,
     thread = StorageThread(reactor, backend.commits.drain)
 
     def checkpoint() -> None:  # in the reactor thread
-        thread(lambda: backend.checkpoint()).addErrback(_checkpoint_failed)
+        thread(backend.checkpoint).addErrback(_checkpoint_failed)
 
     # A checkpoint (waiting for the files to catch up with the log, flushing them: tens of
     # milliseconds) runs in the storage thread, even when the log grew in a call the

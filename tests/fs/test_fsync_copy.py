@@ -111,3 +111,29 @@ def test_copy_ranges_copies_the_ranges_and_leaves_holes(
     expected[20_000:30_000] = source_data[20_000:30_000]
     expected[45_000:50_000] = source_data[45_000:50_000]
     assert (tmp_path / "dst").read_bytes() == bytes(expected)
+
+
+def test_stat_and_listing_of_a_file_being_opened_wait_for_its_contents(tmp_path: Path) -> None:
+    """A second OPEN of a file whose CLOSE still waits for the grid copies its changes (in
+    a thread, when large): a STAT and a listing made meanwhile wait for the copy and report
+    the file's size, and one made once it is open answers at once."""
+    gw = VolumeHarness(tmp_path)
+    data = os.urandom(COPY_IN_THREAD + 12_345)
+    gw.write("/big.bin", data)  # closed, not uploaded: its second OPEN copies it
+    opened: list[object] = []
+    writers = Writers(gw.volume, gw.clock, gw.threads)
+    flags = OpenFlags(read=True, write=True)
+    Deferred.fromCoroutine(writers.open(("big.bin",), flags, NO_ATTRS)).addBoth(opened.append)
+    assert _copies(gw) == 1 and opened == []
+    stat: list[object] = []
+    Deferred.fromCoroutine(gw.fs.stat("/big.bin")).addBoth(stat.append)
+    listing: list[object] = []
+    Deferred.fromCoroutine(gw.fs.list("/")).addBoth(listing.append)
+    assert stat == [] and listing == [], "waiting for the OPEN's copy"
+    while _copies(gw):
+        gw.threads.run_next()
+    assert len(opened) == 1
+    assert [a.size for a in stat] == [len(data)]  # type: ignore[attr-defined]
+    ((listed,),) = listing  # type: ignore[misc]
+    assert listed[0] == "big.bin" and listed[1].size == len(data)
+    assert gw.run(gw.fs.stat("/big.bin")).size == len(data)
