@@ -145,6 +145,9 @@ class LocalFile:
     closed: Deferred[None] | None = None
     #: The upload job, once journaled.
     job_id: str | None = None
+    #: An older version of its path was pending when it was journaled: its upload, once
+    #: linked, drops the older versions' records (``UploadQueue.superseded``).
+    superseding: bool = False
     #: Held while the upload links the file and while a rename or remove changes it.
     lock: DeferredLock = field(factory=DeferredLock)
     #: Held by an fsync while it stores a snapshot (one at a time per file).

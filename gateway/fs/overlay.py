@@ -115,6 +115,7 @@ class Overlay:
         assert file.phase is Phase.CLOSING
         self._unfile_writing(file)
         file.job_id = job_id
+        file.superseding = file.path in self.pending
         self.pending[file.path] = file
         self.by_job[job_id] = file
 
@@ -138,6 +139,7 @@ class Overlay:
         file.phase = Phase.JOURNALED
         file.ready.callback(None)  # (never opening)
         file.job_id = job_id
+        file.superseding = file.path in self.pending
         self.pending[file.path] = file
         self.by_job[job_id] = file
 
@@ -168,7 +170,10 @@ class Overlay:
 
     def older_jobs(self, file: LocalFile) -> list[str]:
         """The jobs of older versions of the file's path (each refused by :meth:`may_link`
-        once this one is linked)."""
+        once this one is linked); none looked for unless one was pending when it was
+        journaled (a walk of every job in flight per upload cost a ``cp -r`` its square)."""
+        if not file.superseding:
+            return []
         return [j for j, other in self.jobs_at(file.path) if other.generation < file.generation]
 
     def _forget_settled_links(self) -> None:
