@@ -21,7 +21,8 @@ from pathlib import Path
 
 from attrs import define, field
 
-from storage.inplace import FILE_MODE, pwrite_all
+from storage.inplace import FILE_MODE
+from storage.redolog import pwrite_all
 
 MEMORY_BYTES = 16 * 1024 * 1024
 """Most bytes of incomplete uploads held in memory at once (then new bytes go to files)."""

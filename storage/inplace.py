@@ -30,7 +30,7 @@ from attrs import define, field
 
 from storage.applier import BackgroundApplier
 from storage.errors import StorageError
-from storage.redolog import RedoLog, fsync_directory
+from storage.redolog import RedoLog, fsync_directory, pwrite_all
 
 METADATA = "metadata.cbor"
 CHECKPOINT_BYTES = 8 * 1024 * 1024
@@ -84,15 +84,6 @@ def make_private_dirs(path: Path) -> None:
     except FileExistsError:
         return
     fsync_directory(path.parent)
-
-
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at ``offset``."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def len_parts(path: Path) -> int:

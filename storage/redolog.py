@@ -47,6 +47,15 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
 
@@ -132,7 +141,7 @@ class RedoLog:
         end = self.size + len(data)
         if end > self.allocated:
             self._extend(end)
-        _pwrite_all(self._fd, data, self.size)
+        pwrite_all(self._fd, data, self.size)
         self.size = end
         self.appended += len(data)
         if sync:
@@ -144,7 +153,7 @@ class RedoLog:
         offset = self.allocated
         while offset < target:
             step = min(EXTEND_BYTES - offset % EXTEND_BYTES, target - offset)
-            _pwrite_all(self._fd, memoryview(_ZEROS)[:step], offset)
+            pwrite_all(self._fd, memoryview(_ZEROS)[:step], offset)
             offset += step
         self.allocated = target
 
@@ -204,11 +213,3 @@ class RedoLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
