@@ -51,6 +51,8 @@ def _add_gateway_parts(
     from gateway.sftp.part import SFTPPart
 
     fs = FilesystemPart(reactor, nd, config, grid)
+    if embedded is not None:
+        embedded.hold_while_busy(fs.queue.activity)
     node.add_part(fs)
     node.add_part(fs.queue)
     from gateway.audit.part import AuditPart, audit_log

@@ -19,6 +19,17 @@ durable, and opening a backend replays the log. A record that cannot be applied
 (disk full while creating a file, an I/O error) stops the thread: reads of the
 indexes it left behind and the next checkpoint raise :class:`StorageError` (the
 log is then not emptied), and a restart replays the log.
+
+Its owner may hold the thread back (``hold``: the embedded grid does while the
+gateway's clients are busy, issue #17's "foreground first"): records then wait,
+up to :data:`APPLY_BACKLOG` of them holding :data:`APPLY_BACKLOG_BYTES`, and are
+applied once the hold ends, or down to half that when they pass it, or all
+before a checkpoint (:meth:`BackgroundApplier.caught_up`,
+:meth:`BackgroundApplier.drain`). Applying costs the same later as now, but
+not while a client waits: on two cores, the thread creating an object's
+directory and files competed with the reactor thread and the client for every
+fsync (``docs/performance.rst``). Reads stay exact meanwhile (above), and cost
+no more: the records waiting are indexed by storage index.
 """
 
 from __future__ import annotations
@@ -35,21 +46,59 @@ from storage.errors import StorageError
 
 Record = dict[str, Any]
 
+APPLY_BACKLOG = 4096
+"""Records that may wait while the owner holds the thread back (past it, or past
+:data:`APPLY_BACKLOG_BYTES`, the oldest are applied until half as many wait)."""
+
+APPLY_BACKLOG_BYTES = 8 << 20
+"""Bytes of shares those records may hold (records are kept in memory until applied; a
+small share's record holds up to 64 KiB)."""
+
+HOLD_RECHECK = 0.05
+"""Seconds between two looks at whether a hold has ended, while records wait."""
+
+
+def _never() -> bool:
+    return False
+
 
 class BackgroundApplier:
     """Applies records handed to it, in order, in a daemon thread started on first use.
 
     ``apply`` is called in the thread with ``lock`` held, so the owner takes the same
-    lock around anything else that touches the files.
+    lock around anything else that touches the files. ``hold`` is asked, in the thread,
+    whether records may wait for now (see the module).
     """
 
     log = Logger()
 
-    def __init__(self, apply: Callable[[Record], None], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        apply: Callable[[Record], None],
+        lock: threading.RLock,
+        hold: Callable[[], bool] = _never,
+        backlog: int = APPLY_BACKLOG,
+        backlog_bytes: int = APPLY_BACKLOG_BYTES,
+    ) -> None:
         self._apply = apply
         self._lock = lock
+        self.hold = hold
+        self._backlog = backlog
+        self._backlog_bytes = backlog_bytes
+        self._queued_bytes = 0
+        """Bytes of shares the records in the queue hold, but for those taken."""
+        self._catching_up = False
+        self._holding = False
+        """The thread waits for a hold to end (a new record need not wake it)."""
+        self._draining = 0
         self._cond = threading.Condition()
         self._queue: deque[Record] = deque()
+        self._queued: dict[bytes, deque[Record]] = {}
+        """The records in the queue, per storage index, in order."""
+        self._taken: set[int] = set()
+        """Records left in the queue that a reader applied itself (by ``id``)."""
+        self._caught_up: list[Callable[[], None]] = []
+        """Called once no record waits (see :meth:`caught_up`)."""
         self._pending: Counter[bytes] = Counter()
         """Records waiting or being applied, per storage index."""
         self._failed: BaseException | None = None
@@ -63,7 +112,7 @@ class BackgroundApplier:
     @property
     def waiting(self) -> int:
         """Records handed over and not yet applied."""
-        return len(self._queue) + (self._current is not None)
+        return len(self._queue) - len(self._taken) + (self._current is not None)
 
     def submit(self, records: Iterable[Record]) -> None:
         """Hand over durable records, in log order."""
@@ -74,11 +123,27 @@ class BackgroundApplier:
                     self._lost.add(storage_index)
                     continue
                 self._queue.append(record)
+                self._queued.setdefault(storage_index, deque()).append(record)
+                self._queued_bytes += _size(record)
                 self._pending[storage_index] += 1
             if self._queue and self._thread is None and not self._closing:
                 self._thread = threading.Thread(target=self._run, name="apply", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if not self._holding or self._over_backlog():
+                self._cond.notify_all()
+
+    def caught_up(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once no record waits (in the applying thread, or here and now),
+        holding nothing back meanwhile: before a checkpoint, which must find the files
+        holding every durable change, the records are applied here, alongside the owner's
+        work, rather than in the checkpoint, holding it up. Called too if the thread stops
+        on a failure (the checkpoint then reports it)."""
+        with self._cond:
+            if self.waiting and self._failed is None:
+                self._caught_up.append(callback)
+                self._cond.notify_all()
+                return
+        callback()
 
     def settle(self, storage_index: bytes) -> None:
         """Return once no record of the index waits; raise if a failure left one behind.
@@ -95,7 +160,9 @@ class BackgroundApplier:
                 mine = self._records_of(storage_index)
                 if mine and mine[0] is self._current:
                     self._current = None  # taken before the thread could apply it
-                self._queue = deque(r for r in self._queue if bytes(r["si"]) != storage_index)
+                for record in self._queued.pop(storage_index, ()):
+                    self._taken.add(id(record))  # the thread passes over it
+                    self._queued_bytes -= _size(record)
             try:
                 for record in mine:
                     self._apply(record)
@@ -124,15 +191,21 @@ class BackgroundApplier:
     def _records_of(self, storage_index: bytes) -> list[Record]:
         """The index's record being applied (if any), then its waiting ones, in order (the
         condition is held)."""
-        records = [] if self._current is None else [self._current]
-        records.extend(self._queue)
-        return [r for r in records if bytes(r["si"]) == storage_index]
+        current = self._current
+        records = [] if current is None or bytes(current["si"]) != storage_index else [current]
+        records.extend(self._queued.get(storage_index, ()))
+        return records
 
     def drain(self) -> None:
         """Return once every record handed over is applied; raise if one could not be."""
         with self._cond:
-            while (self._queue or self._current is not None) and self._failed is None:
-                self._cond.wait()
+            self._draining += 1  # no holding back meanwhile
+            self._cond.notify_all()
+            try:
+                while self.waiting and self._failed is None:
+                    self._cond.wait()
+            finally:
+                self._draining -= 1
             if self._failed is not None:
                 raise self._error()
 
@@ -163,6 +236,18 @@ class BackgroundApplier:
             if self._pending[storage_index] <= 0:
                 del self._pending[storage_index]
         self._cond.notify_all()
+        if not self.waiting:
+            self._call_caught_up()
+
+    def _call_caught_up(self) -> None:
+        """Call the :meth:`caught_up` callbacks (the condition is held; they only hand
+        work to another thread)."""
+        callbacks, self._caught_up = self._caught_up, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                self.log.failure("a callback waiting for the files to catch up failed")
 
     def _stop(self, error: BaseException) -> None:
         """A record could not be applied: keep the error for whoever reads next (the log
@@ -176,18 +261,59 @@ class BackgroundApplier:
             self._failed = error
             self._lost.update(self._pending)
             self._queue.clear()
+            self._queued.clear()
+            self._taken.clear()
+            self._queued_bytes = 0
             self._pending.clear()
             self._current = None
             self._cond.notify_all()
+            self._call_caught_up()
+
+    def _held(self) -> bool:
+        """Whether the records waiting may wait longer (the condition is held)."""
+        if self._closing or self._draining or self._caught_up:
+            return False
+        waiting = len(self._queue) - len(self._taken)
+        if self._over_backlog():
+            self._catching_up = True
+        elif waiting <= self._backlog // 2 and self._queued_bytes <= self._backlog_bytes // 2:
+            self._catching_up = False
+        return not self._catching_up and self.hold()
+
+    def _over_backlog(self) -> bool:
+        """Whether more records wait than may be held back (the condition is held)."""
+        waiting = len(self._queue) - len(self._taken)
+        return waiting > self._backlog or self._queued_bytes > self._backlog_bytes
+
+    def _next(self) -> Record | None:
+        """The next record to apply, once it may be; None once closing has nothing left
+        (the condition is held)."""
+        while True:
+            while self._queue and id(self._queue[0]) in self._taken:
+                self._taken.discard(id(self._queue.popleft()))
+            if not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            elif self._held():
+                self._holding = True
+                self._cond.wait(HOLD_RECHECK)
+                self._holding = False
+            else:
+                record = self._queue.popleft()
+                self._queued_bytes -= _size(record)
+                queued = self._queued[bytes(record["si"])]
+                queued.popleft()
+                if not queued:
+                    del self._queued[bytes(record["si"])]
+                return record
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                record = self._current = self._next()
+                if record is None:
                     return
-                record = self._current = self._queue.popleft()
             with self._lock:
                 with self._cond:
                     if self._current is not record:
@@ -202,3 +328,9 @@ class BackgroundApplier:
                 with self._cond:  # still under the lock: no reader sees it twice
                     self._current = None
                     self._done(bytes(record["si"]), 1)
+
+
+def _size(record: Record) -> int:
+    """Bytes of share data a record holds (a small share's, a slot's)."""
+    data = record.get("data")
+    return len(data) if isinstance(data, (bytes, bytearray)) else 0

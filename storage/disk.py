@@ -154,9 +154,17 @@ class DiskBackend:
 
     def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
         """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the
-        thread that grew the log) to have :meth:`checkpoint` run soon, rather than running
-        it in that thread (see :attr:`storage.inplace.LoggedFiles.checkpoint_due`)."""
+        thread that grew the log or the applying thread) to have :meth:`checkpoint` run
+        soon, rather than running it in that thread (see
+        :attr:`storage.inplace.LoggedFiles.checkpoint_due`)."""
         self._files.checkpoint_due = ask
+
+    def hold_applying(self, hold: Callable[[], bool]) -> None:
+        """From now on durable records wait to be applied while ``hold()`` (asked in the
+        applying thread) says so, within a bound (:mod:`storage.applier`); a backend that
+        applies in the caller's thread ignores it."""
+        if self._files.applier is not None:
+            self._files.applier.hold = hold
 
     def close(self) -> None:
         """Complete queued shares, checkpoint and close the log (a backend not closed is

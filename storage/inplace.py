@@ -107,7 +107,8 @@ class LoggedFiles:
     """Where a storage index's files live."""
     checkpoint_due: Callable[[], None] | None = None
     """Asked (once) to have :meth:`checkpoint` run soon when the log has grown past
-    :data:`CHECKPOINT_BYTES`, instead of running it in the caller's thread: the embedded
+    :data:`CHECKPOINT_BYTES` (and the applying thread, if any, has caught up: it asks, in
+    that thread), instead of running it in the caller's thread: the embedded
     grid's owner runs it in its storage thread, off the reactor. Past
     ``CHECKPOINT_LIMIT`` times that size it runs here all the same."""
     _checkpoint_asked: bool = field(init=False, default=False)
@@ -166,7 +167,12 @@ class LoggedFiles:
                 self.checkpoint()
             elif not self._checkpoint_asked:
                 self._checkpoint_asked = True
-                self.checkpoint_due()
+                if self.applier is not None:
+                    # Once the files have caught up, in the applying thread, where it
+                    # holds up nobody: the checkpoint then has little left to wait for.
+                    self.applier.caught_up(self.checkpoint_due)
+                else:
+                    self.checkpoint_due()
 
     def sync(self) -> None:
         """Flush the log here and now, then apply what it made durable."""

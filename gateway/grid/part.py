@@ -24,6 +24,8 @@ from gateway.grid.http_client import HttpStorageClient
 from gateway.grid.interfaces import IStorageClient, ServerHealth, ServerUnavailable
 from gateway.grid.local import LocalStorageClient
 from gateway.grid.storage_thread import StorageStopped, StorageThread
+from gateway.intents.pacing import ClientActivity
+from gateway.intents.turns import QUIET
 from gateway.nodedir import SERVERS_FILE, NodeDir
 from gateway.service import NodePart, StartupError
 from storage.disk import DiskBackend
@@ -110,12 +112,21 @@ class EmbeddedStoragePart(NodePart):
         self._backend: DiskBackend | None = None
         self._timer: TimerService | None = None
         self._space: int | None = None
+        self._activity: ClientActivity | None = None
+
+    def hold_while_busy(self, activity: ClientActivity) -> None:
+        """Let the storage's durable records wait to be written to its files while the
+        gateway's clients are busy (:mod:`storage.applier`): foreground first."""
+        self._activity = activity
 
     async def start(self) -> None:
         """Open the share store (discarding uploads a crash left incomplete)."""
         # Synchronous group commits, one per batch of calls, in the storage thread.
         backend, server, thread = embedded_core(self._nd.storage, self._reactor)
         self._backend, self.server, self.thread = backend, server, thread
+        activity = self._activity
+        if activity is not None:
+            backend.hold_applying(lambda: activity.busy(QUIET))
         self._timer = TimerService(
             60.0, lambda: thread(lambda: server.abort_idle_uploads(IDLE_UPLOAD_TIMEOUT))
         )

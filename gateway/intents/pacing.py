@@ -20,6 +20,11 @@ class ClientActivity:
         """A client's request is being served now."""
         self.last = self.clock.seconds()
 
+    def busy(self, quiet: float) -> bool:
+        """Whether a client's request was served in the last ``quiet`` seconds (safe to ask
+        from another thread: it reads two numbers)."""
+        return self.clock.seconds() - self.last < quiet
+
     def hold_until(self, waiting_since: float, pause: float, limit: float) -> float:
         """When work waiting since ``waiting_since`` may start: once clients have paused for
         ``pause`` seconds, and never later than ``limit`` seconds after it began waiting."""

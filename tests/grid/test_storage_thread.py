@@ -10,13 +10,15 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from gateway.grid.local import LocalStorageClient
-from gateway.grid.part import embedded_core
+from gateway.grid.part import EmbeddedStoragePart, embedded_core
 from gateway.grid.storage_thread import StorageStopped, StorageThread
 from gateway.intents.pacing import ClientActivity
-from gateway.intents.turns import BackgroundTurns, run_in_background
+from gateway.intents.turns import QUIET, BackgroundTurns, run_in_background
+from gateway.nodedir import NodeDir
 from storage import inplace
 from storage.disk import DiskBackend
 from storage.errors import NoSuchUpload
@@ -27,6 +29,7 @@ from tests.grid.contract import (
     Upload,
     closing,
 )
+from tests.storage.test_applier import held_back, share_file
 from tests.storage.test_http_server import deferred_test
 
 
@@ -248,6 +251,41 @@ class EmbeddedCheckpointTests(TestCase):
         self.assertEqual(ran, ["storage"])
         self.assertEqual(backend._log.size, 0)
         self.assertEqual(await client.read_mutable(slot.si, 0, 0, 5), b"sssss")
+
+
+class EmbeddedHoldTests(TestCase):
+    """The gateway's embedded storage writes its share files while clients pause."""
+
+    @deferred_test
+    async def test_the_share_files_are_written_once_clients_pause(self) -> None:
+        """A slot written while a client was served in the last ``QUIET`` seconds is
+        acknowledged and read back, its file not written yet; once clients have paused
+        that long, the file is written."""
+        clock = Clock()
+        activity = ClientActivity(clock)
+        nd = NodeDir(Path(self.mktemp()))
+        nd.root.mkdir()
+        part = EmbeddedStoragePart(reactor, nd)
+        part.hold_while_busy(activity)
+        await part.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(part.stop()))
+        assert part.server is not None and part._backend is not None
+        client = LocalStorageClient(part.server, clock=reactor, thread=part.thread)
+        activity.touch()
+        slot = Slot.new()
+        await slot.write(client, 0, b"s" * 100)
+        applier = part._backend._files.applier
+        assert applier is not None
+        self.assertTrue(held_back(applier))
+        self.assertFalse(share_file(nd.storage, slot.si, 0).exists())
+        self.assertEqual(await client.read_mutable(slot.si, 0, 0, 3), b"sss")
+        clock.advance(QUIET)
+        for _ in range(1000):  # the thread looks again every HOLD_RECHECK seconds
+            if not applier.waiting:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertEqual(applier.waiting, 0)
+        self.assertEqual(share_file(nd.storage, slot.si, 0).read_bytes()[:3], b"sss")
 
 
 async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:

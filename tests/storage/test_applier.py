@@ -218,3 +218,102 @@ def test_close_writes_every_file(tmp_path: Path, gate: threading.Event) -> None:
     assert share_file(tmp_path, SI2, 0).read_bytes() == b"small"
     assert share_file(tmp_path, SI, 1).read_bytes() == b"slot"
     assert (tmp_path / storage.disk._REDO_LOG).stat().st_size == 0  # checkpointed
+
+
+class Applied:
+    """An ``apply`` that records what it applied, for waiting on from the test."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        with self._cond:
+            self.records.append(record)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int) -> list[int]:
+        """The numbers of the records applied, once at least ``count`` are (or 10 s on)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.records) >= count, 10)
+            return [r["n"] for r in self.records]
+
+
+def records(*numbers: int, size: int = 0) -> list[dict[str, Any]]:
+    """Records of distinct indexes, holding ``size`` bytes each."""
+    return [{"op": "share", "si": bytes([n]) * 16, "n": n, "data": bytes(size)} for n in numbers]
+
+
+def held_back(applier: BackgroundApplier) -> bool:
+    """Whether the thread is waiting for the hold to end, with records waiting (polled
+    for up to 10 s: the thread gets there by itself)."""
+    for _ in range(1000):
+        with applier._cond:
+            if applier._holding and applier.waiting:
+                return True
+        threading.Event().wait(0.01)
+    return False
+
+
+def test_records_wait_while_held_and_are_applied_once_the_hold_ends() -> None:
+    """While its owner holds it back (clients are busy), the thread applies nothing; a read
+    of one index applies that index's records itself; once the hold ends, the rest are
+    applied in order."""
+    hold = threading.Event()
+    hold.set()
+    applied = Applied()
+    applier = BackgroundApplier(applied, threading.RLock(), hold=hold.is_set)
+    applier.submit(records(1, 2, 3))
+    assert held_back(applier)
+    assert applied.records == [] and applier.waiting == 3
+    applier.settle(bytes([2]) * 16)
+    assert [r["n"] for r in applied.records] == [2] and applier.waiting == 2
+    hold.clear()
+    assert applied.wait_for(3) == [2, 1, 3]
+    applier.close()
+    assert applier.waiting == 0
+
+
+def test_a_backlog_past_its_bound_is_applied_down_to_half() -> None:
+    """Held back for good, the thread still applies the oldest records once more wait than
+    the bound (by count, or by the bytes they hold), until half that is left."""
+    applied = Applied()
+    applier = BackgroundApplier(applied, threading.RLock(), hold=lambda: True, backlog=4)
+    applier.submit(records(1, 2, 3, 4))
+    assert held_back(applier) and applied.records == []
+    applier.submit(records(5))
+    assert applied.wait_for(3) == [1, 2, 3]
+    assert held_back(applier) and applier.waiting == 2
+    applier.close()  # closing applies what is left
+    assert applied.wait_for(5) == [1, 2, 3, 4, 5]
+
+    applied = Applied()
+    big = BackgroundApplier(applied, threading.RLock(), hold=lambda: True, backlog_bytes=1000)
+    big.submit(records(1, 2, size=400))
+    assert held_back(big)
+    big.submit(records(3, size=400))  # 1,200 bytes wait: down to 500 at most
+    assert applied.wait_for(2) == [1, 2]
+    assert held_back(big) and big.waiting == 1
+    big.close()
+
+
+def test_a_checkpoint_is_asked_for_once_the_records_are_applied() -> None:
+    """``caught_up`` lifts the hold until every record waiting is applied, then calls back
+    (in the thread); with nothing waiting it calls back at once. ``drain`` applies
+    everything too."""
+    applied = Applied()
+    applier = BackgroundApplier(applied, threading.RLock(), hold=lambda: True)
+    called = threading.Event()
+    applier.caught_up(called.set)
+    assert called.is_set(), "nothing waited"
+    applier.submit(records(1, 2, 3))
+    assert held_back(applier)
+    called.clear()
+    applier.caught_up(called.set)
+    assert called.wait(10)
+    assert [r["n"] for r in applied.records] == [1, 2, 3]
+    applier.submit(records(4))
+    assert held_back(applier)
+    applier.drain()
+    assert [r["n"] for r in applied.records] == [1, 2, 3, 4]
+    applier.close()
