@@ -133,5 +133,9 @@ class IShareBackend(Interface):
     def record_corruption(report: CorruptionReport) -> None:
         """Keep a corruption advisory where operators will find it."""
 
+    def sync() -> None:
+        """Make every change made so far durable, share completions queued included
+        (raises the OSError of a flush that fails, or failed before)."""
+
     def close() -> None:
         """Make every change durable and release files (the backend is not used after)."""

@@ -112,13 +112,22 @@ def _libc_sync_file_range() -> Callable[[int], None]:
 _start_writeback = _libc_sync_file_range()
 
 
-def sync_shares(log_fd: int, files: Iterable[tuple[Path, int]]) -> None:
-    """In a thread: flush the log's duplicate descriptor (and close it), then cut each
-    incoming file to its size and make its bytes durable."""
-    try:
-        os.fdatasync(log_fd)
-    finally:
-        os.close(log_fd)
+class LogFlushFailed(OSError):
+    """The redo log's flush failed (not a share file's): the log refuses to flush from
+    then on (:attr:`storage.redolog.RedoLog.failed`)."""
+
+
+def sync_shares(log_fd: int | None, files: Iterable[tuple[Path, int]]) -> None:
+    """In a thread: flush the log's duplicate descriptor (and close it; None: the log is
+    durable that far already), then cut each incoming file to its size and make its bytes
+    durable."""
+    if log_fd is not None:
+        try:
+            os.fdatasync(log_fd)
+        except OSError as e:
+            raise LogFlushFailed(e.errno, e.strerror) from e
+        finally:
+            os.close(log_fd)
     fds: list[int] = []
     try:
         for path, size in files:
@@ -209,9 +218,19 @@ class GroupCommit:
         while self._queue and not self._group:
             self._group, self._queue = self._queue, []
             self.groups += 1
-            fd, point = self.log.sync_point()
+            try:
+                fd, point = self.log.sync_point()
+            except OSError:  # an earlier flush failed: nothing is known durable
+                self._failed(Failure())
+                continue
+            log_fd: int | None = fd
+            if self.log.durable >= point:
+                # A flush since the group's records were written (a slot's write, which
+                # flushes by itself, right after an fsync's objects) covered them.
+                os.close(fd)
+                log_fd = None
             files = [(s.source, s.size) for s in self._group if not s.logged]
-            self._run(partial(sync_shares, fd, files)).addCallbacks(
+            self._run(partial(sync_shares, log_fd, files)).addCallbacks(
                 self._durable_bytes, self._failed, callbackArgs=(point,)
             )
 
@@ -240,6 +259,8 @@ class GroupCommit:
         self._next()
 
     def _failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, LogFlushFailed):
+            self.log.flush_failed(failure.value)
         group, self._group = self._group, []
         for share in group:
             self._hidden.discard(share.key)

@@ -111,6 +111,15 @@ class DiskBackend:
     ``threads`` runs the syncs of share completions (none: at once, in the caller's thread).
     ``batched``: completions wait for ``commits.drain()``, which the thread owning the
     backend calls after each batch of requests (:class:`storage.commit.GroupCommit`).
+
+    *Ordered* (batched, or without ``threads``): a change is durable no later than every
+    change made before it. The redo log keeps its records in order and its replay stops
+    at the first that did not reach the disk; a change that flushes the log by itself (a
+    slot's write) first completes the shares queued before it that are not in the log
+    (renamed into place). So a slot written right after small shares, before their
+    completions were committed, makes them durable with its own flush, and never
+    durable without them: the embedded grid publishes an fsync's directory so
+    (``gateway.grid.interfaces.IOrderedStorage``).
     """
 
     path: Path = field(converter=Path)
@@ -139,9 +148,11 @@ class DiskBackend:
         shutil.rmtree(self._incoming, ignore_errors=True)
         make_private_dirs(self._incoming)
         self._uploads = IncomingShares(self._incoming, LOGGED_SHARE_BYTES)
-        self._log = RedoLog(self.path / _REDO_LOG)
+        self._log = RedoLog(self.path / _REDO_LOG, fail_stop=True)
         self._files = LoggedFiles(self._log, self._index_dir)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
+        if self.batched or self.threads is None:
+            self._files.before_flush = self._complete_unlogged
         for record in list(self._log.records()):
             self._files.apply(record)
         self.checkpoint()
@@ -151,6 +162,13 @@ class DiskBackend:
     def checkpoint(self) -> None:
         """Flush every file and directory changed since the last checkpoint; empty the log."""
         self._files.checkpoint()
+
+    def _complete_unlogged(self) -> None:
+        """Before the log is flushed for a change made now: complete the shares queued
+        before it that are not in the log, so that none is durable later than the change
+        (see *Ordered* above)."""
+        if any(not share.logged for share in self.commits.pending()):
+            self.commits.drain()
 
     def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
         """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the
@@ -165,6 +183,12 @@ class DiskBackend:
         applies in the caller's thread ignores it."""
         if self._files.applier is not None:
             self._files.applier.hold = hold
+
+    def sync(self) -> None:
+        """Complete the shares queued (their group's flush is skipped when the log is
+        durable past their records already), then flush what the log holds beyond."""
+        self.commits.drain()
+        self._files.sync()
 
     def close(self) -> None:
         """Complete queued shares, checkpoint and close the log (a backend not closed is

@@ -111,6 +111,9 @@ class LoggedFiles:
     that thread), instead of running it in the caller's thread: the embedded
     grid's owner runs it in its storage thread, off the reactor. Past
     ``CHECKPOINT_LIMIT`` times that size it runs here all the same."""
+    before_flush: Callable[[], None] | None = None
+    """Called before the log is flushed for a change (:meth:`sync`): the disk backend
+    completes the shares queued before it that the log does not hold."""
     _checkpoint_asked: bool = field(init=False, default=False)
     dirty_files: set[Path] = field(init=False, factory=set)
     """Files changed in place since the last checkpoint."""
@@ -176,6 +179,8 @@ class LoggedFiles:
 
     def sync(self) -> None:
         """Flush the log here and now, then apply what it made durable."""
+        if self.before_flush is not None:
+            self.before_flush()
         self.log.sync()
         self.apply_durable()
 

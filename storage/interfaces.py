@@ -138,6 +138,10 @@ class IStorageServer(Interface):
         A share being completed is neither listed, read, written nor offered.
         """
 
+    def sync() -> None:
+        """Make every change made so far durable, the completions under way included
+        (raises the error of a flush that fails, or failed before)."""
+
     def abort_immutable(storage_index: bytes, share_number: int, upload_secret: bytes) -> None:
         """Discard an incomplete upload. Raises NoSuchUpload if there is none with that secret."""
 

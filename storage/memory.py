@@ -139,5 +139,8 @@ class MemoryBackend:
         """Keep the advisory in a list."""
         self.corruption_reports.append(report)
 
+    def sync(self) -> None:
+        """Nothing to flush: every change is as durable as memory makes it."""
+
     def close(self) -> None:
         """Nothing to flush: memory holds everything."""

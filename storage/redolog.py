@@ -68,7 +68,7 @@ def _encode(record: dict[str, Any]) -> bytes:
 class RedoLog:
     """One log file, opened for appending (0600)."""
 
-    def __init__(self, path: Path, repair: bool = True) -> None:
+    def __init__(self, path: Path, repair: bool = True, fail_stop: bool = False) -> None:
         """Open (creating) the log; find where its intact records end.
 
         With ``repair`` (the writer's opening) a damaged or torn tail is cut off,
@@ -85,6 +85,15 @@ class RedoLog:
         #: Bytes appended since opening (never goes back), and how many of them are durable.
         self.appended = 0
         self.durable = 0
+        #: With ``fail_stop`` (the storage core's log), the error of a flush that failed.
+        #: The log then flushes nothing more and says nothing more is durable until
+        #: :meth:`rewrite` or :meth:`reset` replace its contents: the kernel may have
+        #: dropped the pages it could not write, so a later flush that succeeds would
+        #: prove nothing (the next opening replays the records that reached the disk, up
+        #: to the first that did not). Without it a later flush that succeeds is trusted
+        #: (the directory journal's entries are published from memory meanwhile).
+        self.failed: OSError | None = None
+        self.fail_stop = fail_stop
         if repair and self.damaged_bytes:
             os.ftruncate(self._fd, self.size)
             os.fsync(self._fd)
@@ -163,10 +172,30 @@ class RedoLog:
         return self.durable < self.appended
 
     def sync(self) -> None:
-        """Flush every record appended so far."""
+        """Flush every record appended so far (raises the OSError of this flush, or of
+        an earlier one that failed: see :attr:`failed`)."""
+        self._refuse_after_failure()
         if self.unsynced:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                self.flush_failed(e)
+                raise
             self.durable = self.appended
+
+    def flush_failed(self, error: OSError) -> None:
+        """A flush failed (here or of a :meth:`sync_point`, in another thread): see
+        :attr:`failed`."""
+        if self.fail_stop and self.failed is None:
+            self.failed = error
+
+    def _refuse_after_failure(self) -> None:
+        if self.failed is not None:
+            raise OSError(
+                self.failed.errno,
+                f"an earlier flush of {self.path.name} failed ({self.failed.strerror}); "
+                "nothing written since is known durable until a restart",
+            )
 
     def sync_point(self) -> tuple[int, int]:
         """For a flush in another thread: a duplicate of the log's descriptor and the
@@ -175,7 +204,9 @@ class RedoLog:
         The thread ``fdatasync``\\ s and closes the duplicate, then the caller reports
         :meth:`synced`. The duplicate stays valid whatever the log does meanwhile (a
         :meth:`rewrite` makes everything durable by itself).
+        Raises once a flush has failed (see :attr:`failed`).
         """
+        self._refuse_after_failure()
         return os.dup(self._fd), self.appended
 
     def synced(self, point: int) -> None:
@@ -200,6 +231,7 @@ class RedoLog:
         self._fd = os.open(self.path, os.O_RDWR, 0o600)
         self.size = self.allocated = len(data)
         self.durable = self.appended  # the live records are all in the flushed new file
+        self.failed = None
 
     def reset(self) -> None:
         """Empty the log, durably (every change it held must already be on disk)."""
@@ -207,6 +239,7 @@ class RedoLog:
         os.fsync(self._fd)
         self.size = self.allocated = 0
         self.durable = self.appended
+        self.failed = None
 
     def close(self) -> None:
         """Close the file (records stay for the next opening)."""

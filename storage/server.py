@@ -271,6 +271,10 @@ class StorageServer:
                 waiter.callback(None)
         return result
 
+    def sync(self) -> None:
+        """Make every change made so far durable (see the interface)."""
+        self.backend.sync()
+
     def durable(self, storage_index: bytes, share_number: int) -> Deferred[None]:
         """Fires once the share's completion is durable (at once if none is under way)."""
         waiters = self._completions.get((storage_index, share_number))

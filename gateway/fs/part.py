@@ -105,6 +105,7 @@ class FilesystemPart(NodePart):
                 self._reactor,
                 activity=self.queue.activity,
                 turns=self.turns,
+                barrier=self.store.barrier,
             )
         self.staging = StagingArea(self._nd.staging, self._quota)
         self.staging.make_room = self.kept.make_room

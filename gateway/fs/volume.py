@@ -348,8 +348,16 @@ class Volume:
             self._finish(job.job_id)
             return
         self.overlay.uploading(file)
+        # Someone waits (fsync), and the grid is the embedded core alone: the objects are
+        # written, not awaited durable, and the directory's publish makes them durable
+        # with its own flush (one flush, not two: IOrderedStorage).
+        ordered = (
+            self.store.write_back is not None
+            and self.queue.awaited(job.job_id)
+            and self.store.ordered
+        )
         try:
-            cap = await self._store(file, job)
+            cap = await self._store(file, job, ordered)
             await self.queue.recorded(job.job_id)  # an fsync's job starts before
             await file.lock.acquire()
         except BaseException:
@@ -368,10 +376,17 @@ class Volume:
                 if not self.queue.recorded_job(job.job_id) and publishing is not None:
                     # No record to drop: the publish makes the link durable (in the grid),
                     # unless the file moved meanwhile; then the journal must.
-                    if not await publishing:
+                    published = await publishing
+                    if ordered:
+                        await self.store.sync()  # (the publish's flush covered it, usually)
+                    if not published:
                         await self.directories_durable()
                 else:
+                    if ordered:
+                        await self.store.sync()  # before the journal naming them is flushed
                     await self.directories_durable()  # before the job's record is dropped
+            elif ordered:
+                await self.store.sync()
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
@@ -403,9 +418,12 @@ class Volume:
         await write_back.flush(reversed([node.storage_index for node in chain]))
         return True
 
-    async def _store(self, file: LocalFile, job: UploadJob) -> ImmutableCap | None:
+    async def _store(
+        self, file: LocalFile, job: UploadJob, ordered: bool = False
+    ) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
-        mutable file the path names. Over a base, only the changed ranges are stored."""
+        mutable file the path names. Over a base, only the changed ranges are stored
+        (``ordered``: see :meth:`ObjectStore.update_file`)."""
         read = self.contents.reader(file, read_ahead=False)
         mutable = await self._existing_mutable(file)
         if mutable is not None:
@@ -418,7 +436,7 @@ class Volume:
         changed = file.upload_ranges()  # everything, for a new file
         progress = self.queue.advance(job.job_id)
         cap = await self.store.update_file(
-            base, file.size, changed, read, progress, zeros=file.zero_ranges()
+            base, file.size, changed, read, progress, zeros=file.zero_ranges(), ordered=ordered
         )
         file.stored = Base(cap.to_string(), file.size)
         return cap

@@ -131,3 +131,27 @@ class IStorageClient(Interface):
 
     async def advise_corrupt_mutable(storage_index: bytes, share_number: int, reason: str) -> None:
         """Tell the server one of its mutable shares is corrupt."""
+
+
+class IOrderedStorage(Interface):
+    """A storage server whose changes become durable in the order they were made: once a
+    change made through it is durable, so is every change made through it before. The
+    embedded core is one (one redo log, replayed up to its first lost record; see
+    :class:`storage.disk.DiskBackend`); a server over the network is not.
+
+    On a grid of that one server, an fsync's directory is published right after its
+    objects are written, before they are known durable: the publish's own flush makes
+    them durable with it, one flush instead of two (``docs/architecture.rst``).
+    """
+
+    async def write_immutable_ordered(
+        storage_index: bytes, share_number: int, upload_secret: bytes, offset: int, data: bytes
+    ) -> WriteResult:
+        """As :meth:`IStorageClient.write_immutable`, but answered once the write is made,
+        not once the share it completes is durable: it is durable no later than the next
+        change made after it that is answered durable (a slot's test-and-write), or than
+        :meth:`sync`. A write that cannot be made raises as the other does."""
+
+    async def sync() -> None:
+        """Return once every change made so far is durable (raises the error of a flush
+        that failed, now or before: nothing made since is then known durable)."""

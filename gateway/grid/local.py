@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from gateway.grid.interfaces import IStorageClient, ServerHealth
+from gateway.grid.interfaces import IOrderedStorage, IStorageClient, ServerHealth
 from gateway.grid.storage_thread import StorageThread
 from gateway.intents.turns import in_background, turn
 from storage.interfaces import (
@@ -35,9 +35,10 @@ from storage.interfaces import (
 T = TypeVar("T")
 
 
-@implementer(IStorageClient)
+@implementer(IStorageClient, IOrderedStorage)
 class LocalStorageClient:
-    """The embedded storage core, seen as one more storage server."""
+    """The embedded storage core, seen as one more storage server (an ordered one: its
+    disk backend is batched, or completes each share before answering)."""
 
     def __init__(
         self,
@@ -150,6 +151,38 @@ class LocalStorageClient:
             return server.durable(storage_index, share_number).addCallback(lambda _: result)
 
         return await self._run(write)
+
+    async def write_immutable_ordered(
+        self,
+        storage_index: bytes,
+        share_number: int,
+        upload_secret: bytes,
+        offset: int,
+        data: bytes,
+    ) -> WriteResult:
+        """Write a chunk of an allocated immutable share; answered once made, durable with
+        the next flush (see :class:`IOrderedStorage`). Background work and a busy thread
+        get the durable answer, as from :meth:`write_immutable`."""
+        if self._thread is None or in_background():
+            return await self.write_immutable(
+                storage_index, share_number, upload_secret, offset, data
+            )
+        await turn(len(data))
+        return await self._thread.made(
+            partial(
+                self._server.write_immutable,
+                storage_index,
+                share_number,
+                upload_secret,
+                offset,
+                bytes(data),
+            )
+        )
+
+    async def sync(self) -> None:
+        """Make every change made so far durable (committing the completions made in this
+        reactor turn now, not at its end)."""
+        await self._run(self._server.sync, commit=False)
 
     async def abort_immutable(
         self, storage_index: bytes, share_number: int, upload_secret: bytes

@@ -120,12 +120,31 @@ class StorageThread:
         over instead."""
         if self._outstanding or self._stopping:
             return self(call)
+        waiter: Deferred[T] = Deferred()
+        self._opened().append((_answer(call), waiter))
+        return waiter
+
+    def made(self, call: Callable[[], T], /) -> Deferred[T]:
+        """Run a change in the caller's thread, now, while the thread is idle, and answer
+        once it is made (its result, or its error), not once durable: what it leaves for
+        the commit is committed at the end of this reactor turn with the changes run in
+        place (:meth:`soon`). For an ordered core's writes
+        (:class:`gateway.grid.interfaces.IOrderedStorage`). Behind pending calls it is
+        handed over instead, and answered once its batch is committed."""
+        if self._outstanding or self._stopping:
+            return self(call)
+        self._opened()
+        answer = _answer(call)
+        if isinstance(answer, Failure):
+            return fail(answer)
+        return succeed(answer)
+
+    def _opened(self) -> list[tuple[Any, Deferred[Any]]]:
+        """The changes run in place this turn, committed at its end."""
         if self._open is None:
             self._open = []
             self._closing = self._reactor.callLater(0, self._close_open)
-        waiter: Deferred[T] = Deferred()
-        self._open.append((_answer(call), waiter))
-        return waiter
+        return self._open
 
     def _close_open(self) -> None:
         """Commit the changes run in place (:meth:`soon`) and answer them."""

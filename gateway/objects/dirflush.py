@@ -10,10 +10,18 @@ must not outlive a change (a CLOSE, an upload's end, an fsync) waits with
 :meth:`JournalFlushes.durable`, which flushes at once. A flush that fails is
 logged once, and :attr:`JournalFlushes.error` refuses the changes after it until
 the journal flushes again.
+
+A journal entry may name objects that an ordered grid holds as written but not yet
+durable (an fsync's, until the publish that follows flushes them): ``barrier`` is
+awaited before every flush, so that the journal never outlives them.
 """
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Awaitable, Callable
+
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,8 +47,10 @@ class JournalFlushes:
         clock: IReactorTime,
         threads: Threads | None,
         delay: float = JOURNAL_DELAY,
+        barrier: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._intents = intents
+        self._barrier = barrier
         self._clock = clock
         self._threads = threads
         self._delay = delay
@@ -62,14 +72,37 @@ class JournalFlushes:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        self._intents.flushed(self._threads).addCallbacks(self._flushed, self._not_flushed)
+        if self._barrier is None:
+            self._intents.flushed(self._threads).addCallbacks(self._flushed, self._not_flushed)
+        else:
+            Deferred.fromCoroutine(self._flush_behind_barrier())
+
+    async def _flush_behind_barrier(self) -> None:
+        try:
+            await self._flushed_after_barrier()
+        except OSError as e:
+            self._not_flushed(Failure(e))
+        else:
+            self._flushed(None)
+
+    async def _flushed_after_barrier(self) -> None:
+        """The barrier, then the journal's flush (an error of the barrier's that is not an
+        OSError, such as a storage stopped, is raised as one: the journal is not flushed)."""
+        if self._barrier is not None:
+            try:
+                await self._barrier()
+            except OSError:
+                raise
+            except Exception as e:
+                raise OSError(errno.EIO, f"the objects it names are not durable: {e}") from e
+        await self._intents.flushed(self._threads)
 
     async def durable(self) -> None:
         """Wait until every change journaled so far is on disk (raises the flush's OSError)."""
         if self._timer is not None:
             self.now()  # now, not after the delay
         try:
-            await self._intents.flushed(self._threads)
+            await self._flushed_after_barrier()
         except OSError as e:
             self._not_flushed(Failure(e))
             raise

@@ -102,6 +102,14 @@ class IObjectStore(Interface):
     params = Attribute("EncodingParams: the erasure coding of new objects")
     servers = Attribute("Sequence[IStorageClient]: the servers in use now")
     write_back = Attribute("IDirectoryFlusher | None: set when directory changes are written back")
+    ordered = Attribute(
+        "bool: the grid is one server whose changes become durable in the order made "
+        "(gateway.grid.interfaces.IOrderedStorage)"
+    )
+
+    async def sync() -> None:
+        """Return once every change made on ordered servers is durable (raises the error of
+        a flush that failed)."""
 
     def directory(cap: DirectoryWriteCap | DirectoryReadCap | str) -> IDirectory:
         """An existing directory (no I/O)."""
@@ -120,6 +128,7 @@ class IObjectStore(Interface):
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
+        ordered: bool = False,
     ) -> ImmutableCap:
         """Store a new version of a file, at the cost of what changed; its read capability.
 
@@ -130,7 +139,8 @@ class IObjectStore(Interface):
         again. Without a base every byte counts as changed. ``progress(n)`` is told
         each time ``n`` more changed bytes are stored. ``zeros`` holds ranges (sorted,
         disjoint) known to be zeros, such as a sparse file's holes: the store may take
-        them as zeros without reading them.
+        them as zeros without reading them. ``ordered`` (on an :attr:`ordered` grid): it
+        returns once the objects are written, not durable (see :meth:`sync`).
         """
 
     async def read_mutable(cap: MutableWriteCap | MutableReadCap) -> bytes:

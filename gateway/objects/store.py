@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from attrs import define
 from twisted.internet.defer import Deferred
@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.grid.interfaces import IStorageClient
+from gateway.grid.interfaces import IOrderedStorage, IStorageClient
 from gateway.objects.caps import (
     ChunkedCap,
     DirectoryReadCap,
@@ -108,11 +108,36 @@ class ObjectStore:
         self.write_back: DirectoryWriteBack | None = None
         #: Otherwise they are published at once, concurrent ones to one directory together.
         self.write_through = WriteThrough(share_publishes=True)
+        #: Updates stored with ordered writes so far, and how many of them a sync covered.
+        self._ordered_made = self._ordered_synced = 0
 
     @property
     def servers(self) -> Sequence[IStorageClient]:
         """The servers in use now."""
         return self._servers()
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the grid is one ordered server (the embedded core alone): a change
+        durable on it makes every change made before it durable
+        (:class:`~gateway.grid.interfaces.IOrderedStorage`)."""
+        servers = self.servers
+        return len(servers) == 1 and IOrderedStorage.providedBy(servers[0])
+
+    async def sync(self) -> None:
+        """Make every change made on the ordered servers so far durable (raises the
+        error of a flush that failed)."""
+        made = self._ordered_made
+        for server in self.servers:
+            if IOrderedStorage.providedBy(server):
+                await cast(IOrderedStorage, server).sync()
+        self._ordered_synced = max(self._ordered_synced, made)
+
+    async def barrier(self) -> None:
+        """Before a journal that may name objects stored with ordered writes is flushed:
+        make them durable first (at once when every such update is synced already)."""
+        if self._ordered_synced < self._ordered_made:
+            await self.sync()
 
     def mutable_client(self) -> MutableClient:
         """A client for mutable objects on the current servers."""
@@ -140,6 +165,7 @@ class ObjectStore:
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
+        ordered: bool = False,
     ) -> ImmutableCap:
         """Store a new version of a file (see IObjectStore and
         :mod:`gateway.objects.chunk_update`): files up to a chunk as one object, larger
@@ -148,8 +174,13 @@ class ObjectStore:
         Small objects (patches, nodes, small extents) are encoded first and stored
         together at the end (one request of each kind per server at once, one flush on
         each, one wait): an fsync of a few changed bytes waits once for the grid, not once
-        per level of the tree."""
+        per level of the tree.
+
+        ``ordered`` (on an :attr:`ordered` grid): answered once every object is written,
+        not once durable; the caller makes them durable (a publish, :meth:`sync`), and
+        :meth:`barrier` does before a journal naming them is flushed."""
         uploader = self.uploader()
+        uploader.ordered = ordered
         stores: list[Coroutine[Any, Any, None]] = []
 
         async def upload(data: bytes) -> LiteralCap | ImmutableReadCap:
@@ -179,6 +210,8 @@ class ObjectStore:
                 pass
             raise
         await _stored(stores)  # raises the first failure, once all have settled
+        if ordered:
+            self._ordered_made += 1  # (before anything can name its objects)
         return cap
 
     def reader(self, cap: ImmutableCap, read_ahead: bool = True) -> IFileReader:

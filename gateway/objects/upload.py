@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from gateway.grid.interfaces import IStorageClient, ServerUnavailable
+from gateway.grid.interfaces import IOrderedStorage, IStorageClient, ServerUnavailable
 from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, b32encode
 from gateway.objects.concurrency import gather, shared, start
@@ -75,15 +75,18 @@ def _encode_next(source: BinaryIO, builder: fmt.ShareSetBuilder, length: int) ->
 @asynccontextmanager
 async def _exclusive(
     uploading: dict[bytes, Deferred[None]], storage_index: bytes
-) -> AsyncIterator[None]:
+) -> AsyncIterator[bool]:
     """Hold ``storage_index`` in ``uploading`` (after whoever holds it): the same bytes being
-    stored once at a time, a second store finds them there (see ``ImmutableUploader``)."""
+    stored once at a time, a second store finds them there (see ``ImmutableUploader``).
+    Yields whether it waited for another."""
+    waited = False
     while (other := uploading.get(storage_index)) is not None:
+        waited = True
         await shared(other)
     done: Deferred[None] = Deferred()
     uploading[storage_index] = done
     try:
-        yield
+        yield waited
     finally:
         del uploading[storage_index]
         done.callback(None)
@@ -153,14 +156,18 @@ class ImmutableUploader:
     convergent: bool = True
     pipeline_depth: int = 4
     threads: Threads | None = None
+    """Where reading, hashing and encoding a segment run (a pool of their own: see
+    :func:`gateway.threads.cpu_threads`), so the reactor thread keeps serving clients while
+    a large upload runs; None runs them in the reactor thread, in slices."""
     uploading: dict[bytes, Deferred[None]] | None = None
     """Convergent uploads under way, by storage index, shared by a store's uploaders: a
     second upload of the same bytes (two identical files closed together) waits for the
     first and then finds the shares there, instead of being refused the shares the first
     is still writing (which failed it as if the servers were full, to be retried)."""
-    """Where reading, hashing and encoding a segment run (a pool of their own: see
-    :func:`gateway.threads.cpu_threads`), so the reactor thread keeps serving clients while
-    a large upload runs; None runs them in the reactor thread, in slices."""
+    ordered: bool = False
+    """Writes to an ordered server (:class:`gateway.grid.interfaces.IOrderedStorage`)
+    are answered once made, not once durable: the caller makes them durable by a later
+    durable change or a ``sync``."""
 
     async def _cpu(self, size: int, call: Callable[[], T]) -> T:
         """``call()``, in :attr:`threads` when it handles at least ``OFFLOAD_AT`` bytes (a
@@ -254,7 +261,9 @@ class ImmutableUploader:
             else:
                 durable.append(store)
             return cap
-        async with _exclusive(uploading, storage_index):
+        async with _exclusive(uploading, storage_index) as waited:
+            if waited:
+                await self._ordered_durable()
             placement = await self._place(storage_index, layout.share_size)
             try:
                 source.seek(start_at)
@@ -273,6 +282,14 @@ class ImmutableUploader:
         cap, prefixes = builder.finish()
         return cap, [prefix + b"".join(held[share]) for share, prefix in enumerate(prefixes)]
 
+    async def _ordered_durable(self) -> None:
+        """Make the writes made on ordered servers durable: a store of the same bytes that
+        ended before may have left its shares made, not durable, and such a server offers
+        them to nobody until they are."""
+        for server in self.servers:
+            if IOrderedStorage.providedBy(server):
+                await cast(IOrderedStorage, server).sync()
+
     async def _store_whole(
         self,
         storage_index: bytes,
@@ -281,7 +298,9 @@ class ImmutableUploader:
         uploading: dict[bytes, Deferred[None]],
     ) -> None:
         """Place and write shares encoded earlier (see ``upload``'s ``durable``)."""
-        async with _exclusive(uploading, storage_index):
+        async with _exclusive(uploading, storage_index) as waited:
+            if waited:
+                await self._ordered_durable()
             placement = await self._place(storage_index, share_size)
             try:
                 await self._write_blocks(placement, shares, 0, final=True)
@@ -405,8 +424,11 @@ class ImmutableUploader:
 
         async def to_server(server: IStorageClient, shares: set[int]) -> None:
             secret = self.secrets.upload_secret(server.server_id, si)
+            write = server.write_immutable
+            if self.ordered and IOrderedStorage.providedBy(server):
+                write = cast(IOrderedStorage, server).write_immutable_ordered
             for share in sorted(shares):
-                result = await server.write_immutable(si, share, secret, offset, blocks[share])
+                result = await write(si, share, secret, offset, blocks[share])
                 if final and not result.finished:
                     raise CorruptShare(f"share {share} is incomplete after its last write")
 

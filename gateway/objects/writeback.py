@@ -39,7 +39,7 @@ chain in the grid); :meth:`stop` publishes what it can within a grace period.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -98,6 +98,7 @@ class DirectoryWriteBack:
         rng: random.Random | None = None,
         activity: ClientActivity | None = None,
         turns: BackgroundTurns | None = None,
+        barrier: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -110,7 +111,9 @@ class DirectoryWriteBack:
         self._awaited = 0  # flushes someone waits for (an fsync): publishes take no turns
         self._threads = threads if threads is not None else reactor_threads(clock)
         self._intents, self._legacy_done = open_journal(directory)
-        self._flushes = JournalFlushes(self._intents, clock, self._threads, journal_delay)
+        self._flushes = JournalFlushes(
+            self._intents, clock, self._threads, journal_delay, barrier=barrier
+        )
         self._dirs: dict[bytes, DirectoryState] = {}
         #: Directories made here and not published yet, by read cap (until :meth:`_settled`).
         self._created: dict[str, DirectoryState] = {}

@@ -58,6 +58,7 @@ class RecordingStore(ObjectStore):
         read: Callable[[int, int], Awaitable[bytes]],
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
+        ordered: bool = False,
     ) -> ImmutableCap:
         """Note the changed ranges and the zeros, then store."""
         self.updates.append(list(changed))
@@ -68,7 +69,7 @@ class RecordingStore(ObjectStore):
             self.read_bytes += len(data)
             return data
 
-        return await super().update_file(base, size, changed, counted, progress, zeros)
+        return await super().update_file(base, size, changed, counted, progress, zeros, ordered)
 
     async def upload(self, source):  # type: ignore[no-untyped-def]
         """Note a whole-file upload, then store."""

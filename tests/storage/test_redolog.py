@@ -265,3 +265,38 @@ def test_a_checkpoint_due_is_asked_for_once_and_run_by_whoever_was_asked(
         assert backend._log.size < inplace.CHECKPOINT_LIMIT * 64 * 1024 + 9000
     backend.close()
     assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1) == bytes([39])
+
+
+@pytest.mark.parametrize("fail_stop", [True, False], ids=["storage log", "journal"])
+def test_after_a_failed_flush_a_fail_stop_log_says_nothing_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_stop: bool
+) -> None:
+    """A flush fails (EIO): the storage core's log (``fail_stop``) refuses every later
+    flush, its own or another thread's, since the kernel may have dropped the pages it
+    could not write; until its contents are replaced (a checkpoint's reset). A journal
+    whose entries are published from memory trusts the next flush that succeeds."""
+    log = RedoLog(tmp_path / "log", fail_stop=fail_stop)
+    log.append({"n": 1}, sync=False)
+    real = redolog.os.fdatasync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(redolog.os, "fdatasync", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        log.sync()
+    monkeypatch.setattr(redolog.os, "fdatasync", real)
+    log.append({"n": 2}, sync=False)
+    if fail_stop:
+        with pytest.raises(OSError, match="an earlier flush of log failed"):
+            log.sync()
+        with pytest.raises(OSError, match="an earlier flush"):
+            log.sync_point()
+        assert log.durable == 0
+        log.reset()
+        log.append({"n": 3})
+        assert log.durable == log.appended
+    else:
+        log.sync()
+        assert log.durable == log.appended
+    log.close()

@@ -1,0 +1,184 @@
+"""Ordered writes on the embedded core: an fsync's objects and its directory, one flush.
+
+The embedded core's changes become durable in the order they were made
+(:class:`gateway.grid.interfaces.IOrderedStorage`): objects written with
+``write_immutable_ordered`` are answered once made, and the slot written right after them
+flushes them with its own flush. These tests count the redo log's flushes, "crash" by
+opening the storage directory again without closing the first backend (what a restart
+after kill -9 replays), and check what a failed flush leaves.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from gateway.grid.interfaces import IOrderedStorage
+from gateway.grid.local import LocalStorageClient
+from gateway.grid.part import embedded_core
+from gateway.grid.storage_thread import StorageThread
+from storage import commit, redolog
+from storage.disk import LOGGED_SHARE_BYTES, DiskBackend
+from storage.server import StorageServer
+from tests.grid.contract import Slot, Upload
+from tests.storage.test_http_server import deferred_test
+
+
+class Flushes:
+    """``os.fdatasync`` as the storage modules call it, counted (and failing on demand)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.fail_next = False
+
+    def __call__(self, fd: int) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        self.count += 1
+        os.fdatasync(fd)
+
+
+class _Os:
+    """The ``os`` module with ``fdatasync`` replaced (for one module's global ``os``)."""
+
+    def __init__(self, fdatasync: Callable[[int], None]) -> None:
+        self.fdatasync = fdatasync
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+class OrderedWriteTests(TestCase):
+    """The embedded core as the gateway runs it, on the running reactor."""
+
+    def setUp(self) -> None:
+        self.flushes = Flushes()
+        fake = _Os(self.flushes)
+        self.patch(redolog, "os", fake)
+        self.patch(commit, "os", fake)
+        self.path = Path(self.mktemp())
+        backend, server, thread = embedded_core(self.path, reactor)
+        self.backend, self.server, self.thread = backend, server, thread
+        self.client = LocalStorageClient(server, clock=reactor, thread=thread)
+        self.addCleanup(lambda: Deferred.fromCoroutine(_stopped(thread, backend)))
+
+    async def written(self, size: int = 100, fill: bytes = b"x") -> Upload:
+        """An immutable share written with an ordered write (answered once made)."""
+        upload = Upload.new()
+        await upload.allocate(self.client, {0}, size)
+        result = await self.client.write_immutable_ordered(
+            upload.si, 0, upload.secret, 0, fill * size
+        )
+        self.assertTrue(result.finished)
+        return upload
+
+    def restarted(self) -> StorageServer:
+        """The storage as a restart after kill -9 finds it: the directory opened again,
+        the first backend never closed (its log replayed)."""
+        return StorageServer(DiskBackend(self.path), reactor)
+
+    @deferred_test
+    async def test_a_slot_written_after_objects_flushes_them_with_its_own_flush(self) -> None:
+        """Two small objects written (answered at once, before any flush), then a slot:
+        one flush of the log in all, and a restart right after the slot's write finds the
+        objects and the slot."""
+        self.assertTrue(IOrderedStorage.providedBy(self.client))
+        before = self.flushes.count
+        uploads = [await self.written(fill=bytes([65 + i])) for i in range(2)]
+        self.assertEqual(self.flushes.count, before, "answered before any flush")
+        slot = Slot.new()
+        await slot.write(self.client, 0, b"directory")
+        restarted = self.restarted()
+        for i, upload in enumerate(uploads):
+            self.assertEqual(restarted.read_immutable(upload.si, 0, 0, 3), bytes([65 + i]) * 3)
+        self.assertEqual(restarted.read_mutable(slot.si, 0, 0, 9), b"directory")
+        await self.client.sync()
+        self.assertEqual(self.flushes.count, before + 1)
+        self.assertEqual(await self.client.read_immutable(uploads[0].si, 0, 0, 2), b"AA")
+
+    @deferred_test
+    async def test_a_large_object_is_durable_before_the_slot_written_after_it(self) -> None:
+        """An object too large for the log (renamed into place) written before a slot is
+        completed before the slot's flush: a restart right after the slot finds it."""
+        upload = await self.written(size=LOGGED_SHARE_BYTES + 1, fill=b"L")
+        slot = Slot.new()
+        await slot.write(self.client, 0, b"directory")
+        restarted = self.restarted()
+        self.assertEqual(restarted.read_immutable(upload.si, 0, 0, 4), b"LLLL")
+        self.assertEqual(restarted.read_mutable(slot.si, 0, 0, 9), b"directory")
+        await self.client.sync()
+
+    @deferred_test
+    async def test_sync_makes_what_was_made_durable_and_a_failed_flush_stops_the_log(
+        self,
+    ) -> None:
+        """``sync`` after ordered writes flushes once; after a flush fails, the slot's
+        write reports it, and so does every later sync: nothing made since is said
+        durable (a later flush that succeeds would prove nothing)."""
+        upload = await self.written()
+        before = self.flushes.count
+        await self.client.sync()
+        self.assertEqual(self.flushes.count, before + 1)
+        self.assertEqual(self.restarted().read_immutable(upload.si, 0, 0, 1), b"x")
+        await self.written(fill=b"y")
+        self.flushes.fail_next = True
+        with self.assertRaises(OSError):
+            await Slot.new().write(self.client, 0, b"directory")
+        with self.assertRaises(OSError):
+            await self.client.sync()
+        with self.assertRaises(OSError):
+            await self.client.sync()
+
+    @deferred_test
+    async def test_a_write_that_cannot_be_made_raises_at_once(self) -> None:
+        """An ordered write with the wrong upload secret is refused as the durable one
+        is, before anything else is written."""
+        upload = Upload.new()
+        await upload.allocate(self.client, {0}, 10)
+        with self.assertRaises(Exception) as caught:
+            await self.client.write_immutable_ordered(upload.si, 0, b"w" * 32, 0, b"z" * 10)
+        self.assertIn("secret", str(caught.exception).lower())
+
+
+class MadeTests(TestCase):
+    """``StorageThread.made``: answered once run, committed at the end of the turn."""
+
+    @deferred_test
+    async def test_a_change_made_in_place_is_answered_before_its_commit(self) -> None:
+        """Run in place while the thread is idle: answered at once, with ``after_batch`` at
+        the end of the turn; behind a pending call, handed over and answered after its
+        batch."""
+        commits: list[str] = []
+        thread = StorageThread(reactor, lambda: commits.append("commit"))
+        self.addCleanup(thread.stop)
+        made = thread.made(lambda: "made")
+        self.assertTrue(made.called)
+        self.assertEqual(await made, "made")
+        self.assertEqual(commits, [])
+        await thread.here(lambda: None)
+        waiter: Deferred[None] = Deferred()
+        reactor.callLater(0, waiter.callback, None)
+        await waiter
+        self.assertEqual(commits, ["commit"])
+        busy = thread(lambda: "busy")
+        behind = thread.made(lambda: "behind")
+        self.assertFalse(behind.called)
+        self.assertEqual(await busy, "busy")
+        self.assertEqual(await behind, "behind")
+
+
+async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:
+    try:
+        await thread(backend.close)
+    except OSError:
+        if backend._log.failed is None:  # only a log stopped by a failed flush refuses
+            raise
+    await thread.stop()
