@@ -163,6 +163,8 @@ class GroupCommit:
     _idle: list[Deferred[None]] = field(factory=list, init=False)
     groups: int = field(default=0, init=False)
     """How many groups were synced (a figure for tests and benchmarks)."""
+    failures: int = field(default=0, init=False)
+    """How many groups failed."""
 
     def add(self, share: CompletingShare) -> Deferred[None]:
         """Queue a completion; the Deferred fires once the share is durable and visible."""
@@ -259,6 +261,7 @@ class GroupCommit:
         self._next()
 
     def _failed(self, failure: Failure) -> None:
+        self.failures += 1
         if isinstance(failure.value, LogFlushFailed):
             self.log.flush_failed(failure.value)
         group, self._group = self._group, []

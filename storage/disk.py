@@ -168,7 +168,10 @@ class DiskBackend:
         before it that are not in the log, so that none is durable later than the change
         (see *Ordered* above)."""
         if any(not share.logged for share in self.commits.pending()):
+            failures = self.commits.failures
             self.commits.drain()
+            if self.commits.failures != failures:
+                raise StorageError("shares written before this change could not be completed")
 
     def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
         """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the

@@ -161,6 +161,8 @@ class LoggedFiles:
     def change(self, record: dict[str, Any], sync: bool = True) -> None:
         """Log a change; apply it in place once durable (now with ``sync``, else at the
         next flush that covers it)."""
+        if sync and self.before_flush is not None:
+            self.before_flush()  # first: a change it refuses leaves no record behind
         self.log.append(record, sync=False)
         self._unapplied.append((self.log.appended, record))
         if sync:

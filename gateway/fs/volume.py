@@ -348,14 +348,9 @@ class Volume:
             self._finish(job.job_id)
             return
         self.overlay.uploading(file)
-        # Someone waits (fsync), and the grid is the embedded core alone: the objects are
-        # written, not awaited durable, and the directory's publish makes them durable
-        # with its own flush (one flush, not two: IOrderedStorage).
-        ordered = (
-            self.store.write_back is not None
-            and self.queue.awaited(job.job_id)
-            and self.store.ordered
-        )
+        # An fsync on the embedded core alone: the objects are written, not awaited durable;
+        # the publish's flush covers them (architecture, "One flush per fsync").
+        ordered = self.queue.awaited(job.job_id) and self.store.ordered
         try:
             cap = await self._store(file, job, ordered)
             await self.queue.recorded(job.job_id)  # an fsync's job starts before
@@ -376,17 +371,12 @@ class Volume:
                 if not self.queue.recorded_job(job.job_id) and publishing is not None:
                     # No record to drop: the publish makes the link durable (in the grid),
                     # unless the file moved meanwhile; then the journal must.
-                    published = await publishing
-                    if ordered:
-                        await self.store.sync()  # (the publish's flush covered it, usually)
-                    if not published:
-                        await self.directories_durable()
+                    if not await publishing:
+                        await self.directories_durable()  # (its barrier: the objects first)
+                    elif ordered:
+                        await self.store.sync()  # (the publish's flush covered them)
                 else:
-                    if ordered:
-                        await self.store.sync()  # before the journal naming them is flushed
                     await self.directories_durable()  # before the job's record is dropped
-            elif ordered:
-                await self.store.sync()
         except NoSuchFile:
             self.log.warn(
                 "{path}: its directory was removed before the upload finished; dropped",
@@ -418,12 +408,9 @@ class Volume:
         await write_back.flush(reversed([node.storage_index for node in chain]))
         return True
 
-    async def _store(
-        self, file: LocalFile, job: UploadJob, ordered: bool = False
-    ) -> ImmutableCap | None:
+    async def _store(self, file: LocalFile, job: UploadJob, ordered: bool) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
-        mutable file the path names. Over a base, only the changed ranges are stored
-        (``ordered``: see :meth:`ObjectStore.update_file`)."""
+        mutable file the path names. Over a base, only the changed ranges are stored."""
         read = self.contents.reader(file, read_ahead=False)
         mutable = await self._existing_mutable(file)
         if mutable is not None:

@@ -26,6 +26,7 @@ from gateway.grid.part import embedded_core
 from gateway.grid.storage_thread import StorageThread
 from storage import commit, redolog
 from storage.disk import LOGGED_SHARE_BYTES, DiskBackend
+from storage.errors import StorageError
 from storage.server import StorageServer
 from tests.grid.contract import Slot, Upload
 from tests.storage.test_http_server import deferred_test
@@ -115,6 +116,28 @@ class OrderedWriteTests(TestCase):
         self.assertEqual(restarted.read_immutable(upload.si, 0, 0, 4), b"LLLL")
         self.assertEqual(restarted.read_mutable(slot.si, 0, 0, 9), b"directory")
         await self.client.sync()
+
+    @deferred_test
+    async def test_a_slot_is_not_written_over_a_large_object_that_could_not_be_completed(
+        self,
+    ) -> None:
+        """The large object's completion fails (its file cannot be flushed): the slot's
+        write after it fails too, and a restart finds neither."""
+        real = commit.sync_shares
+
+        def failing(log_fd: int | None, files: Any) -> None:
+            if list(files):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(log_fd, files)
+
+        self.patch(commit, "sync_shares", failing)
+        upload = await self.written(size=LOGGED_SHARE_BYTES + 1, fill=b"L")
+        slot = Slot.new()
+        with self.assertRaises(StorageError):
+            await slot.write(self.client, 0, b"directory")
+        restarted = self.restarted()
+        self.assertEqual(restarted.list_immutable(upload.si), frozenset())
+        self.assertEqual(restarted.list_mutable(slot.si), frozenset())
 
     @deferred_test
     async def test_sync_makes_what_was_made_durable_and_a_failed_flush_stops_the_log(
