@@ -33,6 +33,11 @@ def cancel_digest(cancel_secret: bytes) -> bytes:
     return secret_digest(cancel_secret, b"lease-cancel")
 
 
+def write_enabler_digest(write_enabler: bytes) -> bytes:
+    """Digest stored in place of a mutable slot's write enabler."""
+    return secret_digest(write_enabler, b"write-enabler")
+
+
 @frozen
 class Lease:
     """One lease on a storage index: digests of its secrets and its expiry (POSIX seconds)."""

@@ -36,7 +36,7 @@ from storage.interfaces import (
     VersionInfo,
     WriteResult,
 )
-from storage.leases import RENEWAL_GRANULARITY, add_or_renew, secret_digest
+from storage.leases import RENEWAL_GRANULARITY, add_or_renew, write_enabler_digest
 from storage.space import available_space
 from storage.uploads import IncompleteUpload
 
@@ -55,10 +55,6 @@ class IClock(Protocol):
 
     def seconds(self) -> float:
         """Seconds since the epoch."""
-
-
-def _write_enabler_digest(write_enabler: bytes) -> bytes:
-    return secret_digest(write_enabler, b"write-enabler")
 
 
 @implementer(IStorageServer)
@@ -414,7 +410,7 @@ class StorageServer:
                 RENEWAL_GRANULARITY,
             )
             new_metadata = IndexMetadata(
-                ShareKind.MUTABLE, leases, _write_enabler_digest(write_enabler)
+                ShareKind.MUTABLE, leases, write_enabler_digest(write_enabler)
             )
             self._apply_writes(storage_index, shares, new_metadata, test_write_vectors)
         return ReadTestWriteResult(success=True, reads=reads)
@@ -431,7 +427,7 @@ class StorageServer:
         if metadata is None or metadata.kind is not ShareKind.MUTABLE:
             raise InvalidRequest("that storage index holds immutable shares, not a mutable slot")
         if not hmac.compare_digest(
-            metadata.write_enabler_digest or b"", _write_enabler_digest(write_enabler)
+            metadata.write_enabler_digest or b"", write_enabler_digest(write_enabler)
         ):
             raise NotAuthorized("wrong write enabler for that mutable slot")
         return metadata
