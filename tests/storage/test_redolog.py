@@ -300,3 +300,32 @@ def test_after_a_failed_flush_a_fail_stop_log_says_nothing_is_durable(
         log.sync()
         assert log.durable == log.appended
     log.close()
+
+
+def test_a_buffered_log_writes_the_records_of_a_flush_with_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage core's log keeps records appended without a flush in memory: none is
+    in the file until the flush, which writes them all with one ``pwrite``; a log opened
+    again then finds them in order."""
+    log = RedoLog(tmp_path / "log", buffered=True)
+    log.append({"n": -1})  # (the file's room is written ahead once)
+    writes: list[int] = []
+    real = redolog.os.pwrite
+
+    def counted(fd: int, data: bytes, offset: int) -> int:
+        writes.append(len(data))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(redolog.os, "pwrite", counted)
+    for n in range(6):
+        log.append({"n": n}, sync=False)
+    assert writes == []
+    assert [r["n"] for r in RedoLog(tmp_path / "log", repair=False).records()] == [-1]
+    log.sync()
+    assert len(writes) == 1
+    assert [r["n"] for r in RedoLog(tmp_path / "log", repair=False).records()] == [
+        -1,
+        *range(6),
+    ]
+    log.close()
