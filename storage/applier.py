@@ -29,7 +29,10 @@ before a checkpoint (:meth:`BackgroundApplier.caught_up`,
 not while a client waits: on two cores, the thread creating an object's
 directory and files competed with the reactor thread and the client for every
 fsync (``docs/performance.rst``). Reads stay exact meanwhile (above), and cost
-no more: the records waiting are indexed by storage index.
+no more: the records waiting are indexed by storage index. A record whose file a
+later waiting record of the same index writes again whole (or removes) is not
+applied at all: a directory's slot rewritten by every change to it, while held
+back, is written once.
 """
 
 from __future__ import annotations
@@ -164,8 +167,9 @@ class BackgroundApplier:
                     self._taken.add(id(record))  # the thread passes over it
                     self._queued_bytes -= _size(record)
             try:
-                for record in mine:
-                    self._apply(record)
+                for at, record in enumerate(mine):
+                    if not _superseded(record, mine[at + 1 :]):
+                        self._apply(record)
             except BaseException as e:
                 self._stop(e)
                 raise self._error() from e
@@ -302,10 +306,14 @@ class BackgroundApplier:
             else:
                 record = self._queue.popleft()
                 self._queued_bytes -= _size(record)
-                queued = self._queued[bytes(record["si"])]
+                storage_index = bytes(record["si"])
+                queued = self._queued[storage_index]
                 queued.popleft()
                 if not queued:
-                    del self._queued[bytes(record["si"])]
+                    del self._queued[storage_index]
+                elif _superseded(record, queued):
+                    self._done(storage_index, 1)  # a later record writes its file again
+                    continue
                 return record
 
     def _run(self) -> None:
@@ -328,6 +336,31 @@ class BackgroundApplier:
                 with self._cond:  # still under the lock: no reader sees it twice
                     self._current = None
                     self._done(bytes(record["si"]), 1)
+
+
+def _target(record: Record) -> tuple[str, int] | None:
+    """The file a record writes whole: ("share", n) or ("meta", 0); None for a removal."""
+    op = record["op"]
+    if op == "share":
+        return ("share", int(record["n"]))
+    if op == "meta":
+        return ("meta", 0)
+    return None
+
+
+def _superseded(record: Record, later: Iterable[Record]) -> bool:
+    """Whether a record's write is undone by one of ``later`` (records of the same index,
+    in log order): a whole write of the same file, its removal, or the index's."""
+    target = _target(record)
+    if target is None:
+        return False
+    for other in later:
+        op = other["op"]
+        if op == "delete-index" or _target(other) == target:
+            return True
+        if op == "delete-share" and target == ("share", int(other["n"])):
+            return True
+    return False
 
 
 def _size(record: Record) -> int:

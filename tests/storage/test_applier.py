@@ -317,3 +317,40 @@ def test_a_checkpoint_is_asked_for_once_the_records_are_applied() -> None:
     applier.drain()
     assert [r["n"] for r in applied.records] == [1, 2, 3, 4]
     applier.close()
+
+
+def test_a_record_whose_file_is_written_again_later_is_not_applied() -> None:
+    """Held back while a slot is rewritten again and again, the thread writes the slot's
+    file once, with its last bytes, and keeps every removal; a reader settling the index
+    does the same. Records of other files or indexes are all applied."""
+    slot, other = bytes([7]) * 16, bytes([8]) * 16
+
+    def share(si: bytes, n: int, data: bytes) -> dict[str, Any]:
+        return {"op": "share", "si": si, "n": n, "data": data}
+
+    for by_reader in (False, True):
+        hold = threading.Event()
+        hold.set()
+        applied = Applied()
+        applier = BackgroundApplier(applied, threading.RLock(), hold=hold.is_set)
+        applier.submit(
+            [
+                share(slot, 0, b"v1"),
+                {"op": "meta", "si": slot, "data": b"m1"},
+                share(other, 0, b"o"),
+                share(slot, 0, b"v2"),
+                share(slot, 1, b"w1"),
+                {"op": "delete-share", "si": slot, "n": 1},
+                share(slot, 0, b"v3"),
+                {"op": "meta", "si": slot, "data": b"m2"},
+            ]
+        )
+        assert held_back(applier)
+        if by_reader:
+            applier.settle(slot)
+        hold.clear()
+        applier.close()
+        kept = [(r["op"], r.get("data")) for r in applied.records if r["si"] == slot]
+        assert kept == [("delete-share", None), ("share", b"v3"), ("meta", b"m2")]
+        assert [r["data"] for r in applied.records if r["si"] == other] == [b"o"]
+        assert applier.waiting == 0
