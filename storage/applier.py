@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.logger import Logger
@@ -94,6 +95,8 @@ class BackgroundApplier:
         self._holding = False
         """The thread waits for a hold to end (a new record need not wake it)."""
         self._draining = 0
+        self._callers = 0
+        """Other threads waiting for the files' lock (see :meth:`locked`)."""
         self._cond = threading.Condition()
         self._queue: deque[Record] = deque()
         self._queued: dict[bytes, deque[Record]] = {}
@@ -148,6 +151,22 @@ class BackgroundApplier:
                 return
         callback()
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the files' lock, ahead of the thread: it takes no next record while another
+        thread waits for the lock. (A lock is not fair: the thread, taking it again right
+        after each record, kept a reader of an index waiting behind hundreds of slow
+        creates, up to 584 ms in an fsync loop.)"""
+        with self._cond:
+            self._callers += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._cond:
+                self._callers -= 1
+                self._cond.notify_all()
+
     def settle(self, storage_index: bytes) -> None:
         """Return once no record of the index waits; raise if a failure left one behind.
 
@@ -158,7 +177,7 @@ class BackgroundApplier:
         """
         if storage_index not in self._pending and not self._lost:
             return  # the usual case: nothing of it waits, and nothing failed
-        with self._lock:  # the thread applies nothing meanwhile
+        with self.locked():  # the thread applies nothing meanwhile
             with self._cond:
                 mine = self._records_of(storage_index)
                 if mine and mine[0] is self._current:
@@ -299,6 +318,8 @@ class BackgroundApplier:
                 if self._closing:
                     return None
                 self._cond.wait()
+            elif self._callers:
+                self._cond.wait()  # another thread waits for the files: it goes first
             elif self._held():
                 self._holding = True
                 self._cond.wait(HOLD_RECHECK)

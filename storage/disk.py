@@ -451,7 +451,7 @@ class DiskBackend:
         if share.storage_index in files.deleted:
             self.checkpoint()  # a replayed deletion must not remove this share after a crash
         directory = share.target.parent
-        with files.lock:
+        with files.locked():
             files.make_dirs(directory)
             os.replace(share.source, share.target)
             new = sorted(files.new_dirs & {directory, *directory.parents}, key=len_parts)

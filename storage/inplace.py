@@ -22,7 +22,8 @@ import ctypes
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -134,6 +135,16 @@ class LoggedFiles:
         index must :meth:`settle` it first."""
         if self.applier is None:
             self.applier = BackgroundApplier(self.apply, self.lock)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold :attr:`lock`, ahead of the applying thread's next record."""
+        if self.applier is None:
+            with self.lock:
+                yield
+        else:
+            with self.applier.locked():
+                yield
 
     def settle(self, storage_index: bytes) -> None:
         """Return once the index's files hold every durable change to them."""
@@ -293,7 +304,7 @@ class LoggedFiles:
             self.sync()
         if self.applier is not None:
             self.applier.drain()
-        with self.lock:
+        with self.locked():
             many = len(self.dirty_files) + len(self.dirty_dirs) >= SYNCFS_AT
             if not (many and sync_filesystem(self.log.path.parent)):
                 self._flush_each()

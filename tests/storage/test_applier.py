@@ -354,3 +354,32 @@ def test_a_record_whose_file_is_written_again_later_is_not_applied() -> None:
         assert kept == [("delete-share", None), ("share", b"v3"), ("meta", b"m2")]
         assert [r["data"] for r in applied.records if r["si"] == other] == [b"o"]
         assert applier.waiting == 0
+
+
+def test_a_reader_waiting_for_the_files_goes_before_the_next_record() -> None:
+    """While the thread applies a slow record, a read of another index waits for the files'
+    lock; once that record is done the reader goes first (applying its index's record),
+    and only then does the thread take its next one."""
+    started, gate = threading.Event(), threading.Event()
+    applied = Applied()
+
+    def slow(record: dict[str, Any]) -> None:
+        if record["n"] == 1:
+            started.set()
+            gate.wait(10)
+        applied(record)
+
+    applier = BackgroundApplier(slow, threading.RLock())
+    applier.submit(records(1, 2, 3, 4, 5))
+    assert started.wait(10)
+    reader = threading.Thread(target=applier.settle, args=(bytes([5]) * 16,))
+    reader.start()
+    for _ in range(1000):  # the reader is waiting for the lock
+        with applier._cond:
+            if applier._callers:
+                break
+        threading.Event().wait(0.01)
+    gate.set()
+    reader.join(10)
+    assert applied.wait_for(5) == [1, 5, 2, 3, 4]
+    applier.close()
