@@ -103,8 +103,10 @@ class BackgroundApplier:
         """The records in the queue, per storage index, in order."""
         self._taken: set[int] = set()
         """Records left in the queue that a reader applied itself (by ``id``)."""
-        self._caught_up: list[Callable[[], None]] = []
-        """Called once no record waits (see :meth:`caught_up`)."""
+        self._caught_up: list[tuple[int, Callable[[], None]]] = []
+        """Called once so many records are done (see :meth:`caught_up`)."""
+        self._submitted = self._finished = 0
+        """Records handed over, and records done (applied, by whoever, or passed over)."""
         self._pending: Counter[bytes] = Counter()
         """Records waiting or being applied, per storage index."""
         self._failed: BaseException | None = None
@@ -129,6 +131,7 @@ class BackgroundApplier:
                     self._lost.add(storage_index)
                     continue
                 self._queue.append(record)
+                self._submitted += 1
                 self._queued.setdefault(storage_index, deque()).append(record)
                 self._queued_bytes += _size(record)
                 self._pending[storage_index] += 1
@@ -139,14 +142,16 @@ class BackgroundApplier:
                 self._cond.notify_all()
 
     def caught_up(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once no record waits (in the applying thread, or here and now),
-        holding nothing back meanwhile: before a checkpoint, which must find the files
-        holding every durable change, the records are applied here, alongside the owner's
-        work, rather than in the checkpoint, holding it up. Called too if the thread stops
-        on a failure (the checkpoint then reports it)."""
+        """Call ``callback`` once as many records are done as were handed over until now
+        (in the applying thread, or here and now), holding nothing back meanwhile: before a
+        checkpoint, which must find the files holding every durable change, the records
+        are applied here, alongside the owner's work, rather than in the checkpoint,
+        holding it up. (Not "once none waits": records keep coming while clients work, and
+        the checkpoint's own wait covers the few handed over since, or read out of turn.)
+        Called too if the thread stops on a failure (the checkpoint then reports it)."""
         with self._cond:
-            if self.waiting and self._failed is None:
-                self._caught_up.append(callback)
+            if self._finished < self._submitted and self._failed is None:
+                self._caught_up.append((self._submitted, callback))
                 self._cond.notify_all()
                 return
         callback()
@@ -211,6 +216,21 @@ class BackgroundApplier:
         with self._cond:
             return None if storage_index in self._lost else self._records_of(storage_index)
 
+    @property
+    def far_behind(self) -> bool:
+        """Whether four times the backlog waits: a checkpoint then waits for the thread
+        (the producer with it: the records waiting are held in memory)."""
+        with self._cond:
+            waiting = len(self._queue) - len(self._taken)
+            return waiting > 4 * self._backlog or self._queued_bytes > 4 * self._backlog_bytes
+
+    def waiting_records(self) -> list[Record]:
+        """Every record not yet known to be applied, in log order (the one being applied
+        included): what a checkpoint that does not wait for the thread keeps in the log."""
+        with self._cond:
+            current = [] if self._current is None else [self._current]
+            return current + [r for r in self._queue if id(r) not in self._taken]
+
     def _records_of(self, storage_index: bytes) -> list[Record]:
         """The index's record being applied (if any), then its waiting ones, in order (the
         condition is held)."""
@@ -258,15 +278,19 @@ class BackgroundApplier:
             self._pending[storage_index] -= count
             if self._pending[storage_index] <= 0:
                 del self._pending[storage_index]
+        self._finished += count
         self._cond.notify_all()
-        if not self.waiting:
+        if self._caught_up:
             self._call_caught_up()
 
-    def _call_caught_up(self) -> None:
-        """Call the :meth:`caught_up` callbacks (the condition is held; they only hand
-        work to another thread)."""
-        callbacks, self._caught_up = self._caught_up, []
-        for callback in callbacks:
+    def _call_caught_up(self, everyone: bool = False) -> None:
+        """Call the :meth:`caught_up` callbacks whose records are done (``everyone``: all
+        of them); the condition is held: they only hand work to another thread."""
+        due = [c for target, c in self._caught_up if everyone or target <= self._finished]
+        self._caught_up = [
+            (t, c) for t, c in self._caught_up if not (everyone or t <= self._finished)
+        ]
+        for callback in due:
             try:
                 callback()
             except Exception:
@@ -290,7 +314,7 @@ class BackgroundApplier:
             self._pending.clear()
             self._current = None
             self._cond.notify_all()
-            self._call_caught_up()
+            self._call_caught_up(everyone=True)
 
     def _held(self) -> bool:
         """Whether the records waiting may wait longer (the condition is held)."""

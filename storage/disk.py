@@ -159,9 +159,11 @@ class DiskBackend:
         if self.background:
             self._files.apply_in_background()
 
-    def checkpoint(self) -> None:
-        """Flush every file and directory changed since the last checkpoint; empty the log."""
-        self._files.checkpoint()
+    def checkpoint(self, everything: bool = True) -> None:
+        """Flush every file and directory changed since the last checkpoint; empty the log
+        (``everything=False``: but for the records the applying thread has not written
+        yet, see :meth:`storage.inplace.LoggedFiles.checkpoint`)."""
+        self._files.checkpoint(everything)
 
     def _complete_unlogged(self) -> None:
         """Before the log is flushed for a change made now: complete the shares queued

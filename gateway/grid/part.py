@@ -9,6 +9,7 @@ timer, so the status page and the CLI can show the grid's health.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,10 @@ def embedded_core(path: Path, reactor: Any) -> tuple[DiskBackend, StorageServer,
     thread = StorageThread(reactor, backend.commits.drain)
 
     def checkpoint() -> None:  # in the reactor thread
-        thread(backend.checkpoint).addErrback(_checkpoint_failed)
+        thread(partial(backend.checkpoint, everything=False)).addErrback(_checkpoint_failed)
 
-    # A checkpoint (waiting for the files to catch up with the log, flushing them: tens of
-    # milliseconds) runs in the storage thread, even when the log grew in a call the
+    # A checkpoint (flushing the files: tens of milliseconds; the records not applied yet
+    # stay in the log) runs in the storage thread, even when the log grew in a call the
     # reactor thread ran in place: it holds up the requests that need storage, not all.
     backend.checkpoint_when_asked(lambda: reactor.callFromThread(checkpoint))
     return backend, StorageServer(backend, reactor), thread

@@ -238,9 +238,9 @@ class EmbeddedCheckpointTests(TestCase):
         done: Deferred[None] = Deferred()
         checkpoint = inplace.LoggedFiles.checkpoint
 
-        def recorded(files: inplace.LoggedFiles) -> None:
+        def recorded(files: inplace.LoggedFiles, everything: bool = True) -> None:
             ran.append(threading.current_thread().name)
-            checkpoint(files)
+            checkpoint(files, everything)
             reactor.callFromThread(done.callback, None)
 
         self.patch(inplace.LoggedFiles, "checkpoint", recorded)

@@ -383,3 +383,55 @@ def test_a_reader_waiting_for_the_files_goes_before_the_next_record() -> None:
     reader.join(10)
     assert applied.wait_for(5) == [1, 5, 2, 3, 4]
     applier.close()
+
+
+def test_caught_up_needs_only_the_records_handed_over_before_it() -> None:
+    """Records keep coming while clients work: ``caught_up`` calls back once the records
+    handed over before it are applied, while a later one is still being applied."""
+    gate = threading.Event()
+    applied = Applied()
+
+    def slow(record: dict[str, Any]) -> None:
+        if record["n"] == 4:
+            gate.wait(10)
+        applied(record)
+
+    applier = BackgroundApplier(slow, threading.RLock(), hold=lambda: True)
+    applier.submit(records(1, 2, 3))
+    assert held_back(applier)
+    called = threading.Event()
+    applier.caught_up(called.set)
+    applier.submit(records(4, 5))
+    assert called.wait(10)
+    assert [r["n"] for r in applied.records] == [1, 2, 3]
+    gate.set()
+    applier.close()
+    assert applied.wait_for(5) == [1, 2, 3, 4, 5]
+
+
+def test_a_checkpoint_falling_due_keeps_what_the_thread_has_not_written(tmp_path: Path) -> None:
+    """A checkpoint that does not wait for the thread (one falling due while clients work)
+    flushes what is written and leaves in the log exactly the records still waiting: a
+    crash right after it finds every change. Four times the backlog waiting, it waits."""
+    server = open_server(tmp_path)
+    backend = server.backend
+    applier = backend._files.applier
+    assert applier is not None
+    applier.hold = lambda: True
+    slots = [bytes([i]) * 16 for i in range(1, 6)]
+    for n, si in enumerate(slots):
+        vectors = {0: Vectors(write=(WriteVector(0, b"slot %d" % n),))}
+        assert server.read_test_write(si, WE, RENEW, CANCEL, vectors, ()).success
+    assert held_back(applier)
+    waiting = applier.waiting
+    backend.checkpoint(everything=False)
+    assert applier.waiting == waiting and not share_file(tmp_path, slots[0], 0).exists()
+    assert len(list(backend._log.records())) == waiting
+    restarted = StorageServer(DiskBackend(tmp_path), Clock())  # the first never closed
+    for n, si in enumerate(slots):
+        assert restarted.read_mutable(si, 0, 0, 6) == b"slot %d" % n
+    applier._backlog = 1  # now far behind
+    backend.checkpoint(everything=False)
+    assert applier.waiting == 0 and backend._log.size == 0
+    assert share_file(tmp_path, slots[4], 0).read_bytes() == b"slot 4"
+    backend.close()
