@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from gateway.config import NodeConfig
 from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.kept import KeptCopies
@@ -26,6 +28,8 @@ from gateway.threads import cpu_threads
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from storage import base32
+
+_log = Logger()
 
 #: Uploads run at once; with several in flight, links into one directory share publishes.
 UPLOAD_CONCURRENCY = 8
@@ -122,6 +126,10 @@ class FilesystemPart(NodePart):
         """Publish journaled directory changes within the grace period; the rest stay
         journaled."""
         if self.store is not None and self.store.write_back is not None:
+            try:  # the journal, closed below, may name the objects of an fsync cut short
+                await self.store.barrier()
+            except Exception:
+                _log.failure("the objects of an fsync cut short by the stop may be lost")
             # Small publishes: a grid that takes none within 10 s will not take them at all.
             await self.store.write_back.stop(min(self._grace, 10.0))
         if self._cpu is not None:
