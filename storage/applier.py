@@ -23,9 +23,9 @@ log is then not emptied), and a restart replays the log.
 Its owner may hold the thread back (``hold``: the embedded grid does while the
 gateway's clients are busy, issue #17's "foreground first"): records then wait,
 up to :data:`APPLY_BACKLOG` of them holding :data:`APPLY_BACKLOG_BYTES`, and are
-applied once the hold ends, or down to half that when they pass it, or all
-before a checkpoint (:meth:`BackgroundApplier.caught_up`,
-:meth:`BackgroundApplier.drain`). Applying costs the same later as now, but
+applied once the hold ends, or down to half that when they pass it, or before
+a checkpoint falls due (:meth:`BackgroundApplier.caught_up`; the checkpoint keeps
+in the log what is still waiting then, :meth:`BackgroundApplier.waiting_records`). Applying costs the same later as now, but
 not while a client waits: on two cores, the thread creating an object's
 directory and files competed with the reactor thread and the client for every
 fsync (``docs/performance.rst``). Reads stay exact meanwhile (above), and cost
@@ -146,8 +146,8 @@ class BackgroundApplier:
         (in the applying thread, or here and now), holding nothing back meanwhile: before a
         checkpoint, which must find the files holding every durable change, the records
         are applied here, alongside the owner's work, rather than in the checkpoint,
-        holding it up. (Not "once none waits": records keep coming while clients work, and
-        the checkpoint's own wait covers the few handed over since, or read out of turn.)
+        holding it up. (Not "once none waits": records keep coming while clients work; the
+        checkpoint keeps those in the log.)
         Called too if the thread stops on a failure (the checkpoint then reports it)."""
         with self._cond:
             if self._finished < self._submitted and self._failed is None:
