@@ -23,10 +23,11 @@ log is then not emptied), and a restart replays the log.
 Its owner may hold the thread back (``hold``: the embedded grid does while the
 gateway's clients are busy, issue #17's "foreground first"): records then wait,
 up to :data:`APPLY_BACKLOG` of them holding :data:`APPLY_BACKLOG_BYTES`, and are
-applied once the hold ends, or down to half that when they pass it, or before
-a checkpoint falls due (:meth:`BackgroundApplier.caught_up`; the checkpoint keeps
-in the log what is still waiting then, :meth:`BackgroundApplier.waiting_records`). Applying costs the same later as now, but
-not while a client waits: on two cores, the thread creating an object's
+applied once the hold ends, or down to half that when they pass it, or before a
+checkpoint falls due (:meth:`BackgroundApplier.caught_up`; the checkpoint keeps
+in the log what is still waiting then,
+:meth:`BackgroundApplier.waiting_records`). Applying costs the same later as
+now, but not while a client waits: on two cores, the thread creating an object's
 directory and files competed with the reactor thread and the client for every
 fsync (``docs/performance.rst``). Reads stay exact meanwhile (above), and cost
 no more: the records waiting are indexed by storage index. A record whose file a
