@@ -113,13 +113,8 @@ class DiskBackend:
     backend calls after each batch of requests (:class:`storage.commit.GroupCommit`).
 
     *Ordered* (batched, or without ``threads``): a change is durable no later than every
-    change made before it. The redo log keeps its records in order and its replay stops
-    at the first that did not reach the disk; a change that flushes the log by itself (a
-    slot's write) first completes the shares queued before it that are not in the log
-    (renamed into place). So a slot written right after small shares, before their
-    completions were committed, makes them durable with its own flush, and never
-    durable without them: the embedded grid publishes an fsync's directory so
-    (``gateway.grid.interfaces.IOrderedStorage``).
+    change made before it (docs/storage.rst, "Order, and a failed flush"): a slot's
+    write right after small shares makes them durable with its own flush.
     """
 
     path: Path = field(converter=Path)
@@ -278,7 +273,7 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return len(kept)
-        self._files.settle(storage_index)
+        self._files.settle_share(storage_index, share_number)
         try:
             return self._readable_path(storage_index, share_number).stat().st_size
         except FileNotFoundError:
@@ -291,7 +286,7 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return kept[offset : offset + max(0, length)]
-        self._files.settle(storage_index)
+        self._files.settle_share(storage_index, share_number)
         try:
             fd = os.open(self._readable_path(storage_index, share_number), os.O_RDONLY)
         except FileNotFoundError:
@@ -449,7 +444,7 @@ class DiskBackend:
         files.apply_durable()  # leases, and a small share itself: their records are durable
         if share.logged:
             return []
-        files.settle(share.storage_index)  # a deletion logged before it is applied first
+        files.settle_share(share.storage_index, share.share_number)  # a deletion logged first
         if share.storage_index in files.deleted:
             self.checkpoint()  # a replayed deletion must not remove this share after a crash
         directory = share.target.parent

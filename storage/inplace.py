@@ -151,6 +151,15 @@ class LoggedFiles:
         if self.applier is not None:
             self.applier.settle(storage_index)
 
+    def settle_share(self, storage_index: bytes, share_number: int) -> None:
+        """Before a share's file is read: apply the index's waiting records that change
+        that file. Not those of its metadata (a lease, a share's first record): written
+        while clients were busy, they would make the first read of each object of a
+        file just uploaded create a file on the reader's thread."""
+        records = self.pending(storage_index)
+        if records is None or any(_changes_share(r, share_number) for r in records):
+            self.settle(storage_index)  # (raises what left records unapplied)
+
     def pending(self, storage_index: bytes) -> list[dict[str, Any]] | None:
         """The index's durable records the files may not hold yet, in log order (see
         :meth:`storage.applier.BackgroundApplier.pending`); None: :meth:`settle` first."""
@@ -339,3 +348,11 @@ class LoggedFiles:
                 fsync_directory(path)
             except FileNotFoundError:
                 continue
+
+
+def _changes_share(record: dict[str, Any], share_number: int) -> bool:
+    """Whether a logged change touches that share's file."""
+    op = record["op"]
+    if op == "delete-index":
+        return True
+    return op in ("share", "delete-share") and int(record["n"]) == share_number

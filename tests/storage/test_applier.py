@@ -435,3 +435,23 @@ def test_a_checkpoint_falling_due_keeps_what_the_thread_has_not_written(tmp_path
     assert applier.waiting == 0 and backend._log.size == 0
     assert share_file(tmp_path, slots[4], 0).read_bytes() == b"slot 4"
     backend.close()
+
+
+def test_reading_a_share_leaves_its_index_metadata_waiting(tmp_path: Path) -> None:
+    """A large share (renamed into place, not logged) is read back while its lease's
+    record waits: the read does not write the metadata file on the reader's thread; a
+    slot's share rewritten meanwhile is read from what was written last."""
+    server = open_server(tmp_path)
+    applier = server.backend._files.applier
+    assert applier is not None
+    applier.hold = lambda: True
+    data = bytes(range(256)) * 400  # past the logged size: renamed into place
+    server.allocate_buckets(SI2, frozenset({0}), len(data), UPLOAD, RENEW, CANCEL)
+    assert server.write_immutable(SI2, 0, UPLOAD, 0, data).finished
+    assert held_back(applier)
+    metadata = share_file(tmp_path, SI2, 0).parent / "metadata.cbor"
+    assert server.read_immutable(SI2, 0, 10, 5) == data[10:15]
+    assert not metadata.exists(), "the read applied the lease's record"
+    applier.hold = lambda: False
+    server.backend.close()
+    assert metadata.exists()
