@@ -133,6 +133,8 @@ class DiskBackend:
     _kept_bytes: int = field(init=False, default=0)
     _log: RedoLog = field(init=False)
     _files: LoggedFiles = field(init=False)
+    _failures_told: int = field(init=False, default=0)
+    """Failed completions a change that flushes the log was failed for."""
     commits: GroupCommit = field(init=False)
     """Share completions queued and under way."""
 
@@ -146,7 +148,7 @@ class DiskBackend:
         self._log = RedoLog(self.path / _REDO_LOG, fail_stop=True, buffered=True)
         self._files = LoggedFiles(self._log, self._index_dir)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
-        if self.batched or self.threads is None:
+        if self.batched:  # (without threads, a completion is made durable at once)
             self._files.before_flush = self._complete_unlogged
         for record in list(self._log.records()):
             self._files.apply(record)
@@ -163,12 +165,13 @@ class DiskBackend:
     def _complete_unlogged(self) -> None:
         """Before the log is flushed for a change made now: complete the shares queued
         before it that are not in the log, so that none is durable later than the change
-        (see *Ordered* above)."""
+        (see *Ordered* above). A completion that failed since the last such flush (now,
+        or in a commit since) fails the change, once: it may name that share."""
         if any(not share.logged for share in self.commits.pending()):
-            failures = self.commits.failures
             self.commits.drain()
-            if self.commits.failures != failures:
-                raise StorageError("shares written before this change could not be completed")
+        if self.commits.failures != self._failures_told:
+            self._failures_told = self.commits.failures
+            raise StorageError("shares written before this change could not be completed")
 
     def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
         """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the
