@@ -81,6 +81,17 @@ class OrderedWriteTests(TestCase):
         self.assertTrue(result.finished)
         return upload
 
+    def large_completions_fail(self) -> None:
+        """From now on a share renamed into place cannot be flushed (EIO)."""
+        real = commit.sync_shares
+
+        def failing(log_fd: int | None, files: Any) -> None:
+            if list(files):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(log_fd, files)
+
+        self.patch(commit, "sync_shares", failing)
+
     def restarted(self) -> StorageServer:
         """The storage as a restart after kill -9 finds it: the directory opened again,
         the first backend never closed (its log replayed)."""
@@ -123,14 +134,7 @@ class OrderedWriteTests(TestCase):
     ) -> None:
         """The large object's completion fails (its file cannot be flushed): the slot's
         write after it fails too, and a restart finds neither."""
-        real = commit.sync_shares
-
-        def failing(log_fd: int | None, files: Any) -> None:
-            if list(files):
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            real(log_fd, files)
-
-        self.patch(commit, "sync_shares", failing)
+        self.large_completions_fail()
         upload = await self.written(size=LOGGED_SHARE_BYTES + 1, fill=b"L")
         slot = Slot.new()
         with self.assertRaises(StorageError):
@@ -145,14 +149,7 @@ class OrderedWriteTests(TestCase):
     ) -> None:
         """The large object's completion fails in the commit at the end of its turn, before
         anything names it: the next slot's write fails (it may name the object), once."""
-        real = commit.sync_shares
-
-        def failing(log_fd: int | None, files: Any) -> None:
-            if list(files):
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            real(log_fd, files)
-
-        self.patch(commit, "sync_shares", failing)
+        self.large_completions_fail()
         await self.written(size=LOGGED_SHARE_BYTES + 1, fill=b"L")
         turn: Deferred[None] = Deferred()
         reactor.callLater(0, turn.callback, None)
