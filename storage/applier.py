@@ -121,7 +121,12 @@ class BackgroundApplier:
     @property
     def waiting(self) -> int:
         """Records handed over and not yet applied."""
-        return len(self._queue) - len(self._taken) + (self._current is not None)
+        return self._in_queue + (self._current is not None)
+
+    @property
+    def _in_queue(self) -> int:
+        """Records in the queue, but for those a reader took."""
+        return len(self._queue) - len(self._taken)
 
     def submit(self, records: Iterable[Record]) -> None:
         """Hand over durable records, in log order."""
@@ -222,8 +227,7 @@ class BackgroundApplier:
         """Whether four times the backlog waits: a checkpoint then waits for the thread
         (the producer with it: the records waiting are held in memory)."""
         with self._cond:
-            waiting = len(self._queue) - len(self._taken)
-            return waiting > 4 * self._backlog or self._queued_bytes > 4 * self._backlog_bytes
+            return self._over_backlog(4)
 
     def waiting_records(self) -> list[Record]:
         """Every record not yet known to be applied, in log order (the one being applied
@@ -321,17 +325,18 @@ class BackgroundApplier:
         """Whether the records waiting may wait longer (the condition is held)."""
         if self._closing or self._draining or self._caught_up:
             return False
-        waiting = len(self._queue) - len(self._taken)
         if self._over_backlog():
             self._catching_up = True
-        elif waiting <= self._backlog // 2 and self._queued_bytes <= self._backlog_bytes // 2:
+        elif 2 * self._in_queue <= self._backlog and 2 * self._queued_bytes <= self._backlog_bytes:
             self._catching_up = False
         return not self._catching_up and self.hold()
 
-    def _over_backlog(self) -> bool:
-        """Whether more records wait than may be held back (the condition is held)."""
-        waiting = len(self._queue) - len(self._taken)
-        return waiting > self._backlog or self._queued_bytes > self._backlog_bytes
+    def _over_backlog(self, times: int = 1) -> bool:
+        """Whether more records wait than ``times`` the backlog (the condition is held)."""
+        return (
+            self._in_queue > times * self._backlog
+            or self._queued_bytes > times * self._backlog_bytes
+        )
 
     def _next(self) -> Record | None:
         """The next record to apply, once it may be; None once closing has nothing left

@@ -186,7 +186,7 @@ class LoggedFiles:
         self.log.append(record, sync=False)
         self._unapplied.append((self.log.appended, record))
         if sync:
-            self.sync()
+            self._flush()
         if self.log.size >= CHECKPOINT_BYTES:
             if self.checkpoint_due is None or self.log.size >= CHECKPOINT_LIMIT * CHECKPOINT_BYTES:
                 self.checkpoint(everything=False)
@@ -203,6 +203,9 @@ class LoggedFiles:
         """Flush the log here and now, then apply what it made durable."""
         if self.before_flush is not None:
             self.before_flush()
+        self._flush()
+
+    def _flush(self) -> None:
         self.log.sync()
         self.apply_durable()
 

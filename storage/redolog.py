@@ -182,9 +182,12 @@ class RedoLog:
         """Write the records kept in memory (buffered), with one ``pwrite``."""
         if self._pending:
             data = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_bytes = 0
+            self._drop_pending()
             pwrite_all(self._fd, data, self._pending_at)
+
+    def _drop_pending(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
 
     def _extend(self, end: int) -> None:
         """Grow the file with zeros past ``end`` (to the next multiple of the step)."""
@@ -247,8 +250,7 @@ class RedoLog:
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole log by ``records``, atomically and durably (compaction)."""
-        self._pending.clear()  # (they are among ``records``, or obsolete)
-        self._pending_bytes = 0
+        self._drop_pending()  # (they are among ``records``, or obsolete)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -269,8 +271,7 @@ class RedoLog:
 
     def reset(self) -> None:
         """Empty the log, durably (every change it held must already be on disk)."""
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._drop_pending()
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         self.size = self.allocated = 0

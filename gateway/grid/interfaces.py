@@ -11,6 +11,9 @@ every promise made here against each provider.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 from attrs import frozen
 from zope.interface import Attribute, Interface
 
@@ -155,3 +158,10 @@ class IOrderedStorage(Interface):
     async def sync() -> None:
         """Return once every change made so far is durable (raises the error of a flush
         that failed, now or before: nothing made since is then known durable)."""
+
+
+async def sync_ordered(servers: Iterable[IStorageClient]) -> None:
+    """Make every change made so far on the ordered ones among ``servers`` durable."""
+    for server in servers:
+        if IOrderedStorage.providedBy(server):
+            await cast(IOrderedStorage, server).sync()

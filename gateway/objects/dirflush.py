@@ -72,10 +72,7 @@ class JournalFlushes:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._barrier is None:
-            self._intents.flushed(self._threads).addCallbacks(self._flushed, self._not_flushed)
-        else:
-            Deferred.fromCoroutine(self._flush_behind_barrier())
+        Deferred.fromCoroutine(self._flush_behind_barrier())
 
     async def _flush_behind_barrier(self) -> None:
         try:

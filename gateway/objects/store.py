@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar
 
 from attrs import define
 from twisted.internet.defer import Deferred
@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.grid.interfaces import IOrderedStorage, IStorageClient
+from gateway.grid.interfaces import IOrderedStorage, IStorageClient, sync_ordered
 from gateway.objects.caps import (
     ChunkedCap,
     DirectoryReadCap,
@@ -128,9 +128,7 @@ class ObjectStore:
         """Make every change made on the ordered servers so far durable (raises the
         error of a flush that failed)."""
         made = self._ordered_made
-        for server in self.servers:
-            if IOrderedStorage.providedBy(server):
-                await cast(IOrderedStorage, server).sync()
+        await sync_ordered(self.servers)
         self._ordered_synced = max(self._ordered_synced, made)
 
     async def barrier(self) -> None:

@@ -25,7 +25,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from gateway.grid.interfaces import IOrderedStorage, IStorageClient, ServerUnavailable
+from gateway.grid.interfaces import (
+    IOrderedStorage,
+    IStorageClient,
+    ServerUnavailable,
+    sync_ordered,
+)
 from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableReadCap, LiteralCap, b32encode
 from gateway.objects.concurrency import gather, shared, start
@@ -74,11 +79,12 @@ def _encode_next(source: BinaryIO, builder: fmt.ShareSetBuilder, length: int) ->
 
 @asynccontextmanager
 async def _exclusive(
-    uploading: dict[bytes, Deferred[None]], storage_index: bytes
-) -> AsyncIterator[bool]:
+    uploading: dict[bytes, Deferred[None]],
+    storage_index: bytes,
+    servers: Sequence[IStorageClient],
+) -> AsyncIterator[None]:
     """Hold ``storage_index`` in ``uploading`` (after whoever holds it): the same bytes being
-    stored once at a time, a second store finds them there (see ``ImmutableUploader``).
-    Yields whether it waited for another."""
+    stored once at a time, a second store finds them there (see ``ImmutableUploader``)."""
     waited = False
     while (other := uploading.get(storage_index)) is not None:
         waited = True
@@ -86,7 +92,9 @@ async def _exclusive(
     done: Deferred[None] = Deferred()
     uploading[storage_index] = done
     try:
-        yield waited
+        if waited:  # the other may have left its shares made, not durable: an ordered
+            await sync_ordered(servers)  # server offers them to nobody until they are
+        yield
     finally:
         del uploading[storage_index]
         done.callback(None)
@@ -261,9 +269,7 @@ class ImmutableUploader:
             else:
                 durable.append(store)
             return cap
-        async with _exclusive(uploading, storage_index) as waited:
-            if waited:
-                await self._ordered_durable()
+        async with _exclusive(uploading, storage_index, self.servers):
             placement = await self._place(storage_index, layout.share_size)
             try:
                 source.seek(start_at)
@@ -282,14 +288,6 @@ class ImmutableUploader:
         cap, prefixes = builder.finish()
         return cap, [prefix + b"".join(held[share]) for share, prefix in enumerate(prefixes)]
 
-    async def _ordered_durable(self) -> None:
-        """Make the writes made on ordered servers durable: a store of the same bytes that
-        ended before may have left its shares made, not durable, and such a server offers
-        them to nobody until they are."""
-        for server in self.servers:
-            if IOrderedStorage.providedBy(server):
-                await cast(IOrderedStorage, server).sync()
-
     async def _store_whole(
         self,
         storage_index: bytes,
@@ -298,9 +296,7 @@ class ImmutableUploader:
         uploading: dict[bytes, Deferred[None]],
     ) -> None:
         """Place and write shares encoded earlier (see ``upload``'s ``durable``)."""
-        async with _exclusive(uploading, storage_index) as waited:
-            if waited:
-                await self._ordered_durable()
+        async with _exclusive(uploading, storage_index, self.servers):
             placement = await self._place(storage_index, share_size)
             try:
                 await self._write_blocks(placement, shares, 0, final=True)

@@ -180,3 +180,43 @@ def test_a_shared_failure_reaches_every_waiter_and_is_not_logged_as_unhandled() 
     finally:
         globalLogPublisher.removeObserver(logged.append)
     assert not [e for e in logged if e.get("isError") or "Unhandled" in str(e.get("log_format"))]
+
+
+def test_identical_stores_behind_an_ordered_server_sync_one_at_a_time() -> None:
+    """Three stores of the same bytes at once on an ordered server, whose ``sync`` takes a
+    moment: each that waited syncs while holding the storage index, so none steps in
+    meanwhile and every store ends with the same cap (a store syncing before it held the
+    index let the third in: two held it, and the second to end failed with a KeyError)."""
+    from twisted.internet.task import Clock, deferLater
+    from zope.interface import implementer
+
+    from gateway.grid.interfaces import IOrderedStorage
+    from gateway.objects.concurrency import start
+    from gateway.objects.store import ObjectStore
+    from storage.interfaces import WriteResult
+    from tests.objects.grid import GridClient
+
+    clock = Clock()
+
+    @implementer(IOrderedStorage)
+    class Ordered(GridClient):
+        """The in-process server, ordered: its writes durable once answered."""
+
+        async def write_immutable_ordered(
+            self, storage_index: bytes, share: int, secret: bytes, offset: int, data: bytes
+        ) -> WriteResult:
+            return await self.write_immutable(storage_index, share, secret, offset, data)
+
+        async def sync(self) -> None:
+            await deferLater(clock, 0.01)
+
+    (plain,) = make_grid(1, clock=clock, latency=0.01)
+    server = Ordered(plain.server, plain.server_id, plain.nickname, clock, 0.01)
+    params = fmt.EncodingParams(k=1, happy=1, n=1, segment_size=SEG)
+    store = ObjectStore(lambda: [server], SECRETS, params, clock)
+    data = pattern(SEG + 5)
+    stores = [start(store.uploader().upload_bytes(data)) for _ in range(3)]
+    clock.pump([0.01] * 400)
+    assert all(s.called for s in stores)
+    caps = [s.result for s in stores]
+    assert isinstance(caps[0], ImmutableReadCap) and caps == [caps[0]] * 3
