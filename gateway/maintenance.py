@@ -110,15 +110,21 @@ class LeaseRenewer:
                 queue.append(root)
         renewed = not_found = 0
         failures: list[str] = []
+        # Shares renewed by storage index: an object is reached once as the node of a
+        # chunk tree and maybe again as the object keeping another version's leaf inline.
+        counts: dict[bytes, int] = {}
         while queue:
             cap = queue.popleft()
             si = cap.storage_index
             assert si is not None  # literal caps never enter the queue
-            count, problems = await self._renew_one(si, servers)
-            renewed += count
-            failures.extend(problems)
+            count = counts.get(si)
+            if count is None:
+                count, problems = await self._renew_one(si, servers)
+                counts[si] = count
+                renewed += count
+                failures.extend(problems)
+                not_found += 0 if count or problems else 1
             if count == 0:
-                not_found += 0 if problems else 1
                 continue  # no share found: no children to list either
             if isinstance(cap, ChunkedCap):
                 try:
@@ -146,7 +152,7 @@ class LeaseRenewer:
         return RenewalReport(
             started,
             float(self.clock.seconds()),
-            len(seen),
+            len(counts),
             renewed,
             not_found,
             tuple(failures),

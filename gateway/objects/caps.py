@@ -74,6 +74,11 @@ def b32decode(text: str, what: str, size: int | None = None) -> bytes:
     return data
 
 
+def _whole(part: int | None) -> None:
+    if part is not None:
+        raise ValueError("a chunk tree leaf kept inside its parent node has no capability string")
+
+
 def _check_params(k: int, n: int) -> None:
     if not 1 <= k <= n <= MAX_SHARES:
         raise BadCapability(f"encoding parameters k={k}, n={n} are not 1 <= k <= n <= 256")
@@ -169,6 +174,8 @@ class ChunkedVerifyCap:
 
     node: ImmutableVerifyCap
     size: int
+    part: int | None = None
+    """As :attr:`ChunkedCap.part`."""
 
     read_only = True
 
@@ -183,6 +190,7 @@ class ChunkedVerifyCap:
 
     def to_string(self) -> str:
         """The printable verify capability."""
+        _whole(self.part)
         node = self.node
         si, ueb = b32encode(node.storage_index), b32encode(node.ueb_hash)
         return f"{PREFIX}:TREE-V:{si}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
@@ -197,6 +205,11 @@ class ChunkedCap:
 
     node: ImmutableReadCap
     size: int
+    part: int | None = None
+    """None for a node stored as an object of its own; for a leaf node kept inside
+    its parent (:mod:`gateway.objects.chunk_format`, "inline leaves"), the index of
+    its entry in the node that ``node`` stores. Such a cap names a node inside a
+    tree only: it has no printable form."""
 
     read_only = True
 
@@ -211,10 +224,11 @@ class ChunkedCap:
 
     def get_verify_cap(self) -> ChunkedVerifyCap:
         """Reduce to the verify cap."""
-        return ChunkedVerifyCap(self.node.get_verify_cap(), self.size)
+        return ChunkedVerifyCap(self.node.get_verify_cap(), self.size, self.part)
 
     def to_string(self) -> str:
         """The printable read capability."""
+        _whole(self.part)
         node = self.node
         key, ueb = b32encode(node.key), b32encode(node.ueb_hash)
         return f"{PREFIX}:TREE:{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"

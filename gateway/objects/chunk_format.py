@@ -34,7 +34,11 @@ entry).
   length]``: ``length`` bytes at ``offset`` of a *pack*, an immutable object
   holding several patches) or, in inner
   nodes, ``[2, key, ueb hash, k, n, node size, size]`` (a child
-  node: the fields of its ChunkedCap). An entry's length is the size its cap
+  node: the fields of its ChunkedCap). A node of height 1 may also hold ``[5,
+  leaf]`` (a leaf node kept inline: its encoding, at most
+  :data:`INLINE_LEAVES_BYTES` of them in one node) and ``[6, key, ueb hash, k, n,
+  node size, size, index]`` (a leaf kept inline in another node: entry ``index``
+  of the node stored as that object), and then says version 3. An entry's length is the size its cap
   names (a patched extent's, its extent's); the entries' lengths add up to the
   node's size.
 - The optional 6th item is a byte string of zeros, present only to make a node
@@ -67,6 +71,13 @@ FORMAT_VERSION = 1
 
 INLINE_VERSION = 2
 """The first item of a node with a patch kept inline (longer than a literal) or in a pack."""
+
+LEAVES_VERSION = 3
+"""The first item of a node of height 1 keeping a leaf inline or naming one kept in another."""
+
+INLINE_LEAVES_BYTES = 64 * 1024
+"""The most bytes of new leaf nodes one node of height 1 keeps inline (see
+:class:`InlineLeaf`; a larger leaf, or one past this, is stored as an object of its own)."""
 
 INLINE_PATCH_BYTES = 4096
 """A patch up to this long is kept in its leaf node, as a literal entry, rather than
@@ -149,11 +160,29 @@ def inline_bytes(entry: object) -> int:
     return entry.inline_bytes if isinstance(entry, PatchedExtent) else 0
 
 
+@frozen(eq=False)
+class InlineLeaf:
+    """A new leaf node its parent keeps inline (entry kind 5) rather than naming it by
+    the cap of an object of its own, so that an update of one leaf of a tree of height 1
+    stores one object, the parent with the leaf in it. Once the parent is stored, the
+    leaf is named by a part cap (:func:`name_inline`) and later versions name it so
+    (entry kind 6) while it is unchanged."""
+
+    node: Node
+    encoded: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes under the leaf."""
+        return self.node.size
+
+
 LeafEntry = ExtentCap | PatchedExtent
 """What a leaf node names."""
 
-ChildCap = LeafEntry | ChunkedCap
-"""What a node entry names: an extent or, in an inner node, a child node."""
+ChildCap = LeafEntry | ChunkedCap | InlineLeaf
+"""What a node entry names: an extent or, in an inner node, a child node (a new leaf to
+keep inline, while an update builds its parent)."""
 
 
 @frozen
@@ -164,6 +193,9 @@ class Node:
     fanout: int
     count: int
     entries: tuple[ChildCap, ...]
+    inline: dict[int, Node] = field(factory=dict, repr=False, eq=False)
+    """The leaf nodes this node (of height 1) keeps inline, by entry index: its entries
+    name them by part caps (:attr:`~gateway.objects.caps.ChunkedCap.part`)."""
     ends: tuple[int, ...] = field(init=False, repr=False, eq=False)
     """Where each entry ends, from the node's start (cumulative lengths)."""
 
@@ -187,6 +219,24 @@ class Node:
         return min(capacity, self.count - index * capacity)
 
 
+def name_inline(node: Node, cap: ChunkedCap) -> Node:
+    """``node`` as stored under ``cap``: each leaf it keeps inline named by its part cap."""
+    if not any(isinstance(entry, InlineLeaf) for entry in node.entries):
+        return node
+    entries: list[ChildCap] = []
+    inline: dict[int, Node] = {}
+    for i, entry in enumerate(node.entries):
+        if isinstance(entry, InlineLeaf):
+            inline[i] = entry.node
+            entry = ChunkedCap(cap.node, entry.size, i)
+        entries.append(entry)
+    return Node(node.height, node.fanout, node.count, tuple(entries), inline)
+
+
+def _names_leaves(entry: ChildCap) -> bool:
+    return isinstance(entry, InlineLeaf) or isinstance(entry, ChunkedCap) and entry.part is not None
+
+
 def capacity(fanout: int, height: int) -> int:
     """Extents a full node of ``height`` holds."""
     return fanout ** (height + 1)
@@ -201,6 +251,8 @@ def height_for(count: int, fanout: int) -> int:
 
 
 def _entry(cap: ChildCap | PackedPatch) -> list[Any]:
+    if isinstance(cap, InlineLeaf):
+        return [5, cap.encoded]
     if isinstance(cap, PackedPatch):
         pack = cap.pack
         return [4, pack.key, pack.ueb_hash, pack.k, pack.n, pack.size, cap.offset, cap.size]
@@ -211,6 +263,8 @@ def _entry(cap: ChildCap | PackedPatch) -> list[Any]:
     if isinstance(cap, ImmutableReadCap):
         return [1, cap.key, cap.ueb_hash, cap.k, cap.n, cap.size]
     node = cap.node
+    if cap.part is not None:
+        return [6, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size, cap.part]
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
 
 
@@ -224,7 +278,7 @@ def _encoded_entry(cap: ChildCap) -> bytes:
     """One entry's CBOR (kept, but for one holding inline patches, whose bytes would make
     the kept encodings large: an update stores again the nodes on its paths, whose entries
     are nearly all the same as the last time)."""
-    if inline_bytes(cap):
+    if inline_bytes(cap) or isinstance(cap, InlineLeaf):
         return cast(bytes, cbor2.dumps(_entry(cap)))
     return _kept_entry(cap)
 
@@ -250,8 +304,11 @@ def encode_node(node: Node) -> bytes:
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
     put together from each entry's encoding.
     """
-    version_2 = node.height == 0 and any(map(_needs_version_2, node.entries))
-    version = INLINE_VERSION if version_2 else FORMAT_VERSION
+    version = FORMAT_VERSION
+    if node.height == 0 and any(map(_needs_version_2, node.entries)):
+        version = INLINE_VERSION
+    elif node.height == 1 and any(map(_names_leaves, node.entries)):
+        version = LEAVES_VERSION
     head = [version, node.height, node.fanout, node.count]
     entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
@@ -275,8 +332,9 @@ def _chk(fields: Sequence[Any]) -> ImmutableReadCap:
     return ImmutableReadCap(key, ueb, k, n, size)
 
 
-def _decode_entry(item: object, leaf: bool, version_2: bool) -> ChildCap:
-    """One entry of a node (``version_2``: patches may be inline or packed)."""
+def _decode_entry(item: object, leaf: bool, version_2: bool, leaves: bool = False) -> ChildCap:
+    """One entry of a node (``version_2``: patches may be inline or packed; ``leaves``: a
+    node of height 1 may name a leaf kept inside another node)."""
     if not isinstance(item, list) or not item or not _is_int(item[0]):
         raise ValueError("an entry is not a list starting with its kind")
     kind, fields = item[0], item[1:]
@@ -289,6 +347,11 @@ def _decode_entry(item: object, leaf: bool, version_2: bool) -> ChildCap:
         if not _is_int(fields[5], 1):
             raise ValueError("a child node's size is malformed")
         return ChunkedCap(node, fields[5])
+    if leaves and kind == 6 and len(fields) == 7:
+        node = _chk(fields[:5])
+        if not (_is_int(fields[5], 1) and _is_int(fields[6]) and fields[6] < MAX_FANOUT):
+            raise ValueError("a leaf kept in another node is named malformed")
+        return ChunkedCap(node, fields[5], fields[6])
     raise ValueError(f"an entry of kind {kind} cannot stand in a node of this height")
 
 
@@ -344,32 +407,60 @@ def decode_node(
     must be. The node's entries must add up to the size ``cap`` names and have the
     tree's shape (every child but the last full).
     """
-    where = f"the chunk tree node with storage index {b32encode(cap.storage_index)}"
-    try:
-        items = cbor2.loads(data)
-        if not isinstance(items, list) or len(items) not in (5, 6):
-            raise ValueError("it is not a list of 5 or 6 items")
-        version, node_height, fanout, node_count, raw = items[:5]
-        if version not in (FORMAT_VERSION, INLINE_VERSION):
-            raise ValueError(
-                f"its format version is {version!r}, this gateway reads"
-                f" {FORMAT_VERSION} and {INLINE_VERSION}"
-            )
-        if len(items) == 6 and not isinstance(items[5], bytes):
-            raise ValueError("its padding is not a byte string")
-        if not (_is_int(node_height) and _is_int(fanout, 2) and fanout <= MAX_FANOUT):
-            raise ValueError("its height or fan-out is malformed")
-        if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
-            raise ValueError("its extent count or entry list is malformed")
-        version_2 = version == INLINE_VERSION
-        entries = tuple(_decode_entry(item, node_height == 0, version_2) for item in raw)
-        if sum(map(inline_bytes, entries)) > INLINE_NODE_BYTES:
-            raise ValueError(f"it keeps more than {INLINE_NODE_BYTES} bytes of patches")
-        node = Node(node_height, fanout, node_count, entries)
-    except (ValueError, TypeError, cbor2.CBORDecodeError) as e:
-        raise CorruptObject(f"{where} is damaged: {e}") from None
+    node = decode_holder(data, cap.node)
     check_node(node, cap, height, count)
     return node
+
+
+def decode_holder(data: bytes, stored: ImmutableReadCap) -> Node:
+    """Parse the node stored as the object ``stored`` (CorruptObject when it is damaged),
+    not yet checked against what names it: a part cap names a leaf inside it."""
+    where = f"the chunk tree node with storage index {b32encode(stored.storage_index)}"
+    try:
+        return _parse(data, stored, True)
+    except (ValueError, TypeError, cbor2.CBORDecodeError) as e:
+        raise CorruptObject(f"{where} is damaged: {e}") from None
+
+
+def _parse(data: bytes, stored: ImmutableReadCap, outer: bool) -> Node:
+    """A node's items (``outer``: a stored node, which may keep leaves inline)."""
+    items = cbor2.loads(data)
+    if not isinstance(items, list) or len(items) not in (5, 6):
+        raise ValueError("it is not a list of 5 or 6 items")
+    version, node_height, fanout, node_count, raw = items[:5]
+    versions = (FORMAT_VERSION, INLINE_VERSION, LEAVES_VERSION)[: 3 if outer else 2]
+    if version not in versions:
+        raise ValueError(
+            f"its format version is {version!r}, this gateway reads {', '.join(map(str, versions))}"
+        )
+    if len(items) == 6 and not isinstance(items[5], bytes):
+        raise ValueError("its padding is not a byte string")
+    if not (_is_int(node_height) and _is_int(fanout, 2) and fanout <= MAX_FANOUT):
+        raise ValueError("its height or fan-out is malformed")
+    if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
+        raise ValueError("its extent count or entry list is malformed")
+    version_2, leaves = version == INLINE_VERSION, version == LEAVES_VERSION
+    if leaves and node_height != 1:
+        raise ValueError("a node that is not of height 1 names leaves kept in nodes")
+    entries: list[ChildCap] = []
+    inline: dict[int, Node] = {}
+    kept = 0
+    for i, item in enumerate(raw):
+        if leaves and isinstance(item, list) and len(item) == 2 and item[0] == 5:
+            if not isinstance(item[1], bytes):
+                raise ValueError("a leaf kept inline is not a node's bytes")
+            kept += len(item[1])
+            if kept > INLINE_LEAVES_BYTES:
+                raise ValueError(f"it keeps more than {INLINE_LEAVES_BYTES} bytes of leaves")
+            leaf = inline[i] = _parse(item[1], stored, False)
+            if leaf.height != 0 or leaf.fanout != fanout:
+                raise ValueError("a node kept inline is not a leaf of this tree")
+            entries.append(ChunkedCap(stored, leaf.size, i))
+        else:
+            entries.append(_decode_entry(item, node_height == 0, version_2, leaves))
+    if sum(map(inline_bytes, entries)) > INLINE_NODE_BYTES:
+        raise ValueError(f"it keeps more than {INLINE_NODE_BYTES} bytes of patches")
+    return Node(node_height, fanout, node_count, tuple(entries), inline)
 
 
 def check_node(

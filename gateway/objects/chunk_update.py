@@ -62,13 +62,16 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
 from gateway.grid.interfaces import IStorageClient
+from gateway.objects.byte_ranges import Ranges, normalize, overlap
 from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_format import (
     DEFAULT_FANOUT,
+    INLINE_LEAVES_BYTES,
     INLINE_PATCH_BYTES,
     MAX_PATCHES,
     ChildCap,
     ExtentCap,
+    InlineLeaf,
     LeafEntry,
     Node,
     Patch,
@@ -76,6 +79,7 @@ from gateway.objects.chunk_format import (
     capacity,
     encode_node,
     height_for,
+    name_inline,
 )
 from gateway.objects.chunked import NodeCache
 from gateway.objects.concurrency import owned, shared, start
@@ -84,7 +88,6 @@ from gateway.objects.inline_patches import within_budget
 
 Read = Callable[[int, int], Awaitable[bytes]]
 Upload = Callable[[bytes], Coroutine[Any, Any, LiteralCap | ImmutableReadCap]]
-Ranges = list[tuple[int, int]]
 
 MAX_TAIL_WALK = 64
 """Most small extents looked at before the tail (the rule keeps far fewer)."""
@@ -94,29 +97,6 @@ PATCH_GAP = 4096
 
 PATCHED_SHARE = 4
 """An extent is stored again whole once its patches would hold more than 1/4 of it."""
-
-
-def normalize(ranges: Sequence[tuple[int, int]], size: int) -> Ranges:
-    """Sorted, merged ``[start, end)`` ranges clipped to ``[0, size)``, empty ones dropped."""
-    out: Ranges = []
-    for a, b in sorted((max(0, a), min(size, b)) for a, b in ranges):
-        if a >= b:
-            continue
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def overlap(ranges: Ranges, start: int, end: int) -> int:
-    """Bytes of ``[start, end)`` inside ``ranges`` (normalized)."""
-    total = 0
-    for a, b in ranges[max(0, bisect.bisect_right(ranges, (start, start)) - 1) :]:
-        if a >= end:
-            break
-        total += max(0, min(b, end) - max(a, start))
-    return total
 
 
 class TreeUpdate:
@@ -186,6 +166,8 @@ class TreeUpdate:
         ref = await self._base_ref(height)
         root = await self._build(height, 0, count, ref)
         assert isinstance(root, ChunkedCap)
+        if root.part is not None:  # a leaf kept in a node of the base: a file names an object
+            root = await self._store_node(await self._node(root, 0, count))
         return root
 
     # -- the base ---------------------------------------------------------------------
@@ -295,9 +277,10 @@ class TreeUpdate:
     # -- the new tree -----------------------------------------------------------------
 
     async def _build(
-        self, height: int, j: int, count: int, ref: ChunkedCap | Node | None
-    ) -> ChildCap:
-        """The new node at (``height``, ``j``) of a tree of ``count`` extents."""
+        self, height: int, j: int, count: int, ref: ChunkedCap | Node | None, leaf: bool = False
+    ) -> ChildCap | Node:
+        """The new node at (``height``, ``j``) of a tree of ``count`` extents (with ``leaf``,
+        a new leaf node is returned unstored: its parent keeps it inline or stores it)."""
         span = capacity(self.fanout, height)
         lo, hi = j * span, min((j + 1) * span, count)
         base_hi = min((j + 1) * span, self._base_count)
@@ -317,13 +300,14 @@ class TreeUpdate:
                 elif i in self._replaced:
                     assert base is not None
                     old = base.entries[i - lo]
-                    assert not isinstance(old, ChunkedCap)
+                    assert not isinstance(old, ChunkedCap | InlineLeaf)
                     entries.append(start(self._change_extent(*self._replaced[i], old)))
                 else:
                     assert base is not None
                     entries.append(base.entries[i - lo])
         else:
             child_span = capacity(self.fanout, height - 1)
+            room = INLINE_LEAVES_BYTES if height == 1 else 0
             for c in range(-(-(hi - lo) // child_span)):
                 child: ChunkedCap | Node | None = None
                 if base is not None and c < len(base.entries):
@@ -332,7 +316,15 @@ class TreeUpdate:
                     child = found
                 elif height - 1 == self._base_height and j * self.fanout + c == 0:
                     child = self._root
-                entries.append(await self._build(height - 1, j * self.fanout + c, count, child))
+                built = await self._build(height - 1, j * self.fanout + c, count, child, True)
+                if isinstance(built, Node):  # a new leaf: kept inline while there is room
+                    encoded = encode_node(built)
+                    if len(encoded) <= room:
+                        room -= len(encoded)
+                        built = InlineLeaf(built, encoded)
+                    else:
+                        built = await self._store_node(built, encoded)
+                entries.append(built)
         caps: list[ChildCap] = []
         try:
             for entry in entries:
@@ -344,13 +336,14 @@ class TreeUpdate:
             raise
         if height == 0:
             caps = await within_budget(caps, self._upload)
-        return await self._store_node(Node(height, self.fanout, hi - lo, tuple(caps)))
+        node = Node(height, self.fanout, hi - lo, tuple(caps))
+        return node if leaf and height == 0 else await self._store_node(node)
 
-    async def _store_node(self, node: Node) -> ChunkedCap:
-        stored = await self._upload(encode_node(node))
+    async def _store_node(self, node: Node, encoded: bytes | None = None) -> ChunkedCap:
+        stored = await self._upload(encode_node(node) if encoded is None else encoded)
         assert isinstance(stored, ImmutableReadCap)  # a node is longer than a literal
         cap = ChunkedCap(stored, node.size)
-        self._nodes.put(cap, node)
+        self._nodes.put(cap, name_inline(node, cap))
         self.stored_nodes += 1
         return cap
 

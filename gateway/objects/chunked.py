@@ -20,17 +20,21 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
-from gateway.objects.caps import ChunkedCap, ImmutableReadCap
+from gateway.objects.caps import ChunkedCap, ImmutableReadCap, b32encode
 from gateway.objects.chunk_format import (
+    ChildCap,
     ExtentCap,
+    InlineLeaf,
     LeafEntry,
     Node,
     PackedPatch,
     PatchedExtent,
     check_node,
+    decode_holder,
     decode_node,
 )
 from gateway.objects.concurrency import owned, shared, start
+from gateway.objects.errors import CorruptObject
 from gateway.objects.immutable import ImmutableReader
 from gateway.objects.interfaces import IFileReader
 
@@ -54,7 +58,12 @@ class NodeCache:
         """Nodes read from the grid (for tests and the benchmark)."""
 
     def put(self, cap: ChunkedCap, node: Node) -> None:
-        """Remember a node (one just stored, or just read)."""
+        """Remember a node (one just stored, or just read), and the leaves it keeps inline."""
+        for index, leaf in node.inline.items():
+            self._remember(ChunkedCap(cap.node, leaf.size, index), leaf)
+        self._remember(cap, node)
+
+    def _remember(self, cap: ChunkedCap, node: Node) -> None:
         self._nodes[cap] = node
         self._nodes.move_to_end(cap)
         while len(self._nodes) > self.capacity:
@@ -89,9 +98,19 @@ class NodeCache:
     async def _fetch(self, cap: ChunkedCap, servers: Sequence[IStorageClient]) -> Node:
         data = await ImmutableReader(cap.node, servers).read(0, cap.node.size)
         self.fetched += 1
-        node = decode_node(data, cap)
-        self.put(cap, node)
-        return node
+        if cap.part is None:
+            node = decode_node(data, cap)
+            self.put(cap, node)
+            return node
+        holder = decode_holder(data, cap.node)  # a leaf kept inline: checked by load()
+        self.put(ChunkedCap(cap.node, holder.size), holder)
+        leaf = holder.inline.get(cap.part)
+        if leaf is None:
+            raise CorruptObject(
+                f"the chunk tree node with storage index {b32encode(cap.storage_index)} is"
+                f" damaged: its entry {cap.part} keeps no leaf inline"
+            )
+        return leaf
 
 
 class OpenedExtents:
@@ -131,14 +150,31 @@ async def node_children(
     cap: ChunkedCap, servers: Sequence[IStorageClient], nodes: NodeCache | None = None
 ) -> tuple[ExtentCap | ChunkedCap, ...]:
     """The objects a node names: its child nodes (ChunkedCaps) or its extents (a patched
-    extent's extent and patches, each an object to check, repair and keep leased)."""
-    node = await (nodes or NodeCache(1)).load(cap, servers)
+    extent's extent and patches, each an object to check, repair and keep leased).
+
+    A leaf kept inline has no object of its own: its objects are named in its stead,
+    and, for one kept in another node, that node's object (an immutable object here: the
+    rest of that node belongs to another version, and is not walked)."""
+    nodes = nodes or NodeCache(1)
+    node = await nodes.load(cap, servers)
     children: list[ExtentCap | ChunkedCap] = []
-    for entry in node.entries:
-        if isinstance(entry, PatchedExtent):
-            children.extend(entry.parts())
+
+    def add(entries: Sequence[ChildCap]) -> None:
+        for entry in entries:
+            if isinstance(entry, PatchedExtent):
+                children.extend(entry.parts())
+            else:
+                assert not isinstance(entry, InlineLeaf)  # (a stored node names them by caps)
+                children.append(entry)
+
+    for index, entry in enumerate(node.entries):
+        if not isinstance(entry, ChunkedCap) or entry.part is None:
+            add((entry,))
+        elif entry.node == cap.node and entry.part in node.inline:
+            add(node.inline[entry.part].entries)
         else:
-            children.append(entry)
+            children.append(entry.node)
+            add((await nodes.load(entry, servers, 0, node.child_count(index))).entries)
     return tuple(children)
 
 
@@ -290,7 +326,7 @@ class ChunkTreeReader:
     def _in_leaf(self, begin: int, leaf: Node, position: int) -> tuple[int, LeafEntry]:
         index = bisect.bisect_right(leaf.ends, position - begin)
         extent = leaf.entries[index]
-        assert not isinstance(extent, ChunkedCap)
+        assert not isinstance(extent, ChunkedCap | InlineLeaf)
         return begin + (leaf.ends[index - 1] if index else 0), extent
 
     def _read_ahead(self, after: int) -> None:

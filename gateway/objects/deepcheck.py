@@ -159,15 +159,22 @@ async def deep_check(
             seen.add(identity)
             queue.append(child)
 
+    # Entries by storage index: an object is reached once as the node of a chunk tree and
+    # maybe again as the object keeping another version's leaf inline (checked once).
+    checked: dict[bytes | None, int] = {}
     while queue:
         cap = queue.popleft()
-        result = await check(cap, servers, verify=verify, happy=happy)
-        entry = DeepCheckEntry(result)
-        if repair is not None and (not result.healthy or result.corrupt_shares):
-            try:
-                entry = evolve(entry, repair=await repair(cap, result))
-            except (ObjectError, *SERVER_FAILURES) as e:
-                entry = evolve(entry, error=f"repair failed: {e}")
+        again = checked.get(cap.storage_index)
+        if again is not None:
+            entry = entries[again]
+        else:
+            result = await check(cap, servers, verify=verify, happy=happy)
+            entry = DeepCheckEntry(result)
+            if repair is not None and (not result.healthy or result.corrupt_shares):
+                try:
+                    entry = evolve(entry, repair=await repair(cap, result))
+                except (ObjectError, *SERVER_FAILURES) as e:
+                    entry = evolve(entry, error=f"repair failed: {e}")
         if isinstance(cap, ChunkedVerifyCap):
             si = b32encode(cap.storage_index)
             entry = evolve(
@@ -189,6 +196,11 @@ async def deep_check(
             except (ObjectError, *SERVER_FAILURES) as e:
                 si = b32encode(cap.storage_index)
                 entry = evolve(entry, error=f"could not list directory {si}: {e}")
+        if again is not None:
+            entries[again] = entry
+            continue
+        if cap.storage_index is not None:
+            checked[cap.storage_index] = len(entries)
         entries.append(entry)
         if on_progress is not None:
             on_progress(len(entries), len(entries) + len(queue))

@@ -22,7 +22,7 @@ from gateway.objects.chunk_format import (
     encode_node,
 )
 from gateway.objects.chunk_update import TreeUpdate
-from gateway.objects.chunked import NodeCache, node_children
+from gateway.objects.chunked import NodeCache
 from gateway.objects.errors import BadCapability, CorruptObject
 from gateway.objects.extent_cache import ExtentCache
 from tests.objects.chunked_support import (
@@ -43,9 +43,12 @@ from tests.objects.grid import run
 async def _extents(store: object, cap: ChunkedCap) -> list[ImmutableCap]:
     """Every extent of a tree, in order (test helper walking the nodes)."""
     out: list[ImmutableCap] = []
-    for child in await node_children(cap, store.servers, store.nodes):  # type: ignore[attr-defined]
+    node = await store.nodes.load(cap, store.servers)  # type: ignore[attr-defined]
+    for child in node.entries:
         if isinstance(child, ChunkedCap):
             out.extend(await _extents(store, child))
+        elif isinstance(child, PatchedExtent):
+            out.extend(child.parts())
         else:
             out.append(child)
     return out
@@ -138,7 +141,8 @@ def test_unchanged_region_read_fetches_only_its_chunk_and_path() -> None:
 
 def test_unchanged_extents_are_shared_between_versions() -> None:
     """A change of more than a quarter of an extent stores that extent again and one node
-    per level; every other cap is the base's own."""
+    per level above the leaves (the new leaf is kept inline in its parent); every other cap
+    is the base's own."""
     store, _ = make_store()
     data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
     base = update(store, None, bytes(data), [(0, len(data))])
@@ -150,13 +154,13 @@ def test_unchanged_extents_are_shared_between_versions() -> None:
     different = [i for i, (a, b) in enumerate(zip(old_extents, new_extents, strict=True)) if a != b]
     assert different == [3]
     root = run(store.nodes.load(new, store.servers))  # type: ignore[arg-type]
-    assert len(counted.objects) == 1 + root.height + 1  # the extent, then one node per level
+    assert len(counted.objects) == 1 + root.height  # the extent, then the nodes above leaves
     assert sum(len(o) for o in counted.objects[:1]) == CHUNK
 
 
 def test_a_small_change_stores_only_the_changed_bytes_as_a_patch() -> None:
     """A change of a few bytes stores those bytes (as a patch laid over the extent, which
-    stays the base's) and one node per level; reads merge them. (A patch of at most
+    stays the base's) and one node per level above the leaves; reads merge them. (A patch of at most
     INLINE_PATCH_BYTES is kept in its node instead: tests/objects/test_inline_patches.py.)"""
     store, _ = make_store()
     data = bytearray(pattern(FANOUT**2 * CHUNK + 100))
@@ -172,7 +176,7 @@ def test_a_small_change_stores_only_the_changed_bytes_as_a_patch() -> None:
     )
     root = run(store.nodes.load(new, store.servers))  # type: ignore[arg-type]
     assert [len(o) for o in counted.objects[:1]] == [100]  # the patch, then the nodes
-    assert len(counted.objects) == 1 + root.height + 1
+    assert len(counted.objects) == 1 + root.height
     old_extents, new_extents = extents(store, base), extents(store, new)
     assert new_extents[:4] == old_extents[:4] and new_extents[5:] == old_extents[4:]
 
@@ -368,7 +372,7 @@ def test_damaged_node_gives_a_clear_error() -> None:
     with pytest.raises(CorruptObject, match="entries hold"):
         decode_node(encode_node(good), ChunkedCap(base.node, base.size + 1))
     with pytest.raises(CorruptObject, match="format version"):
-        decode_node(cbor2.dumps([3, 0, 4, 1, []]), base)
+        decode_node(cbor2.dumps([4, 0, 4, 1, []]), base)
     assert decode_node(encode_node(good), base) == good
 
 
@@ -412,7 +416,8 @@ def test_node_cache_is_bounded() -> None:
     cache = NodeCache(capacity=3)
     cap = update(store, None, pattern(FANOUT**2 * CHUNK), [(0, FANOUT**2 * CHUNK)])
     assert isinstance(cap, ChunkedCap)
-    for child in run(node_children(cap, store.servers, cache)):
+    root = run(cache.load(cap, store.servers))
+    for child in root.entries:
         assert isinstance(child, ChunkedCap)
         run(cache.load(child, store.servers))
     assert len(cache._nodes) == 3

@@ -43,7 +43,8 @@ def _leaves(store: ObjectStore, cap: ChunkedCap) -> list[Node]:
 
 def test_a_small_change_is_kept_in_its_leaf_node() -> None:
     """A 4 KiB change stores the nodes on its path and nothing else: the patch travels in
-    the leaf node (format version 2), and a gateway with nothing cached reads it back."""
+    the leaf node (format version 2), the leaf in its parent (version 3), and a gateway
+    with nothing cached reads it back."""
     store, _ = make_store(chunk=CHUNK, fanout=FANOUT)
     data = bytearray(pattern(FANOUT * 2 * CHUNK))
     base = update(store, None, bytes(data), [(0, len(data))])
@@ -53,7 +54,8 @@ def test_a_small_change_is_kept_in_its_leaf_node() -> None:
     new = update(store, base, bytes(data), [(at, at + INLINE_PATCH_BYTES)], counted)
     assert isinstance(new, ChunkedCap)
     root = run(store.nodes.load(new, store.servers))
-    assert len(counted.objects) == root.height + 1, "one node per level, no patch object"
+    assert len(counted.objects) == root.height, "a node per level above the leaves, no patch"
+    assert cbor2.loads(counted.objects[-1])[0] == 3
     (leaf,) = [n for n in _leaves(store, new) if any(map(inline_bytes, n.entries))]
     (patched,) = [e for e in leaf.entries if isinstance(e, PatchedExtent)]
     assert patched.patches == ((512, LiteralCap(bytes(data[at : at + INLINE_PATCH_BYTES]))),)
@@ -149,10 +151,10 @@ def test_the_format_says_which_nodes_keep_patches_inline() -> None:
     v1_pack[0] = 1
     with pytest.raises(CorruptObject, match="patched itself"):
         decode_node(cbor2.dumps(v1_pack), cap)
-    v3 = cbor2.loads(encode_node(small))
-    v3[0] = 3
+    v4 = cbor2.loads(encode_node(small))
+    v4[0] = 4
     with pytest.raises(CorruptObject, match="format version"):
-        decode_node(cbor2.dumps(v3), cap)
+        decode_node(cbor2.dumps(v4), cap)
 
 
 def test_a_page_rewritten_again_and_again_keeps_one_patch() -> None:
