@@ -8,22 +8,28 @@ name an unchanged leaf inside an older node (kind 6) rather than storing it agai
 
 from __future__ import annotations
 
+from collections import Counter
+
 import cbor2
 import pytest
+from twisted.internet.task import Clock
 
+from gateway.maintenance import LeaseRenewer
 from gateway.objects import chunk_update
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap
 from gateway.objects.chunk_format import LEAVES_VERSION, decode_node, encode_node
 from gateway.objects.chunked import NodeCache, node_children
+from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.errors import CorruptObject
+from gateway.objects.store import ObjectStore
 from tests.objects.chunked_support import Counted, make_store, pattern, read_all, update
-from tests.objects.grid import run
+from tests.objects.grid import make_grid, run
 
 CHUNK = 1024
 FANOUT = 4
 
 
-def _versions() -> tuple[object, list[ChunkedCap], list[bytes], list[Counted]]:
+def _versions() -> tuple[ObjectStore, list[ChunkedCap], list[bytes], list[Counted]]:
     """A tree of height 1 (two leaves), then a change under leaf 1, then under leaf 0."""
     store, _ = make_store(chunk=CHUNK, fanout=FANOUT)
     data = bytearray(pattern(2 * FANOUT * CHUNK))
@@ -46,7 +52,7 @@ def test_a_change_under_one_leaf_stores_one_object_with_the_leaf_inside() -> Non
     for counted in counts:
         assert len(counted.objects) == 1
         assert cbor2.loads(counted.objects[0])[0] == LEAVES_VERSION
-    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)  # type: ignore[attr-defined]
+    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)  # type: ignore[arg-type]
     for cap, expected in zip(caps, contents, strict=True):
         assert read_all(fresh, cap) == expected
     assert (
@@ -60,13 +66,13 @@ def test_an_unchanged_leaf_is_named_inside_the_node_that_keeps_it() -> None:
     version's root (a part cap); walking it names that object once, as an immutable
     object, and the extents of both leaves."""
     store, caps, _, _ = _versions()
-    root = run(NodeCache(8).load(caps[2], store.servers))  # type: ignore[attr-defined]
+    root = run(NodeCache(8).load(caps[2], store.servers))
     own, kept = root.entries
     assert isinstance(own, ChunkedCap) and isinstance(kept, ChunkedCap)
     assert (own.node, own.part) == (caps[2].node, 0)
     assert (kept.node, kept.part) == (caps[1].node, 1)
     assert set(root.inline) == {0}
-    children = run(node_children(caps[2], store.servers))  # type: ignore[attr-defined]
+    children = run(node_children(caps[2], store.servers))
     assert caps[1].node in children
     assert caps[2].node not in children and not any(isinstance(c, ChunkedCap) for c in children)
     with pytest.raises(ValueError, match="no capability string"):
@@ -95,9 +101,9 @@ def test_leaves_past_the_room_are_stored_as_objects_of_their_own() -> None:
         counted = Counted(store)
         second = update(store, first, bytes(data), changed, counted)
     assert len(counted.objects) == 2  # one leaf stored, the other inline in the root
-    root = run(store.nodes.load(second, store.servers))
+    root = run(store.nodes.load(second, store.servers))  # type: ignore[arg-type]
     assert [e.part for e in root.entries] == [0, None]  # type: ignore[union-attr]
-    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)
+    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)  # type: ignore[arg-type]
     assert read_all(fresh, second) == bytes(data)
 
 
@@ -110,7 +116,7 @@ def test_a_truncate_to_a_leaf_kept_inline_stores_it_as_the_file() -> None:
     assert isinstance(cut, ChunkedCap) and cut.part is None
     assert len(counted.objects) == 1 and cbor2.loads(counted.objects[0])[1] == 0
     assert cut.to_string().startswith("GG:TREE:")
-    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)  # type: ignore[attr-defined]
+    fresh, _ = make_store(store.servers, chunk=CHUNK, fanout=FANOUT)  # type: ignore[arg-type]
     assert read_all(fresh, cut) == contents[0][: FANOUT * CHUNK]
 
 
@@ -118,7 +124,7 @@ def test_damaged_inline_leaves_are_refused_clearly() -> None:
     """Inline leaves where they cannot be, too many of their bytes, and a part cap naming
     an entry that keeps no leaf: each a clear CorruptObject."""
     store, caps, _, counts = _versions()
-    root = run(NodeCache(8).load(caps[1], store.servers))  # type: ignore[attr-defined]
+    root = run(NodeCache(8).load(caps[1], store.servers))
     stored = cbor2.loads(encode_node(root.inline[1]))
     items = cbor2.loads(counts[1].objects[0])  # the third version's root, as stored
     assert items[0] == LEAVES_VERSION and items[4][0][0] == 5 and items[4][1][0] == 6
@@ -134,5 +140,36 @@ def test_damaged_inline_leaves_are_refused_clearly() -> None:
         decode_node(cbor2.dumps(big), caps[2])
     no_leaf = ChunkedCap(caps[1].node, caps[1].size, 0)  # entry 0 of v1's root is v0's
     with pytest.raises(CorruptObject, match="keeps no leaf inline"):
-        run(NodeCache(8).load(no_leaf, store.servers))  # type: ignore[attr-defined]
+        run(NodeCache(8).load(no_leaf, store.servers))
     assert isinstance(caps[1].node, ImmutableReadCap)
+
+
+def test_lease_renewal_keeps_the_older_node_a_leaf_lives_in_and_no_more() -> None:
+    """A directory linking only the third version: renewal reaches the second version's
+    root (it keeps the third's leaf 1) once per server, and not the first version's root,
+    which only older versions name (its leases lapse and it is collected)."""
+    clock = Clock()
+    grid = make_grid(3, clock)
+    store, _ = make_store(grid, chunk=CHUNK, fanout=FANOUT)
+    data = bytearray(pattern(2 * FANOUT * CHUNK))
+    caps = [update(store, None, bytes(data), [(0, len(data))])]
+    for at in (5 * CHUNK + 300, CHUNK + 10):
+        data[at : at + 200] = pattern(200, at)
+        caps.append(update(store, caps[-1], bytes(data), [(at, at + 200)]))
+    root = run(store.create_directory())
+    run(root.add("f", caps[2], EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))
+    for client in grid:
+        client.requests.clear()
+    report = run(LeaseRenewer(store, clock).renew([root.cap]))
+    renewals = Counter(
+        (client.server_id, r[1])
+        for client in grid
+        for r in client.requests
+        if r[0] == "add_or_renew_lease"
+    )
+    renewed = {si for _, si in renewals}
+    assert set(renewals.values()) == {1} and report.failures == ()
+    assert caps[2].storage_index in renewed and caps[1].storage_index in renewed
+    assert caps[0].storage_index not in renewed
+    fresh, _ = make_store(grid, chunk=CHUNK, fanout=FANOUT)
+    assert read_all(fresh, caps[2]) == bytes(data)
