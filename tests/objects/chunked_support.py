@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.task import Clock
 
+from gateway.maintenance import LeaseRenewer, RenewalReport
 from gateway.objects import immutable_format as fmt
 from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_update import TreeUpdate
@@ -102,3 +105,20 @@ def update_stored(
     )
     cap = run(tree.run(base, len(contents), changed))
     return cap, tree.stored_bytes, tree.stored_nodes
+
+
+def renew_from(
+    store: ObjectStore, grid: list[GridClient], clock: Clock, root: Any
+) -> tuple[RenewalReport, Counter[tuple[Any, bytes]]]:
+    """Renew the leases on everything reachable from ``root``: the report, and how many
+    times each (server, storage index) was renewed."""
+    for client in grid:
+        client.requests.clear()
+    report = run(LeaseRenewer(store, clock).renew([root]))
+    renewals = Counter(
+        (client.server_id, r[1])
+        for client in grid
+        for r in client.requests
+        if r[0] == "add_or_renew_lease"
+    )
+    return report, renewals

@@ -3,19 +3,17 @@ every version reachable, each once."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator
 
 from twisted.internet.task import Clock
 
-from gateway.maintenance import LeaseRenewer
 from gateway.objects.caps import Capability, ChunkedCap, DirectoryWriteCap, ImmutableCap
 from gateway.objects.chunked import node_children
 from gateway.objects.deepcheck import deep_check
 from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.repairer import repair
 from gateway.objects.store import ObjectStore
-from tests.objects.chunked_support import CHUNK, make_store, pattern, read_all, update
+from tests.objects.chunked_support import CHUNK, make_store, pattern, read_all, renew_from, update
 from tests.objects.grid import make_grid, run
 
 
@@ -116,15 +114,7 @@ def test_lease_renewal_reaches_every_node_and_extent_once() -> None:
     root = run(store.create_directory())
     for i, version in enumerate(versions):
         run(root.add(f"v{i}", version, EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))
-    for client in grid:
-        client.requests.clear()
-    report = run(LeaseRenewer(store, clock).renew([root.cap]))
-    renewals = Counter(
-        (client.server_id, r[1])
-        for client in grid
-        for r in client.requests
-        if r[0] == "add_or_renew_lease"
-    )
+    report, renewals = renew_from(store, grid, clock, root.cap)
     assert {si for _, si in renewals} == distinct | {root.storage_index}
     assert set(renewals.values()) == {1}
     assert report.objects == len(distinct) + 1 and report.failures == ()

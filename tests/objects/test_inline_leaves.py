@@ -8,13 +8,10 @@ name an unchanged leaf inside an older node (kind 6) rather than storing it agai
 
 from __future__ import annotations
 
-from collections import Counter
-
 import cbor2
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.maintenance import LeaseRenewer
 from gateway.objects import chunk_update
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap
 from gateway.objects.chunk_format import LEAVES_VERSION, decode_node, encode_node
@@ -22,7 +19,7 @@ from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.errors import CorruptObject
 from gateway.objects.store import ObjectStore
-from tests.objects.chunked_support import Counted, make_store, pattern, read_all, update
+from tests.objects.chunked_support import Counted, make_store, pattern, read_all, renew_from, update
 from tests.objects.grid import make_grid, run
 
 CHUNK = 1024
@@ -158,15 +155,7 @@ def test_lease_renewal_keeps_the_older_node_a_leaf_lives_in_and_no_more() -> Non
         caps.append(update(store, caps[-1], bytes(data), [(at, at + 200)]))
     root = run(store.create_directory())
     run(root.add("f", caps[2], EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))
-    for client in grid:
-        client.requests.clear()
-    report = run(LeaseRenewer(store, clock).renew([root.cap]))
-    renewals = Counter(
-        (client.server_id, r[1])
-        for client in grid
-        for r in client.requests
-        if r[0] == "add_or_renew_lease"
-    )
+    report, renewals = renew_from(store, grid, clock, root.cap)
     renewed = {si for _, si in renewals}
     assert set(renewals.values()) == {1} and report.failures == ()
     assert caps[2].storage_index in renewed and caps[1].storage_index in renewed
