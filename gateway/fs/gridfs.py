@@ -41,7 +41,6 @@ from gateway.fs.localfile import LocalFile, Phase
 from gateway.fs.located import Located
 from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.space import grid_space
-from gateway.fs.sparse import Reader
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
 from gateway.objects.caps import (
@@ -214,10 +213,16 @@ class GridFilesystem:
                 return self._grid_reader(parts, base_cap(unchanged), attrs)
             assert local.staged is not None
             staged_reader = StagedReader.of(local.staged)
-            read: Reader = staged_reader.read
             if local.base is not None:  # the changes over the grid version, merged
                 read = self.volume.contents.reader(local, staged_reader.read_now)
-            return ReadHandle(join(parts), read, attrs, staged_reader.close)
+                return ReadHandle(join(parts), read, attrs, staged_reader.close)
+            return ReadHandle(
+                join(parts),
+                staged_reader.read,
+                attrs,
+                staged_reader.close,
+                read_local=staged_reader.read_now,
+            )
         assert found is not None
         directory, entry = found
         if entry.kind == "dir":
@@ -237,7 +242,9 @@ class GridFilesystem:
         kept = self.volume.kept
         local = None if kept is None else kept.reader(cap.to_string())
         if local is not None:
-            return ReadHandle(join(parts), local.read, attrs, local.close, cap=cap)
+            return ReadHandle(
+                join(parts), local.read, attrs, local.close, cap=cap, read_local=local.read_now
+            )
         return ReadHandle(join(parts), grid_read(self.volume.store, cap), attrs, cap=cap)
 
     @grid_boundary

@@ -59,10 +59,16 @@ class ReadHandle:
     closed: bool = False
     #: The immutable grid file read, when it is one: a copy of it all is a link to it.
     cap: object = field(default=None, repr=False)
+    #: The same reads without waiting, when the bytes are all in a local file.
+    read_local: Callable[[int, int], bytes] | None = field(default=None, repr=False)
 
     async def read(self, offset: int, length: int) -> bytes:
         """Read a range."""
         return await self.read_range(offset, length)
+
+    def read_ready(self, offset: int, length: int) -> bytes | None:
+        """A range read from the local file, when the handle reads one."""
+        return None if self.read_local is None else self.read_local(offset, length)
 
     async def write(self, offset: int, data: bytes) -> None:
         """Refused: the handle is read-only."""

@@ -82,6 +82,10 @@ class IOpenFile(Interface):
     async def read(offset: int, length: int) -> bytes:
         """Read up to ``length`` bytes at ``offset``; b'' at end of file."""
 
+    def read_ready(offset: int, length: int) -> bytes | None:
+        """What :meth:`read` would answer, when that needs no waiting (the bytes are in a
+        local file); None otherwise, and for anything :meth:`read` would refuse."""
+
     async def write(offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset`` (appending handles write at the end)."""
 

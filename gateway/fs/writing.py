@@ -435,6 +435,13 @@ class WriteHandle:
             self._reader = self.writers.volume.contents.reader(self.state)
         return await self._reader(offset, length)
 
+    def read_ready(self, offset: int, length: int) -> bytes | None:
+        """The contents as written so far, when they are all in the staged file (no grid
+        version under them)."""
+        if not self.readable or self.state.base is not None:
+            return None
+        return self._staged().read(offset, length)
+
     async def write(self, offset: int, data: bytes) -> None:
         """Write into the staged file (at the end, for an appending handle)."""
         await self.state.not_copying()

@@ -132,6 +132,10 @@ class AuditedFile:
         """Read (not recorded)."""
         return await self.inner.read(offset, length)
 
+    def read_ready(self, offset: int, length: int) -> bytes | None:
+        """Read without waiting, when the file can (not recorded)."""
+        return self.inner.read_ready(offset, length)
+
     async def write(self, offset: int, data: bytes) -> None:
         """Write (counted, not recorded one by one)."""
         await self.inner.write(offset, data)

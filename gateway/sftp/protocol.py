@@ -83,8 +83,6 @@ def _without_close_notices(event: dict[str, Any]) -> None:
     globalLogPublisher(event)
 
 
-#: The attributes every STAT, LSTAT and FSTAT answers (see ``server.attribute_dict``), packed
-#: in one call: flags, size, uid, gid, permissions, atime, mtime.
 READS_HIGH = 8 * 1024 * 1024
 """Bytes that the READs being served may ask for at most: past it, no further request
 is served until the READs answered bring it under half. The SSH window bounds the
@@ -94,6 +92,8 @@ once, and a gateway reading from a grid held their replies together (750 MiB of 
 after a 512 MiB download from a 3-of-5 grid). OpenSSH's sftp and rclone keep 2 MiB in
 flight: under this."""
 
+#: The attributes every STAT, LSTAT and FSTAT answers (see ``server.attribute_dict``), packed
+#: in one call: flags, size, uid, gid, permissions, atime, mtime.
 _USUAL_ATTRIBUTES = frozenset(["size", "uid", "gid", "permissions", "atime", "mtime"])
 _USUAL_FLAGS = (
     FILEXFER_ATTR_SIZE
@@ -102,6 +102,9 @@ _USUAL_FLAGS = (
     | FILEXFER_ATTR_ACMODTIME
 )
 _PACKED_ATTRIBUTES = struct.Struct("!LQLLLLL")
+
+#: The message of an FX_EOF status, as OpenSSH's sftp-server words it.
+_END_OF_FILE = b"End of file"
 
 #: Each request's name as the session's latency figures know it ("stat", "read"…).
 _OPERATIONS = {kind: name.lower() for kind, name in FileTransferServer.packetTypes.items()}
@@ -303,6 +306,18 @@ class GatewayFileTransferServer(FileTransferServer):
         if file is None:
             self._ebRead(Failure(KeyError()), request_id)
             return
+        ready = getattr(file, "read_ready", None)
+        if ready is not None:
+            try:
+                chunk = ready(offset, length)
+            except OSError:  # the usual way finds it again, and answers it
+                chunk = None
+            if chunk is not None:  # local bytes: no Deferred, no coroutine
+                if chunk:
+                    self._cbRead(chunk, request_id)
+                else:
+                    self._sendStatus(request_id, FX_EOF, _END_OF_FILE)
+                return
         d = defer.maybeDeferred(file.readChunk, offset, length)
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
@@ -337,7 +352,7 @@ class GatewayFileTransferServer(FileTransferServer):
             return
         count, entries = listing.batch()
         if not count:
-            self._sendStatus(data[:4], FX_EOF, b"End of file")  # as OpenSSH says it
+            self._sendStatus(data[:4], FX_EOF, _END_OF_FILE)
             return
         self.sendPacket(FXP_NAME, data[:4] + struct.pack("!L", count) + entries)
 
@@ -394,7 +409,7 @@ class GatewayFileTransferServer(FileTransferServer):
 
     def _cbRead(self, result: bytes, requestId: bytes) -> None:
         if not result:  # end of file
-            raise EOFError()
+            raise EOFError(_END_OF_FILE.decode())
         self.sendPacket(FXP_DATA, b"".join((requestId, struct.pack("!L", len(result)), result)))
 
     def packet_WRITE(self, data: bytes | memoryview) -> None:

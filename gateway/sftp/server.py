@@ -202,6 +202,14 @@ class SFTPHandle:
             self.server.session.transferred(self, len(data), received=False)
         return data
 
+    def read_ready(self, offset: int, length: int) -> bytes | None:
+        """READ answered without waiting, when the file's bytes are local (b'': end of
+        file); None when it must go the way of :meth:`readChunk`."""
+        data = self.file.read_ready(offset, min(length, MAX_READ_WRITE))
+        if data is not None and self.server.session is not None:
+            self.server.session.transferred(self, len(data), received=False)
+        return data
+
     @_translated
     async def writeChunk(self, offset: int, data: bytes) -> None:
         """WRITE."""

@@ -73,4 +73,3 @@ class HttpTahoeContractTests(StorageClientContract, NurlContract, TestCase):
         forged = wire.format_nurl(real.spki_hash, real.host, real.port, wire.new_swissnum())
         with pytest.raises(NotAuthorized):
             await self.client_for(forged).get_version()
-

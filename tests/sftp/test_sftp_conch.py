@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.filetransfer import (
+    FX_EOF,
     FX_FAILURE,
     FX_NO_SUCH_FILE,
     FX_OK,
@@ -44,9 +45,22 @@ class RecordingFile:
     def __init__(self) -> None:
         self.events: list[str] = []
         self.closing: Deferred[None] | None = None  # when set, CLOSE waits for it
+        self.contents = b""
+        #: What read_ready does: "wait" (None: READ goes the usual way), "local" (answers
+        #: from the contents), or "fail" (raises OSError, as a failing pread).
+        self.ready = "wait"
 
     async def read(self, offset: int, length: int) -> bytes:
-        return b""
+        self.events.append("read")
+        return self.contents[offset : offset + length]
+
+    def read_ready(self, offset: int, length: int) -> bytes | None:
+        if self.ready == "fail":
+            raise OSError(5, "Input/output error")
+        if self.ready == "local":
+            self.events.append("read_ready")
+            return self.contents[offset : offset + length]
+        return None
 
     async def write(self, offset: int, data: bytes) -> None:
         self.events.append("write")
@@ -129,6 +143,49 @@ def test_lost_session_aborts_open_files_and_close_closes_them() -> None:
     server.dataReceived(packet(FXP_OPEN, 3, open_body))
     server.connectionLost(Failure(ConnectionDone()))
     assert fs.file.events == ["close", "abort"]
+
+
+def replies(wire: bytes) -> list[tuple[int, int, bytes]]:
+    """(kind, request id, rest) of every packet in ``wire``."""
+    found = []
+    while wire:
+        (length,) = struct.unpack("!L", wire[:4])
+        body, wire = wire[4 : 4 + length], wire[4 + length :]
+        found.append((body[0], struct.unpack("!L", body[1:5])[0], body[5:]))
+    return found
+
+
+def test_reads_of_local_bytes_are_answered_at_once_and_others_the_usual_way() -> None:
+    """A READ the file can answer from local bytes is answered from them; one it cannot,
+    or whose local read fails, goes through ``read``. Both answer the same bytes, and end
+    of file is FX_EOF "End of file" either way, as OpenSSH words it."""
+    server, transport, fs = connected()
+    handle = opened(server, transport)
+    file = fs.file
+    file.contents = b"0123456789"
+
+    def read(request_id: int, offset: int) -> None:
+        server.dataReceived(
+            packet(FXP_READ, request_id, NS(handle) + struct.pack("!QL", offset, 4))
+        )
+
+    file.ready = "local"
+    read(1, 2)
+    read(2, 10)
+    file.ready = "wait"
+    read(3, 8)
+    read(4, 12)
+    file.ready = "fail"
+    read(5, 0)
+    assert file.events == ["read_ready", "read_ready", "read", "read", "read"]
+    eof = NS(b"End of file") + NS(b"")
+    assert replies(transport.value()) == [
+        (FXP_DATA, 1, NS(b"2345")),
+        (FXP_STATUS, 2, struct.pack("!L", FX_EOF) + eof),
+        (FXP_DATA, 3, NS(b"89")),
+        (FXP_STATUS, 4, struct.pack("!L", FX_EOF) + eof),
+        (FXP_DATA, 5, NS(b"0123")),
+    ]
 
 
 def opened(server: GatewayFileTransferServer, transport: StringTransport) -> bytes:

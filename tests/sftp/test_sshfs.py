@@ -108,8 +108,7 @@ def test_make_is_clean_after_cp_p_of_a_built_tree(
     tree = tmp_path / "proj"
     tree.mkdir()
     (tree / "Makefile").write_text(
-        "all: out/a.o out/b.o\n"
-        "out/%.o: src/%.c\n\tmkdir -p out && cp $< $@\n"
+        "all: out/a.o out/b.o\nout/%.o: src/%.c\n\tmkdir -p out && cp $< $@\n"
     )
     (tree / "src").mkdir()
     for name in ("a", "b"):

@@ -113,10 +113,13 @@ class Subject(ABC):
             self.run(handle.close())
 
     def read_handle(self, handle: IOpenFile, offset: int = 0) -> bytes:
-        """Everything from ``offset`` to the end through an open handle."""
+        """Everything from ``offset`` to the end through an open handle (each read also
+        asked of ``read_ready``, which must answer the same bytes or None)."""
         chunks = []
         while True:
+            ready = handle.read_ready(offset, 1 << 20)
             chunk = self.run(handle.read(offset, 1 << 20))
+            assert ready is None or ready == chunk, "read_ready and read disagree"
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)

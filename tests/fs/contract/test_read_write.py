@@ -14,7 +14,16 @@ import pytest
 
 from gateway.fs.errors import FileExists
 from gateway.fs.interfaces import OpenFlags, SetAttributes
-from tests.fs.contract.subject import CREATE, EXCLUSIVE, READ, READ_WRITE, WRITE, Subject
+from tests.fs.contract.subject import (
+    CREATE,
+    EXCLUSIVE,
+    PENDING,
+    READ,
+    READ_WRITE,
+    UPLOADED,
+    WRITE,
+    Subject,
+)
 
 DATA = random.Random(11).randbytes(200_000)
 
@@ -300,3 +309,34 @@ def test_an_empty_write_changes_nothing(subject: Subject, when: str) -> None:
     subject.settle()
     assert subject.stat("/f").size == 10
     assert subject.read("/f") == b"0123456789"
+
+
+def test_local_bytes_are_read_without_waiting(subject: Subject, when: str) -> None:
+    """A file whose bytes are all in a local file (closed and waiting for its upload; new
+    and open for reading and writing) is read without waiting, the bytes ``read`` gives; a
+    write-only handle, a file only in the grid, and changes over a grid version are
+    read the usual way (None)."""
+    subject.write("/f", DATA)
+    subject.reach(when)
+    reader = subject.open("/f", READ)
+    if when == PENDING:
+        assert reader.read_ready(5, 100) == DATA[5:105]
+        assert reader.read_ready(len(DATA), 100) == b""
+    elif when == UPLOADED:
+        assert reader.read_ready(5, 100) is None
+    assert subject.read_handle(reader) == DATA  # (read_ready agrees at every read)
+    subject.run(reader.close())
+    writer = subject.open("/g", CREATE)
+    subject.run(writer.write(0, b"abc"))
+    assert writer.read_ready(0, 10) is None, "opened write-only"
+    subject.run(writer.close())
+    both = subject.open("/h", OpenFlags(read=True, write=True, create=True))
+    subject.run(both.write(0, b"abc"))
+    assert both.read_ready(1, 10) == b"bc"
+    subject.run(both.close())
+    subject.reach(UPLOADED)
+    edit = subject.open("/f", READ_WRITE)
+    subject.run(edit.write(0, b"xyz"))
+    assert edit.read_ready(0, 10) is None, "changes over the grid version"
+    assert subject.read_handle(edit)[:10] == b"xyz" + DATA[3:10]
+    subject.run(edit.close())
