@@ -216,13 +216,7 @@ class GridFilesystem:
             if local.base is not None:  # the changes over the grid version, merged
                 read = self.volume.contents.reader(local, staged_reader.read_now)
                 return ReadHandle(join(parts), read, attrs, staged_reader.close)
-            return ReadHandle(
-                join(parts),
-                staged_reader.read,
-                attrs,
-                staged_reader.close,
-                read_local=staged_reader.read_now,
-            )
+            return ReadHandle.local(join(parts), staged_reader, attrs)
         assert found is not None
         directory, entry = found
         if entry.kind == "dir":
@@ -242,9 +236,7 @@ class GridFilesystem:
         kept = self.volume.kept
         local = None if kept is None else kept.reader(cap.to_string())
         if local is not None:
-            return ReadHandle(
-                join(parts), local.read, attrs, local.close, cap=cap, read_local=local.read_now
-            )
+            return ReadHandle.local(join(parts), local, attrs, cap)
         return ReadHandle(join(parts), grid_read(self.volume.store, cap), attrs, cap=cap)
 
     @grid_boundary

@@ -62,6 +62,13 @@ class ReadHandle:
     #: The same reads without waiting, when the bytes are all in a local file.
     read_local: Callable[[int, int], bytes] | None = field(default=None, repr=False)
 
+    @classmethod
+    def local(
+        cls, path: str, reader: StagedReader, attributes: FileAttributes, cap: object = None
+    ) -> ReadHandle:
+        """A handle reading a local file's bytes (its whole contents), closing ``reader``."""
+        return cls(path, reader.read, attributes, reader.close, cap=cap, read_local=reader.read_now)
+
     async def read(self, offset: int, length: int) -> bytes:
         """Read a range."""
         return await self.read_range(offset, length)
