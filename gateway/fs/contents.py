@@ -17,7 +17,7 @@ from functools import partial
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
 from gateway.fs.rangecopy import copy_ranges
-from gateway.fs.sparse import Base, Reader, merged_read
+from gateway.fs.sparse import Base, Ranges, Reader, merged_read
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.objects.caps import ImmutableCap, parse
 from gateway.objects.interfaces import IObjectStore
@@ -30,6 +30,11 @@ BASE_READERS = 4
 
 COPY_IN_THREAD = 4 << 20
 """Bytes from which a staged copy runs in a thread (below, a thread handoff costs more)."""
+
+MEMORY_COPY_BYTES = 1 << 20
+"""Most changed bytes a copy may hold in memory rather than in a new staged file."""
+
+_memfd_create: Callable[[str, int], int] | None = getattr(os, "memfd_create", None)
 
 
 def grid_read(store: IObjectStore, cap: ImmutableCap, read_ahead: bool = True) -> Reader:
@@ -113,19 +118,30 @@ class Contents:
 
         return read
 
-    async def copy(self, file: LocalFile, threads: Threads | None = None) -> StagedFile:
+    async def copy(
+        self, file: LocalFile, threads: Threads | None = None, in_memory: bool = False
+    ) -> StagedFile:
         """A new staged file holding what ``file``'s staged file holds of its contents: the
         changed ranges over a base (never the base's bytes), or everything without one.
 
         The kernel copies the bytes; a copy of :data:`COPY_IN_THREAD` bytes or more runs in a
         thread, the reactor serving others meanwhile. The caller keeps ``file`` from being
         written until this returns (an fsync's snapshot must be one state of the file).
+
+        With ``in_memory`` (for a copy that no journal record will name, and that is
+        discarded once uploaded), up to :data:`MEMORY_COPY_BYTES` are copied into memory
+        (a memfd, where the system has them): no file is created in the staging directory
+        and none removed after. On a filesystem without a journal, ext4 skips inodes freed
+        in the last minute when it makes a new one, so each file created and removed per
+        fsync made every later file (shares, staged files) cost more to create.
         """
         assert file.staged is not None
         source = file.staged
         # Its descriptor's number may already name another file: never copy from it.
         assert not source.discarded, "copying a staged file that was discarded"
         held = (file.changed if file.base is not None else source.written).copy()
+        if in_memory and _memfd_create is not None and held.covered <= MEMORY_COPY_BYTES:
+            return self._in_memory(source, held)
         copy = self.staging.create(threads)
         try:
             copy.hold(held, source.size)
@@ -138,6 +154,35 @@ class Contents:
         except BaseException:
             copy.discard()
             raise
+        return copy
+
+    def _in_memory(self, source: StagedFile, held: Ranges) -> StagedFile:
+        """A copy of ``held`` ranges of ``source`` in a memfd (see :meth:`copy`)."""
+        assert _memfd_create is not None
+        fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
+        path = self.staging.directory / f"memory-{fd}"  # (names no file)
+        copy = StagedFile(self.staging, path, fd, in_memory=True)
+        try:
+            copy.hold(held, source.size)
+            copy_ranges(source.fd, fd, list(held), kernel=False)
+        except BaseException:
+            copy.discard()
+            raise
+        return copy
+
+    async def to_disk(self, staged: StagedFile, threads: Threads | None = None) -> StagedFile:
+        """A staged file in the staging directory holding what ``staged`` (in memory)
+        holds; ``staged`` is discarded."""
+        assert staged.in_memory
+        copy = self.staging.create(threads)
+        try:
+            copy.hold(staged.written, staged.size)
+            copy_ranges(staged.fd, copy.fd, list(staged.written), kernel=False)
+        except BaseException:
+            copy.discard()
+            raise
+        finally:
+            staged.discard()
         return copy
 
 

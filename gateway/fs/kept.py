@@ -53,6 +53,9 @@ class KeptCopies:
         deleted at once when it does not fit."""
         if staged.discarded:
             return
+        if staged.in_memory:  # an fsync's small snapshot: no file to keep
+            staged.discard()
+            return
         size = staged.written.covered
         if not self.limit or size > self.limit or cap in self._copies:
             staged.discard()

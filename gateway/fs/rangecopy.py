@@ -19,16 +19,20 @@ COPY_STEP = 8 << 20
 _kernel_copy = hasattr(os, "copy_file_range")
 
 
-def copy_ranges(source: int, target: int, ranges: list[tuple[int, int]]) -> None:
+def copy_ranges(
+    source: int, target: int, ranges: list[tuple[int, int]], kernel: bool = True
+) -> None:
     """Copy ``ranges`` of the file open as ``source`` to the same offsets of ``target``
     (``copy_file_range``: the kernel copies, or shares the blocks where the filesystem
-    can; ``pread``/``pwrite`` where it cannot). What lies past ``source``'s end stays a
-    hole. A full disk raises :class:`NoSpace`."""
+    can; ``pread``/``pwrite`` where it cannot, or without ``kernel``: between a file and
+    memory, which the call refuses). What lies past ``source``'s end stays a hole. A full
+    disk raises :class:`NoSpace`."""
+    step = _copy_step if kernel else _copy_by_hand
     try:
         for start, end in ranges:
             offset = start
             while offset < end:
-                moved = _copy_step(source, target, offset, min(COPY_STEP, end - offset))
+                moved = step(source, target, offset, min(COPY_STEP, end - offset))
                 if not moved:
                     break
                 offset += moved
@@ -47,6 +51,10 @@ def _copy_step(source: int, target: int, offset: int, length: int) -> int:
             if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 raise
             _kernel_copy = False  # not here: copied by hand from now on
+    return _copy_by_hand(source, target, offset, length)
+
+
+def _copy_by_hand(source: int, target: int, offset: int, length: int) -> int:
     data = os.pread(source, length, offset)
     view = memoryview(data)
     at = offset

@@ -131,6 +131,8 @@ class StagedFile:
     size: int = 0
     threads: Threads | None = None
     written: Ranges = field(factory=Ranges)
+    #: In memory (a memfd: :meth:`Contents.copy`), not in the directory: ``path`` names nothing.
+    in_memory: bool = False
     _closed: bool = field(default=False, init=False)
     #: Bytes written since the last flush-behind was started, and the range they lie in.
     _unsynced: int = field(default=0, init=False)
@@ -248,7 +250,8 @@ class StagedFile:
         if self._closed:
             return
         self._closed = True
-        self.path.unlink(missing_ok=True)
+        if not self.in_memory:
+            self.path.unlink(missing_ok=True)
         self.area.release(self.written.covered)
         if not self._busy:
             os.close(self.fd)

@@ -119,10 +119,8 @@ class Volume:
             self._root_lock.release()
 
     async def directory(self, parts: Path) -> IDirectory:
-        """The directory node at ``parts`` (NoSuchFile / NotADirectory on the way).
-
-        Symbolic links among the components are followed (see :meth:`resolve`).
-        """
+        """The directory node at ``parts``, symbolic links among them followed (see
+        :meth:`resolve`); NoSuchFile / NotADirectory on the way."""
         return (await self._walk(parts))[1]
 
     async def resolve(self, parts: Path, follow_last: bool = False) -> Path:
@@ -240,6 +238,7 @@ class Volume:
         """
         assert state.staged is not None
         staged = state.staged
+        assert not (record and staged.in_memory), "a journal record names a file on disk"
         base = state.base
         held = state.held_ranges()
         # A file's bytes held here, when they are few, go into its journal record: one flush

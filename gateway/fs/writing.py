@@ -331,7 +331,12 @@ class Writers:
             # Writes wait while the changes are copied (in a thread when large): the snapshot
             # is one state of the file, and what is written after it counts in ``since``.
             async with state.writes_held():
-                snapshot.staged = await self.volume.contents.copy(state, self._threads)
+                # A snapshot no record names is only read by its upload: a small one is
+                # copied into memory (Contents.copy).
+                in_memory = not self.volume.needs_record(snapshot)
+                snapshot.staged = await self.volume.contents.copy(
+                    state, self._threads, in_memory=in_memory
+                )
                 snapshot.base, snapshot.limit = state.base, state.limit
                 snapshot.changed = state.changed.copy()
                 state.dirty = False
@@ -341,6 +346,9 @@ class Writers:
                 # No record unless a recorded version of the path is pending (see
                 # Volume.needs_record): the fsync is acknowledged once in the grid.
                 record = self.volume.needs_record(snapshot)
+                if record and snapshot.staged.in_memory:  # a recorded version came meanwhile
+                    staged = snapshot.staged
+                    snapshot.staged = await self.volume.contents.to_disk(staged, self._threads)
                 await self.volume.publish(snapshot, wait=False, record=record)
                 assert snapshot.job_id is not None
                 # Its objects are stored while the record is flushed; nothing is linked

@@ -1,0 +1,154 @@
+"""An fsync's snapshot of a small change is held in memory, not in a new staged file.
+
+No journal record names such a snapshot and only its upload reads it, so up to
+``MEMORY_COPY_BYTES`` of changes are copied into a memfd: an fsync creates and removes
+no file in the staging directory. A larger change, or a snapshot that needs a record (a
+recorded version of the path is still pending), is copied to a staged file as before.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.fs import contents
+from gateway.fs.contents import MEMORY_COPY_BYTES
+from gateway.fs.interfaces import OpenFlags, SetAttributes
+from gateway.fs.kept import KeptCopies
+from gateway.fs.sparse import Ranges
+from gateway.fs.staging import StagedFile, StagingArea
+from tests.fs.support import VolumeHarness
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "memfd_create"), reason="this system has no memfd_create"
+)
+
+READ_WRITE = OpenFlags(read=True, write=True)
+BASE = os.urandom(3 * MEMORY_COPY_BYTES)
+
+
+def _snapshots(gw: VolumeHarness, monkeypatch: pytest.MonkeyPatch) -> list[tuple[StagedFile, bool]]:
+    """Every staged copy the volume's fsyncs take from now on, and whether its path named
+    a file when it was made."""
+    made: list[tuple[StagedFile, bool]] = []
+    real = gw.volume.contents.copy
+
+    async def copy(*args: object, **kwargs: object) -> StagedFile:
+        staged = await real(*args, **kwargs)  # type: ignore[arg-type]
+        made.append((staged, staged.path.exists()))
+        return staged
+
+    monkeypatch.setattr(gw.volume.contents, "copy", copy)
+    return made
+
+
+def _staging_files(gw: VolumeHarness) -> list[str]:
+    return sorted(p.name for p in gw.volume.staging.directory.iterdir())
+
+
+def test_a_small_change_is_fsynced_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4 KiB change to a file in the grid, fsynced: its snapshot is in memory (no file
+    appears in or leaves the staging directory), the grid holds the change exactly, and
+    the snapshot's bytes go back to the quota once it is stored."""
+    gw = VolumeHarness(tmp_path)
+    gw.write("/f", BASE)
+    gw.upload_everything()
+    handle = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(5000, b"x" * 4096))
+    before, used = _staging_files(gw), gw.volume.staging.used
+    made = _snapshots(gw, monkeypatch)
+    gw.run_waiting(handle.fsync())
+    [(snapshot, existed)] = made
+    assert snapshot.in_memory and not existed
+    assert snapshot.discarded
+    assert _staging_files(gw) == before
+    assert gw.volume.staging.used == used
+    other = gw.run(gw.fs.open("/f", OpenFlags(read=True), SetAttributes()))
+    assert gw.run(other.read(0, len(BASE))) == BASE[:5000] + b"x" * 4096 + BASE[9096:]
+    gw.run(other.close())
+    gw.run(handle.close())
+    gw.upload_everything()
+    assert gw.read("/f") == BASE[:5000] + b"x" * 4096 + BASE[9096:]
+    assert gw.volume.staging.used == 0
+
+
+def test_a_large_change_or_a_recorded_version_is_snapshotted_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change larger than ``MEMORY_COPY_BYTES`` is copied to a staged file; so is a
+    change over a version whose upload record is still pending (the snapshot's record
+    names its staged file). Both reach the grid exactly."""
+    gw = VolumeHarness(tmp_path)
+    gw.write("/f", BASE)
+    gw.upload_everything()
+    made = _snapshots(gw, monkeypatch)
+    handle = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    big = os.urandom(MEMORY_COPY_BYTES + 1)
+    gw.run(handle.write(0, big))
+    gw.run_waiting(handle.fsync())
+    gw.run(handle.close())
+    gw.upload_everything()
+    gw.write("/g", b"first version")  # closed: recorded, and left pending
+    handle = gw.run(gw.fs.open("/g", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(0, b"FIRST"))
+    gw.run_waiting(handle.fsync())
+    gw.run(handle.close())
+    gw.upload_everything()
+    # The big change's snapshot; the open's copy of /g's pending version; /g's snapshot.
+    assert [(s.in_memory, existed) for s, existed in made] == [(False, True)] * 3
+    assert gw.read("/f") == big + BASE[len(big) :]
+    assert gw.read("/g") == b"FIRST version"
+
+
+def test_a_memory_copy_goes_to_disk_with_its_holes(tmp_path: Path) -> None:
+    """``to_disk`` (a snapshot that turns out to need a record) writes the memory copy's
+    ranges to a new staged file, holes kept, the quota unchanged, the memory copy gone."""
+    gw = VolumeHarness(tmp_path)
+    area = gw.volume.staging
+    fd = os.memfd_create("test", os.MFD_CLOEXEC)
+    memory = StagedFile(area, area.directory / "memory", fd, in_memory=True)
+    memory.hold(Ranges([(10, 20), (100, 110)]), 200)
+    os.pwrite(fd, b"a" * 10, 10)
+    os.pwrite(fd, b"b" * 10, 100)
+    used = area.used
+    on_disk = gw.run(gw.volume.contents.to_disk(memory))
+    assert memory.discarded and not on_disk.in_memory and on_disk.path.exists()
+    assert on_disk.read(0, 200) == bytes(10) + b"a" * 10 + bytes(80) + b"b" * 10 + bytes(90)
+    assert on_disk.written == Ranges([(10, 20), (100, 110)])
+    assert area.used == used
+    on_disk.discard()
+    assert area.used == 0 and not on_disk.path.exists()
+
+
+def test_a_memory_snapshot_is_never_kept(tmp_path: Path) -> None:
+    """Kept copies are files on disk: a memory snapshot offered to them is discarded."""
+    area = StagingArea(tmp_path, 10_000, spare_files=0)
+    kept = KeptCopies(5_000)
+    fd = os.memfd_create("test", os.MFD_CLOEXEC)
+    memory = StagedFile(area, tmp_path / "memory", fd, in_memory=True)
+    memory.write(0, b"m" * 100)
+    kept.keep("cap-m", memory)
+    assert memory.discarded and kept.reader("cap-m") is None
+    assert area.used == kept.used == 0
+
+
+def test_without_memfd_small_snapshots_stay_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the system has no memfd, every snapshot is a staged file (and correct)."""
+    monkeypatch.setattr(contents, "_memfd_create", None)
+    gw = VolumeHarness(tmp_path)
+    gw.write("/f", BASE)
+    gw.upload_everything()
+    made = _snapshots(gw, monkeypatch)
+    handle = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(1, b"y"))
+    gw.run_waiting(handle.fsync())
+    gw.run(handle.close())
+    gw.upload_everything()
+    assert [(s.in_memory, existed) for s, existed in made] == [(False, True)]
+    assert gw.read("/f") == BASE[:1] + b"y" + BASE[2:]
