@@ -38,6 +38,7 @@ back, is written once.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -58,6 +59,12 @@ APPLY_BACKLOG = 4096
 APPLY_BACKLOG_BYTES = 8 << 20
 """Bytes of shares those records may hold (records are kept in memory until applied; a
 small share's record holds up to 64 KiB)."""
+
+APPLY_NICE = 10
+"""How much nicer the applying thread is than the process (Linux gives each thread its own
+nice value): when it competes for a core with the reactor thread or a client, it gets
+about a tenth of the time they do. Its records are durable already; only reads of their
+indexes wait for them, and those apply them themselves (:meth:`BackgroundApplier.settle`)."""
 
 HOLD_RECHECK = 0.05
 """Seconds between two looks at whether a hold has ended, while records wait."""
@@ -368,6 +375,7 @@ class BackgroundApplier:
                 return record
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             with self._cond:
                 record = self._current = self._next()
@@ -387,6 +395,17 @@ class BackgroundApplier:
                 with self._cond:  # still under the lock: no reader sees it twice
                     self._current = None
                     self._done(bytes(record["si"]), 1)
+
+
+def _lower_priority() -> None:
+    """Make the calling thread :data:`APPLY_NICE` nicer than it is (at most 19; best effort:
+    where threads have no priority of their own, nothing changes)."""
+    try:
+        thread = threading.get_native_id()
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, nice + APPLY_NICE))
+    except (AttributeError, OSError):
+        pass
 
 
 def _target(record: Record) -> tuple[str, int] | None:

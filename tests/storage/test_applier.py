@@ -8,6 +8,7 @@ fail) and check what clients of the storage server see meanwhile and afterwards.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 import storage.disk
-from storage.applier import BackgroundApplier
+from storage.applier import APPLY_NICE, BackgroundApplier
 from storage.backend import si_b2a
 from storage.disk import DiskBackend
 from storage.errors import StorageError
@@ -455,3 +456,21 @@ def test_reading_a_share_leaves_its_index_metadata_waiting(tmp_path: Path) -> No
     applier.hold = lambda: False
     server.backend.close()
     assert metadata.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no thread priorities here")
+def test_the_applying_thread_yields_to_the_reactor_and_clients() -> None:
+    """Records are applied by a thread APPLY_NICE nicer than the process (at most 19), so
+    that on a busy machine it gets a fraction of the cores the reactor thread and clients
+    get; the thread that submits keeps its own priority."""
+    seen: list[int] = []
+
+    def apply(record: dict[str, Any]) -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    applier = BackgroundApplier(apply, threading.RLock())
+    applier.submit(records(1))
+    applier.close()
+    assert seen == [min(19, before + APPLY_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
