@@ -145,7 +145,9 @@ class Contents:
         copy = self.staging.create(threads)
         try:
             copy.hold(held, source.size)
-            if threads is None or held.covered < COPY_IN_THREAD:
+            if source.in_memory:  # (the kernel refuses to copy between memory and a disk)
+                copy_ranges(source.fd, copy.fd, list(held), kernel=False)
+            elif threads is None or held.covered < COPY_IN_THREAD:
                 copy_ranges(source.fd, copy.fd, list(held))
             else:
                 # Descriptors of its own: the source may be closed meanwhile.

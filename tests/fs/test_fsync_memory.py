@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 
-from gateway.fs import contents
+from gateway.fs import contents, rangecopy
 from gateway.fs.contents import MEMORY_COPY_BYTES
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.kept import KeptCopies
@@ -152,3 +153,32 @@ def test_without_memfd_small_snapshots_stay_on_disk(
     gw.upload_everything()
     assert [(s.in_memory, existed) for s, existed in made] == [(False, True)]
     assert gw.read("/f") == BASE[:1] + b"y" + BASE[2:]
+
+
+def test_a_file_opened_over_a_memory_snapshot_copies_it_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client fsyncs and closes at once (sshfs sends both before either is answered),
+    and another opens the file while the snapshot, held in memory, is still uploading:
+    the new handle's staged copy of it is made by hand (the kernel copies no range
+    between memory and a disk), it holds the change, and the kernel still copies every
+    other staged range afterwards."""
+    monkeypatch.setattr(rangecopy, "_kernel_copy", hasattr(os, "copy_file_range"))
+    gw = VolumeHarness(tmp_path)
+    gw.write("/f", BASE)
+    gw.upload_everything()
+    made = _snapshots(gw, monkeypatch)
+    first = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    gw.run(first.write(5000, b"x" * 4096))
+    synced: list[object] = []
+    Deferred.fromCoroutine(first.fsync()).addBoth(synced.append)
+    gw.run(first.close())
+    assert synced == [] and [s.in_memory for s, _ in made] == [True]
+    second = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    assert rangecopy._kernel_copy == hasattr(os, "copy_file_range")
+    expected = BASE[:5000] + b"x" * 4096 + BASE[9096:]
+    assert gw.run(second.read(0, len(BASE))) == expected
+    gw.run(second.close())
+    gw.upload_everything()
+    assert synced == [None]
+    assert gw.read("/f") == expected
