@@ -143,16 +143,13 @@ class Contents:
         if in_memory and _memfd_create is not None and held.covered <= MEMORY_COPY_BYTES:
             return self._in_memory(source, held)
         copy = self.staging.create(threads)
+        if source.in_memory or threads is None or held.covered < COPY_IN_THREAD:
+            return _filled(copy, source, held)
         try:
             copy.hold(held, source.size)
-            if source.in_memory:  # (the kernel refuses to copy between memory and a disk)
-                copy_ranges(source.fd, copy.fd, list(held), kernel=False)
-            elif threads is None or held.covered < COPY_IN_THREAD:
-                copy_ranges(source.fd, copy.fd, list(held))
-            else:
-                # Descriptors of its own: the source may be closed meanwhile.
-                fds = os.dup(source.fd), os.dup(copy.fd)
-                await threads(partial(_copy_and_close, *fds, list(held)))
+            # Descriptors of its own: the source may be closed meanwhile.
+            fds = os.dup(source.fd), os.dup(copy.fd)
+            await threads(partial(_copy_and_close, *fds, list(held)))
         except BaseException:
             copy.discard()
             raise
@@ -163,29 +160,29 @@ class Contents:
         assert _memfd_create is not None
         fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
         path = self.staging.directory / f"memory-{fd}"  # (names no file)
-        copy = StagedFile(self.staging, path, fd, in_memory=True)
-        try:
-            copy.hold(held, source.size)
-            copy_ranges(source.fd, fd, list(held), kernel=False)
-        except BaseException:
-            copy.discard()
-            raise
-        return copy
+        return _filled(StagedFile(self.staging, path, fd, in_memory=True), source, held)
 
     async def to_disk(self, staged: StagedFile, threads: Threads | None = None) -> StagedFile:
         """A staged file in the staging directory holding what ``staged`` (in memory)
         holds; ``staged`` is discarded."""
         assert staged.in_memory
-        copy = self.staging.create(threads)
         try:
-            copy.hold(staged.written, staged.size)
-            copy_ranges(staged.fd, copy.fd, list(staged.written), kernel=False)
-        except BaseException:
-            copy.discard()
-            raise
+            return _filled(self.staging.create(threads), staged, staged.written)
         finally:
             staged.discard()
-        return copy
+
+
+def _filled(copy: StagedFile, source: StagedFile, held: Ranges) -> StagedFile:
+    """``copy`` (new and empty) holding the ``held`` ranges of ``source``, and as long; it
+    is discarded if that fails. The kernel copies no range between memory and a disk:
+    such copies are made by hand."""
+    try:
+        copy.hold(held, source.size)
+        copy_ranges(source.fd, copy.fd, list(held), kernel=not (copy.in_memory or source.in_memory))
+    except BaseException:
+        copy.discard()
+        raise
+    return copy
 
 
 def _copy_and_close(source: int, target: int, ranges: list[tuple[int, int]]) -> None:
