@@ -156,6 +156,7 @@ def test_a_shared_failure_reaches_every_waiter_and_is_not_logged_as_unhandled() 
 
     from gateway.objects.concurrency import owned, shared, start
 
+    gc.collect()  # earlier tests' dropped failures say so now, not while this one listens
     logged: list[dict[str, object]] = []
     globalLogPublisher.addObserver(logged.append)
     try:
@@ -179,7 +180,9 @@ def test_a_shared_failure_reaches_every_waiter_and_is_not_logged_as_unhandled() 
             gc.collect()
     finally:
         globalLogPublisher.removeObserver(logged.append)
-    assert not [e for e in logged if e.get("isError") or "Unhandled" in str(e.get("log_format"))]
+    # Only this test's error counts: a cycle left by another test on this worker may still
+    # be collected meanwhile, and log its own "Unhandled error in Deferred".
+    assert not [e for e in logged if "the grid said no" in str(e.get("log_failure", ""))]
 
 
 def test_identical_stores_behind_an_ordered_server_sync_one_at_a_time() -> None:
