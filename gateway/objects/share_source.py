@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects import immutable_format as fmt
 from gateway.objects import merkle
-from gateway.objects.concurrency import shared, start
+from gateway.objects.concurrency import owned, start
 from gateway.objects.crypto import HASH_SIZE, PERSON_BLOCK_NODE
 from gateway.objects.errors import CorruptShare
 
@@ -111,7 +111,9 @@ class ShareSource:
             self.top_read = start(read(layout.tree_offset, self.top_nodes() * HASH_SIZE))
         pending = self.top_read
         try:
-            data = await shared(pending)
+            # (as its owner: a failure, once every reader waiting has it, is consumed, so
+            # the Deferred dropped below logs no "Unhandled error in Deferred")
+            data = await owned(pending)
         finally:
             if self.top_read is pending:
                 self.top_read = None  # done: kept (below) or, failed, to be read again

@@ -133,6 +133,34 @@ def test_server_failing_during_read_falls_back() -> None:
     assert run(reader.read(SEG, 5 * SEG)) == data[SEG:]
 
 
+def test_a_server_failing_during_read_logs_no_unhandled_error() -> None:
+    """The read that found a server down (its block-tree top, awaited by every run that
+    needed it) is answered and then forgotten quietly: nothing is logged as an
+    "Unhandled error in Deferred" with a traceback once it is garbage collected."""
+    import gc
+
+    from twisted.logger import globalLogPublisher
+
+    gc.collect()  # (earlier tests' garbage says its own, not while this one listens)
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        grid = make_grid(10)
+        data = pattern(6 * SEG)
+        cap = upload(grid, data)
+        assert isinstance(cap, ImmutableReadCap)
+        reader = ImmutableReader(cap, grid)
+        assert run(reader.read(0, SEG)) == data[:SEG]
+        down = next(c for c in grid if c.count("read_immutable"))
+        down.available = False
+        assert run(reader.read(SEG, 5 * SEG)) == data[SEG:]
+        del reader
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if "is down" in str(e.get("log_failure", ""))]
+
+
 def test_flipped_byte_is_repaired_and_reported() -> None:
     """A corrupt block on one server is replaced by another share and the server is told."""
     data = pattern(4 * SEG + 9)
