@@ -141,7 +141,9 @@ class Contents:
         assert not source.discarded, "copying a staged file that was discarded"
         held = (file.changed if file.base is not None else source.written).copy()
         if in_memory and _memfd_create is not None and held.covered <= MEMORY_COPY_BYTES:
-            return self._in_memory(source, held)
+            made = self._in_memory(source, held)
+            if made is not None:
+                return made
         copy = self.staging.create(threads)
         if source.in_memory or threads is None or held.covered < COPY_IN_THREAD:
             return _filled(copy, source, held)
@@ -155,10 +157,14 @@ class Contents:
             raise
         return copy
 
-    def _in_memory(self, source: StagedFile, held: Ranges) -> StagedFile:
-        """A copy of ``held`` ranges of ``source`` in a memfd (see :meth:`copy`)."""
+    def _in_memory(self, source: StagedFile, held: Ranges) -> StagedFile | None:
+        """A copy of ``held`` ranges of ``source`` in a memfd (see :meth:`copy`); None when
+        the system will not make one now (out of memory or descriptors)."""
         assert _memfd_create is not None
-        fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
+        try:
+            fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
+        except OSError:
+            return None
         path = self.staging.directory / f"memory-{fd}"  # (names no file)
         return _filled(StagedFile(self.staging, path, fd, in_memory=True), source, held)
 

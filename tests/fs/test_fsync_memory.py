@@ -8,6 +8,7 @@ recorded version of the path is still pending), is copied to a staged file as be
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -182,3 +183,26 @@ def test_a_file_opened_over_a_memory_snapshot_copies_it_by_hand(
     gw.upload_everything()
     assert synced == [None]
     assert gw.read("/f") == expected
+
+
+def test_when_no_memfd_can_be_made_the_snapshot_goes_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system out of memory or descriptors refuses the memfd: the fsync takes a staged
+    file instead, and succeeds."""
+
+    def refuse(name: str, flags: int) -> int:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(contents, "_memfd_create", refuse)
+    gw = VolumeHarness(tmp_path)
+    gw.write("/f", BASE)
+    gw.upload_everything()
+    made = _snapshots(gw, monkeypatch)
+    handle = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(7, b"z"))
+    gw.run_waiting(handle.fsync())
+    gw.run(handle.close())
+    gw.upload_everything()
+    assert [(s.in_memory, existed) for s, existed in made] == [(False, True)]
+    assert gw.read("/f") == BASE[:7] + b"z" + BASE[8:]
