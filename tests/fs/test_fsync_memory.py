@@ -138,24 +138,6 @@ def test_a_memory_snapshot_is_never_kept(tmp_path: Path) -> None:
     assert area.used == kept.used == 0
 
 
-def test_without_memfd_small_snapshots_stay_on_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where the system has no memfd, every snapshot is a staged file (and correct)."""
-    monkeypatch.setattr(contents, "_memfd_create", None)
-    gw = VolumeHarness(tmp_path)
-    gw.write("/f", BASE)
-    gw.upload_everything()
-    made = _snapshots(gw, monkeypatch)
-    handle = gw.run(gw.fs.open("/f", READ_WRITE, SetAttributes()))
-    gw.run(handle.write(1, b"y"))
-    gw.run_waiting(handle.fsync())
-    gw.run(handle.close())
-    gw.upload_everything()
-    assert [(s.in_memory, existed) for s, existed in made] == [(False, True)]
-    assert gw.read("/f") == BASE[:1] + b"y" + BASE[2:]
-
-
 def test_a_file_opened_over_a_memory_snapshot_copies_it_by_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,16 +167,17 @@ def test_a_file_opened_over_a_memory_snapshot_copies_it_by_hand(
     assert gw.read("/f") == expected
 
 
-def test_when_no_memfd_can_be_made_the_snapshot_goes_to_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _refuse(name: str, flags: int) -> int:
+    raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+
+@pytest.mark.parametrize("memfd", [None, _refuse], ids=["missing", "refused"])
+def test_without_a_memfd_the_snapshot_goes_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memfd: object
 ) -> None:
-    """A system out of memory or descriptors refuses the memfd: the fsync takes a staged
-    file instead, and succeeds."""
-
-    def refuse(name: str, flags: int) -> int:
-        raise OSError(errno.ENOMEM, "Cannot allocate memory")
-
-    monkeypatch.setattr(contents, "_memfd_create", refuse)
+    """Where the system has no memfd, or refuses one (out of memory or descriptors), an
+    fsync's small snapshot is a staged file, and the fsync succeeds."""
+    monkeypatch.setattr(contents, "_memfd_create", memfd)
     gw = VolumeHarness(tmp_path)
     gw.write("/f", BASE)
     gw.upload_everything()

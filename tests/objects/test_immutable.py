@@ -119,24 +119,9 @@ def test_survives_n_minus_k_failed_servers() -> None:
 
 
 def test_server_failing_during_read_falls_back() -> None:
-    """A server that goes down mid-read is replaced by another share."""
-    grid = make_grid(10)
-    data = pattern(6 * SEG)
-    cap = upload(grid, data)
-    assert isinstance(cap, ImmutableReadCap)
-    reader = ImmutableReader(cap, grid)
-    assert run(reader.read(0, SEG)) == data[:SEG]
-    for c in grid:
-        if c.count("read_immutable"):
-            c.available = False
-            break
-    assert run(reader.read(SEG, 5 * SEG)) == data[SEG:]
-
-
-def test_a_server_failing_during_read_logs_no_unhandled_error() -> None:
-    """The read that found a server down (its block-tree top, awaited by every run that
-    needed it) is answered and then forgotten quietly: nothing is logged as an
-    "Unhandled error in Deferred" with a traceback once it is garbage collected."""
+    """A server that goes down mid-read is replaced by another share; the read that found
+    it down (its block-tree top, awaited by every run that needed it) is then forgotten
+    quietly: nothing is logged as an "Unhandled error in Deferred" once it is collected."""
     import gc
 
     from twisted.logger import globalLogPublisher
