@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,9 @@ def free_port() -> int:
 
 
 _KEPT: set[int] = set()
+_KEPT_LOCK = threading.Lock()
+"""Held while a port is picked: a grid's nodes are started from several threads at once
+(:func:`_start_all`), and two picking together could both find the same port free."""
 
 
 def kept_port() -> int:
@@ -54,17 +58,18 @@ def kept_port() -> int:
     if low < slice_start + 1000:
         return free_port()
     first = random.randrange(1000)
-    for step in range(1000):
-        port = slice_start + (first + step) % 1000
-        if port in _KEPT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    with _KEPT_LOCK:
+        for step in range(1000):
+            port = slice_start + (first + step) % 1000
+            if port in _KEPT:
                 continue
-        _KEPT.add(port)
-        return port
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _KEPT.add(port)
+            return port
     raise RuntimeError(f"no free port in {slice_start}-{slice_start + 999}")
 
 
