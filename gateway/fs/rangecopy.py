@@ -48,9 +48,12 @@ def _copy_step(source: int, target: int, offset: int, length: int) -> int:
         try:
             return os.copy_file_range(source, target, length, offset, offset)
         except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            if e.errno == errno.ENOSYS:
+                _kernel_copy = False  # no such call in this kernel: by hand from now on
+            elif e.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            _kernel_copy = False  # not here: copied by hand from now on
+            # Otherwise these two files cannot (another filesystem, or one that does not
+            # copy): this step by hand; other files still try the kernel.
     return _copy_by_hand(source, target, offset, length)
 
 

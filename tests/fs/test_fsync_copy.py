@@ -8,6 +8,7 @@ found it, and what is written after it is in the next version.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -137,3 +138,30 @@ def test_stat_and_listing_of_a_file_being_opened_wait_for_its_contents(tmp_path:
     ((listed,),) = listing  # type: ignore[misc]
     assert listed[0] == "big.bin" and listed[1].size == len(data)
     assert gw.run(gw.fs.stat("/big.bin")).size == len(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="no copy_file_range here")
+@pytest.mark.parametrize(("error", "kernel_after"), [(errno.EXDEV, True), (errno.ENOSYS, False)])
+def test_a_refused_kernel_copy_is_made_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, kernel_after: bool
+) -> None:
+    """A copy the kernel refuses for these two files (EXDEV: another filesystem) is made by
+    hand and later copies still ask the kernel; a kernel without the call (ENOSYS) is
+    not asked again."""
+    monkeypatch.setattr(rangecopy, "_kernel_copy", True)
+
+    def refuse(*args: object) -> int:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(rangecopy.os, "copy_file_range", refuse)
+    data = os.urandom(10_000)
+    (tmp_path / "src").write_bytes(data)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        rangecopy.copy_ranges(src, dst, [(100, 5_000)])
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes() == bytes(100) + data[100:5_000]
+    assert rangecopy._kernel_copy is kernel_after
