@@ -437,8 +437,9 @@ class WriteHandle:
         """Read the contents as written so far (over the grid version they change)."""
         if not self.readable:
             raise PermissionDenied("file was not opened for reading")
-        if self.state.base is None:
-            return self._staged().read(offset, length)
+        ready = self.read_ready(offset, length)
+        if ready is not None:  # no grid version under the staged bytes
+            return ready
         if self._reader is None:
             self._reader = self.writers.volume.contents.reader(self.state)
         return await self._reader(offset, length)
