@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, cast
 
 import cbor2
@@ -200,11 +201,7 @@ class Node:
     """Where each entry ends, from the node's start (cumulative lengths)."""
 
     def __attrs_post_init__(self) -> None:
-        total, ends = 0, []
-        for entry in self.entries:
-            total += entry.size
-            ends.append(total)
-        object.__setattr__(self, "ends", tuple(ends))
+        object.__setattr__(self, "ends", tuple(accumulate([e.size for e in self.entries])))
 
     @property
     def size(self) -> int:
@@ -231,10 +228,6 @@ def name_inline(node: Node, cap: ChunkedCap) -> Node:
             entry = ChunkedCap(cap.node, entry.size, i)
         entries.append(entry)
     return Node(node.height, node.fanout, node.count, tuple(entries), inline)
-
-
-def _names_leaves(entry: ChildCap) -> bool:
-    return isinstance(entry, InlineLeaf) or isinstance(entry, ChunkedCap) and entry.part is not None
 
 
 def capacity(fanout: int, height: int) -> int:
@@ -268,19 +261,8 @@ def _entry(cap: ChildCap | PackedPatch) -> list[Any]:
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
 
 
-def _needs_version_2(entry: ChildCap) -> bool:
-    return isinstance(entry, PatchedExtent) and any(
-        is_inline(p) or isinstance(p, PackedPatch) for _, p in entry.patches
-    )
-
-
-def _encoded_entry(cap: ChildCap) -> bytes:
-    """One entry's CBOR (kept, but for one holding inline patches, whose bytes would make
-    the kept encodings large: an update stores again the nodes on its paths, whose entries
-    are nearly all the same as the last time)."""
-    if inline_bytes(cap) or isinstance(cap, InlineLeaf):
-        return cast(bytes, cbor2.dumps(_entry(cap)))
-    return _kept_entry(cap)
+def _needs_version_2(entry: PatchedExtent) -> bool:
+    return any(is_inline(p) or isinstance(p, PackedPatch) for _, p in entry.patches)
 
 
 @functools.lru_cache(maxsize=ENCODED_ENTRIES)
@@ -304,13 +286,34 @@ def encode_node(node: Node) -> bytes:
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
     put together from each entry's encoding.
     """
+    # One pass over the entries, each's encoding kept but for one holding inline bytes
+    # (patches, a leaf), which would make the kept encodings large. An update stores again
+    # the nodes on its paths, whose entries are nearly all the same as the last time: this
+    # loop is what an fsync's node costs per entry, so it calls as little as it can.
+    parts: list[bytes] = []
+    patched_v2 = names_leaves = False
+    kept = _kept_entry
+    for entry in node.entries:
+        kind = type(entry)
+        if kind is PatchedExtent:
+            assert isinstance(entry, PatchedExtent)
+            patched_v2 = patched_v2 or _needs_version_2(entry)
+            parts.append(cbor2.dumps(_entry(entry)) if entry.inline_bytes else kept(entry))
+        elif kind is InlineLeaf:
+            names_leaves = True
+            parts.append(cbor2.dumps(_entry(entry)))
+        else:
+            if kind is ChunkedCap:
+                assert isinstance(entry, ChunkedCap)
+                names_leaves = names_leaves or entry.part is not None
+            parts.append(kept(entry))
     version = FORMAT_VERSION
-    if node.height == 0 and any(map(_needs_version_2, node.entries)):
+    if node.height == 0 and patched_v2:
         version = INLINE_VERSION
-    elif node.height == 1 and any(map(_names_leaves, node.entries)):
+    elif node.height == 1 and names_leaves:
         version = LEAVES_VERSION
     head = [version, node.height, node.fanout, node.count]
-    entries = _array(len(node.entries)) + b"".join(_encoded_entry(e) for e in node.entries)
+    entries = _array(len(node.entries)) + b"".join(parts)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
     if len(data) <= LITERAL_THRESHOLD:
         data = cbor2.dumps([*head, cbor2.loads(entries), bytes(LITERAL_THRESHOLD + 1 - len(data))])

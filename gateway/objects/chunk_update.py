@@ -6,7 +6,7 @@ base version's, in order, with three kinds of change:
 - an extent wholly outside the changed ranges and below the new end is reused
   (same cap, same position);
 - an extent that changed ranges touch is *patched* when they are small: the
-  changed ranges inside it (those closer than PATCH_GAP joined) are ``read``
+  changed ranges inside it (those closer than PATCH_GAP joined, :mod:`.patch_plan`) are ``read``
   and stored as patches laid over it (:class:`~.chunk_format.PatchedExtent`;
   a patch of at most 4 KiB is kept in the leaf node, :mod:`.inline_patches`),
   while its patches, old and new, hold at most 1/PATCHED_SHARE of it and number
@@ -68,13 +68,11 @@ from gateway.objects.chunk_format import (
     DEFAULT_FANOUT,
     INLINE_LEAVES_BYTES,
     INLINE_PATCH_BYTES,
-    MAX_PATCHES,
     ChildCap,
     ExtentCap,
     InlineLeaf,
     LeafEntry,
     Node,
-    Patch,
     PatchedExtent,
     capacity,
     encode_node,
@@ -85,18 +83,13 @@ from gateway.objects.chunked import NodeCache
 from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.errors import CorruptObject
 from gateway.objects.inline_patches import within_budget
+from gateway.objects.patch_plan import plan_patches
 
 Read = Callable[[int, int], Awaitable[bytes]]
 Upload = Callable[[bytes], Coroutine[Any, Any, LiteralCap | ImmutableReadCap]]
 
 MAX_TAIL_WALK = 64
 """Most small extents looked at before the tail (the rule keeps far fewer)."""
-
-PATCH_GAP = 4096
-"""Changed ranges of one extent closer than this are one patch (the bytes between, read)."""
-
-PATCHED_SHARE = 4
-"""An extent is stored again whole once its patches would hold more than 1/4 of it."""
 
 
 class TreeUpdate:
@@ -134,6 +127,7 @@ class TreeUpdate:
         self._root: ChunkedCap | Node | None = None
         self._base_height = self._base_count = self._base_size = 0
         self._replaced: dict[int, tuple[int, int]] = {}
+        self._replaced_order: list[int] = []  # its keys, in order
         self._tail: list[tuple[int, int]] = []
         self._keep = 0  # extents before the tail
         self.stored_bytes = 0
@@ -259,6 +253,7 @@ class TreeUpdate:
                 index, at, length = await self._extent(offset=position)
                 self._replaced[index] = (at, length)
                 position = at + length
+        self._replaced_order = sorted(self._replaced)
 
     async def _base_ref(self, height: int) -> ChunkedCap | Node | None:
         """The base's node at (``height``, 0), when the base has one."""
@@ -276,35 +271,51 @@ class TreeUpdate:
 
     # -- the new tree -----------------------------------------------------------------
 
+    def _replaced_in(self, lo: int, hi: int) -> list[int]:
+        """The indexes of the replaced base extents in ``[lo, hi)``, in order."""
+        order = self._replaced_order
+        return order[bisect.bisect_left(order, lo) : bisect.bisect_left(order, hi)]
+
+    def _reused(self, ref: ChunkedCap | Node | None, height: int, j: int, count: int) -> bool:
+        """Whether the base's node ``ref`` at (``height``, ``j``) is the new one: it is
+        stored, and nothing under it changed or moved (reused without being read)."""
+        span = capacity(self.fanout, height)
+        lo, hi = j * span, min((j + 1) * span, count)
+        return (
+            isinstance(ref, ChunkedCap)
+            and hi == min((j + 1) * span, self._base_count)
+            and hi <= self._keep
+            and not self._replaced_in(lo, hi)
+        )
+
     async def _build(
         self, height: int, j: int, count: int, ref: ChunkedCap | Node | None, leaf: bool = False
     ) -> ChildCap | Node:
         """The new node at (``height``, ``j``) of a tree of ``count`` extents (with ``leaf``,
-        a new leaf node is returned unstored: its parent keeps it inline or stores it)."""
+        a new leaf node is returned unstored: its parent keeps it inline or stores it).
+        Its cost is in the entries that changed, but for copying the node's list."""
+        if self._reused(ref, height, j, count):
+            assert isinstance(ref, ChunkedCap)
+            return ref
         span = capacity(self.fanout, height)
         lo, hi = j * span, min((j + 1) * span, count)
         base_hi = min((j + 1) * span, self._base_count)
-        if (
-            isinstance(ref, ChunkedCap)
-            and hi == base_hi
-            and hi <= self._keep
-            and not any(lo <= i < hi for i in self._replaced)
-        ):
-            return ref  # nothing under it changed: reused without being read
         base = await self._node(ref, height, base_hi - lo) if ref is not None else None
-        entries: list[ChildCap | Deferred[ExtentCap] | Deferred[LeafEntry]] = []
+        entries: list[Any] = []  # ChildCap, or at ``pending`` a Deferred of one
+        pending: list[int] = []
         if height == 0:
-            for i in range(lo, hi):
-                if i >= self._keep:
-                    entries.append(start(self._store_extent(*self._tail[i - self._keep])))
-                elif i in self._replaced:
-                    assert base is not None
-                    old = base.entries[i - lo]
-                    assert not isinstance(old, ChunkedCap | InlineLeaf)
-                    entries.append(start(self._change_extent(*self._replaced[i], old)))
-                else:
-                    assert base is not None
-                    entries.append(base.entries[i - lo])
+            kept = max(0, min(hi, self._keep) - lo)  # base extents in their places
+            if kept:
+                assert base is not None
+                entries = list(base.entries[:kept])
+            for i in self._replaced_in(lo, lo + kept):
+                old = entries[i - lo]
+                assert not isinstance(old, ChunkedCap | InlineLeaf)
+                entries[i - lo] = start(self._change_extent(*self._replaced[i], old))
+                pending.append(i - lo)
+            for i in range(lo + kept, hi):
+                pending.append(len(entries))
+                entries.append(start(self._store_extent(*self._tail[i - self._keep])))
         else:
             child_span = capacity(self.fanout, height - 1)
             room = INLINE_LEAVES_BYTES if height == 1 else 0
@@ -316,6 +327,9 @@ class TreeUpdate:
                     child = found
                 elif height - 1 == self._base_height and j * self.fanout + c == 0:
                     child = self._root
+                if self._reused(child, height - 1, j * self.fanout + c, count):
+                    entries.append(child)  # (no coroutine for each unchanged child)
+                    continue
                 built = await self._build(height - 1, j * self.fanout + c, count, child, True)
                 if isinstance(built, Node):  # a new leaf: kept inline while there is room
                     encoded = encode_node(built)
@@ -325,15 +339,15 @@ class TreeUpdate:
                     else:
                         built = await self._store_node(built, encoded)
                 entries.append(built)
-        caps: list[ChildCap] = []
         try:
-            for entry in entries:
-                caps.append(await entry if isinstance(entry, Deferred) else entry)
+            for n in pending:
+                entries[n] = await entries[n]
         except BaseException:
-            for entry in entries:
-                if isinstance(entry, Deferred):
-                    entry.addErrback(lambda _: None)  # nobody awaits the others now
+            for n in pending:
+                if isinstance(entries[n], Deferred):
+                    entries[n].addErrback(lambda _: None)  # nobody awaits the others now
             raise
+        caps: list[ChildCap] = entries
         if height == 0:
             caps = await within_budget(caps, self._upload)
         node = Node(height, self.fanout, hi - lo, tuple(caps))
@@ -363,7 +377,7 @@ class TreeUpdate:
         """A base extent that changed ranges touch: the changed bytes laid over it as patches
         when they are few and small, else the extent stored again whole (which also folds
         the patches it had into it)."""
-        planned = self._patch_ranges(offset, length, old)
+        planned = plan_patches(self._changed, offset, length, old)
         if planned is None:
             return await self._store_extent(offset, length)
         ranges, visible = planned
@@ -381,32 +395,6 @@ class TreeUpdate:
         if isinstance(old, PatchedExtent):
             return PatchedExtent(old.extent, (*visible, *patches))
         return PatchedExtent(old, tuple(patches))
-
-    def _patch_ranges(
-        self, offset: int, length: int, old: LeafEntry
-    ) -> tuple[Ranges, tuple[tuple[int, Patch], ...]] | None:
-        """The ranges to store as patches of ``old`` (changed ranges inside it, those closer
-        than PATCH_GAP joined) and the patches of ``old`` they leave visible, or None when
-        it must be stored again whole."""
-        if isinstance(old, LiteralCap) or old.size != length:
-            return None
-        ranges: Ranges = []
-        for a, b in self._changed:
-            a, b = max(a, offset), min(b, offset + length)
-            if a >= b:
-                continue
-            if ranges and a - ranges[-1][1] < PATCH_GAP:
-                ranges[-1] = (ranges[-1][0], max(b, ranges[-1][1]))
-            else:
-                ranges.append((a, b))
-        visible = _visible(old, ranges, offset) if isinstance(old, PatchedExtent) else ()
-        kept, patched = len(visible), sum(patch.size for _, patch in visible)
-        new_bytes = sum(b - a for a, b in ranges)
-        if not ranges or kept + len(ranges) > MAX_PATCHES:
-            return None
-        if patched + new_bytes > length // PATCHED_SHARE:
-            return None
-        return ranges, visible
 
     async def _store_patch(self, a: int, b: int) -> ExtentCap:
         await self._slots.acquire()
@@ -477,14 +465,3 @@ class TreeUpdate:
         finally:
             self._slots.release()
         return cap
-
-
-def _visible(old: PatchedExtent, ranges: Ranges, offset: int) -> tuple[tuple[int, Patch], ...]:
-    """The patches of ``old`` that the new ones (``ranges``, of the file) leave visible: one
-    that a new patch covers whole shows nowhere, and goes (a page rewritten again and again
-    keeps one patch, never the extent stored again whole for it)."""
-    return tuple(
-        (at, patch)
-        for at, patch in old.patches
-        if not any(a <= offset + at and offset + at + patch.size <= b for a, b in ranges)
-    )

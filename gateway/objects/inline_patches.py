@@ -28,7 +28,6 @@ from gateway.objects.chunk_format import (
     ExtentCap,
     PackedPatch,
     PatchedExtent,
-    inline_bytes,
     is_inline,
 )
 
@@ -38,7 +37,7 @@ async def within_budget(
 ) -> list[ChildCap]:
     """A leaf node's entries, within INLINE_NODE_BYTES inline: past it, every patch the node
     keeps inline moves into one *pack* (one object, stored by ``store``), named by range."""
-    if sum(map(inline_bytes, entries)) <= INLINE_NODE_BYTES:
+    if sum([e.inline_bytes for e in entries if type(e) is PatchedExtent]) <= INLINE_NODE_BYTES:
         return list(entries)
     pieces: list[bytes] = []
     places: dict[tuple[int, int], tuple[int, int]] = {}  # (entry, patch) -> (offset, size)
