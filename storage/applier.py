@@ -41,8 +41,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from twisted.logger import Logger
@@ -437,3 +439,24 @@ def _size(record: Record) -> int:
     """Bytes of share data a record holds (a small share's, a slot's)."""
     data = record.get("data")
     return len(data) if isinstance(data, (bytes, bytearray)) else 0
+
+
+_OP, _N, _SHARE = itemgetter("op"), itemgetter("n"), "share"
+
+
+def lay_over_listing(numbers: set[int], records: Sequence[Record]) -> None:
+    """Change the share numbers a listing found into what they are once ``records`` (of
+    one index, in log order) are applied. A slot held back has hundreds of them, one per
+    write, and every test-and-write lists it: without a removal among them, they are
+    counted without a Python step per record."""
+    ops = list(map(_OP, records))
+    if "delete-share" not in ops and "delete-index" not in ops:
+        numbers.update(map(int, map(_N, compress(records, map(_SHARE.__eq__, ops)))))
+        return
+    for record in records:
+        if record["op"] == "share":
+            numbers.add(int(record["n"]))
+        elif record["op"] == "delete-share":
+            numbers.discard(int(record["n"]))
+        elif record["op"] == "delete-index":
+            numbers.clear()

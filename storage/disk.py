@@ -45,6 +45,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from storage.applier import lay_over_listing
 from storage.backend import (
     CorruptionReport,
     IndexMetadata,
@@ -259,13 +260,7 @@ class DiskBackend:
         except FileNotFoundError:
             names = []
         numbers = {n for n in map(share_number, names) if n is not None}
-        for record in records:
-            if record["op"] == "share":
-                numbers.add(int(record["n"]))
-            elif record["op"] == "delete-share":
-                numbers.discard(int(record["n"]))
-            elif record["op"] == "delete-index":
-                numbers.clear()
+        lay_over_listing(numbers, records)
         kept = self._kept.get(storage_index)
         if kept is not None and not numbers.issuperset(kept):
             self._forget(storage_index)  # a file removed by hand (or lost) is gone

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 import storage.disk
-from storage.applier import APPLY_NICE, BackgroundApplier
+from storage.applier import APPLY_NICE, BackgroundApplier, lay_over_listing
 from storage.backend import si_b2a
 from storage.disk import DiskBackend
 from storage.errors import StorageError
@@ -474,3 +476,44 @@ def test_the_applying_thread_yields_to_the_reactor_and_clients() -> None:
     applier.close()
     assert seen == [min(19, before + APPLY_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def _one_step_at_a_time(numbers: set[int], records: list[dict[str, Any]]) -> set[int]:
+    out = set(numbers)
+    for record in records:
+        if record["op"] == "share":
+            out.add(record["n"])
+        elif record["op"] == "delete-share":
+            out.discard(record["n"])
+        elif record["op"] == "delete-index":
+            out.clear()
+    return out
+
+
+_OPS = st.one_of(
+    st.builds(lambda n: {"op": "share", "n": n}, st.integers(0, 5)),
+    st.builds(lambda n: {"op": "delete-share", "n": n}, st.integers(0, 5)),
+    st.just({"op": "delete-index"}),
+    st.just({"op": "metadata"}),
+)
+
+
+@given(st.sets(st.integers(0, 5)), st.lists(_OPS, max_size=12))
+def test_pending_records_laid_over_a_listing_give_what_applying_them_would(
+    listed: set[int], records: list[dict[str, Any]]
+) -> None:
+    """The share numbers a listing shows once a slot's pending records are laid over it
+    are those that applying the records one by one leaves, with or without removals
+    among them (the path without removals takes no Python step per record)."""
+    numbers = set(listed)
+    lay_over_listing(numbers, records)
+    assert numbers == _one_step_at_a_time(listed, records)
+
+
+def test_hundreds_of_pending_writes_are_laid_over_a_listing() -> None:
+    """A held-back slot's writes (one record each, several share numbers, other ops between)
+    add their share numbers to what the directory listed."""
+    records = [{"op": "share", "n": i % 3} for i in range(500)] + [{"op": "metadata"}]
+    numbers = {7}
+    lay_over_listing(numbers, records)
+    assert numbers == {0, 1, 2, 7}
