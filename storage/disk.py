@@ -177,9 +177,17 @@ class DiskBackend:
     def checkpoint_when_asked(self, ask: Callable[[], None]) -> None:
         """From now on, when the log is due for a checkpoint, call ``ask`` (once, in the
         thread that grew the log or the applying thread) to have :meth:`checkpoint` run
-        soon, rather than running it in that thread (see
-        :attr:`storage.inplace.LoggedFiles.checkpoint_due`)."""
+        soon, not in that thread (:attr:`storage.inplace.LoggedFiles.checkpoint_due`)."""
         self._files.checkpoint_due = ask
+
+    @property
+    def checkpoint_wanted(self) -> bool:
+        """Whether a checkpoint is due and not asked for yet (a hint, from any thread)."""
+        return self._files.checkpoint_wanted
+
+    def ask_checkpoint(self) -> None:
+        """Ask for the checkpoint due unless clients are busy (LoggedFiles.ask_checkpoint)."""
+        self._files.ask_checkpoint()
 
     def hold_applying(self, hold: Callable[[], bool]) -> None:
         """From now on durable records wait to be applied while ``hold()`` (asked in the

@@ -9,7 +9,8 @@ flush covers it (:meth:`LoggedFiles.apply_durable`). So a crash at any moment
 leaves each file as the last acknowledged change made it, or as a change the
 log replays whole. Opening a backend replays the log (every record is an
 idempotent "this file now holds these bytes" or "this is gone"). A checkpoint
-(when the log passes :data:`CHECKPOINT_BYTES`, at closing and at opening)
+(when the log passes :data:`CHECKPOINT_BYTES`, or once clients pause, at closing
+and at opening)
 fsyncs every file and directory changed since the previous one and empties the
 log (by one ``syncfs`` when there are many). That is one small flush per change
 instead of a temp file, fsync, rename and directory fsync, which dominated
@@ -36,7 +37,12 @@ from storage.redolog import RedoLog, fsync_directory, pwrite_all
 METADATA = "metadata.cbor"
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 """Size of the redo log that triggers a checkpoint."""
-CHECKPOINT_LIMIT = 4
+CHECKPOINT_WHILE_BUSY = 4
+"""How many times :data:`CHECKPOINT_BYTES` the log may grow to before a checkpoint is asked
+for while the applying thread is held back (clients busy): a checkpoint holds up every
+request to the storage for tens of milliseconds (a filesystem flush, the waiting records
+rewritten), so it waits for clients to pause (:meth:`LoggedFiles.ask_checkpoint`)."""
+CHECKPOINT_LIMIT = 8
 """How many times :data:`CHECKPOINT_BYTES` the log may grow to while a checkpoint asked
 for (:attr:`LoggedFiles.checkpoint_due`) has not run yet."""
 SYNCFS_AT = 64
@@ -190,14 +196,32 @@ class LoggedFiles:
         if self.log.size >= CHECKPOINT_BYTES:
             if self.checkpoint_due is None or self.log.size >= CHECKPOINT_LIMIT * CHECKPOINT_BYTES:
                 self.checkpoint(everything=False)
-            elif not self._checkpoint_asked:
-                self._checkpoint_asked = True
-                if self.applier is not None:
-                    # Once the files have caught up, in the applying thread, where it
-                    # holds up nobody: the checkpoint then has little left to wait for.
-                    self.applier.caught_up(self.checkpoint_due)
-                else:
-                    self.checkpoint_due()
+            else:
+                self.ask_checkpoint()
+
+    @property
+    def checkpoint_wanted(self) -> bool:
+        """Whether a checkpoint is due and not asked for yet (safe to read from another
+        thread: two numbers; :meth:`ask_checkpoint` decides)."""
+        return self.log.size >= CHECKPOINT_BYTES and not self._checkpoint_asked
+
+    def ask_checkpoint(self) -> None:
+        """Ask ``checkpoint_due`` (once) for the checkpoint due, unless it may wait: while
+        the applying thread is held back (clients busy) and the log is under
+        CHECKPOINT_WHILE_BUSY times the size. The owner asks again once they pause."""
+        if not self.checkpoint_wanted or self.checkpoint_due is None:
+            return
+        applier = self.applier
+        if applier is not None and self.log.size < CHECKPOINT_WHILE_BUSY * CHECKPOINT_BYTES:
+            if applier.hold():
+                return
+        self._checkpoint_asked = True
+        if applier is not None:
+            # Once the files have caught up, in the applying thread, where it holds up
+            # nobody: the checkpoint then has little left to wait for.
+            applier.caught_up(self.checkpoint_due)
+        else:
+            self.checkpoint_due()
 
     def sync(self) -> None:
         """Flush the log here and now, then apply what it made durable."""

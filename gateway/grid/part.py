@@ -40,6 +40,10 @@ HEALTH_INTERVAL = 60.0
 #: Seconds between health polls while some server is unreachable (to notice it coming back).
 HEALTH_RETRY_INTERVAL = 5.0
 
+CHECKPOINT_POLL = 1.0
+"""Seconds between two looks at whether the embedded storage's checkpoint, put off while
+clients were busy, may run now (:meth:`storage.disk.DiskBackend.ask_checkpoint`)."""
+
 
 @frozen
 class Encoding:
@@ -112,6 +116,7 @@ class EmbeddedStoragePart(NodePart):
         self.thread: StorageThread | None = None
         self._backend: DiskBackend | None = None
         self._timer: TimerService | None = None
+        self._checkpoints: TimerService | None = None
         self._space: int | None = None
         self._activity: ClientActivity | None = None
 
@@ -133,14 +138,24 @@ class EmbeddedStoragePart(NodePart):
         )
         self._timer.clock = self._reactor
         self._timer.startService()
+        # A checkpoint falling due while clients are busy waits for them to pause.
+        self._checkpoints = TimerService(CHECKPOINT_POLL, self._ask_checkpoint)
+        self._checkpoints.clock = self._reactor
+        self._checkpoints.startService()
+
+    def _ask_checkpoint(self) -> None:
+        backend, thread = self._backend, self.thread
+        if backend is not None and thread is not None and backend.checkpoint_wanted:
+            thread(backend.ask_checkpoint).addErrback(_checkpoint_failed)
 
     async def stop(self) -> None:
-        """Stop the idle-upload timer; checkpoint the share store; end its thread."""
-        if self._timer is not None:
-            stopped = self._timer.stopService()
-            if stopped is not None:
-                await stopped
-            self._timer = None
+        """Stop the timers; checkpoint the share store; end its thread."""
+        for timer in (self._timer, self._checkpoints):
+            if timer is not None:
+                stopped = timer.stopService()
+                if stopped is not None:
+                    await stopped
+        self._timer = self._checkpoints = None
         if self._backend is not None and self.thread is not None:
             await self.thread(self._backend.close)  # after every call handed over
             await self.thread.stop()

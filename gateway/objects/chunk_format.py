@@ -296,16 +296,15 @@ def encode_node(node: Node) -> bytes:
     for entry in node.entries:
         kind = type(entry)
         if kind is PatchedExtent:
-            assert isinstance(entry, PatchedExtent)
-            patched_v2 = patched_v2 or _needs_version_2(entry)
-            parts.append(cbor2.dumps(_entry(entry)) if entry.inline_bytes else kept(entry))
+            patched = cast(PatchedExtent, entry)
+            patched_v2 = patched_v2 or _needs_version_2(patched)
+            parts.append(cbor2.dumps(_entry(entry)) if patched.inline_bytes else kept(entry))
         elif kind is InlineLeaf:
             names_leaves = True
             parts.append(cbor2.dumps(_entry(entry)))
         else:
             if kind is ChunkedCap:
-                assert isinstance(entry, ChunkedCap)
-                names_leaves = names_leaves or entry.part is not None
+                names_leaves = names_leaves or cast(ChunkedCap, entry).part is not None
             parts.append(kept(entry))
     version = FORMAT_VERSION
     if node.height == 0 and patched_v2:

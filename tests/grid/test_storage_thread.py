@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
+from gateway.grid import part as part_module
 from gateway.grid.local import LocalStorageClient
 from gateway.grid.part import EmbeddedStoragePart, embedded_core
 from gateway.grid.storage_thread import StorageStopped, StorageThread
@@ -286,6 +287,50 @@ class EmbeddedHoldTests(TestCase):
             await deferLater(reactor, 0.01)
         self.assertEqual(applier.waiting, 0)
         self.assertEqual(share_file(nd.storage, slot.si, 0).read_bytes()[:3], b"sss")
+
+    @deferred_test
+    async def test_a_checkpoint_due_while_a_client_is_busy_runs_once_it_pauses(self) -> None:
+        """Slots written while a client is served grow the log past the checkpoint size:
+        no checkpoint holds up their requests meanwhile; once clients have paused, one
+        runs (in the storage thread) and empties the log, and the slots read back."""
+        self.patch(inplace, "CHECKPOINT_BYTES", 16 * 1024)
+        self.patch(part_module, "CHECKPOINT_POLL", 0.01)
+        ran: list[str] = []
+        checkpoint = inplace.LoggedFiles.checkpoint
+
+        def recorded(files: inplace.LoggedFiles, everything: bool = True) -> None:
+            ran.append(threading.current_thread().name)
+            checkpoint(files, everything)
+
+        self.patch(inplace.LoggedFiles, "checkpoint", recorded)
+        clock = Clock()
+        activity = ClientActivity(clock)
+        nd = NodeDir(Path(self.mktemp()))
+        nd.root.mkdir()
+        part = EmbeddedStoragePart(reactor, nd)
+        part.hold_while_busy(activity)
+        await part.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(part.stop()))
+        assert part.server is not None and part._backend is not None
+        backend = part._backend
+        opening = len(ran)  # (opening a backend checkpoints)
+        client = LocalStorageClient(part.server, clock=reactor, thread=part.thread)
+        activity.touch()
+        slots = [Slot.new() for _ in range(4)]
+        for i, slot in enumerate(slots):
+            await slot.write(client, 0, bytes([i]) * (8 * 1024))
+        await deferLater(reactor, 0.05)  # several polls while the client is busy
+        self.assertEqual(ran[opening:], [], "no checkpoint while busy")
+        self.assertGreater(backend._log.size, 16 * 1024)
+        clock.advance(QUIET)
+        for _ in range(1000):
+            if backend._log.size == 0:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertEqual(backend._log.size, 0)
+        self.assertEqual(ran[opening:], ["storage"])
+        for i, slot in enumerate(slots):
+            self.assertEqual(await client.read_mutable(slot.si, 0, 0, 3), bytes([i]) * 3)
 
 
 async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:

@@ -329,3 +329,40 @@ def test_a_buffered_log_writes_the_records_of_a_flush_with_one_write(
         *range(6),
     ]
     log.close()
+
+
+def test_a_checkpoint_due_while_clients_are_busy_waits_for_them_to_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the applying thread is held back (clients busy) a log past the checkpoint
+    size asks for no checkpoint, which would hold up their requests, until it reaches
+    CHECKPOINT_WHILE_BUSY times the size; once they pause, the owner's ask_checkpoint
+    asks. Nothing written meanwhile is lost."""
+    monkeypatch.setattr(inplace, "CHECKPOINT_BYTES", 64 * 1024)
+    backend = DiskBackend(tmp_path, background=True)
+    busy = [True]
+    backend.hold_applying(lambda: busy[0])
+    asked: list[int] = []
+    backend.checkpoint_when_asked(lambda: asked.append(backend._log.size))
+    for i in range(12):
+        backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
+    assert backend._log.size > 64 * 1024 and asked == [], "put off while busy"
+    assert backend.checkpoint_wanted
+    backend.ask_checkpoint()
+    assert asked == [], "still busy"
+    busy[0] = False
+    backend.ask_checkpoint()
+    backend._files.settle_all()  # (the applying thread asks once it has caught up)
+    assert len(asked) == 1 and not backend.checkpoint_wanted
+    backend.checkpoint(everything=False)  # what the asked one runs
+    busy[0] = True
+    for i in range(40):
+        backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
+        if 64 * 1024 <= backend._log.size < inplace.CHECKPOINT_WHILE_BUSY * 64 * 1024:
+            assert backend.checkpoint_wanted, "due, and not asked for while busy"
+    assert not backend.checkpoint_wanted, "asked for past the bound"
+    backend._files.settle_all()
+    assert len(asked) == 2, "asked while busy once the log reached its bound"
+    assert asked[1] >= inplace.CHECKPOINT_WHILE_BUSY * 64 * 1024
+    backend.close()
+    assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1) == bytes([39])
