@@ -257,11 +257,9 @@ class EmbeddedCheckpointTests(TestCase):
 class EmbeddedHoldTests(TestCase):
     """The gateway's embedded storage writes its share files while clients pause."""
 
-    @deferred_test
-    async def test_the_share_files_are_written_once_clients_pause(self) -> None:
-        """A slot written while a client was served in the last ``QUIET`` seconds is
-        acknowledged and read back, its file not written yet; once clients have paused
-        that long, the file is written."""
+    async def _held(self) -> tuple[EmbeddedStoragePart, Clock, ClientActivity, NodeDir]:
+        """A started embedded storage part held back while ``activity`` (on ``clock``) is
+        busy, stopped with the test."""
         clock = Clock()
         activity = ClientActivity(clock)
         nd = NodeDir(Path(self.mktemp()))
@@ -270,6 +268,14 @@ class EmbeddedHoldTests(TestCase):
         part.hold_while_busy(activity)
         await part.start()
         self.addCleanup(lambda: Deferred.fromCoroutine(part.stop()))
+        return part, clock, activity, nd
+
+    @deferred_test
+    async def test_the_share_files_are_written_once_clients_pause(self) -> None:
+        """A slot written while a client was served in the last ``QUIET`` seconds is
+        acknowledged and read back, its file not written yet; once clients have paused
+        that long, the file is written."""
+        part, clock, activity, nd = await self._held()
         assert part.server is not None and part._backend is not None
         client = LocalStorageClient(part.server, clock=reactor, thread=part.thread)
         activity.touch()
@@ -303,14 +309,7 @@ class EmbeddedHoldTests(TestCase):
             checkpoint(files, everything)
 
         self.patch(inplace.LoggedFiles, "checkpoint", recorded)
-        clock = Clock()
-        activity = ClientActivity(clock)
-        nd = NodeDir(Path(self.mktemp()))
-        nd.root.mkdir()
-        part = EmbeddedStoragePart(reactor, nd)
-        part.hold_while_busy(activity)
-        await part.start()
-        self.addCleanup(lambda: Deferred.fromCoroutine(part.stop()))
+        part, clock, activity, nd = await self._held()
         assert part.server is not None and part._backend is not None
         backend = part._backend
         opening = len(ran)  # (opening a backend checkpoints)
