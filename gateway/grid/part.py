@@ -144,7 +144,9 @@ class EmbeddedStoragePart(NodePart):
         self._checkpoints.startService()
 
     def _ask_checkpoint(self) -> None:
-        backend, thread = self._backend, self.thread
+        backend, thread, activity = self._backend, self.thread, self._activity
+        if activity is not None and activity.busy(QUIET):
+            return  # (past its bound, the write that grows the log asks by itself)
         if backend is not None and thread is not None and backend.checkpoint_wanted:
             thread(backend.ask_checkpoint).addErrback(_checkpoint_failed)
 
