@@ -11,7 +11,7 @@ every promise made here against each provider.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 from attrs import frozen
@@ -158,6 +158,26 @@ class IOrderedStorage(Interface):
     async def sync() -> None:
         """Return once every change made so far is durable (raises the error of a flush
         that failed, now or before: nothing made since is then known durable)."""
+
+
+class IWholeShares(Interface):
+    """An ordered server (:class:`IOrderedStorage`) that takes a small object's shares in
+    one call: the embedded core, where the calls an allocation and its writes make cost
+    more than the storing (one in three of an fsync's microseconds per object, measured:
+    ``docs/performance.rst``)."""
+
+    async def put_whole_ordered(
+        storage_index: bytes,
+        shares: Sequence[bytes],
+        upload_secret: bytes,
+        renew_secret: bytes,
+        cancel_secret: bytes,
+    ) -> AllocationResult:
+        """Allocate shares ``0 .. len(shares) - 1`` (all of one size) and write each one
+        the server does not have yet whole: :meth:`IStorageClient.allocate_buckets`, then
+        :meth:`IOrderedStorage.write_immutable_ordered` of each share allocated, in one
+        call. Answered as those are; a write that fails aborts the shares allocated and
+        raises as the write would."""
 
 
 async def sync_ordered(servers: Iterable[IStorageClient]) -> None:

@@ -28,6 +28,7 @@ from twisted.internet.task import deferLater
 from gateway.grid.interfaces import (
     IOrderedStorage,
     IStorageClient,
+    IWholeShares,
     ServerUnavailable,
     sync_ordered,
 )
@@ -297,6 +298,9 @@ class ImmutableUploader:
     ) -> None:
         """Place and write shares encoded earlier (see ``upload``'s ``durable``)."""
         async with _exclusive(uploading, storage_index, self.servers):
+            if self.ordered and len(self.servers) == 1 and IWholeShares.providedBy(self.servers[0]):
+                await self._put_whole(cast(IWholeShares, self.servers[0]), storage_index, shares)
+                return
             placement = await self._place(storage_index, share_size)
             try:
                 await self._write_blocks(placement, shares, 0, final=True)
@@ -435,6 +439,33 @@ class ImmutableUploader:
                 placement.drop(server)
             elif isinstance(result, Exception):
                 raise result
+        if placement.happiness() < self.params.happy:
+            raise placement.unhappy(self.params.happy, len(self.servers))
+
+    async def _put_whole(
+        self, server: IWholeShares, storage_index: bytes, shares: list[bytes]
+    ) -> None:
+        """A grid of one server that takes whole shares in one call (the embedded core):
+        placed and written as :meth:`_place` and :meth:`_write_blocks` would, in one call."""
+        client = cast(IStorageClient, server)
+        placement = _Placement(storage_index)
+        sid, si = client.server_id, storage_index
+        try:
+            result = await server.put_whole_ordered(
+                si,
+                shares,
+                self.secrets.upload_secret(sid, si),
+                self.secrets.renew_secret(sid, si),
+                self.secrets.cancel_secret(sid, si),
+            )
+        except SERVER_FAILURES:
+            placement.lost += 1
+        else:
+            got = set(result.already_have) | set(result.allocated)
+            if got:
+                placement.holders[client] = got
+            else:
+                placement.refused += 1
         if placement.happiness() < self.params.happy:
             raise placement.unhappy(self.params.happy, len(self.servers))
 

@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from gateway.grid.interfaces import IOrderedStorage
+from gateway.grid.interfaces import IOrderedStorage, IWholeShares
 from gateway.grid.local import LocalStorageClient
 from gateway.grid.part import embedded_core
 from gateway.grid.storage_thread import StorageThread
@@ -223,3 +223,71 @@ async def _stopped(thread: StorageThread, backend: DiskBackend) -> None:
         if backend._log.failed is None:  # only a log stopped by a failed flush refuses
             raise
     await thread.stop()
+
+
+class WholeShareTests(TestCase):
+    """A small object's shares allocated and written in one call
+    (:class:`gateway.grid.interfaces.IWholeShares`)."""
+
+    setUp = OrderedWriteTests.setUp
+    restarted = OrderedWriteTests.restarted
+
+    async def put(self, upload: Upload, shares: list[bytes]) -> Any:
+        """Put ``shares`` whole under ``upload``'s storage index and secrets."""
+        return await self.client.put_whole_ordered(
+            upload.si, shares, upload.secret, upload.lease.renew, upload.lease.cancel
+        )
+
+    @deferred_test
+    async def test_shares_put_whole_are_answered_made_and_flushed_by_the_next_slot(
+        self,
+    ) -> None:
+        """Three shares put in one call are answered before any flush, read back whole,
+        and a restart after a slot's write finds them; a second put of the same index
+        finds them there and writes nothing."""
+        self.assertTrue(IWholeShares.providedBy(self.client))
+        before = self.flushes.count
+        upload = Upload.new()
+        shares = [bytes([65 + n]) * 300 for n in range(3)]
+        result = await self.put(upload, shares)
+        self.assertEqual(result.allocated, frozenset({0, 1, 2}))
+        self.assertEqual(self.flushes.count, before, "answered before any flush")
+        slot = Slot.new()
+        await slot.write(self.client, 0, b"directory")
+        restarted = self.restarted()
+        for n in range(3):
+            self.assertEqual(restarted.read_immutable(upload.si, n, 0, 300), shares[n])
+        await self.client.sync()
+        for n in range(3):
+            self.assertEqual(await self.client.read_immutable(upload.si, n, 0, 300), shares[n])
+        again = await self.put(upload.again(), shares)
+        self.assertEqual((again.already_have, again.allocated), (frozenset({0, 1, 2}), frozenset()))
+
+    @deferred_test
+    async def test_a_write_that_fails_aborts_what_the_put_allocated(self) -> None:
+        """The core refuses the second share's write: the put raises that error, and the
+        share it allocated but did not complete is no longer being uploaded (a new put of
+        the index allocates it again)."""
+        real = StorageServer.write_immutable
+        calls: list[int] = []
+
+        def failing(
+            server: StorageServer, si: bytes, share: int, secret: bytes, offset: int, data: bytes
+        ) -> Any:
+            calls.append(share)
+            if share == 1:
+                raise StorageError("the disk is full")
+            return real(server, si, share, secret, offset, data)
+
+        self.patch(StorageServer, "write_immutable", failing)
+        upload = Upload.new()
+        with self.assertRaises(StorageError):
+            await self.put(upload, [b"a" * 200, b"b" * 200])
+        self.assertEqual(calls, [0, 1])
+        self.patch(StorageServer, "write_immutable", real)
+        await self.client.sync()
+        retried = await self.put(upload.again(), [b"a" * 200, b"b" * 200])
+        self.assertEqual(retried.already_have, frozenset({0}))
+        self.assertEqual(retried.allocated, frozenset({1}))
+        await self.client.sync()
+        self.assertEqual(await self.client.read_immutable(upload.si, 1, 0, 3), b"bbb")
