@@ -162,9 +162,8 @@ class IOrderedStorage(Interface):
 
 class IWholeShares(Interface):
     """An ordered server (:class:`IOrderedStorage`) that takes a small object's shares in
-    one call: the embedded core, where the calls an allocation and its writes make cost
-    more than the storing (one in three of an fsync's microseconds per object, measured:
-    ``docs/performance.rst``)."""
+    one call: the embedded core, where the calls an allocation and its writes go through
+    took a third of the time storing an fsync's node did (``docs/performance.rst``)."""
 
     async def put_whole_ordered(
         storage_index: bytes,
