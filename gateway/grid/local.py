@@ -197,10 +197,18 @@ class LocalStorageClient:
             result = await self.allocate_buckets(
                 storage_index, numbers, size, upload_secret, renew_secret, cancel_secret
             )
-            for share in sorted(result.allocated):
-                await self.write_immutable_ordered(
-                    storage_index, share, upload_secret, 0, shares[share]
-                )
+            try:
+                for share in sorted(result.allocated):
+                    await self.write_immutable_ordered(
+                        storage_index, share, upload_secret, 0, shares[share]
+                    )
+            except BaseException:
+                for share in result.allocated:
+                    try:
+                        await self.abort_immutable(storage_index, share, upload_secret)
+                    except StorageError:
+                        pass  # (one that completed)
+                raise
             return result
         await turn(sum(map(len, shares)))
         server = self._server

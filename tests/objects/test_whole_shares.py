@@ -126,3 +126,35 @@ def test_a_refusal_or_a_failure_is_an_unhappy_upload_that_says_which(
     uploader = ImmutableUploader([server], SECRETS, PARAMS, ordered=True)
     with pytest.raises(UploadUnhappy, match=said):
         run(uploader.upload(io.BytesIO(DATA)))
+
+
+def test_without_its_thread_the_core_puts_share_by_share_and_aborts_on_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded client without a storage thread (or in background work) makes the
+    allocation and the writes one by one; a write that fails aborts what was allocated,
+    so a retry allocates those shares again and completes the object."""
+    from gateway.grid.local import LocalStorageClient
+    from storage.server import StorageServer
+
+    (plain,) = make_grid(1)
+    client = LocalStorageClient(plain.server)
+    real = StorageServer.write_immutable
+
+    def failing(
+        server: StorageServer, si: bytes, share: int, secret: bytes, offset: int, data: bytes
+    ) -> WriteResult:
+        if share == 1:
+            raise StorageError("the disk is full")
+        return real(server, si, share, secret, offset, data)
+
+    monkeypatch.setattr(StorageServer, "write_immutable", failing)
+    si, secret, renew, cancel = b"s" * 16, b"u" * 32, b"r" * 32, b"c" * 32
+    shares = [b"a" * 100, b"b" * 100, b"c" * 100]
+    with pytest.raises(StorageError):
+        run(client.put_whole_ordered(si, shares, secret, renew, cancel))
+    monkeypatch.setattr(StorageServer, "write_immutable", real)
+    retried = run(client.put_whole_ordered(si, shares, b"v" * 32, renew, cancel))
+    assert retried.already_have == frozenset({0})
+    assert retried.allocated == frozenset({1, 2})
+    assert run(client.read_immutable(si, 2, 0, 3)) == b"ccc"
