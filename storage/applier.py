@@ -60,7 +60,7 @@ APPLY_BACKLOG = 4096
 
 APPLY_BACKLOG_BYTES = 8 << 20
 """Bytes of shares those records may hold (records are kept in memory until applied; a
-small share's record holds up to 64 KiB)."""
+small share's record holds up to 128 KiB)."""
 
 APPLY_NICE = 10
 """How much nicer the applying thread is than the process (Linux gives each thread its own

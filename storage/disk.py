@@ -74,8 +74,8 @@ _CACHE_ENTRIES = 65536
 """Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
 _KEPT_SHARE_BYTES = 16 * 1024 * 1024
 """Mutable shares' bytes kept in memory, at most (see :attr:`DiskBackend._kept`)."""
-LOGGED_SHARE_BYTES = 64 * 1024
-"""Immutable shares up to this size are completed through the redo log."""
+LOGGED_SHARE_BYTES = 128 * 1024
+"""Immutable shares up to this size (every chunk tree node) are completed through the log."""
 
 
 def _encode_metadata(metadata: IndexMetadata) -> bytes:

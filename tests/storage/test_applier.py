@@ -448,7 +448,7 @@ def test_reading_a_share_leaves_its_index_metadata_waiting(tmp_path: Path) -> No
     applier = server.backend._files.applier
     assert applier is not None
     applier.hold = lambda: True
-    data = bytes(range(256)) * 400  # past the logged size: renamed into place
+    data = bytes(range(256)) * (storage.disk.LOGGED_SHARE_BYTES // 256 + 16)  # renamed in place
     server.allocate_buckets(SI2, frozenset({0}), len(data), UPLOAD, RENEW, CANCEL)
     assert server.write_immutable(SI2, 0, UPLOAD, 0, data).finished
     assert held_back(applier)
