@@ -7,7 +7,9 @@ tests can say what a change cost; the contents are always checked byte for byte.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -475,4 +477,28 @@ def test_fsyncs_in_a_loop_keep_few_readers_of_old_versions(tmp_path: Path) -> No
     kept = {cap for cap, _ in contents._readers}  # (a reader for reads, one for uploads)
     assert len(kept) <= 2  # (the current base's, at most one more)
     assert all(b is not None and b.cap not in kept for b in bases[:-1])
+    gw.run(handle.close())
+
+
+def test_a_dropped_reader_of_an_old_version_is_freed_at_once(tmp_path: Path) -> None:
+    """The reader of a base an fsync left behind (with the segments its extents' readers
+    keep) is freed as soon as it leaves the cache, not at the garbage collector's next full
+    collection: nothing refers to it in a cycle."""
+    gw, _ = harness(tmp_path)
+    handle = open_rw(gw)
+    contents = gw.volume.contents
+    dropped: list[weakref.ref[object]] = []
+    gc.disable()  # what a cycle would keep alive stays alive meanwhile
+    try:
+        for i in range(6):
+            gw.run(handle.read(i * 20_000, 100))  # the base's reader is made and cached
+            dropped.extend(weakref.ref(reader) for reader in contents._readers.values())
+            gw.run(handle.write(i * 20_000, b"v%d" % i))
+            gw.run_waiting(handle.fsync())
+        alive = {id(r) for r in contents._readers.values()}
+        assert dropped and all(r() is None for r in dropped if id(r()) not in alive), [
+            r() for r in dropped
+        ]
+    finally:
+        gc.enable()
     gw.run(handle.close())
