@@ -23,7 +23,8 @@ log is then not emptied), and a restart replays the log.
 Its owner may hold the thread back (``hold``: the embedded grid does while the
 gateway's clients are busy, issue #17's "foreground first"): records then wait,
 up to :data:`APPLY_BACKLOG` of them holding :data:`APPLY_BACKLOG_BYTES`, and are
-applied once the hold ends, or down to half that when they pass it, or before a
+applied once the hold ends, or down to half that when they pass it (past
+:data:`APPLY_LIMIT` times the bytes, whoever hands more over waits), or before a
 checkpoint falls due (:meth:`BackgroundApplier.caught_up`; the checkpoint keeps
 in the log what is still waiting then,
 :meth:`BackgroundApplier.waiting_records`). Applying costs the same later as
@@ -67,6 +68,12 @@ APPLY_NICE = 10
 nice value): when it competes for a core with the reactor thread or a client, it gets
 about a tenth of the time they do. Its records are durable already; only reads of their
 indexes wait for them, and those apply them themselves (:meth:`BackgroundApplier.settle`)."""
+
+APPLY_LIMIT = 2
+"""Times :data:`APPLY_BACKLOG_BYTES` the records waiting may hold before a submitter waits
+for the thread: under a stream of fsyncs the thread, nicer than the rest and sharing two
+cores with them, fell behind until the log's size bound (up to 64 MiB), and the records
+waiting, each holding its share, took the gateway's memory past 200 MiB."""
 
 HOLD_RECHECK = 0.05
 """Seconds between two looks at whether a hold has ended, while records wait."""
@@ -155,6 +162,29 @@ class BackgroundApplier:
                 self._thread.start()
             if not self._holding or self._over_backlog():
                 self._cond.notify_all()
+            if self._queued_bytes > APPLY_LIMIT * self._backlog_bytes:
+                self._relieve()
+
+    def _relieve(self) -> None:
+        """Wait until the thread has taken the records waiting back under the limit (the
+        condition is held): the submitter pays with time what it would hold in memory,
+        each about what it added, rather than one in a while a long wait. Not where it
+        cannot work: no thread, closing, failed, or the caller holds the files' lock
+        (the thread would wait for it)."""
+        owned = getattr(self._lock, "_is_owned", None)
+        if self._thread is None or self._closing or (owned is not None and owned()):
+            return
+        self._draining += 1  # no holding back meanwhile
+        self._cond.notify_all()
+        try:
+            while (
+                self._queued_bytes > APPLY_LIMIT * self._backlog_bytes
+                and self._failed is None
+                and not self._closing
+            ):
+                self._cond.wait()
+        finally:
+            self._draining -= 1
 
     def caught_up(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once as many records are done as were handed over until now

@@ -70,8 +70,8 @@ from storage.redolog import RedoLog
 from storage.space import free_bytes
 
 _REDO_LOG = "redo.log"
-_CACHE_ENTRIES = 65536
-"""Storage indexes whose paths and metadata a backend keeps in memory (then it starts over)."""
+_CACHE_ENTRIES = 4096
+"""Storage indexes whose paths and metadata a backend keeps (then it starts over; ~1 KiB each)."""
 _KEPT_SHARE_BYTES = 16 * 1024 * 1024
 """Mutable shares' bytes kept in memory, at most (see :attr:`DiskBackend._kept`)."""
 LOGGED_SHARE_BYTES = 128 * 1024

@@ -253,11 +253,14 @@ class RedoLog:
         self._drop_pending()  # (they are among ``records``, or obsolete)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        size = 0
         try:
-            data = b"".join(_encode(record) for record in records)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            # One record at a time: the records waiting can be tens of MiB (shares of up to
+            # 128 KiB each), and joining their encodings first held them twice over.
+            for record in records:
+                encoded = _encode(record)
+                pwrite_all(fd, encoded, size)
+                size += len(encoded)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -265,7 +268,7 @@ class RedoLog:
         fsync_directory(self.path.parent)
         self.close()
         self._fd = os.open(self.path, os.O_RDWR, 0o600)
-        self.size = self.allocated = len(data)
+        self.size = self.allocated = size
         self.durable = self.appended  # the live records are all in the flushed new file
         self.failed = None
 

@@ -227,7 +227,12 @@ class ObjectStore:
                     return KeptExtent(kept)
                 return FileReader(extent, servers, reader=extents.reader(extent, servers))
 
-            return ChunkTreeReader(cap, servers, self.nodes, open_extent, ahead=2 * read_ahead)
+            # Without read-ahead (an upload's or an fsync's reads of what it stores again)
+            # an extent is read once: two are kept, not eight of up to 1 MiB each.
+            readers = 8 if read_ahead else 2
+            return ChunkTreeReader(
+                cap, servers, self.nodes, open_extent, readers=readers, ahead=2 * read_ahead
+            )
         if isinstance(cap, ImmutableReadCap):  # read again soon (tar, then diff): opened once
             # A change to a file of one chunk (stored as one extent) merges with what it kept;
             # a client's read of such a file reads the grid, as it always has.

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
+import storage.applier
 import storage.disk
 from storage.applier import APPLY_NICE, BackgroundApplier, lay_over_listing
 from storage.backend import si_b2a
@@ -298,6 +299,53 @@ def test_a_backlog_past_its_bound_is_applied_down_to_half() -> None:
     assert applied.wait_for(2) == [1, 2]
     assert held_back(big) and big.waiting == 1
     big.close()
+
+
+def test_records_past_the_limit_make_their_submitter_wait() -> None:
+    """Records handed over faster than the thread applies them (held back, and slow) never
+    hold more than APPLY_LIMIT times the backlog's bytes: the submitter waits for the thread
+    to take them back under it; every record is still applied, in order."""
+    released = threading.Semaphore(0)
+    applied = Applied()
+
+    def slow(record: dict[str, Any]) -> None:
+        released.acquire()  # one record per release
+        applied(record)
+
+    applier = BackgroundApplier(slow, threading.RLock(), hold=lambda: True, backlog_bytes=1000)
+    limit = storage.applier.APPLY_LIMIT * 1000
+    applier.submit(records(1, 2, 3, 4, size=400))  # 1,600 bytes: under the limit, no wait
+    assert applier._queued_bytes <= 1600
+    submitted = threading.Event()
+
+    def submit_more() -> None:
+        applier.submit(records(5, 6, 7, size=400))  # 2,800 bytes: past it
+        submitted.set()
+
+    threading.Thread(target=submit_more, daemon=True).start()
+    assert not submitted.wait(0.2), "the submitter went on past the limit"
+    for _ in range(4):
+        released.release()
+    assert submitted.wait(10), "the submitter still waits under the limit"
+    assert applier._queued_bytes <= limit
+    for _ in range(3):
+        released.release()
+    applier.close()
+    assert [r["n"] for r in applied.records] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_submitter_holding_the_files_lock_does_not_wait() -> None:
+    """A submitter holding the files' lock goes on past the limit (the thread could not apply
+    anything meanwhile): no deadlock."""
+    lock = threading.RLock()
+    applied = Applied()
+    applier = BackgroundApplier(applied, lock, hold=lambda: True, backlog_bytes=1000)
+    applier.submit(records(1, size=400))  # starts the thread
+    with lock:
+        applier.submit(records(2, 3, 4, 5, 6, size=400))
+    assert applier.waiting >= 1
+    applier.close()
+    assert applied.wait_for(6) == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_checkpoint_is_asked_for_once_the_records_are_applied() -> None:
