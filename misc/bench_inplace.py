@@ -416,6 +416,10 @@ def verdicts(rows: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]
         checks.append(
             ("CPU per 4 KiB change, worst of the five, <= 20 ms", max(cpu, default=None), 20.0)
         )
+        rss = [r["peak_rss_mib"] for r in rows if r["target"] == target and r["peak_rss_mib"]]
+        checks.append(
+            ("peak RSS, largest of every workload, <= 200 MiB", max(rss, default=None), 200.0)
+        )
         for text, value, limit in checks:
             met = None if value is None else value >= -limit if limit < 0 else value <= limit
             found.append({"target": target, "target_text": text, "value": value, "met": met})

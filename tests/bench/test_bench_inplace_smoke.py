@@ -67,7 +67,7 @@ def test_bench_inplace_smoke(tmp_path: Path) -> None:
             # 10 ms clock tick in all; SQLite and ext4 do not)
             assert ours["cpu_s"] > 0 and ours["cpu_ms_per_op"] > 0, ours
     checks = [c for c in report["targets"] if c["target"] == "gateway"]
-    assert len(checks) == 8, checks
+    assert len(checks) == 9, checks
     assert all(c["value"] is not None and c["value"] > 0 for c in checks), checks
     assert leftovers(tmp_path) == []
     assert list(tmp_path.glob("gw-bench-*")) == []
