@@ -25,7 +25,8 @@ from gateway.threads import Threads
 
 #: Readers of base versions kept. Each caches segments of its file (a chunk tree's reader
 #: up to 8 extents' worth, ~8 MiB), and a file fsynced in a loop makes a new base each time:
-#: 16 of them let a SQLite workload's RSS grow past 250 MiB; 4 keep it near 100 MiB.
+#: 16 of them let a SQLite workload's RSS grow past 250 MiB; 4 kept it near 100 MiB (both
+#: measured while dropped readers still waited for the garbage collector: _Forgetting).
 BASE_READERS = 4
 
 COPY_IN_THREAD = 4 << 20
