@@ -314,12 +314,14 @@ def test_records_past_the_limit_make_their_submitter_wait() -> None:
 
     applier = BackgroundApplier(slow, threading.RLock(), hold=lambda: True, backlog_bytes=1000)
     limit = storage.applier.APPLY_LIMIT * 1000
-    applier.submit(records(1, 2, 3, 4, size=400))  # 1,600 bytes: under the limit, no wait
-    assert applier._queued_bytes <= 1600
+    first = list(range(1, limit // 400 + 1))
+    applier.submit(records(*first, size=400))  # exactly the limit: no wait
+    assert applier._queued_bytes <= limit
+    more = [len(first) + 1, len(first) + 2, len(first) + 3]
     submitted = threading.Event()
 
     def submit_more() -> None:
-        applier.submit(records(5, 6, 7, size=400))  # 2,800 bytes: past it
+        applier.submit(records(*more, size=400))  # past it
         submitted.set()
 
     threading.Thread(target=submit_more, daemon=True).start()
@@ -328,10 +330,10 @@ def test_records_past_the_limit_make_their_submitter_wait() -> None:
         released.release()
     assert submitted.wait(10), "the submitter still waits under the limit"
     assert applier._queued_bytes <= limit
-    for _ in range(3):
+    for _ in range(len(first) + len(more) - 4):
         released.release()
     applier.close()
-    assert [r["n"] for r in applied.records] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["n"] for r in applied.records] == first + more
 
 
 def test_a_submitter_holding_the_files_lock_does_not_wait() -> None:
