@@ -255,12 +255,19 @@ class RedoLog:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         size = 0
         try:
-            # One record at a time: the records waiting can be tens of MiB (shares of up to
-            # 128 KiB each), and joining their encodings first held them twice over.
+            # A buffer's worth at a time: the records waiting can be tens of MiB (shares of
+            # up to 128 KiB each), and joining all their encodings held them twice over.
+            batch: list[bytes] = []
+            held = 0
             for record in records:
-                encoded = _encode(record)
-                pwrite_all(fd, encoded, size)
-                size += len(encoded)
+                batch.append(_encode(record))
+                held += len(batch[-1])
+                if held >= BUFFER_BYTES:
+                    pwrite_all(fd, b"".join(batch), size)
+                    size, held = size + held, 0
+                    batch.clear()
+            pwrite_all(fd, b"".join(batch), size)
+            size += held
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -98,7 +98,7 @@ MAX_FANOUT = 4096
 
 ENCODED_ENTRIES = 8192
 """Entries whose encoding is kept (about 100 bytes each, 1 KiB with patches, plus the entry
-kept alive): the leaves of a 8 GiB file changed at random; more held 30+ MiB."""
+kept alive): the leaves of an 8 GiB file changed at random; more held 30+ MiB."""
 
 MAX_PATCHES = 8
 """The most patches one extent may carry (more and it is stored again whole)."""
