@@ -125,6 +125,8 @@ class FilesystemPart(NodePart):
     async def stop(self) -> None:
         """Publish journaled directory changes within the grace period; the rest stay
         journaled."""
+        for volume in self.volumes.values():
+            volume.spares.stop()
         if self.store is not None and self.store.write_back is not None:
             try:  # the journal, closed below, may name the objects of an fsync cut short
                 await self.store.barrier()

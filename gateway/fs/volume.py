@@ -34,6 +34,7 @@ from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
 from gateway.fs.located import MAX_SYMLINK_HOPS, Located, link_target
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.spares import SpareFiles
 from gateway.fs.sparse import Base, Ranges
 from gateway.fs.staging import StagingArea
 from gateway.grid.interfaces import ServerUnavailable
@@ -47,10 +48,7 @@ from gateway.objects.caps import (
 )
 from gateway.objects.concurrency import start
 from gateway.objects.dirformat import Entry, EntryMetadata, NoSuchChild
-from gateway.objects.errors import (
-    NotEnoughShares,
-    UncoordinatedWriteError,
-)
+from gateway.objects.errors import NotEnoughShares, UncoordinatedWriteError
 from gateway.objects.interfaces import IDirectory, IObjectStore
 from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
@@ -83,6 +81,7 @@ class Volume:
         self.close_waits_for_grid = close_waits_for_grid
         self.kept = kept
         self.overlay = Overlay()
+        self.spares = SpareFiles(staging, queue, self.overlay, clock)
         self.contents = Contents(store, staging)
         self._root = store.directory(root_cap)
         self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, IDirectory] = {}
@@ -136,8 +135,8 @@ class Volume:
 
     async def locate(self, parts: Path, follow_last: bool = False) -> Located:
         """:meth:`resolve`, with what it found on the way: the directory holding the real
-        path's last component and, when it looked it up, that component's entry. A STAT
-        or a listing then looks nothing up twice (each lookup walked the path again)."""
+        path's last component and, when it looked it up, that component's entry (so a STAT
+        or a listing looks nothing up twice)."""
         if not parts or self.overlay.local(parts) is not None:
             # A file being written or uploaded: its path was resolved when it was opened, and
             # it is served without asking the grid (which may not answer).

@@ -78,16 +78,6 @@ class Writers:
         self.overlay: Overlay = volume.overlay
         self._clock = clock
         self._threads = threads if threads is not None else reactor_threads(clock)
-        # Staged files are created ahead while files are being written; none stay when idle.
-        volume.queue.when_idle(self._drop_spares_when_idle)
-
-    def _drop_spares_when_idle(self) -> None:
-        """No upload is pending: the spare staged files go, unless a file is still open for
-        writing (a database fsyncing in a loop leaves the queue idle between its fsyncs,
-        and each fsync's snapshot takes a spare: dropping and making them again each time
-        cost a dozen file creations and removals per fsync). Its last CLOSE drops them."""
-        if not self.overlay.writing:
-            self.volume.staging.drop_spares()
 
     def now(self) -> float:
         """The volume clock's time."""
@@ -284,8 +274,8 @@ class Writers:
         if state.abandoned or not state.dirty or not state.closed_by_client:
             self.overlay.released(state)
             state.staged.discard()
-            if self.volume.queue.idle and not self.overlay.writing:
-                self.volume.staging.drop_spares()  # nothing more is being written
+            if self.volume.queue.idle:
+                self.volume.spares.idle()  # nothing more is being written (gateway.fs.spares)
             return
         # The bytes reach the disk in a thread first, so publish's own fsync finds little left
         # to write and the reactor is not held meanwhile. The file stays visible while that

@@ -82,6 +82,9 @@ def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
     with Session(gw) as sftp:
         put_bytes(sftp, "/warm.bin", rng.randbytes(size))
         wait_drained(gw)
+        staged = gw.node_dir / "staging"
+        # The spare staged files made for it go a few seconds later (gateway.fs.spares).
+        wait_for(lambda: len(list(staged.iterdir())) == 1, 30, "the spares to go")
         files, threads = _open_files(pid), _threads(pid)
         written = {f"/f{i:02d}.bin": rng.randbytes(size) for i in range(12)}
         for name, data in written.items():
@@ -97,7 +100,6 @@ def test_many_files_leave_no_descriptor_staged_file_or_thread_behind(
         for name, data in written.items():
             assert read_all(sftp, name) == data
         assert sorted(n for n in sftp.listdir("/") if n.startswith("abandoned")) == []
-        staged = gw.node_dir / "staging"
         wait_for(
             lambda: sorted(p.stat().st_size for p in staged.iterdir()) == [size] * 13,
             30,
