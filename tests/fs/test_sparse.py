@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from gateway.fs import staging as staging_module
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.sparse import Ranges, changed_ranges, merged_read
 from gateway.fs.writing import WriteHandle
@@ -368,6 +369,37 @@ def test_a_change_closed_before_a_crash_is_stored_after_it(tmp_path: Path, chang
     assert store.updates == [[(50_000, 50_000 + changed)]]
     assert gw.read("/f.bin") == expected
     assert gw.volume.staging.used == 0
+
+
+def test_a_small_change_closes_without_an_fsync_of_the_staged_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small change to a large file (an append to a log, a page of an image) travels in
+    its journal record, so its CLOSE fsyncs the journal only, not the staged file; after a
+    crash that lost the staged file's unflushed bytes, the record rebuilds them."""
+    gw, store = harness(tmp_path)
+    monkeypatch.setattr(staging_module, "PRESYNC_BYTES", 1)  # SIZE would be presynced
+    gw.fs._writers._threads = gw.threads  # a thread runner, as a running gateway has
+    handle = open_rw(gw)
+    staged = handle.state.staged
+    assert staged is not None
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    gw.run(handle.write(SIZE, b"appended" * 512))  # 4 KiB at the end
+    gw.threads.run_all()
+    gw.run(handle.close())
+    gw.threads.run_all()
+    assert staged.fd not in fsynced
+    with open(staged.path, "r+b") as f:  # what a power cut may leave of unflushed pages
+        f.seek(SIZE)
+        f.write(bytes(4096))
+    gw.crash()
+    expected = DATA + b"appended" * 512
+    assert gw.read("/f.bin") == expected
+    gw.upload_everything()
+    assert store.updates == [[(SIZE, SIZE + 4096)]]
+    assert gw.read("/f.bin") == expected
 
 
 # -- any sequence of operations against a model ------------------------------------------
