@@ -240,8 +240,10 @@ class DiskBackend:
             self._kept_bytes = 0
 
     def _kept_share(self, storage_index: bytes, share_number: int) -> bytes | None:
+        """A share's bytes if memory holds them (kept, or its newest waiting record's)."""
         kept = self._kept.get(storage_index)
-        return None if kept is None else kept.get(share_number)
+        share = None if kept is None else kept.get(share_number)
+        return share if share is not None else self._files.logged_share(storage_index, share_number)
 
     def _share_path(self, storage_index: bytes, share_number: int) -> Path:
         return self._index_dir(storage_index) / str(share_number)
@@ -279,7 +281,6 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return len(kept)
-        self._files.settle_share(storage_index, share_number)
         try:
             return self._readable_path(storage_index, share_number).stat().st_size
         except FileNotFoundError:
@@ -292,7 +293,6 @@ class DiskBackend:
         kept = self._kept_share(storage_index, share_number)
         if kept is not None:
             return kept[offset : offset + max(0, length)]
-        self._files.settle_share(storage_index, share_number)
         try:
             fd = os.open(self._readable_path(storage_index, share_number), os.O_RDONLY)
         except FileNotFoundError:

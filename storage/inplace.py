@@ -166,6 +166,18 @@ class LoggedFiles:
         if records is None or any(_changes_share(r, share_number) for r in records):
             self.settle(storage_index)  # (raises what left records unapplied)
 
+    def logged_share(self, storage_index: bytes, share_number: int) -> bytes | None:
+        """The share's bytes as the newest waiting record that changes it writes them whole
+        (its file is not touched); None when no waiting record does, the records that change
+        it then applied first, as :meth:`settle_share` does (a removal among them too)."""
+        records = self.pending(storage_index)
+        changes = [r for r in records or () if _changes_share(r, share_number)]
+        if records is not None and changes and changes[-1]["op"] == "share":
+            return bytes(changes[-1]["data"])
+        if records is None or changes:
+            self.settle(storage_index)  # (raises what left records unapplied)
+        return None
+
     def pending(self, storage_index: bytes) -> list[dict[str, Any]] | None:
         """The index's durable records the files may not hold yet, in log order (see
         :meth:`storage.applier.BackgroundApplier.pending`); None: :meth:`settle` first."""
