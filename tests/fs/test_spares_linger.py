@@ -3,6 +3,7 @@ without changing them reuses them instead of removing and making them again each
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 from gateway.fs.interfaces import SetAttributes
@@ -42,7 +43,7 @@ def test_open_and_close_unchanged_in_a_loop_reuses_the_spares(tmp_path: Path) ->
         seen.append(_staged(gw))
     assert gw.volume.queue.idle
     assert gw.volume.staging.spares > 0, "the spares stayed after the CLOSEs"
-    for before, after in zip(seen, seen[1:]):
+    for before, after in pairwise(seen):
         assert len(before - after) <= 1, "only the file the OPEN took is removed"
     assert len(set().union(*seen)) <= 10 + 2 * gw.volume.staging.spare_files
     gw.clock.advance(SPARES_LINGER - 1)
