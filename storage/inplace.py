@@ -167,9 +167,9 @@ class LoggedFiles:
             self.settle(storage_index)  # (raises what left records unapplied)
 
     def logged_share(self, storage_index: bytes, share_number: int) -> bytes | None:
-        """The share's bytes as the newest waiting record that changes it writes them whole
-        (its file is not touched); None when no waiting record does, the records that change
-        it then applied first, as :meth:`settle_share` does (a removal among them too)."""
+        """The share's bytes, when the newest waiting record that changes it writes it whole
+        (its file is not touched); else None, once the files hold every change to it (as
+        after :meth:`settle_share`)."""
         records = self.pending(storage_index)
         changes = [r for r in records or () if _changes_share(r, share_number)]
         if records is not None and changes and changes[-1]["op"] == "share":
