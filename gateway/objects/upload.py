@@ -282,10 +282,22 @@ class ImmutableUploader:
     async def _encode_whole(
         self, source: BinaryIO, key: bytes, layout: fmt.ShareLayout
     ) -> tuple[ImmutableReadCap, list[bytes]]:
-        """Encode a file whose shares are written whole: its cap and every share's bytes."""
+        """Encode a file whose shares are written whole: its cap and every share's bytes.
+        With threads, every segment in one call (a 1 MiB extent handed over segment by
+        segment paid eight wake-ups of the reactor)."""
         builder = fmt.ShareSetBuilder(key, layout)
         held: list[list[bytes]] = [[] for _ in range(layout.n)]
-        await self._write_segments(source, builder, layout, None, deque(), held)
+        if self.threads is None or layout.size < OFFLOAD_AT:
+            await self._write_segments(source, builder, layout, None, deque(), held)
+        else:
+
+            def encode_all() -> None:
+                for segment in range(layout.num_segments):
+                    blocks = _encode_next(source, builder, layout.segment_length(segment))
+                    for share, block in enumerate(blocks):
+                        held[share].append(block)
+
+            await self.threads(encode_all)
         cap, prefixes = builder.finish()
         return cap, [prefix + b"".join(held[share]) for share, prefix in enumerate(prefixes)]
 

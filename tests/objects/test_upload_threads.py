@@ -50,7 +50,8 @@ class RecordingThreads:
 @pytest.mark.parametrize("convergent", [True, False])
 def test_segments_are_hashed_and_encoded_in_the_threads(convergent: bool) -> None:
     """A multi-segment upload reads, hashes and encodes every segment in the encoding
-    threads, never in the caller's, and reads back byte for byte."""
+    threads, never in the caller's, and reads back byte for byte. Its shares are written
+    whole (at most WHOLE_SHARE_WRITE), so all of its segments are encoded in one call."""
     grid = make_grid(3)
     threads = RecordingThreads()
     data = pattern(5 * SEG + 7)
@@ -58,7 +59,7 @@ def test_segments_are_hashed_and_encoded_in_the_threads(convergent: bool) -> Non
     cap = run(uploader.upload_bytes(data))
     assert isinstance(cap, ImmutableReadCap)
     assert read(grid, cap) == data
-    encodes = 5  # the full segments; the 7-byte tail is encoded in place
+    encodes = 1  # every segment, the 7-byte tail too, in one call
     hashing = 1 if convergent else 0  # one run of up to 8 segments (the empty read after it
     assert len(threads.idents) == encodes + hashing  # at the end runs in place)
     assert threading.get_ident() not in threads.idents
