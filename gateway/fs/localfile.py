@@ -36,6 +36,7 @@ from gateway.fs.paths import Path
 from gateway.fs.sparse import Base, Ranges, changed_ranges, holes
 from gateway.fs.staging import StagedFile
 from gateway.objects.concurrency import shared
+from gateway.uploads.journal import INLINE_BYTES
 
 
 class Phase(enum.Enum):
@@ -232,6 +233,12 @@ class LocalFile:
         if self.base is not None:
             return list(self.changed)
         return [(0, self.size)] if self.size else []
+
+    def journaled_inline(self) -> bool:
+        """Whether the bytes its staged file holds go into its journal record (at most
+        INLINE_BYTES): one flush then makes its CLOSE durable, with no fsync of the staged
+        file, which a crash rebuilds from the record (:meth:`Volume.publish`)."""
+        return sum(end - start for start, end in self.held_ranges()) <= INLINE_BYTES
 
     def upload_ranges(self) -> list[tuple[int, int]]:
         """Where the contents may differ from the base: what an upload must store."""

@@ -50,7 +50,7 @@ from gateway.objects.concurrency import start
 from gateway.objects.dirformat import Entry, EntryMetadata, NoSuchChild
 from gateway.objects.errors import NotEnoughShares, UncoordinatedWriteError
 from gateway.objects.interfaces import IDirectory, IObjectStore
-from gateway.uploads.journal import INLINE_BYTES, UploadJob, new_job_id
+from gateway.uploads.journal import UploadJob, new_job_id
 from gateway.uploads.queue import UploadQueue
 
 #: Seconds a directory's contents read from the grid are reused for lookups.
@@ -243,7 +243,7 @@ class Volume:
         # A file's bytes held here, when they are few, go into its journal record: one flush
         # makes the CLOSE durable, and the staged copy (not flushed) is rebuilt from the
         # record after a crash.
-        inline = record and sum(end - start for start, end in held) <= INLINE_BYTES
+        inline = record and state.journaled_inline()
         target = self._target(state)
         job = UploadJob(
             job_id=new_job_id(),

@@ -56,7 +56,6 @@ from gateway.objects.caps import ImmutableCap, MutableReadCap, MutableWriteCap
 from gateway.objects.concurrency import shared
 from gateway.objects.dirformat import Entry, NoSuchChild
 from gateway.threads import Threads, reactor_threads
-from gateway.uploads.journal import INLINE_BYTES
 
 COPY_CHUNK = 1 << 20
 
@@ -283,7 +282,7 @@ class Writers:
         # runs (a rename re-targets it, a remove abandons it); a new OPEN of the path waits.
         closed = self.overlay.closing(state)
         try:
-            if state.unchanged_base is None and not _journaled_inline(state):
+            if state.unchanged_base is None and not state.journaled_inline():
                 await state.staged.presync()
             if state.abandoned:
                 state.staged.discard()
@@ -400,13 +399,6 @@ class Writers:
                 raise NoSpace("the gateway's disk is full; the file was not saved") from None
             raise
         self.overlay.journaled(state)
-
-
-def _journaled_inline(state: LocalFile) -> bool:
-    """Whether the bytes a closing file holds go into its journal record (at most
-    INLINE_BYTES, :meth:`Volume.publish`): a crash rebuilds its staged copy from the record,
-    so the CLOSE needs no fsync of it (an append to a large log, a page of an image)."""
-    return sum(end - start for start, end in state.held_ranges()) <= INLINE_BYTES
 
 
 @implementer(IOpenFile)

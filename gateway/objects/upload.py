@@ -287,7 +287,7 @@ class ImmutableUploader:
         segment paid eight wake-ups of the reactor)."""
         builder = fmt.ShareSetBuilder(key, layout)
         held: list[list[bytes]] = [[] for _ in range(layout.n)]
-        if self.threads is None or layout.size < OFFLOAD_AT:
+        if self.threads is None:  # in the reactor thread, a segment at a time
             await self._write_segments(source, builder, layout, None, deque(), held)
         else:
 
@@ -297,7 +297,7 @@ class ImmutableUploader:
                     for share, block in enumerate(blocks):
                         held[share].append(block)
 
-            await self.threads(encode_all)
+            await self._cpu(layout.size, encode_all)
         cap, prefixes = builder.finish()
         return cap, [prefix + b"".join(held[share]) for share, prefix in enumerate(prefixes)]
 
