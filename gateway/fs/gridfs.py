@@ -43,13 +43,7 @@ from gateway.fs.paths import Path, join, parent_and_name, split
 from gateway.fs.space import grid_space
 from gateway.fs.volume import DIRECTORY_CACHE_SECONDS, Volume
 from gateway.fs.writing import WriteHandle, Writers, as_fs_error, creation_mode
-from gateway.objects.caps import (
-    Capability,
-    ImmutableCap,
-    MutableReadCap,
-    MutableWriteCap,
-    parse,
-)
+from gateway.objects.caps import Capability, ImmutableCap, MutableReadCap, MutableWriteCap, parse
 from gateway.objects.concurrency import shared
 from gateway.objects.dirformat import ChildExists, Entry, EntryMetadata, NoSuchChild
 from gateway.objects.interfaces import IDirectory
@@ -71,13 +65,16 @@ class GridFilesystem:
 
     # -- lookups ---------------------------------------------------------------------
 
-    async def _entry(
-        self, parts: Path, directory: IDirectory | None = None
-    ) -> tuple[IDirectory, Entry]:
-        """The entry at ``parts`` and its directory (``directory``, when already found)."""
+    async def _entry(self, found: Located) -> tuple[IDirectory, Entry]:
+        """The entry at a path :meth:`_locate` found, and its directory (neither looked up
+        again when the lookup found them)."""
+        parts = found.path
+        if found.parent is not None and found.entry is not None:
+            return found.parent, found.entry
+        if found.missing:
+            raise NoSuchFile(f"no such file: {join(parts)}")
         parent, name = parent_and_name(parts)
-        if directory is None:
-            directory = await self.volume.directory(parent)
+        directory = found.parent or await self.volume.directory(parent)
         try:
             # As the grid last showed it when the grid does not answer (a kept copy or a
             # staged file still reads): Volume.lookup.
@@ -131,11 +128,7 @@ class GridFilesystem:
         local = self._overlay.local(parts)
         if local is not None:
             return await self._local_attributes(local)
-        if found.missing:
-            raise NoSuchFile(f"no such file: {join(parts)}")
-        if found.entry is not None and found.parent is not None:
-            return self._attributes(found.entry, found.parent)
-        directory, entry = await self._entry(parts, found.parent)
+        directory, entry = await self._entry(found)
         return self._attributes(entry, directory)
 
     @grid_boundary
@@ -156,11 +149,11 @@ class GridFilesystem:
     @grid_boundary
     async def readlink(self, path: str) -> str:
         """A symlink entry's target."""
-        parts = await self._path(path)
-        if self._overlay.local(parts) is None:
-            _, entry = await self._entry(parts)
-        if self._overlay.local(parts) is not None or entry.kind != "symlink":
-            raise InvalidArgument(f"not a symbolic link: {join(parts)}")
+        found = await self._locate(path)
+        if self._overlay.local(found.path) is None:
+            _, entry = await self._entry(found)
+        if self._overlay.local(found.path) is not None or entry.kind != "symlink":
+            raise InvalidArgument(f"not a symbolic link: {join(found.path)}")
         return entry.metadata.symlink or ""
 
     @grid_boundary
@@ -177,22 +170,23 @@ class GridFilesystem:
 
         A symbolic link is followed, as open(2) follows it; an exclusive create refuses one.
         """
-        parts = await self._path(path, follow_last=not (flags.create and flags.exclusive))
+        found = await self._locate(path, follow_last=not (flags.create and flags.exclusive))
+        parts = found.path
         if not parts:
             raise IsADirectory("the root is a directory")
         writing = flags.write or flags.truncate
-        if not writing and flags.create and not await self._exists(parts):
+        if not writing and flags.create and not await self._exists(found):
             writing = True
         if writing:
             self._require_writable()
-            return await self._writers.open(parts, flags, attrs)
-        return await self._open_for_reading(parts)
+            return await self._writers.open(parts, flags, attrs, found)
+        return await self._open_for_reading(found)
 
-    async def _exists(self, parts: Path) -> bool:
-        if self._overlay.local(parts) is not None:
+    async def _exists(self, found: Located) -> bool:
+        if self._overlay.local(found.path) is not None:
             return True
         try:
-            await self._entry(parts)
+            await self._entry(found)
         except NoSuchFile:
             return False
         return True
@@ -201,9 +195,10 @@ class GridFilesystem:
         if self.read_only:
             raise PermissionDenied("this account is read-only")
 
-    async def _open_for_reading(self, parts: Path) -> ReadHandle:
+    async def _open_for_reading(self, located: Located) -> ReadHandle:
+        parts = located.path
         local = self._overlay.local(parts)
-        found = None if local is not None else await self._entry(parts)
+        found = None if local is not None else await self._entry(located)
         if local is not None:
             attrs = await self._local_attributes(local)
             if local.failure is not None:
@@ -269,12 +264,13 @@ class GridFilesystem:
     @grid_boundary
     async def capability(self, path: str) -> Capability | None:
         """The capability linked at a path (the root's own for '/'); None for a symlink."""
-        parts = await self._path(path)
+        found = await self._locate(path)
+        parts = found.path
         if not parts:
             return parse(self.volume.root_cap)
         if self._overlay.local(parts) is not None:
             raise FileExists(f"{join(parts)} is still being written or uploaded; try again later")
-        _, entry = await self._entry(parts)
+        _, entry = await self._entry(found)
         return entry.cap
 
     @grid_boundary
@@ -285,25 +281,29 @@ class GridFilesystem:
 
     # -- handles call back here ----------------------------------------------------------
 
-    async def _writable_directory(self, parts: Path, entries: bool = True) -> IDirectory:
-        """A directory to change: its entries (``entries``: not chmod a-w either) or only
+    async def _writable_directory(
+        self, found: Located, entries: bool = True
+    ) -> tuple[Path, str, IDirectory]:
+        """The directory holding a path found by :meth:`_locate`, its path and the last
+        component's name, to change: its entries (``entries``: not chmod a-w either) or only
         their metadata (which its mode does not govern, as in POSIX)."""
         self._require_writable()
+        parts, name = parent_and_name(found.path)
         if entries:
-            return await self.volume.writable_directory(parts)
-        directory = await self.volume.directory(parts)
+            return parts, name, await self.volume.writable_directory(parts, found)
+        directory = found.parent or await self.volume.directory(parts)
         if directory.read_only:
             raise PermissionDenied(f"read-only directory: {join(parts)}")
-        return directory
+        return parts, name, directory
 
     @grid_boundary
     async def mkdir(self, path: str, attrs: SetAttributes) -> None:
         """Create a directory."""
-        parts = await self._path(path)
+        found = await self._locate(path)
+        parts = found.path
         if not parts:
             raise FileExists("the root directory exists")  # (as mkdir("/") is EEXIST)
-        parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent)
+        _, name, directory = await self._writable_directory(found)
         if self._overlay.local(parts) is not None:
             raise FileExists(f"{join(parts)} already exists")
         now = self.now()
@@ -316,17 +316,17 @@ class GridFilesystem:
     @grid_boundary
     async def rmdir(self, path: str) -> None:
         """Remove an empty directory."""
-        parts = await self._path(path)
+        found = await self._locate(path)
+        parts = found.path
         if not parts:
             raise PermissionDenied("the root directory cannot be removed")
-        parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent)
+        _, name, directory = await self._writable_directory(found)
         if self._overlay.local(parts) is not None:
             raise NotADirectory(f"not a directory: {join(parts)}")
-        _, entry = await self._entry(parts)
+        _, entry = await self._entry(Located(parts, directory))
         if entry.kind != "dir":
             raise NotADirectory(f"not a directory: {join(parts)}")
-        child = await self.volume.directory(parts)
+        child = self.volume.child_directory(directory, entry, parts)
         if await child.list() or self._overlay.has_under(parts):
             raise DirectoryNotEmpty(f"directory not empty: {join(parts)}")
         try:
@@ -337,9 +337,9 @@ class GridFilesystem:
     @grid_boundary
     async def remove(self, path: str) -> None:
         """Remove a file or symlink; a file still open or uploading is abandoned."""
-        parts = await self._path(path)
-        parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent)
+        located = await self._locate(path)
+        parts = located.path
+        _, name, directory = await self._writable_directory(located)
         found = await self._abandon_local(parts)
         try:
             entry = await directory.get(name)
@@ -372,16 +372,15 @@ class GridFilesystem:
     @grid_boundary
     async def rename(self, old: str, new: str, overwrite: bool) -> None:
         """Rename files or directories; local files under ``old`` follow."""
-        old_parts, new_parts = await self._path(old), await self._path(new)
+        old_found, new_found = await self._locate(old), await self._locate(new)
+        old_parts, new_parts = old_found.path, new_found.path
         if old_parts == new_parts:
             await self.stat(old, follow_symlinks=False)
             return
         if new_parts[: len(old_parts)] == old_parts:
             raise InvalidArgument("cannot move a directory into itself")
-        old_parent, old_name = parent_and_name(old_parts)
-        new_parent, new_name = parent_and_name(new_parts)
-        source_dir = await self._writable_directory(old_parent)
-        target_dir = await self._writable_directory(new_parent)
+        old_parent, old_name, source_dir = await self._writable_directory(old_found)
+        new_parent, new_name, target_dir = await self._writable_directory(new_found)
         # Hold the files being uploaded under ``old`` first and look at the grid after: a link
         # in flight finishes before we decide what is local and what is in the grid.
         held = self._overlay.pending_at_or_under(old_parts)
@@ -423,9 +422,9 @@ class GridFilesystem:
     @grid_boundary
     async def symlink(self, link_path: str, target: str) -> None:
         """Create a symlink entry."""
-        parts = await self._path(link_path)
-        parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent)
+        found = await self._locate(link_path)
+        parts = found.path
+        _, name, directory = await self._writable_directory(found)
         if self._overlay.local(parts) is not None:
             raise FileExists(f"{join(parts)} already exists")
         try:
@@ -445,12 +444,13 @@ class GridFilesystem:
         mode and size cannot.
         """
         self._require_writable()
-        parts = await self._path(path, follow_symlinks)
+        found = await self._locate(path, follow_symlinks)
+        parts = found.path
         if not parts:
             return
         if not follow_symlinks and (changes.size is not None or changes.mode is not None):
             if self._overlay.local(parts) is None:
-                _, entry = await self._entry(parts)
+                _, entry = await self._entry(found)
                 if entry.kind == "symlink":
                     raise NotSupported("a symbolic link has no mode or size of its own")
         local = self._overlay.local(parts)
@@ -483,8 +483,7 @@ class GridFilesystem:
             fields["mtime"] = changes.mtime
         if not fields:
             return
-        parent, name = parent_and_name(parts)
-        directory = await self._writable_directory(parent, entries=False)
+        _, name, directory = await self._writable_directory(found, entries=False)
         try:
             await directory.set_metadata(name, **fields)
         except NoSuchChild:

@@ -18,12 +18,15 @@ class Located:
     """Where :meth:`Volume.locate` found a path: its real path, the directory holding its
     last component (None for the root, or a file served from the overlay) and that
     component's entry when it was looked up (None when not, or when there is none:
-    ``missing`` then)."""
+    ``missing`` then). ``parent_entry`` is the entry naming ``parent`` in its own
+    directory (None when ``parent`` is the root): a change checks it is not chmod a-w
+    without looking it up again."""
 
     path: Path
     parent: IDirectory | None = None
     entry: Entry | None = None
     missing: bool = False
+    parent_entry: Entry | None = None
 
 
 def link_target(directory: Path, link: Entry) -> Path:

@@ -143,17 +143,17 @@ class Volume:
             return Located(parts)
         hops = 0
         while True:
-            real, node, hops = await self._walk(parts[:-1], hops)
+            real, node, hops, above = await self._walk(parts[:-1], hops)
             name = parts[-1]
             path = (*real, name)
             if not follow_last or self.overlay.local(path) is not None:
-                return Located(path, node)
+                return Located(path, node, parent_entry=above)
             try:
                 entry = await self.lookup(node, name)
             except NoSuchChild:
-                return Located(path, node, missing=True)
+                return Located(path, node, missing=True, parent_entry=above)
             if entry.kind != "symlink":
-                return Located(path, node, entry)
+                return Located(path, node, entry, parent_entry=above)
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
                 raise SymlinkLoop(f"too many levels of symbolic links: {join(path)}")
@@ -161,13 +161,13 @@ class Volume:
             if not parts:
                 return Located(parts)
 
-    async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, IDirectory, int]:
-        """The real path of a directory and its node, following symbolic links (and the
-        count of links followed, ``hops`` included)."""
-        await self.ensure_root()
-        node = self._root
+    async def _walk(self, parts: Path, hops: int = 0) -> tuple[Path, IDirectory, int, Entry | None]:
+        """The real path of a directory, its node, the count of symbolic links followed
+        (``hops`` included) and the entry naming it (None for the root)."""
+        if not self._root_ready:
+            await self.ensure_root()
         real: Path = ()
-        todo = list(parts)
+        node, above, todo = self._root, None, list(parts)
         while todo:
             name = todo.pop(0)
             try:
@@ -181,11 +181,12 @@ class Volume:
                 if hops > MAX_SYMLINK_HOPS:
                     raise SymlinkLoop(f"too many levels of symbolic links: {join((*real, name))}")
                 todo[:0] = link_target(real, entry)
-                node, real = self._root, ()
+                node, real, above = self._root, (), None
                 continue
             real = (*real, name)
             node = self.child_directory(node, entry, real)
-        return real, node, hops
+            above = entry
+        return real, node, hops, above
 
     def child_directory(self, parent: IDirectory, entry: Entry, path: Path) -> IDirectory:
         """The node of a subdirectory's entry (kept, one per directory); NotADirectory when
@@ -196,16 +197,16 @@ class Volume:
             entry.cap, parent.child_node(entry)
         )
 
-    async def writable_directory(self, parts: Path) -> IDirectory:
+    async def writable_directory(self, parts: Path, found: Located | None = None) -> IDirectory:
         """The directory at ``parts``, to add or remove entries: PermissionDenied when its
-        capability is read-only, or a client made it read-only (``chmod a-w``)."""
-        real, node, _ = await self._walk(parts)
-        if node.read_only:
+        capability is read-only, or a client made it read-only (``chmod a-w``). ``found``:
+        the lookup of a path in it, which walked there already (when it did)."""
+        if found is not None and found.parent is not None:
+            real, node, above = found.path[:-1], found.parent, found.parent_entry
+        else:
+            real, node, _, above = await self._walk(parts)
+        if node.read_only or (above is not None and above.metadata.no_write):
             raise PermissionDenied(f"read-only directory: {join(real)}")
-        if real:
-            entry = await self.lookup(await self.directory(real[:-1]), real[-1])
-            if entry.metadata.no_write:
-                raise PermissionDenied(f"read-only directory: {join(real)}")
         return node
 
     async def lookup(self, node: IDirectory, name: str) -> Entry:

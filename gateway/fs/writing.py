@@ -47,6 +47,7 @@ from gateway.fs.errors import (
 )
 from gateway.fs.interfaces import FileAttributes, IOpenFile, OpenFlags, SetAttributes
 from gateway.fs.localfile import LocalFile, LocalMeta, Phase
+from gateway.fs.located import Located
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.sparse import Base, Ranges, Reader
@@ -83,8 +84,11 @@ class Writers:
         """The volume clock's time."""
         return float(self._clock.seconds())
 
-    async def open(self, parts: Path, flags: OpenFlags, attrs: SetAttributes) -> WriteHandle:
-        """A handle on the path's shared open file, making the file if needed."""
+    async def open(
+        self, parts: Path, flags: OpenFlags, attrs: SetAttributes, found: Located | None = None
+    ) -> WriteHandle:
+        """A handle on the path's shared open file, making the file if needed (``found``: the
+        lookup that resolved ``parts``, whose directory is not walked to again)."""
         state = self.overlay.writing.get(parts)
         while state is not None and state.phase is Phase.CLOSING:
             assert state.closed is not None
@@ -113,7 +117,7 @@ class Writers:
         meta = LocalMeta(mode=creation_mode(attrs.mode), mtime=now, ctime=now)
         state = self.overlay.opening(parts, meta)
         try:
-            await self._prepare(state, flags)
+            await self._prepare(state, flags, found)
         except BaseException as e:
             if state.staged is not None:
                 state.staged.discard()
@@ -125,11 +129,15 @@ class Writers:
             self.overlay.ready(state)
         return WriteHandle(self, state, flags.read, flags.append)
 
-    async def _prepare(self, state: LocalFile, flags: OpenFlags) -> None:
+    async def _prepare(self, state: LocalFile, flags: OpenFlags, found: Located | None) -> None:
         """Check the open is allowed and give the state its starting contents."""
         parts = state.path
         parent, name = parent_and_name(parts)
-        directory = await self.volume.directory(parent)
+        if found is None or found.parent is None:
+            found = None
+            directory = await self.volume.directory(parent)
+        else:
+            directory = found.parent
         if directory.read_only:
             raise PermissionDenied(f"read-only directory: {join(parent)}")
         pending = self.overlay.pending.get(parts)
@@ -154,7 +162,7 @@ class Writers:
         if not exists and not flags.create:
             raise NoSuchFile(f"no such file: {join(parts)}")
         if not exists:
-            await self.volume.writable_directory(parent)  # a new name: not in a chmod a-w one
+            await self.volume.writable_directory(parent, found)  # a new name: not chmod a-w
         if pending is not None:
             state.meta.mode = pending.meta.mode
             state.meta.ctime = pending.meta.ctime

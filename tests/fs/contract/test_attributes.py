@@ -372,3 +372,45 @@ def test_chmod_a_minus_w_of_a_directory_refuses_new_entries(subject: Subject) ->
     subject.setattr("/d", mode=0o755)
     subject.write("/d/new", b"now")
     assert subject.names("/d") == ["new"]
+
+
+@pytest.mark.parametrize("via", ["/a/ro", "/link"])
+def test_chmod_a_minus_w_of_a_nested_directory_refuses_every_change_of_its_entries(
+    subject: Subject, when: str, via: str
+) -> None:
+    """A directory without w bits, deeper than the root and reached by its path or through a
+    symbolic link, refuses new entries, renames in and out, removals and rmdir of what it
+    holds; its entries' own modes still change (as in POSIX); u+w allows them all again."""
+    subject.mkdir("/a")
+    subject.mkdir("/a/ro")
+    subject.mkdir("/a/ro/sub")
+    subject.write("/a/ro/file", b"kept")
+    subject.write("/a/out", b"outside")
+    subject.run(subject.fs.symlink("/link", "a/ro"))
+    subject.setattr("/a/ro", mode=0o555)
+    subject.reach(when)
+    fs = subject.fs
+    refused = [
+        lambda: fs.mkdir(f"{via}/new", SetAttributes()),
+        lambda: fs.rmdir(f"{via}/sub"),
+        lambda: fs.remove(f"{via}/file"),
+        lambda: fs.rename(f"{via}/file", "/a/moved", False),
+        lambda: fs.rename("/a/out", f"{via}/in", False),
+        lambda: fs.rename(f"{via}/file", f"{via}/renamed", False),
+        lambda: fs.symlink(f"{via}/l", "x"),
+    ]
+    for change in refused:
+        with pytest.raises(PermissionDenied):
+            subject.run(change())
+    with pytest.raises(PermissionDenied):
+        subject.open(f"{via}/new", CREATE)
+    assert subject.names("/a/ro") == ["file", "sub"]
+    assert subject.names("/a") == ["out", "ro"]
+    subject.setattr(f"{via}/file", mode=0o444)
+    assert subject.stat("/a/ro/file").mode == 0o444
+    subject.setattr(via, mode=0o755)
+    subject.run(fs.rename(f"{via}/file", "/a/moved", False))
+    subject.run(fs.rmdir(f"{via}/sub"))
+    subject.mkdir(f"{via}/new")
+    assert subject.names("/a/ro") == ["new"]
+    assert subject.read("/a/moved") == b"kept"
