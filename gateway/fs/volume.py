@@ -32,6 +32,7 @@ from gateway.fs.errors import (
 from gateway.fs.kept import KeptCopies
 from gateway.fs.localfile import FINAL, LocalFile, LocalMeta
 from gateway.fs.located import MAX_SYMLINK_HOPS, Located, link_target
+from gateway.fs.nodes import DirectoryNodes
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.spares import SpareFiles
@@ -84,7 +85,7 @@ class Volume:
         self.spares = SpareFiles(staging, queue, self.overlay, clock)
         self.contents = Contents(store, staging)
         self._root = store.directory(root_cap)
-        self._nodes: dict[DirectoryWriteCap | DirectoryReadCap, IDirectory] = {}
+        self.nodes = DirectoryNodes()
         self._root_ready = False
         self._root_lock = DeferredLock()
 
@@ -189,13 +190,9 @@ class Volume:
         return real, node, hops, above
 
     def child_directory(self, parent: IDirectory, entry: Entry, path: Path) -> IDirectory:
-        """The node of a subdirectory's entry (kept, one per directory); NotADirectory when
+        """The node of a subdirectory's entry (:class:`DirectoryNodes`); NotADirectory when
         the entry at ``path`` names something else."""
-        if not isinstance(entry.cap, DirectoryWriteCap | DirectoryReadCap):
-            raise NotADirectory(f"not a directory: {join(path)}")
-        return self._nodes.get(entry.cap) or self._nodes.setdefault(
-            entry.cap, parent.child_node(entry)
-        )
+        return self.nodes.child(parent, entry, path)
 
     async def writable_directory(self, parts: Path, found: Located | None = None) -> IDirectory:
         """The directory at ``parts``, to add or remove entries: PermissionDenied when its
