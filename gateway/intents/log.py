@@ -75,6 +75,9 @@ class IntentLog:
         self.damaged: list[str] = []
         #: Live intents by key, in the order they were first put.
         self.live: dict[str, Any] = {}
+        #: Each live intent's size for the compaction rule: its record's bytes when put
+        #: here, ``value_size`` of its value when replayed.
+        self._sizes: dict[str, int] = {}
         self._live_bytes = 0
         self._flush_waiters: list[tuple[int, Deferred[None]]] = []
         #: Where the last "put" record ends in the log (what a flush must cover).
@@ -110,10 +113,11 @@ class IntentLog:
 
         Raises the OSError of a write that fails (a full disk): the intent is not live.
         """
+        before = self._log.appended
         self._log.append({"op": "put", "key": key, "value": value}, sync=False)
         self._put_end = self._log.appended
         self._unflushed[key] = self._put_end
-        self._remember(key, value)
+        self._remember(key, value, self._put_end - before)
 
     def done(self, key: str) -> None:
         """An intent is carried out: forget it (not flushed; see the module docstring)."""
@@ -159,16 +163,16 @@ class IntentLog:
 
     # -- internals -------------------------------------------------------------------
 
-    def _remember(self, key: str, value: Any) -> None:
-        old = self.live.get(key)
-        self._live_bytes += self._value_size(value) - (
-            self._value_size(old) if key in self.live else 0
-        )
+    def _remember(self, key: str, value: Any, size: int | None = None) -> None:
+        size = self._value_size(value) if size is None else size
+        self._live_bytes += size - self._sizes.get(key, 0)
+        self._sizes[key] = size
         self.live[key] = value
 
     def _forget(self, key: str) -> None:
         if key in self.live:
-            self._live_bytes -= self._value_size(self.live.pop(key))
+            del self.live[key]
+            self._live_bytes -= self._sizes.pop(key)
 
     def _compact(self) -> None:
         log = self._log
@@ -176,6 +180,7 @@ class IntentLog:
             if log.size > RESET_BYTES:
                 log.reset()
                 self._live_bytes = 0
+                self._sizes.clear()
                 self._unflushed.clear()
         elif log.size > (self._compact_bytes or COMPACT_BYTES) and log.size > 2 * self._live_bytes:
             log.rewrite(

@@ -102,6 +102,12 @@ class DirectoryNode:
     new_caps: Callable[[], DirectoryWriteCap] = field(
         default=DirectoryWriteCap.generate, repr=False
     )
+    #: The directory's storage index (public): kept, as lookups and changes ask for it often.
+    storage_index: bytes = field(
+        default=Factory(lambda node: node.cap.storage_index, takes_self=True),
+        init=False,
+        repr=False,
+    )
     updates: DirectoryUpdates = field(
         default=Factory(lambda node: node._make_updates(), takes_self=True), init=False, repr=False
     )
@@ -151,11 +157,6 @@ class DirectoryNode:
     def read_only(self) -> bool:
         """True when this node can only list (opened with a read cap)."""
         return self.cap.read_only
-
-    @property
-    def storage_index(self) -> bytes:
-        """The directory's storage index (public)."""
-        return self.cap.storage_index
 
     def child_node(self, entry: Entry) -> DirectoryNode:
         """A node for a subdirectory entry, with this node's client, clock and options."""
