@@ -41,6 +41,11 @@ entry).
   of the node stored as that object), and then says version 3. An entry's length is the size its cap
   names (a patched extent's, its extent's); the entries' lengths add up to the
   node's size.
+- Version 4 (:data:`PATCHES_VERSION`) raises two limits: a leaf's extent may
+  carry up to :data:`MAX_PATCHES` patches (8 before), a node of height 1 may keep
+  up to :data:`INLINE_LEAVES_BYTES` of leaves (64 KiB before). A node past either
+  old limit says 4 (a leaf otherwise as version 2, a node of height 1 as 3), and so
+  does a node of height 1 keeping such a leaf; the others say what they said.
 - The optional 6th item is a byte string of zeros, present only to make a node
   longer than the literal threshold (a node is always stored on the grid).
 
@@ -49,22 +54,19 @@ node at height h that is not the last holds ``fanout ** (h + 1)`` extents and
 the position of extent number i is found by arithmetic. Readers do not rely on
 this (they descend by the entries' lengths); the updater
 (:mod:`gateway.objects.chunk_update`) keeps it and relies on it, and every node
-read is checked against it (:func:`decode_node`).
+read is checked against it (:func:`gateway.objects.chunk_decode.decode_node`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any, cast
 
 import cbor2
 from attrs import field, frozen
 
-from gateway.objects.caps import ChunkedCap, ImmutableReadCap, LiteralCap, b32encode
-from gateway.objects.crypto import HASH_SIZE, KEY_SIZE
-from gateway.objects.errors import CorruptObject
+from gateway.objects.caps import ChunkedCap, ImmutableReadCap, LiteralCap
 from gateway.objects.immutable_format import LITERAL_THRESHOLD
 
 FORMAT_VERSION = 1
@@ -76,9 +78,16 @@ INLINE_VERSION = 2
 LEAVES_VERSION = 3
 """The first item of a node of height 1 keeping a leaf inline or naming one kept in another."""
 
-INLINE_LEAVES_BYTES = 64 * 1024
+PATCHES_VERSION = 4
+"""The first item of a node past the limits of versions 1-3 (see the module docstring)."""
+
+INLINE_LEAVES_BYTES = 104 * 1024
 """The most bytes of new leaf nodes one node of height 1 keeps inline (see
-:class:`InlineLeaf`; a larger leaf, or one past this, is stored as an object of its own)."""
+:class:`InlineLeaf`; a larger leaf, or one past this, is stored as an object of its own):
+with the rest of the node, under the storage's logged share size (128 KiB)."""
+
+OLD_INLINE_LEAVES_BYTES = 64 * 1024
+"""The same, in nodes of versions 1-3."""
 
 INLINE_PATCH_BYTES = 4096
 """A patch up to this long is kept in its leaf node, as a literal entry, rather than
@@ -100,8 +109,11 @@ ENCODED_ENTRIES = 8192
 """Entries whose encoding is kept (about 100 bytes each, 1 KiB with patches, plus the entry
 kept alive): the leaves of an 8 GiB file changed at random; more held 30+ MiB."""
 
-MAX_PATCHES = 8
+MAX_PATCHES = 16
 """The most patches one extent may carry (more and it is stored again whole)."""
+
+OLD_MAX_PATCHES = 8
+"""The same, in nodes of versions 1-3."""
 
 ExtentCap = LiteralCap | ImmutableReadCap
 """What an extent, or a patch of one, is stored as."""
@@ -266,6 +278,17 @@ def _needs_version_2(entry: PatchedExtent) -> bool:
     return any(is_inline(p) or isinstance(p, PackedPatch) for _, p in entry.patches)
 
 
+def _version(node: Node, patched_v2: bool, past_old_limits: bool, names_leaves: bool) -> int:
+    """The version a node says: the oldest that can hold it (module docstring)."""
+    if past_old_limits:
+        return PATCHES_VERSION
+    if node.height == 0 and patched_v2:
+        return INLINE_VERSION
+    if node.height == 1 and names_leaves:
+        return LEAVES_VERSION
+    return FORMAT_VERSION
+
+
 @functools.lru_cache(maxsize=ENCODED_ENTRIES)
 def _kept_entry(cap: ChildCap) -> bytes:
     return cast(bytes, cbor2.dumps(_entry(cap)))
@@ -292,201 +315,30 @@ def encode_node(node: Node) -> bytes:
     # the nodes on its paths, whose entries are nearly all the same as the last time: this
     # loop is what an fsync's node costs per entry, so it calls as little as it can.
     parts: list[bytes] = []
-    patched_v2 = names_leaves = False
-    kept = _kept_entry
+    patched_v2 = names_leaves = past_old_limits = False
+    kept, leaves_bytes = _kept_entry, 0
     for entry in node.entries:
         kind = type(entry)
         if kind is PatchedExtent:
             patched = cast(PatchedExtent, entry)
             patched_v2 = patched_v2 or _needs_version_2(patched)
+            past_old_limits = past_old_limits or len(patched.patches) > OLD_MAX_PATCHES
             parts.append(cbor2.dumps(_entry(entry)) if patched.inline_bytes else kept(entry))
         elif kind is InlineLeaf:
-            names_leaves = True
+            names_leaves, encoded = True, cast(InlineLeaf, entry).encoded
+            leaves_bytes += len(encoded)
+            # (a leaf's version is its encoding's second byte: a CBOR integer below 24)
+            past_old_limits = past_old_limits or encoded[1] == PATCHES_VERSION
             parts.append(cbor2.dumps(_entry(entry)))
         else:
             if kind is ChunkedCap:
                 names_leaves = names_leaves or cast(ChunkedCap, entry).part is not None
             parts.append(kept(entry))
-    version = FORMAT_VERSION
-    if node.height == 0 and patched_v2:
-        version = INLINE_VERSION
-    elif node.height == 1 and names_leaves:
-        version = LEAVES_VERSION
+    past_old_limits = past_old_limits or leaves_bytes > OLD_INLINE_LEAVES_BYTES
+    version = _version(node, patched_v2, past_old_limits, names_leaves)
     head = [version, node.height, node.fanout, node.count]
     entries = _array(len(node.entries)) + b"".join(parts)
     data = _array(5) + b"".join(cbor2.dumps(item) for item in head) + entries
     if len(data) <= LITERAL_THRESHOLD:
         data = cbor2.dumps([*head, cbor2.loads(entries), bytes(LITERAL_THRESHOLD + 1 - len(data))])
     return data
-
-
-def _is_int(value: object, minimum: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _chk(fields: Sequence[Any]) -> ImmutableReadCap:
-    key, ueb, k, n, size = fields
-    if not (isinstance(key, bytes) and len(key) == KEY_SIZE):
-        raise ValueError("a key is malformed")
-    if not (isinstance(ueb, bytes) and len(ueb) == HASH_SIZE):
-        raise ValueError("a URI extension block hash is malformed")
-    if not (_is_int(k, 1) and _is_int(n, 1) and k <= n <= 256 and _is_int(size, 1)):
-        raise ValueError("a child's encoding or size is malformed")
-    return ImmutableReadCap(key, ueb, k, n, size)
-
-
-def _decode_entry(item: object, leaf: bool, version_2: bool, leaves: bool = False) -> ChildCap:
-    """One entry of a node (``version_2``: patches may be inline or packed; ``leaves``: a
-    node of height 1 may name a leaf kept inside another node)."""
-    if not isinstance(item, list) or not item or not _is_int(item[0]):
-        raise ValueError("an entry is not a list starting with its kind")
-    kind, fields = item[0], item[1:]
-    if leaf and kind in (0, 1):
-        return _extent(kind, fields, LITERAL_THRESHOLD)
-    if leaf and kind == 3 and len(fields) == 2:
-        return _patched(fields[0], fields[1], version_2)
-    if not leaf and kind == 2 and len(fields) == 6:
-        node = _chk(fields[:5])
-        if not _is_int(fields[5], 1):
-            raise ValueError("a child node's size is malformed")
-        return ChunkedCap(node, fields[5])
-    if leaves and kind == 6 and len(fields) == 7:
-        node = _chk(fields[:5])
-        if not (_is_int(fields[5], 1) and _is_int(fields[6]) and fields[6] < MAX_FANOUT):
-            raise ValueError("a leaf kept in another node is named malformed")
-        return ChunkedCap(node, fields[5], fields[6])
-    raise ValueError(f"an entry of kind {kind} cannot stand in a node of this height")
-
-
-def _extent(kind: int, fields: list[Any], literal: int) -> ExtentCap:
-    """An extent or a patch: literal (at most ``literal`` bytes) or stored."""
-    if kind == 0 and len(fields) == 1 and isinstance(fields[0], bytes) and fields[0]:
-        if len(fields[0]) > literal:
-            raise ValueError("a literal extent is longer than the literal threshold")
-        return LiteralCap(fields[0])
-    if kind == 1 and len(fields) == 5:
-        return _chk(fields)
-    raise ValueError(f"an extent of kind {kind} is malformed")
-
-
-def _packed(fields: list[Any]) -> PackedPatch:
-    """A patch stored in a pack: the pack's cap fields, then its offset and length."""
-    if len(fields) != 7 or not (_is_int(fields[5]) and _is_int(fields[6], 1)):
-        raise ValueError("a packed patch is malformed")
-    pack = _chk(fields[:5])
-    if fields[5] + fields[6] > pack.size:
-        raise ValueError("a packed patch reaches past its pack")
-    return PackedPatch(pack, fields[5], fields[6])
-
-
-def _patched(extent_item: object, patch_items: object, version_2: bool) -> PatchedExtent:
-    extent = _decode_entry(extent_item, True, version_2)
-    if not isinstance(extent, LiteralCap | ImmutableReadCap):
-        raise ValueError("a patched extent's extent is patched itself")
-    if not isinstance(patch_items, list) or not 0 < len(patch_items) <= MAX_PATCHES:
-        raise ValueError("a patched extent's patch list is malformed")
-    literal = INLINE_PATCH_BYTES if version_2 else LITERAL_THRESHOLD
-    kinds = (0, 1, 4) if version_2 else (0, 1)
-    patches: list[tuple[int, Patch]] = []
-    for item in patch_items:
-        if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])):
-            raise ValueError("a patch is not an offset and an entry")
-        raw = item[1]
-        if not isinstance(raw, list) or not raw or raw[0] not in kinds:
-            raise ValueError("a patch is patched itself")
-        patch = _packed(raw[1:]) if raw[0] == 4 else _extent(raw[0], raw[1:], literal)
-        if item[0] + patch.size > extent.size:
-            raise ValueError("a patch reaches past its extent")
-        patches.append((item[0], patch))
-    return PatchedExtent(extent, tuple(patches))
-
-
-def decode_node(
-    data: bytes, cap: ChunkedCap, height: int | None = None, count: int | None = None
-) -> Node:
-    """Parse and check a node read through ``cap``, raising CorruptObject when it is damaged.
-
-    ``height`` and ``count``, when given, are what the parent node says the child
-    must be. The node's entries must add up to the size ``cap`` names and have the
-    tree's shape (every child but the last full).
-    """
-    node = decode_holder(data, cap.node)
-    check_node(node, cap, height, count)
-    return node
-
-
-def decode_holder(data: bytes, stored: ImmutableReadCap) -> Node:
-    """Parse the node stored as the object ``stored`` (CorruptObject when it is damaged),
-    not yet checked against what names it: a part cap names a leaf inside it."""
-    where = f"the chunk tree node with storage index {b32encode(stored.storage_index)}"
-    try:
-        return _parse(data, stored, True)
-    except (ValueError, TypeError, cbor2.CBORDecodeError) as e:
-        raise CorruptObject(f"{where} is damaged: {e}") from None
-
-
-def _parse(data: bytes, stored: ImmutableReadCap, outer: bool) -> Node:
-    """A node's items (``outer``: a stored node, which may keep leaves inline)."""
-    items = cbor2.loads(data)
-    if not isinstance(items, list) or len(items) not in (5, 6):
-        raise ValueError("it is not a list of 5 or 6 items")
-    version, node_height, fanout, node_count, raw = items[:5]
-    versions = (FORMAT_VERSION, INLINE_VERSION, LEAVES_VERSION)[: 3 if outer else 2]
-    if version not in versions:
-        raise ValueError(
-            f"its format version is {version!r}, this gateway reads {', '.join(map(str, versions))}"
-        )
-    if len(items) == 6 and not isinstance(items[5], bytes):
-        raise ValueError("its padding is not a byte string")
-    if not (_is_int(node_height) and _is_int(fanout, 2) and fanout <= MAX_FANOUT):
-        raise ValueError("its height or fan-out is malformed")
-    if not (_is_int(node_count, 1) and isinstance(raw, list) and 0 < len(raw) <= fanout):
-        raise ValueError("its extent count or entry list is malformed")
-    version_2, leaves = version == INLINE_VERSION, version == LEAVES_VERSION
-    if leaves and node_height != 1:
-        raise ValueError("a node that is not of height 1 names leaves kept in nodes")
-    entries: list[ChildCap] = []
-    inline: dict[int, Node] = {}
-    kept = 0
-    for i, item in enumerate(raw):
-        if leaves and isinstance(item, list) and len(item) == 2 and item[0] == 5:
-            if not isinstance(item[1], bytes):
-                raise ValueError("a leaf kept inline is not a node's bytes")
-            kept += len(item[1])
-            if kept > INLINE_LEAVES_BYTES:
-                raise ValueError(f"it keeps more than {INLINE_LEAVES_BYTES} bytes of leaves")
-            leaf = inline[i] = _parse(item[1], stored, False)
-            if leaf.height != 0 or leaf.fanout != fanout:
-                raise ValueError("a node kept inline is not a leaf of this tree")
-            entries.append(ChunkedCap(stored, leaf.size, i))
-        else:
-            entries.append(_decode_entry(item, node_height == 0, version_2, leaves))
-    if sum(map(inline_bytes, entries)) > INLINE_NODE_BYTES:
-        raise ValueError(f"it keeps more than {INLINE_NODE_BYTES} bytes of patches")
-    return Node(node_height, fanout, node_count, tuple(entries), inline)
-
-
-def check_node(
-    node: Node, cap: ChunkedCap, height: int | None = None, count: int | None = None
-) -> None:
-    """CorruptObject unless ``node`` is what ``cap`` (and the parent's ``height`` and
-    ``count``, when given) say it is, in the tree's shape."""
-    where = f"the chunk tree node with storage index {b32encode(cap.storage_index)}"
-    problems = []
-    if node.size != cap.size:
-        problems.append(f"its entries hold {node.size} bytes where its cap says {cap.size}")
-    if height is not None and node.height != height:
-        problems.append(f"its height is {node.height} where its parent says {height}")
-    if count is not None and node.count != count:
-        problems.append(f"it holds {node.count} extents where its parent says {count}")
-    if node.height == 0:
-        expected = node.count
-    else:
-        child = node.fanout**node.height
-        expected = -(-node.count // child)
-        if node.count > capacity(node.fanout, node.height):
-            problems.append(f"its {node.count} extents are more than its height allows")
-    if len(node.entries) != expected:
-        problems.append(f"it has {len(node.entries)} entries for {node.count} extents")
-    if problems:
-        raise CorruptObject(f"{where} is damaged: {'; '.join(problems)}")

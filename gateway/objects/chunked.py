@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from gateway.grid.interfaces import IStorageClient
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap, b32encode
+from gateway.objects.chunk_decode import check_node, decode_holder, decode_node
 from gateway.objects.chunk_format import (
     ChildCap,
     ExtentCap,
@@ -29,9 +30,6 @@ from gateway.objects.chunk_format import (
     Node,
     PackedPatch,
     PatchedExtent,
-    check_node,
-    decode_holder,
-    decode_node,
 )
 from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.errors import CorruptObject

@@ -14,11 +14,12 @@ from gateway.objects.caps import (
     LiteralCap,
     parse,
 )
+from gateway.objects.chunk_decode import decode_node
 from gateway.objects.chunk_format import (
     MAX_PATCHES,
+    OLD_MAX_PATCHES,
     Node,
     PatchedExtent,
-    decode_node,
     encode_node,
 )
 from gateway.objects.chunk_update import TreeUpdate
@@ -185,20 +186,21 @@ def test_patches_pile_up_then_the_extent_is_stored_again_whole() -> None:
     """Changes to one extent add patches (the later over the earlier, overlapping ones
     too) until MAX_PATCHES or a quarter of the extent; then the extent is stored again,
     patches folded in. Every version reads back exact."""
-    store, _ = make_store()
-    data = bytearray(pattern(FANOUT * CHUNK * 2))
+    chunk = 4 * CHUNK  # (MAX_PATCHES of 20 bytes: under a quarter of it)
+    store, _ = make_store(chunk=chunk)
+    data = bytearray(pattern(FANOUT * chunk * 2))
     cap = update(store, None, bytes(data), [(0, len(data))])
     versions = [(cap, bytes(data))]
     rewritten_at = None
     for n in range(MAX_PATCHES + 2):
-        at = CHUNK + 10 + 3 * n  # each overlaps the one before
+        at = chunk + 10 + 3 * n  # each overlaps the one before
         data[at : at + 20] = bytes([n]) * 20
         counted = Counted(store)
         cap = update(store, cap, bytes(data), [(at, at + 20)], counted)
         versions.append((cap, bytes(data)))
-        if any(len(o) == CHUNK for o in counted.objects) and rewritten_at is None:
+        if any(len(o) == chunk for o in counted.objects) and rewritten_at is None:
             rewritten_at = n
-        assert run(store.reader(cap).read(CHUNK, CHUNK)) == bytes(data[CHUNK : 2 * CHUNK])
+        assert run(store.reader(cap).read(chunk, chunk)) == bytes(data[chunk : 2 * chunk])
     assert rewritten_at == MAX_PATCHES
     for version, expected in versions:
         assert read_all(store, version) == expected
@@ -372,7 +374,7 @@ def test_damaged_node_gives_a_clear_error() -> None:
     with pytest.raises(CorruptObject, match="entries hold"):
         decode_node(encode_node(good), ChunkedCap(base.node, base.size + 1))
     with pytest.raises(CorruptObject, match="format version"):
-        decode_node(cbor2.dumps([4, 0, 4, 1, []]), base)
+        decode_node(cbor2.dumps([5, 0, 4, 1, []]), base)
     assert decode_node(encode_node(good), base) == good
 
 
@@ -397,7 +399,7 @@ def test_patched_extents_are_read_back_from_a_fresh_gateway_and_checked() -> Non
         [3, [0, b"x"], [[CHUNK, [0, b"y"]]]],  # reaches past its extent
         [3, [0, b"x" * 10], []],  # no patch
         [3, [0, b"x" * 10], [[0, [3, [0, b"x"], [[0, [0, b"y"]]]]]]],  # nested
-        [3, [0, b"x" * 10], [[0, [0, b"y"]]] * (MAX_PATCHES + 1)],  # too many
+        [3, [0, b"x" * 10], [[0, [0, b"y"]]] * (OLD_MAX_PATCHES + 1)],  # too many for 1
     ):
         raw = cbor2.dumps([1, 0, FANOUT, 1, [bad]]) + bytes(60)
         with pytest.raises(CorruptObject, match="damaged"):

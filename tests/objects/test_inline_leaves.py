@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 
 from gateway.objects import chunk_update
 from gateway.objects.caps import ChunkedCap
-from gateway.objects.chunk_format import LEAVES_VERSION, decode_node, encode_node
+from gateway.objects.chunk_decode import decode_node
+from gateway.objects.chunk_format import LEAVES_VERSION, encode_node
 from gateway.objects.chunked import NodeCache, node_children
 from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.errors import CorruptObject

@@ -8,13 +8,13 @@ import cbor2
 import pytest
 
 from gateway.objects.caps import ChunkedCap, ImmutableReadCap, LiteralCap
+from gateway.objects.chunk_decode import decode_node
 from gateway.objects.chunk_format import (
     INLINE_NODE_BYTES,
     INLINE_PATCH_BYTES,
     Node,
     PackedPatch,
     PatchedExtent,
-    decode_node,
     encode_node,
     inline_bytes,
 )
@@ -151,10 +151,10 @@ def test_the_format_says_which_nodes_keep_patches_inline() -> None:
     v1_pack[0] = 1
     with pytest.raises(CorruptObject, match="patched itself"):
         decode_node(cbor2.dumps(v1_pack), cap)
-    v4 = cbor2.loads(encode_node(small))
-    v4[0] = 4
+    unknown = cbor2.loads(encode_node(small))
+    unknown[0] = 5
     with pytest.raises(CorruptObject, match="format version"):
-        decode_node(cbor2.dumps(v4), cap)
+        decode_node(cbor2.dumps(unknown), cap)
 
 
 def test_a_page_rewritten_again_and_again_keeps_one_patch() -> None:

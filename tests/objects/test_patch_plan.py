@@ -16,6 +16,7 @@ from tests.objects.chunked_support import pattern
 
 EXTENT = 1 << 20
 OFFSET = 5 * EXTENT  # where the extent starts in the file
+SPACING = 60_000  # between the pages the tests patch (MAX_PATCHES of them fit in an extent)
 
 
 def _extent(size: int = EXTENT) -> ImmutableReadCap:
@@ -29,7 +30,7 @@ def _patched(*places: tuple[int, int]) -> PatchedExtent:
 
 def test_a_change_below_max_patches_is_a_patch_of_its_own() -> None:
     """Below MAX_PATCHES a change is a patch of its own and every old patch stays."""
-    old = _patched(*((i * 100_000, 4096) for i in range(MAX_PATCHES - 1)))
+    old = _patched(*((i * SPACING, 4096) for i in range(MAX_PATCHES - 1)))
     change = (OFFSET + 900_000, OFFSET + 904_096)
     planned = plan_patches([change], OFFSET, EXTENT, old)
     assert planned is not None
@@ -41,20 +42,20 @@ def test_a_change_below_max_patches_is_a_patch_of_its_own() -> None:
 def test_a_patch_covered_whole_goes() -> None:
     """An old patch that a change covers whole is dropped: a page rewritten at every commit
     keeps one patch, and never reaches MAX_PATCHES."""
-    old = _patched(*((i * 100_000, 4096) for i in range(MAX_PATCHES)))
-    change = (OFFSET + 300_000, OFFSET + 304_096)  # the fourth patch's page again
+    old = _patched(*((i * SPACING, 4096) for i in range(MAX_PATCHES)))
+    change = (OFFSET + 3 * SPACING, OFFSET + 3 * SPACING + 4096)  # the fourth patch's page again
     planned = plan_patches([change], OFFSET, EXTENT, old)
     assert planned is not None
     ranges, visible = planned
     assert ranges == [change]
-    assert [at for at, _ in visible] == [i * 100_000 for i in range(MAX_PATCHES) if i != 3]
+    assert [at for at, _ in visible] == [i * SPACING for i in range(MAX_PATCHES) if i != 3]
 
 
 def test_past_max_patches_or_a_quarter_the_extent_is_stored_again_whole() -> None:
     """More than MAX_PATCHES patches, or patches holding more than 1/PATCHED_SHARE of the
     extent, and the plan is to store it again whole (None)."""
-    full = _patched(*((i * 100_000, 4096) for i in range(MAX_PATCHES)))
-    assert plan_patches([(OFFSET + 950_000, OFFSET + 954_096)], OFFSET, EXTENT, full) is None
+    full = _patched(*((i * SPACING, 4096) for i in range(MAX_PATCHES)))
+    assert plan_patches([(OFFSET + 1_000_000, OFFSET + 1_004_096)], OFFSET, EXTENT, full) is None
     big = _patched((0, EXTENT // PATCHED_SHARE - 4096))
     assert plan_patches([(OFFSET + 500_000, OFFSET + 504_097)], OFFSET, EXTENT, big) is None
     assert plan_patches([(OFFSET + 500_000, OFFSET + 504_096)], OFFSET, EXTENT, big) is not None
