@@ -4,8 +4,8 @@ A node holds what this gateway knows of its directory between requests (the
 contents it read, the races it lost), so every lookup through a directory
 should find the same one. They are kept most recently used first, and at most
 :data:`NODES_KEPT`: a ``mkdir``/``rmdir`` loop, a build's temporary trees or
-an ``rm -r`` walk to ever new directories, and each node kept for ever was a
-few KiB gone.
+an ``rm -r`` walk to ever new directories, and each node kept for ever was
+about a KiB gone.
 """
 
 from __future__ import annotations
