@@ -133,11 +133,8 @@ class Writers:
         """Check the open is allowed and give the state its starting contents."""
         parts = state.path
         parent, name = parent_and_name(parts)
-        if found is None or found.parent is None:
-            found = None
-            directory = await self.volume.directory(parent)
-        else:
-            directory = found.parent
+        found_parent = None if found is None else found.parent
+        directory = found_parent or await self.volume.directory(parent)
         if directory.read_only:
             raise PermissionDenied(f"read-only directory: {join(parent)}")
         pending = self.overlay.pending.get(parts)

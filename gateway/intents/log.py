@@ -180,7 +180,6 @@ class IntentLog:
             if log.size > RESET_BYTES:
                 log.reset()
                 self._live_bytes = 0
-                self._sizes.clear()
                 self._unflushed.clear()
         elif log.size > (self._compact_bytes or COMPACT_BYTES) and log.size > 2 * self._live_bytes:
             log.rewrite(

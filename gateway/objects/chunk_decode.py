@@ -151,15 +151,18 @@ def decode_holder(data: bytes, stored: ImmutableReadCap) -> Node:
         raise CorruptObject(f"{where} is damaged: {e}") from None
 
 
-def _parse(data: bytes, stored: ImmutableReadCap, outer: bool) -> Node:
-    """A node's items (``outer``: a stored node, which may keep leaves inline)."""
+def _parse(data: bytes, stored: ImmutableReadCap, outer: bool, in_latest: bool = False) -> Node:
+    """A node's items (``outer``: a stored node, which may keep leaves inline; else a leaf
+    kept inline in a node, of version 4 only in one that says 4 itself)."""
     items = cbor2.loads(data)
     if not isinstance(items, list) or len(items) not in (5, 6):
         raise ValueError("it is not a list of 5 or 6 items")
     version, node_height, fanout, node_count, raw = items[:5]
     versions: tuple[int, ...] = (FORMAT_VERSION, INLINE_VERSION, LEAVES_VERSION, PATCHES_VERSION)
-    if not outer:  # a leaf kept inline
+    if not outer:
         versions = (FORMAT_VERSION, INLINE_VERSION, PATCHES_VERSION)
+        if version == PATCHES_VERSION and not in_latest:
+            raise ValueError(f"it keeps a leaf of version {PATCHES_VERSION} inline")
     if version not in versions:
         raise ValueError(
             f"its format version is {version!r}, this gateway reads {', '.join(map(str, versions))}"
@@ -187,11 +190,9 @@ def _parse(data: bytes, stored: ImmutableReadCap, outer: bool) -> Node:
             kept += len(item[1])
             if kept > most_leaves:
                 raise ValueError(f"it keeps more than {most_leaves} bytes of leaves")
-            leaf = inline[i] = _parse(item[1], stored, False)
+            leaf = inline[i] = _parse(item[1], stored, False, latest)
             if leaf.height != 0 or leaf.fanout != fanout:
                 raise ValueError("a node kept inline is not a leaf of this tree")
-            if item[1][1] == PATCHES_VERSION and not latest:
-                raise ValueError(f"it keeps a leaf of version {PATCHES_VERSION} inline")
             entries.append(ChunkedCap(stored, leaf.size, i))
         else:
             entries.append(_decode_entry(item, node_height == 0, version_2, leaves, most_patches))
