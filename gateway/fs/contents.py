@@ -18,7 +18,7 @@ from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
 from gateway.fs.rangecopy import copy_ranges
 from gateway.fs.sparse import Base, Ranges, Reader, merged_read
-from gateway.fs.staging import StagedFile, StagingArea
+from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile, StagingArea
 from gateway.objects.caps import ImmutableCap, parse
 from gateway.objects.interfaces import IObjectStore
 from gateway.threads import Threads
@@ -34,8 +34,6 @@ COPY_IN_THREAD = 4 << 20
 
 MEMORY_COPY_BYTES = 1 << 20
 """Most changed bytes a copy may hold in memory rather than in a new staged file."""
-
-_memfd_create: Callable[[str, int], int] | None = getattr(os, "memfd_create", None)
 
 
 def grid_read(store: IObjectStore, cap: ImmutableCap, read_ahead: bool = True) -> Reader:
@@ -121,11 +119,12 @@ class Contents:
         thread, the reactor serving others meanwhile. The caller keeps ``file`` from being
         written until this returns (an fsync's snapshot must be one state of the file).
 
-        With ``in_memory`` (for a copy that no journal record will name, and that is
-        discarded once uploaded), up to :data:`MEMORY_COPY_BYTES` are copied into memory
-        (a memfd, where the system has them): no file is created in the staging directory
-        and none removed after. On a filesystem without a journal, ext4 skips inodes freed
-        in the last minute when it makes a new one, so each file created and removed per
+        A small copy is made in memory, as a new staged file starts
+        (:mod:`gateway.fs.staging`); with ``in_memory`` (for a copy that is not written
+        again and that only an inline journal record may name) up to
+        :data:`MEMORY_COPY_BYTES`. No file is then created in the staging directory and
+        none removed after. On a filesystem without a journal, ext4 skips inodes freed in
+        the last minute when it makes a new one, so each file created and removed per
         fsync made every later file (shares, staged files) cost more to create.
         """
         assert file.staged is not None
@@ -133,12 +132,9 @@ class Contents:
         # Its descriptor's number may already name another file: never copy from it.
         assert not source.discarded, "copying a staged file that was discarded"
         held = (file.changed if file.base is not None else source.written).copy()
-        if in_memory and _memfd_create is not None and held.covered <= MEMORY_COPY_BYTES:
-            made = self._in_memory(source, held)
-            if made is not None:
-                return made
-        copy = self.staging.create(threads)
-        if source.in_memory or threads is None or held.covered < COPY_IN_THREAD:
+        limit = MEMORY_COPY_BYTES if in_memory else MEMORY_FILE_BYTES
+        copy = self.staging.create(threads, in_memory=limit if held.covered <= limit else 0)
+        if copy.in_memory or source.in_memory or threads is None or held.covered < COPY_IN_THREAD:
             return _filled(copy, source, held)
         try:
             copy.hold(held, source.size)
@@ -149,26 +145,6 @@ class Contents:
             copy.discard()
             raise
         return copy
-
-    def _in_memory(self, source: StagedFile, held: Ranges) -> StagedFile | None:
-        """A copy of ``held`` ranges of ``source`` in a memfd (see :meth:`copy`); None when
-        the system will not make one now (out of memory or descriptors)."""
-        assert _memfd_create is not None
-        try:
-            fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
-        except OSError:
-            return None
-        path = self.staging.directory / f"memory-{fd}"  # (names no file)
-        return _filled(StagedFile(self.staging, path, fd, in_memory=True), source, held)
-
-    async def to_disk(self, staged: StagedFile, threads: Threads | None = None) -> StagedFile:
-        """A staged file in the staging directory holding what ``staged`` (in memory)
-        holds; ``staged`` is discarded."""
-        assert staged.in_memory
-        try:
-            return _filled(self.staging.create(threads), staged, staged.written)
-        finally:
-            staged.discard()
 
 
 def _filled(copy: StagedFile, source: StagedFile, held: Ranges) -> StagedFile:

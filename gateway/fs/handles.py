@@ -25,14 +25,19 @@ def _pread(fd: int, length: int, offset: int) -> bytes:
 
 @define(eq=False)
 class StagedReader:
-    """Reads a staged file through its own descriptor, so it outlives the staged file's removal."""
+    """Reads a staged file through its own descriptor, so it outlives the staged file's
+    removal; a reader of a file in memory follows it to the disk
+    (:meth:`StagedFile.move_to_disk`)."""
 
     fd: int
 
     @classmethod
     def of(cls, staged: StagedFile) -> StagedReader:
         """A reader sharing the staged file's bytes (later writes included)."""
-        return cls(os.dup(staged.fd))
+        reader = cls(os.dup(staged.fd))
+        if staged.in_memory:
+            staged.followers.add(reader)
+        return reader
 
     async def read(self, offset: int, length: int) -> bytes:
         """Bytes at offset, clamped at the file's current end."""
@@ -42,9 +47,37 @@ class StagedReader:
         """The same, without waiting (for a merged read of changes over a grid version)."""
         return _pread(self.fd, length, offset)
 
+    def follow(self, fd: int) -> None:
+        """The file moved to ``fd``: read a descriptor of its own on that (unless closed)."""
+        if self.fd >= 0:
+            moved = os.dup(fd)
+            os.close(self.fd)
+            self.fd = moved
+
     def close(self) -> None:
         """Release the descriptor."""
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@define(eq=False)
+class MemoryReader:
+    """Reads a file's bytes held in memory (the kept copy of a small file,
+    :mod:`gateway.fs.kept`), as :class:`StagedReader` reads a staged file."""
+
+    data: bytes
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Bytes at offset, clamped at the end."""
+        return self.data[offset : offset + length]
+
+    def read_now(self, offset: int, length: int) -> bytes:
+        """The same, without waiting."""
+        return self.data[offset : offset + length]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 @implementer(IOpenFile)
@@ -64,7 +97,11 @@ class ReadHandle:
 
     @classmethod
     def local(
-        cls, path: str, reader: StagedReader, attributes: FileAttributes, cap: object = None
+        cls,
+        path: str,
+        reader: StagedReader | MemoryReader,
+        attributes: FileAttributes,
+        cap: object = None,
     ) -> ReadHandle:
         """A handle reading a local file's bytes (its whole contents), closing ``reader``."""
         return cls(path, reader.read, attributes, reader.close, cap=cap, read_local=reader.read_now)

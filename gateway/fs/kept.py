@@ -14,6 +14,9 @@ always win: when staging needs room, copies are dropped first
 (:attr:`gateway.fs.staging.StagingArea.make_room`). They are plaintext on the local disk,
 as staged files are (0600, in the node's staging directory), and are not kept across a
 restart (the staging area's leftovers are removed at start).
+
+A file that was staged in memory (:mod:`gateway.fs.staging`) is kept as bytes in memory,
+and those copies have a bound of their own, :data:`MEMORY_BYTES`.
 """
 
 from __future__ import annotations
@@ -24,28 +27,36 @@ from pathlib import Path
 
 from attrs import frozen
 
-from gateway.fs.handles import StagedReader
+from gateway.fs.handles import MemoryReader, StagedReader
 from gateway.fs.staging import StagedFile, StagingArea
+
+#: Most bytes the copies kept in memory hold together.
+MEMORY_BYTES = 16 << 20
 
 
 @frozen
 class _Copy:
     path: Path
-    size: int  # the bytes the staging quota counts for it
+    size: int  # the bytes the staging quota counts for it (none for a copy in memory)
     area: StagingArea
+    data: bytes | None = None  # a copy in memory
 
     def drop(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.area.release(self.size)
+        if self.data is None:
+            self.path.unlink(missing_ok=True)
+            self.area.release(self.size)
 
 
 class KeptCopies:
     """The kept copies of one gateway, by immutable capability string (closed files: a
     copy costs no descriptor until it is read)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, memory_limit: int = MEMORY_BYTES) -> None:
+        """``limit``: bytes of copies on disk; ``memory_limit``: bytes of copies in memory."""
         self.limit = limit
         self.used = 0
+        self.memory_limit = memory_limit
+        self.memory_used = 0
         self._copies: OrderedDict[str, _Copy] = OrderedDict()
 
     def keep(self, cap: str, staged: StagedFile) -> None:
@@ -53,11 +64,16 @@ class KeptCopies:
         deleted at once when it does not fit."""
         if staged.discarded:
             return
-        if staged.in_memory:  # an fsync's small snapshot: no file to keep
-            staged.discard()
-            return
         size = staged.written.covered
         if not self.limit or size > self.limit or cap in self._copies:
+            staged.discard()
+            return
+        if staged.in_memory:
+            if staged.size <= self.memory_limit:
+                data = staged.read(0, staged.size)
+                self._copies[cap] = _Copy(staged.path, 0, staged.area, data)
+                self.memory_used += len(data)
+                self._drop_oldest(self.memory_used - self.memory_limit, memory=True)
             staged.discard()
             return
         staged.close_kept()
@@ -65,12 +81,15 @@ class KeptCopies:
         self.used += size
         self.make_room(self.used - self.limit)
 
-    def reader(self, cap: str) -> StagedReader | None:
+    def reader(self, cap: str) -> StagedReader | MemoryReader | None:
         """A reader of the kept copy of ``cap`` (its own descriptor: dropping the copy does
         not cut it short), or None."""
         copy = self._copies.get(cap)
         if copy is None:
             return None
+        if copy.data is not None:
+            self._copies.move_to_end(cap)
+            return MemoryReader(copy.data)
         try:
             fd = os.open(copy.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:  # gone from under us (an operator cleaning staging): the grid has it
@@ -82,8 +101,17 @@ class KeptCopies:
     def make_room(self, amount: int) -> None:
         """Drop the least recently read copies until ``amount`` bytes are free (or none is
         left)."""
-        while amount > 0 and self._copies:
-            amount -= self._forget(next(iter(self._copies)))
+        self._drop_oldest(amount, memory=False)
+
+    def _drop_oldest(self, amount: int, memory: bool) -> None:
+        """Drop the least recently read copies on disk (or in memory) until ``amount`` of
+        their bytes are free (or none is left)."""
+        if amount <= 0:
+            return
+        for cap in [c for c, copy in self._copies.items() if (copy.data is not None) == memory]:
+            if amount <= 0:
+                break
+            amount -= self._forget(cap)
 
     def clear(self) -> None:
         """Drop every copy."""
@@ -92,6 +120,9 @@ class KeptCopies:
 
     def _forget(self, cap: str) -> int:
         copy = self._copies.pop(cap)
-        self.used -= copy.size
         copy.drop()
+        if copy.data is not None:
+            self.memory_used -= len(copy.data)
+            return len(copy.data)
+        self.used -= copy.size
         return copy.size

@@ -20,29 +20,27 @@ flush-behind may not be reported again by a later fsync of the same descriptor).
 discard while a thread uses the descriptor closes it only once that call has
 returned.
 
-Spare files. Creating a file costs the filesystem a journaled inode and
-directory entry (0.1 to 1 ms on ext4 under fsync load), and a client copying a
-tree opens a new file for each of its files. So :meth:`StagingArea.create`
-with a thread runner hands out one of up to :data:`SPARE_FILES` empty staged
-files created beforehand in a thread, and creates more in a thread when they
-run low. A spare is an ordinary empty staged file no journal record names: the
-cleanup of leftovers at start removes any left by a stop or crash, and
-:meth:`StagingArea.drop_spares` (called when no upload is pending and no file is
-open for writing) removes them while the node runs, so an idle staging directory
-is empty.
+In memory first. Creating a file here and removing it after its upload cost the
+kernel about 0.2 ms on ext4 (an inode, a directory entry, their journal), more than
+the rest of a small file's CLOSE, and a thread making spare files ahead
+(:mod:`gateway.fs.stagedir`) competed with the client on a small machine. So a new
+staged file starts in a memfd and moves to a file here (:meth:`StagedFile.move_to_disk`)
+once it holds more than its ``memory_limit`` (:data:`MEMORY_FILE_BYTES` for a file being
+written: what a journal record holds inline), or when all files in memory together
+would pass the area's ``memory_bytes``. A file in memory is closed durably by its
+journal record, which holds its bytes and names the path it would have (reserved, not
+created): a restart rebuilds it there. Anything that must fsync it moves it first.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import secrets
-import sys
+import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
@@ -50,8 +48,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.fs.errors import FileTooLarge, NoSpace
+from gateway.fs.flushing import start_flush
+from gateway.fs.rangecopy import copy_ranges
 from gateway.fs.sparse import Ranges
+from gateway.fs.stagedir import StagingDirectory
 from gateway.threads import Threads
+from gateway.uploads.journal import INLINE_BYTES
 from storage.redolog import fsync_directory
 
 #: Bytes written to a staged file after which their flush-behind to the disk is started.
@@ -71,48 +73,27 @@ MAX_FILE_SIZE = 1 << 40
 #: Empty staged files kept made ahead (in a thread); more are made when half are used.
 SPARE_FILES = 16
 
-#: ``SYNC_FILE_RANGE_WRITE`` from ``<fcntl.h>``.
-SYNC_FILE_RANGE_WRITE = 2
+#: Most bytes a file being written holds in memory before it moves to the disk: what its
+#: journal record can hold, so that a file closed in memory is durable by the record alone.
+MEMORY_FILE_BYTES = INLINE_BYTES
+
+#: Most bytes all staged files in memory hold together (memfd pages, outside the RSS).
+MEMORY_BYTES = 32 << 20
+
+_memfd_create: Callable[[str, int], int] | None = getattr(os, "memfd_create", None)
 
 log = Logger()
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's ``sync_file_range``, where there is one (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], function)
-
-
-_sync_file_range = _load_sync_file_range()
-_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
-
-
-def start_flush(fd: int, offset: int, length: int) -> None:
-    """Start writing a range of a file's dirty pages to the disk (blocking: call in a thread).
-
-    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` queues the writes and returns; where it is
-    missing or fails, ``fdatasync`` writes them and waits, and its error (which a later fsync
-    of the descriptor may not report again) is the one raised. Neither makes anything
-    durable: that is what the final fsync is for.
-    """
-    global _sync_file_range
-    function = _sync_file_range
-    if function is not None:
-        if function(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0:
-            return
-        if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP):
-            _sync_file_range = None  # not supported here: the fallback from now on
-    _fdatasync(fd)
-
-
 TOO_LARGE_FOR_DISK = "the file would be larger than the gateway's disk allows"
+
+
+class Follower(Protocol):
+    """A reader with a descriptor of its own on a staged file in memory, told where the
+    file's bytes are once it moves to the disk (:class:`gateway.fs.handles.StagedReader`)."""
+
+    def follow(self, fd: int) -> None:
+        """Read ``fd`` from now on."""
 
 
 @define(eq=False)
@@ -131,8 +112,12 @@ class StagedFile:
     size: int = 0
     threads: Threads | None = None
     written: Ranges = field(factory=Ranges)
-    #: In memory (a memfd: :meth:`Contents.copy`), not in the directory: ``path`` names nothing.
+    #: In memory (a memfd), not in the directory: ``path`` names nothing (yet).
     in_memory: bool = False
+    #: Most bytes it may hold while in memory (it moves to the disk past them).
+    memory_limit: int = 0
+    #: Readers of it in memory, moved with it to the disk.
+    followers: weakref.WeakSet[Follower] = field(factory=weakref.WeakSet, init=False)
     _closed: bool = field(default=False, init=False)
     #: Bytes written since the last flush-behind was started, and the range they lie in.
     _unsynced: int = field(default=0, init=False)
@@ -166,18 +151,22 @@ class StagedFile:
         end = offset + len(data)
         self.area.check_size(end)
         if not self.written.within(start, end):
-            grow = self.written.covered_in(start, end)
-            self.area.reserve(end - start - grow)
+            grow = end - start - self.written.covered_in(start, end)
+            if self.in_memory and not self.area.memory_fits(self, grow):
+                self.move_to_disk()
+            self.area.reserve(grow)
             try:
                 self._pwrite(offset, data)
             except BaseException:
-                self.area.release(end - start - grow)
+                self.area.release(grow)
                 raise
             self.written.add(start, end)
+            if self.in_memory:
+                self.area.memory_used += grow
         else:
             self._pwrite(offset, data)  # over bytes written before: the quota is unchanged
         self.size = max(self.size, end)
-        if self.threads is not None and end > start:
+        if self.threads is not None and not self.in_memory:
             self._written(start, end)
 
     def _pwrite(self, offset: int, data: bytes) -> None:
@@ -199,9 +188,13 @@ class StagedFile:
         there by another means (:func:`gateway.fs.rangecopy.copy_ranges`); raises
         :class:`NoSpace` over the quota. The file must be empty."""
         assert not self.written and self.size == 0
+        if self.in_memory and not self.area.memory_fits(self, ranges.covered):
+            self.move_to_disk()
         self.truncate(size)
         self.area.reserve(ranges.covered)
         self.written = ranges.copy()
+        if self.in_memory:
+            self.area.memory_used += ranges.covered
 
     def truncate(self, size: int) -> None:
         """Set the logical size (shrinking frees quota; growing makes a hole, read as zeros);
@@ -213,8 +206,36 @@ class StagedFile:
             if e.errno in (errno.EFBIG, errno.EINVAL):
                 raise FileTooLarge(TOO_LARGE_FOR_DISK) from None
             raise
-        self.area.release(self.written.cut(size))
+        cut = self.written.cut(size)
+        self.area.release(cut)
+        if self.in_memory:
+            self.area.memory_used -= cut
         self.size = size
+
+    def move_to_disk(self) -> None:
+        """Move it from memory to a file in the staging directory (its path from now on); a
+        full disk raises :class:`NoSpace` and leaves it in memory, unchanged."""
+        if not self.in_memory:
+            return
+        try:
+            path, fd = self.area.files.take(self.threads)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("the gateway's disk is full") from None
+            raise
+        try:
+            copy_ranges(self.fd, fd, list(self.written), kernel=False)
+            os.ftruncate(fd, self.size)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(self.fd)
+        self.fd, self.path, self.in_memory = fd, path, False
+        self.area.memory_used -= self.written.covered
+        for follower in list(self.followers):
+            follower.follow(fd)
+        self.followers.clear()
 
     async def presync(self) -> None:
         """Fsync in a thread (after any flush-behind under way), so :meth:`fsync` has little left.
@@ -223,7 +244,7 @@ class StagedFile:
         :meth:`fsync`. Without threads, for a file under :data:`PRESYNC_BYTES`, or once
         discarded, returns at once.
         """
-        if self.threads is None or self._closed or self.size < PRESYNC_BYTES:
+        if self.threads is None or self._closed or self.size < PRESYNC_BYTES or self.in_memory:
             return
         self._syncing = True  # no new flush-behind: the fsync covers everything
         try:
@@ -239,7 +260,9 @@ class StagedFile:
             self._syncing = False
 
     def fsync(self) -> None:
-        """Make the staged bytes durable on the local disk (or raise why they are not)."""
+        """Make the staged bytes durable on the local disk (or raise why they are not); a
+        file in memory moves to the disk first."""
+        self.move_to_disk()
         if self._error is not None:
             error = self._error
             raise OSError(error.errno, f"writing the staged file failed: {error.strerror}")
@@ -250,7 +273,9 @@ class StagedFile:
         if self._closed:
             return
         self._closed = True
-        if not self.in_memory:
+        if self.in_memory:
+            self.area.memory_used -= self.written.covered
+        else:
             self.path.unlink(missing_ok=True)
         self.area.release(self.written.covered)
         if not self._busy:
@@ -262,6 +287,7 @@ class StagedFile:
     def close_kept(self) -> None:
         """Close it but leave it on disk, its bytes still counted: a kept copy
         (:mod:`gateway.fs.kept`), which deletes it and gives them back later."""
+        assert not self.in_memory, "a file in memory is kept as bytes"
         if not self._closed:
             self._closed = True
             if not self._busy:
@@ -329,7 +355,7 @@ class StagedFile:
 
 
 class StagingArea:
-    """A directory of staged files with a byte quota."""
+    """A directory of staged files with a byte quota (and files in memory, see above)."""
 
     def __init__(
         self,
@@ -337,13 +363,17 @@ class StagingArea:
         quota: int,
         spare_files: int = SPARE_FILES,
         max_file_size: int = MAX_FILE_SIZE,
+        memory_bytes: int = MEMORY_BYTES,
     ):
-        """``spare_files``: how many empty staged files to keep made ahead (0: none)."""
+        """``spare_files``: how many empty staged files to keep made ahead (0: none);
+        ``memory_bytes``: how many bytes staged files may hold in memory together (0: none)."""
         self.directory = directory
         self.quota = quota
         self.max_file_size = max_file_size
-        self.spare_files = spare_files
         self.used = 0
+        self.memory_bytes = memory_bytes
+        #: Bytes the staged files in memory hold (their ``written`` ranges).
+        self.memory_used = 0
         #: Frees at least the given bytes if it can (drops kept copies), when full.
         self.make_room: Callable[[int], None] | None = None
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -351,9 +381,7 @@ class StagingArea:
         self._slots = DeferredSemaphore(FLUSH_THREADS)
         self._background = 0
         self._idle_waiters: list[Deferred[None]] = []
-        self._spares: list[tuple[Path, int]] = []
-        self._making_spares = False
-        self._drop_made = False  # spares being made when they were dropped: drop them too
+        self.files = StagingDirectory(directory, spare_files, self._started, self._ended)
 
     def check_size(self, size: int) -> None:
         """Raise :class:`FileTooLarge` for a file size over ``max_file_size``."""
@@ -372,51 +400,38 @@ class StagingArea:
         """Give back bytes."""
         self.used = max(0, self.used - amount)
 
-    def create(self, threads: Threads | None = None) -> StagedFile:
-        """A new, empty staged file; with ``threads``, written back in the background, and
-        taken from the spares (which are made again in a thread when they run low)."""
-        if threads is None:
-            path, fd = _new_staged_file(self.directory)
-            return StagedFile(self, path, fd)
-        self._drop_made = False
-        wanted = self.spare_files
-        if wanted and len(self._spares) <= wanted // 2 and not self._making_spares:
-            self._making_spares = True
-            self._background += 1  # idle() waits for it too
-            # As many as are missing: making ``wanted`` more, then removing what passed the
-            # count on the reactor thread, cost a file created and one removed per file.
-            missing = wanted - len(self._spares)
-            made = threads(partial(_new_staged_files, self.directory, missing))
-            made.addBoth(self._spares_made)
-        if self._spares:
-            path, fd = self._spares.pop()
-        else:
-            path, fd = _new_staged_file(self.directory)
+    def create(self, threads: Threads | None = None, in_memory: int = 0) -> StagedFile:
+        """A new, empty staged file; with ``threads``, written back in the background. With
+        ``in_memory``, it starts in memory and moves to the disk once it holds more than
+        that many bytes (or the area's files in memory, more than ``memory_bytes``)."""
+        if in_memory and _memfd_create is not None and self.memory_used < self.memory_bytes:
+            try:
+                fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
+            except OSError:  # out of memory or descriptors: on the disk, then
+                pass
+            else:
+                path = self.files.reserve_name()
+                return StagedFile(
+                    self, path, fd, threads=threads, in_memory=True, memory_limit=in_memory
+                )
+        path, fd = self.files.take(threads)
         return StagedFile(self, path, fd, threads=threads)
 
-    def _spares_made(self, result: list[tuple[Path, int]] | Failure) -> None:
-        self._making_spares = False
-        if isinstance(result, Failure):  # a full disk, say: create() makes its own and says so
-            log.info("spare staged files could not be made: {why}", why=result.getErrorMessage())
-        else:
-            self._spares.extend(result)
-            if self._drop_made:
-                self.drop_spares()
-            while len(self._spares) > self.spare_files:
-                _remove_spare(*self._spares.pop(0))
-        self._ended(None)
+    def memory_fits(self, staged: StagedFile, amount: int) -> bool:
+        """Whether ``staged`` (in memory) may hold ``amount`` more bytes there."""
+        return (
+            staged.written.covered + amount <= staged.memory_limit
+            and self.memory_used + amount <= self.memory_bytes
+        )
 
     def drop_spares(self) -> None:
         """Remove the spare files (and those being made now, once they are)."""
-        self._drop_made = self._making_spares
-        spares, self._spares = self._spares, []
-        for path, fd in spares:
-            _remove_spare(path, fd)
+        self.files.drop_spares()
 
     @property
     def spares(self) -> int:
         """Empty staged files made ahead and not handed out yet."""
-        return len(self._spares)
+        return self.files.spares
 
     def reopen(self, path: Path, written: Ranges | None = None) -> StagedFile:
         """A staged file left by a previous run (its upload is journaled), whose
@@ -448,6 +463,9 @@ class StagingArea:
         result.addBoth(done)
         result.addBoth(self._ended)
 
+    def _started(self) -> None:
+        self._background += 1
+
     def _ended(self, result: object) -> None:
         if isinstance(result, Failure):
             log.failure("a staged file's background call failed", result)
@@ -473,28 +491,3 @@ class StagingArea:
         waiter: Deferred[None] = Deferred()
         self._idle_waiters.append(waiter)
         return waiter
-
-
-def _new_staged_file(directory: Path) -> tuple[Path, int]:
-    """Create an empty staged file (0600): its path and a read-write descriptor."""
-    path = directory / f"{secrets.token_hex(12)}.staged"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    return path, fd
-
-
-def _remove_spare(path: Path, fd: int) -> None:
-    os.close(fd)
-    path.unlink(missing_ok=True)
-
-
-def _new_staged_files(directory: Path, count: int) -> list[tuple[Path, int]]:
-    """In a thread: create ``count`` empty staged files (fewer if the disk refuses more)."""
-    made: list[tuple[Path, int]] = []
-    for _ in range(count):
-        try:
-            made.append(_new_staged_file(directory))
-        except OSError:
-            if not made:
-                raise
-            break
-    return made

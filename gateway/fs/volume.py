@@ -235,13 +235,14 @@ class Volume:
         """
         assert state.staged is not None
         staged = state.staged
-        assert not (record and staged.in_memory), "a journal record names a file on disk"
         base = state.base
         held = state.held_ranges()
         # A file's bytes held here, when they are few, go into its journal record: one flush
-        # makes the CLOSE durable, and the staged copy (not flushed) is rebuilt from the
-        # record after a crash.
+        # makes the CLOSE durable, and the staged copy (not flushed, or in memory) is rebuilt
+        # from the record after a crash.
         inline = record and state.journaled_inline()
+        if record and not inline:
+            staged.move_to_disk()  # the record names the file that holds its bytes
         target = self._target(state)
         job = UploadJob(
             job_id=new_job_id(),
@@ -259,7 +260,7 @@ class Volume:
                 self.staging.sync_directory()
             # The record is appended now and flushed in a thread, shared with other CLOSEs:
             # it is durable once ``queue.durable(job_id)`` fires, which the CLOSE reply awaits.
-            self.queue.enqueue(job, record=record)
+            self.queue.enqueue(job, record=record, staged=staged)
         except OSError as e:
             # Not acknowledged: the client is told, and nothing half-made stays visible.
             staged.discard()

@@ -51,7 +51,7 @@ from gateway.fs.located import Located
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
 from gateway.fs.sparse import Base, Ranges, Reader
-from gateway.fs.staging import StagedFile
+from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile
 from gateway.fs.volume import Volume
 from gateway.objects.caps import ImmutableCap, MutableReadCap, MutableWriteCap
 from gateway.objects.concurrency import shared
@@ -181,15 +181,19 @@ class Writers:
                 state.changed = pending.changed.copy()
             else:
                 assert entry is not None
-                state.staged = self.volume.staging.create(self._threads)
+                state.staged = self._new_staged()
                 if isinstance(entry.cap, ImmutableCap):
                     # Nothing is copied: reads come from the grid until changed, and after.
                     state.on_base(Base(entry.cap.to_string(), entry.cap.size))
                 else:
                     await self._download_into(entry.cap, state)
         else:
-            state.staged = self.volume.staging.create(self._threads)
+            state.staged = self._new_staged()
             state.dirty = True
+
+    def _new_staged(self) -> StagedFile:
+        """A new staged file: in memory until it holds more than a journal record can."""
+        return self.volume.staging.create(self._threads, in_memory=MEMORY_FILE_BYTES)
 
     @grid_boundary
     async def _download_into(self, cap: object, state: LocalFile) -> None:
@@ -326,8 +330,8 @@ class Writers:
             # Writes wait while the changes are copied (in a thread when large): the snapshot
             # is one state of the file, and what is written after it counts in ``since``.
             async with state.writes_held():
-                # A snapshot no record names is only read by its upload: a small one is
-                # copied into memory (Contents.copy).
+                # A snapshot no record names is only read by its upload: up to 1 MiB of it
+                # is copied into memory (Contents.copy).
                 in_memory = not self.volume.needs_record(snapshot)
                 snapshot.staged = await self.volume.contents.copy(
                     state, self._threads, in_memory=in_memory
@@ -341,9 +345,6 @@ class Writers:
                 # No record unless a recorded version of the path is pending (see
                 # Volume.needs_record): the fsync is acknowledged once in the grid.
                 record = self.volume.needs_record(snapshot)
-                if record and snapshot.staged.in_memory:  # a recorded version came meanwhile
-                    staged = snapshot.staged
-                    snapshot.staged = await self.volume.contents.to_disk(staged, self._threads)
                 await self.volume.publish(snapshot, wait=False, record=record)
                 assert snapshot.job_id is not None
                 # Its objects are stored while the record is flushed; nothing is linked

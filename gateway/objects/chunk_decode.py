@@ -103,9 +103,7 @@ def _packed(fields: list[Any]) -> PackedPatch:
     return PackedPatch(pack, fields[5], fields[6])
 
 
-def _patched(
-    extent_item: object, patch_items: object, version_2: bool, most: int
-) -> PatchedExtent:
+def _patched(extent_item: object, patch_items: object, version_2: bool, most: int) -> PatchedExtent:
     extent = _decode_entry(extent_item, True, version_2)
     if not isinstance(extent, LiteralCap | ImmutableReadCap):
         raise ValueError("a patched extent's extent is patched itself")

@@ -19,7 +19,7 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 from attrs import evolve, field, frozen
@@ -106,6 +106,29 @@ class UploadJob:
             raise ValueError(f"damaged upload record: {type(e).__name__}") from None
 
 
+class StagedBytes(Protocol):
+    """A staged file's bytes (:class:`gateway.fs.staging.StagedFile`)."""
+
+    @property
+    def discarded(self) -> bool:
+        """Whether it was discarded (nothing can be read)."""
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes at ``offset``, clamped at its end."""
+
+
+def _held_bytes(job: UploadJob, staged: StagedBytes | None) -> bytes:
+    """The bytes of the ranges a job's file holds, one after another (zeros past its end):
+    from ``staged`` while it is there, else from the file the record names."""
+    if staged is not None and not staged.discarded:
+        return b"".join(staged.read(s, e - s).ljust(e - s, b"\0") for s, e in job.held())
+    fd = os.open(job.staged, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return b"".join(os.pread(fd, e - s, s).ljust(e - s, b"\0") for s, e in job.held())
+    finally:
+        os.close(fd)
+
+
 def _check_id(job_id: str) -> None:
     """Refuse a job id that could not name a file of its own."""
     if not job_id.isalnum():
@@ -125,7 +148,8 @@ class UploadJournal:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.damaged: list[str] = []
         self._intents: IntentLog | None = None
-        self._inline: set[str] = set()  # jobs whose records hold the file's bytes
+        #: Jobs whose records hold the file's bytes, and the staged file they came from.
+        self._inline: dict[str, StagedBytes | None] = {}
         # Whether one-file records of an earlier version are here (no new one is ever made):
         # only then does removing a job look for its file.
         self._legacy_files = any(directory.glob(f"*{RECORD_SUFFIX}"))
@@ -154,30 +178,27 @@ class UploadJournal:
         if self._intents is None:
             self._intents = self._open()
             self._inline = {
-                job_id
+                job_id: None
                 for job_id, encoded in self._intents.live.items()
                 if UploadJob.from_bytes(encoded).data is not None
             }
         return self._intents
 
-    def record(self, job: UploadJob, sync: bool = True) -> None:
+    def record(self, job: UploadJob, sync: bool = True, staged: StagedBytes | None = None) -> None:
         """Write (or rewrite) a job's record durably (``sync=False``: see :meth:`flushed`).
 
         Rewriting a small file's job without its bytes (callers need not keep them in
-        memory) takes them from its staged file again, so the record keeps them.
+        memory) takes them from its ``staged`` file again (the one its first record was
+        given, which may be in memory; else the file its record names), so the record
+        keeps them.
         """
         _check_id(job.job_id)
         intents = self._writer()
         if job.data is None and job.job_id in self._inline:
-            fd = os.open(job.staged, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                data = b"".join(os.pread(fd, e - s, s).ljust(e - s, b"\0") for s, e in job.held())
-            finally:
-                os.close(fd)
-            job = evolve(job, data=data)
+            job = evolve(job, data=_held_bytes(job, self._inline[job.job_id]))
         intents.put(job.job_id, job.to_bytes())
         if job.data is not None:
-            self._inline.add(job.job_id)
+            self._inline[job.job_id] = staged or self._inline.get(job.job_id)
         if sync:
             intents.sync()
 
@@ -190,7 +211,7 @@ class UploadJournal:
         """Forget a job whose upload is published (durably)."""
         _check_id(job_id)
         self._writer().done(job_id)
-        self._inline.discard(job_id)
+        self._inline.pop(job_id, None)
         if not self._legacy_files:
             return
         try:

@@ -45,7 +45,7 @@ from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.metrics import Progress
 from gateway.service import NodePart
 from gateway.threads import Threads, reactor_threads
-from gateway.uploads.journal import UploadJob, UploadJournal
+from gateway.uploads.journal import StagedBytes, UploadJob, UploadJournal
 from gateway.uploads.status import Finished, finished_upload, pending_job
 
 Uploader = Callable[[UploadJob], Awaitable[None]]
@@ -169,12 +169,15 @@ class UploadQueue(NodePart):
 
     # -- use -------------------------------------------------------------------
 
-    def enqueue(self, job: UploadJob, record: bool = True) -> None:
+    def enqueue(
+        self, job: UploadJob, record: bool = True, staged: StagedBytes | None = None
+    ) -> None:
         """Journal the job, then queue it once the record is on disk (see :meth:`durable`).
 
         An error writing the record is raised here; without threads, so is one flushing it.
         With ``record`` false the job is queued at once and never journaled (see the
-        module docstring): it is gone after a stop or a crash.
+        module docstring): it is gone after a stop or a crash. ``staged`` holds the bytes a
+        small file's record holds (read again when the record is rewritten).
         """
         if not self._accepting:
             raise QueueStopped("the upload queue is stopped")
@@ -184,7 +187,7 @@ class UploadQueue(NodePart):
             self._queue_ready(job.job_id)
             return
         threads = self._threads
-        self._journal.record(job, sync=threads is None)
+        self._journal.record(job, sync=threads is None, staged=staged)
         self._jobs[job.job_id] = evolve(job, data=None)  # the journal keeps a small file's bytes
         if threads is None:
             self._queue_ready(job.job_id)

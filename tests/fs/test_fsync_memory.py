@@ -2,8 +2,9 @@
 
 No journal record names such a snapshot and only its upload reads it, so up to
 ``MEMORY_COPY_BYTES`` of changes are copied into a memfd: an fsync creates and removes
-no file in the staging directory. A larger change, or a snapshot that needs a record (a
-recorded version of the path is still pending), is copied to a staged file as before.
+no file in the staging directory. A snapshot that needs a record (a recorded version of
+the path is still pending) is in memory while the record can hold its bytes
+(``MEMORY_FILE_BYTES``); a larger one is copied to a staged file.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from gateway.fs import contents, rangecopy
+from gateway.fs import rangecopy, staging
 from gateway.fs.contents import MEMORY_COPY_BYTES
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.kept import KeptCopies
 from gateway.fs.sparse import Ranges
-from gateway.fs.staging import StagedFile, StagingArea
+from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile, StagingArea
 from tests.fs.support import VolumeHarness
 
 pytestmark = pytest.mark.skipif(
@@ -78,12 +79,13 @@ def test_a_small_change_is_fsynced_from_memory(
     assert gw.volume.staging.used == 0
 
 
-def test_a_large_change_or_a_recorded_version_is_snapshotted_on_disk(
+def test_a_large_change_or_a_large_recorded_version_is_snapshotted_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A change larger than ``MEMORY_COPY_BYTES`` is copied to a staged file; so is a
-    change over a version whose upload record is still pending (the snapshot's record
-    names its staged file). Both reach the grid exactly."""
+    change of more than ``MEMORY_FILE_BYTES`` over a version whose upload record is still
+    pending (the snapshot's record names its staged file). A small one is in memory: its
+    record holds its bytes. All reach the grid exactly."""
     gw = VolumeHarness(tmp_path)
     gw.write("/f", BASE)
     gw.upload_everything()
@@ -100,42 +102,62 @@ def test_a_large_change_or_a_recorded_version_is_snapshotted_on_disk(
     gw.run_waiting(handle.fsync())
     gw.run(handle.close())
     gw.upload_everything()
-    # The big change's snapshot; the open's copy of /g's pending version; /g's snapshot.
-    assert [(s.in_memory, existed) for s, existed in made] == [(False, True)] * 3
+    large = os.urandom(MEMORY_FILE_BYTES + 1)
+    gw.write("/h", b"first version")
+    handle = gw.run(gw.fs.open("/h", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(0, large))
+    gw.run_waiting(handle.fsync())
+    gw.run(handle.close())
+    gw.upload_everything()
+    # The big change's snapshot; the open's copy of /g's pending version, /g's snapshot;
+    # the open's copy of /h's (made in memory, moved to disk by the large write), /h's
+    # snapshot.
+    assert [(s.in_memory, existed) for s, existed in made] == [
+        (False, True),
+        (True, False),
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
     assert gw.read("/f") == big + BASE[len(big) :]
     assert gw.read("/g") == b"FIRST version"
+    assert gw.read("/h") == large
 
 
 def test_a_memory_copy_goes_to_disk_with_its_holes(tmp_path: Path) -> None:
-    """``to_disk`` (a snapshot that turns out to need a record) writes the memory copy's
-    ranges to a new staged file, holes kept, the quota unchanged, the memory copy gone."""
+    """``move_to_disk`` (a snapshot whose record cannot hold its bytes) writes the memory
+    copy's ranges to a staged file, holes kept, the quota unchanged, no memory held."""
     gw = VolumeHarness(tmp_path)
     area = gw.volume.staging
-    fd = os.memfd_create("test", os.MFD_CLOEXEC)
-    memory = StagedFile(area, area.directory / "memory", fd, in_memory=True)
+    memory = area.create(in_memory=1000)
+    assert memory.in_memory and not memory.path.exists()
     memory.hold(Ranges([(10, 20), (100, 110)]), 200)
-    os.pwrite(fd, b"a" * 10, 10)
-    os.pwrite(fd, b"b" * 10, 100)
+    os.pwrite(memory.fd, b"a" * 10, 10)
+    os.pwrite(memory.fd, b"b" * 10, 100)
     used = area.used
-    on_disk = gw.run(gw.volume.contents.to_disk(memory))
-    assert memory.discarded and not on_disk.in_memory and on_disk.path.exists()
-    assert on_disk.read(0, 200) == bytes(10) + b"a" * 10 + bytes(80) + b"b" * 10 + bytes(90)
-    assert on_disk.written == Ranges([(10, 20), (100, 110)])
+    assert area.memory_used == 20
+    memory.move_to_disk()
+    assert not memory.in_memory and memory.path.exists() and area.memory_used == 0
+    assert memory.read(0, 200) == bytes(10) + b"a" * 10 + bytes(80) + b"b" * 10 + bytes(90)
+    assert memory.written == Ranges([(10, 20), (100, 110)])
     assert area.used == used
-    on_disk.discard()
-    assert area.used == 0 and not on_disk.path.exists()
+    memory.discard()
+    assert area.used == 0 and not memory.path.exists()
 
 
-def test_a_memory_snapshot_is_never_kept(tmp_path: Path) -> None:
-    """Kept copies are files on disk: a memory snapshot offered to them is discarded."""
+def test_a_memory_snapshot_is_kept_in_memory(tmp_path: Path) -> None:
+    """A file staged in memory is kept as bytes (no file appears), read back by its
+    capability, and its staged file's memory and quota are given back."""
     area = StagingArea(tmp_path, 10_000, spare_files=0)
     kept = KeptCopies(5_000)
-    fd = os.memfd_create("test", os.MFD_CLOEXEC)
-    memory = StagedFile(area, tmp_path / "memory", fd, in_memory=True)
+    memory = area.create(in_memory=1000)
     memory.write(0, b"m" * 100)
     kept.keep("cap-m", memory)
-    assert memory.discarded and kept.reader("cap-m") is None
-    assert area.used == kept.used == 0
+    assert memory.discarded and list(tmp_path.iterdir()) == []
+    reader = kept.reader("cap-m")
+    assert reader is not None and reader.read_now(0, 1000) == b"m" * 100
+    assert area.used == kept.used == area.memory_used == 0
+    assert kept.memory_used == 100
 
 
 def test_a_file_opened_over_a_memory_snapshot_copies_it_by_hand(
@@ -177,7 +199,7 @@ def test_without_a_memfd_the_snapshot_goes_to_disk(
 ) -> None:
     """Where the system has no memfd, or refuses one (out of memory or descriptors), an
     fsync's small snapshot is a staged file, and the fsync succeeds."""
-    monkeypatch.setattr(contents, "_memfd_create", memfd)
+    monkeypatch.setattr(staging, "_memfd_create", memfd)
     gw = VolumeHarness(tmp_path)
     gw.write("/f", BASE)
     gw.upload_everything()

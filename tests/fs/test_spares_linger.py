@@ -17,9 +17,11 @@ def _staged(gw: VolumeHarness) -> set[str]:
 
 
 def _ready(tmp_path: Path) -> VolumeHarness:
-    """A volume whose staging makes 4 spares in threads, with /f.bin in the grid."""
+    """A volume whose staging makes 4 spares in threads, with /f.bin in the grid; staged
+    files start on disk (not in memory, as a small file's do: test_memory_staging)."""
     gw = VolumeHarness(tmp_path)
-    gw.volume.staging.spare_files = 4
+    gw.volume.staging.files.spare_files = 4
+    gw.volume.staging.memory_bytes = 0
     gw.write("/f.bin", b"x" * 10_000)
     gw.upload_everything()
     gw.fs._writers._threads = gw.threads  # a thread runner, as a running gateway has
@@ -45,7 +47,7 @@ def test_open_and_close_unchanged_in_a_loop_reuses_the_spares(tmp_path: Path) ->
     assert gw.volume.staging.spares > 0, "the spares stayed after the CLOSEs"
     for before, after in pairwise(seen):
         assert len(before - after) <= 1, "only the file the OPEN took is removed"
-    assert len(set().union(*seen)) <= 10 + 2 * gw.volume.staging.spare_files
+    assert len(set().union(*seen)) <= 10 + 2 * gw.volume.staging.files.spare_files
     gw.clock.advance(SPARES_LINGER - 1)
     assert gw.volume.staging.spares > 0
     gw.clock.advance(1.5)

@@ -371,13 +371,17 @@ def test_a_change_closed_before_a_crash_is_stored_after_it(tmp_path: Path, chang
     assert gw.volume.staging.used == 0
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "on-disk"])
 def test_a_small_change_closes_without_an_fsync_of_the_staged_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
 ) -> None:
     """A small change to a large file (an append to a log, a page of an image) travels in
     its journal record, so its CLOSE fsyncs the journal only, not the staged file; after a
-    crash that lost the staged file's unflushed bytes, the record rebuilds them."""
+    crash that lost the staged file (in memory), or its unflushed bytes (on disk, where
+    staging in memory is off), the record rebuilds them."""
     gw, store = harness(tmp_path)
+    if not in_memory:
+        gw.volume.staging.memory_bytes = 0
     monkeypatch.setattr(staging_module, "PRESYNC_BYTES", 1)  # SIZE would be presynced
     gw.fs._writers._threads = gw.threads  # a thread runner, as a running gateway has
     handle = open_rw(gw)
@@ -391,9 +395,11 @@ def test_a_small_change_closes_without_an_fsync_of_the_staged_file(
     gw.run(handle.close())
     gw.threads.run_all()
     assert staged.fd not in fsynced
-    with open(staged.path, "r+b") as f:  # what a power cut may leave of unflushed pages
-        f.seek(SIZE)
-        f.write(bytes(4096))
+    assert staged.in_memory == in_memory and staged.path.exists() != in_memory
+    if not in_memory:
+        with open(staged.path, "r+b") as f:  # what a power cut may leave of unflushed pages
+            f.seek(SIZE)
+            f.write(bytes(4096))
     gw.crash()
     expected = DATA + b"appended" * 512
     assert gw.read("/f.bin") == expected
@@ -480,7 +486,8 @@ def test_spare_staged_files_stay_while_a_file_is_open_and_go_after_its_close(
     again at every fsync), and are gone once it is closed and uploaded."""
     gw, _ = harness(tmp_path)
     staging = gw.volume.staging
-    staging.spare_files = 4
+    staging.files.spare_files = 4
+    staging.memory_bytes = 0  # snapshots on disk (a small one is in memory otherwise)
     gw.fs._writers._threads = gw.threads  # a thread runner, as a running gateway has
     handle = open_rw(gw)
     for i in range(3):

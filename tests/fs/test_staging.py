@@ -85,16 +85,16 @@ def test_spares_are_made_as_needed_and_none_is_made_only_to_be_removed(
     """A burst of new files takes spare staged files; the spares made again in a thread are
     the missing ones only, so none is removed on the reactor thread and the directory ends
     with the files in use and ``spare_files`` spares."""
-    import gateway.fs.staging as staging
+    import gateway.fs.stagedir as stagedir
 
     removed: list[Path] = []
-    real_remove = staging._remove_spare
+    real_remove = stagedir._remove_spare
 
     def counting(path: Path, fd: int) -> None:
         removed.append(path)
         real_remove(path, fd)
 
-    monkeypatch.setattr(staging, "_remove_spare", counting)
+    monkeypatch.setattr(stagedir, "_remove_spare", counting)
     threads = ManualThreads()
     area = StagingArea(tmp_path / "staging", quota=1 << 20, spare_files=8)
     files = []

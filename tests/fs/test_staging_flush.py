@@ -27,7 +27,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from gateway.fs import staging
+from gateway.fs import flushing, staging
 from gateway.fs.errors import NoSpace
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.threads import reactor_threads
@@ -297,29 +297,29 @@ def test_without_sync_file_range_flush_behind_falls_back_to_fdatasync(
         ctypes.set_errno(errno.ENOSYS)
         return -1
 
-    monkeypatch.setattr(staging, "_fdatasync", synced.append)
-    monkeypatch.setattr(staging, "_sync_file_range", refused)
+    monkeypatch.setattr(flushing, "_fdatasync", synced.append)
+    monkeypatch.setattr(flushing, "_sync_file_range", refused)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        staging.start_flush(fd, 0, 10)
-        staging.start_flush(fd, 10, 10)
+        flushing.start_flush(fd, 0, 10)
+        flushing.start_flush(fd, 10, 10)
     finally:
         os.close(fd)
     assert tried == [fd] and synced == [fd, fd]
-    assert staging._sync_file_range is None
+    assert flushing._sync_file_range is None
 
 
-@pytest.mark.skipif(staging._sync_file_range is None, reason="no sync_file_range here")
+@pytest.mark.skipif(flushing._sync_file_range is None, reason="no sync_file_range here")
 def test_sync_file_range_starts_flush_behind_without_fdatasync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Linux the flush-behind is started with ``sync_file_range``, not a full fdatasync."""
     synced: list[int] = []
-    monkeypatch.setattr(staging, "_fdatasync", synced.append)
+    monkeypatch.setattr(flushing, "_fdatasync", synced.append)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, b"d" * CHUNK, 0)
-        staging.start_flush(fd, 0, CHUNK)
+        flushing.start_flush(fd, 0, CHUNK)
     finally:
         os.close(fd)
     assert synced == []
