@@ -295,6 +295,37 @@ def change_from_cbor(data: Any) -> Change:
     raise CorruptDirectory(f"unknown journaled directory change {op!r}")
 
 
+class Undo:
+    """Changes applied strictly in place, and what their names held before, so that a
+    commit refused part way (or whose journal cannot be written) leaves every view as it
+    was: a change costs what it touches, not a copy of the whole directory."""
+
+    def __init__(self) -> None:
+        self._before: list[tuple[MutableRecords, str, Record | None]] = []
+
+    def apply(self, change: Change, records: MutableRecords) -> tuple[Record | None, Change]:
+        """``change.apply_strict(records)``, remembering the names it may set or remove."""
+        if isinstance(change, Link):
+            names: tuple[str, ...] = tuple(name for name, _ in change.entries)
+        elif isinstance(change, Rename):
+            names = (change.old, change.new)
+        elif isinstance(change, Unlink | SetMetadata):
+            names = (change.name,)
+        else:
+            names = ()
+        self._before.extend((records, name, records.get(name)) for name in names)
+        return change.apply_strict(records)
+
+    def revert(self) -> None:
+        """Put back what every change applied so far replaced, latest first."""
+        for records, name, record in reversed(self._before):
+            if record is None:
+                records.pop(name, None)
+            else:
+                records[name] = record
+        self._before.clear()
+
+
 def apply_lenient(changes: list[Change], records: MutableRecords) -> MutableRecords:
     """``records`` with every change applied leniently, in order (changed in place)."""
     for change in changes:

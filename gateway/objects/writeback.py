@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from operator import attrgetter
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -50,7 +51,7 @@ from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
-from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Unlink
+from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Undo, Unlink
 from gateway.objects.dirflush import JOURNAL_DELAY, JournalFlushes
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
@@ -58,6 +59,8 @@ from gateway.objects.dirpublish import JournaledDirectory
 from gateway.objects.dirstate import DirectoryState
 from gateway.objects.mutable import MutableClient
 from gateway.threads import Threads, reactor_threads
+
+_READ_CAP = attrgetter("read_cap")
 
 #: Seconds changes to one directory are gathered before they are published.
 FLUSH_WINDOW = 0.1
@@ -185,24 +188,26 @@ class DirectoryWriteBack:
         views: dict[bytes, MutableRecords] = {}
         results: list[Record | None] = []
         resolved: list[tuple[JournaledDirectory, Change]] = []
-        for node, change in items:
-            si = node.storage_index
-            view = views.get(si)
-            if view is None:
-                if isinstance(change, Create):
-                    view = {}
-                else:
-                    current = self._dirs[si].view
-                    assert current is not None
-                    view = dict(current)
-                views[si] = view
-            result, decided = change.apply_strict(view)
-            results.append(result)
-            resolved.append((node, decided))
-        # Written now (a full disk refuses the change here, with every view unchanged) and
-        # flushed below, in a thread, with the commits made meanwhile.
-        seq = self._seq + 1
-        self._intents.put(str(seq), commit_record([(_write_cap(n), c) for n, c in resolved]))
+        undo = Undo()  # the views change in place: a refusal puts them back
+        try:
+            for node, change in items:
+                si = node.storage_index
+                view = views.get(si)
+                if view is None:
+                    view = {} if isinstance(change, Create) else self._dirs[si].view
+                    assert view is not None
+                    views[si] = view
+                result, decided = undo.apply(change, view)
+                results.append(result)
+                resolved.append((node, decided))
+            # Written now (a full disk refuses the change here, with every view unchanged)
+            # and flushed below, in a thread, with the commits made meanwhile.
+            seq = self._seq + 1
+            record = commit_record([(_write_cap(n), c) for n, c in resolved])
+            self._intents.put(str(seq), record)
+        except BaseException:
+            undo.revert()
+            raise
         self._seq = seq
         self._commits[seq] = {n.storage_index for n, _ in resolved}
         for node, decided in resolved:
@@ -401,7 +406,7 @@ class DirectoryWriteBack:
         for si in self._linkers.get(d.read_cap, ()):
             other = self._dirs.get(si)
             if other is not None and other is not d:
-                if any(r.read_cap == d.read_cap for r in other.links()):
+                if d.read_cap in map(_READ_CAP, other.links()):  # (a scan in C)
                     return True
         return False
 

@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 from gateway.intents.pacing import ClientActivity
 from gateway.objects import writeback
 from gateway.objects.caps import DirectoryWriteCap, LiteralCap
+from gateway.objects.dirchanges import Unlink
 from gateway.objects.dirnode import ChildExists, DirectoryNode, NoSuchChild, move
 from gateway.objects.errors import NotEnoughShares
 from gateway.objects.mutable import MutableClient
@@ -482,6 +483,60 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(
     assert sorted(gw.run(node.list())) == ["kept"]
     gw.settle()
     assert Gateway(grid, None).names(root) == ["kept"]
+    assert gw.write_back.pending() == 0
+
+
+def test_a_move_on_a_full_disk_changes_neither_directory(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A move is one commit of two changes, applied to the two views in place: when its
+    journal record cannot be written both are put back, the entry stays where it was
+    for every session and in the grid, and the next move works."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    a = gw.run(node.mkdir("a", meta("dir")))
+    b = gw.run(node.mkdir("b", meta("dir")))
+    gw.run(a.add("f", LiteralCap(b"f"), meta()))
+    gw.run(b.add("g", LiteralCap(b"old g"), meta()))
+    assert gw.write_back is not None
+    log = gw.write_back._intents
+
+    def full(key: str, value: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = log.put
+    log.put = full  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space left"):
+        gw.run(move(a, "f", b, "g"))
+    log.put = real  # type: ignore[method-assign]
+    assert sorted(gw.run(a.list())) == ["f"]
+    assert gw.run(b.get("g")).cap == LiteralCap(b"old g")
+    gw.settle()
+    other = Gateway(grid, None)
+    assert other.names(a.cap) == ["f"]  # type: ignore[arg-type]
+    gw.run(move(a, "f", b, "h"))
+    assert gw.run(a.list()) == {} and sorted(gw.run(b.list())) == ["g", "h"]
+
+
+def test_a_commit_refused_part_way_puts_back_what_it_changed(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A commit whose second change is refused (its name is missing) takes back its first
+    change too: the other directory's entry is still shown, and nothing is journaled."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    a = gw.run(node.mkdir("a", meta("dir")))
+    b = gw.run(node.mkdir("b", meta("dir")))
+    gw.run(b.add("kept", LiteralCap(b"k"), meta()))
+    gw.settle()
+    record = gw.run(b.get("kept"))
+    assert gw.write_back is not None
+    with pytest.raises(NoSuchChild):
+        gw.run(move(a, "missing", b, "kept-too"))
+    with pytest.raises(NoSuchChild):
+        gw.run(a._commit([(b, Unlink("kept")), (a, Unlink("missing"))]))
+    assert sorted(gw.run(b.list(max_age=60))) == ["kept"]  # the view sessions read
+    assert gw.run(b.get("kept", max_age=60)) == record
     assert gw.write_back.pending() == 0
 
 
