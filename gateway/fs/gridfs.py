@@ -327,7 +327,7 @@ class GridFilesystem:
         if entry.kind != "dir":
             raise NotADirectory(f"not a directory: {join(parts)}")
         child = self.volume.child_directory(directory, entry, parts)
-        if await child.list() or self._overlay.has_under(parts):
+        if await child.list(DIRECTORY_CACHE_SECONDS) or self._overlay.has_under(parts):
             raise DirectoryNotEmpty(f"directory not empty: {join(parts)}")
         try:
             await directory.remove(name)
@@ -342,7 +342,7 @@ class GridFilesystem:
         _, name, directory = await self._writable_directory(located)
         found = await self._abandon_local(parts)
         try:
-            entry = await directory.get(name)
+            entry = await self.volume.lookup(directory, name)  # as fresh as any lookup's
         except NoSuchChild:
             if not found:
                 raise NoSuchFile(f"no such file: {join(parts)}") from None
