@@ -90,8 +90,8 @@ def plan(args: argparse.Namespace) -> list[Workload]:
         Workload(f"{small} x 16 KiB files", lambda t, d: w.small_files(t, d, small), every),
         Workload(f"mkdir+rename+rmdir x{cycles}", lambda t, d: w.metadata_ops(t, d, cycles), every),
         Workload(f"stat x{stats}, ls -l", lambda t, d: w.stat_and_list(t, d, stats), every),
-        Workload(f"ls -l of {many} entries", lambda t, d: w.list_many(t, d, many),
-                 frozenset({"openssh", "gateway"})),
+        Workload(f"ls -l of {many} entries, changes among them",
+                 lambda t, d: w.list_many(t, d, many), frozenset({"openssh", "gateway"})),
     ]  # fmt: skip
     if not args.no_large:
         large = 4 * MiB if smoke else 1024 * MiB

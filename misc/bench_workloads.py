@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import paramiko
 from bench_probe import Usage
 from bench_targets import BenchFailure, MiB, Target, sshfs_mount
 
@@ -141,9 +142,13 @@ def stat_and_list(target: Target, work: Path, count: int) -> list[Figure]:
     return figures
 
 
-def list_many(target: Target, work: Path, count: int, repeat: int = 3) -> list[Figure]:
+def list_many(
+    target: Target, work: Path, count: int, repeat: int = 3, cycles: int = 50
+) -> list[Figure]:
     """Setup: ``count`` empty files in a new directory. Then ``repeat`` listings of it
-    (``ls -l``), each timed on its own."""
+    (``ls -l``), and ``cycles`` times a new file created, renamed and removed in it (a
+    temporary file beside many others), each operation timed on its own. The creation's
+    CLOSE is durable on the gateway (OpenSSH's is not), so no target is set for it."""
     directory = _random_name(target, "many")
     times: list[float] = []
     with target.paramiko() as sftp:
@@ -157,8 +162,25 @@ def list_many(target: Target, work: Path, count: int, repeat: int = 3) -> list[F
                 times.append(time.perf_counter() - started)
                 if found != count:
                     raise BenchFailure(f"{target.name}: ls -l found {found} of {count} entries")
+        changes: list[float] = []
+        with target.measuring(settle=False) as changing:
+            for i in range(cycles):
+                name, renamed = f"{directory}/new-{i}", f"{directory}/new-{i}.done"
+                for op, args in ((_create, (sftp, name)), (sftp.rename, (name, renamed)),
+                                 (sftp.remove, (renamed,))):  # fmt: skip
+                    started = time.perf_counter()
+                    op(*args)
+                    changes.append(time.perf_counter() - started)
     rate = _rate(count * repeat, times)
-    return [Figure(f"ls -l of {count} entries", "metadata", rate, "entries/s", usage)]
+    return [
+        Figure(f"ls -l of {count} entries", "metadata", rate, "entries/s", usage),
+        Figure(f"create+rename+rm among {count}", "changes", _rate(len(changes), changes),
+               "ops/s", changing),
+    ]  # fmt: skip
+
+
+def _create(sftp: paramiko.SFTPClient, name: str) -> None:
+    sftp.open(name, "wb").close()
 
 
 def close_after_large_write(target: Target, work: Path, size: int) -> list[Figure]:
