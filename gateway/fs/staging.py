@@ -400,11 +400,11 @@ class StagingArea:
         """Give back bytes."""
         self.used = max(0, self.used - amount)
 
-    def create(self, threads: Threads | None = None, in_memory: int = 0) -> StagedFile:
+    def create(self, threads: Threads | None = None, memory_limit: int = 0) -> StagedFile:
         """A new, empty staged file; with ``threads``, written back in the background. With
-        ``in_memory``, it starts in memory and moves to the disk once it holds more than
-        that many bytes (or the area's files in memory, more than ``memory_bytes``)."""
-        if in_memory and _memfd_create is not None and self.memory_used < self.memory_bytes:
+        a ``memory_limit``, it starts in memory and moves to the disk once it holds more
+        than that many bytes (or the area's files in memory, more than ``memory_bytes``)."""
+        if memory_limit and _memfd_create is not None and self.memory_used < self.memory_bytes:
             try:
                 fd = _memfd_create("gateway-staged", os.MFD_CLOEXEC)
             except OSError:  # out of memory or descriptors: on the disk, then
@@ -412,7 +412,7 @@ class StagingArea:
             else:
                 path = self.files.reserve_name()
                 return StagedFile(
-                    self, path, fd, threads=threads, in_memory=True, memory_limit=in_memory
+                    self, path, fd, threads=threads, in_memory=True, memory_limit=memory_limit
                 )
         path, fd = self.files.take(threads)
         return StagedFile(self, path, fd, threads=threads)

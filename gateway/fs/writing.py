@@ -193,7 +193,7 @@ class Writers:
 
     def _new_staged(self) -> StagedFile:
         """A new staged file: in memory until it holds more than a journal record can."""
-        return self.volume.staging.create(self._threads, in_memory=MEMORY_FILE_BYTES)
+        return self.volume.staging.create(self._threads, memory_limit=MEMORY_FILE_BYTES)
 
     @grid_boundary
     async def _download_into(self, cap: object, state: LocalFile) -> None:

@@ -129,7 +129,7 @@ def test_a_memory_copy_goes_to_disk_with_its_holes(tmp_path: Path) -> None:
     copy's ranges to a staged file, holes kept, the quota unchanged, no memory held."""
     gw = VolumeHarness(tmp_path)
     area = gw.volume.staging
-    memory = area.create(in_memory=1000)
+    memory = area.create(memory_limit=1000)
     assert memory.in_memory and not memory.path.exists()
     memory.hold(Ranges([(10, 20), (100, 110)]), 200)
     os.pwrite(memory.fd, b"a" * 10, 10)
@@ -150,7 +150,7 @@ def test_a_memory_snapshot_is_kept_in_memory(tmp_path: Path) -> None:
     capability, and its staged file's memory and quota are given back."""
     area = StagingArea(tmp_path, 10_000, spare_files=0)
     kept = KeptCopies(5_000)
-    memory = area.create(in_memory=1000)
+    memory = area.create(memory_limit=1000)
     memory.write(0, b"m" * 100)
     kept.keep("cap-m", memory)
     assert memory.discarded and list(tmp_path.iterdir()) == []
