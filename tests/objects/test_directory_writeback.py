@@ -8,7 +8,8 @@ another gateway reading (or writing) the same directories.
 from __future__ import annotations
 
 import errno
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -459,6 +460,22 @@ def test_any_sequence_of_changes_and_crashes_ends_as_answered(
             assert maker.run(maker.run(maker.open(root).child(name)).list()) == {}
 
 
+@contextmanager
+def _journal_full(write_back: DirectoryWriteBack) -> Iterator[None]:
+    """The write-back's journal refuses every record (a full disk) within the block."""
+    log = write_back._intents
+
+    def full(key: str, value: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = log.put
+    log.put = full  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        log.put = real  # type: ignore[method-assign]
+
+
 def test_a_full_disk_refuses_the_change_and_changes_nothing(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:
@@ -468,18 +485,11 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(
     node = gw.open(root)
     gw.run(node.add("kept", LiteralCap(b"k"), meta()))
     assert gw.write_back is not None
-    log = gw.write_back._intents
-
-    def full(key: str, value: Any) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    real = log.put
-    log.put = full  # type: ignore[method-assign]
-    with pytest.raises(OSError, match="No space left"):
-        gw.run(node.mkdir("new", meta("dir")))
-    with pytest.raises(OSError, match="No space left"):
-        gw.run(node.remove("kept"))
-    log.put = real  # type: ignore[method-assign]
+    with _journal_full(gw.write_back):
+        with pytest.raises(OSError, match="No space left"):
+            gw.run(node.mkdir("new", meta("dir")))
+        with pytest.raises(OSError, match="No space left"):
+            gw.run(node.remove("kept"))
     assert sorted(gw.run(node.list())) == ["kept"]
     gw.settle()
     assert Gateway(grid, None).names(root) == ["kept"]
@@ -499,16 +509,8 @@ def test_a_move_on_a_full_disk_changes_neither_directory(
     gw.run(a.add("f", LiteralCap(b"f"), meta()))
     gw.run(b.add("g", LiteralCap(b"old g"), meta()))
     assert gw.write_back is not None
-    log = gw.write_back._intents
-
-    def full(key: str, value: Any) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    real = log.put
-    log.put = full  # type: ignore[method-assign]
-    with pytest.raises(OSError, match="No space left"):
+    with _journal_full(gw.write_back), pytest.raises(OSError, match="No space left"):
         gw.run(move(a, "f", b, "g"))
-    log.put = real  # type: ignore[method-assign]
     assert sorted(gw.run(a.list())) == ["f"]
     assert gw.run(b.get("g")).cap == LiteralCap(b"old g")
     gw.settle()
