@@ -69,6 +69,11 @@ class Create:
     Written through, it is the directory's first publish, made once, never retried.
     """
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names applying it may set or remove: none."""
+        return ()
+
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Create]:
         """Nothing to check: the directory is new."""
         return None, self
@@ -91,6 +96,11 @@ class Link:
 
     entries: tuple[tuple[str, Record], ...]
     exclusive: bool
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names applying it may set or remove."""
+        return tuple(name for name, _ in self.entries)
 
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Link]:
         """ChildExists, changing nothing, when exclusive and a name is taken."""
@@ -130,6 +140,11 @@ class Unlink:
     name: str
     child: Identity | None = None
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names applying it may set or remove."""
+        return (self.name,)
+
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Unlink]:
         """NoSuchChild when the name is free; returns the removed record (None when an
         unlink decided in advance finds another child, or none)."""
@@ -165,6 +180,11 @@ class Rename:
     new: str
     overwrite: bool
     child: Identity | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names applying it may set or remove."""
+        return (self.old, self.new)
 
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, Rename]:
         """NoSuchChild / ChildExists as a rename must report them; returns the moved record."""
@@ -212,6 +232,11 @@ class SetMetadata:
     name: str
     changes: tuple[tuple[str, Any], ...]
     child: Identity | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names applying it may set or remove."""
+        return (self.name,)
 
     def apply_strict(self, records: MutableRecords) -> tuple[Record | None, SetMetadata]:
         """NoSuchChild when the name is free; returns the changed record."""
@@ -304,16 +329,9 @@ class Undo:
         self._before: list[tuple[MutableRecords, str, Record | None]] = []
 
     def apply(self, change: Change, records: MutableRecords) -> tuple[Record | None, Change]:
-        """``change.apply_strict(records)``, remembering the names it may set or remove."""
-        if isinstance(change, Link):
-            names: tuple[str, ...] = tuple(name for name, _ in change.entries)
-        elif isinstance(change, Rename):
-            names = (change.old, change.new)
-        elif isinstance(change, Unlink | SetMetadata):
-            names = (change.name,)
-        else:
-            names = ()
-        self._before.extend((records, name, records.get(name)) for name in names)
+        """``change.apply_strict(records)``, remembering what the names it may set or
+        remove held (every change type says which, :attr:`Link.names`)."""
+        self._before.extend((records, name, records.get(name)) for name in change.names)
         return change.apply_strict(records)
 
     def revert(self) -> None:
