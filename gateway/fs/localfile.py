@@ -199,11 +199,12 @@ class LocalFile:
     @property
     def unchanged_base(self) -> Base | None:
         """The base, when the contents are exactly it (a copy of a grid file, or a file
-        opened for writing and not changed): publishing it links the base again."""
+        opened for writing and not changed): publishing it links the base again. Not one
+        with an overlay: its upload stores the overlay in a tree."""
         base = self.base
         if base is None or self.changed or self.limit < base.size or self.size != base.size:
             return None
-        return base
+        return None if base.overlaid else base
 
     def wrote(self, start: int, end: int) -> None:
         """Note that ``[start, end)`` was written (into the staged file)."""

@@ -22,8 +22,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from attrs import field, frozen
 
+from gateway.objects.caps import PREFIX
+
 #: ``read(offset, length)`` of some bytes (the base in the grid, or a staged file).
 Reader = Callable[[int, int], Awaitable[bytes]]
+
+OVERLAID_PREFIX = f"{PREFIX}:PTREE:"
+"""How the cap of a version with an overlay begins (gateway.objects.caps)."""
 
 
 @frozen
@@ -32,6 +37,12 @@ class Base:
 
     cap: str = field(repr=False)  # a read capability: a secret
     size: int
+
+    @property
+    def overlaid(self) -> bool:
+        """Whether the version carries recent changes in its cap (gateway.objects.overlay),
+        which the file's next upload after CLOSE stores in its tree."""
+        return self.cap.startswith(OVERLAID_PREFIX)
 
 
 class Ranges:

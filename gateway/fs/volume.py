@@ -419,9 +419,12 @@ class Volume:
         base = None if file.base is None else base_cap(file.base)
         changed = file.upload_ranges()  # everything, for a new file
         progress = self.queue.advance(job.job_id)
+        # A client waiting (fsync) may have a small change carried in the cap, stored by the
+        # directory's publish (gateway.objects.overlay); a background upload stores a tree.
         cap = await self.store.update_file(
-            base, file.size, changed, read, progress, zeros=file.zero_ranges(), ordered=ordered
-        )
+            base, file.size, changed, read, progress, zeros=file.zero_ranges(), ordered=ordered,
+            overlay=self.queue.awaited(job.job_id),
+        )  # fmt: skip
         file.stored = Base(cap.to_string(), file.size)
         return cap
 

@@ -280,7 +280,9 @@ class Writers:
         if state.handles > 0:
             return
         assert state.staged is not None
-        if state.abandoned or not state.dirty or not state.closed_by_client:
+        # (a base with an overlay is stored as a tree once its writers are done: folded)
+        folds = state.base is not None and state.base.overlaid
+        if state.abandoned or not (state.dirty or folds) or not state.closed_by_client:
             self.overlay.released(state)
             state.staged.discard()
             if self.volume.queue.idle:

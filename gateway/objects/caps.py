@@ -6,6 +6,7 @@ Formats (base32 is RFC 4648, lowercase, unpadded; numbers are decimal)::
     GG:CHK:<read key>:<ueb hash>:<k>:<n>:<size> immutable file read cap
     GG:CHK-V:<storage index>:<ueb hash>:<k>:<n>:<size>   immutable verify cap
     GG:TREE:<read key>:<ueb hash>:<k>:<n>:<node size>:<size>      chunked file read cap
+    GG:PTREE:<TREE fields>:<overlay>            the same, with bytes laid over it
     GG:TREE-V:<storage index>:<ueb hash>:<k>:<n>:<node size>:<size>   chunked verify cap
     GG:SSK:<signing seed>                       mutable file write cap
     GG:SSK-RO:<read key>:<public key>           mutable file read cap
@@ -32,6 +33,14 @@ import nacl.signing
 import nacl.utils
 from attrs import field, frozen
 
+from gateway.objects.capfields import (
+    Overlay,
+    b32decode,
+    check_params,
+    decode_overlay,
+    encode_overlay,
+    number,
+)
 from gateway.objects.crypto import (
     DERIVATION_CACHE,
     HASH_SIZE,
@@ -45,7 +54,6 @@ from gateway.objects.errors import BadCapability
 from storage import base32
 
 PREFIX = "GG"
-MAX_SHARES = 256
 
 
 b32encode = base32.b2a
@@ -63,25 +71,9 @@ def _public_key(seed: bytes) -> bytes:
     return bytes(_signing_key(seed).verify_key)
 
 
-def b32decode(text: str, what: str, size: int | None = None) -> bytes:
-    """Decode lowercase unpadded base32, raising BadCapability that names ``what`` was wrong."""
-    try:
-        data = base32.a2b(text)
-    except ValueError as e:
-        raise BadCapability(f"the {what} is {e}") from None
-    if size is not None and len(data) != size:
-        raise BadCapability(f"the {what} has {len(data)} bytes where {size} are expected")
-    return data
-
-
 def _whole(part: int | None) -> None:
     if part is not None:
         raise ValueError("a chunk tree leaf kept inside its parent node has no capability string")
-
-
-def _check_params(k: int, n: int) -> None:
-    if not 1 <= k <= n <= MAX_SHARES:
-        raise BadCapability(f"encoding parameters k={k}, n={n} are not 1 <= k <= n <= 256")
 
 
 @frozen(cache_hash=True)
@@ -210,6 +202,9 @@ class ChunkedCap:
     its parent (:mod:`gateway.objects.chunk_format`, "inline leaves"), the index of
     its entry in the node that ``node`` stores. Such a cap names a node inside a
     tree only: it has no printable form."""
+    overlay: Overlay = field(default=(), repr=False)
+    """Bytes laid over the tree's (:mod:`gateway.objects.overlay`): recent small changes
+    that no node holds yet. The verify cap, checks and leases see the tree alone."""
 
     read_only = True
 
@@ -217,6 +212,11 @@ class ChunkedCap:
     def storage_index(self) -> bytes:
         """Where servers keep the root node's shares."""
         return self.node.storage_index
+
+    @property
+    def tree(self) -> ChunkedCap:
+        """The cap of the tree alone (without the overlay)."""
+        return ChunkedCap(self.node, self.size, self.part) if self.overlay else self
 
     def get_read_cap(self) -> ChunkedCap:
         """A read cap is its own read cap."""
@@ -231,7 +231,10 @@ class ChunkedCap:
         _whole(self.part)
         node = self.node
         key, ueb = b32encode(node.key), b32encode(node.ueb_hash)
-        return f"{PREFIX}:TREE:{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
+        fields = f"{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
+        if self.overlay:
+            return f"{PREFIX}:PTREE:{fields}:{encode_overlay(self.overlay)}"
+        return f"{PREFIX}:TREE:{fields}"
 
 
 @frozen(cache_hash=True)
@@ -429,6 +432,7 @@ _FIELDS: dict[str, int] = {
     "CHK": 5,
     "CHK-V": 5,
     "TREE": 6,
+    "PTREE": 7,
     "TREE-V": 6,
     "SSK": 1,
     "SSK-RO": 2,
@@ -437,14 +441,6 @@ _FIELDS: dict[str, int] = {
     "DIR-RO": 2,
     "DIR-V": 2,
 }
-
-
-def _number(text: str, what: str) -> int:
-    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
-        raise BadCapability(f"the {what} is not a decimal number")
-    if len(text) > 20:
-        raise BadCapability(f"the {what} is too large")
-    return int(text)
 
 
 def parse(text: str) -> Capability:
@@ -467,21 +463,23 @@ def parse(text: str) -> Capability:
         )
     if kind == "LIT":
         return LiteralCap(b32decode(fields[0], "literal data"))
-    if kind in ("CHK", "CHK-V", "TREE", "TREE-V"):
-        reads = kind in ("CHK", "TREE")
+    if kind in ("CHK", "CHK-V", "TREE", "PTREE", "TREE-V"):
+        reads = kind in ("CHK", "TREE", "PTREE")
         first = b32decode(
             fields[0],
             "read key" if reads else "storage index",
             KEY_SIZE if reads else STORAGE_INDEX_SIZE,
         )
         ueb_hash = b32decode(fields[1], "URI extension block hash", HASH_SIZE)
-        k, n = _number(fields[2], "k (shares needed)"), _number(fields[3], "n (total shares)")
-        size = _number(fields[4], "node size" if kind.startswith("TREE") else "size")
-        _check_params(k, n)
-        if kind.startswith("TREE"):
-            file_size = _number(fields[5], "size")
-            if kind == "TREE":
-                return ChunkedCap(ImmutableReadCap(first, ueb_hash, k, n, size), file_size)
+        k, n = number(fields[2], "k (shares needed)"), number(fields[3], "n (total shares)")
+        size = number(fields[4], "size" if kind.startswith("CHK") else "node size")
+        check_params(k, n)
+        if kind.endswith(("TREE", "TREE-V")):
+            file_size = number(fields[5], "size")
+            if kind != "TREE-V":
+                overlay = decode_overlay(fields[6], file_size) if kind == "PTREE" else ()
+                node = ImmutableReadCap(first, ueb_hash, k, n, size)
+                return ChunkedCap(node, file_size, overlay=overlay)
             return ChunkedVerifyCap(ImmutableVerifyCap(first, ueb_hash, k, n, size), file_size)
         if kind == "CHK":
             return ImmutableReadCap(first, ueb_hash, k, n, size)

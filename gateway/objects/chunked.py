@@ -75,6 +75,7 @@ class NodeCache:
         count: int | None = None,
     ) -> Node:
         """The node ``cap`` names, checked (see :func:`decode_node`); from the grid if need be."""
+        cap = cap.tree  # (a version with an overlay has its tree's root)
         node = self._nodes.get(cap)
         if node is None:
             loading = self._loading.get(cap)

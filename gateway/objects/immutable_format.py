@@ -36,7 +36,8 @@ from attrs import field, frozen
 from attrs.validators import ge
 
 from gateway.objects import merkle
-from gateway.objects.caps import MAX_SHARES, ImmutableReadCap, LiteralCap
+from gateway.objects.capfields import MAX_SHARES
+from gateway.objects.caps import ImmutableReadCap, LiteralCap
 from gateway.objects.crypto import (
     AEAD_TAG_SIZE,
     HASH_SIZE,

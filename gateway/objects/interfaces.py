@@ -129,6 +129,7 @@ class IObjectStore(Interface):
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
         ordered: bool = False,
+        overlay: bool = False,
     ) -> ImmutableCap:
         """Store a new version of a file, at the cost of what changed; its read capability.
 
@@ -141,6 +142,8 @@ class IObjectStore(Interface):
         disjoint) known to be zeros, such as a sparse file's holes: the store may take
         them as zeros without reading them. ``ordered`` (on an :attr:`ordered` grid): it
         returns once the objects are written, not durable (see :meth:`sync`).
+        ``overlay`` (a client waits for this version): a small change to a large file may
+        be carried in the returned cap instead of stored (:mod:`gateway.objects.overlay`).
         """
 
     async def read_mutable(cap: MutableWriteCap | MutableReadCap) -> bytes:

@@ -40,6 +40,7 @@ from gateway.objects.immutable_format import DEFAULT_SEGMENT_SIZE, EncodingParam
 from gateway.objects.interfaces import IFileReader, IObjectStore
 from gateway.objects.mutable import MutableClient
 from gateway.objects.newkeys import NewDirectoryCaps
+from gateway.objects.overlay import OverlaidReader, folded, laid_over
 from gateway.objects.upload import ImmutableUploader
 from gateway.objects.writeback import DirectoryWriteBack
 from gateway.objects.writethrough import WriteThrough
@@ -164,10 +165,15 @@ class ObjectStore:
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
         ordered: bool = False,
+        overlay: bool = False,
     ) -> ImmutableCap:
         """Store a new version of a file (see IObjectStore and
         :mod:`gateway.objects.chunk_update`): files up to a chunk as one object, larger
         ones as a chunk tree sharing what did not change with ``base``.
+
+        With ``overlay`` (a client waits), a small change to a tree is carried in the new
+        cap and stores nothing (:mod:`gateway.objects.overlay`); otherwise, and when it
+        does not fit, a base's overlay is stored in the new tree.
 
         Small objects (patches, nodes, small extents) are encoded first and stored
         together at the end (one request of each kind per server at once, one flush on
@@ -177,6 +183,12 @@ class ObjectStore:
         ``ordered`` (on an :attr:`ordered` grid): answered once every object is written,
         not once durable; the caller makes them durable (a publish, :meth:`sync`), and
         :meth:`barrier` does before a journal naming them is flushed."""
+        if isinstance(base, ChunkedCap):
+            if overlay:
+                laid = await laid_over(base, size, changed, zeros, read)
+                if laid is not None:
+                    return laid
+            base, changed = folded(base, changed)
         uploader = self.uploader()
         uploader.ordered = ordered
         stores: list[Coroutine[Any, Any, None]] = []
@@ -230,9 +242,10 @@ class ObjectStore:
             # Without read-ahead (an upload's or an fsync's reads of what it stores again)
             # an extent is read once: two are kept, not eight of up to 1 MiB each.
             readers = 8 if read_ahead else 2
-            return ChunkTreeReader(
-                cap, servers, self.nodes, open_extent, readers=readers, ahead=2 * read_ahead
+            tree = ChunkTreeReader(
+                cap.tree, servers, self.nodes, open_extent, readers=readers, ahead=2 * read_ahead
             )
+            return OverlaidReader(tree, cap.overlay) if cap.overlay else tree
         if isinstance(cap, ImmutableReadCap):  # read again soon (tar, then diff): opened once
             # A change to a file of one chunk (stored as one extent) merges with what it kept;
             # a client's read of such a file reads the grid, as it always has.

@@ -144,10 +144,10 @@ def test_a_newer_version_linked_over_a_pending_close_survives_a_restart(
     held: Deferred[None] = Deferred()  # the CLOSE's upload, under way at the crash
     stored = store.update_file
 
-    async def hold_the_close(base, size, changed, read, progress=None, zeros=(), ordered=False):  # type: ignore[no-untyped-def]
+    async def hold_the_close(base, size, changed, read, *args, **kwargs):  # type: ignore[no-untyped-def]
         if list(changed) == [CLOSED] and not held.called:
             await held
-        return await stored(base, size, changed, read, progress, zeros, ordered)
+        return await stored(base, size, changed, read, *args, **kwargs)
 
     store.update_file = hold_the_close  # type: ignore[method-assign]
     _pending_close(gw)

@@ -62,6 +62,7 @@ class RecordingStore(ObjectStore):
         progress: Callable[[int], None] | None = None,
         zeros: Sequence[tuple[int, int]] = (),
         ordered: bool = False,
+        overlay: bool = False,
     ) -> ImmutableCap:
         """Note the changed ranges and the zeros, then store."""
         self.updates.append(list(changed))
@@ -72,7 +73,9 @@ class RecordingStore(ObjectStore):
             self.read_bytes += len(data)
             return data
 
-        return await super().update_file(base, size, changed, counted, progress, zeros, ordered)
+        return await super().update_file(
+            base, size, changed, counted, progress, zeros, ordered, overlay
+        )
 
     async def upload(self, source):  # type: ignore[no-untyped-def]
         """Note a whole-file upload, then store."""
