@@ -43,7 +43,7 @@ def grid_read(store: IObjectStore, cap: ImmutableCap, read_ahead: bool = True) -
 
 def base_cap(base: Base) -> ImmutableCap:
     """The capability of a base version."""
-    return _parsed(base.cap)
+    return base.parsed if base.parsed is not None else _parsed(base.cap)
 
 
 @lru_cache(maxsize=256)
@@ -72,7 +72,7 @@ class Contents:
         if read is None:
             if len(self._readers) >= BASE_READERS:
                 del self._readers[next(iter(self._readers))]
-            read = self._readers[key] = self._forgetting(key)
+            read = self._readers[key] = self._forgetting(key, base_cap(base))
         return read
 
     def forget(self, base: Base) -> None:
@@ -80,12 +80,9 @@ class Contents:
         self._readers.pop((base.cap, True), None)
         self._readers.pop((base.cap, False), None)
 
-    def _forgetting(self, key: tuple[str, bool]) -> Reader:
+    def _forgetting(self, key: tuple[str, bool], cap: ImmutableCap) -> Reader:
         """A reader of a base that leaves the cache when a read fails."""
-        cap, read_ahead = key
-        return _Forgetting(
-            self._readers, key, grid_read(self.store, base_cap(Base(cap, 0)), read_ahead)
-        )
+        return _Forgetting(self._readers, key, grid_read(self.store, cap, key[1]))
 
     def reader(
         self,

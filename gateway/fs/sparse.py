@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from attrs import field, frozen
 
-from gateway.objects.caps import PREFIX
+from gateway.objects.caps import PREFIX, ImmutableCap
 
 #: ``read(offset, length)`` of some bytes (the base in the grid, or a staged file).
 Reader = Callable[[int, int], Awaitable[bytes]]
@@ -37,6 +37,8 @@ class Base:
 
     cap: str = field(repr=False)  # a read capability: a secret
     size: int
+    parsed: ImmutableCap | None = field(default=None, eq=False, repr=False)
+    """The cap, when this process made it (not parsed again: an overlay is up to 32 KiB)."""
 
     @property
     def overlaid(self) -> bool:

@@ -425,7 +425,7 @@ class Volume:
             base, file.size, changed, read, progress, zeros=file.zero_ranges(), ordered=ordered,
             overlay=self.queue.awaited(job.job_id),
         )  # fmt: skip
-        file.stored = Base(cap.to_string(), file.size)
+        file.stored = Base(cap.to_string(), file.size, cap)
         return cap
 
     async def _link(self, file: LocalFile, cap: ImmutableCap | None) -> None:

@@ -184,7 +184,7 @@ class Writers:
                 state.staged = self._new_staged()
                 if isinstance(entry.cap, ImmutableCap):
                     # Nothing is copied: reads come from the grid until changed, and after.
-                    state.on_base(Base(entry.cap.to_string(), entry.cap.size))
+                    state.on_base(Base(entry.cap.to_string(), entry.cap.size, entry.cap))
                 else:
                     await self._download_into(entry.cap, state)
         else:

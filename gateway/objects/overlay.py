@@ -97,16 +97,35 @@ class OverlaidReader:
         self.size: int = tree.size
 
     async def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``offset``: the tree's, with the overlay's over them."""
-        data = await self.tree.read(offset, length)
-        end = offset + len(data)
-        out: bytearray | None = None
-        for at, patch in self.overlay:
-            if at >= end:
+        """Up to ``length`` bytes at ``offset``: the overlay's where it has them, the tree's
+        elsewhere (a range the overlay covers reads nothing from the grid: a fold of the
+        overlay into the tree reads its ranges so)."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        out = bytearray()
+        at = offset
+        for start, patch in self.overlay:
+            stop = start + len(patch)
+            if stop <= at:
+                continue
+            if start >= end:
                 break
-            lo, hi = max(at, offset), min(at + len(patch), end)
-            if lo < hi:
-                if out is None:
-                    out = bytearray(data)
-                out[lo - offset : hi - offset] = patch[lo - at : hi - at]
-        return data if out is None else bytes(out)
+            if start > at:
+                out += await self._tree(at, start)
+                at = start
+            take = min(stop, end)
+            out += patch[at - start : take - start]
+            at = take
+        if at < end:
+            out += await self._tree(at, end)
+        return bytes(out)
+
+    async def _tree(self, start: int, end: int) -> bytes:
+        pieces = bytearray()
+        while start + len(pieces) < end:  # (a tree's read may stop at an extent's end)
+            piece = await self.tree.read(start + len(pieces), end - start - len(pieces))
+            if not piece:
+                raise ValueError("the tree is shorter than its size")
+            pieces += piece
+        return bytes(pieces)
