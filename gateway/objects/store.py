@@ -187,6 +187,8 @@ class ObjectStore:
             if overlay:
                 laid = await laid_over(base, size, changed, zeros, read)
                 if laid is not None:
+                    if progress is not None:  # (the changed bytes are stored, in the cap)
+                        progress(sum(b - a for a, b in changed))
                     return laid
             base, changed = folded(base, changed)
         uploader = self.uploader()
