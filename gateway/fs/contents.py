@@ -46,7 +46,7 @@ def base_cap(base: Base) -> ImmutableCap:
     return base.parsed if base.parsed is not None else _parsed(base.cap)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _parsed(text: str) -> ImmutableCap:
     """A base's cap, parsed once: an fsync's new base is parsed by its next write and its
     next upload (and one with an overlay carries up to 32 KiB to decode)."""

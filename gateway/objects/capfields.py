@@ -62,15 +62,15 @@ def check_params(k: int, n: int) -> None:
         raise BadCapability(f"encoding parameters k={k}, n={n} are not 1 <= k <= n <= 256")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def encode_overlay(overlay: Overlay) -> str:
-    """The overlay field of a capability string (kept: a version's cap is printed for its
-    upload's record and for its directory entry)."""
+    """The overlay field of a capability string (the last 16 kept, each up to 64 KiB: a
+    version's cap is printed for its upload's record and for its directory entry)."""
     data = cbor2.dumps([[offset, data] for offset, data in overlay])
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def decode_overlay(text: str, size: int) -> Overlay:
     """Parse and check an overlay field for a file of ``size`` bytes."""
     if len(text) > (MAX_OVERLAY_BYTES + 16 * MAX_OVERLAY_RANGES + 16) * 4 // 3:
