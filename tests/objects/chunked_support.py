@@ -10,8 +10,9 @@ from twisted.internet.task import Clock
 
 from gateway.maintenance import LeaseRenewer, RenewalReport
 from gateway.objects import immutable_format as fmt
-from gateway.objects.caps import ImmutableCap, ImmutableReadCap, LiteralCap
+from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, LiteralCap
 from gateway.objects.chunk_update import TreeUpdate
+from gateway.objects.chunked import node_children
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.store import ObjectStore
 from tests.objects.grid import GridClient, make_grid, run
@@ -59,6 +60,16 @@ def update(
         return run(store.update_file(base, len(contents), changed, read))
     tree = TreeUpdate(counted, store.servers, store.nodes, read, store.chunk_size, store.fanout)
     return run(tree.run(base, len(contents), changed))
+
+
+async def tree_objects(store: ObjectStore, cap: ImmutableCap) -> set[bytes]:
+    """Storage indexes of every node and stored extent of a file."""
+    if not isinstance(cap, ChunkedCap):
+        return set() if cap.storage_index is None else {cap.storage_index}
+    found = {cap.storage_index}
+    for child in await node_children(cap, store.servers, store.nodes):
+        found |= await tree_objects(store, child)
+    return found
 
 
 def read_all(store: ObjectStore, cap: ImmutableCap) -> bytes:

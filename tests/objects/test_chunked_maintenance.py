@@ -13,18 +13,16 @@ from gateway.objects.deepcheck import deep_check
 from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.repairer import repair
 from gateway.objects.store import ObjectStore
-from tests.objects.chunked_support import CHUNK, make_store, pattern, read_all, renew_from, update
+from tests.objects.chunked_support import (
+    CHUNK,
+    make_store,
+    pattern,
+    read_all,
+    renew_from,
+    tree_objects,
+    update,
+)
 from tests.objects.grid import make_grid, run
-
-
-async def _objects(store: ObjectStore, cap: ImmutableCap) -> set[bytes]:
-    """Storage indexes of every node and stored extent of a file."""
-    if not isinstance(cap, ChunkedCap):
-        return set() if cap.storage_index is None else {cap.storage_index}
-    found = {cap.storage_index}
-    for child in await node_children(cap, store.servers, store.nodes):
-        found |= await _objects(store, child)
-    return found
 
 
 def _versions(store: ObjectStore) -> tuple[list[ImmutableCap], list[bytes]]:
@@ -45,7 +43,7 @@ def test_deep_check_covers_every_node_and_extent_of_every_version_once() -> None
     versions, _ = _versions(store)
     distinct: set[bytes] = set()
     for version in versions:
-        distinct |= run(_objects(store, version))
+        distinct |= run(tree_objects(store, version))
     root = run(store.create_directory())
     for i, version in enumerate(versions):
         run(root.add(f"v{i}", version, EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))
@@ -110,7 +108,7 @@ def test_lease_renewal_reaches_every_node_and_extent_once() -> None:
     versions, _ = _versions(store)
     distinct: set[bytes] = set()
     for version in versions:
-        distinct |= run(_objects(store, version))
+        distinct |= run(tree_objects(store, version))
     root = run(store.create_directory())
     for i, version in enumerate(versions):
         run(root.add(f"v{i}", version, EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))

@@ -4,18 +4,31 @@ bytes, and an update nobody waits for (or one that does not fit) stores them in 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 
 from gateway.objects.capfields import MAX_OVERLAY_BYTES, encode_overlay
-from gateway.objects.caps import ChunkedCap, ImmutableCap, parse
+from gateway.objects.caps import Capability, ChunkedCap, ImmutableCap, parse
 from gateway.objects.chunked import node_children
+from gateway.objects.deepcheck import deep_check
+from gateway.objects.dirformat import EntryMetadata
 from gateway.objects.errors import BadCapability
 from gateway.objects.overlay import OVERLAY_BYTES, OVERLAY_RANGES
+from gateway.objects.repairer import repair
 from gateway.objects.store import ObjectStore
-from tests.objects.chunked_support import CHUNK, make_store, pattern, read_all
-from tests.objects.grid import GridClient, run
+from tests.objects.chunked_support import (
+    CHUNK,
+    make_store,
+    pattern,
+    read_all,
+    renew_from,
+    tree_objects,
+)
+from tests.objects.grid import GridClient, make_grid, run
 
 SIZE = 20 * CHUNK
 
@@ -187,3 +200,40 @@ def test_the_overlay_never_shows_in_repr_and_the_verify_cap_is_the_trees() -> No
     fresh, _ = make_store(store.servers)  # type: ignore[arg-type]
     walked = run(node_children(cap, fresh.servers, fresh.nodes))
     assert walked == run(node_children(base, fresh.servers, fresh.nodes))
+
+
+def test_a_directory_entry_carries_the_overlay_and_the_maintenance_walks_see_the_tree() -> None:
+    """Linked in a directory, the overlaid cap comes back from a fresh listing as it went
+    in; deep check, lease renewal and repair of it cover exactly its tree's objects."""
+    clock = Clock()
+    grid = make_grid(3, clock)
+    store, _ = make_store(grid)
+    model = bytearray(pattern(SIZE))
+    base = put(store, None, bytes(model), [(0, SIZE)], overlay=False)
+    model[700:800] = b"o" * 100
+    cap = put(store, base, bytes(model), [(700, 800)], overlay=True)
+    assert isinstance(cap, ChunkedCap) and cap.overlay
+    objects = run(tree_objects(store, cap.tree))
+    root = run(store.create_directory())
+    run(root.add("f", cap, EntryMetadata(kind="file", mtime=0.0, ctime=0.0)))
+    fresh, _ = make_store(grid)
+    listed = run(fresh.directory(root.cap).list())["f"].cap
+    assert listed == cap and read_all(fresh, listed) == bytes(model)  # type: ignore[arg-type]
+
+    async def children(parent: Capability) -> AsyncIterator[Capability]:
+        for entry in (await fresh.directory(parent).list()).values():  # type: ignore[arg-type]
+            if entry.cap is not None:
+                yield entry.cap
+
+    result = run(deep_check(root.cap, children, grid, verify=True))
+    assert result.unhealthy == 0 and not result.errors
+    checked = {e.check.storage_index for e in result.entries if e.check.storage_index}
+    assert checked == objects | {root.storage_index}
+    report, renewals = renew_from(store, grid, clock, root.cap)
+    assert {si for _, si in renewals} == objects | {root.storage_index}
+    assert report.failures == ()
+    si = cap.storage_index
+    grid[0].backend.delete_share(si, next(iter(grid[0].backend.list_shares(si))))
+    fixed = run(repair(cap, grid, store.secrets, store.params))
+    assert fixed.attempted and fixed.ok
+    assert read_all(make_store(grid)[0], cap) == bytes(model)
