@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import partial
 
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
@@ -42,15 +42,11 @@ def grid_read(store: IObjectStore, cap: ImmutableCap, read_ahead: bool = True) -
 
 
 def base_cap(base: Base) -> ImmutableCap:
-    """The capability of a base version."""
-    return base.parsed if base.parsed is not None else _parsed(base.cap)
-
-
-@lru_cache(maxsize=64)
-def _parsed(text: str) -> ImmutableCap:
-    """A base's cap, parsed once: an fsync's new base is parsed by its next write and its
-    next upload (and one with an overlay carries up to 32 KiB to decode)."""
-    cap = parse(text)
+    """The capability of a base version (parsed only when this process did not make it:
+    a base adopted from the journal at a restart)."""
+    if base.parsed is not None:
+        return base.parsed
+    cap = parse(base.cap)
     if not isinstance(cap, ImmutableCap):
         raise TypeError("a base version is an immutable file")
     return cap

@@ -22,13 +22,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from attrs import field, frozen
 
-from gateway.objects.caps import PREFIX, ImmutableCap
+from gateway.objects.caps import OVERLAID_PREFIX, ImmutableCap
 
 #: ``read(offset, length)`` of some bytes (the base in the grid, or a staged file).
 Reader = Callable[[int, int], Awaitable[bytes]]
-
-OVERLAID_PREFIX = f"{PREFIX}:PTREE:"
-"""How the cap of a version with an overlay begins (gateway.objects.caps)."""
 
 
 @frozen
@@ -38,7 +35,8 @@ class Base:
     cap: str = field(repr=False)  # a read capability: a secret
     size: int
     parsed: ImmutableCap | None = field(default=None, eq=False, repr=False)
-    """The cap, when this process made it (not parsed again: an overlay is up to 32 KiB)."""
+    """The cap, when this process made it or found it in a directory entry (not parsed
+    again: an overlay is up to 32 KiB)."""
 
     @property
     def overlaid(self) -> bool:

@@ -230,7 +230,7 @@ class Writers:
             and state.size == 0
             and state.since is None
         ):
-            state.on_base(Base(cap.to_string(), cap.size))
+            state.on_base(Base(cap.to_string(), cap.size, cap))
             state.dirty = True
             state.meta.mtime = self.now()
             return

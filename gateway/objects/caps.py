@@ -54,6 +54,7 @@ from gateway.objects.errors import BadCapability
 from storage import base32
 
 PREFIX = "GG"
+OVERLAID_PREFIX = f"{PREFIX}:PTREE:"  # a chunked file's cap with an overlay
 
 
 b32encode = base32.b2a
@@ -233,7 +234,7 @@ class ChunkedCap:
         key, ueb = b32encode(node.key), b32encode(node.ueb_hash)
         fields = f"{key}:{ueb}:{node.k}:{node.n}:{node.size}:{self.size}"
         if self.overlay:
-            return f"{PREFIX}:PTREE:{fields}:{encode_overlay(self.overlay)}"
+            return f"{OVERLAID_PREFIX}{fields}:{encode_overlay(self.overlay)}"
         return f"{PREFIX}:TREE:{fields}"
 
 
