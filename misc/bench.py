@@ -26,13 +26,15 @@ failure, SIGTERM or Ctrl-C.
 
     .venv/bin/python misc/bench.py [--runs 3] [--quiesce] [--json FILE] [--smoke]
         [--only TEXT] [--no-large] [--no-sshfs] [--no-grid] [--with-tahoe]
-        [--inplace [--big 4G]]
+        [--inplace [--big 4G]] [--profile DIR]
 
 ``--with-tahoe`` adds Tahoe-LAFS 1.20's own SFTP frontend on a 5-node 3/5/5
 grid of Tahoe storage nodes ("tahoe", ``misc/bench_tahoe.py``); ``--inplace``
 adds the in-place group of issue #16 (``misc/bench_inplace.py``), ``--only
-inplace`` runs it alone. Modules: ``bench_targets`` (the servers),
-``bench_workloads``, ``bench_probe`` (CPU and RSS), ``bench_report`` (table).
+inplace`` runs it alone. ``--profile DIR`` records each of our servers' workloads
+with ``py-spy record -f raw`` into DIR (a file per target, pass, run and workload).
+Modules: ``bench_targets`` (the servers), ``bench_workloads``, ``bench_probe`` (CPU,
+RSS and profiles), ``bench_report`` (table).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from types import FrameType
 
 import attrs
 import bench_workloads as w
-from bench_probe import file_create_ms
+from bench_probe import file_create_ms, profiled
 from bench_report import TARGETS, Results, misses, print_table, rows
 from bench_targets import (
     BenchFailure,
@@ -110,8 +112,9 @@ def plan(args: argparse.Namespace) -> list[Workload]:
 
 
 def measure(targets: list[Target], work: Path, runs: int, passes: tuple[str, ...],
-            workloads: list[Workload]) -> Results:  # fmt: skip
-    """Every workload on every target, ``runs`` times, in each pass ("b2b", "idle")."""
+            workloads: list[Workload], profile: Path | None = None) -> Results:  # fmt: skip
+    """Every workload on every target, ``runs`` times, in each pass ("b2b", "idle");
+    with ``profile``, py-spy samples our servers during each workload into that DIR."""
     results = Results()
     for run in range(runs):
         for target in targets:
@@ -123,7 +126,8 @@ def measure(targets: list[Target], work: Path, runs: int, passes: tuple[str, ...
                           file=sys.stderr, flush=True)  # fmt: skip
                     if mode == "idle":
                         target.quiesce()
-                    with target.measuring() as usage:
+                    name = f"{target.name}-{mode}-{run + 1}-{workload.label}"
+                    with target.measuring() as usage, profiled(target.pid, name, profile):
                         figures = workload.run(target, work)
                         if mode == "idle":  # its CPU: until its background work is done
                             target.quiesce()
@@ -160,7 +164,7 @@ def run_targets(args: argparse.Namespace, workloads: list[Workload]) -> Results:
                 from bench_tahoe import tahoe_target
 
                 targets.append(stack.enter_context(tahoe_target(work, key)))
-            results = measure(targets, work, runs, passes, workloads)
+            results = measure(targets, work, runs, passes, workloads, args.profile)
             results.file_create_ms = create_ms
             return results
 
@@ -193,6 +197,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--inplace", action="store_true", help="add the in-place group (#16)")
     parser.add_argument("--big", default="4G", help="the in-place group's big file (4G)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy our servers during each workload"
+    )
     return parser.parse_args(argv)
 
 

@@ -45,13 +45,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import paramiko
-from bench_probe import cpu_seconds, file_create_ms, reset_hwm, vm_hwm_kib
+from bench_probe import cpu_seconds, file_create_ms, profiled, reset_hwm, vm_hwm_kib
 from bench_targets import (
     MiB,
     Target,
@@ -116,28 +116,6 @@ class Row:
         }
 
 
-@contextmanager
-def profiled(target: Target, name: str, directory: Path | None) -> Iterator[None]:
-    """``py-spy record -f raw`` of our gateway while the block runs (no-op without a DIR)."""
-    if directory is None or target.pid is None:
-        yield
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    out = directory / f"{target.name}-{''.join(c if c.isalnum() else '-' for c in name)}.txt"
-    spy = Path(sys.executable).parent / "py-spy"
-    proc = subprocess.Popen(
-        [str(spy), "record", "-f", "raw", "--nonblocking", "-r", "250"]
-        + ["-p", str(target.pid), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        proc.wait(timeout=120)
-
-
 def measure(
     target: Target, name: str, count: int, op: Op, profile: Path | None, wait: bool = True
 ) -> Row:
@@ -147,7 +125,7 @@ def measure(
     if pid is not None:
         reset_hwm(pid)
         before = cpu_seconds(pid)
-    with profiled(target, name, profile):
+    with profiled(target.pid, f"{target.name}-{name}", profile):
         row = Row(name, target.name, [op(i) for i in range(count)])
         if wait:
             drain(target)

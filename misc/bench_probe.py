@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -173,3 +176,26 @@ def file_create_ms(directory: Path, count: int = 50) -> float:
     finally:
         shutil.rmtree(probe, ignore_errors=True)
     return round(statistics.median(times) * 1e3, 3)
+
+
+@contextmanager
+def profiled(pid: int | None, name: str, directory: Path | None) -> Iterator[None]:
+    """``py-spy record -f raw`` of process ``pid`` while the block runs, into
+    ``DIR/<name>.txt`` (no-op without a DIR or a pid: OpenSSH is not profiled)."""
+    if directory is None or pid is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{''.join(c if c.isalnum() else '-' for c in name)}.txt"
+    spy = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen(
+        [str(spy), "record", "-f", "raw", "--nonblocking", "-r", "250"]
+        + ["-p", str(pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        proc.wait(timeout=120)
