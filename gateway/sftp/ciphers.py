@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from gateway.sftp.chacha_sodium import SODIUM
+from gateway.sftp.chacha_sodium import SODIUM, Scratch
 
 __all__ = [
     "AEAD_CIPHERS",
@@ -300,6 +300,7 @@ class _ChaCha20Poly1305:
         self._header = key[32:64]
         self._padding = _Padding()
         self._length: tuple[int, int] | None = None  # (sequence, decrypted length)
+        self._scratch = Scratch()  # libsodium's output (this direction's alone)
 
     @staticmethod
     def _stream(key: bytes, sequence: int) -> CipherContext:
@@ -310,22 +311,23 @@ class _ChaCha20Poly1305:
 
     def _header_xor(self, sequence: int, data: bytes) -> bytes:
         if SODIUM is not None:
-            return SODIUM.xor(self._header, struct.pack(">Q", sequence), 0, data)
+            return SODIUM.xor(self._scratch, self._header, struct.pack(">Q", sequence), 0, data)
         return self._stream(self._header, sequence).update(data)
 
     def _payload_xor(self, sequence: int, data: bytes) -> tuple[bytes, bytes]:
         """The Poly1305 key (block 0 of the payload key's stream) and ``data`` XOR the
         stream from block 1 on."""
         if SODIUM is not None and len(data) < SODIUM_BELOW:
-            both = SODIUM.xor(self._main, struct.pack(">Q", sequence), 0, self._ZERO_BLOCK + data)
+            both = SODIUM.xor(
+                self._scratch, self._main, struct.pack(">Q", sequence), 0, self._ZERO_BLOCK + data
+            )
             return both[:32], both[64:]
         stream = self._stream(self._main, sequence)
         return stream.update(self._ZERO_BLOCK)[:32], stream.update(data)
 
-    @staticmethod
-    def _tag(key: bytes, message: bytes) -> bytes:
+    def _tag(self, key: bytes, message: bytes) -> bytes:
         if SODIUM is not None and len(message) < SODIUM_BELOW:
-            return SODIUM.tag(key, message)
+            return SODIUM.tag(self._scratch, key, message)
         return Poly1305.generate_tag(key, message)
 
     def seal(self, sequence: int, payload: bytes) -> bytes:
@@ -354,9 +356,13 @@ class _ChaCha20Poly1305:
         self._length = None
         if SODIUM is not None and length < SODIUM_BELOW:
             both = SODIUM.xor(
-                self._main, struct.pack(">Q", sequence), 0, self._ZERO_BLOCK + data[4:end]
+                self._scratch,
+                self._main,
+                struct.pack(">Q", sequence),
+                0,
+                self._ZERO_BLOCK + data[4:end],
             )
-            if not SODIUM.verify(both[:32], data[:end], data[end : end + 16]):
+            if not SODIUM.verify(self._scratch, both[:32], data[:end], data[end : end + 16]):
                 raise PacketError(_MAC_ERROR, "bad chacha20-poly1305 tag")
             return _plain_payload(both[64:], length), end + 16
         stream = self._stream(self._main, sequence)
