@@ -5,7 +5,7 @@ its root node by the entries' lengths to the extents a range touches; only the
 nodes on those paths are fetched (and kept in a bounded :class:`NodeCache`
 shared by every reader and update of one store), and each extent is read
 through a reader of its own (the store's segment-caching
-:class:`~gateway.objects.store.FileReader`), so a random read of 4 KiB fetches
+:class:`~gateway.objects.file_reader.FileReader`), so a random read of 4 KiB fetches
 the nodes on its path and one segment. While reads are sequential the next
 extents are fetched ahead, so a whole-file read keeps streaming across extents.
 """

@@ -6,7 +6,7 @@ directory entries in :mod:`gateway.objects.dirformat`) and errors
 (:mod:`gateway.objects.errors`); how objects are encoded, placed, read back
 and published stays behind them. :class:`~gateway.objects.store.ObjectStore`,
 :class:`~gateway.objects.dirnode.DirectoryNode` and
-:class:`~gateway.objects.store.FileReader` provide them.
+:class:`~gateway.objects.file_reader.FileReader` provide them.
 """
 
 from __future__ import annotations
