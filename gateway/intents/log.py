@@ -17,6 +17,15 @@ makes everything appended so far durable. The ``fdatasync`` runs in a thread
 one flush runs is covered by the next one, so requests acknowledged in quick
 succession share flushes. Without threads (a test's clock) it flushes at once.
 
+In place. A flush a client's reply waits for (a CLOSE's) runs in the reactor
+thread instead, when no flush is under way and the log's flushes have lately
+taken less than :data:`IN_PLACE_BELOW`: on a disk that flushes a small append in
+a fraction of a millisecond, handing the flush to a thread and its answer back
+cost about as much as the flush (a CLOSE's median went from 1.24-1.40 ms to
+0.99-1.18 ms in place, paramiko against an embedded gateway). Every flush is
+timed; once they are slow (a busy or remote disk), they go to the thread again,
+so a slow disk never holds the reactor for more than one flush.
+
 An intent done before its put was flushed needs no flush: the grid has it. So
 :meth:`flushed` fires at once when every intent put since the last flush is done
 already (an fsync's directory change, published before the journal's delayed
@@ -32,6 +41,7 @@ intent is live, it is emptied.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -49,6 +59,13 @@ COMPACT_BYTES = 4 * 1024 * 1024
 RESET_BYTES = 256 * 1024
 """Size of the log past which it is emptied once no intent is live."""
 
+IN_PLACE_BELOW = 0.002
+"""Seconds: a flush someone waits for runs in the reactor thread while the log's recent
+flushes took less than this on average (see the module docstring)."""
+
+RECENT_WEIGHT = 0.5
+"""The weight of the latest flush's time in the average of recent flushes."""
+
 #: What an older record format means: ``("put", key, value)`` or ``("done", key, None)``.
 Operation = tuple[str, str, Any]
 
@@ -64,10 +81,12 @@ class IntentLog:
         value_size: Callable[[Any], int] = lambda value: len(value),
         compact_bytes: int | None = None,
         repair: bool = True,
+        in_place_below: float = IN_PLACE_BELOW,
     ) -> None:
         """Open (or create) the log and replay it; ``legacy`` reads records of an older
-        format, ``value_size`` measures a value for the compaction rule, and
-        ``compact_bytes`` overrides :data:`COMPACT_BYTES`."""
+        format, ``value_size`` measures a value for the compaction rule,
+        ``compact_bytes`` overrides :data:`COMPACT_BYTES` and ``in_place_below``
+        :data:`IN_PLACE_BELOW` (0: every flush in a thread)."""
         self.path = path
         self._log = RedoLog(path, repair=repair)
         self._value_size = value_size
@@ -85,6 +104,9 @@ class IntentLog:
         #: Intents put since the last flush and not done: where each one's record ends.
         self._unflushed: dict[str, int] = {}
         self._flushing = False
+        self._in_place_below = in_place_below
+        #: The average time of the recent flushes (seconds; see :data:`RECENT_WEIGHT`).
+        self.recent_flush = 0.0
         for record in self._log.records():
             operations: Iterable[Operation]
             if record.get("op") in ("put", "done") and isinstance(record.get("key"), str):
@@ -134,22 +156,29 @@ class IntentLog:
             self._log.sync()
         self._unflushed.clear()
 
-    def flushed(self, threads: Threads | None) -> Deferred[None]:
+    def flushed(self, threads: Threads | None, in_place: bool = False) -> Deferred[None]:
         """Fires once every intent put so far is durable (errback: the flush's OSError).
 
         The flush runs in a thread; while one runs, the records appended meanwhile wait for
-        the next, which covers them all. With no ``threads`` it runs now. "Done" records
-        appended since the last put need no flush: this fires at once for them.
+        the next, which covers them all. With no ``threads`` it runs now, and so it does
+        ``in_place`` (someone waits for it) while no flush runs and recent ones were fast
+        (see the module docstring). "Done" records appended since the last put need no
+        flush: this fires at once for them.
         """
         log = self._log
         point = self._put_end
         if log.durable >= point or not self._unflushed:
             return succeed(None)
-        if threads is None:
+        if threads is None or (
+            in_place and not self._flushing and self.recent_flush < self._in_place_below
+        ):
+            started = time.perf_counter()
             try:
                 self.sync()
             except OSError as e:
                 return fail(e)
+            finally:
+                self._timed(time.perf_counter() - started)
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._flush_waiters.append((point, waiter))
@@ -192,11 +221,16 @@ class IntentLog:
         self._flushing = True
         threads(partial(_fdatasync_and_close, fd)).addBoth(self._flush_done, threads, point)
 
-    def _flush_done(self, result: Failure | None, threads: Threads, point: int) -> None:
+    def _timed(self, seconds: float) -> None:
+        self.recent_flush += RECENT_WEIGHT * (seconds - self.recent_flush)
+
+    def _flush_done(self, result: Failure | float, threads: Threads, point: int) -> None:
         self._flushing = False
         log = self._log
         error: BaseException | None = None
-        if isinstance(result, Failure):
+        if not isinstance(result, Failure):
+            self._timed(result)
+        else:
             error = result.value
             if not isinstance(error, OSError):
                 # Not run (a stopping thread pool, say): flush here instead.
@@ -225,9 +259,12 @@ class IntentLog:
             waiter.errback(error)
 
 
-def _fdatasync_and_close(fd: int) -> None:
-    """In a thread: flush a duplicate of the log's descriptor, then close it."""
+def _fdatasync_and_close(fd: int) -> float:
+    """In a thread: flush a duplicate of the log's descriptor, then close it; the seconds
+    the flush took."""
     try:
+        started = time.perf_counter()
         os.fdatasync(fd)
+        return time.perf_counter() - started
     finally:
         os.close(fd)

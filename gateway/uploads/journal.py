@@ -25,7 +25,7 @@ import cbor2
 from attrs import evolve, field, frozen
 from twisted.internet.defer import Deferred
 
-from gateway.intents.log import IntentLog, Operation
+from gateway.intents.log import IN_PLACE_BELOW, IntentLog, Operation
 from gateway.threads import Threads
 from storage.redolog import fsync_directory
 
@@ -143,8 +143,10 @@ def new_job_id() -> str:
 class UploadJournal:
     """The journal of one node: its intent log, and any one-file records of earlier versions."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, in_place_below: float = IN_PLACE_BELOW):
+        """The journal in ``directory``; ``in_place_below``: see :class:`IntentLog`."""
         self.directory = directory
+        self._in_place_below = in_place_below
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.damaged: list[str] = []
         self._intents: IntentLog | None = None
@@ -159,7 +161,12 @@ class UploadJournal:
         return self.directory / f"{job_id}{RECORD_SUFFIX}"
 
     def _open(self, repair: bool = True) -> IntentLog:
-        intents = IntentLog(self.directory / LOG_NAME, legacy=self._legacy, repair=repair)
+        intents = IntentLog(
+            self.directory / LOG_NAME,
+            legacy=self._legacy,
+            repair=repair,
+            in_place_below=self._in_place_below,
+        )
         self.damaged.extend(intents.damaged)
         return intents
 
@@ -202,10 +209,12 @@ class UploadJournal:
         if sync:
             intents.sync()
 
-    def flushed(self, threads: Threads) -> Deferred[None]:
+    def flushed(self, threads: Threads, in_place: bool = False) -> Deferred[None]:
         """Fires once every record appended so far is durable (errback: the flush's OSError);
-        the flush runs in a thread, shared by every record appended meanwhile."""
-        return self._writer().flushed(threads)
+        the flush runs in a thread, shared by every record appended meanwhile, or with
+        ``in_place`` (someone waits) in this one while flushes are fast (see
+        :mod:`gateway.intents.log`)."""
+        return self._writer().flushed(threads, in_place)
 
     def remove(self, job_id: str) -> None:
         """Forget a job whose upload is published (durably)."""

@@ -193,7 +193,7 @@ class UploadQueue(NodePart):
             self._queue_ready(job.job_id)
             return
         self._flushing[job.job_id] = []
-        flushed = self._journal.flushed(threads)
+        flushed = self._journal.flushed(threads, in_place=True)  # a CLOSE waits for it
         flushed.addCallbacks(
             self._flushed, self._not_flushed, callbackArgs=(job.job_id,), errbackArgs=(job.job_id,)
         )

@@ -14,6 +14,7 @@ from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
+from gateway.intents.log import IN_PLACE_BELOW
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
@@ -92,8 +93,12 @@ class VolumeHarness:
     """One volume and a session's filesystem on it, in memory; uploads run when the test
     advances the clock (:meth:`upload_everything`)."""
 
-    def __init__(self, base: Path, store: ObjectStore | None = None) -> None:
+    def __init__(
+        self, base: Path, store: ObjectStore | None = None, in_place_below: float = IN_PLACE_BELOW
+    ) -> None:
+        """``in_place_below``: the journal's (0: every flush in the test's threads)."""
         self.base = base
+        self.in_place_below = in_place_below
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.threads = ManualThreads()
@@ -103,7 +108,7 @@ class VolumeHarness:
 
     def _start(self) -> None:
         """Open the journal and staging, adopt what they hold, and start the queue."""
-        journal = UploadJournal(self.base / "journal")
+        journal = UploadJournal(self.base / "journal", in_place_below=self.in_place_below)
         self.queue = UploadQueue(self.clock, journal, self._upload, threads=self.threads)
         staging = StagingArea(self.base / "staging", quota=1 << 30, spare_files=0)
         self.volume = Volume(self._root, self.store, staging, self.queue, self.clock)

@@ -1,7 +1,9 @@
 """CLOSE with the upload journal flushed in a thread: answered only once the record is on disk.
 
 One volume in process on an in-memory grid; the journal's flushes run in "threads" the test
-runs by hand, so it can look at what a client sees before and after the flush.
+runs by hand, so it can look at what a client sees before and after the flush (a gateway
+made with ``in_place_below=0``: else, on a disk that flushes fast, a CLOSE's flush runs in
+place, which the last test shows).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.fs.writing import Writers
+from gateway.intents.log import IN_PLACE_BELOW
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
@@ -31,14 +34,13 @@ CREATE = OpenFlags(write=True, create=True, truncate=True)
 class Gateway:
     """A volume whose queue flushes the journal in the test's threads (uploads never start)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, in_place_below: float = 0.0) -> None:
         self.clock = Clock()
         store = memory_store(self.clock, 1)
         self.threads = ManualThreads()
         self.journal_dir = base / "journal"
-        self.queue = UploadQueue(
-            self.clock, UploadJournal(self.journal_dir), self._upload, threads=self.threads
-        )
+        journal = UploadJournal(self.journal_dir, in_place_below=in_place_below)
+        self.queue = UploadQueue(self.clock, journal, self._upload, threads=self.threads)
         self.queue.startService()
         self.staging = StagingArea(base / "staging", quota=1 << 30, spare_files=0)
         root = DirectoryWriteCap.generate().to_string()
@@ -99,3 +101,19 @@ def test_a_failed_journal_flush_fails_the_close_and_keeps_nothing(
     assert gw.volume.overlay.local(("full.txt",)) is None
     assert gw.staging.used == 0 and list(gw.staging.directory.iterdir()) == []
     assert drive(gw.fs.list("/"), gw.threads) == []
+
+
+def test_close_answers_after_flushing_in_place_while_flushes_are_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a disk that flushes fast, a CLOSE's record is flushed in place, before the CLOSE
+    is answered, with no thread: the file is journaled and readable at once."""
+    gw = Gateway(tmp_path, in_place_below=IN_PLACE_BELOW)
+    flushes: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushes.append(fd), real(fd))[1])
+    closed = gw.write_file("a.txt", b"alpha")
+    assert closed == [None] and not gw.threads.queue and len(flushes) == 1
+    assert gw.journaled() == ["/a.txt"]
+    handle = drive(gw.fs.open("/a.txt", OpenFlags(read=True), SetAttributes()), gw.threads)
+    assert drive(handle.read(0, 100), gw.threads) == b"alpha"

@@ -38,7 +38,7 @@ def _fsync_started(tmp_path: Path, byte: bytes):  # type: ignore[no-untyped-def]
     3000 through a handle opened after that, and an fsync of it started (its record's
     flush waiting in its thread): the harness, the store, the handle, the file's cap
     before, and the fsync's outcome (filled once it answers)."""
-    gw, store = harness(tmp_path)
+    gw, store = harness(tmp_path, in_place_below=0.0)  # the record's flush in a thread
     before = _entry_cap(gw)
     _pending_close(gw)
     handle = open_rw(gw)
@@ -111,7 +111,7 @@ def _drive(gw, outcome: list[object]) -> None:  # type: ignore[no-untyped-def]
 def test_an_fsync_with_no_recorded_version_pending_writes_no_record(tmp_path: Path) -> None:
     """Nothing else of the path waits for the grid: the fsync journals nothing and flushes
     nothing, answers once its version is linked, and that version is what a restart finds."""
-    gw, store = harness(tmp_path)
+    gw, store = harness(tmp_path, in_place_below=0.0)  # the record's flush in a thread
     before = _entry_cap(gw)
     handle = open_rw(gw)
     gw.run(handle.write(3000, b"u" * 100))

@@ -22,6 +22,7 @@ from gateway.fs import staging as staging_module
 from gateway.fs.interfaces import OpenFlags, SetAttributes
 from gateway.fs.sparse import Ranges, changed_ranges, merged_read
 from gateway.fs.writing import WriteHandle
+from gateway.intents.log import IN_PLACE_BELOW
 from gateway.objects.caps import ImmutableCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
@@ -83,11 +84,14 @@ class RecordingStore(ObjectStore):
         return await super().upload(source)
 
 
-def harness(tmp_path: Path) -> tuple[VolumeHarness, RecordingStore]:
-    """A volume over a recording store, with ``/f.bin`` (DATA) in the grid."""
+def harness(
+    tmp_path: Path, in_place_below: float = IN_PLACE_BELOW
+) -> tuple[VolumeHarness, RecordingStore]:
+    """A volume over a recording store, with ``/f.bin`` (DATA) in the grid (the journal's
+    ``in_place_below`` as given)."""
     clock = Clock()
     store = RecordingStore(clock)
-    gw = VolumeHarness(tmp_path, store)
+    gw = VolumeHarness(tmp_path, store, in_place_below)
     store.clock = gw.clock
     gw.write("/f.bin", DATA)
     gw.upload_everything()

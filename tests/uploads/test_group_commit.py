@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
+from gateway.intents.log import IN_PLACE_BELOW
 from gateway.uploads.journal import UploadJob, UploadJournal, new_job_id
 from gateway.uploads.queue import UploadQueue
 from tests.fs.support import ManualThreads
@@ -51,7 +53,7 @@ def test_records_appended_during_a_flush_share_the_next_one(
 ) -> None:
     """Three records, two flushes: the ones appended while the first flush runs wait for the
     second, which covers both; each waiter fires only once its own record is on disk."""
-    journal = UploadJournal(tmp_path)
+    journal = UploadJournal(tmp_path, in_place_below=0.0)
     first, second, third = _job("a"), _job("b"), _job("c")
     journal.record(first, sync=False)
     one = _outcome(journal.flushed(threads))
@@ -85,13 +87,16 @@ def test_a_synchronous_record_satisfies_waiting_flushes(
     assert one == [None] and two == [None] and not threads.queue
 
 
-def _queue(tmp_path: Path, threads: ManualThreads) -> tuple[UploadQueue, Clock, list[str]]:
+def _queue(
+    tmp_path: Path, threads: ManualThreads, in_place_below: float = 0.0
+) -> tuple[UploadQueue, Clock, list[str]]:
     clock, started = Clock(), []
 
     async def uploader(job: UploadJob) -> None:
         started.append(job.display)
 
-    queue = UploadQueue(clock, UploadJournal(tmp_path), uploader, threads=threads)
+    journal = UploadJournal(tmp_path, in_place_below=in_place_below)
+    queue = UploadQueue(clock, journal, uploader, threads=threads)
     queue.startService()
     return queue, clock, started
 
@@ -181,3 +186,61 @@ def test_an_fsync_waiting_as_soon_as_its_record_is_flushed_skips_the_settle_time
     clock.advance(0)
     assert started == ["synced"]
     assert waited == [None]
+
+
+def test_a_flush_someone_waits_for_runs_in_place_while_flushes_are_fast(
+    tmp_path: Path, threads: ManualThreads, flushes: list[bool]
+) -> None:
+    """A CLOSE's record (enqueue) is flushed in the reactor thread when no flush runs and
+    recent ones were fast: ``durable`` has fired when enqueue returns, no thread was used,
+    and the upload may start."""
+    queue, clock, started = _queue(tmp_path, threads, in_place_below=IN_PLACE_BELOW)
+    job = _job("x.txt")
+    queue.enqueue(job)
+    assert queue.durable(job.job_id).called and flushes == [False] and not threads.queue
+    assert [j.display for j in UploadJournal(tmp_path).load()] == ["x.txt"]
+    clock.advance(10)
+    assert started == ["x.txt"]
+
+
+def test_flushes_go_back_to_the_thread_once_they_are_slow(
+    tmp_path: Path, threads: ManualThreads, flushes: list[bool]
+) -> None:
+    """A flush slower than the limit sends the next ones to the thread (a slow disk holds the
+    reactor for one flush at most); and a flush asked for while one runs in the thread
+    waits for the next one there, which covers it."""
+    journal = UploadJournal(tmp_path, in_place_below=1e-9)  # any real flush is slower
+    journal.record(_job("a"), sync=False)
+    assert journal.flushed(threads, in_place=True).called and flushes == [False]
+    journal.record(_job("b"), sync=False)
+    second = _outcome(journal.flushed(threads, in_place=True))
+    assert not second and len(threads.queue) == 1, "the last flush was slow: a thread"
+    fast = UploadJournal(tmp_path / "fast")
+    fast.record(_job("c"), sync=False)
+    first = _outcome(fast.flushed(threads))  # not in place: in the thread
+    fast.record(_job("d"), sync=False)
+    waiting = _outcome(fast.flushed(threads, in_place=True))
+    assert not first and not waiting and len(threads.queue) == 2
+    threads.run_all()
+    assert second == [None] and first == [None] and waiting == [None]
+    assert flushes == [False, True, True, True]
+    assert sorted(j.display for j in UploadJournal(tmp_path / "fast").load()) == ["c", "d"]
+
+
+def test_a_failed_flush_in_place_fails_durable(
+    tmp_path: Path, threads: ManualThreads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk found flushing in place fails the job's ``durable`` at once, with the
+    error, and the job is not uploaded."""
+    queue, clock, started = _queue(tmp_path, threads, in_place_below=IN_PLACE_BELOW)
+
+    def fdatasync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    job = _job("full.txt")
+    queue.enqueue(job)
+    (failure,) = _outcome(queue.durable(job.job_id))
+    assert isinstance(failure, Failure) and failure.value.errno == errno.ENOSPC
+    clock.advance(10)
+    assert started == [] and not threads.queue
