@@ -8,7 +8,9 @@ the parts of a node update as they work and the web frontend reads:
 - :class:`CheckHistory`: the outcome of recent checks, verifies and repairs
   (any part that runs them keeps one as its ``check_history`` attribute);
 - :class:`RecentErrors`: a twisted.logger observer keeping the last warnings
-  and errors as scrubbed, human-readable lines.
+  and errors as scrubbed, human-readable lines;
+- :class:`LatencyHistogram`: durations by operation, collected as a Prometheus
+  histogram.
 
 Nothing here holds a capability or key: callers record labels and counts only,
 and error texts pass through the log :class:`~gateway.logfile.Scrubber`.
@@ -16,10 +18,14 @@ and error texts pass through the log :class:`~gateway.logfile.Scrubber`.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from attrs import define, field, frozen
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import INF, floatToGoString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
@@ -171,3 +177,45 @@ class RecentErrors:
                 self._scrubber.scrub(text)[:2000],
             )
         )
+
+
+class LatencyHistogram:
+    """Durations by operation, counted in buckets, for a Prometheus histogram.
+
+    ``prometheus_client``'s own ``Histogram`` takes a lock for each bucket and sum it
+    adds to, two per request; here one thread (the reactor's) counts, so plain lists do,
+    and :meth:`collect` gives what the status part's registry exports (the same
+    ``_bucket``, ``_count`` and ``_sum`` samples).
+    """
+
+    def __init__(self, name: str, documentation: str, label: str, bounds: Sequence[float]):
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.bounds = tuple(float(b) for b in bounds)
+        self._counts: dict[str, list[int]] = {}  # per bucket, the last one past every bound
+        self._sums: dict[str, float] = {}
+
+    def observe(self, value: str, seconds: float) -> None:
+        """Count one duration of the operation ``value``."""
+        counts = self._counts.get(value)
+        if counts is None:
+            counts = self._counts[value] = [0] * (len(self.bounds) + 1)
+            self._sums[value] = 0.0
+        counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self._sums[value] += seconds
+
+    def count(self, value: str) -> int:
+        """Durations counted for ``value``."""
+        return sum(self._counts.get(value, ()))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The histogram, one labelled set of cumulative buckets per operation."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value in sorted(self._counts):
+            total, buckets = 0, []
+            for bound, counted in zip((*self.bounds, INF), self._counts[value], strict=True):
+                total += counted
+                buckets.append((floatToGoString(bound), total))
+            family.add_metric([value], buckets, self._sums[value])
+        yield family

@@ -17,11 +17,10 @@ from itertools import count
 from typing import Any
 
 from attrs import define, field, frozen
-from prometheus_client import Histogram
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
-from gateway.metrics import Progress
+from gateway.metrics import LatencyHistogram, Progress
 
 #: Request latency buckets (seconds): sub-millisecond stats to minute-long closes.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -175,29 +174,22 @@ class SessionRegistry:
     bytes_received: int = 0
     bytes_sent: int = 0
     sessions_started: int = 0
-    latency: Histogram = field(init=False)
+    latency: LatencyHistogram = field(init=False)
     _ids: Any = field(init=False, factory=lambda: count(1))
-    _by_operation: dict[str, Any] = field(init=False, factory=dict)
-    """The histogram's child for each operation (``labels`` costs a lock and a check of
-    its arguments, at every request otherwise)."""
 
     def __attrs_post_init__(self) -> None:
         self.finished = deque(maxlen=self.keep_finished)
-        # Not registered anywhere: the node's status part collects it into its own registry.
-        self.latency = Histogram(
+        # The node's status part collects it into its own registry.
+        self.latency = LatencyHistogram(
             "gateway_sftp_request_seconds",
             "Time from an SFTP request's arrival to its reply, by operation.",
-            ["operation"],
-            buckets=LATENCY_BUCKETS,
-            registry=None,
+            "operation",
+            LATENCY_BUCKETS,
         )
 
     def observe(self, operation: str, seconds: float) -> None:
         """Count a request's latency in the histogram of its operation."""
-        child = self._by_operation.get(operation)
-        if child is None:
-            child = self._by_operation[operation] = self.latency.labels(operation=operation)
-        child.observe(seconds)
+        self.latency.observe(operation, seconds)
 
     def start(
         self,

@@ -6,7 +6,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogPublisher
 
 from gateway.logfile import Scrubber
-from gateway.metrics import CheckHistory, Progress, RecentErrors
+from gateway.metrics import CheckHistory, LatencyHistogram, Progress, RecentErrors
 
 
 def test_progress_rate_and_eta_follow_the_last_seconds() -> None:
@@ -44,3 +44,32 @@ def test_check_history_is_bounded() -> None:
     for name in ("a", "b", "c"):
         history.record("check", name, True, "healthy")
     assert [r.target for r in history.records] == ["b", "c"]
+
+
+def test_latency_histogram_exports_what_prometheus_clients_histogram_does() -> None:
+    """The same durations give the same bucket, count and sum samples as
+    ``prometheus_client``'s Histogram (a bound counts the durations equal to it)."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    bounds = (0.001, 0.01, 1)
+    ours = LatencyHistogram("req_seconds", "Requests.", "operation", bounds)
+    theirs = Histogram("req_seconds", "Requests.", ["operation"], buckets=bounds, registry=None)
+    for operation, seconds in [
+        ("stat", 0.0005), ("stat", 0.001), ("stat", 0.005), ("stat", 2.0), ("close", 0.01),
+    ]:  # fmt: skip
+        ours.observe(operation, seconds)
+        theirs.labels(operation=operation).observe(seconds)
+
+    def samples(collector: object) -> list[str]:
+        registry = CollectorRegistry()
+        registry.register(collector)  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+        return sorted(line for line in text.splitlines() if not line.endswith("_created"))
+
+    class Ours:
+        def collect(self) -> object:
+            return ours.collect()
+
+    assert samples(Ours()) == [line for line in samples(theirs) if "_created" not in line]
+    assert 'req_seconds_bucket{le="0.001",operation="stat"} 2.0' in samples(Ours())
+    assert ours.count("stat") == 4 and ours.count("close") == 1 and ours.count("read") == 0
