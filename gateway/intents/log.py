@@ -21,10 +21,13 @@ In place. A flush a client's reply waits for (a CLOSE's) runs in the reactor
 thread instead, when no flush is under way and the log's flushes have lately
 taken less than :data:`IN_PLACE_BELOW`: on a disk that flushes a small append in
 a fraction of a millisecond, handing the flush to a thread and its answer back
-cost about as much as the flush (a CLOSE's median went from 1.24-1.40 ms to
-0.99-1.18 ms in place, paramiko against an embedded gateway). Every flush is
-timed; once they are slow (a busy or remote disk), they go to the thread again,
-so a slow disk never holds the reactor for more than one flush.
+cost about as much as the flush (a CLOSE's median went from 1.34-1.53 ms to
+1.19-1.27 ms in place, paramiko against an embedded gateway; see
+docs/performance.rst). Every flush is timed; once they are slow (a busy or remote
+disk), they go to the thread again, so a slow disk holds the reactor for about one
+flush. CLOSEs of several clients at once each flush in place then, one after the
+other, where the thread would have shared one flush among them: a few hundred
+microseconds each, less than the rest of a CLOSE's work.
 
 An intent done before its put was flushed needs no flush: the grid has it. So
 :meth:`flushed` fires at once when every intent put since the last flush is done
