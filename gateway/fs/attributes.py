@@ -4,6 +4,10 @@ approximated from capabilities.
 The grid has capabilities, not owners or mode bits it enforces. A read-only
 account, a read-only directory, a read-only capability or a no-write entry
 shows no ``w`` bits; otherwise the mode a client set (or a default) is shown.
+
+An entry's attributes are kept with the entry they were made for (by identity: an
+``Entry`` is immutable, and a directory node hands out the same one while its record
+is unchanged), so listing a large directory again makes only the changed entries'.
 """
 
 from __future__ import annotations
@@ -24,9 +28,27 @@ def no_write_bits(mode: int) -> int:
     return mode & ~0o222
 
 
+#: Attributes kept (see the module docstring); all are dropped when there are more.
+KEEP_ATTRIBUTES = 8192
+
+_made: dict[tuple[int, bool], tuple[Entry, FileAttributes]] = {}
+
+
 def entry_attributes(entry: Entry, read_only: bool) -> FileAttributes:
     """A directory entry's attributes; ``read_only`` when the session or the directory
     cannot change it."""
+    key = (id(entry), read_only)
+    known = _made.get(key)
+    if known is not None and known[0] is entry:  # (held here, so its id is not reused)
+        return known[1]
+    attributes = _entry_attributes(entry, read_only)
+    if len(_made) >= KEEP_ATTRIBUTES:
+        _made.clear()
+    _made[key] = (entry, attributes)
+    return attributes
+
+
+def _entry_attributes(entry: Entry, read_only: bool) -> FileAttributes:
     meta = entry.metadata
     if entry.kind == "symlink":
         size, mode = len((meta.symlink or "").encode()), 0o777

@@ -117,6 +117,8 @@ class DirectoryNode:
     _caps: dict[tuple[str, bytes | None], tuple[ChildCap, str]] = field(
         factory=dict, init=False, repr=False
     )
+    #: The last listing's entries, with the record each was made from (see :meth:`list`).
+    _listed: dict[str, tuple[Record, Entry]] = field(factory=dict, init=False, repr=False)
 
     @classmethod
     async def create(
@@ -170,9 +172,23 @@ class DirectoryNode:
         """Every entry by name.
 
         With ``max_age`` (seconds) the contents last read or written by this node
-        are reused when they are at most that old; otherwise the grid is read.
+        are reused when they are at most that old; otherwise the grid is read. An entry
+        whose record is the one the last listing saw is that listing's ``Entry`` (records
+        are immutable: a change replaces one), so listing a large directory again makes
+        only the entries that changed.
         """
-        return {name: self._entry(name, r) for name, r in (await self._records(max_age)).items()}
+        records = await self._records(max_age)
+        last = self._listed
+        entries: dict[str, Entry] = {}
+        listed: dict[str, tuple[Record, Entry]] = {}
+        for name, record in records.items():
+            known = last.get(name)
+            if known is None or known[0] is not record:
+                known = (record, self._entry(name, record))
+            listed[name] = known
+            entries[name] = known[1]
+        self._listed = listed
+        return entries
 
     async def get(self, name: str | bytes, max_age: float | None = None) -> Entry:
         """The entry called ``name`` (NFC-normalized); NoSuchChild when there is none."""
@@ -180,7 +196,8 @@ class DirectoryNode:
         records = await self._records(max_age)
         if name not in records:
             raise NoSuchChild(f"there is no entry named {shown_name(name)}")
-        return self._entry(name, records[name])
+        record, known = records[name], self._listed.get(name)
+        return known[1] if known is not None and known[0] is record else self._entry(name, record)
 
     async def child(self, name: str | bytes, max_age: float | None = None) -> DirectoryNode:
         """The subdirectory called ``name``, opened as its entry allows."""

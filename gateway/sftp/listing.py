@@ -41,9 +41,11 @@ _FLAGS = (
 _UINT32 = 0xFFFFFFFF
 
 
-def _line(name: str, mode: int, nlink: int, size: int, mtime: float, user: str, now: float) -> str:
-    """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does."""
-    recent = now - 182 * 86400 < mtime <= now + 3600
+def _line(
+    name: str, mode: int, nlink: int, size: int, mtime: float, user: str, recent: bool
+) -> str:
+    """An ``ls -l`` line for READDIR, formatted as OpenSSH's sftp-server does (``recent``:
+    the date shows the time of day, not the year)."""
     date = _listing_date(math.floor(mtime) // 60, recent)
     return f"{_line_start(mode, nlink, user)}{size:8d} {date} {name}"
 
@@ -62,14 +64,37 @@ def _listing_date(minute: int, recent: bool) -> str:
     return time.strftime("%b %d %H:%M" if recent else "%b %d  %Y", time.localtime(minute * 60))
 
 
+#: Packed entries kept (by their attributes' identity); all are dropped when there are more.
+KEEP_PACKED = 8192
+
+_packed: dict[tuple[int, str, bool], tuple[FileAttributes, str, int, int, bytes]] = {}
+
+
 def packed_entry(
     name: str, attrs: FileAttributes, user: str, uid: int, gid: int, now: float
 ) -> bytes:
     """One entry of an FXP_NAME reply: name, ``ls -l`` line, and the attributes STAT
-    answers (times as uint32, as OpenSSH's sftp-server truncates them)."""
+    answers (times as uint32, as OpenSSH's sftp-server truncates them).
+
+    Kept with the attributes it was packed from (by identity: a listing of an unchanged
+    directory gets the same ``FileAttributes``, :mod:`gateway.fs.attributes`), so a
+    large directory listed again packs only its changed entries."""
+    recent = now - 182 * 86400 < attrs.mtime <= now + 3600
+    key = (id(attrs), name, recent)
+    known = _packed.get(key)
+    if known is not None and known[0] is attrs and known[1:4] == (user, uid, gid):
+        return known[4]
+    packed = _pack(name, attrs, user, uid, gid, recent)
+    if len(_packed) >= KEEP_PACKED:
+        _packed.clear()
+    _packed[key] = (attrs, user, uid, gid, packed)  # (held here, so its id is not reused)
+    return packed
+
+
+def _pack(name: str, attrs: FileAttributes, user: str, uid: int, gid: int, recent: bool) -> bytes:
     encoded = name.encode("utf-8")
     mode = attrs.st_mode
-    line = _line(name, mode, attrs.nlink, attrs.size, attrs.mtime, user, now).encode("utf-8")
+    line = _line(name, mode, attrs.nlink, attrs.size, attrs.mtime, user, recent).encode("utf-8")
     return b"".join(
         (
             _LENGTH.pack(len(encoded)),

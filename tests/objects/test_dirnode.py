@@ -764,3 +764,25 @@ def test_names_checked_again_give_the_same_answer() -> None:
     assert dirformat._normalized_text.cache_info().currsize <= dirformat.NORMALIZED_KEPT
     assert normalize_name(decomposed) == "caf\u00e9"
     assert normalize_name(decomposed.encode()) == "caf\u00e9"  # bytes: decoded, then checked
+
+
+def test_a_listing_again_makes_only_the_changed_entries(world: World) -> None:
+    """Listing an unchanged directory again (its contents as last read) hands out the same
+    Entry objects (a large listing costs only its changes), and ``get`` of a listed name
+    the listed one; after changes the entries show them."""
+    root = world.mkroot(every_kind_of_child())
+    first = world.run(root.list(max_age=60))
+    again = world.run(root.list(max_age=60))
+    assert again == first and all(again[name] is first[name] for name in first)
+    assert world.run(root.get("mutable", max_age=60)) is first["mutable"]
+    world.run(root.set_metadata("literal", mode=0o600))
+    world.run(root.rename("immutable", "moved"))
+    world.run(root.add("new", LiteralCap(b"n"), meta(size=1)))
+    second = world.run(root.list())
+    assert set(second) == set(first) - {"immutable"} | {"moved", "new"}
+    assert second["literal"].metadata.mode == 0o600 and first["literal"].metadata.mode is None
+    assert second["moved"].name == "moved" and second["moved"].cap == first["immutable"].cap
+    fresh = world.run(World(world.grid).open(root.cap).list())
+    assert {n: (e.cap, e.metadata) for n, e in fresh.items()} == {
+        n: (e.cap, e.metadata) for n, e in second.items()
+    }
