@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.grid_e2e.processes import readable
 from tests.nodes import NodeReaper, gateway, node_pid, process_gone
 
 
@@ -145,9 +146,8 @@ def test_start_after_sigkill_is_not_refused(tmp_path: Path, reaper: NodeReaper) 
     assert pid
     os.kill(pid, signal.SIGKILL)
     pidfd = os.pidfd_open(pid)
-    import select
 
-    select.select([pidfd], [], [], 30)
+    readable(pidfd, 30)
     os.close(pidfd)
     assert (node_dir / "node.pid").exists()
     assert gateway("status", node_dir).code == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import select
 import signal
 import ssl
 import stat
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import cbor2
 
+from tests.grid_e2e.processes import readable
 from tests.nodes import NodeReaper, gateway, node_pid
 
 
@@ -155,7 +155,7 @@ def test_kill_9_mid_upload_leaves_no_readable_half_share(
     assert pid
     os.kill(pid, signal.SIGKILL)
     pidfd = os.pidfd_open(pid)
-    select.select([pidfd], [], [], 30)
+    readable(pidfd, 30)
     os.close(pidfd)
     assert gateway("start", node_dir).code == 0
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from storage import wire
 from storage.tls import load_tls_credentials
@@ -29,6 +29,15 @@ TAHOE = ROOT / ".venv-tahoe" / "bin" / "tahoe"
 
 START_TIMEOUT = 90.0
 N = TypeVar("N", "OurStorageNode", "TahoeStorageNode")
+
+
+def readable(fd: Any, timeout: float) -> bool:
+    """Whether ``fd`` (a descriptor or a socket; a pidfd once its process exited) is
+    readable within ``timeout`` seconds. ``poll``, not ``select``: a test process may hold
+    more than 1,024 descriptors, which ``select`` refuses."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def free_port() -> int:
@@ -98,8 +107,7 @@ def stop_pid(pid: int, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None
                 os.kill(pid, s)
             except ProcessLookupError:
                 return
-            exited, _, _ = select.select([pidfd], [], [], timeout)
-            if exited:
+            if readable(pidfd, timeout):
                 return
     finally:
         os.close(pidfd)

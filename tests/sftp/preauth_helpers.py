@@ -4,7 +4,6 @@ they are open (its status page, its log), for the pre-auth and session-limit tes
 from __future__ import annotations
 
 import json
-import select
 import socket
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from pathlib import Path
 import paramiko
 
 from gateway.config import update_config
+from tests.grid_e2e.processes import readable
 from tests.sftp.gateway_node import RunningGateway
 
 
@@ -62,8 +62,7 @@ def closed_by(sock: socket.socket, deadline: float) -> float | None:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        ready, _, _ = select.select([sock], [], [], left)
-        if ready:
+        if readable(sock, left):
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:

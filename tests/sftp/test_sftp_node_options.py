@@ -4,12 +4,12 @@ encrypted host key."""
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 from pathlib import Path
 
 from gateway.sftp.hostkey import generate_host_key
+from tests.grid_e2e.processes import readable
 from tests.nodes import NodeReaper, gateway, node_pid
 from tests.sftp.gateway_node import restart_gateway, start_gateway
 
@@ -26,7 +26,7 @@ def _kill(node_dir: Path) -> None:
     assert pid
     os.kill(pid, signal.SIGKILL)
     pidfd = os.pidfd_open(pid)
-    select.select([pidfd], [], [], 30)
+    readable(pidfd, 30)
     os.close(pidfd)
 
 
