@@ -205,10 +205,6 @@ class LatencyHistogram:
         counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self._sums[value] += seconds
 
-    def count(self, value: str) -> int:
-        """Durations counted for ``value``."""
-        return sum(self._counts.get(value, ()))
-
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """The histogram, one labelled set of cumulative buckets per operation."""
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])

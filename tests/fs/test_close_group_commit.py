@@ -111,7 +111,12 @@ def test_close_answers_after_flushing_in_place_while_flushes_are_fast(
     gw = Gateway(tmp_path, in_place_below=IN_PLACE_BELOW)
     flushes: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushes.append(fd), real(fd))[1])
+
+    def fdatasync(fd: int) -> None:
+        flushes.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     closed = gw.write_file("a.txt", b"alpha")
     assert closed == [None] and not gw.threads.queue and len(flushes) == 1
     assert gw.journaled() == ["/a.txt"]
