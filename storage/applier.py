@@ -32,9 +32,9 @@ now, but not while a client waits: on two cores, the thread creating an object's
 directory and files competed with the reactor thread and the client for every
 fsync (``docs/performance.rst``). Reads stay exact meanwhile (above), and cost
 no more: the records waiting are indexed by storage index. A record whose file a
-later waiting record of the same index writes again whole (or removes) is not
-applied at all: a directory's slot rewritten by every change to it, while held
-back, is written once.
+later record of the index writes again whole (or removes) stops waiting when that
+one comes, and is never applied: a directory's slot rewritten by every change to
+it, while held back, is written once, and listed without walking hundreds.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import compress
-from operator import itemgetter
 from typing import Any
 
 from twisted.logger import Logger
@@ -156,7 +154,10 @@ class BackgroundApplier:
                     continue
                 self._queue.append(record)
                 self._submitted += 1
-                self._queued.setdefault(storage_index, deque()).append(record)
+                queued = self._queued.setdefault(storage_index, deque())
+                if queued:
+                    self._pass_over(storage_index, queued, record)
+                queued.append(record)
                 self._queued_bytes += _size(record)
                 self._pending[storage_index] += 1
             if self._queue and self._thread is None and not self._closing:
@@ -166,6 +167,23 @@ class BackgroundApplier:
                 self._cond.notify_all()
             if self._queued_bytes > APPLY_LIMIT * self._backlog_bytes:
                 self._relieve()
+
+    def _pass_over(self, storage_index: bytes, queued: deque[Record], record: Record) -> None:
+        """Take the records ``record`` undoes (it writes their file whole, or removes it) out
+        of ``queued``, the index's waiting ones, as done (the condition is held): a slot held
+        back kept hundreds, walked by every test-and-write's listing."""
+        kept: deque[Record] = deque()
+        for earlier in queued:
+            if _superseded(earlier, (record,)):
+                self._taken.add(id(earlier))  # the thread passes over it
+                self._queued_bytes -= _size(earlier)
+            else:
+                kept.append(earlier)
+        dropped = len(queued) - len(kept)
+        if dropped:
+            queued.clear()
+            queued.extend(kept)
+            self._done(storage_index, dropped)
 
     def _relieve(self) -> None:
         """Wait until the thread has taken the records waiting back under the limit (the
@@ -403,10 +421,7 @@ class BackgroundApplier:
                 queued.popleft()
                 if not queued:
                     del self._queued[storage_index]
-                elif _superseded(record, queued):
-                    self._done(storage_index, 1)  # a later record writes its file again
-                    continue
-                return record
+                return record  # (none it undoes waits: see _pass_over)
 
     def _run(self) -> None:
         _lower_priority()
@@ -473,18 +488,9 @@ def _size(record: Record) -> int:
     return len(data) if isinstance(data, (bytes, bytearray)) else 0
 
 
-_OP, _N, _SHARE = itemgetter("op"), itemgetter("n"), "share"
-
-
 def lay_over_listing(numbers: set[int], records: Sequence[Record]) -> None:
     """Change the share numbers a listing found into what they are once ``records`` (of
-    one index, in log order) are applied. A slot held back has hundreds of them, one per
-    write, and every test-and-write lists it: without a removal among them, they are
-    counted without a Python step per record."""
-    ops = list(map(_OP, records))
-    if "delete-share" not in ops and "delete-index" not in ops:
-        numbers.update(map(int, map(_N, compress(records, map(_SHARE.__eq__, ops)))))
-        return
+    one index, in log order) are applied."""
     for record in records:
         if record["op"] == "share":
             numbers.add(int(record["n"]))
