@@ -6,6 +6,7 @@ are visible (and readable from staging) before the upload queue resumes them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.logger import Logger
@@ -83,7 +84,9 @@ class FilesystemPart(NodePart):
         )
         #: Uploads and publishes send their requests in turns with clients' (staging more
         #: than half full: at full speed).
-        self.turns = BackgroundTurns(reactor, self.queue.activity, pressure=self._staging_full)
+        self.turns = BackgroundTurns(
+            reactor, self.queue.activity, pressure=self._staging_full, cpu=time.process_time
+        )
         self.queue.turns = self.turns
         self.volumes: dict[str, Volume] = {}
         self.staging: StagingArea | None = None
@@ -182,4 +185,8 @@ class FilesystemPart(NodePart):
             "directories_pending": write_back.pending_directories() if write_back else 0,
             # Requests of uploads and publishes that waited for clients to pause.
             "background_requests_held": self.turns.held,
+            # CPU seconds background work took beyond its requests' estimated costs, and
+            # those the SFTP connections' reads took serving clients.
+            "background_measured_seconds": round(self.turns.measured, 3),
+            "clients_served_seconds": round(self.queue.activity.served, 3),
         }

@@ -15,10 +15,17 @@ class ClientActivity:
 
     clock: IReactorTime = field(repr=False)
     last: float = float("-inf")
+    #: CPU seconds the reactor thread spent serving clients (the SFTP connections' reads
+    #: and what they answered there): what background work's turns do not charge it for.
+    served: float = 0.0
 
     def touch(self) -> None:
         """A client's request is being served now."""
         self.last = self.clock.seconds()
+
+    def serving(self, seconds: float) -> None:
+        """``seconds`` of CPU went to serving clients."""
+        self.served += seconds
 
     def busy(self, quiet: float) -> bool:
         """Whether a client's request was served in the last ``quiet`` seconds (safe to ask

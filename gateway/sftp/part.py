@@ -142,6 +142,9 @@ class SFTPPart(NodePart):
             choose="choose another port with --sftp-port N (or [sftp] port in node.cfg)",
             port_type=ReplyFlushingPort,
         )
+        if isinstance(self._listening, ReplyFlushingPort):
+            # What serving clients costs is not background work's (its turns).
+            self._listening.served = self._fs.queue.activity.serving
 
     async def stop(self) -> None:
         """Stop accepting connections."""

@@ -18,6 +18,9 @@ usual path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import thread_time
+
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
@@ -38,7 +41,18 @@ class ReplyFlushingServer(tcp.Server):
 
     def doRead(self) -> ConnectionLost | ConnectionDone | None:  # type: ignore[override]
         """Read and hand the bytes to the protocol, then send its replies (or register
-        for writing what the kernel did not take)."""
+        for writing what the kernel did not take); the thread's CPU for all that goes to
+        the port's ``served``, if it has one."""
+        served = getattr(self.server, "served", None)
+        if served is None:
+            return self._read_and_send()
+        started = thread_time()
+        try:
+            return self._read_and_send()
+        finally:
+            served(thread_time() - started)
+
+    def _read_and_send(self) -> ConnectionLost | ConnectionDone | None:
         self._in_read = True
         try:
             why = super().doRead()
@@ -87,3 +101,6 @@ class ReplyFlushingPort(tcp.Port):
     """A TCP listening port whose connections are :class:`ReplyFlushingServer`."""
 
     transport = ReplyFlushingServer
+    #: Told the CPU seconds each read of a connection took to serve (see
+    #: :class:`gateway.intents.pacing.ClientActivity`); None: not measured.
+    served: Callable[[float], None] | None = None

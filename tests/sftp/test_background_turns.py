@@ -79,7 +79,11 @@ def test_uploads_take_turns_with_a_busy_client_and_still_finish(
         _write_files(sftp, "f")
         wait_for(lambda: not upload_queue(gw), 120, "the uploads, while a client is busy")
         assert busy.stats > 0 and busy.transport.is_active(), "the busy client stopped"
-        assert status(gw)["parts"]["filesystem"]["background_requests_held"] > 0
+        filesystem = status(gw)["parts"]["filesystem"]
+        assert filesystem["background_requests_held"] > 0
+        # what serving the clients took is measured, and not charged to the uploads
+        assert filesystem["clients_served_seconds"] > 0
+        assert filesystem["background_measured_seconds"] >= 0
         for i in range(FILES):
             assert sftp.stat(f"/f{i}").st_size == SIZE
     finally:

@@ -114,3 +114,15 @@ class ReplyFlushingTests(TestCase):
         client.send(b"x\nbye\n")
         await client.ended
         assert bytes(client.received) == b"x\nbye\n"
+
+    async def test_the_cpu_of_each_read_is_told_to_the_port(self) -> None:
+        """A port given ``served`` is told the thread's CPU seconds of every read its
+        connections handled, the replies' sending included; one without it is not asked."""
+        told: list[float] = []
+        assert isinstance(self.port, ReplyFlushingPort)
+        self.port.served = told.append
+        client = await self._client(len(b"a\n" + b"B" * BIG + b"\n"))
+        client.send(b"a\nbig\n")
+        await client.got
+        assert told and all(seconds >= 0 for seconds in told)
+        assert sum(told) > 0  # making and sending 8 MiB takes measurable CPU

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from gateway.intents.pacing import ClientActivity
 from gateway.intents.turns import (
     BYTE_COST,
+    MAX_DEBT,
     REQUEST_COST,
     BackgroundTurns,
     run_in_background,
@@ -107,6 +108,69 @@ def test_background_waits_for_the_first_seconds_clients_are_busy() -> None:
         clock.advance(0.001)  # and 80 ms past it: 0.02 s of budget
     gone = sum(d.called for d in waiting) - 13
     assert 0.02 / REQUEST_COST - 5 <= gone <= 0.02 / REQUEST_COST + 5
+
+
+class _Cpu:
+    """A process CPU clock the test advances."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def test_work_beyond_the_estimates_is_charged_once_measured() -> None:
+    """Background work that took more of the process than its requests' estimates (a
+    publish packing a large directory) is charged the rest at its next turn: the request
+    after it waits four times that (a quarter of the process); what serving clients took
+    is not charged, nor is what the process did while clients were idle."""
+    clock, cpu = Clock(), _Cpu()
+    turns = _turns(clock, cpu=cpu)
+    clock.advance(10)
+    cpu.seconds += 5.0  # work while no client was busy: never charged
+    turns.activity.touch()
+    assert _asked(turns).called
+    cpu.seconds += 0.100  # what followed that turn took 100 ms of the process...
+    turns.activity.serving(0.060)  # ...60 of them serving clients
+    turns.activity.touch()
+    held = _asked(turns)
+    assert not held.called
+    owed = 0.040 - REQUEST_COST - (0.005 - REQUEST_COST)  # beyond its estimate, less the budget
+    assert abs(turns.measured - (0.040 - REQUEST_COST)) < 1e-9
+    clock.advance(owed / 0.25 - 0.002)
+    turns.activity.touch()
+    assert not held.called
+    clock.advance(0.004)
+    turns.activity.touch()
+    assert held.called
+
+
+def test_measured_work_owes_at_most_max_debt() -> None:
+    """However much the process did beside clients (a read the grid answered late counts
+    as background's), a request waits at most MAX_DEBT / share for it."""
+    clock, cpu = Clock(), _Cpu()
+    turns = _turns(clock, cpu=cpu)
+    clock.advance(10)
+    turns.activity.touch()
+    assert _asked(turns).called
+    cpu.seconds += 30.0
+    held = _asked(turns)
+    assert not held.called
+    for _ in range(int(MAX_DEBT / 0.25 / 0.01) + 2):
+        clock.advance(0.01)
+        turns.activity.touch()  # the client stays busy throughout
+    assert held.called
+
+
+def test_without_a_cpu_clock_only_estimates_are_charged() -> None:
+    """A turns object given no CPU clock charges estimates only (the tests' fake reactors)."""
+    clock = Clock()
+    turns = _turns(clock)
+    clock.advance(10)
+    turns.activity.touch()
+    assert _asked(turns).called and _asked(turns).called
+    assert turns.measured == 0.0
 
 
 def test_waiting_requests_go_once_clients_pause() -> None:
