@@ -33,32 +33,54 @@ _LEVELS = {
     "critical": LogLevel.critical,
 }
 
-# Capability strings (gateway/objects/caps.py: "GG:<kind>:..."), NURL swissnums.
+# Capability strings (gateway/objects/caps.py: "GG:<kind>:...", base64url overlays of file
+# bytes included), NURL swissnums.
 _PATTERNS = (
-    re.compile(r"\bGG:[A-Z-]+:[A-Za-z0-9:]{8,}"),
+    re.compile(r"\bGG:[A-Z-]+:[A-Za-z0-9:_-]{8,}"),
     re.compile(r"(pb://[^@/\s]+@[^/\s]+/)[^#\s]+"),
 )
 
+#: Texts up to this long are kept with their scrubbed form (a status page renders the same
+#: file names every second)...
+KEEP_LENGTH = 512
+#: ...this many of them at most (then they are dropped, all at once).
+KEEP_TEXTS = 8192
+
 
 class Scrubber:
-    """Removes secrets from log text."""
+    """Removes secrets from log text and from what the web pages show; the scrubbed form of
+    a short text is kept until a secret is added (:data:`KEEP_LENGTH`, :data:`KEEP_TEXTS`)."""
 
     def __init__(self) -> None:
-        self._secrets: set[str] = set()
+        self._secrets: frozenset[str] = frozenset()
+        self._kept: dict[str, str] = {}
 
     def add(self, secret: str | bytes) -> None:
         """Never let this value reach a log."""
         text = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
         if len(text) >= 6:
-            self._secrets.add(text)
+            # New objects, not changes: a scrub running meanwhile (in a thread that logs)
+            # keeps its own, and what it keeps goes to the dict no longer asked.
+            self._secrets = self._secrets | {text}
+            self._kept = {}
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every known secret and secret-shaped string redacted."""
+        kept = self._kept
+        found = kept.get(text)
+        if found is not None:
+            return found
+        scrubbed = text
         for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        text = _PATTERNS[0].sub("[redacted-cap]", text)
-        return _PATTERNS[1].sub(r"\1[redacted]", text)
+            if secret in scrubbed:
+                scrubbed = scrubbed.replace(secret, "[redacted]")
+        scrubbed = _PATTERNS[0].sub("[redacted-cap]", scrubbed)
+        scrubbed = _PATTERNS[1].sub(r"\1[redacted]", scrubbed)
+        if len(text) <= KEEP_LENGTH:
+            if len(kept) >= KEEP_TEXTS:
+                kept.clear()
+            kept[text] = scrubbed
+        return scrubbed
 
 
 def _formatter(scrubber: Scrubber) -> Any:
