@@ -24,6 +24,10 @@ from gateway.sftp.part import SFTPPart
 from gateway.storage_node import StorageServerPart
 from gateway.uploads.queue import UploadQueue
 
+#: Queued uploads the Transfers page lists, oldest first (its data is rendered every second
+#: while the page is open; the Overview counts them all).
+QUEUE_SHOWN = 500
+
 
 def scrubbed(value: Any, scrubber: Scrubber) -> Any:
     """``value`` with every string in it scrubbed of secret-shaped text."""
@@ -200,9 +204,11 @@ class NodeView:
             for f in queued["recently_finished"]
         ]
         finished.sort(key=lambda f: f["finished_at"], reverse=True)
+        shown = queued["pending"][:QUEUE_SHOWN]
         data.update(
             in_flight=in_flight,
-            queue=[{k: v for k, v in job.items() if k != "progress"} for job in queued["pending"]],
+            queue=[{k: v for k, v in job.items() if k != "progress"} for job in shown],
+            queue_total=len(queued["pending"]),
             recently_finished=finished[:50],
         )
         return data

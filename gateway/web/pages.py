@@ -149,7 +149,7 @@ IN_FLIGHT = Section(
 
 QUEUE = Section(
     "queue",
-    "Upload queue (closed files on their way to the grid)",
+    "Upload queue (closed files on their way to the grid; the oldest 500)",
     "queue",
     (
         Column("File", "file"),
