@@ -199,52 +199,62 @@ def openssh_target(work: Path, key: Path) -> Iterator[Target]:
         proc.wait(timeout=30)
 
 
-def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    """``gateway ARGS`` with this Python (the installed package); RuntimeError if it fails."""
+def _gateway(*args: str, python: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``gateway ARGS`` with ``python`` (this one by default), whose installed package runs,
+    not a checkout in the current directory (``-m`` looks there first); RuntimeError if it
+    fails."""
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=300
-    )
+        [python or sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+        timeout=300, cwd="/",
+    )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"gateway {args[0]} failed: {(result.stdout + result.stderr)[-1000:]}")
     return result
 
 
-def _stop_node(node: Path) -> None:
+def _stop_node(node: Path, python: str | None = None) -> None:
     """``gateway stop`` a node directory, then make sure by pid (SIGTERM, SIGKILL) that its
     process is gone -- also when ``gateway start`` failed after the process was spawned."""
     pid_file = node / "node.pid"
     pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
     subprocess.run(
-        [sys.executable, "-m", "gateway", "stop", str(node)], capture_output=True, timeout=300
-    )
+        [python or sys.executable, "-m", "gateway", "stop", str(node)], capture_output=True,
+        timeout=300, cwd="/",
+    )  # fmt: skip
     if pid is not None and not pid_gone(pid):
         stop_pid(pid)
 
 
 @contextmanager
 def gateway_target(
-    work: Path, key: Path, name: str = "gateway", storage: list[str] | None = None
+    work: Path,
+    key: Path,
+    name: str = "gateway",
+    storage: list[str] | None = None,
+    python: str | None = None,
 ) -> Iterator[Target]:
     """Our gateway, one account authorized by the key: the embedded grid, or ``storage`` NURLs
-    with 3/5/5 encoding."""
-    node = work / name
+    with 3/5/5 encoding; the build installed for ``python`` (this Python's by default)."""
+    node = (work / name).resolve()
     port = free_port()
     grid: list[str] = []
     for nurl in storage or []:
         grid += ["--storage", nurl]
     if storage:
         grid += ["--shares", "3/5/5"]
-    _gateway("create", str(node), "--sftp-port", str(port), "--web-port", "0", *grid)
-    _gateway("account", "add", str(node), "bench", "--ssh-key", f"{key}.pub")
+    _gateway("create", str(node), "--sftp-port", str(port), "--web-port", "0", *grid,
+             python=python)  # fmt: skip
+    _gateway("account", "add", str(node), "bench", "--ssh-key", f"{key.resolve()}.pub",
+             python=python)  # fmt: skip
     try:
-        started = _gateway("start", str(node))
+        started = _gateway("start", str(node), python=python)
         target = Target(name, port, "bench", key, "/")
         web = [w for w in started.stdout.split() if w.startswith("http://")]
         target.web_url = web[0] if web else None
         target.pid = int((node / "node.pid").read_text().split()[0])
         yield target
     finally:
-        _stop_node(node)
+        _stop_node(node, python)
 
 
 @contextmanager
