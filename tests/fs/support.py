@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -64,6 +66,20 @@ class ManualThreads:
         """Run calls until none waits (a result may start another call)."""
         while self.queue:
             self.run_next()
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, call: str) -> list[int]:
+    """The descriptors ``os.<call>`` (``fsync``, ``fdatasync``) is asked to flush from now
+    on, in order; each is still flushed for real."""
+    seen: list[int] = []
+    real = getattr(os, call)
+
+    def recording(fd: int) -> None:
+        seen.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, call, recording)
+    return seen
 
 
 def drive(coroutine: Coroutine[Any, Any, T], threads: ManualThreads) -> T:

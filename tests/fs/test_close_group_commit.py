@@ -26,7 +26,7 @@ from gateway.intents.log import IN_PLACE_BELOW
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
-from tests.fs.support import ManualThreads, drive, memory_store
+from tests.fs.support import ManualThreads, drive, memory_store, recorded
 
 CREATE = OpenFlags(write=True, create=True, truncate=True)
 
@@ -109,14 +109,7 @@ def test_close_answers_after_flushing_in_place_while_flushes_are_fast(
     """On a disk that flushes fast, a CLOSE's record is flushed in place, before the CLOSE
     is answered, with no thread: the file is journaled and readable at once."""
     gw = Gateway(tmp_path, in_place_below=IN_PLACE_BELOW)
-    flushes: list[int] = []
-    real = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        flushes.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    flushes = recorded(monkeypatch, "fdatasync")
     closed = gw.write_file("a.txt", b"alpha")
     assert closed == [None] and not gw.threads.queue and len(flushes) == 1
     assert gw.journaled() == ["/a.txt"]

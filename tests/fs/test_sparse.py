@@ -27,7 +27,7 @@ from gateway.objects.caps import ImmutableCap
 from gateway.objects.crypto import GatewaySecrets
 from gateway.objects.immutable_format import EncodingParams
 from gateway.objects.store import ObjectStore
-from tests.fs.support import READ_WRITE, VolumeHarness, drive
+from tests.fs.support import READ_WRITE, VolumeHarness, drive, recorded
 from tests.objects.grid import make_grid
 
 SIZE = 300_000
@@ -394,9 +394,7 @@ def test_a_small_change_closes_without_an_fsync_of_the_staged_file(
     handle = open_rw(gw)
     staged = handle.state.staged
     assert staged is not None
-    fsynced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    fsynced = recorded(monkeypatch, "fsync")
     gw.run(handle.write(SIZE, b"appended" * 512))  # 4 KiB at the end
     gw.threads.run_all()
     gw.run(handle.close())

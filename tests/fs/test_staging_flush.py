@@ -31,7 +31,7 @@ from gateway.fs import flushing, staging
 from gateway.fs.errors import NoSpace
 from gateway.fs.staging import StagedFile, StagingArea
 from gateway.threads import reactor_threads
-from tests.fs.support import ManualThreads
+from tests.fs.support import ManualThreads, recorded
 
 T = TypeVar("T")
 KiB = 1024
@@ -118,14 +118,7 @@ def test_presync_waits_for_flush_behind_then_fsyncs_in_a_thread(
     data = random.Random(1).randbytes(5 * CHUNK + 123)
     for offset in range(0, len(data), 1000):
         staged.write(offset, data[offset : offset + 1000])
-    fsynced: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        fsynced.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsynced = recorded(monkeypatch, "fsync")
     done: list[object] = []
     Deferred.fromCoroutine(staged.presync()).addBoth(done.append)
     assert len(threads.queue) == 1 and not done  # the flush-behind under way comes first
