@@ -19,17 +19,27 @@ from twisted.internet.defer import Deferred, fail, succeed
 T = TypeVar("T")
 
 
-def eager(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
-    """Run a coroutine now; a Deferred of its result (already fired when it never waited).
+def started(coroutine: Coroutine[Any, Any, T]) -> T | Deferred[T]:
+    """Run a coroutine now: its value when it ends without waiting (its exception raised
+    when it fails so), else a Deferred of the rest of it. No Deferred, status object or
+    Failure is made for a request answered from memory: the SFTP layer replies to such a
+    result at once (:mod:`gateway.sftp.answers`). The coroutine must not return a Deferred.
     Like :meth:`Deferred.fromCoroutine`, it runs in a copy of the caller's context."""
     context = copy_context()
     try:
         waiting = context.run(coroutine.send, None)
     except StopIteration as done:
-        return succeed(cast(T, done.value))
+        return cast(T, done.value)
+    return context.run(Deferred.fromCoroutine, _resume(coroutine, waiting))
+
+
+def eager(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
+    """Run a coroutine now; a Deferred of its result (already fired when it never waited)."""
+    try:
+        result = started(coroutine)
     except BaseException:
         return fail()
-    return context.run(Deferred.fromCoroutine, _resume(coroutine, waiting))
+    return result if isinstance(result, Deferred) else succeed(result)
 
 
 async def _resume(coroutine: Coroutine[Any, Any, T], waiting: Any) -> T:

@@ -51,6 +51,7 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import provider
 
+from gateway.sftp.answers import DirectAnswers, status_message
 from gateway.sftp.extensions import (
     EXTENSION_BY_NAME,
     MAX_PACKET,
@@ -110,12 +111,7 @@ _END_OF_FILE = b"End of file"
 _OPERATIONS = {kind: name.lower() for kind, name in FileTransferServer.packetTypes.items()}
 
 
-def _ascii(text: str) -> str:
-    """A status message Conch can send (non-ASCII characters escaped)."""
-    return text.encode("ascii", "backslashreplace").decode("ascii")
-
-
-class GatewayFileTransferServer(FileTransferServer):
+class GatewayFileTransferServer(DirectAnswers):
     """Conch's SFTP server protocol with the gateway's packet layer and these fixes.
 
     - READ and WRITE on a handle that is not open get FX_FAILURE at once, as
@@ -322,25 +318,6 @@ class GatewayFileTransferServer(FileTransferServer):
         d.addCallback(self._cbRead, request_id)
         d.addErrback(self._ebStatus, request_id, b"read failed")
 
-    def _known(self, data: bytes, table: dict[bytes, object]) -> bool:
-        """Whether the handle a request starts with is in ``table``; if not, the request is
-        answered FX_FAILURE, as by OpenSSH (Conch logs a traceback for each such request)."""
-        handle, _ = getNS(data[4:])
-        if handle in table:
-            return True
-        self._sendStatus(data[:4], FX_FAILURE, b"no such open file handle")
-        return False
-
-    def packet_FSTAT(self, data: bytes) -> None:
-        """FSTAT; an unknown handle gets FX_FAILURE."""
-        if self._known(data, self.openFiles):
-            super().packet_FSTAT(data)
-
-    def packet_FSETSTAT(self, data: bytes) -> None:
-        """FSETSTAT; an unknown handle gets FX_FAILURE."""
-        if self._known(data, self.openFiles):
-            super().packet_FSETSTAT(data)
-
     def packet_READDIR(self, data: bytes) -> None:
         """READDIR: the next batch of the listing's packed entries (FX_EOF after the last);
         an unknown handle gets FX_FAILURE."""
@@ -361,12 +338,9 @@ class GatewayFileTransferServer(FileTransferServer):
         ASCII, and raises on any other character, leaving the request unanswered."""
         value = reason.value
         if isinstance(value, NotImplementedError | EOFError) and value.args:
-            reason = Failure(type(value)(_ascii(str(value.args[0]))))
+            reason = Failure(type(value)(status_message(str(value.args[0])).decode()))
         elif isinstance(value, SFTPError):
-            message = value.message
-            if isinstance(message, bytes):
-                message = message.decode("utf-8", "backslashreplace")
-            reason = Failure(SFTPError(value.code, _ascii(str(message))))
+            reason = Failure(SFTPError(value.code, status_message(value.message).decode()))
         super()._ebStatus(reason, requestId, msg)
 
     def packet_EXTENDED(self, data: bytes) -> None:

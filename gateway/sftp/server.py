@@ -117,6 +117,8 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         # Run at once: a request answered from memory costs no scheduling (see eager).
         return eager(translated(*args, **kwargs))
 
+    # The coroutine itself, for the SFTP layer's direct answers (gateway.sftp.answers).
+    wrapper.now = translated  # type: ignore[attr-defined]
     return wrapper
 
 

@@ -58,6 +58,21 @@ METHODS: list[tuple[type, str, list[str], str]] = [
     (FileTransferServer, "packet_READ", ["self", "data"], "protocol: overridden"),
     (FileTransferServer, "packet_WRITE", ["self", "data"], "protocol: overridden"),
     (FileTransferBase, "connectionLost", ["self", "reason"], "protocol: connectionLost"),
+    (FileTransferServer, "_cbOpenFile", ["self", "fileObj", "requestId"], "answers: OPEN"),
+    (
+        FileTransferServer,
+        "_cbOpenDirectory",
+        ["self", "dirObj", "requestId"],
+        "answers: OPENDIR",
+    ),
+    (
+        FileTransferServer,
+        "_cbClose",
+        ["self", "result", "handle", "requestId", "isDir"],
+        "answers: CLOSE",
+    ),
+    (FileTransferServer, "_cbStat", ["self", "result", "requestId"], "answers: STAT, FSTAT"),
+    (FileTransferBase, "_parseAttributes", ["self", "data"], "answers: OPEN, SETSTAT, MKDIR"),
     (
         SSHSession,
         "__init__",
