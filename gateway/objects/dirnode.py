@@ -117,7 +117,8 @@ class DirectoryNode:
     _caps: dict[tuple[str, bytes | None], tuple[ChildCap, str]] = field(
         factory=dict, init=False, repr=False
     )
-    #: The last listing's entries, with the record each was made from (see :meth:`list`).
+    #: The last listing's entries, and those looked up since, with the record each was
+    #: made from (see :meth:`list`): a path's lookup makes no Entry for an unchanged one.
     _listed: dict[str, tuple[Record, Entry]] = field(factory=dict, init=False, repr=False)
 
     @classmethod
@@ -191,13 +192,19 @@ class DirectoryNode:
         return entries
 
     async def get(self, name: str | bytes, max_age: float | None = None) -> Entry:
-        """The entry called ``name`` (NFC-normalized); NoSuchChild when there is none."""
+        """The entry called ``name`` (NFC-normalized); NoSuchChild when there is none. The
+        same ``Entry`` as last time (or as the last listing's) while its record is."""
         name = normalize_name(name)
         records = await self._records(max_age)
         if name not in records:
             raise NoSuchChild(f"there is no entry named {shown_name(name)}")
         record, known = records[name], self._listed.get(name)
-        return known[1] if known is not None and known[0] is record else self._entry(name, record)
+        if known is not None and known[0] is record:
+            return known[1]
+        entry = self._entry(name, record)
+        if len(self._listed) <= len(records):  # (a listing starts it afresh)
+            self._listed[name] = (record, entry)
+        return entry
 
     async def child(self, name: str | bytes, max_age: float | None = None) -> DirectoryNode:
         """The subdirectory called ``name``, opened as its entry allows."""

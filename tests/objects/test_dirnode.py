@@ -786,3 +786,19 @@ def test_a_listing_again_makes_only_the_changed_entries(world: World) -> None:
     assert {n: (e.cap, e.metadata) for n, e in fresh.items()} == {
         n: (e.cap, e.metadata) for n, e in second.items()
     }
+
+
+def test_lookups_again_make_no_new_entries(world: World) -> None:
+    """``get`` of a name looked up before hands out the same Entry while its record is
+    unchanged (a path's lookup, per component, at every STAT), a changed one shows the
+    change, and a later listing hands out the entries looked up."""
+    root = world.mkroot(every_kind_of_child())
+    first = world.run(root.get("literal", max_age=60))
+    assert world.run(root.get("literal", max_age=60)) is first
+    world.run(root.set_metadata("literal", mode=0o600))
+    changed = world.run(root.get("literal", max_age=60))
+    assert changed is not first and changed.metadata.mode == 0o600
+    assert world.run(root.get("literal", max_age=60)) is changed
+    assert world.run(root.list(max_age=60))["literal"] is changed
+    with pytest.raises(NoSuchChild):
+        world.run(root.get("missing", max_age=60))
