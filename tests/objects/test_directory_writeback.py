@@ -33,6 +33,19 @@ from tests.objects.test_dirnode import PARAMS, SECRETS, meta
 T = TypeVar("T")
 
 
+#: The journals of the write-backs made by the test running: closed when it ends (a
+#: gateway a test lets crash is never used again, and its journal's file stays open).
+_journals: list[DirectoryWriteBack] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_journals() -> Iterator[None]:
+    """Close the journal of every write-back the test made, once it is over."""
+    yield
+    while _journals:
+        _journals.pop()._intents.close()
+
+
 class Gateway:
     """One gateway process: a client, a clock and (optionally) write-back in ``state``."""
 
@@ -43,6 +56,8 @@ class Gateway:
         self.write_back = (
             DirectoryWriteBack(state, lambda: self.client, self.clock) if state else None
         )
+        if self.write_back is not None:
+            _journals.append(self.write_back)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine that needs no clock."""
