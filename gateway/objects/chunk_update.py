@@ -67,6 +67,7 @@ from gateway.objects.caps import ChunkedCap, ImmutableCap, ImmutableReadCap, Lit
 from gateway.objects.chunk_format import (
     DEFAULT_FANOUT,
     INLINE_LEAVES_BYTES,
+    INLINE_NODE_BYTES,
     INLINE_PATCH_BYTES,
     ChildCap,
     ExtentCap,
@@ -82,7 +83,7 @@ from gateway.objects.chunk_format import (
 from gateway.objects.chunked import NodeCache
 from gateway.objects.concurrency import owned, shared, start
 from gateway.objects.errors import CorruptObject
-from gateway.objects.inline_patches import within_budget
+from gateway.objects.inline_patches import kept_inline, packed, shared_pack, within_budget
 from gateway.objects.patch_plan import plan_patches
 
 Read = Callable[[int, int], Awaitable[bytes]]
@@ -318,7 +319,7 @@ class TreeUpdate:
                 entries.append(start(self._store_extent(*self._tail[i - self._keep])))
         else:
             child_span = capacity(self.fanout, height - 1)
-            room = INLINE_LEAVES_BYTES if height == 1 else 0
+            leaves: list[int] = []  # entries that are new leaves, placed together at the end
             for c in range(-(-(hi - lo) // child_span)):
                 child: ChunkedCap | Node | None = None
                 if base is not None and c < len(base.entries):
@@ -331,14 +332,13 @@ class TreeUpdate:
                     entries.append(child)  # (no coroutine for each unchanged child)
                     continue
                 built = await self._build(height - 1, j * self.fanout + c, count, child, True)
-                if isinstance(built, Node):  # a new leaf: kept inline while there is room
-                    encoded = encode_node(built)
-                    if len(encoded) <= room:
-                        room -= len(encoded)
-                        built = InlineLeaf(built, encoded)
-                    else:
-                        built = await self._store_node(built, encoded)
+                if isinstance(built, Node):
+                    leaves.append(len(entries))
                 entries.append(built)
+            if leaves:
+                placed = await self._place_leaves([entries[n] for n in leaves])
+                for n, new_leaf in zip(leaves, placed, strict=True):
+                    entries[n] = new_leaf
         try:
             for n in pending:
                 entries[n] = await entries[n]
@@ -347,11 +347,34 @@ class TreeUpdate:
                 if isinstance(entries[n], Deferred):
                     entries[n].addErrback(lambda _: None)  # nobody awaits the others now
             raise
-        caps: list[ChildCap] = entries
-        if height == 0:
+        caps: Sequence[ChildCap] = entries
+        if height == 0 and not leaf:  # (a new leaf is put within budget by its parent)
             caps = await within_budget(caps, self._upload)
         node = Node(height, self.fanout, hi - lo, tuple(caps))
         return node if leaf and height == 0 else await self._store_node(node)
+
+    async def _place_leaves(self, leaves: list[Node]) -> list[ChildCap]:
+        """The new leaves of one node of height 1, each kept inline while there is room
+        (INLINE_LEAVES_BYTES in all, in order) or stored as an object of its own; their
+        inline patches within budget together (:func:`.inline_patches.shared_pack`)."""
+        within = all(kept_inline(leaf.entries) <= INLINE_NODE_BYTES for leaf in leaves)
+        encoded = [within and encode_node(leaf) or None for leaf in leaves]
+        room = INLINE_LEAVES_BYTES
+        if shared_pack([leaf.entries for leaf in leaves], [len(e or b"") for e in encoded], room):
+            moved = await packed([leaf.entries for leaf in leaves], self._upload)
+            for n, entries in enumerate(moved):
+                if entries is not leaves[n].entries:
+                    leaves[n] = Node(0, self.fanout, leaves[n].count, tuple(entries))
+                    encoded[n] = None
+        placed: list[ChildCap] = []
+        for n, leaf in enumerate(leaves):
+            data = encoded[n] or encode_node(leaf)
+            if len(data) <= room:
+                room -= len(data)
+                placed.append(InlineLeaf(leaf, data))
+            else:
+                placed.append(await self._store_node(leaf, data))
+        return placed
 
     async def _store_node(self, node: Node, encoded: bytes | None = None) -> ChunkedCap:
         stored = await self._upload(encode_node(node) if encoded is None else encoded)

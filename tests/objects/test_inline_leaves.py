@@ -81,7 +81,8 @@ def test_an_unchanged_leaf_is_named_inside_the_node_that_keeps_it() -> None:
 
 def test_leaves_past_the_room_are_stored_as_objects_of_their_own() -> None:
     """With no room for leaves inline, a change stores the leaf and the root again; with
-    room for one, a change under both leaves keeps one inline and stores the other."""
+    room for one, a change under both leaves keeps one inline and stores the other (the
+    patches the leaves keep inline hold less than the excess: a pack would not make room)."""
     store, _ = make_store(chunk=CHUNK, fanout=FANOUT)
     data = bytearray(pattern(2 * FANOUT * CHUNK))
     base = update(store, None, bytes(data), [(0, len(data))])
@@ -91,11 +92,11 @@ def test_leaves_past_the_room_are_stored_as_objects_of_their_own() -> None:
         counted = Counted(store)
         first = update(store, base, bytes(data), [(100, 300)], counted)
     assert len(counted.objects) == 2 and cbor2.loads(counted.objects[0])[1] == 0  # a leaf
-    data[100:300] = pattern(200, 2)
-    data[6 * CHUNK : 6 * CHUNK + 200] = pattern(200, 3)
-    changed = [(100, 300), (6 * CHUNK, 6 * CHUNK + 200)]
+    data[100:140] = pattern(40, 2)
+    data[6 * CHUNK : 6 * CHUNK + 40] = pattern(40, 3)
+    changed = [(100, 140), (6 * CHUNK, 6 * CHUNK + 40)]
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(chunk_update, "INLINE_LEAVES_BYTES", 800)
+        patched.setattr(chunk_update, "INLINE_LEAVES_BYTES", 600)
         counted = Counted(store)
         second = update(store, first, bytes(data), changed, counted)
     assert len(counted.objects) == 2  # one leaf stored, the other inline in the root
