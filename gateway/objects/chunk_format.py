@@ -143,10 +143,14 @@ class PatchedExtent:
     inline_bytes: int = field(init=False, eq=False, repr=False)
     """Bytes of patches kept in the node (literals longer than a literal cap's); counted
     once, as every update of the node asks for it of every entry."""
+    in_version_2: bool = field(init=False, eq=False, repr=False)
+    """Whether a node holding it says version 2 at least (a patch inline or packed)."""
 
     def __attrs_post_init__(self) -> None:
         inline = sum(patch.size for _, patch in self.patches if is_inline(patch))
         object.__setattr__(self, "inline_bytes", inline)
+        packed = any(isinstance(patch, PackedPatch) for _, patch in self.patches)
+        object.__setattr__(self, "in_version_2", packed or inline > 0)
 
     @property
     def size(self) -> int:
@@ -212,6 +216,10 @@ class Node:
     name them by part caps (:attr:`~gateway.objects.caps.ChunkedCap.part`)."""
     ends: tuple[int, ...] = field(init=False, repr=False, eq=False)
     """Where each entry ends, from the node's start (cumulative lengths)."""
+    parts: tuple[bytes, ...] | None = field(init=False, default=None, repr=False, eq=False)
+    """A leaf's entries' encodings, once encoded (:func:`encode_node`): a leaf an update
+    makes of it (the same entries but for the changed ones) takes them, not encoding
+    again the hundred-odd entries that did not change."""
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "ends", tuple(accumulate([e.size for e in self.entries])))
@@ -274,10 +282,6 @@ def _entry(cap: ChildCap | PackedPatch) -> list[Any]:
     return [2, node.key, node.ueb_hash, node.k, node.n, node.size, cap.size]
 
 
-def _needs_version_2(entry: PatchedExtent) -> bool:
-    return any(is_inline(p) or isinstance(p, PackedPatch) for _, p in entry.patches)
-
-
 def _version(node: Node, patched_v2: bool, past_old_limits: bool, names_leaves: bool) -> int:
     """The version a node says: the oldest that can hold it (module docstring)."""
     if past_old_limits:
@@ -304,11 +308,14 @@ def _array(length: int) -> bytes:
     raise ValueError("too many entries for a node")
 
 
-def encode_node(node: Node) -> bytes:
+def encode_node(node: Node, like: Node | None = None) -> bytes:
     """The bytes stored for a node (longer than a literal, so it always goes to the grid).
 
     The CBOR of ``[version, height, fanout, count, [entry, ...]]`` (and the padding),
-    put together from each entry's encoding.
+    put together from each entry's encoding. ``like``: a leaf ``node`` was made from (its
+    base, or the same leaf before its patches moved into a pack); each entry that is the
+    same object at the same index in ``like`` takes the encoding ``like`` kept
+    (:attr:`Node.parts`), and a leaf keeps its own for the next.
     """
     # One pass over the entries, each's encoding kept but for one holding inline bytes
     # (patches, a leaf), which would make the kept encodings large. An update stores again
@@ -317,13 +324,21 @@ def encode_node(node: Node) -> bytes:
     parts: list[bytes] = []
     patched_v2 = names_leaves = past_old_limits = False
     kept, leaves_bytes = _kept_entry, 0
-    for entry in node.entries:
+    before: tuple[ChildCap, ...] = ()
+    known: tuple[bytes, ...] = ()
+    if like is not None and like.parts is not None:
+        before, known = like.entries, like.parts
+    reuse = min(len(before), len(node.entries))
+    for i, entry in enumerate(node.entries):
         kind = type(entry)
         if kind is PatchedExtent:
             patched = cast(PatchedExtent, entry)
-            patched_v2 = patched_v2 or _needs_version_2(patched)
+            patched_v2 = patched_v2 or patched.in_version_2
             past_old_limits = past_old_limits or len(patched.patches) > OLD_MAX_PATCHES
-            parts.append(cbor2.dumps(_entry(entry)) if patched.inline_bytes else kept(entry))
+            if i < reuse and before[i] is entry:
+                parts.append(known[i])
+            else:
+                parts.append(cbor2.dumps(_entry(entry)) if patched.inline_bytes else kept(entry))
         elif kind is InlineLeaf:
             names_leaves, encoded = True, cast(InlineLeaf, entry).encoded
             leaves_bytes += len(encoded)
@@ -333,7 +348,9 @@ def encode_node(node: Node) -> bytes:
         else:
             if kind is ChunkedCap:
                 names_leaves = names_leaves or cast(ChunkedCap, entry).part is not None
-            parts.append(kept(entry))
+            parts.append(known[i] if i < reuse and before[i] is entry else kept(entry))
+    if node.height == 0:
+        object.__setattr__(node, "parts", tuple(parts))
     past_old_limits = past_old_limits or leaves_bytes > OLD_INLINE_LEAVES_BYTES
     version = _version(node, patched_v2, past_old_limits, names_leaves)
     head = [version, node.height, node.fanout, node.count]

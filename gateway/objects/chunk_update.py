@@ -131,6 +131,8 @@ class TreeUpdate:
         self._replaced_order: list[int] = []  # its keys, in order
         self._tail: list[tuple[int, int]] = []
         self._keep = 0  # extents before the tail
+        #: New leaves (by id) waiting for their parent, with the base leaf each was made of.
+        self._made_of: dict[int, tuple[Node, Node | None]] = {}
         self.stored_bytes = 0
         """Bytes of extents this update stored (nodes not counted)."""
         self.stored_nodes = 0
@@ -351,24 +353,30 @@ class TreeUpdate:
         if height == 0 and not leaf:  # (a new leaf is put within budget by its parent)
             caps = await within_budget(caps, self._upload)
         node = Node(height, self.fanout, hi - lo, tuple(caps))
-        return node if leaf and height == 0 else await self._store_node(node)
+        if height == 0 and leaf:
+            self._made_of[id(node)] = (node, base)
+            return node
+        return await self._store_node(node, like=base if height == 0 else None)
 
     async def _place_leaves(self, leaves: list[Node]) -> list[ChildCap]:
         """The new leaves of one node of height 1, each kept inline while there is room
         (INLINE_LEAVES_BYTES in all, in order) or stored as an object of its own; their
         inline patches within budget together (:func:`.inline_patches.shared_pack`)."""
+        like = [self._made_of.pop(id(leaf))[1] for leaf in leaves]
         within = all(kept_inline(leaf.entries) <= INLINE_NODE_BYTES for leaf in leaves)
-        encoded = [within and encode_node(leaf) or None for leaf in leaves]
+        encoded = [within and encode_node(leaf, like[n]) or None for n, leaf in enumerate(leaves)]
         room = INLINE_LEAVES_BYTES
         if shared_pack([leaf.entries for leaf in leaves], [len(e or b"") for e in encoded], room):
             moved = await packed([leaf.entries for leaf in leaves], self._upload)
             for n, entries in enumerate(moved):
                 if entries is not leaves[n].entries:
+                    if leaves[n].parts is not None:  # (encoded above: all but the moved)
+                        like[n] = leaves[n]
                     leaves[n] = Node(0, self.fanout, leaves[n].count, tuple(entries))
                     encoded[n] = None
         placed: list[ChildCap] = []
         for n, leaf in enumerate(leaves):
-            data = encoded[n] or encode_node(leaf)
+            data = encoded[n] or encode_node(leaf, like[n])
             if len(data) <= room:
                 room -= len(data)
                 placed.append(InlineLeaf(leaf, data))
@@ -376,8 +384,10 @@ class TreeUpdate:
                 placed.append(await self._store_node(leaf, data))
         return placed
 
-    async def _store_node(self, node: Node, encoded: bytes | None = None) -> ChunkedCap:
-        stored = await self._upload(encode_node(node) if encoded is None else encoded)
+    async def _store_node(
+        self, node: Node, encoded: bytes | None = None, like: Node | None = None
+    ) -> ChunkedCap:
+        stored = await self._upload(encode_node(node, like) if encoded is None else encoded)
         assert isinstance(stored, ImmutableReadCap)  # a node is longer than a literal
         cap = ChunkedCap(stored, node.size)
         self._nodes.put(cap, name_inline(node, cap))
