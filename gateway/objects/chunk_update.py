@@ -131,8 +131,7 @@ class TreeUpdate:
         self._replaced_order: list[int] = []  # its keys, in order
         self._tail: list[tuple[int, int]] = []
         self._keep = 0  # extents before the tail
-        #: New leaves (by id) waiting for their parent, with the base leaf each was made of.
-        self._made_of: dict[int, tuple[Node, Node | None]] = {}
+        self._made_of: dict[int, tuple[Node, Node | None]] = {}  # new leaves by id: its base
         self.stored_bytes = 0
         """Bytes of extents this update stored (nodes not counted)."""
         self.stored_nodes = 0
@@ -363,8 +362,9 @@ class TreeUpdate:
         (INLINE_LEAVES_BYTES in all, in order) or stored as an object of its own; their
         inline patches within budget together (:func:`.inline_patches.shared_pack`)."""
         like = [self._made_of.pop(id(leaf))[1] for leaf in leaves]
-        within = all(kept_inline(leaf.entries) <= INLINE_NODE_BYTES for leaf in leaves)
-        encoded = [within and encode_node(leaf, like[n]) or None for n, leaf in enumerate(leaves)]
+        encoded: list[bytes | None] = [None] * len(leaves)
+        if all(kept_inline(leaf.entries) <= INLINE_NODE_BYTES for leaf in leaves):  # sizes
+            encoded = [encode_node(leaf, base) for leaf, base in zip(leaves, like, strict=True)]
         room = INLINE_LEAVES_BYTES
         if shared_pack([leaf.entries for leaf in leaves], [len(e or b"") for e in encoded], room):
             moved = await packed([leaf.entries for leaf in leaves], self._upload)
