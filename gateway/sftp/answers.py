@@ -100,14 +100,15 @@ class DirectAnswers(FileTransferServer):
         """A reply of FX_OK with ``message``, whatever the result."""
         return lambda _: self._sendStatus(request_id, FX_OK, message)
 
-    def _known(self, data: bytes, table: dict[bytes, Any]) -> bool:
-        """Whether the handle a request starts with is in ``table``; if not, the request is
+    def _opened(self, data: bytes, table: dict[bytes, Any]) -> tuple[Any, bytes] | None:
+        """What ``table`` holds for the handle a request starts with, and the request's
+        fields after the handle; None when the handle is not in it: the request is then
         answered FX_FAILURE, as by OpenSSH (Conch logs a traceback for each such request)."""
-        handle, _ = getNS(data[4:])
+        handle, rest = getNS(data[4:])
         if handle in table:
-            return True
+            return table[handle], rest
         self._sendStatus(data[:4], FX_FAILURE, b"no such open file handle")
-        return False
+        return None
 
     def packet_OPEN(self, data: bytes) -> None:
         """OPEN: a file handle."""
@@ -173,12 +174,12 @@ class DirectAnswers(FileTransferServer):
 
     def packet_FSTAT(self, data: bytes) -> None:
         """FSTAT: the attributes of an open file."""
-        if not self._known(data, self.openFiles):
+        opened = self._opened(data, self.openFiles)
+        if opened is None:
             return
-        request_id = data[:4]
-        handle, rest = getNS(data[4:])
+        file, rest = opened
         assert rest == b"", f"still have data in FSTAT: {rest!r}"
-        file = self.openFiles[handle]
+        request_id = data[:4]
         reply: Reply = lambda attrs: self._cbStat(attrs, request_id)  # noqa: E731
         self._answer(request_id, file.getAttrs, (), reply, b"fstat failed")
 
@@ -194,16 +195,15 @@ class DirectAnswers(FileTransferServer):
 
     def packet_FSETSTAT(self, data: bytes) -> None:
         """FSETSTAT: change an open file's attributes."""
-        if not self._known(data, self.openFiles):
+        opened = self._opened(data, self.openFiles)
+        if opened is None:
             return
-        request_id = data[:4]
-        handle, rest = getNS(data[4:])
+        file, rest = opened
         attrs, rest = self._parseAttributes(rest)
         assert rest == b"", f"still have data in FSETSTAT: {rest!r}"
+        request_id = data[:4]
         reply = self._status(request_id, b"fsetstat succeeded")
-        self._answer(
-            request_id, self.openFiles[handle].setAttrs, (attrs,), reply, b"fsetstat failed"
-        )
+        self._answer(request_id, file.setAttrs, (attrs,), reply, b"fsetstat failed")
 
     def packet_MKDIR(self, data: bytes) -> None:
         """MKDIR."""

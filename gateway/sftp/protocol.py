@@ -321,9 +321,10 @@ class GatewayFileTransferServer(DirectAnswers):
     def packet_READDIR(self, data: bytes) -> None:
         """READDIR: the next batch of the listing's packed entries (FX_EOF after the last);
         an unknown handle gets FX_FAILURE."""
-        if not self._known(data, self.openDirs):
+        opened = self._opened(data, self.openDirs)
+        if opened is None:
             return
-        listing = self.openDirs[getNS(data[4:])[0]][0]
+        listing = opened[0][0]  # ([listing, iterator], the fields after the handle)
         if not isinstance(listing, DirectoryListing):
             super().packet_READDIR(data)
             return
