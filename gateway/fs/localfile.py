@@ -106,6 +106,29 @@ class IllegalTransition(Exception):
 
 
 @define(eq=False)
+class Changes:
+    """What a file's writes changed since some moment: the ranges written, and the offset
+    below which its contents of that moment still show (a truncation lowers it)."""
+
+    ranges: Ranges
+    limit: int
+
+    @classmethod
+    def from_now(cls, size: int) -> Changes:
+        """Nothing changed yet, in a file of ``size`` bytes."""
+        return cls(Ranges(), size)
+
+    def wrote(self, start: int, end: int) -> None:
+        """``[start, end)`` was written."""
+        self.ranges.add(start, end)
+
+    def truncated(self, size: int) -> None:
+        """The file was truncated (or extended) to ``size``."""
+        self.ranges.cut(size)
+        self.limit = min(self.limit, size)
+
+
+@define(eq=False)
 class LocalMeta:
     """What the client set on a file that is not (yet) in the grid."""
 
@@ -132,8 +155,13 @@ class LocalFile:
     limit: int = 0
     #: While an fsync uploads a snapshot: what changed since it was taken (then the
     #: snapshot's version becomes the base, and this is what differs from it).
-    since: Ranges | None = None
-    since_limit: int = 0
+    since: Changes | None = None
+    #: Opened while an older version of its path was waiting for the grid (its changes
+    #: copied): that version, until it is stored, and what changed since the open. Its
+    #: stored version then becomes the base (:meth:`rebase`), so an fsync or CLOSE stores
+    #: what changed since the open, not that version's changes again.
+    over: LocalFile | None = None
+    since_open: Changes | None = None
     handles: int = 0
     #: Changed since it was opened: the last CLOSE has something to publish.
     dirty: bool = False
@@ -210,15 +238,27 @@ class LocalFile:
         """Note that ``[start, end)`` was written (into the staged file)."""
         self.changed.add(start, end)
         if self.since is not None:
-            self.since.add(start, end)
+            self.since.wrote(start, end)
+        if self.since_open is not None:
+            self.since_open.wrote(start, end)
 
     def truncated(self, size: int) -> None:
         """Note that the file was truncated (or extended) to ``size``."""
         self.changed.cut(size)
         self.limit = min(self.limit, size)
         if self.since is not None:
-            self.since.cut(size)
-            self.since_limit = min(self.since_limit, size)
+            self.since.truncated(size)
+        if self.since_open is not None:
+            self.since_open.truncated(size)
+
+    def rebase(self, stored: Base, since: Changes) -> Base | None:
+        """Lie over ``stored`` from now on, a version of this file's contents as they were
+        when ``since`` started: what differs from it is what changed since. The base it
+        lay over before (its readers may be forgotten)."""
+        old, self.base = self.base, stored
+        self.changed = since.ranges
+        self.limit = min(stored.size, since.limit)
+        return old
 
     def on_base(self, base: Base | None) -> None:
         """Start over ``base``, unchanged (the staged file must be empty, of its size)."""
@@ -227,6 +267,20 @@ class LocalFile:
         self.limit = base.size if base is not None else 0
         if self.staged is not None and base is not None:
             self.staged.truncate(base.size)  # a hole: nothing copied, no quota used
+
+    def over_stored(self) -> bool:
+        """Lie over the version it was opened over (``over``), once that is stored; whether
+        it does now. Its journal record, if any, still names the older base: as good."""
+        over, since = self.over, self.since_open
+        if over is None or over.stored is None or since is None:
+            return False
+        self.rebase(over.stored, since)
+        self.over = self.since_open = None
+        return True
+
+    def held_bytes(self) -> int:
+        """How many bytes its staged file holds of its contents (see :meth:`held_ranges`)."""
+        return self.changed.covered if self.base is not None else self.size
 
     def held_ranges(self) -> list[tuple[int, int]]:
         """The ranges of the contents its staged file holds: its changes over a base, or
@@ -239,7 +293,7 @@ class LocalFile:
         """Whether the bytes its staged file holds go into its journal record (at most
         INLINE_BYTES): one flush then makes its CLOSE durable, with no fsync of the staged
         file, which a crash rebuilds from the record (:meth:`Volume.publish`)."""
-        return sum(end - start for start, end in self.held_ranges()) <= INLINE_BYTES
+        return self.held_bytes() <= INLINE_BYTES
 
     def upload_ranges(self) -> list[tuple[int, int]]:
         """Where the contents may differ from the base: what an upload must store."""

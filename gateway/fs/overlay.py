@@ -218,6 +218,15 @@ class Overlay:
         for path in self.linked.at_or_under(old):
             self.linked[new + path[depth:]] = self.linked.pop(path)
 
+    def stored(self, file: LocalFile) -> LocalFile | None:
+        """A version's upload stored it: the file opened over it while it was pending, if
+        still open at its path, lies over what was stored from now on (its changes are
+        those made since it was opened). That file, or None."""
+        state = self.writing.get(file.path)
+        if state is not None and state.over is file and state.over_stored():
+            return state
+        return None
+
     def _unfile_writing(self, file: LocalFile) -> None:
         if self.writing.get(file.path) is file:
             del self.writing[file.path]

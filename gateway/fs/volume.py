@@ -389,6 +389,7 @@ class Volume:
         # rename, setattr or remove) must then find the file in the grid, not in the overlay.
         self._finish(job.job_id)
         file.lock.release()
+        self.overlay.stored(file)  # the file opened over it while pending lies over it now
         if publishing is not None:
             await publishing
 
@@ -408,6 +409,7 @@ class Volume:
     async def _store(self, file: LocalFile, job: UploadJob, ordered: bool) -> ImmutableCap | None:
         """Put a file's contents in the grid: its capability, or None when it rewrote the
         mutable file the path names. Over a base, only the changed ranges are stored."""
+        file.over_stored()  # closed while the version it was opened over was pending
         read = self.contents.reader(file, read_ahead=False)
         mutable = await self._existing_mutable(file)
         if mutable is not None:
@@ -485,11 +487,6 @@ class Volume:
             return False  # the cap holds the bytes
         kept.keep(stored.cap, staged)
         return True
-
-    def check_writable(self, directory: IDirectory) -> None:
-        """PermissionDenied when a directory is read-only."""
-        if directory.read_only:
-            raise PermissionDenied("read-only directory")
 
 
 def parse_root(cap: str) -> DirectoryWriteCap | DirectoryReadCap:

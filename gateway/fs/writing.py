@@ -46,11 +46,11 @@ from gateway.fs.errors import (
     PermissionDenied,
 )
 from gateway.fs.interfaces import FileAttributes, IOpenFile, OpenFlags, SetAttributes
-from gateway.fs.localfile import LocalFile, LocalMeta, Phase
+from gateway.fs.localfile import FINAL, Changes, LocalFile, LocalMeta, Phase
 from gateway.fs.located import Located
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
-from gateway.fs.sparse import Base, Ranges, Reader
+from gateway.fs.sparse import Base, Reader
 from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile
 from gateway.fs.volume import Volume
 from gateway.objects.caps import ImmutableCap, MutableReadCap, MutableWriteCap
@@ -59,6 +59,10 @@ from gateway.objects.dirformat import Entry, NoSuchChild
 from gateway.threads import Threads, reactor_threads
 
 COPY_CHUNK = 1 << 20
+
+#: An fsync of a file opened over a pending version that changed this much waits for it
+#: to be stored rather than store its changes again (:meth:`Writers._over_stored`).
+REBASE_WAIT_BYTES = 1 << 20
 
 #: Applied to the mode a client gives at OPEN or MKDIR, as a POSIX server's umask is.
 CREATE_UMASK = 0o022
@@ -179,6 +183,9 @@ class Writers:
                 state.base = pending.base
                 state.limit = pending.limit
                 state.changed = pending.changed.copy()
+                # Once that version is stored it becomes the base (Overlay.stored): what
+                # the file stores next is what changed from here.
+                state.over, state.since_open = pending, Changes.from_now(state.size)
             else:
                 assert entry is not None
                 state.staged = self._new_staged()
@@ -319,6 +326,7 @@ class Writers:
         """
         await state.syncing.acquire()  # one snapshot at a time: each rebases the next
         try:
+            await self._over_stored(state)
             if state.phase is not Phase.OPEN:
                 await self._closed_meanwhile(state)
                 return
@@ -341,7 +349,7 @@ class Writers:
                 snapshot.base, snapshot.limit = state.base, state.limit
                 snapshot.changed = state.changed.copy()
                 state.dirty = False
-                state.since, state.since_limit = Ranges(), state.size
+                state.since = Changes.from_now(state.size)
             uploaded: Deferred[None] | None = None
             try:
                 # No record unless a recorded version of the path is pending (see
@@ -381,17 +389,30 @@ class Writers:
         if state.job_id is not None and not state.abandoned:
             await self.volume.queue.wait_for(state.job_id)
 
+    async def _over_stored(self, state: LocalFile) -> None:
+        """A file opened while an older version of its path was waiting for the grid, with
+        changes of :data:`REBASE_WAIT_BYTES` or more (a whole new file's, often): wait until
+        that version is stored, which makes it the file's base (Overlay.stored). The fsync
+        then stores what changed since the open, not those changes again (that version
+        is needed in the grid anyway). Smaller ones are stored again with its own."""
+        over = state.over
+        if over is None or over.held_bytes() < REBASE_WAIT_BYTES:
+            return
+        if over.job_id is not None and over.phase not in FINAL:
+            await self.volume.queue.wait_for(over.job_id)
+        if state.over is over:  # not stored as a version (dropped, or a mutable file)
+            state.over = state.since_open = None
+
     def _rebase(self, state: LocalFile, snapshot: LocalFile) -> None:
         """The snapshot is in the grid: make its version the open file's base."""
         stored = snapshot.stored
         since = state.since
         if stored is None or since is None or state.phase is not Phase.OPEN:
             return  # not stored as a version (a mutable file), or closed meanwhile
-        if state.base is not None:
-            self.volume.contents.forget(state.base)  # its segments are the new base's now
-        state.base = stored
-        state.changed = since
-        state.limit = min(stored.size, state.since_limit)
+        old = state.rebase(stored, since)
+        state.over = state.since_open = None  # (the snapshot's version is newer)
+        if old is not None:
+            self.volume.contents.forget(old)  # its segments are the new base's now
 
     async def _journaled(self, state: LocalFile) -> None:
         """Wait until a published file's journal record is durable (flushed in a thread,

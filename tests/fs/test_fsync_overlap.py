@@ -71,7 +71,7 @@ def test_an_fsync_whose_record_cannot_be_flushed_fails_and_links_nothing(
 ) -> None:
     """An I/O error flushing the record reaches the fsync; the stored objects are never
     named, no retry follows, and the change is still the open file's: the next fsync
-    stores it."""
+    stores it (over the CLOSE's version, which became its base once stored)."""
     gw, store, handle, before, outcome = _fsync_started(tmp_path, b"e")
     assert [CLOSED, (3000, 3100)] in store.updates
     call, result = gw.threads.queue.pop(0)  # the record's flush...
@@ -89,7 +89,7 @@ def test_an_fsync_whose_record_cannot_be_flushed_fails_and_links_nothing(
     assert gw.run(store.reader(linked).read(0, len(DATA))) == bytes(closed), "not named"
     assert store.updates.count([CLOSED, (3000, 3100)]) == 1, "the dropped job: no retry"
     gw.run_waiting(handle.fsync())
-    assert store.updates[-1] == [CLOSED, (3000, 3100)]
+    assert store.updates[-1] == [(3000, 3100)], "over the CLOSE's version, stored meanwhile"
     expected = bytearray(DATA)
     expected[CLOSED[0] : CLOSED[1]] = b"c" * (CLOSED[1] - CLOSED[0])
     expected[3000:3100] = b"e" * 100
