@@ -16,9 +16,10 @@ from functools import partial
 
 from gateway.fs.boundary import grid_boundary
 from gateway.fs.localfile import LocalFile
-from gateway.fs.rangecopy import copy_ranges
+from gateway.fs.rangecopy import copy_and_close, copy_ranges
 from gateway.fs.sparse import Base, Ranges, Reader, merged_read
 from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile, StagingArea
+from gateway.fs.under import Under
 from gateway.objects.caps import ImmutableCap, parse
 from gateway.objects.interfaces import IObjectStore
 from gateway.threads import Threads
@@ -96,16 +97,43 @@ class Contents:
 
         async def read(offset: int, length: int) -> bytes:
             assert file.staged is not None
-            base = file.base
+            base, under = file.base, file.under
+            below: Reader | None = None
+            if base is not None:
+                below = self.base_reader(base, read_ahead)
+            elif under is not None:
+                below = self.under_reader(under, read_ahead)
             return await merged_read(
                 offset,
                 length,
                 size=file.size,
                 changed=file.changed,
                 staged=staged if staged is not None else file.staged.read,
-                base=None if base is None else self.base_reader(base, read_ahead),
+                base=below,
                 limit=file.limit,
             )
+
+        return read
+
+    def under_reader(self, under: Under, read_ahead: bool = True) -> Reader:
+        """Reads of the version a file was opened over and did not copy (its staged bytes
+        over its own base), its descriptor held open while each read runs."""
+        base = None if under.base is None else self.base_reader(under.base, read_ahead)
+
+        async def read(offset: int, length: int) -> bytes:
+            under.reading()
+            try:
+                return await merged_read(
+                    offset,
+                    length,
+                    size=under.size,
+                    changed=under.held,
+                    staged=under.read_staged,
+                    base=base,
+                    limit=under.limit,
+                )
+            finally:
+                under.read_done()
 
         return read
 
@@ -127,7 +155,7 @@ class Contents:
         the last minute when it makes a new one, so each file created and removed per
         fsync made every later file (shares, staged files) cost more to create.
         """
-        assert file.staged is not None
+        assert file.staged is not None and file.under is None
         source = file.staged
         # Its descriptor's number may already name another file: never copy from it.
         assert not source.discarded, "copying a staged file that was discarded"
@@ -140,7 +168,7 @@ class Contents:
             copy.hold(held, source.size)
             # Descriptors of its own: the source may be closed meanwhile.
             fds = os.dup(source.fd), os.dup(copy.fd)
-            await threads(partial(_copy_and_close, *fds, list(held)))
+            await threads(partial(copy_and_close, *fds, list(held)))
         except BaseException:
             copy.discard()
             raise
@@ -158,15 +186,6 @@ def _filled(copy: StagedFile, source: StagedFile, held: Ranges) -> StagedFile:
         copy.discard()
         raise
     return copy
-
-
-def _copy_and_close(source: int, target: int, ranges: list[tuple[int, int]]) -> None:
-    """In a thread: :func:`copy_ranges` between duplicated descriptors, then close them."""
-    try:
-        copy_ranges(source, target, ranges)
-    finally:
-        os.close(source)
-        os.close(target)
 
 
 class _Forgetting:

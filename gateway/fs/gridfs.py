@@ -208,7 +208,7 @@ class GridFilesystem:
                 return self._grid_reader(parts, base_cap(unchanged), attrs)
             assert local.staged is not None
             staged_reader = StagedReader.of(local.staged)
-            if local.base is not None:  # the changes over the grid version, merged
+            if local.over_grid:  # the changes over the grid version (or another), merged
                 read = self.volume.contents.reader(local, staged_reader.read_now)
                 return ReadHandle(join(parts), read, attrs, staged_reader.close)
             return ReadHandle.local(join(parts), staged_reader, attrs)

@@ -35,6 +35,7 @@ from gateway.fs.interfaces import FileAttributes
 from gateway.fs.paths import Path
 from gateway.fs.sparse import Base, Ranges, changed_ranges, holes
 from gateway.fs.staging import StagedFile
+from gateway.fs.under import Under
 from gateway.objects.concurrency import shared
 from gateway.uploads.journal import INLINE_BYTES
 
@@ -162,6 +163,9 @@ class LocalFile:
     #: what changed since the open, not that version's changes again.
     over: LocalFile | None = None
     since_open: Changes | None = None
+    #: That version's changes, when not copied at the open (:mod:`gateway.fs.under`): the
+    #: contents are this file's changes over them, below ``limit``.
+    under: Under | None = None
     handles: int = 0
     #: Changed since it was opened: the last CLOSE has something to publish.
     dirty: bool = False
@@ -276,16 +280,29 @@ class LocalFile:
             return False
         self.rebase(over.stored, since)
         self.over = self.since_open = None
+        self.drop_under()  # (its changes are only its own: the same ranges as ``since``)
         return True
+
+    def drop_under(self) -> None:
+        """Stop reading the version it was opened over from that version's staged file."""
+        if self.under is not None:
+            self.under.drop()
+            self.under = None
 
     def held_bytes(self) -> int:
         """How many bytes its staged file holds of its contents (see :meth:`held_ranges`)."""
-        return self.changed.covered if self.base is not None else self.size
+        return self.changed.covered if self.over_grid else self.size
+
+    @property
+    def over_grid(self) -> bool:
+        """Whether its staged file holds its changes only (over a base, or a version not
+        copied), not all of its contents."""
+        return self.base is not None or self.under is not None
 
     def held_ranges(self) -> list[tuple[int, int]]:
         """The ranges of the contents its staged file holds: its changes over a base, or
         everything up to its size without one."""
-        if self.base is not None:
+        if self.over_grid:
             return list(self.changed)
         return [(0, self.size)] if self.size else []
 
@@ -297,6 +314,7 @@ class LocalFile:
 
     def upload_ranges(self) -> list[tuple[int, int]]:
         """Where the contents may differ from the base: what an upload must store."""
+        assert self.under is None, "uploading a file whose older version was not copied"
         if self.base is None:
             return [(0, self.size)] if self.size else []
         return changed_ranges(self.changed, self.limit, self.size)

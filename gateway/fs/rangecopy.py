@@ -42,6 +42,15 @@ def copy_ranges(
         raise
 
 
+def copy_and_close(source: int, target: int, ranges: list[tuple[int, int]]) -> None:
+    """In a thread: :func:`copy_ranges` between duplicated descriptors, then close them."""
+    try:
+        copy_ranges(source, target, ranges)
+    finally:
+        os.close(source)
+        os.close(target)
+
+
 def _copy_step(source: int, target: int, offset: int, length: int) -> int:
     global _kernel_copy
     if _kernel_copy:

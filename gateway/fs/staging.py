@@ -188,11 +188,17 @@ class StagedFile:
         there by another means (:func:`gateway.fs.rangecopy.copy_ranges`); raises
         :class:`NoSpace` over the quota. The file must be empty."""
         assert not self.written and self.size == 0
+        self.truncate(size)
+        self.fill(ranges)
+
+    def fill(self, ranges: Ranges) -> None:
+        """Count ``ranges`` (within the size, none of them written) as written, for bytes
+        about to be put there by another means; raises :class:`NoSpace` over the quota."""
         if self.in_memory and not self.area.memory_fits(self, ranges.covered):
             self.move_to_disk()
-        self.truncate(size)
         self.area.reserve(ranges.covered)
-        self.written = ranges.copy()
+        for start, end in ranges:
+            self.written.add(start, end)
         if self.in_memory:
             self.area.memory_used += ranges.covered
 

@@ -46,10 +46,11 @@ from gateway.fs.errors import (
     PermissionDenied,
 )
 from gateway.fs.interfaces import FileAttributes, IOpenFile, OpenFlags, SetAttributes
-from gateway.fs.localfile import FINAL, Changes, LocalFile, LocalMeta, Phase
+from gateway.fs.localfile import Changes, LocalFile, LocalMeta, Phase
 from gateway.fs.located import Located
 from gateway.fs.overlay import Overlay
 from gateway.fs.paths import Path, join, parent_and_name
+from gateway.fs.reopening import copy_under, open_over, wait_over
 from gateway.fs.sparse import Base, Reader
 from gateway.fs.staging import MEMORY_FILE_BYTES, StagedFile
 from gateway.fs.volume import Volume
@@ -59,10 +60,6 @@ from gateway.objects.dirformat import Entry, NoSuchChild
 from gateway.threads import Threads, reactor_threads
 
 COPY_CHUNK = 1 << 20
-
-#: An fsync of a file opened over a pending version that changed this much waits for it
-#: to be stored rather than store its changes again (:meth:`Writers._over_stored`).
-REBASE_WAIT_BYTES = 1 << 20
 
 #: Applied to the mode a client gives at OPEN or MKDIR, as a POSIX server's umask is.
 CREATE_UMASK = 0o022
@@ -175,17 +172,9 @@ class Writers:
             if not flags.truncate:
                 state.meta.mtime = entry.metadata.mtime
         if exists and not flags.truncate:
-            if pending is not None:
-                # Its changes are copied (never the grid version under them): reopening a
-                # file still uploading costs what changed.
-                async with pending.writes_held():  # a SETSTAT of its size waits
-                    state.staged = await self.volume.contents.copy(pending, self._threads)
-                state.base = pending.base
-                state.limit = pending.limit
-                state.changed = pending.changed.copy()
-                # Once that version is stored it becomes the base (Overlay.stored): what
-                # the file stores next is what changed from here.
-                state.over, state.since_open = pending, Changes.from_now(state.size)
+            if pending is not None:  # (gateway.fs.reopening)
+                contents = self.volume.contents
+                await open_over(state, pending, contents, self._new_staged, self._threads)
             else:
                 assert entry is not None
                 state.staged = self._new_staged()
@@ -291,6 +280,7 @@ class Writers:
         folds = state.base is not None and state.base.overlaid
         if state.abandoned or not (state.dirty or folds) or not state.closed_by_client:
             self.overlay.released(state)
+            state.drop_under()
             state.staged.discard()
             if self.volume.queue.idle:
                 self.volume.spares.idle()  # nothing more is being written (gateway.fs.spares)
@@ -300,6 +290,7 @@ class Writers:
         # runs (a rename re-targets it, a remove abandons it); a new OPEN of the path waits.
         closed = self.overlay.closing(state)
         try:
+            await copy_under(state, self._threads)  # it stands on its own from now on
             if state.unchanged_base is None and not state.journaled_inline():
                 await state.staged.presync()
             if state.abandoned:
@@ -309,6 +300,7 @@ class Writers:
             await self._journaled(state)
         except BaseException:
             self.overlay.unsaved(state)
+            state.drop_under()
             state.staged.discard()  # not acknowledged: nothing stays (publish discards too)
             raise
         finally:
@@ -326,12 +318,13 @@ class Writers:
         """
         await state.syncing.acquire()  # one snapshot at a time: each rebases the next
         try:
-            await self._over_stored(state)
+            await wait_over(state, self.volume.queue)
             if state.phase is not Phase.OPEN:
                 await self._closed_meanwhile(state)
                 return
             if not state.dirty:
                 return
+            await copy_under(state, self._threads)  # (a version not stored as one)
             assert state.staged is not None
             meta = state.meta
             snapshot = self.overlay.snapshot(
@@ -388,20 +381,6 @@ class Writers:
             await shared(state.closed)  # the CLOSE's journaling, however it ends
         if state.job_id is not None and not state.abandoned:
             await self.volume.queue.wait_for(state.job_id)
-
-    async def _over_stored(self, state: LocalFile) -> None:
-        """A file opened while an older version of its path was waiting for the grid, with
-        changes of :data:`REBASE_WAIT_BYTES` or more (a whole new file's, often): wait until
-        that version is stored, which makes it the file's base (Overlay.stored). The fsync
-        then stores what changed since the open, not those changes again (that version
-        is needed in the grid anyway). Smaller ones are stored again with its own."""
-        over = state.over
-        if over is None or over.held_bytes() < REBASE_WAIT_BYTES:
-            return
-        if over.job_id is not None and over.phase not in FINAL:
-            await self.volume.queue.wait_for(over.job_id)
-        if state.over is over:  # not stored as a version (dropped, or a mutable file)
-            state.over = state.since_open = None
 
     def _rebase(self, state: LocalFile, snapshot: LocalFile) -> None:
         """The snapshot is in the grid: make its version the open file's base."""
@@ -466,7 +445,7 @@ class WriteHandle:
     def read_ready(self, offset: int, length: int) -> bytes | None:
         """The contents as written so far, when they are all in the staged file (no grid
         version under them)."""
-        if not self.readable or self.state.base is not None:
+        if not self.readable or self.state.over_grid:
             return None
         return self._staged().read(offset, length)
 

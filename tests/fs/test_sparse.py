@@ -438,7 +438,11 @@ def test_any_sequence_of_changes_and_crashes_matches_a_model(tmp_path_factory, o
     """Writes, appends, truncates, fsyncs, closes, uploads and kill -9 in any order: the file
     always reads as the model says, and after a crash it is exactly the last acknowledged
     state (the last fsync or CLOSE), never a mix."""
-    gw, _ = harness(tmp_path_factory.mktemp("model"))
+    run_model(harness(tmp_path_factory.mktemp("model"))[0], ops)
+
+
+def run_model(gw: VolumeHarness, ops: list[tuple[str, int, int]]) -> None:
+    """Run ``ops`` on ``/f.bin`` (DATA) against a model of the file, checking every step."""
     acknowledged = bytearray(DATA)
     current = bytearray(DATA)
     handle: WriteHandle | None = None
