@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ class RedoLog:
         """
         self.path = path
         flags = os.O_RDWR | os.O_CREAT if repair else os.O_RDONLY
-        self._fd = os.open(path, flags, 0o600)
+        self._adopt(os.open(path, flags, 0o600))
         #: The file's length: the records, then zeros (free space) up to it.
         self.allocated = os.fstat(self._fd).st_size
         self.size = sum(_HEAD.size + len(payload) for payload in self._payloads())
@@ -274,7 +275,7 @@ class RedoLog:
         os.replace(tmp, self.path)
         fsync_directory(self.path.parent)
         self.close()
-        self._fd = os.open(self.path, os.O_RDWR, 0o600)
+        self._adopt(os.open(self.path, os.O_RDWR, 0o600))
         self.size = self.allocated = size
         self.durable = self.appended  # the live records are all in the flushed new file
         self.failed = None
@@ -292,5 +293,12 @@ class RedoLog:
         """Close the file (records stay for the next opening)."""
         if self._fd >= 0:
             self._write_pending()
+            self._closer.detach()
             os.close(self._fd)
             self._fd = -1
+
+    def _adopt(self, fd: int) -> None:
+        """Use ``fd`` as the log's descriptor; a log dropped without :meth:`close` still
+        gives it back when collected (records not written yet are lost, as at a crash)."""
+        self._fd = fd
+        self._closer = weakref.finalize(self, os.close, fd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -384,3 +386,36 @@ def test_a_compaction_keeps_every_record_in_order_across_buffers(tmp_path: Path)
     assert list(reopened.records()) == records
     assert size == sum(len(redolog._encode(r)) for r in records)
     reopened.close()
+
+
+def test_a_log_dropped_without_closing_gives_its_descriptor_back(tmp_path: Path) -> None:
+    """A log nobody closed (a journal read once, a test's crash) closes its file when it
+    is collected, and one closed by hand is not closed twice; a compaction's new file is
+    given back the same way."""
+    path = tmp_path / "a.log"
+
+    def open_on_it() -> int:
+        """How many of this process's descriptors are open on the log's file."""
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+            except OSError:
+                continue  # (closed meanwhile)
+        return count
+
+    log = RedoLog(path)
+    log.append({"op": "x"})
+    log.rewrite([{"op": "y"}])
+    assert open_on_it() == 1
+    del log
+    gc.collect()
+    assert open_on_it() == 0
+    closed = RedoLog(path)
+    closed.close()
+    kept = os.open(path, os.O_RDONLY)  # may reuse the closed number
+    del closed
+    gc.collect()
+    assert open_on_it() == 1  # still open: the closed log's finalizer did not close it
+    os.close(kept)
+    assert [r["op"] for r in RedoLog(path, repair=False).records()] == ["y"]
