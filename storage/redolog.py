@@ -78,6 +78,9 @@ def _encode(record: dict[str, Any]) -> bytes:
 class RedoLog:
     """One log file, opened for appending (0600)."""
 
+    _fd: int
+    _closer: weakref.finalize[[int], RedoLog]
+
     def __init__(
         self, path: Path, repair: bool = True, fail_stop: bool = False, buffered: bool = False
     ) -> None:

@@ -159,7 +159,7 @@ class Contents:
         source = file.staged
         # Its descriptor's number may already name another file: never copy from it.
         assert not source.discarded, "copying a staged file that was discarded"
-        held = (file.changed if file.base is not None else source.written).copy()
+        held = file.staged_bytes().copy()
         limit = MEMORY_COPY_BYTES if in_memory else MEMORY_FILE_BYTES
         copy = self.staging.create(threads, memory_limit=limit if held.covered <= limit else 0)
         if copy.in_memory or source.in_memory or threads is None or held.covered < COPY_IN_THREAD:

@@ -299,6 +299,12 @@ class LocalFile:
         copied), not all of its contents."""
         return self.base is not None or self.under is not None
 
+    def staged_bytes(self) -> Ranges:
+        """Where its staged file holds bytes of its contents (its changes over a base, or
+        what was written, the rest being zeros), to copy them."""
+        assert self.staged is not None
+        return self.changed if self.over_grid else self.staged.written
+
     def held_ranges(self) -> list[tuple[int, int]]:
         """The ranges of the contents its staged file holds: its changes over a base, or
         everything up to its size without one."""

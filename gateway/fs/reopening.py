@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 
-from gateway.fs.contents import Contents
+from gateway.fs.contents import COPY_IN_THREAD, Contents
 from gateway.fs.localfile import FINAL, Changes, LocalFile
 from gateway.fs.rangecopy import copy_and_close, copy_ranges
 from gateway.fs.sparse import Ranges
@@ -39,9 +39,6 @@ REBASE_WAIT_BYTES = 1 << 20
 #: A pending version that changed this much is not copied by an OPEN over it.
 LAZY_OPEN_BYTES = 1 << 20
 
-#: A copy of this many bytes or more runs in a thread.
-COPY_IN_THREAD = 1 << 20
-
 
 async def open_over(
     state: LocalFile,
@@ -53,13 +50,11 @@ async def open_over(
     """Give ``state`` (being opened, without TRUNC) the contents of ``pending``, the version
     of its path waiting for the grid (``new_staged`` makes an empty staged file)."""
     if pending.held_bytes() >= LAZY_OPEN_BYTES and pending.staged is not None:
-        source = pending.staged
-        held = pending.changed if pending.over_grid else source.written
         state.staged = new_staged()
         state.staged.truncate(pending.size)  # a hole: what it does not change is read below
-        state.under = Under(
-            os.dup(source.fd), pending.base, held.copy(), pending.limit, pending.size
-        )
+        held = pending.staged_bytes().copy()
+        fd = os.dup(pending.staged.fd)
+        state.under = Under(fd, pending.base, held, pending.limit, pending.size)
         state.limit = pending.size
     else:
         async with pending.writes_held():  # a SETSTAT of its size waits
