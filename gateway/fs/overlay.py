@@ -218,6 +218,17 @@ class Overlay:
         for path in self.linked.at_or_under(old):
             self.linked[new + path[depth:]] = self.linked.pop(path)
 
+    def replaced(self, file: LocalFile) -> bool:
+        """Whether a newer version of the file's path is journaled (its record durable,
+        standing on its own): storing this one would be undone by it. A log appended to
+        by one CLOSE after another stores its last version, not every one."""
+        newest = self.pending.get(file.path)
+        return (
+            newest is not None
+            and newest.generation > file.generation
+            and newest.phase is Phase.JOURNALED
+        )
+
     def stored(self, file: LocalFile) -> LocalFile | None:
         """A version's upload stored it: the file opened over it while it was pending, if
         still open at its path, lies over what was stored from now on (its changes are

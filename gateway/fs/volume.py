@@ -345,6 +345,9 @@ class Volume:
             self._finish(job.job_id)
             return
         self.overlay.uploading(file)
+        if self.overlay.replaced(file) and not self.queue.awaited(job.job_id):
+            self._finish(job.job_id)  # a newer version, journaled, replaces it: not stored
+            return
         # An fsync on the embedded core alone: the objects are written, not awaited durable;
         # the publish's flush covers them (architecture, "One flush per fsync").
         ordered = self.queue.awaited(job.job_id) and self.store.ordered

@@ -344,8 +344,8 @@ def test_each_fsync_stores_what_changed_since_the_last(tmp_path: Path) -> None:
 
 def test_reopening_a_file_still_uploading_copies_only_its_changes(tmp_path: Path) -> None:
     """A second OPEN of a file whose change waits for its upload stages that change again
-    (never the grid version under it), and its own; its upload, after the first's, stores
-    its own change over the first's version."""
+    (never the grid version under it), and its own; the first version is not stored at
+    all (the second, journaled, replaces it), and the second stores both changes."""
     gw, store = harness(tmp_path)
     first = open_rw(gw)
     gw.run(first.write(10, b"1" * 10))
@@ -359,7 +359,7 @@ def test_reopening_a_file_still_uploading_copies_only_its_changes(tmp_path: Path
     expected[10:20] = b"1" * 10
     expected[100_000:100_010] = b"2" * 10
     assert gw.read("/f.bin") == bytes(expected)
-    assert store.updates == [[(10, 20)], [(100_000, 100_010)]]
+    assert store.updates == [[(10, 20), (100_000, 100_010)]]
 
 
 @pytest.mark.parametrize("changed", [4096, 100_000], ids=["in the record", "in staging"])
