@@ -360,12 +360,17 @@ class GridFilesystem:
         found = self._overlay.abandon_writing(parts) is not None
         pending = self._overlay.pending.get(parts)
         if pending is not None:
-            await pending.lock.acquire()
+            versions = [pending, *self._overlay.older_versions([pending])]
+            for version in versions:
+                await version.lock.acquire()
             try:
                 if self._overlay.pending.get(parts) is pending:
                     self._overlay.abandon_pending(parts)
+                for older in versions[1:]:  # (their uploads would link them again)
+                    self._overlay.abandon_version(older)
             finally:
-                pending.lock.release()
+                for version in versions:
+                    version.lock.release()
             found = True
         return found
 
@@ -383,11 +388,10 @@ class GridFilesystem:
         new_parent, new_name, target_dir = await self._writable_directory(new_found)
         # Hold the files being uploaded under ``old`` first and look at the grid after: a link
         # in flight finishes before we decide what is local and what is in the grid.
-        held = self._overlay.pending_at_or_under(old_parts)
+        held = self._overlay.versions_at_or_under(old_parts)
         for pending in held:
             await pending.lock.acquire()
         try:
-            moving = [p for p in held if self._overlay.pending.get(p.path) is p]
             local_source = self._overlay.local(old_parts) is not None or self._overlay.has_under(
                 old_parts
             )
@@ -412,9 +416,8 @@ class GridFilesystem:
                         await source_dir.move_to(old_name, target_dir, new_name, overwrite=True)
                 except NoSuchChild:
                     raise NoSuchFile(f"no such file: {join(old_parts)}") from None
-            self._overlay.move(old_parts, new_parts)
-            for pending in moving:
-                self.volume.retarget(pending)
+            for pending in self._overlay.move(old_parts, new_parts, held):
+                self.volume.retarget(pending)  # (its record names the new place)
         finally:
             for pending in held:
                 pending.lock.release()

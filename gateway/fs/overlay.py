@@ -205,18 +205,51 @@ class Overlay:
         linked. The caller holds the file's lock, so no upload is linking it meanwhile."""
         return _abandoned(self.pending.pop(path, None))
 
-    def move(self, old: Path, new: Path) -> None:
-        """Re-target every local file at or under ``old`` to the same place under ``new``."""
+    def older_versions(self, newest: list[LocalFile]) -> list[LocalFile]:
+        """The older versions still in flight of the paths of these pending files (each the
+        newest of its path): a rename moves them too and a remove abandons them too, or
+        their uploads would link them where the file no longer is. Looked for only when one
+        of them was journaled over an older version (walking every job in flight at each
+        rename would cost an ``rsync`` of many files its square)."""
+        paths = {file.path for file in newest if file.superseding}
+        if not paths:
+            return []
+        return [
+            file
+            for file in self.by_job.values()
+            if file.path in paths and file.phase not in FINAL and file not in newest
+        ]
+
+    def versions_at_or_under(self, path: Path) -> list[LocalFile]:
+        """The files waiting for the grid at ``path`` or inside it, older versions too."""
+        newest = self.pending_at_or_under(path)
+        return newest + self.older_versions(newest)
+
+    def abandon_version(self, file: LocalFile) -> None:
+        """A remove (or a rename onto its path) of an older version still in flight: it is
+        never linked (the caller holds its lock)."""
+        _abandoned(file)
+
+    def move(self, old: Path, new: Path, held: list[LocalFile]) -> list[LocalFile]:
+        """Re-target every local file at or under ``old`` to the same place under ``new``,
+        and the older versions among ``held`` (:meth:`versions_at_or_under`, locked by the
+        caller); the versions of ``held`` still waiting for the grid, whose records must
+        now name the new place."""
         depth = len(old)
+        waiting = [file for file in held if file.phase not in FINAL]
+        older = [file for file in waiting if self.pending.get(file.path) is not file]
         for table in (self.writing, self.pending):
             for path in table.at_or_under(old):
                 file = table.pop(path)
                 file.path = new + path[depth:]
                 table[file.path] = file
+        for file in older:
+            file.path = new + file.path[depth:]
         for path in self.linked.at_or_under(new):
             del self.linked[path]  # whatever was at the target is replaced
         for path in self.linked.at_or_under(old):
             self.linked[new + path[depth:]] = self.linked.pop(path)
+        return waiting
 
     def replaced(self, file: LocalFile) -> bool:
         """Whether a newer version of the file's path is journaled (its record durable,

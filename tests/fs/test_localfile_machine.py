@@ -198,7 +198,7 @@ def test_move_retargets_files_under_a_directory() -> None:
     overlay.ready(pending)
     overlay.closing(pending)
     overlay.appended(pending, "job")
-    overlay.move(("a",), ("z",))
+    assert overlay.move(("a",), ("z",), overlay.versions_at_or_under(("a",))) == [pending]
     assert open_file.path == ("z", "x") and overlay.writing[("z", "x")] is open_file
     assert pending.path == ("z", "b", "y") and overlay.pending[("z", "b", "y")] is pending
     assert overlay.has_under(("z",)) and not overlay.has_under(("a",))

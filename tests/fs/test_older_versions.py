@@ -1,0 +1,80 @@
+"""A path closed twice before its first upload has two versions in flight: a rename moves
+both and a remove abandons both, so no upload links the older one where the file was.
+
+Before, only the newest version followed: ``echo a > x; echo b >> x; mv x y`` (or ``rm
+x``) within the upload grace left ``x`` to reappear later with its first contents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.fs.interfaces import SetAttributes
+from tests.fs.support import READ_WRITE, VolumeHarness
+from tests.fs.test_sparse import DATA, harness, open_rw
+
+
+def _two_versions(tmp_path: Path) -> VolumeHarness:
+    """``/f.bin`` changed and closed twice, neither upload started."""
+    gw, _ = harness(tmp_path)
+    for offset, byte in ((10, b"1"), (20, b"2")):
+        handle = open_rw(gw)
+        gw.run(handle.write(offset, byte * 10))
+        gw.run(handle.close())
+    assert len(list(gw.volume.overlay.jobs_at(("f.bin",)))) == 2
+    return gw
+
+
+def _names(gw: VolumeHarness) -> list[str]:
+    return sorted(name for name, _ in gw.run(gw.fs.list("/")))
+
+
+EXPECTED = DATA[:10] + b"1" * 10 + b"2" * 10 + DATA[30:]
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["uploaded", "after a crash"])
+def test_a_rename_moves_every_version_in_flight(tmp_path: Path, crash: bool) -> None:
+    """After the rename, and after a kill -9 and the restart's uploads, only the new name
+    exists, with the last version."""
+    gw = _two_versions(tmp_path)
+    gw.run(gw.fs.rename("/f.bin", "/g.bin", False))
+    if crash:
+        gw.crash()  # the records name the new place
+    gw.upload_everything()
+    assert _names(gw) == ["g.bin"]
+    assert gw.read("/g.bin") == EXPECTED
+
+
+def test_a_rename_of_the_directory_moves_every_version_in_flight(tmp_path: Path) -> None:
+    """The same for a file inside a renamed directory."""
+    gw, _ = harness(tmp_path)
+    gw.run(gw.fs.mkdir("/d", SetAttributes()))
+    gw.write("/d/f", b"first")
+    handle = gw.run(gw.fs.open("/d/f", READ_WRITE, SetAttributes()))
+    gw.run(handle.write(5, b"second"))
+    gw.run(handle.close())
+    gw.run(gw.fs.rename("/d", "/e", False))
+    gw.upload_everything()
+    assert _names(gw) == ["e", "f.bin"]
+    assert sorted(n for n, _ in gw.run(gw.fs.list("/e"))) == ["f"]
+    assert gw.read("/e/f") == b"firstsecond"
+
+
+def test_a_remove_abandons_every_version_in_flight(tmp_path: Path) -> None:
+    """After the remove nothing comes back, and nothing is stored."""
+    gw = _two_versions(tmp_path)
+    gw.run(gw.fs.remove("/f.bin"))
+    gw.upload_everything()
+    assert _names(gw) == []
+
+
+def test_a_rename_onto_the_path_abandons_every_version_in_flight(tmp_path: Path) -> None:
+    """A file renamed over a path with two versions in flight replaces both."""
+    gw = _two_versions(tmp_path)
+    gw.write("/other", b"other")
+    gw.run(gw.fs.rename("/other", "/f.bin", True))
+    gw.upload_everything()
+    assert _names(gw) == ["f.bin"]
+    assert gw.read("/f.bin") == b"other"
