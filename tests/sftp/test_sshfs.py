@@ -204,6 +204,22 @@ def test_vim_edit_and_save(mount: Mount) -> None:
     assert sorted(p.name for p in target.iterdir()) == ["doc.txt"]
 
 
+def test_a_file_written_twice_then_moved_or_removed_stays_gone(
+    mount: Mount,
+    shared_gateway: RunningGateway,  # noqa: F811
+) -> None:
+    """``echo a > x; echo b >> x; mv x y`` and ``...; rm x``: once the uploads have landed,
+    ``x`` has not come back (the first version's upload used to link it again)."""
+    target = mount("w")
+    run("sh", "-c", "echo a > x && echo b >> x && mv x y && echo c > z && echo d >> z && rm z",
+        cwd=target)  # fmt: skip
+    wait_drained(shared_gateway)
+    assert sorted(p.name for p in target.iterdir()) == ["y"]
+    assert (target / "y").read_text() == "a\nb\n"
+    fresh = mount("w2").parent / target.name  # a new mount: nothing cached by sshfs
+    assert sorted(p.name for p in fresh.iterdir()) == ["y"]
+
+
 def test_two_mounts_write_one_directory_at_once(mount: Mount) -> None:
     """Two sshfs mounts creating files in one directory concurrently lose none of them."""
     first, second = mount("m1"), mount("m2")
