@@ -168,13 +168,18 @@ class Overlay:
         their files."""
         return ((job_id, f) for job_id, f in self.by_job.items() if f.path == path)
 
-    def older_jobs(self, file: LocalFile) -> list[str]:
-        """The jobs of older versions of the file's path (each refused by :meth:`may_link`
-        once this one is linked); none looked for unless one was pending when it was
-        journaled (a walk of every job in flight per upload cost a ``cp -r`` its square)."""
+    def superseded_by(self, file: LocalFile) -> list[str]:
+        """This version is linked: the jobs of older versions of its path, which are never
+        linked now (abandoned: a rename of the path, which moves only what is in flight
+        at it, must not leave them to link where it was); none looked for unless one was
+        pending when it was journaled (a walk of every job in flight per upload cost a
+        ``cp -r`` its square)."""
         if not file.superseding:
             return []
-        return [j for j, other in self.jobs_at(file.path) if other.generation < file.generation]
+        older = [(j, f) for j, f in self.jobs_at(file.path) if f.generation < file.generation]
+        for _, version in older:
+            _abandoned(version)
+        return [job_id for job_id, _ in older]
 
     def _forget_settled_links(self) -> None:
         """Drop the linked generations of paths with no version in flight: only a job's file

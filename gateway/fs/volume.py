@@ -362,7 +362,7 @@ class Volume:
         try:
             if self.overlay.may_link(file):
                 await self._link(file, cap)
-                for older in self.overlay.older_jobs(file):
+                for older in self.overlay.superseded_by(file):
                     self.queue.superseded(older)
                 if self.store.write_back is not None and self.queue.awaited(job.job_id):
                     # Someone waits for the file to be in the grid (fsync): so must its

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from gateway.fs.interfaces import SetAttributes
+from gateway.fs.localfile import Phase
 from tests.fs.support import READ_WRITE, VolumeHarness
 from tests.fs.test_sparse import DATA, harness, open_rw
 
@@ -78,3 +80,38 @@ def test_a_rename_onto_the_path_abandons_every_version_in_flight(tmp_path: Path)
     gw.upload_everything()
     assert _names(gw) == ["f.bin"]
     assert gw.read("/f.bin") == b"other"
+
+
+def test_a_version_linked_before_an_older_one_leaves_nothing_behind_a_rename(
+    tmp_path: Path,
+) -> None:
+    """An fsync's version is linked while an older CLOSE's upload is still storing, and
+    then the file is renamed: the older upload, never linked now, does not bring the old
+    name back when it ends."""
+    gw, store = harness(tmp_path)
+    held: Deferred[None] = Deferred()
+    stored = store.update_file
+
+    async def hold_the_close(base, size, changed, read, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if list(changed) == [(10, 20)] and not held.called:
+            await held
+        return await stored(base, size, changed, read, *args, **kwargs)
+
+    store.update_file = hold_the_close  # type: ignore[method-assign]
+    first = open_rw(gw)
+    gw.run(first.write(10, b"1" * 10))
+    gw.run(first.close())
+    for _ in range(600):  # its upload starts, and waits
+        if any(f.phase is Phase.UPLOADING for f in gw.volume.overlay.by_job.values()):
+            break
+        gw.clock.advance(1)
+        gw.threads.run_all()
+    handle = open_rw(gw)
+    gw.run(handle.write(20, b"2" * 10))
+    gw.run_waiting(handle.fsync())
+    gw.run(gw.fs.rename("/f.bin", "/g.bin", False))
+    gw.run(handle.close())
+    held.callback(None)
+    gw.upload_everything()
+    assert _names(gw) == ["g.bin"]
+    assert gw.read("/g.bin") == EXPECTED
