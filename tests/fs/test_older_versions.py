@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 
 from gateway.fs.interfaces import SetAttributes
 from gateway.fs.localfile import Phase
-from tests.fs.support import READ_WRITE, VolumeHarness
+from tests.fs.support import CREATE, READ_WRITE, VolumeHarness
 from tests.fs.test_sparse import DATA, harness, open_rw
 
 
@@ -115,3 +117,60 @@ def test_a_version_linked_before_an_older_one_leaves_nothing_behind_a_rename(
     gw.upload_everything()
     assert _names(gw) == ["g.bin"]
     assert gw.read("/g.bin") == EXPECTED
+
+
+NAMES = ("f.bin", "x", "y")
+
+name_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+        st.tuples(st.just("append"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+        st.tuples(st.just("rename"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+        st.tuples(st.just("remove"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+        st.tuples(st.just("upload"), st.just(""), st.just("")),
+    ),
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name_operations)
+def test_any_sequence_of_writes_renames_and_removes_matches_a_model(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, str]]
+) -> None:
+    """Whole writes, appends (each a CLOSE: versions pile up while uploads wait), renames
+    (over existing names too), removes and uploads in any order: the listing and every
+    file read as the model says, before and after every upload has landed."""
+    gw, _ = harness(tmp_path_factory.mktemp("names"))
+    model = {"f.bin": DATA}
+    for step, (op, a, b) in enumerate(ops):
+        data = bytes([step]) * (step + 1)
+        if op == "write":  # (no time passes: no upload starts until "upload")
+            handle = gw.run(gw.fs.open(f"/{a}", CREATE, SetAttributes()))
+            gw.run(handle.write(0, data))
+            gw.run(handle.close())
+            model[a] = data
+        elif op == "append" and a in model:
+            handle = open_rw(gw, f"/{a}")
+            gw.run(handle.write(len(model[a]), data))
+            gw.run(handle.close())
+            model[a] += data
+        elif op == "rename" and a in model and a != b:
+            gw.run(gw.fs.rename(f"/{a}", f"/{b}", True))
+            model[b] = model.pop(a)
+        elif op == "remove" and a in model:
+            gw.run(gw.fs.remove(f"/{a}"))
+            del model[a]
+        elif op == "upload":
+            gw.upload_everything()
+        _check(gw, model)
+    gw.upload_everything()
+    _check(gw, model)
+
+
+def _check(gw: VolumeHarness, model: dict[str, bytes]) -> None:
+    assert _names(gw) == sorted(model)
+    for name, data in model.items():
+        assert gw.read(f"/{name}") == data, name
