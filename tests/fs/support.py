@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from gateway.fs.gridfs import GridFilesystem
 from gateway.fs.interfaces import FileAttributes, OpenFlags, SetAttributes
+from gateway.fs.localfile import Phase
 from gateway.fs.staging import StagingArea
 from gateway.fs.volume import Volume
 from gateway.intents.log import IN_PLACE_BELOW
@@ -187,6 +188,19 @@ class VolumeHarness:
     def stat(self, path: str, follow_symlinks: bool = True) -> FileAttributes:
         """A path's attributes."""
         return self.run(self.fs.stat(path, follow_symlinks))
+
+    def advance_until(self, done: Callable[[], bool], patience: int = 600) -> None:
+        """Let time pass, a second at a time, until ``done()`` (an upload started, say)."""
+        for _ in range(patience):
+            if done():
+                return
+            self.clock.advance(1)
+            self.threads.run_all()
+        raise AssertionError("what the test waited for never happened")
+
+    def uploading(self) -> bool:
+        """Whether some file's upload is under way."""
+        return any(f.phase is Phase.UPLOADING for f in self.volume.overlay.by_job.values())
 
     def upload_everything(self) -> None:
         """Let minutes pass: every upload runs and links its file."""

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from gateway.fs.localfile import Phase
 from gateway.uploads.journal import UploadJournal
 from tests.fs.test_sparse import DATA, harness, open_rw
 
@@ -152,11 +151,7 @@ def test_a_newer_version_linked_over_a_pending_close_survives_a_restart(
 
     store.update_file = hold_the_close  # type: ignore[method-assign]
     _pending_close(gw)
-    for _ in range(600):  # its upload starts (a newer version journaled first replaces it)
-        if any(f.phase is Phase.UPLOADING for f in gw.volume.overlay.by_job.values()):
-            break
-        gw.clock.advance(1)
-        gw.threads.run_all()
+    gw.advance_until(gw.uploading)  # (a newer version journaled first would replace it)
     handle = open_rw(gw)
     gw.run(handle.write(3000, b"r" * 100))
     if close_instead:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 
 from gateway.fs.interfaces import SetAttributes
-from gateway.fs.localfile import Phase
 from tests.fs.support import CREATE, READ_WRITE, VolumeHarness
 from tests.fs.test_sparse import DATA, harness, open_rw
 
@@ -103,11 +102,7 @@ def test_a_version_linked_before_an_older_one_leaves_nothing_behind_a_rename(
     first = open_rw(gw)
     gw.run(first.write(10, b"1" * 10))
     gw.run(first.close())
-    for _ in range(600):  # its upload starts, and waits
-        if any(f.phase is Phase.UPLOADING for f in gw.volume.overlay.by_job.values()):
-            break
-        gw.clock.advance(1)
-        gw.threads.run_all()
+    gw.advance_until(gw.uploading)  # its upload starts, and waits
     handle = open_rw(gw)
     gw.run(handle.write(20, b"2" * 10))
     gw.run_waiting(handle.fsync())

@@ -122,11 +122,7 @@ def test_a_version_closed_while_the_older_one_uploads_stores_its_own_changes(
     gw.write("/new.bin", NEW)
     handle = open_rw(gw, "/new.bin")
     gw.run(handle.write(SIZE, b"appended"))
-    for _ in range(600):  # the first version's upload runs (the handle is still open)
-        if handle.state.over is None:
-            break
-        gw.clock.advance(1)
-        gw.threads.run_all()
+    gw.advance_until(lambda: handle.state.over is None)  # the first version is stored
     assert store.updates == [[(0, SIZE)]]
     gw.run(handle.close())
     gw.upload_everything()
