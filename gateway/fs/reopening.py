@@ -9,12 +9,12 @@ upload has stored it, it becomes the open file's base (``Overlay.stored``), so i
 fsync or CLOSE stores what changed since the OPEN, not that version's changes again (a
 whole new file's, when it was one).
 
-An fsync over a version that changed :data:`REBASE_WAIT_BYTES` or more waits for it to
-be stored first (it is needed in the grid anyway, and the wait makes it the next
-upload); a smaller one is stored again with the fsync's change, which is cheaper than
-waiting. A file that must stand on its own while it still reads a version it did not
-copy (its CLOSE, or an fsync of a version not stored as one) copies that version's
-changes then (:func:`copy_under`).
+An fsync over a version read where it is waits for it to be stored first (it is needed
+in the grid anyway, and the wait makes it the next upload); a version small enough to
+be copied is stored again with the fsync's change, which is cheaper than waiting. A
+file that must stand on its own while it still reads a version it did not copy (its
+CLOSE, or an fsync of a version not stored as one) copies that version's changes then
+(:func:`copy_under`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ from gateway.fs.staging import StagedFile
 from gateway.fs.under import Under
 from gateway.threads import Threads
 from gateway.uploads.queue import UploadQueue
-
-#: An fsync of a file opened over a pending version that changed this much waits for it
-#: to be stored rather than store its changes again.
-REBASE_WAIT_BYTES = 1 << 20
 
 #: A pending version that changed this much is not copied by an OPEN over it.
 LAZY_OPEN_BYTES = 1 << 20
@@ -67,9 +63,9 @@ async def open_over(
 
 async def wait_over(state: LocalFile, queue: UploadQueue) -> None:
     """Before an fsync's snapshot: wait until the version the file was opened over is
-    stored, when it changed :data:`REBASE_WAIT_BYTES` or more (the module docstring)."""
+    stored, when the file reads it where it is (the module docstring)."""
     over = state.over
-    if over is None or over.held_bytes() < REBASE_WAIT_BYTES:
+    if over is None or state.under is None:
         return
     if over.job_id is not None and over.phase not in FINAL:
         await queue.wait_for(over.job_id)

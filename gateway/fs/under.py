@@ -3,7 +3,7 @@
 A second OPEN of a file whose last CLOSE is still uploading must not copy that version:
 for a disk image copied in and started at once, the copy was the whole image (0.4 s and
 as many bytes of staging per GiB). So a version with changes of
-:data:`~gateway.fs.writing.LAZY_OPEN_BYTES` or more is not copied: the new open file
+:data:`~gateway.fs.reopening.LAZY_OPEN_BYTES` or more is not copied: the new open file
 starts empty (its own changes only) and reads what it did not change through
 :class:`Under`, a descriptor of its own on that version's staged file and what that
 version lay over. When the version's upload has stored it, the open file lies over

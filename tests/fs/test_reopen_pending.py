@@ -30,7 +30,7 @@ def test_an_fsync_after_reopening_a_new_file_stores_only_its_change(
 ) -> None:
     """A new file is closed (its upload waits), opened again and changed: the fsync waits
     for the first version, then stores 4 KiB over it, not the whole file a second time."""
-    monkeypatch.setattr(reopening, "REBASE_WAIT_BYTES", SIZE)  # (1 MiB: a larger file)
+    monkeypatch.setattr(reopening, "LAZY_OPEN_BYTES", SIZE)  # (1 MiB: a larger file)
     gw, store = harness(tmp_path)
     gw.write("/new.bin", NEW)
     handle = open_rw(gw, "/new.bin")
@@ -50,7 +50,7 @@ def test_an_fsync_after_reopening_a_new_file_stores_only_its_change(
 
 
 def test_an_fsync_over_a_small_pending_change_stores_it_again(tmp_path: Path) -> None:
-    """An older version that changed less than REBASE_WAIT_BYTES is not waited for: the
+    """An older version that changed less than LAZY_OPEN_BYTES (copied) is not waited for: the
     fsync stores its changes again with the open file's, and the open file lies over
     that version once the older one is stored."""
     gw, store = harness(tmp_path)
@@ -167,7 +167,6 @@ def read_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     """Versions of 100,000 changed bytes or more are not copied by an OPEN over them (1 MiB
     in a gateway), nor stored again by an fsync: it waits for them."""
     monkeypatch.setattr(reopening, "LAZY_OPEN_BYTES", 100_000)
-    monkeypatch.setattr(reopening, "REBASE_WAIT_BYTES", 100_000)
 
 
 def _reopened(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -284,7 +283,6 @@ def test_any_sequence_matches_the_model_with_versions_read_in_place(
 def read_everything_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     """No pending version is copied by an OPEN over it, and every fsync over one waits."""
     monkeypatch.setattr(reopening, "LAZY_OPEN_BYTES", 1)
-    monkeypatch.setattr(reopening, "REBASE_WAIT_BYTES", 1)
 
 
 def test_a_read_in_flight_keeps_the_descriptor_until_it_ends(tmp_path: Path) -> None:
