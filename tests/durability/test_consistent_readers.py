@@ -4,8 +4,8 @@ Issue #16 asks that a reader (another handle, another gateway) sees one consiste
 version at a time while a writer changes a large file in place. Two gateway
 processes share one account root on a grid of three storage-node processes. The
 writer (paramiko, gateway one) stamps eight regions of a 4 MiB file (a chunk
-tree: the regions lie in different extents) with a version number, then fsyncs,
-over and over; the reader (paramiko, gateway two) opens the file again and again
+tree: two regions in each of its four 1 MiB extents) with a version number, then
+fsyncs, over and over; the reader (paramiko, gateway two) opens the file again and again
 and reads the eight stamps, each with a READ of its own, while the writer runs.
 Every open must show the eight stamps of one version, never a mix, and the
 versions a reader sees never go back. A handle kept open reads the version it
