@@ -55,7 +55,7 @@ from types import FrameType
 
 import attrs
 import bench_workloads as w
-from bench_probe import file_create_ms, profiled
+from bench_probe import file_create_ms, machine_cpu, profiled, steal_share
 from bench_report import TARGETS, Results, misses, print_table, rows
 from bench_targets import (
     BenchFailure,
@@ -225,21 +225,24 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: --with-tahoe needs .venv-tahoe (misc/test installs it)", file=sys.stderr)
             return 2
     load = os.getloadavg()
+    machine = machine_cpu()
     try:
         results = run_targets(args, plan(args))
     except BenchFailure as failure:
         print(f"bench: FAILED: {failure}", file=sys.stderr)
         return 1
+    steal = steal_share(machine, machine_cpu())
     runs = 1 if args.smoke else args.runs
     table = rows(results)
+    stolen = "" if steal is None else f"host steal during the run: {100 * steal:.1f} %; "
     print(f"load average before the run: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}; "
-          f"creating a directory and a file in the work directory: "
+          f"{stolen}creating a directory and a file in the work directory: "
           f"{results.file_create_ms} ms (median)")  # fmt: skip
     print_table(table, runs, args.quiesce)
     if args.json:
         report = {"runs": runs, "quiesce": args.quiesce, "targets": results.targets(),
                   "drained": results.drained,
-                  "load_average": [load, os.getloadavg()],
+                  "load_average": [load, os.getloadavg()], "steal": steal,
                   "file_create_ms": results.file_create_ms, "results": table,
                   "missed": misses(table)}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=1))

@@ -51,7 +51,15 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from bench_probe import cpu_seconds, file_create_ms, profiled, reset_hwm, vm_hwm_kib
+from bench_probe import (
+    cpu_seconds,
+    file_create_ms,
+    machine_cpu,
+    profiled,
+    reset_hwm,
+    steal_share,
+    vm_hwm_kib,
+)
 from bench_targets import (
     MiB,
     Target,
@@ -97,6 +105,7 @@ class Row:
         self.latencies = latencies  # seconds, one per operation
         self.cpu: float | None = None  # gateway CPU seconds over the workload (and its drain)
         self.rss: float | None = None  # gateway peak RSS in MiB during the workload
+        self.steal: float | None = None  # share of the machine's CPU the host took meanwhile
 
     def figures(self) -> dict[str, Any]:
         """The row as printed: latencies in ms, rates per second."""
@@ -113,6 +122,7 @@ class Row:
             "cpu_ms_per_op": None if self.cpu is None else 1000 * self.cpu / count,
             "cpu_s": self.cpu,
             "peak_rss_mib": self.rss,
+            "steal": self.steal,
         }
 
 
@@ -125,8 +135,10 @@ def measure(
     if pid is not None:
         reset_hwm(pid)
         before = cpu_seconds(pid)
+    machine = machine_cpu()
     with profiled(target.pid, f"{target.name}-{name}", profile):
         row = Row(name, target.name, [op(i) for i in range(count)])
+        row.steal = steal_share(machine, machine_cpu())
         if wait:
             drain(target)
     if pid is not None:
@@ -270,6 +282,7 @@ def ext4_workload(
 
     pid = target.pid
     before = cpu_seconds(pid) if pid is not None else 0.0
+    machine = machine_cpu()
     try:
         steps = [
             measure(target, f"ext4 {name}", 1, step, profile, wait=False)
@@ -282,6 +295,7 @@ def ext4_workload(
             subprocess.run(["losetup", "-d", dev], check=False, timeout=60)
     drain(target)
     total = Row("ext4 sequence", target.name, [sum(s.latencies[0] for s in steps)])
+    total.steal = steal_share(machine, machine_cpu())
     if pid is not None:
         total.cpu = cpu_seconds(pid) - before
         total.rss = max([vm_hwm_kib(pid) / 1024] + [s.rss for s in steps if s.rss is not None])
@@ -404,16 +418,22 @@ def verdicts(rows: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]
     return found
 
 
-def report(rows: list[dict[str, Any]], checks: list[dict[str, Any]], config: Config) -> None:
-    """Print the table and the targets."""
+def report(
+    rows: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    config: Config,
+    steal: float | None = None,
+) -> None:
+    """Print the table and the targets (``steal``: the run's, see bench_probe)."""
+    stolen = "" if steal is None else f"; host steal {100 * steal:.1f} %"
     print(
         f"in-place changes (issue #16): files of {' and '.join(label(s) for s in config.sizes)}"
         f", {config.ops} ops each (OPEN {OPEN_OPS_FACTOR * config.ops}), back to back;"
-        f" load average {os.getloadavg()[0]:.1f}"
+        f" load average {os.getloadavg()[0]:.1f}{stolen}"
     )
     print(
         f"{'workload':<38}{'target':<9}{'ops':>5}{'median ms':>11}{'p90 ms':>10}{'ops/s':>10}"
-        f"{'CPU ms/op':>11}{'RSS MiB':>9}{'vs openssh':>12}"
+        f"{'CPU ms/op':>11}{'RSS MiB':>9}{'steal %':>9}{'vs openssh':>12}"
     )
     base = {r["workload"]: r for r in rows if r["target"] == "openssh"}
 
@@ -427,6 +447,7 @@ def report(rows: list[dict[str, Any]], checks: list[dict[str, Any]], config: Con
             f"{r['workload']:<38}{r['target']:<9}{r['ops']:>5}{cell(r['median_ms'], 11, 2)}"
             f"{cell(r['p90_ms'], 10, 2)}{cell(r['ops_per_s'], 10)}"
             f"{cell(r['cpu_ms_per_op'], 11)}{cell(r['peak_rss_mib'], 9)}"
+            f"{cell(None if r['steal'] is None else 100 * r['steal'], 9)}"
             + (f"{ratio:>11.3g}x" if ratio is not None else f"{'':>12}")
         )
     print("targets (issue #16):")
@@ -459,13 +480,15 @@ def run_inplace(
             ]
             if config.grid:
                 targets.append(stack.enter_context(grid_gateway_target(work, key)))
+            machine = machine_cpu()
             rows = [r.figures() for r in measure_all(targets, work, config, profile)]
+            steal = steal_share(machine, machine_cpu())
     checks = verdicts(rows, config)
-    report(rows, checks, config)
+    report(rows, checks, config, steal)
     print(f"creating a directory and a file in the work directory: {create_ms} ms (median)")
     load = os.getloadavg()
     return {"sizes": config.sizes, "ops": config.ops, "load_average": load, "results": rows,
-            "targets": checks, "file_create_ms": create_ms}  # fmt: skip
+            "targets": checks, "file_create_ms": create_ms, "steal": steal}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

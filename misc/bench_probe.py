@@ -18,6 +18,13 @@ Peak RSS: ``VmHWM`` summed over the tree, after writing ``5`` to every
 process's ``clear_refs`` (which resets ``VmHWM`` to the current RSS, Linux >=
 4.0) when the workload starts. A forking server's sessions are gone when the
 workload ends, so their peak is unknown: ``None``.
+
+Steal: the share of the machine's CPU time its host took for others while a
+workload ran (``steal`` in ``/proc/stat``). On a virtual machine every figure
+moves with it (4 s of 12.7 s in one run, nothing in the next, on the machine
+docs/performance.rst was measured on), so the benchmarks report it beside
+their figures: a ratio taken while the host took a fifth of the machine says
+little.
 """
 
 from __future__ import annotations
@@ -39,6 +46,30 @@ import attrs
 TICK = os.sysconf("SC_CLK_TCK")
 SETTLE_TIMEOUT = 10.0
 """How long a reading waits for a forking server's session processes to exit."""
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """(steal, all) CPU seconds of the whole machine so far, summed over its CPUs, from
+    ``/proc/stat`` (all: every state, idle included); None without that figure."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(field) for field in fields[1:9]]  # user .. steal
+    return ticks[7] / TICK, sum(ticks) / TICK
+
+
+def steal_share(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    """The share (0 to 1) of the machine's CPU time the host took between two
+    :func:`machine_cpu` readings; None without both (or with no time between them)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -117,6 +148,7 @@ class Usage:
 
     cpu: float | None = None  # CPU seconds
     rss: float | None = None  # peak RSS, MiB
+    steal: float | None = None  # share of the machine's CPU time its host took meanwhile
 
 
 @contextmanager
@@ -127,8 +159,10 @@ def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usa
     unknown and, with ``settle``, each reading first waits for the sessions to be gone
     (without ``settle`` the sessions must stay open throughout, as an sshfs mount's does)."""
     usage = Usage()
+    machine = machine_cpu()
     if pid is None:
         yield usage
+        usage.steal = steal_share(machine, machine_cpu())
         return
     reliable = not (forks and settle) or _settled(pid)
     if not forks:
@@ -136,6 +170,7 @@ def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usa
             reset_hwm(member)
     before = tree_cpu_seconds(pid)
     yield usage
+    usage.steal = steal_share(machine, machine_cpu())
     reliable = reliable and (not (forks and settle) or _settled(pid))
     usage.cpu = tree_cpu_seconds(pid) - before if reliable else None
     if not forks:

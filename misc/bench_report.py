@@ -58,22 +58,27 @@ class Cell:
     values: list[float] = attrs.Factory(list)
     cpu: list[float | None] = attrs.Factory(list)
     rss: list[float | None] = attrs.Factory(list)
+    steal: list[float | None] = attrs.Factory(list)
 
     def add(self, figure: Figure) -> None:
         """Record one run's figure."""
         self.values.append(figure.value)
         self.cpu.append(figure.usage.cpu if figure.usage else None)
         self.rss.append(figure.usage.rss if figure.usage else None)
+        self.steal.append(figure.usage.steal if figure.usage else None)
 
     def summary(self) -> dict[str, Any]:
-        """Median value and CPU (of the runs that have one), highest peak RSS."""
+        """Median value and CPU (of the runs that have one), highest peak RSS and host
+        steal (bench_probe: what the host took of the machine while it was measured)."""
         cpu = [c for c in self.cpu if c is not None]
         rss = [r for r in self.rss if r is not None]
+        steal = [s for s in self.steal if s is not None]
         return {
             "median": statistics.median(self.values),
             "runs": self.values,
             "cpu_s": statistics.median(cpu) if cpu else None,
             "peak_rss_mib": max(rss) if rss else None,
+            "steal": max(steal) if steal else None,
         }
 
 
@@ -182,7 +187,7 @@ def misses(table: Sequence[dict[str, Any]]) -> list[str]:
 def print_table(table: Sequence[dict[str, Any]], runs: int, quiesce: bool) -> None:
     """Print the rows, then the summary line of the targets."""
     modes = MODES if quiesce else MODES[:1]
-    head = "".join(f"{m:>10}{'CPU s':>8}{'RSS MiB':>9}" for m in modes)
+    head = "".join(f"{m:>10}{'CPU s':>8}{'RSS MiB':>9}{'steal %':>8}" for m in modes)
     print(f"{'workload':<32}{'target':<9}{head}  {'unit':<10}{'ratio':>8} {'goal':<16} verdict")
     for row in table:
         cells = ""
@@ -190,6 +195,8 @@ def print_table(table: Sequence[dict[str, Any]], runs: int, quiesce: bool) -> No
             figures = row[mode] or {}
             cells += _num(figures.get("median"), 10) + _num(figures.get("cpu_s"), 8, 2)
             cells += _num(figures.get("peak_rss_mib"), 9, 1)
+            steal = figures.get("steal")
+            cells += _num(None if steal is None else 100 * steal, 8, 1)
         line = f"{row['workload']:<32}{row['target']:<9}{cells}  {row['unit']:<10}"
         checks = row["checks"]
         if checks:
@@ -202,7 +209,8 @@ def print_table(table: Sequence[dict[str, Any]], runs: int, quiesce: bool) -> No
     legend = "b2b = back to back, idle = after waiting for idle, " if quiesce else "back to back, "
     print(
         f"(median of {runs} run{'s' * (runs > 1)}, {legend}CPU s and RSS MiB the server's:\n"
-        " OpenSSH's session processes' CPU, RSS unknown; ratio = target/openssh on the\n"
+        " OpenSSH's session processes' CPU, RSS unknown; steal % the most the host took of\n"
+        " the machine's CPU time in a run of the figure; ratio = target/openssh on the\n"
         " back-to-back figures, for s, ms and MiB the inverse, so that above 1 is better)"
     )
     checks = [c for row in table for c in row["checks"]]

@@ -287,9 +287,11 @@ def sshfs_tree(target: Target, work: Path, files: int) -> list[Figure]:
             figures.append(Figure(name, "sshfs part", seconds, "s", usage))
     cpu = [f.usage.cpu for f in figures if f.usage is not None]
     rss = [f.usage.rss for f in figures if f.usage is not None and f.usage.rss is not None]
+    steal = [f.usage.steal for f in figures if f.usage is not None and f.usage.steal is not None]
     total = Usage(
         cpu=None if None in cpu else sum(c for c in cpu if c is not None),
         rss=max(rss) if rss else None,
+        steal=max(steal) if steal else None,
     )
     name = f"sshfs cp+tar+diff {files} files"
     return [Figure(name, "sshfs", sum(f.value for f in figures), "s", total), *figures]

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 def test_bench_inplace_smoke(tmp_path: Path) -> None:
     """Every workload (the sustained write+fsync stream too) has a positive median, p90 and
-    rate on OpenSSH and on the gateway, the gateway's CPU and peak RSS are reported, every
-    target of the issue is evaluated, and afterwards no process, mount, loop device or temp
-    dir of the run is left."""
+    rate on OpenSSH and on the gateway, the gateway's CPU and peak RSS and the host's steal
+    are reported, every target of the issue is evaluated, and afterwards no process, mount,
+    loop device or temp dir of the run is left."""
     out = tmp_path / "inplace.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the run's temp dirs: under tmp_path
     result = subprocess.run(
@@ -42,6 +42,8 @@ def test_bench_inplace_smoke(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["file_create_ms"] > 0  # the filesystem's part, reported beside the figures
     assert f"in the work directory: {report['file_create_ms']} ms" in result.stdout
+    assert report["steal"] is None or 0 <= report["steal"] <= 1, report["steal"]
+    assert "steal %" in result.stdout
     rows = {(row["workload"], row["target"]): row for row in report["results"]}
     small, big = "2 MiB", "6 MiB"
     workloads = [
@@ -58,6 +60,7 @@ def test_bench_inplace_smoke(tmp_path: Path) -> None:
             row = rows[workload, target]
             assert row["ops"] > 0 and row["median_ms"] > 0 and row["p90_ms"] > 0, row
             assert row["ops_per_s"] > 0, row
+            assert row["steal"] is None or 0 <= row["steal"] <= 1, row
         ours = rows[workload, "gateway"]
         assert ours["peak_rss_mib"] > 0 and ours["cpu_s"] is not None, ours
         assert ours["cpu_s"] >= 0, ours

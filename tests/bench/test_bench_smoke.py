@@ -22,7 +22,8 @@ SSHFS = shutil.which("sshfs") is not None and os.path.exists("/dev/fuse")
 
 def test_bench_smoke(tmp_path: Path) -> None:
     """Both columns for every figure on both targets, CPU and RSS where they can be known,
-    a verdict for every target the issue sets, the summary line; nothing left behind."""
+    the host's steal (a share of the machine, where it says), a verdict for every target the
+    issue sets, the summary line; nothing left behind."""
     out = tmp_path / "bench.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the run's temp dir: under tmp_path
     result = subprocess.run(
@@ -37,6 +38,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert report["targets"] == ["openssh", "gateway"] and report["quiesce"] is True
     assert report["file_create_ms"] > 0  # the filesystem's part, reported beside the figures
     assert f"in the work directory: {report['file_create_ms']} ms" in result.stdout
+    assert report["steal"] is None or 0 <= report["steal"] <= 1, report["steal"]
+    if report["steal"] is not None:
+        assert f"host steal during the run: {100 * report['steal']:.1f} %" in result.stdout
     rows = {(row["workload"], row["target"]): row for row in report["results"]}
     names = [
         "upload 1 MiB", "download 1 MiB", "random 4 KiB reads x20", "5 x 16 KiB files",
@@ -52,6 +56,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
             row = rows[name, target]
             assert row["b2b"]["median"] > 0 and row["idle"]["median"] > 0, row
             assert row["b2b"]["cpu_s"] is not None and row["idle"]["cpu_s"] is not None, row
+            steal = row["b2b"]["steal"]
+            assert steal is None or 0 <= steal <= 1, row
             line = next(line for line in result.stdout.splitlines() if line.startswith(name))
             assert line.split()[len(name.split()) :][0] == "openssh", line
         assert rows[name, "openssh"]["b2b"]["peak_rss_mib"] is None  # sessions come and go
