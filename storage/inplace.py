@@ -365,7 +365,7 @@ class LoggedFiles:
                 self._flush_each()
             if waiting:
                 self.log.rewrite(waiting)  # the files may not hold these yet
-            elif self.log.size:
+            elif not self.log.empty:
                 self.log.reset()
             self.dirty_files.clear()
             self.dirty_dirs.clear()

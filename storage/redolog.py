@@ -19,6 +19,21 @@ data alone: on ext4 here, 106 against 177 µs for an fsync's records, and no
 journal commit for other threads' writes to wait behind. Zeros after the last
 record are the log's free space, not damage: a record starts with its magic.
 
+Recycled. Emptying the log (:meth:`RedoLog.reset`, after a checkpoint) keeps the
+file and its blocks: it writes an empty record of a new *epoch* at its start,
+and the records that follow are written over the old ones. Every record names
+its epoch (8 random bytes, in its head and in its checksum), so the old records
+after the new ones are free space too: reading stops at the first record of
+another epoch. Truncating instead meant growing the file again after every
+checkpoint, and every megabyte of zeros grown was written to the disk by the
+next flush: an fsync stream on the embedded grid wrote more zeros than records
+(the intent log is emptied every few fsyncs), and the flush after each growth
+took three times as long. A record of the epoch that fails its checksum is
+damage (a torn write), as before. The file keeps at most :data:`KEEP_BYTES` when
+emptied. Records of the first format (magic ``GGRL``, no epoch) are still read;
+a log holding them is appended to in that format until it is emptied or
+rewritten.
+
 Buffered (the storage core's log). Records appended without a flush are kept in
 memory and written together, with one ``pwrite``, when the log is flushed (or
 past :data:`BUFFER_BYTES`): an fsync's objects and directory are half a dozen
@@ -38,14 +53,23 @@ from typing import Any
 
 import cbor2
 
-MAGIC = b"GGRL"
-_HEAD = struct.Struct(">4sI16s")
+MAGIC = b"GGR2"
+"""A record's start: ``magic (4) | epoch (8) | payload length (u32) | BLAKE2b-128 of the
+epoch and payload (16) | payload``; a payload of no bytes marks an epoch's start."""
+MAGIC_V1 = b"GGRL"
+"""The first format's: ``magic (4) | payload length (u32) | BLAKE2b-128 (16) | payload``."""
+_HEAD = struct.Struct(">4s8sI16s")
+_HEAD_V1 = struct.Struct(">4sI16s")
+EPOCH_BYTES = 8
 EXTEND_BYTES = 1 << 20
 """How much the log file grows by when a record needs room: zeros, written."""
 _ZEROS = bytes(EXTEND_BYTES)
 
 BUFFER_BYTES = 256 * 1024
 """Records a buffered log keeps in memory at most before writing them."""
+
+KEEP_BYTES = 16 << 20
+"""What an emptied log keeps of its file (room for the next records), at most."""
 
 
 def fsync_directory(path: Path) -> None:
@@ -66,13 +90,24 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def _digest(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
+def _digest(payload: bytes, epoch: bytes | None = None) -> bytes:
+    if epoch is None:
+        return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo").digest()
+    return hashlib.blake2b(payload, digest_size=16, person=b"gg:redo2", salt=epoch).digest()
 
 
-def _encode(record: dict[str, Any]) -> bytes:
-    payload = cbor2.dumps(record)
-    return _HEAD.pack(MAGIC, len(payload), _digest(payload)) + payload
+def _encode_payload(payload: bytes, epoch: bytes | None) -> bytes:
+    if epoch is None:
+        return _HEAD_V1.pack(MAGIC_V1, len(payload), _digest(payload)) + payload
+    return _HEAD.pack(MAGIC, epoch, len(payload), _digest(payload, epoch)) + payload
+
+
+def _encode(record: dict[str, Any], epoch: bytes | None) -> bytes:
+    return _encode_payload(cbor2.dumps(record), epoch)
+
+
+def _new_epoch() -> bytes:
+    return os.urandom(EPOCH_BYTES)
 
 
 class RedoLog:
@@ -93,10 +128,26 @@ class RedoLog:
         self.path = path
         flags = os.O_RDWR | os.O_CREAT if repair else os.O_RDONLY
         self._adopt(os.open(path, flags, 0o600))
-        #: The file's length: the records, then zeros (free space) up to it.
+        #: The file's length: the records, then free space (zeros, or an earlier epoch's
+        #: records) up to it.
         self.allocated = os.fstat(self._fd).st_size
-        self.size = sum(_HEAD.size + len(payload) for payload in self._payloads())
-        self.damaged_bytes = 0 if self._zeros_after(self.size) else self.allocated - self.size
+        #: The epoch of the records (None: the first format's).
+        self.epoch: bytes | None = _new_epoch()
+        #: Where the records end.
+        self.size = 0
+        #: Where the epoch's records start (after its empty first record, if any).
+        self.start = 0
+        damaged = False
+        for end, payload, epoch, torn in self._scan():
+            if end == 0:
+                damaged = torn
+                break
+            if self.size == 0:
+                self.epoch = epoch
+                if not payload:
+                    self.start = end
+            self.size = end
+        self.damaged_bytes = self.allocated - self.size if damaged else 0
         #: Bytes appended since opening (never goes back), and how many of them are durable.
         self.appended = 0
         self.durable = 0
@@ -112,10 +163,18 @@ class RedoLog:
         self.buffered = buffered
         self._pending: list[bytes] = []
         self._pending_at = self._pending_bytes = 0
-        if repair and self.damaged_bytes:
+        if repair and (self.damaged_bytes or not self._zeros_after(self.size)):
+            # Damage, or an earlier epoch's records: cut off, so that no record of this
+            # epoch written beyond a torn one (a flush writes its pages in any order) is
+            # ever found behind the records appended from now on.
             os.ftruncate(self._fd, self.size)
             os.fsync(self._fd)
             self.allocated = self.size
+
+    @property
+    def empty(self) -> bool:
+        """Whether the log holds no record."""
+        return self.size <= self.start
 
     def _zeros_after(self, offset: int) -> bool:
         """Whether the file holds only zeros from ``offset`` to its end."""
@@ -128,28 +187,52 @@ class RedoLog:
             offset += len(data)
         return True
 
-    def _payloads(self) -> Iterator[bytes]:
+    def _scan(self) -> Iterator[tuple[int, bytes, bytes | None, bool]]:
+        """Each intact record from the start, in order: where it ends, its payload and
+        its epoch; then once ``(0, b"", None, damaged)``, where ``damaged`` tells whether
+        what follows the last one is damage rather than free space."""
         offset = 0
+        first = MAGIC_V1 if self.allocated and self._magic(0) == MAGIC_V1 else MAGIC
+        epoch: bytes | None = None
         while True:
-            head = os.pread(self._fd, _HEAD.size, offset)
-            if len(head) < _HEAD.size:
+            if first == MAGIC:
+                head = os.pread(self._fd, _HEAD.size, offset)
+                if len(head) < _HEAD.size or head[:4] != MAGIC:
+                    # Zeros are free space; so is anything else after records of an
+                    # epoch (the earlier epochs' records, cut anywhere); before any, damage.
+                    yield 0, b"", None, offset == 0 and not self._zeros_after(offset)
+                    return
+                _, its_epoch, length, digest = _HEAD.unpack(head)
+                if epoch is not None and its_epoch != epoch:
+                    yield 0, b"", None, False  # an earlier epoch's record: free space
+                    return
+                start = offset + _HEAD.size
+            else:
+                head = os.pread(self._fd, _HEAD_V1.size, offset)
+                if len(head) < _HEAD_V1.size or head[:4] != MAGIC_V1:
+                    yield 0, b"", None, not self._zeros_after(offset)
+                    return
+                _, length, digest = _HEAD_V1.unpack(head)
+                its_epoch = None
+                start = offset + _HEAD_V1.size
+            payload = os.pread(self._fd, length, start)
+            if len(payload) < length or _digest(payload, its_epoch) != digest:
+                yield 0, b"", None, True  # a record of the epoch, torn
                 return
-            magic, length, digest = _HEAD.unpack(head)
-            if magic != MAGIC:
-                return
-            payload = os.pread(self._fd, length, offset + _HEAD.size)
-            if len(payload) < length or _digest(payload) != digest:
-                return
-            yield payload
-            offset += _HEAD.size + length
+            epoch = its_epoch
+            offset = start + length
+            yield offset, payload, its_epoch, False
+
+    def _magic(self, offset: int) -> bytes:
+        return os.pread(self._fd, 4, offset)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every complete, intact record from the start, in order (a damaged one ends it)."""
-        end = 0
-        for payload in self._payloads():
-            end += _HEAD.size + len(payload)
-            if end > self.size:
+        for end, payload, _, _ in self._scan():
+            if end == 0 or end > self.size:
                 return
+            if not payload:
+                continue  # an epoch's start
             try:
                 record = cbor2.loads(payload)
             except (ValueError, cbor2.CBORDecodeError):
@@ -164,7 +247,7 @@ class RedoLog:
         With ``sync=False`` it is not flushed yet: the next flushed append (or
         :meth:`sync`) makes it durable together with its own record.
         """
-        data = _encode(record)
+        data = _encode(record, self.epoch)
         end = self.size + len(data)
         if end > self.allocated:
             self._extend(end)
@@ -263,8 +346,9 @@ class RedoLog:
             # up to 128 KiB each), and joining all their encodings held them twice over.
             batch: list[bytes] = []
             held = 0
+            epoch = _new_epoch()
             for record in records:
-                batch.append(_encode(record))
+                batch.append(_encode(record, epoch))
                 held += len(batch[-1])
                 if held >= BUFFER_BYTES:
                     pwrite_all(fd, b"".join(batch), size)
@@ -280,15 +364,30 @@ class RedoLog:
         self.close()
         self._adopt(os.open(self.path, os.O_RDWR, 0o600))
         self.size = self.allocated = size
+        self.epoch, self.start = epoch, 0
         self.durable = self.appended  # the live records are all in the flushed new file
         self.failed = None
 
     def reset(self) -> None:
-        """Empty the log, durably (every change it held must already be on disk)."""
+        """Empty the log, durably (every change it held must already be on disk).
+
+        The file and its room are kept (up to :data:`KEEP_BYTES`): an empty record of a
+        new epoch is written at its start, and what follows it is free space."""
         self._drop_pending()
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
-        self.size = self.allocated = 0
+        epoch = _new_epoch()
+        marker = _encode_payload(b"", epoch)
+        if self.allocated < len(marker):
+            os.ftruncate(self._fd, 0)
+            os.fsync(self._fd)
+            self.allocated = self.start = self.size = 0
+        else:
+            if self.allocated > KEEP_BYTES:
+                os.ftruncate(self._fd, KEEP_BYTES)
+                self.allocated = KEEP_BYTES
+            pwrite_all(self._fd, marker, 0)
+            os.fdatasync(self._fd)
+            self.start = self.size = len(marker)
+        self.epoch = epoch
         self.durable = self.appended
         self.failed = None
 

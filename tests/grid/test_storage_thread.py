@@ -250,7 +250,7 @@ class EmbeddedCheckpointTests(TestCase):
         self.assertEqual(ran, [], "not in the caller's turn")
         await done
         self.assertEqual(ran, ["storage"])
-        self.assertEqual(backend._log.size, 0)
+        self.assertTrue(backend._log.empty)
         self.assertEqual(await client.read_mutable(slot.si, 0, 0, 5), b"sssss")
 
 
@@ -323,10 +323,10 @@ class EmbeddedHoldTests(TestCase):
         self.assertGreater(backend._log.size, 16 * 1024)
         clock.advance(QUIET)
         for _ in range(1000):
-            if backend._log.size == 0:
+            if backend._log.empty:
                 break
             await deferLater(reactor, 0.01)
-        self.assertEqual(backend._log.size, 0)
+        self.assertTrue(backend._log.empty)
         self.assertEqual(ran[opening:], ["storage"])
         for i, slot in enumerate(slots):
             self.assertEqual(await client.read_mutable(slot.si, 0, 0, 3), bytes([i]) * 3)

@@ -253,7 +253,7 @@ def test_close_writes_every_file(tmp_path: Path, gate: threading.Event) -> None:
     server.backend.close()
     assert share_file(tmp_path, SI2, 0).read_bytes() == b"small"
     assert share_file(tmp_path, SI, 1).read_bytes() == b"slot"
-    assert (tmp_path / storage.disk._REDO_LOG).stat().st_size == 0  # checkpointed
+    assert server.backend._log.empty  # checkpointed
 
 
 class Applied:
@@ -550,7 +550,7 @@ def test_a_checkpoint_falling_due_keeps_what_the_thread_has_not_written(tmp_path
         assert restarted.read_mutable(si, 0, 0, 6) == b"slot %d" % n
     applier._backlog = 1  # now far behind
     backend.checkpoint(everything=False)
-    assert applier.waiting == 0 and backend._log.size == 0
+    assert applier.waiting == 0 and backend._log.empty
     assert share_file(tmp_path, slots[4], 0).read_bytes() == b"slot 4"
     backend.close()
 

@@ -6,6 +6,7 @@ import gc
 import os
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from storage import disk, inplace, redolog
@@ -17,6 +18,15 @@ from tests.storage.values import SI
 
 OTHER_SI = b"\x07" * 16
 META = IndexMetadata(ShareKind.MUTABLE, (Lease(b"r" * 32, b"c" * 32, 1000),), b"w" * 32)
+
+
+def logged(path: Path) -> list[dict[str, object]]:
+    """The records a log file holds, as the next opening finds them."""
+    log = RedoLog(path, repair=False)
+    try:
+        return list(log.records())
+    finally:
+        log.close()
 
 
 def crash(backend: DiskBackend) -> None:
@@ -35,7 +45,7 @@ def test_record_logged_but_not_applied_is_applied_at_opening(tmp_path: Path) -> 
     assert backend.list_shares(SI) == {3}
     assert backend.read_share(SI, 3, 0, 100) == b"new contents"
     assert backend.get_metadata(SI) == META
-    assert (tmp_path / "redo.log").stat().st_size == 0, "opening checkpoints and empties the log"
+    assert logged(tmp_path / "redo.log") == [], "opening checkpoints and empties the log"
 
 
 def test_torn_last_record_is_ignored(tmp_path: Path) -> None:
@@ -100,7 +110,7 @@ def test_checkpoint_when_the_log_grows(tmp_path: Path, monkeypatch: pytest.Monke
         backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
         assert backend._log.size < 64 * 1024 + 9000
     backend.close()
-    assert (tmp_path / "redo.log").stat().st_size == 0
+    assert logged(tmp_path / "redo.log") == []
     assert DiskBackend(tmp_path).read_share(SI, 0, 0, 1) == bytes([39])
 
 
@@ -164,7 +174,7 @@ def test_a_checkpoint_of_many_files_flushes_their_filesystem_once(
     _many_shares(backend, 100)
     backend.checkpoint()
     assert len(calls) == 1
-    assert (tmp_path / "redo.log").stat().st_size == 0
+    assert logged(tmp_path / "redo.log") == []
     backend.write_share(SI, 1, [(0, b"one more")], None)
     backend.checkpoint()
     assert len(calls) == 1, "a few files are flushed one by one"
@@ -231,9 +241,11 @@ def test_bytes_after_the_records_that_are_not_zeros_are_damage_and_cut(tmp_path:
     log.append({"n": 1})
     end = log.size
     log.close()
+    assert log.epoch is not None
     with open(path, "r+b") as f:
         f.seek(end)
-        f.write(redolog.MAGIC + b"\x00\x00\x10")  # a record's start, the rest never written
+        # A record of the log's epoch: its head, the rest never written.
+        f.write(redolog.MAGIC + log.epoch + b"\x00\x00\x10")
     assert RedoLog(path, repair=False).damaged_bytes == redolog.EXTEND_BYTES - end
     repaired = RedoLog(path)
     assert repaired.damaged_bytes == redolog.EXTEND_BYTES - end
@@ -258,7 +270,7 @@ def test_a_checkpoint_due_is_asked_for_once_and_run_by_whoever_was_asked(
     assert len(asked) == 1 and asked[0] >= 64 * 1024, "asked once"
     assert backend._log.size > 64 * 1024, "not checkpointed by the caller"
     backend.checkpoint()  # what the asked one runs
-    assert backend._log.size == 0
+    assert backend._log.empty
     for i in range(12):
         backend.write_share(SI, 0, [(0, bytes([i]) * 8192)], None)
     assert len(asked) == 2, "asked again once the last one ran"
@@ -384,7 +396,7 @@ def test_a_compaction_keeps_every_record_in_order_across_buffers(tmp_path: Path)
     log.close()
     reopened = RedoLog(tmp_path / "redo.log")
     assert list(reopened.records()) == records
-    assert size == sum(len(redolog._encode(r)) for r in records)
+    assert size == sum(len(redolog._encode(r, reopened.epoch)) for r in records)
     reopened.close()
 
 
@@ -419,3 +431,114 @@ def test_a_log_dropped_without_closing_gives_its_descriptor_back(tmp_path: Path)
     assert open_on_it() == 1  # still open: the closed log's finalizer did not close it
     os.close(kept)
     assert [r["op"] for r in RedoLog(path, repair=False).records()] == ["y"]
+
+
+def test_an_emptied_log_keeps_its_file_and_the_old_records_are_free_space(
+    tmp_path: Path,
+) -> None:
+    """Emptying the log keeps the file and its room: records of a new epoch are written
+    over the old ones without growing it, and the old records after them are never read
+    back (nor called damage); the writer's next opening cuts them off."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    for n in range(20):
+        log.append({"n": n, "data": bytes([n]) * 3000})
+    old_epoch = log.epoch
+    log.reset()
+    assert log.empty and log.epoch != old_epoch
+    assert path.stat().st_size == redolog.EXTEND_BYTES, "the room is kept"
+    assert logged(path) == [], "an emptied log holds nothing"
+    log.append({"n": 100})
+    log.append({"n": 101, "data": b"z" * 100})
+    assert path.stat().st_size == redolog.EXTEND_BYTES, "written over the old records"
+    log.close()
+    reader = RedoLog(path, repair=False)
+    assert [r["n"] for r in reader.records()] == [100, 101]
+    assert reader.damaged_bytes == 0, "the old epoch's records are free space"
+    reader.close()
+    reopened = RedoLog(path)
+    assert path.stat().st_size == reopened.size, "the writer cuts them off"
+    reopened.append({"n": 102})
+    reopened.close()
+    assert [r["n"] for r in logged(path)] == [100, 101, 102]
+
+
+def test_a_record_of_the_epoch_beyond_a_torn_one_is_never_read_back(tmp_path: Path) -> None:
+    """A flush writes its pages in any order: a crash can leave a record torn and the
+    next one whole. The writer's opening stops at the torn one and cuts the rest off, so
+    the whole one (never acknowledged) is not found behind the records appended next."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    log.append({"n": 1})
+    first_end = log.size
+    log.append({"n": 2, "data": b"a" * 50})
+    second_end = log.size
+    log.append({"n": 3})
+    log.close()
+    with open(path, "r+b") as f:  # the second record's last bytes never reached the disk
+        f.seek(second_end - 10)
+        f.write(bytes(10))
+    reopened = RedoLog(path)
+    assert [r["n"] for r in reopened.records()] == [1]
+    assert reopened.damaged_bytes > 0
+    # A record of the second's length lands where the third began.
+    reopened.append({"n": 4, "data": b"b" * 50})
+    assert reopened.size == second_end and first_end < second_end
+    reopened.close()
+    assert [r["n"] for r in logged(path)] == [1, 4]
+
+
+def test_an_emptied_log_stays_empty_after_a_crash(tmp_path: Path) -> None:
+    """Emptying is durable at once: a crash right after finds no record, whatever the
+    file held before."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    log.append({"n": 1, "data": b"x" * 1000})
+    log.reset()
+    del log  # (a crash: never closed)
+    gc.collect()
+    reopened = RedoLog(path)
+    assert list(reopened.records()) == [] and reopened.damaged_bytes == 0
+    reopened.close()
+
+
+def test_an_emptied_log_keeps_at_most_keep_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log that grew large (a checkpoint put off) gives back what it holds past
+    KEEP_BYTES when emptied."""
+    monkeypatch.setattr(redolog, "KEEP_BYTES", redolog.EXTEND_BYTES)
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    log.append({"data": b"x" * (2 * redolog.EXTEND_BYTES)})
+    assert path.stat().st_size == 3 * redolog.EXTEND_BYTES
+    log.reset()
+    assert path.stat().st_size == redolog.EXTEND_BYTES
+    log.append({"n": 1})
+    log.close()
+    assert logged(path) == [{"n": 1}]
+
+
+def test_a_log_of_the_first_format_is_read_and_appended_to_until_emptied(
+    tmp_path: Path,
+) -> None:
+    """Records written before epochs (magic GGRL) are read back; the log goes on in that
+    format, and once emptied it writes records of an epoch."""
+    path = tmp_path / "redo.log"
+    old = [{"n": 1}, {"n": 2, "data": b"y" * 100}]
+    with open(path, "wb") as f:
+        for record in old:
+            f.write(redolog._encode_payload(cbor2.dumps(record), None))
+        f.write(bytes(4096))  # zeros ahead, as that format wrote them
+    log = RedoLog(path)
+    assert list(log.records()) == old and log.damaged_bytes == 0 and log.epoch is None
+    log.append({"n": 3})
+    log.close()
+    assert [r["n"] for r in logged(path)] == [1, 2, 3]
+    log = RedoLog(path)
+    log.reset()
+    log.append({"n": 4})
+    assert log.epoch is not None
+    log.close()
+    assert path.read_bytes()[:4] == redolog.MAGIC
+    assert [r["n"] for r in logged(path)] == [4]
