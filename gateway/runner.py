@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from twisted.internet.defer import Deferred
 
 from gateway.collector import tune_collector
 from gateway.config import ConfigError, NodeConfig, load_config
+from gateway.fs.descriptors import raise_limit
 from gateway.logfile import Scrubber, start_logging
 from gateway.nodedir import NodeDir, write_private
 from gateway.permissions import UnsafePermissions, check_permissions
@@ -114,6 +116,7 @@ def _run_locked(
     from twisted.internet import reactor
 
     tune_collector()
+    limits = raise_limit()
     scrubber = Scrubber()
     stream = start_logging(
         nd.log_file,
@@ -129,6 +132,12 @@ def _run_locked(
         reporter.failed(str(e))
         return 1
     exit_code = 0
+    if limits[0] != resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+        Node.log.info(
+            "open files: soft limit raised from {before} to {now}",
+            before=limits[0],
+            now=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
 
     async def bring_up() -> None:
         nonlocal exit_code

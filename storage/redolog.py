@@ -126,6 +126,7 @@ class RedoLog:
         was there.
         """
         self.path = path
+        self._writer = repair
         flags = os.O_RDWR | os.O_CREAT if repair else os.O_RDONLY
         self._adopt(os.open(path, flags, 0o600))
         #: The file's length: the records, then free space (zeros, or an earlier epoch's
@@ -335,8 +336,9 @@ class RedoLog:
         """A flush of a :meth:`sync_point` returned: records up to ``point`` are durable."""
         self.durable = max(self.durable, point)
 
-    def rewrite(self, records: list[dict[str, Any]]) -> None:
-        """Replace the whole log by ``records``, atomically and durably (compaction)."""
+    def rewrite(self, records: list[dict[str, Any]], first_format: bool = False) -> None:
+        """Replace the whole log by ``records``, atomically and durably (compaction); with
+        ``first_format``, records without an epoch (what an older gateway reads)."""
         self._drop_pending()  # (they are among ``records``, or obsolete)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -346,7 +348,7 @@ class RedoLog:
             # up to 128 KiB each), and joining all their encodings held them twice over.
             batch: list[bytes] = []
             held = 0
-            epoch = _new_epoch()
+            epoch = None if first_format else _new_epoch()
             for record in records:
                 batch.append(_encode(record, epoch))
                 held += len(batch[-1])
@@ -361,7 +363,7 @@ class RedoLog:
             os.close(fd)
         os.replace(tmp, self.path)
         fsync_directory(self.path.parent)
-        self.close()
+        self._release()
         self._adopt(os.open(self.path, os.O_RDWR, 0o600))
         self.size = self.allocated = size
         self.epoch, self.start = epoch, 0
@@ -392,9 +394,27 @@ class RedoLog:
         self.failed = None
 
     def close(self) -> None:
-        """Close the file (records stay for the next opening)."""
+        """Close the file (records stay for the next opening). A log this opening wrote
+        records of an epoch in is left in the first format, which an older gateway reads
+        (see "Recycled"; after a crash it stays as it was)."""
         if self._fd >= 0:
             self._write_pending()
+            if self._writer and self.epoch is not None and self.failed is None:
+                self._to_first_format()
+            self._release()
+
+    def _to_first_format(self) -> None:
+        try:
+            if not self.empty:
+                self.rewrite(list(self.records()), first_format=True)
+            elif self.allocated:
+                os.ftruncate(self._fd, 0)
+                os.fsync(self._fd)
+        except OSError:
+            pass  # (a full disk, say) left as it is: a gateway of this format reads it
+
+    def _release(self) -> None:
+        if self._fd >= 0:
             self._closer.detach()
             os.close(self._fd)
             self._fd = -1

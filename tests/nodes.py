@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -28,8 +29,15 @@ def gateway(
     timeout: float = 120,
     stdin: str | None = None,
     umask: int = -1,
+    open_files: int | None = None,
 ) -> Result:
-    """Run ``python -m gateway ARGS`` to completion (with ``umask``, when given)."""
+    """Run ``python -m gateway ARGS`` to completion (with ``umask``, when given; with
+    ``open_files`` as its soft and hard descriptor limits, which a started node keeps)."""
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", *map(str, args)],
         capture_output=True,
@@ -38,6 +46,7 @@ def gateway(
         input=stdin,
         env={**os.environ, **(env or {})},
         umask=umask,
+        preexec_fn=limit if open_files is not None else None,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 

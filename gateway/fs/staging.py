@@ -43,14 +43,16 @@ from pathlib import Path
 from typing import Protocol
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.fs.descriptors import OpenFiles, restore_ranges, save_ranges
 from gateway.fs.errors import FileTooLarge, NoSpace
 from gateway.fs.flushing import start_flush
 from gateway.fs.rangecopy import copy_ranges
 from gateway.fs.sparse import Ranges
+from gateway.fs.stagedcalls import BackgroundCalls
 from gateway.fs.stagedir import StagingDirectory
 from gateway.threads import Threads
 from gateway.uploads.journal import INLINE_BYTES
@@ -62,9 +64,6 @@ FLUSH_BEHIND_BYTES = 8 << 20
 #: Smallest staged file :meth:`StagedFile.presync` fsyncs in a thread: below it the CLOSE's
 #: own fsync is short (and a small file may not be fsynced at all: the journal can hold it).
 PRESYNC_BYTES = 1 << 20
-
-#: Flush-behind and sync calls of the whole staging area that may run in threads at once.
-FLUSH_THREADS = 2
 
 #: The largest file that can be staged (its size, holes included: a sparse file costs its
 #: whole size when it is uploaded, so one small WRITE far out must not cost without bound).
@@ -108,7 +107,7 @@ class StagedFile:
 
     area: StagingArea
     path: Path
-    fd: int
+    _fd: int
     size: int = 0
     threads: Threads | None = None
     written: Ranges = field(factory=Ranges)
@@ -129,6 +128,39 @@ class StagedFile:
     _syncing: bool = field(default=False, init=False)
     #: The first error a background call reported; :meth:`fsync` raises it.
     _error: OSError | None = field(default=None, init=False)
+    #: A file in memory whose descriptor was given back: its bytes (:meth:`park`).
+    _saved: list[tuple[int, bytes]] | None = field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.area.open_files.opened(self)
+
+    @property
+    def fd(self) -> int:
+        """Its descriptor, opened again if it was given back (-1 once discarded)."""
+        if self._fd < 0 and not self._closed:
+            if self.in_memory:
+                self._fd = restore_ranges(self._saved or [], self.size)
+                self._saved = None
+            else:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self.area.open_files.opened(self)
+        return self._fd
+
+    def park(self) -> bool:
+        """Give its descriptor back unless a thread or a reader in memory uses it
+        (:mod:`gateway.fs.descriptors`); whether it did."""
+        if self._fd < 0 or self._closed or self._busy or (self.in_memory and self.followers):
+            return False
+        if self.in_memory:
+            self._saved = save_ranges(self._fd, self.written)
+        self._close_fd()
+        return True
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.area.open_files.closed(self)
 
     @property
     def discarded(self) -> bool:
@@ -236,8 +268,9 @@ class StagedFile:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        os.close(self.fd)
-        self.fd, self.path, self.in_memory = fd, path, False
+        self._close_fd()
+        self._fd, self.path, self.in_memory = fd, path, False
+        self.area.open_files.opened(self)
         self.area.memory_used -= self.written.covered
         for follower in list(self.followers):
             follower.follow(fd)
@@ -279,13 +312,14 @@ class StagedFile:
         if self._closed:
             return
         self._closed = True
+        self._saved = None
         if self.in_memory:
             self.area.memory_used -= self.written.covered
         else:
             self.path.unlink(missing_ok=True)
         self.area.release(self.written.covered)
         if not self._busy:
-            os.close(self.fd)
+            self._close_fd()
         # Otherwise a thread may be using the descriptor: _finished closes it. (Cancelling the
         # job's Deferred would not stop the thread, so nothing is cancelled; a call that has
         # not started yet sees the file discarded and does nothing.)
@@ -297,7 +331,7 @@ class StagedFile:
         if not self._closed:
             self._closed = True
             if not self._busy:
-                os.close(self.fd)
+                self._close_fd()
 
     @property
     def background_busy(self) -> bool:
@@ -346,7 +380,7 @@ class StagedFile:
         elif result is not None and self._error is None:
             self._error = result
         if self._closed:
-            os.close(self.fd)
+            self._close_fd()
         elif self._unsynced >= FLUSH_BEHIND_BYTES and not self._syncing:
             self._flush_behind()
         waiters, self._waiters = self._waiters, []
@@ -360,7 +394,7 @@ class StagedFile:
         return waiter
 
 
-class StagingArea:
+class StagingArea(BackgroundCalls):
     """A directory of staged files with a byte quota (and files in memory, see above)."""
 
     def __init__(
@@ -370,9 +404,11 @@ class StagingArea:
         spare_files: int = SPARE_FILES,
         max_file_size: int = MAX_FILE_SIZE,
         memory_bytes: int = MEMORY_BYTES,
+        open_files: int | None = None,
     ):
         """``spare_files``: how many empty staged files to keep made ahead (0: none);
-        ``memory_bytes``: how many bytes staged files may hold in memory together (0: none)."""
+        ``memory_bytes``: how many bytes staged files may hold in memory together (0: none);
+        ``open_files``: how many may keep a descriptor open (:mod:`gateway.fs.descriptors`)."""
         self.directory = directory
         self.quota = quota
         self.max_file_size = max_file_size
@@ -382,11 +418,11 @@ class StagingArea:
         self.memory_used = 0
         #: Frees at least the given bytes if it can (drops kept copies), when full.
         self.make_room: Callable[[int], None] | None = None
+        #: The staged files with a descriptor open.
+        self.open_files = OpenFiles(open_files)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        self._slots = DeferredSemaphore(FLUSH_THREADS)
-        self._background = 0
-        self._idle_waiters: list[Deferred[None]] = []
+        super().__init__()
         self.files = StagingDirectory(directory, spare_files, self._started, self._ended)
 
     def check_size(self, size: int) -> None:
@@ -456,44 +492,3 @@ class StagingArea:
     def leftovers(self, keep: set[str]) -> list[Path]:
         """Staged files no journal record refers to (abandoned by a crash before CLOSE)."""
         return [p for p in self.directory.glob("*.staged") if str(p) not in keep]
-
-    def background(
-        self,
-        threads: Threads,
-        call: Callable[[], OSError | None],
-        done: Callable[[OSError | Failure | None], None],
-    ) -> None:
-        """Run a staged file's blocking call in a thread, a few at a time; then ``done``."""
-        self._background += 1
-        result = self._slots.run(threads, call)
-        result.addBoth(done)
-        result.addBoth(self._ended)
-
-    def _started(self) -> None:
-        self._background += 1
-
-    def _ended(self, result: object) -> None:
-        if isinstance(result, Failure):
-            log.failure("a staged file's background call failed", result)
-        self._background -= 1
-        if not self._background:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-    @property
-    def background_calls(self) -> int:
-        """Flush-behind and sync calls queued or running in threads."""
-        return self._background
-
-    def idle(self) -> Deferred[None]:
-        """Fires once no background call is queued or running (at once if none is).
-
-        A node that stops may await it; so do tests. Every descriptor a discarded
-        file's call was using is closed by then.
-        """
-        if not self._background:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle_waiters.append(waiter)
-        return waiter

@@ -18,6 +18,7 @@ functions here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import cast
 
@@ -128,6 +129,8 @@ class Scan:
     unrecoverable: set[MutableVersion] = field(factory=set)
     prefixes: dict[tuple[IStorageClient, int], bytes] = field(factory=dict, repr=False)
     """(server, share) → the first :data:`SCAN_READ` bytes read, when its header was valid."""
+    failures: list[str] = field(factory=list)
+    """Why requests of the scan failed (secret-free), for the error when nothing is found."""
 
     def newest_first(self) -> list[MutableVersion]:
         """Every version found, in the order readers prefer them."""
@@ -144,6 +147,7 @@ async def scan_shares(servers: Sequence[IStorageClient], reader: MutableReadCap)
     ring = permuted_ring(servers, si)
     listed = await gather(s.list_mutable(si) for s in ring)
     scan = Scan()
+    scan.failures.extend(_why(e) for e in listed if isinstance(e, Exception))
     scan.reachable.update(
         s for s, shares in zip(ring, listed, strict=True) if isinstance(shares, frozenset)
     )
@@ -158,6 +162,8 @@ async def scan_shares(servers: Sequence[IStorageClient], reader: MutableReadCap)
     prefixes = await gather(s.read_mutable(si, sh, 0, SCAN_READ) for s, sh in wanted)
     for (server, share), prefix in zip(wanted, prefixes, strict=True):
         if not isinstance(prefix, bytes):
+            if isinstance(prefix, Exception):
+                scan.failures.append(_why(prefix))
             continue
         try:
             version: MutableVersion | None = parse_header(reader, prefix)
@@ -223,7 +229,7 @@ async def read_newest(
             " attempts to read it"
         )
     si = b32encode(reader.storage_index)
-    detail = "; ".join(errors) or "no share with a valid signature was found"
+    detail = "; ".join(errors) or _nothing_found(scan)
     if changed:
         raise SharesKeptChanging(f"cannot read the mutable object {si}: {detail}")
     raise NotEnoughShares(f"cannot read the mutable object {si}: {detail}")
@@ -253,3 +259,19 @@ async def _read_version(
     # The views provide the three reading methods ImmutableReader uses.
     immutable = ImmutableReader(cap, cast(Sequence[IStorageClient], views))
     return await immutable.read(0, version.size)
+
+
+def _why(error: Exception) -> str:
+    """A server's failure, short and secret-free (an OSError by its errno's text alone: its
+    file name is the server's business)."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return os.strerror(error.errno)
+    return (type(error).__name__ + (f": {error}" if str(error) else ""))[:200]
+
+
+def _nothing_found(scan: Scan | None) -> str:
+    """What to say when a read found no version it could rebuild and nothing failed later."""
+    if scan is None or not scan.failures:
+        return "no share with a valid signature was found"
+    reasons = "; ".join(dict.fromkeys(scan.failures))
+    return f"no share was found, and {len(scan.failures)} storage request(s) failed ({reasons})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import struct
 
@@ -94,6 +96,24 @@ def test_survives_n_minus_k_failures() -> None:
     grid[7].available = False
     with pytest.raises(NotEnoughShares, match="cannot read the mutable object"):
         run(client(grid).read(cap))
+
+
+def test_servers_failing_the_scan_are_named_not_taken_for_missing_shares() -> None:
+    """A read whose every server fails (out of descriptors, say) says the requests failed
+    and why, rather than that no share has a valid signature, and names no file."""
+    grid = make_grid(10)
+    cap = run(client(grid).create(b"x" * 700))
+
+    def out_of_descriptors(method: str, args: tuple[object, ...]) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), "/srv/storage/shares/ab/secret")
+
+    for g in grid:
+        intercept(g, out_of_descriptors)
+    with pytest.raises(NotEnoughShares) as raised:
+        run(client(grid).read(cap))
+    message = str(raised.value)
+    assert "10 storage request(s) failed (Too many open files)" in message
+    assert "valid signature" not in message and "/srv" not in message
 
 
 def test_reader_takes_the_newest_version() -> None:

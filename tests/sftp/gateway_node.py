@@ -80,9 +80,12 @@ def start_gateway(
     return restart_gateway(node_dir, user)
 
 
-def restart_gateway(node_dir: Path, user: str = "alice") -> RunningGateway:
-    """Start a created gateway and learn where its SFTP server listens."""
-    started = gateway("start", node_dir)
+def restart_gateway(
+    node_dir: Path, user: str = "alice", open_files: int | None = None
+) -> RunningGateway:
+    """Start a created gateway and learn where its SFTP server listens (``open_files``: its
+    descriptor limit, soft and hard)."""
+    started = gateway("start", node_dir, open_files=open_files)
     assert started.code == 0, started.err
     match = re.search(r"SFTP: sftp -P (\d+) [^@ ]+@(\S+)", started.out)
     assert match, started.out

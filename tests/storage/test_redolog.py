@@ -29,9 +29,15 @@ def logged(path: Path) -> list[dict[str, object]]:
         log.close()
 
 
+def crashed(log: RedoLog) -> None:
+    """Drop a log as a kill -9 would: its file as it is (a clean close leaves it in the
+    first format)."""
+    log._release()
+
+
 def crash(backend: DiskBackend) -> None:
     """Drop a backend without its closing checkpoint, as a kill -9 would."""
-    backend._log.close()
+    crashed(backend._log)
 
 
 def test_record_logged_but_not_applied_is_applied_at_opening(tmp_path: Path) -> None:
@@ -224,7 +230,7 @@ def test_the_log_grows_by_zeros_written_ahead_and_they_are_not_damage(tmp_path: 
     log.append({"n": 1})
     log.append({"n": 2, "data": b"x" * 5000})
     assert path.stat().st_size == redolog.EXTEND_BYTES > log.size
-    log.close()
+    crashed(log)
     reopened = RedoLog(path)
     assert reopened.damaged_bytes == 0 and path.stat().st_size == redolog.EXTEND_BYTES
     assert [r["n"] for r in reopened.records()] == [1, 2]
@@ -240,7 +246,7 @@ def test_bytes_after_the_records_that_are_not_zeros_are_damage_and_cut(tmp_path:
     log = RedoLog(path)
     log.append({"n": 1})
     end = log.size
-    log.close()
+    crashed(log)
     assert log.epoch is not None
     with open(path, "r+b") as f:
         f.seek(end)
@@ -393,7 +399,7 @@ def test_a_compaction_keeps_every_record_in_order_across_buffers(tmp_path: Path)
     log.append({"op": "meta", "si": SI, "data": b"obsolete"})
     log.rewrite(records)
     size = log.size
-    log.close()
+    crashed(log)
     reopened = RedoLog(tmp_path / "redo.log")
     assert list(reopened.records()) == records
     assert size == sum(len(redolog._encode(r, reopened.epoch)) for r in records)
@@ -451,7 +457,7 @@ def test_an_emptied_log_keeps_its_file_and_the_old_records_are_free_space(
     log.append({"n": 100})
     log.append({"n": 101, "data": b"z" * 100})
     assert path.stat().st_size == redolog.EXTEND_BYTES, "written over the old records"
-    log.close()
+    crashed(log)
     reader = RedoLog(path, repair=False)
     assert [r["n"] for r in reader.records()] == [100, 101]
     assert reader.damaged_bytes == 0, "the old epoch's records are free space"
@@ -474,7 +480,7 @@ def test_a_record_of_the_epoch_beyond_a_torn_one_is_never_read_back(tmp_path: Pa
     log.append({"n": 2, "data": b"a" * 50})
     second_end = log.size
     log.append({"n": 3})
-    log.close()
+    crashed(log)
     with open(path, "r+b") as f:  # the second record's last bytes never reached the disk
         f.seek(second_end - 10)
         f.write(bytes(10))
@@ -539,6 +545,44 @@ def test_a_log_of_the_first_format_is_read_and_appended_to_until_emptied(
     log.reset()
     log.append({"n": 4})
     assert log.epoch is not None
-    log.close()
     assert path.read_bytes()[:4] == redolog.MAGIC
+    crashed(log)
     assert [r["n"] for r in logged(path)] == [4]
+
+
+def _first_format_records(path: Path) -> list[dict[str, object]]:
+    """The records an older gateway finds in a log: the first format's, from the start
+    until the first that is not one."""
+    data, offset, found = path.read_bytes(), 0, []
+    head = redolog._HEAD_V1
+    while offset + head.size <= len(data):
+        magic, length, digest = head.unpack_from(data, offset)
+        payload = data[offset + head.size : offset + head.size + length]
+        if magic != redolog.MAGIC_V1 or redolog._digest(payload) != digest:
+            break
+        found.append(cbor2.loads(payload))
+        offset += head.size + length
+    return found
+
+
+def test_a_log_closed_cleanly_is_left_in_the_first_format(tmp_path: Path) -> None:
+    """What a clean stop leaves an older gateway can read: the records of the epoch,
+    rewritten in the first format, and nothing of the earlier epochs after them; an
+    emptied log is left empty. This gateway reads it back and goes on."""
+    path = tmp_path / "redo.log"
+    log = RedoLog(path)
+    for n in range(10):
+        log.append({"n": n, "data": b"x" * 2000})
+    log.reset()
+    log.append({"n": 10})
+    log.append({"n": 11, "data": b"y" * 300})
+    log.close()
+    assert _first_format_records(path) == [{"n": 10}, {"n": 11, "data": b"y" * 300}]
+    assert path.stat().st_size == sum(
+        len(redolog._encode(r, None)) for r in _first_format_records(path)
+    )
+    log = RedoLog(path)
+    assert [r["n"] for r in log.records()] == [10, 11] and log.damaged_bytes == 0
+    log.reset()
+    log.close()
+    assert path.stat().st_size == 0
