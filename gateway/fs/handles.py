@@ -36,7 +36,7 @@ class StagedReader:
         """A reader sharing the staged file's bytes (later writes included)."""
         reader = cls(os.dup(staged.fd))
         if staged.in_memory:
-            staged.followers.add(reader)
+            staged.follow(reader)
         return reader
 
     async def read(self, offset: int, length: int) -> bytes:

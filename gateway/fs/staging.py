@@ -115,8 +115,9 @@ class StagedFile:
     in_memory: bool = False
     #: Most bytes it may hold while in memory (it moves to the disk past them).
     memory_limit: int = 0
-    #: Readers of it in memory, moved with it to the disk.
-    followers: weakref.WeakSet[Follower] = field(factory=weakref.WeakSet, init=False)
+    #: Readers of it in memory, moved with it to the disk (made for the first: a staged
+    #: file waiting for the grid costs its memory, and few have any).
+    _followers: weakref.WeakSet[Follower] | None = field(default=None, init=False)
     _closed: bool = field(default=False, init=False)
     #: Bytes written since the last flush-behind was started, and the range they lie in.
     _unsynced: int = field(default=0, init=False)
@@ -130,6 +131,11 @@ class StagedFile:
     _error: OSError | None = field(default=None, init=False)
     #: A file in memory whose descriptor was given back: its bytes (:meth:`park`).
     _saved: list[tuple[int, bytes]] | None = field(default=None, init=False, repr=False)
+
+    def follow(self, reader: Follower) -> None:
+        """Tell ``reader`` (reading it in memory) where its bytes go when it moves."""
+        self._followers = self._followers or weakref.WeakSet()
+        self._followers.add(reader)
 
     def __attrs_post_init__(self) -> None:
         self.area.open_files.opened(self)
@@ -149,7 +155,7 @@ class StagedFile:
     def park(self) -> bool:
         """Give its descriptor back unless a thread or a reader in memory uses it
         (:mod:`gateway.fs.descriptors`); whether it did."""
-        if self._fd < 0 or self._closed or self._busy or (self.in_memory and self.followers):
+        if self._fd < 0 or self._closed or self._busy or (self.in_memory and self._followers):
             return False
         if self.in_memory:
             self._saved = save_ranges(self._fd, self.written)
@@ -272,9 +278,9 @@ class StagedFile:
         self._fd, self.path, self.in_memory = fd, path, False
         self.area.open_files.opened(self)
         self.area.memory_used -= self.written.covered
-        for follower in list(self.followers):
+        for follower in list(self._followers or ()):
             follower.follow(fd)
-        self.followers.clear()
+        self._followers = None
 
     async def presync(self) -> None:
         """Fsync in a thread (after any flush-behind under way), so :meth:`fsync` has little left.

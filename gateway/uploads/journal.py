@@ -209,6 +209,11 @@ class UploadJournal:
         if sync:
             intents.sync()
 
+    @property
+    def recorded(self) -> int:
+        """How many jobs are recorded and not removed (0 before the journal is written)."""
+        return 0 if self._intents is None else len(self._intents.live)
+
     def flushed(self, threads: Threads, in_place: bool = False) -> Deferred[None]:
         """Fires once every record appended so far is durable (errback: the flush's OSError);
         the flush runs in a thread, shared by every record appended meanwhile, or with

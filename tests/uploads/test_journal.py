@@ -51,6 +51,21 @@ def test_removed_jobs_stay_removed_and_compaction_keeps_live_ones(
     assert [j.job_id for j in UploadJournal(tmp_path / "j").load()] == [keep.job_id]
 
 
+def test_the_journal_counts_the_jobs_recorded_and_not_removed(tmp_path: Path) -> None:
+    """``recorded`` counts the jobs waiting (what tells the gateway that uploads must go at
+    full speed, past ``CROWDED_AT``): rewriting a job counts it once, removing it uncounts it."""
+    journal = UploadJournal(tmp_path / "j")
+    assert journal.recorded == 0
+    jobs = [_job(tmp_path / f"f{i}", b"x") for i in range(5)]
+    for job in jobs:
+        journal.record(job, sync=False)
+    journal.record(jobs[0], sync=False)
+    assert journal.recorded == 5
+    journal.remove(jobs[1].job_id)
+    journal.remove(jobs[1].job_id)
+    assert journal.recorded == 4
+
+
 def test_torn_tail_is_reported_and_cut_before_the_next_record(tmp_path: Path) -> None:
     """A record cut short by a crash is dropped (named in .damaged); later records still load."""
     journal = UploadJournal(tmp_path / "j")
