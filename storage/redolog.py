@@ -32,7 +32,9 @@ took three times as long. A record of the epoch that fails its checksum is
 damage (a torn write), as before. The file keeps at most :data:`KEEP_BYTES` when
 emptied. Records of the first format (magic ``GGRL``, no epoch) are still read;
 a log holding them is appended to in that format until it is emptied or
-rewritten.
+rewritten. A clean :meth:`RedoLog.close` leaves the log in the first format (its
+records rewritten, or the file emptied), which is what an older gateway reads:
+it would take records of an epoch for damage and cut them off.
 
 Buffered (the storage core's log). Records appended without a flush are kept in
 memory and written together, with one ``pwrite``, when the log is flushed (or
