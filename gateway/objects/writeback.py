@@ -56,7 +56,7 @@ from gateway.objects.dirflush import JOURNAL_DELAY, JournalFlushes
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
 from gateway.objects.dirpublish import JournaledDirectory
-from gateway.objects.dirstate import DirectoryState
+from gateway.objects.dirstate import KEEP_ENTRIES, DirectoryState, forget_clean
 from gateway.objects.mutable import MutableClient
 from gateway.threads import Threads, reactor_threads
 
@@ -285,8 +285,7 @@ class DirectoryWriteBack:
         si = node.storage_index
         d = self._dirs.get(si)
         if d is None:
-            if len(self._dirs) >= KEEP_VIEWS:
-                self._drop_clean_views()
+            forget_clean(self._dirs, KEEP_VIEWS, KEEP_ENTRIES)
             d = self._dirs[si] = DirectoryState.of(_write_cap(node))
         loading = d.loading
         if loading is None:  # one read at a time; everyone else waits for it
@@ -301,13 +300,6 @@ class DirectoryWriteBack:
         if d.view is None:  # a publish overlapped the read: read again
             return await self._load(node)
         return d.view
-
-    def _drop_clean_views(self) -> None:
-        """Forget the views of directories with nothing to publish or being read (they are
-        read again when next needed)."""
-        for si, d in list(self._dirs.items()):
-            if not (d.changes or d.create or d.loading or d.lock.locked):
-                del self._dirs[si]
 
     def _schedule(self, d: DirectoryState, delay: float | None = None) -> None:
         if self._stopped or (d.timer is not None and d.timer.active()):

@@ -408,6 +408,37 @@ def test_views_of_settled_directories_are_dropped_past_the_limit(
     assert maker.names(caps[0]) == ["kept"]
 
 
+def test_views_past_the_entries_limit_are_dropped_oldest_first(
+    grid: list[GridClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Views holding more than ``KEEP_ENTRIES`` entries together are forgotten, the oldest
+    first, down to half (read again when needed, with every entry); one with a change
+    waiting keeps its view and publishes it."""
+    monkeypatch.setattr(writeback, "KEEP_ENTRIES", 10)
+    maker = Gateway(grid, None)
+    caps = []
+    for i in range(5):
+        made = run(DirectoryNode.create(maker.client, clock=maker.clock))
+        assert isinstance(made.cap, DirectoryWriteCap)
+        for n in range(4):
+            run(maker.open(made.cap).add(f"e{i}-{n}", LiteralCap(b"x"), meta()))
+        caps.append(made.cap)
+    gw = Gateway(grid, tmp_path)
+    gw.run(gw.open(caps[0]).add("kept", LiteralCap(b"k"), meta()))
+    for cap in caps[1:]:
+        assert len(gw.run(gw.open(cap).list())) == 4
+    assert gw.write_back is not None
+    views = {si: d.view for si, d in gw.write_back._dirs.items() if d.view is not None}
+    assert sum(len(v) for v in views.values()) <= 10 + 4, "within the limit, but the last read"
+    assert caps[0].storage_index in views, "a change waiting keeps its view"
+    assert caps[1].storage_index not in views, "the oldest clean view went first"
+    for i, cap in enumerate(caps[1:], start=1):
+        assert sorted(gw.run(gw.open(cap).list())) == [f"e{i}-{n}" for n in range(4)]
+    assert sorted(gw.run(gw.open(caps[0]).list())) == ["e0-0", "e0-1", "e0-2", "e0-3", "kept"]
+    gw.settle()
+    assert "kept" in maker.names(caps[0])
+
+
 _NAMES = st.sampled_from(["a", "b", "c", "d"])
 _STEPS = st.lists(
     st.one_of(
