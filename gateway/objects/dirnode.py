@@ -59,6 +59,7 @@ from gateway.objects.dirformat import (
 from gateway.objects.dirupdates import DirectoryUpdates
 from gateway.objects.errors import BadCapability, NotWritable
 from gateway.objects.interfaces import IDirectory
+from gateway.objects.listings import KeptListings
 from gateway.objects.mutable import KnownState, MutableClient
 from gateway.objects.writethrough import WriteThrough
 
@@ -98,6 +99,8 @@ class DirectoryNode:
     reuse_streak: int = 4
     write_back: DirectoryWriteBack | None = field(default=None, repr=False)
     write_through: WriteThrough = field(factory=WriteThrough, repr=False)
+    #: How many entries the nodes opened from one another keep made (``_listed``), at most.
+    listings: KeptListings = field(factory=KeptListings, repr=False)
     #: Where a mkdir's new directory gets its write cap (a gateway's are made ahead).
     new_caps: Callable[[], DirectoryWriteCap] = field(
         default=DirectoryWriteCap.generate, repr=False
@@ -117,8 +120,7 @@ class DirectoryNode:
     _caps: dict[tuple[str, bytes | None], tuple[ChildCap, str]] = field(
         factory=dict, init=False, repr=False
     )
-    #: The last listing's entries, and those looked up since, with the record each was
-    #: made from (see :meth:`list`): a path's lookup makes no Entry for an unchanged one.
+    #: The last listing's entries and those looked up since, each with its record (:meth:`list`).
     _listed: dict[str, tuple[Record, Entry]] = field(factory=dict, init=False, repr=False)
 
     @classmethod
@@ -189,6 +191,7 @@ class DirectoryNode:
             listed[name] = known
             entries[name] = known[1]
         self._listed = listed
+        self.listings.kept(self, len(listed))
         return entries
 
     async def get(self, name: str | bytes, max_age: float | None = None) -> Entry:
@@ -204,7 +207,12 @@ class DirectoryNode:
         entry = self._entry(name, record)
         if len(self._listed) <= len(records):  # (a listing starts it afresh)
             self._listed[name] = (record, entry)
+            self.listings.kept(self, len(self._listed))
         return entry
+
+    def forget_listing(self) -> None:
+        """Drop the entries kept made (:mod:`gateway.objects.listings`)."""
+        self._listed = {}
 
     async def child(self, name: str | bytes, max_age: float | None = None) -> DirectoryNode:
         """The subdirectory called ``name``, opened as its entry allows."""

@@ -35,6 +35,7 @@ from gateway.objects.extent_cache import ExtentCache, KeptExtent
 from gateway.objects.file_reader import FileReader
 from gateway.objects.immutable_format import EncodingParams
 from gateway.objects.interfaces import IFileReader, IObjectStore
+from gateway.objects.listings import KeptListings
 from gateway.objects.mutable import MutableClient
 from gateway.objects.newkeys import NewDirectoryCaps
 from gateway.objects.overlay import OverlaidReader, folded, laid_over
@@ -106,6 +107,8 @@ class ObjectStore:
         self.write_back: DirectoryWriteBack | None = None
         #: Otherwise they are published at once, concurrent ones to one directory together.
         self.write_through = WriteThrough(share_publishes=True)
+        #: The entries every directory node keeps made, counted together (and bounded).
+        self.listings = KeptListings()
         #: Updates stored with ordered writes so far, and how many of them a sync covered.
         self._ordered_made = self._ordered_synced = 0
 
@@ -274,6 +277,7 @@ class ObjectStore:
             clock=self.clock,
             write_back=self.write_back,
             write_through=self.write_through,
+            listings=self.listings,
             new_caps=self.new_directory_caps.take,
         )
 
@@ -285,5 +289,6 @@ class ObjectStore:
             clock=self.clock,
             write_back=self.write_back,
             write_through=self.write_through,
+            listings=self.listings,
             new_caps=self.new_directory_caps.take,
         )
