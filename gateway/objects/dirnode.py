@@ -211,8 +211,8 @@ class DirectoryNode:
         return entry
 
     def forget_listing(self) -> None:
-        """Drop the entries kept made (:mod:`gateway.objects.listings`)."""
-        self._listed = {}
+        """Drop the entries kept made, and their parsed caps (:mod:`gateway.objects.listings`)."""
+        self._listed, self._caps = {}, {}
 
     async def child(self, name: str | bytes, max_age: float | None = None) -> DirectoryNode:
         """The subdirectory called ``name``, opened as its entry allows."""

@@ -67,6 +67,7 @@ def test_directory_nodes_of_one_store_share_the_bound() -> None:
         nodes.append(made)
     listed = [world.run(node.list()) for node in nodes]
     assert [len(entries) for entries in listed] == [4, 4, 4]
-    assert nodes[0]._listed == {} and len(nodes[2]._listed) == 4
+    assert nodes[0]._listed == {} and nodes[0]._caps == {}
+    assert len(nodes[2]._listed) == 4 and len(nodes[2]._caps) == 4
     assert kept.total <= 6 + 4
     assert world.run(nodes[0].list()) == listed[0]
