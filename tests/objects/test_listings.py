@@ -63,7 +63,7 @@ def test_directory_nodes_of_one_store_share_the_bound() -> None:
         made = world.run(DirectoryNode.create(world.client, clock=world.clock, listings=kept))
         assert isinstance(made.cap, DirectoryWriteCap)
         for n in range(4):
-            world.run(made.add(f"d{i}-{n}", LiteralCap(b"x"), meta()))
+            world.run(made.add(f"d{i}-{n}", LiteralCap(b"x%d-%d" % (i, n)), meta()))
         nodes.append(made)
     listed = [world.run(node.list()) for node in nodes]
     assert [len(entries) for entries in listed] == [4, 4, 4]
