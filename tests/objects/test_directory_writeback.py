@@ -385,6 +385,18 @@ def test_a_missing_directory_still_fails_to_read(grid: list[GridClient], tmp_pat
     assert gw.write_back is not None and gw.write_back.pending() == 0
 
 
+def _directories(maker: Gateway, count: int, entries: int) -> list[DirectoryWriteCap]:
+    """``count`` new directories, directory ``i`` holding ``entries`` named ``ei-n``."""
+    caps = []
+    for i in range(count):
+        made = run(DirectoryNode.create(maker.client, clock=maker.clock))
+        assert isinstance(made.cap, DirectoryWriteCap)
+        for n in range(entries):
+            run(maker.open(made.cap).add(f"e{i}-{n}", LiteralCap(b"x"), meta()))
+        caps.append(made.cap)
+    return caps
+
+
 def test_views_of_settled_directories_are_dropped_past_the_limit(
     grid: list[GridClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,11 +404,7 @@ def test_views_of_settled_directories_are_dropped_past_the_limit(
     again when needed); one with a change waiting keeps it, and publishes it."""
     monkeypatch.setattr(writeback, "KEEP_VIEWS", 3)
     maker = Gateway(grid, None)
-    caps = []
-    for _ in range(6):
-        made = run(DirectoryNode.create(maker.client, clock=maker.clock))
-        assert isinstance(made.cap, DirectoryWriteCap)
-        caps.append(made.cap)
+    caps = _directories(maker, 6, entries=0)
     gw = Gateway(grid, tmp_path)
     gw.run(gw.open(caps[0]).add("kept", LiteralCap(b"k"), meta()))
     for cap in caps[1:]:
@@ -416,13 +424,7 @@ def test_views_past_the_entries_limit_are_dropped_oldest_first(
     waiting keeps its view and publishes it."""
     monkeypatch.setattr(writeback, "KEEP_ENTRIES", 10)
     maker = Gateway(grid, None)
-    caps = []
-    for i in range(5):
-        made = run(DirectoryNode.create(maker.client, clock=maker.clock))
-        assert isinstance(made.cap, DirectoryWriteCap)
-        for n in range(4):
-            run(maker.open(made.cap).add(f"e{i}-{n}", LiteralCap(b"x"), meta()))
-        caps.append(made.cap)
+    caps = _directories(maker, 5, entries=4)
     gw = Gateway(grid, tmp_path)
     gw.run(gw.open(caps[0]).add("kept", LiteralCap(b"k"), meta()))
     for cap in caps[1:]:
