@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import select
 import signal
 import subprocess
@@ -132,11 +131,11 @@ def _run_locked(
         reporter.failed(str(e))
         return 1
     exit_code = 0
-    if limits[0] != resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+    if limits[1] != limits[0]:
         Node.log.info(
             "open files: soft limit raised from {before} to {now}",
             before=limits[0],
-            now=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            now=limits[1],
         )
 
     async def bring_up() -> None:

@@ -27,6 +27,7 @@ import resource
 from typing import Protocol
 
 from gateway.fs.sparse import Ranges
+from storage.redolog import pwrite_all
 
 #: The share of the process's descriptor limit that staged files may hold open (1/4).
 SHARE = 4
@@ -54,16 +55,17 @@ def default_most() -> int:
 
 
 def raise_limit() -> tuple[int, int]:
-    """Raise the soft descriptor limit to the hard one (at most :data:`RAISE_TO`); the
-    limits before. Never lowers it, never fails: a refusal leaves it as it was."""
+    """Raise the soft descriptor limit to the hard one (at most :data:`RAISE_TO`); the soft
+    limit before and after. Never lowers it, never fails: a refusal leaves it as it was."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = RAISE_TO if hard == resource.RLIM_INFINITY else min(hard, RAISE_TO)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError):
-            pass
-    return soft, hard
+            return soft, soft
+        return soft, wanted
+    return soft, soft
 
 
 class OpenFiles:
@@ -72,7 +74,7 @@ class OpenFiles:
     def __init__(self, most: int | None = None) -> None:
         self.most = default_most() if most is None else most
         self._open: dict[Parkable, None] = {}
-        #: Descriptors given back so far (for the status page and tests).
+        #: Descriptors given back so far.
         self.parked = 0
 
     def __len__(self) -> int:
@@ -112,10 +114,7 @@ def restore_ranges(saved: list[tuple[int, bytes]], size: int) -> int:
     try:
         os.ftruncate(fd, size)
         for offset, data in saved:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            pwrite_all(fd, data, offset)
     except BaseException:
         os.close(fd)
         raise

@@ -124,14 +124,15 @@ def test_raising_the_limit_goes_to_the_hard_one_and_never_lowers_it() -> None:
     try:
         if hard != resource.RLIM_INFINITY and hard > 64:
             resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-        before = descriptors.raise_limit()
+        before, said = descriptors.raise_limit()
         now, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert said == now
         wanted = (
             descriptors.RAISE_TO
             if hard == resource.RLIM_INFINITY
             else min(hard, descriptors.RAISE_TO)
         )
-        assert now == max(wanted, before[0])
+        assert now == max(wanted, before)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
