@@ -149,19 +149,27 @@ class Usage:
     cpu: float | None = None  # CPU seconds
     rss: float | None = None  # peak RSS, MiB
     steal: float | None = None  # share of the machine's CPU time its host took meanwhile
+    client: float | None = None  # the client's CPU share of the stretch (an in-process one)
 
 
 @contextmanager
-def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usage]:
+def measuring(
+    pid: int | None, forks: bool, settle: bool = True, client: bool = False
+) -> Iterator[Usage]:
     """Measure the server rooted at ``pid`` while the block runs; fill the yielded Usage after.
 
     ``forks``: the server forks a process per session (OpenSSH), so its peak RSS is
     unknown and, with ``settle``, each reading first waits for the sessions to be gone
-    (without ``settle`` the sessions must stay open throughout, as an sshfs mount's does)."""
+    (without ``settle`` the sessions must stay open throughout, as an sshfs mount's does).
+    ``client``: the block's client runs in this process (paramiko), and its share of the
+    block's time is measured too: this process's CPU seconds over the wall seconds. A
+    client waits for each answer before its next request, so no server can make an
+    operation take less than the client's own CPU time for it."""
     usage = Usage()
     machine = machine_cpu()
     if pid is None:
-        yield usage
+        with _client_share(usage, client):
+            yield usage
         usage.steal = steal_share(machine, machine_cpu())
         return
     reliable = not (forks and settle) or _settled(pid)
@@ -169,12 +177,23 @@ def measuring(pid: int | None, forks: bool, settle: bool = True) -> Iterator[Usa
         for member in [pid, *descendants(pid)]:
             reset_hwm(member)
     before = tree_cpu_seconds(pid)
-    yield usage
+    with _client_share(usage, client):
+        yield usage
     usage.steal = steal_share(machine, machine_cpu())
     reliable = reliable and (not (forks and settle) or _settled(pid))
     usage.cpu = tree_cpu_seconds(pid) - before if reliable else None
     if not forks:
         usage.rss = sum(vm_hwm_kib(m) for m in [pid, *descendants(pid)]) / 1024
+
+
+@contextmanager
+def _client_share(usage: Usage, client: bool) -> Iterator[None]:
+    """With ``client``, set ``usage.client`` to this process's CPU share of the block."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    took = time.perf_counter() - wall
+    if client and took > 0:
+        usage.client = (time.process_time() - cpu) / took
 
 
 def idle_cpu(pid: int, timeout: float) -> bool:

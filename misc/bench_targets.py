@@ -100,11 +100,12 @@ class Target:
         finally:
             transport.close()
 
-    def measuring(self, settle: bool = True) -> AbstractContextManager[Usage]:
-        """The server's CPU and peak RSS while the block runs (``bench_probe.measuring``)."""
+    def measuring(self, settle: bool = True, client: bool = False) -> AbstractContextManager[Usage]:
+        """The server's CPU and peak RSS while the block runs, and with ``client`` the
+        in-process client's CPU share (``bench_probe.measuring``)."""
         if self.pid is not None:
-            return measuring(self.pid, forks=False)
-        return measuring(self.listener_pid, forks=True, settle=settle)
+            return measuring(self.pid, forks=False, client=client)
+        return measuring(self.listener_pid, forks=True, settle=settle, client=client)
 
     def quiesce(self, timeout: float = 600.0) -> None:
         """Wait until the server is idle: our gateway's upload queue drained and every

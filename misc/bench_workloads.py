@@ -98,7 +98,7 @@ def metadata_ops(target: Target, work: Path, cycles: int) -> list[Figure]:
     """mkdir, rename and rmdir, ``cycles`` times each, every operation timed on its own."""
     base = _random_name(target, "meta")
     times: list[float] = []
-    with target.paramiko() as sftp:
+    with target.paramiko() as sftp, target.measuring(settle=False, client=True) as usage:
         for i in range(cycles):
             name, renamed = f"{base}-{i}", f"{base}-{i}-r"
             ops: list[tuple[Callable[..., object], tuple[str, ...]]] = [
@@ -108,7 +108,8 @@ def metadata_ops(target: Target, work: Path, cycles: int) -> list[Figure]:
                 started = time.perf_counter()
                 op(*args)
                 times.append(time.perf_counter() - started)
-    return [Figure(f"mkdir+rename+rmdir x{cycles}", "metadata", _rate(len(times), times), "ops/s")]
+    rate = _rate(len(times), times)
+    return [Figure(f"mkdir+rename+rmdir x{cycles}", "metadata", rate, "ops/s", usage)]
 
 
 def stat_and_list(target: Target, work: Path, count: int) -> list[Figure]:
@@ -124,14 +125,14 @@ def stat_and_list(target: Target, work: Path, count: int) -> list[Figure]:
             with sftp.open(name, "wb") as f:
                 f.write(os.urandom(1024))
         stats: list[float] = []
-        with target.measuring(settle=False) as usage:
+        with target.measuring(settle=False, client=True) as usage:
             for i in range(count):
                 started = time.perf_counter()
                 sftp.stat(names[i % len(names)])
                 stats.append(time.perf_counter() - started)
         figures.append(Figure(f"stat x{count}", "metadata", _rate(count, stats), "ops/s", usage))
         listings: list[float] = []
-        with target.measuring(settle=False) as usage:
+        with target.measuring(settle=False, client=True) as usage:
             for _ in range(count // 2):
                 started = time.perf_counter()
                 if len(sftp.listdir_attr(directory)) != len(names):
