@@ -40,7 +40,6 @@ from gateway.fs.sparse import Base, Ranges
 from gateway.fs.staging import StagingArea
 from gateway.grid.interfaces import ServerUnavailable
 from gateway.objects.caps import (
-    DirectoryReadCap,
     DirectoryWriteCap,
     ImmutableCap,
     LiteralCap,
@@ -351,6 +350,9 @@ class Volume:
         # An fsync on the embedded core alone: the objects are written, not awaited durable;
         # the publish's flush covers them (architecture, "One flush per fsync").
         ordered = self.queue.awaited(job.job_id) and self.store.ordered
+        # Someone waits for the publish (an fsync without a record): the link is journaled
+        # only if it must be (gateway.objects.unjournaled).
+        at_once = self.queue.awaited(job.job_id) and not self.queue.recorded_job(job.job_id)
         try:
             cap = await self._store(file, job, ordered)
             await self.queue.recorded(job.job_id)  # an fsync's job starts before
@@ -361,7 +363,7 @@ class Volume:
         publishing: Deferred[bool] | None = None
         try:
             if self.overlay.may_link(file):
-                await self._link(file, cap)
+                await self._link(file, cap, journal=not (at_once and self.store.write_back))
                 for older in self.overlay.superseded_by(file):
                     self.queue.superseded(older)
                 if self.store.write_back is not None and self.queue.awaited(job.job_id):
@@ -433,8 +435,9 @@ class Volume:
         file.stored = Base(cap.to_string(), file.size, cap)
         return cap
 
-    async def _link(self, file: LocalFile, cap: ImmutableCap | None) -> None:
-        """Link a stored file into the directory its path names now."""
+    async def _link(self, file: LocalFile, cap: ImmutableCap | None, journal: bool) -> None:
+        """Link a stored file into the directory its path names now (see DirectoryNode.add
+        for ``journal``)."""
         parent, name = parent_and_name(file.path)
         directory = await self.directory(parent)
         # The entry says what stat said while the file was pending: linking it is not a change
@@ -452,7 +455,7 @@ class Volume:
             size=file.size,
             no_write=mode is not None and not mode & 0o222,
         )
-        await directory.add(name, cap, metadata)
+        await directory.add(name, cap, metadata, journal=journal)
 
     async def directories_durable(self) -> None:
         """Wait until the directory changes answered so far are on disk (write-back answers
@@ -490,11 +493,3 @@ class Volume:
             return False  # the cap holds the bytes
         kept.keep(stored.cap, staged)
         return True
-
-
-def parse_root(cap: str) -> DirectoryWriteCap | DirectoryReadCap:
-    """A root directory capability from an account, checked to be one."""
-    parsed = parse(cap)
-    if not isinstance(parsed, DirectoryWriteCap | DirectoryReadCap):
-        raise ValueError("the root capability does not name a directory")
-    return parsed

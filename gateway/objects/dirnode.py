@@ -1,15 +1,13 @@
 """Directories: mutable objects that map NFC-normalized names to child capabilities and metadata.
 
-The contents' format is in :mod:`gateway.objects.dirformat`. A node's
-operations build changes (:mod:`gateway.objects.dirchanges`) and commit them
-through one seam, :meth:`DirectoryNode._commit`, without knowing how they
-reach the grid. A node given a
-:class:`~gateway.objects.writeback.DirectoryWriteBack` (what a running gateway
-does) journals them there, decided against the write-back's view, and they are
-published later with the directory's other changes; otherwise they are
-published at once by :class:`~gateway.objects.writethrough.WriteThrough`,
-read-modify-write (:mod:`gateway.objects.dirupdates`), and concurrent writers
-lose no entries either way.
+The contents' format is in :mod:`gateway.objects.dirformat`. A node's operations build
+changes (:mod:`gateway.objects.dirchanges`) and commit them through one seam,
+:meth:`DirectoryNode._commit`, without knowing how they reach the grid. A node given a
+:class:`~gateway.objects.writeback.DirectoryWriteBack` (what a running gateway does)
+journals them there, decided against the write-back's view, and they are published later
+with the directory's other changes; otherwise they are published at once by
+:class:`~gateway.objects.writethrough.WriteThrough`, read-modify-write
+(:mod:`gateway.objects.dirupdates`), and concurrent writers lose no entries either way.
 """
 
 from __future__ import annotations
@@ -237,18 +235,20 @@ class DirectoryNode:
         cap: ChildCap | None,
         metadata: EntryMetadata | None = None,
         overwrite: bool = True,
+        journal: bool = True,
     ) -> Entry:
         """Link ``cap`` as ``name``; ChildExists when the name is taken and not ``overwrite``.
 
-        Without ``metadata`` the entry gets the cap's kind and the clock's time.
-        """
+        Without ``metadata`` the entry gets the cap's kind and the clock's time; without
+        ``journal``, see :meth:`~gateway.objects.writeback.DirectoryWriteBack.commit`."""
         name = normalize_name(name)
-        return (await self.add_many({name: (cap, metadata)}, overwrite))[name]
+        return (await self.add_many({name: (cap, metadata)}, overwrite, journal))[name]
 
     async def add_many(
         self,
         entries: Mapping[str, tuple[ChildCap | None, EntryMetadata | None]],
         overwrite: bool = True,
+        journal: bool = True,
     ) -> dict[str, Entry]:
         """Link several children in one publish; without ``overwrite`` all or none are added."""
         key = self._write_key()
@@ -265,7 +265,7 @@ class DirectoryNode:
             new[name] = self._known_cap(make_record(cap, metadata, key), cap)
         if not new:
             return {}
-        await self._commit([(self, Link(tuple(new.items()), not overwrite))])
+        await self._commit([(self, Link(tuple(new.items()), not overwrite))], journal)
         return {name: self._entry(name, r) for name, r in new.items()}
 
     async def remove(self, name: str | bytes) -> Entry:
@@ -342,7 +342,7 @@ class DirectoryNode:
 
     # -- internals --
 
-    async def _commit(self, items: Items) -> Results:
+    async def _commit(self, items: Items, journal: bool = True) -> Results:
         """The one seam every change goes through: a list of changes to this and other
         directories, in order. Each is journaled by its node's write-back (and published
         later) when it has one, else published now by its write-through; consecutive
@@ -354,7 +354,7 @@ class DirectoryNode:
             end = start + 1
             while end < len(items) and items[end][0]._path() is path:
                 end += 1
-            results += await path.commit(items[start:end])
+            results += await path.commit(items[start:end], journal)
             start = end
         return results
 

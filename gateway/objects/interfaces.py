@@ -48,9 +48,15 @@ class IDirectory(Interface):
         """The entry called ``name``; NoSuchChild when there is none."""
 
     async def add(
-        name: str | bytes, cap: ChildCap | None, metadata: EntryMetadata, overwrite: bool = True
+        name: str | bytes,
+        cap: ChildCap | None,
+        metadata: EntryMetadata,
+        overwrite: bool = True,
+        journal: bool = True,
     ) -> Entry:
-        """Link ``cap`` as ``name``; ChildExists when the name is taken and not ``overwrite``."""
+        """Link ``cap`` as ``name``; ChildExists when the name is taken and not ``overwrite``.
+        Without ``journal`` the caller publishes the directory now and waits for it: the
+        change is journaled only if it must be (:mod:`gateway.objects.unjournaled`)."""
 
     async def add_many(
         entries: Mapping[str, tuple[ChildCap | None, EntryMetadata]], overwrite: bool = True

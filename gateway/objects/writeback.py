@@ -58,6 +58,7 @@ from gateway.objects.dirjournal import commit_record, open_journal, read_commit,
 from gateway.objects.dirpublish import JournaledDirectory
 from gateway.objects.dirstate import KEEP_ENTRIES, DirectoryState, forget_clean
 from gateway.objects.mutable import MutableClient
+from gateway.objects.unjournaled import Unjournaled
 from gateway.threads import Threads, reactor_threads
 
 _READ_CAP = attrgetter("read_cap")
@@ -117,6 +118,7 @@ class DirectoryWriteBack:
         self._flushes = JournalFlushes(
             self._intents, clock, self._threads, journal_delay, barrier=barrier
         )
+        self._unjournaled = Unjournaled(self._intents)  # (an fsync's: published at once)
         self._dirs: dict[bytes, DirectoryState] = {}
         #: Directories made here and not published yet, by read cap (until :meth:`_settled`).
         self._created: dict[str, DirectoryState] = {}
@@ -169,13 +171,14 @@ class DirectoryWriteBack:
     # -- changing --------------------------------------------------------------------
 
     async def commit(
-        self, items: Sequence[tuple[JournaledDirectory, Change]]
+        self, items: Sequence[tuple[JournaledDirectory, Change]], journal: bool = True
     ) -> list[Record | None]:
         """Decide changes against the views, journal them (one flush) and schedule publishes.
 
         All or nothing: a change that must be refused (ChildExists, NoSuchChild) or a journal
         that cannot be written leaves every view as it was. Returns each change's record,
-        once it is written (flushed after; see the module docstring).
+        once it is written (flushed after; see the module docstring); without ``journal``
+        (published now, awaited), only if it must be (:mod:`gateway.objects.unjournaled`).
         """
         if self._flushes.error is not None:
             await self.durable()  # raises while the journal still cannot be flushed
@@ -204,7 +207,11 @@ class DirectoryWriteBack:
             # and flushed below, in a thread, with the commits made meanwhile.
             seq = self._seq + 1
             record = commit_record([(_write_cap(n), c) for n, c in resolved])
-            self._intents.put(str(seq), record)
+            if journal:
+                self._unjournaled.write()  # (the journal keeps the changes in order)
+                self._intents.put(str(seq), record)
+            else:
+                self._unjournaled.keep(seq, record)
         except BaseException:
             undo.revert()
             raise
@@ -230,12 +237,14 @@ class DirectoryWriteBack:
                 self._drop_if_unlinked(result.read_cap)
         # Sessions see the change at once; it is on disk once the flush started just after
         # (with the changes made meanwhile) ends.
-        self._flushes.soon()
+        if journal:
+            self._flushes.soon()
         return results
 
     async def durable(self) -> None:
         """Wait until every change journaled so far is on disk (raises the flush's OSError);
         a flush put off for the changes to come starts now."""
+        self._unjournaled.write()
         await self._flushes.durable()
 
     async def flush(self, storage_indexes: Iterable[bytes]) -> None:
@@ -272,6 +281,7 @@ class DirectoryWriteBack:
                     n=self.pending(),
                     why=type(e).__name__,
                 )
+        self._unjournaled.write_at_stop()
         self._flushes.close()  # what the last flushes had not covered yet
 
     # -- internals -------------------------------------------------------------------
@@ -439,6 +449,7 @@ class DirectoryWriteBack:
             left.discard(si)
             if not left:
                 del self._commits[seq]
+                self._unjournaled.published(seq)
                 self._intents.done(str(seq))
 
     def _forget(self, d: DirectoryState, snapshot: list[tuple[int, Change]]) -> None:

@@ -106,9 +106,11 @@ class WriteThrough:
     _queued: dict[bytes, list[_Waiting]] = field(factory=dict, init=False, repr=False)
     _publishing: set[bytes] = field(factory=set, init=False, repr=False)
 
-    async def commit(self, items: Sequence[tuple[PublishedDirectory, Change]]) -> Results:
+    async def commit(
+        self, items: Sequence[tuple[PublishedDirectory, Change]], journal: bool = True
+    ) -> Results:
         """Publish the changes, one directory after another in their order; each one's
-        record (see the change types)."""
+        record (see the change types). There is no journal: ``journal`` changes nothing."""
         results: Results = []
         start = 0
         while start < len(items):

@@ -1,0 +1,147 @@
+"""An fsync's directory change, published at once, is journaled only when it must be.
+
+Driven as ``test_directory_writeback`` is: in-process storage servers, a fake
+clock, a second gateway without write-back to read what the grid holds, and a
+crash played by opening a new write-back on the same journal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.objects.caps import DirectoryWriteCap, LiteralCap
+from gateway.objects.dirjournal import JOURNAL_NAME
+from gateway.objects.dirnode import DirectoryNode
+from storage.redolog import RedoLog
+from tests.objects.grid import GridClient, make_grid, run
+from tests.objects.test_directory_writeback import Gateway
+from tests.objects.test_directory_writeback import _close_journals as _close_journals
+from tests.objects.test_dirnode import meta
+
+
+@pytest.fixture
+def grid() -> list[GridClient]:
+    """Four in-process servers."""
+    return make_grid(4)
+
+
+@pytest.fixture
+def root(grid: list[GridClient]) -> DirectoryWriteCap:
+    """An empty directory on the grid, made by a gateway without write-back."""
+    reader = Gateway(grid, None)
+    node = run(DirectoryNode.create(reader.client, clock=reader.clock))
+    assert isinstance(node.cap, DirectoryWriteCap)
+    return node.cap
+
+
+def journal_records(state: Path) -> list[dict[str, Any]]:
+    """Every record the journal file holds, as the next start reads it."""
+    log = RedoLog(state / JOURNAL_NAME, repair=False)
+    try:
+        return list(log.records())
+    finally:
+        log.close()
+
+
+def publish_now(gw: Gateway, node: DirectoryNode) -> None:
+    """What an fsync does after linking: publish the directory now, and wait."""
+    assert gw.write_back is not None
+    gw.run(gw.write_back.flush([node.storage_index]))
+
+
+def test_a_link_published_at_once_is_never_written_to_the_journal(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """The fsync's link is in the grid once its publish returns, and the journal holds no
+    record of it: a restart finds nothing to publish."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.list())
+    records = journal_records(tmp_path)
+    gw.run(node.add("db", LiteralCap(b"version 2"), meta(), journal=False))
+    assert sorted(gw.run(node.list())) == ["db"]  # every session sees it at once
+    publish_now(gw, node)
+    assert Gateway(grid, None).names(root) == ["db"]
+    assert journal_records(tmp_path) == records
+    assert gw.write_back is not None and gw.write_back.pending() == 0
+    again = Gateway(grid, tmp_path)  # a crash now
+    assert again.write_back is not None and again.write_back.pending() == 0
+
+
+def test_a_change_journaled_after_one_kept_out_writes_both_in_order(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """A rename of the file while its link waits for the publish is journaled with the link
+    before it: a crash then replays both, and the file is where the client renamed it."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.list())
+    gw.run(node.add("db", LiteralCap(b"v"), meta(), journal=False))
+    gw.run(node.rename("db", "db.old"))
+    keys = [r["key"] for r in journal_records(tmp_path) if r.get("op") == "put"]
+    assert len(keys) == 2 and int(keys[0]) < int(keys[1])
+    again = Gateway(grid, tmp_path)  # a crash before anything was published
+    assert again.write_back is not None and again.write_back.pending() == 2
+    again.settle()
+    assert Gateway(grid, None).names(root) == ["db.old"]
+
+
+def test_waiting_for_the_journal_writes_what_was_kept_out(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """When the link must outlive a crash after all (the file moved before its directory was
+    published, so the journal must carry it), ``durable`` writes it: the next start
+    publishes it."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.list())
+    gw.run(node.add("db", LiteralCap(b"v"), meta(), journal=False))
+    assert gw.write_back is not None
+    gw.run(gw.write_back.durable())
+    again = Gateway(grid, tmp_path)  # a crash now
+    assert again.write_back is not None and again.write_back.pending() == 1
+    again.settle()
+    assert Gateway(grid, None).names(root) == ["db"]
+
+
+def test_a_link_not_published_by_the_stop_is_journaled_for_the_next_start(
+    grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
+) -> None:
+    """The grid is down: the fsync fails and the gateway stops. The link it kept out of the
+    journal is written at stop, and published by the next start once the grid is back."""
+    gw = Gateway(grid, tmp_path)
+    node = gw.open(root)
+    gw.run(node.list())
+    for g in grid:
+        g.available = False
+    gw.run(node.add("db", LiteralCap(b"v"), meta(), journal=False))
+    assert gw.write_back is not None
+    try:
+        publish_now(gw, node)
+    except Exception as e:  # (the servers are down)
+        failed: Exception | None = e
+    else:
+        failed = None
+    assert failed is not None
+    stopping = gw.write_back.stop(0.5)
+    gw.clock.advance(1)
+    gw.run(stopping)
+    assert [r["op"] for r in journal_records(tmp_path)] == ["put"]
+    for g in grid:
+        g.available = True
+    again = Gateway(grid, tmp_path)
+    assert again.write_back is not None and again.write_back.pending() == 1
+    again.settle()
+    assert Gateway(grid, None).names(root) == ["db"]
+
+
+def test_without_write_back_the_change_is_published_at_once_either_way(
+    grid: list[GridClient], root: DirectoryWriteCap
+) -> None:
+    """A node that writes through has no journal: ``journal`` changes nothing."""
+    gw = Gateway(grid, None)
+    gw.run(gw.open(root).add("db", LiteralCap(b"v"), meta(), journal=False))
+    assert Gateway(grid, None).names(root) == ["db"]
