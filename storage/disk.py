@@ -146,7 +146,7 @@ class DiskBackend:
         shutil.rmtree(self._incoming, ignore_errors=True)
         make_private_dirs(self._incoming)
         self._uploads = IncomingShares(self._incoming, LOGGED_SHARE_BYTES)
-        self._log = RedoLog(self.path / _REDO_LOG, fail_stop=True, buffered=True)
+        self._log = RedoLog(self.path / _REDO_LOG, fail_stop=True, buffered=True, grow_ahead=True)
         self._files = LoggedFiles(self._log, self._index_dir)
         self.commits = GroupCommit(self._log, self, self.threads, self.batched)
         if self.batched:  # (without threads, a completion is made durable at once)

@@ -48,12 +48,15 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cbor2
+
+from storage.logroom import ROOM
 
 MAGIC = b"GGR2"
 """A record's start: ``magic (4) | epoch (8) | payload length (u32) | BLAKE2b-128 of the
@@ -66,6 +69,10 @@ EPOCH_BYTES = 8
 EXTEND_BYTES = 1 << 20
 """How much the log file grows by when a record needs room: zeros, written."""
 _ZEROS = bytes(EXTEND_BYTES)
+
+ROOM_AHEAD = EXTEND_BYTES // 2
+"""Free room below which a log made with ``grow_ahead`` has the room thread grow its file
+(:mod:`storage.logroom`)."""
 
 BUFFER_BYTES = 256 * 1024
 """Records a buffered log keeps in memory at most before writing them."""
@@ -119,16 +126,31 @@ class RedoLog:
     _closer: weakref.finalize[[int], RedoLog]
 
     def __init__(
-        self, path: Path, repair: bool = True, fail_stop: bool = False, buffered: bool = False
+        self,
+        path: Path,
+        repair: bool = True,
+        fail_stop: bool = False,
+        buffered: bool = False,
+        grow_ahead: bool = False,
     ) -> None:
         """Open (creating) the log; find where its intact records end.
 
         With ``repair`` (the writer's opening) a damaged or torn tail is cut off,
         so new records follow the intact ones; ``damaged_bytes`` tells how much
-        was there.
+        was there. With ``grow_ahead`` (a ``fail_stop`` log) the file grows in the
+        room thread (:mod:`storage.logroom`) before the records reach its end.
         """
+        assert fail_stop or not grow_ahead, "the room thread's flush must stop the log"
         self.path = path
         self._writer = repair
+        #: Held while the file grows, shrinks or changes descriptor (the room thread
+        #: writes zeros past :attr:`allocated` meanwhile; the records stay before it).
+        self._room = threading.RLock()
+        self._grow = grow_ahead and repair
+        self._growing = False
+        #: Set each time the room thread has looked at the log (for tests).
+        self.grown = threading.Event()
+        self.grown.set()
         flags = os.O_RDWR | os.O_CREAT if repair else os.O_RDONLY
         self._adopt(os.open(path, flags, 0o600))
         #: The file's length: the records, then free space (zeros, or an earlier epoch's
@@ -253,7 +275,9 @@ class RedoLog:
         data = _encode(record, self.epoch)
         end = self.size + len(data)
         if end > self.allocated:
-            self._extend(end)
+            with self._room:  # (after the room thread, if it is growing the file now)
+                if end > self.allocated:
+                    self._extend(end)
         if self.buffered:
             if not self._pending:
                 self._pending_at = self.size
@@ -265,6 +289,10 @@ class RedoLog:
             pwrite_all(self._fd, data, self.size)
         self.size = end
         self.appended += len(data)
+        if self._grow and not self._growing and self.allocated - end < ROOM_AHEAD:
+            self._growing = True
+            self.grown.clear()
+            ROOM.ask(self)
         if sync:
             self.sync()
 
@@ -288,6 +316,28 @@ class RedoLog:
             pwrite_all(self._fd, memoryview(_ZEROS)[:step], offset)
             offset += step
         self.allocated = target
+
+    def grow_ahead(self) -> None:
+        """In the room thread: grow the file by :data:`EXTEND_BYTES` if less than
+        :data:`ROOM_AHEAD` is left after the records, and flush it, so that neither the
+        zeros nor the new size wait for the writer's next flush. A failure to grow is left
+        to the writer (it grows the file itself when it must, and meets the error then); a
+        failed flush stops the log (:attr:`failed`), as one of the writer's would."""
+        try:
+            with self._room:
+                if self._fd < 0 or self.allocated - self.size >= ROOM_AHEAD:
+                    return
+                try:
+                    self._extend(self.allocated + ROOM_AHEAD)
+                except OSError:
+                    return  # (a full disk, say): met by the writer if it must grow
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as e:
+                    self.flush_failed(e)
+        finally:
+            self._growing = False
+            self.grown.set()
 
     @property
     def unsynced(self) -> bool:
@@ -365,9 +415,10 @@ class RedoLog:
             os.close(fd)
         os.replace(tmp, self.path)
         fsync_directory(self.path.parent)
-        self._release()
-        self._adopt(os.open(self.path, os.O_RDWR, 0o600))
-        self.size = self.allocated = size
+        with self._room:
+            self._release()
+            self._adopt(os.open(self.path, os.O_RDWR, 0o600))
+            self.size = self.allocated = size
         self.epoch, self.start = epoch, 0
         self.durable = self.appended  # the live records are all in the flushed new file
         self.failed = None
@@ -377,33 +428,35 @@ class RedoLog:
 
         The file and its room are kept (up to :data:`KEEP_BYTES`): an empty record of a
         new epoch is written at its start, and what follows it is free space."""
-        self._drop_pending()
-        epoch = _new_epoch()
-        marker = _encode_payload(b"", epoch)
-        if self.allocated < len(marker):
-            os.ftruncate(self._fd, 0)
-            os.fsync(self._fd)
-            self.allocated = self.start = self.size = 0
-        else:
-            if self.allocated > KEEP_BYTES:
-                os.ftruncate(self._fd, KEEP_BYTES)
-                self.allocated = KEEP_BYTES
-            pwrite_all(self._fd, marker, 0)
-            os.fdatasync(self._fd)
-            self.start = self.size = len(marker)
-        self.epoch = epoch
-        self.durable = self.appended
-        self.failed = None
+        with self._room:
+            self._drop_pending()
+            epoch = _new_epoch()
+            marker = _encode_payload(b"", epoch)
+            if self.allocated < len(marker):
+                os.ftruncate(self._fd, 0)
+                os.fsync(self._fd)
+                self.allocated = self.start = self.size = 0
+            else:
+                if self.allocated > KEEP_BYTES:
+                    os.ftruncate(self._fd, KEEP_BYTES)
+                    self.allocated = KEEP_BYTES
+                pwrite_all(self._fd, marker, 0)
+                os.fdatasync(self._fd)
+                self.start = self.size = len(marker)
+            self.epoch = epoch
+            self.durable = self.appended
+            self.failed = None
 
     def close(self) -> None:
         """Close the file (records stay for the next opening). A log this opening wrote
         records of an epoch in is left in the first format, which an older gateway reads
         (see "Recycled"; after a crash it stays as it was)."""
-        if self._fd >= 0:
-            self._write_pending()
-            if self._writer and self.epoch is not None and self.failed is None:
-                self._to_first_format()
-            self._release()
+        with self._room:
+            if self._fd >= 0:
+                self._write_pending()
+                if self._writer and self.epoch is not None and self.failed is None:
+                    self._to_first_format()
+                self._release()
 
     def _to_first_format(self) -> None:
         try:
