@@ -446,6 +446,7 @@ _STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("mkdir"), _NAMES),
         st.tuples(st.just("file"), _NAMES),
+        st.tuples(st.just("fsync"), _NAMES),
         st.tuples(st.just("rename"), _NAMES, _NAMES),
         st.tuples(st.just("remove"), _NAMES),
         st.tuples(st.just("settle")),
@@ -465,7 +466,8 @@ def test_any_sequence_of_changes_and_crashes_ends_as_answered(
     """Whatever mix of mkdir, file links, renames, removals, publishes and crashes (the
     gateway dies with changes unpublished and a new one starts on its journal), once all is
     published the grid holds exactly what the answers said: every answered change, and no
-    refused one."""
+    refused one. An fsync's link is kept out of the journal and answered once its directory
+    is published (``journal=False``, then a publish now)."""
     grid = make_grid(4)
     maker = Gateway(grid, None)
     made = run(DirectoryNode.create(maker.client, clock=maker.clock))
@@ -483,6 +485,13 @@ def test_any_sequence_of_changes_and_crashes_ends_as_answered(
                 model[step[1]] = "dir"
             elif kind == "file":
                 gw.run(node.add(step[1], LiteralCap(step[1].encode()), meta()))
+                model[step[1]] = "file"
+            elif kind == "fsync":
+                gw.run(
+                    node.add(step[1], LiteralCap(b"f" + step[1].encode()), meta(), journal=False)
+                )
+                assert gw.write_back is not None
+                gw.run(gw.write_back.flush([node.storage_index]))
                 model[step[1]] = "file"
             elif kind == "rename":
                 gw.run(node.rename(step[1], step[2], overwrite=True))
