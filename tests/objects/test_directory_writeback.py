@@ -83,21 +83,6 @@ def publishes(grid: list[GridClient]) -> int:
     return sum(1 for g in grid for r in g.requests if r[0] == "read_test_write")
 
 
-@pytest.fixture
-def grid() -> list[GridClient]:
-    """Four in-process servers."""
-    return make_grid(4)
-
-
-@pytest.fixture
-def root(grid: list[GridClient]) -> DirectoryWriteCap:
-    """An empty directory on the grid, made by a gateway without write-back."""
-    reader = Gateway(grid, None)
-    node = run(DirectoryNode.create(reader.client, clock=reader.clock))
-    assert isinstance(node.cap, DirectoryWriteCap)
-    return node.cap
-
-
 def test_changes_are_answered_before_any_publish_and_published_together(
     grid: list[GridClient], root: DirectoryWriteCap, tmp_path: Path
 ) -> None:

@@ -10,31 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.objects.caps import DirectoryWriteCap, LiteralCap
 from gateway.objects.dirjournal import JOURNAL_NAME
 from gateway.objects.dirnode import DirectoryNode
 from storage.redolog import RedoLog
-from tests.objects.grid import GridClient, make_grid, run
+from tests.objects.grid import GridClient
 from tests.objects.test_directory_writeback import Gateway
 from tests.objects.test_directory_writeback import _close_journals as _close_journals
 from tests.objects.test_dirnode import meta
-
-
-@pytest.fixture
-def grid() -> list[GridClient]:
-    """Four in-process servers."""
-    return make_grid(4)
-
-
-@pytest.fixture
-def root(grid: list[GridClient]) -> DirectoryWriteCap:
-    """An empty directory on the grid, made by a gateway without write-back."""
-    reader = Gateway(grid, None)
-    node = run(DirectoryNode.create(reader.client, clock=reader.clock))
-    assert isinstance(node.cap, DirectoryWriteCap)
-    return node.cap
 
 
 def journal_records(state: Path) -> list[dict[str, Any]]:

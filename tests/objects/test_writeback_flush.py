@@ -32,25 +32,11 @@ from gateway.objects.writeback import JOURNAL_DELAY, DirectoryWriteBack
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from tests.fs.support import ManualThreads, drive, memory_store
-from tests.objects.grid import GridClient, make_grid, run
+from tests.objects.grid import GridClient, run
 from tests.objects.test_dirnode import PARAMS, SECRETS, meta
 
 T = TypeVar("T")
 CREATE = OpenFlags(write=True, create=True, truncate=True)
-
-
-@pytest.fixture
-def grid() -> list[GridClient]:
-    """Four in-process servers."""
-    return make_grid(4)
-
-
-@pytest.fixture
-def root(grid: list[GridClient]) -> DirectoryWriteCap:
-    """An empty directory on the grid."""
-    node = run(DirectoryNode.create(MutableClient(grid, SECRETS, PARAMS), clock=Clock()))
-    assert isinstance(node.cap, DirectoryWriteCap)
-    return node.cap
 
 
 def _write_back(
