@@ -242,8 +242,8 @@ class DirectoryWriteBack:
         return results
 
     async def durable(self) -> None:
-        """Wait until every change journaled so far is on disk (raises the flush's OSError);
-        a flush put off for the changes to come starts now."""
+        """Wait until every change made so far is on disk, those kept out of the journal
+        written now (raises the flush's OSError); a put-off flush starts now."""
         self._unjournaled.write()
         await self._flushes.durable()
 
