@@ -187,6 +187,16 @@ SCHEMA: tuple[Option, ...] = (
         "SFTP sessions one account may have open at once, over all its connections.",
         ("gateway",),
     ),
+    Option(
+        "sftp",
+        "busy_poll",
+        parse_duration,
+        "300us",
+        "How long a connection that has just answered its client polls for the next request"
+        " before the CPU may sleep (0: never); it gives way to slower clients and to work in"
+        ' the node\'s threads (docs/performance.rst, "Waking up").',
+        ("gateway",),
+    ),
     Option("web", "enabled", parse_bool, "true", "Serve the status page.", ("gateway", "storage")),
     Option("web", "host", parse_host, "127.0.0.1", "Address the status page listens on."),
     Option("web", "port", parse_port, "8023", "Status page port (0: any free port)."),

@@ -46,7 +46,16 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = {
+    "": 1.0,
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 
 
 def parse_size(text: str) -> int:
@@ -58,7 +67,7 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """Parse a duration such as ``30``, ``30s``, ``5m``, ``1h`` into seconds."""
+    """Parse a duration such as ``300us``, ``30``, ``30s``, ``5m``, ``1h`` into seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _DURATION_UNITS:
         raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")

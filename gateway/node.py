@@ -60,7 +60,10 @@ def _add_gateway_parts(
     audit = AuditPart(reactor, nd, config, scrubber) if config.get("audit", "enabled") else None
     if audit is not None:
         node.add_part(audit)
-    node.add_part(SFTPPart(reactor, nd, config, fs, audit=audit_log(audit)))
+    from gateway.sftp.busypoll import all_quiet
+
+    quiet = all_quiet([fs.threads_quiet] + ([embedded.quiet] if embedded is not None else []))
+    node.add_part(SFTPPart(reactor, nd, config, fs, audit=audit_log(audit), quiet=quiet))
     from gateway.control.part import ControlPart
     from gateway.maintenance import LeaseRenewalPart
 

@@ -55,6 +55,11 @@ class CpuThreads:
         self._pool: ThreadPool | None = None
         self._trigger: Any = None
 
+    @property
+    def idle(self) -> bool:
+        """Whether no call runs in the pool now (a hint: one may start at any moment)."""
+        return self._pool is None or not self._pool.working
+
     def __call__(self, call: Callable[[], T], /) -> Deferred[T]:
         """Start ``call`` in the pool."""
         if self._pool is None:
@@ -71,6 +76,12 @@ class CpuThreads:
                 self._reactor.removeSystemEventTrigger(self._trigger)
             self._trigger = None
             pool.stop()
+
+
+def reactor_pool_idle(reactor: Any) -> bool:
+    """Whether no call runs in the reactor's thread pool now (none yet: idle)."""
+    pool = getattr(reactor, "threadpool", None)
+    return pool is None or not pool.working
 
 
 def cpu_threads(reactor: Any, size: int | None = None) -> CpuThreads | None:

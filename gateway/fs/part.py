@@ -25,7 +25,7 @@ from gateway.objects.store import ObjectStore
 from gateway.objects.writeback import DirectoryWriteBack
 from gateway.service import NodePart, StartupError
 from gateway.storage_node import read_secret_file
-from gateway.threads import cpu_threads
+from gateway.threads import cpu_threads, reactor_pool_idle
 from gateway.uploads.journal import UploadJob, UploadJournal
 from gateway.uploads.queue import UploadQueue
 from storage import base32
@@ -155,6 +155,11 @@ class FilesystemPart(NodePart):
         if self.journal.recorded > CROWDED_AT:
             return True
         return staging is not None and staging.used * 2 > staging.quota
+
+    def threads_quiet(self) -> bool:
+        """Whether no thread works for the filesystem now: no encoding in the CPU pool,
+        no fsync or file creation in the reactor's pool."""
+        return (self._cpu is None or self._cpu.idle) and reactor_pool_idle(self._reactor)
 
     def volume(self, root_cap: str) -> Volume:
         """The shared volume of a root directory."""

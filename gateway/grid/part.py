@@ -162,6 +162,11 @@ class EmbeddedStoragePart(NodePart):
             await self.thread(self._backend.close)  # after every call handed over
             await self.thread.stop()
 
+    def quiet(self) -> bool:
+        """Whether the storage's thread has nothing to do now (nothing queued, running or
+        unanswered)."""
+        return self.thread is None or self.thread.idle
+
     def status(self) -> dict[str, Any]:
         """Space left on the embedded store (as of the thread's last idle moment)."""
         if self.server is None or self.thread is None:

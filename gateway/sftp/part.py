@@ -7,6 +7,7 @@ When the node keeps an audit log, logins are recorded by the SSH layer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.conch.interfaces import ISFTPServer
@@ -24,6 +25,7 @@ from gateway.service import NodePart, StartupError
 from gateway.sftp.account_limits import AccountLimits
 from gateway.sftp.audited import AuditedFilesystem, SessionAudit
 from gateway.sftp.avatar import AccountAvatar
+from gateway.sftp.busypoll import BusyPoll, never_busy
 from gateway.sftp.hostkey import HostKeyError, fingerprint, load_host_key
 from gateway.sftp.preauth import MaxStartups, PreauthLimits
 from gateway.sftp.server import GatewaySFTPServer
@@ -65,6 +67,7 @@ class SFTPPart(NodePart):
         config: NodeConfig,
         fs: FilesystemPart,
         audit: IAuditLog = NO_AUDIT,
+        quiet: Callable[[], bool] = never_busy,
     ):
         super().__init__("sftp")
         self._audit = audit
@@ -76,6 +79,8 @@ class SFTPPart(NodePart):
         self._passphrase_file: str = config.get("sftp", "host_key_passphrase_file")
         self._limits = preauth_limits(config)
         self._account_limits = account_limits(config)
+        #: Connections poll for their client's next request so long (gateway.sftp.busypoll).
+        self.busy = BusyPoll(config.get("sftp", "busy_poll"), quiet)
         self._factory: GatewaySSHFactory | None = None
         self._listening: Any = None
         self._fingerprint = ""
@@ -145,6 +150,7 @@ class SFTPPart(NodePart):
         if isinstance(self._listening, ReplyFlushingPort):
             # What serving clients costs is not background work's (its turns).
             self._listening.served = self._fs.queue.activity.serving
+            self._listening.busy = self.busy
 
     async def stop(self) -> None:
         """Stop accepting connections."""
@@ -184,4 +190,5 @@ class SFTPPart(NodePart):
             "accounts": accounts,
             "sessions": len(self.sessions.sessions),
             **gate,
+            **self.busy.status(),
         }

@@ -14,6 +14,11 @@ one read still leave together, in one ``send``, and a connection only
 registers for writing when the kernel did not take everything. Writes made at
 any other time (a reply that waited for the grid or a thread) take Twisted's
 usual path.
+
+When every reply went out so, the connection may poll for the client's next
+request for a moment before the reactor thread sleeps
+(:mod:`gateway.sftp.busypoll`, the port's :attr:`ReplyFlushingPort.busy`), and
+read it here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from time import thread_time
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
+from gateway.sftp.busypoll import BusyPoll, ConnectionPoll
+
 
 class ReplyFlushingServer(tcp.Server):
     """A server-side TCP connection that flushes, at the end of each read, what the
@@ -31,6 +38,9 @@ class ReplyFlushingServer(tcp.Server):
 
     _in_read = False
     _write_wanted = False
+    _sent_all = False
+    _poll: ConnectionPoll | None = None
+    _poll_made = False
 
     def startWriting(self) -> None:
         """Register for writing, except during a read: :meth:`doRead` sends then."""
@@ -45,14 +55,35 @@ class ReplyFlushingServer(tcp.Server):
         the port's ``served``, if it has one."""
         served = getattr(self.server, "served", None)
         if served is None:
-            return self._read_and_send()
+            return self._serve()
         started = thread_time()
         try:
-            return self._read_and_send()
+            return self._serve()
         finally:
             served(thread_time() - started)
 
+    def _serve(self) -> ConnectionLost | ConnectionDone | None:
+        """Read and answer; again while the client's next request comes within the busy
+        poll's limit of every reply having been sent."""
+        poll = self._poller()
+        if poll is None:
+            return self._read_and_send()
+        poll.arrived()
+        while True:
+            why = self._read_and_send()
+            if why is not None or not self._sent_all or not poll.wait():
+                return why
+
+    def _poller(self) -> ConnectionPoll | None:
+        if not self._poll_made:
+            self._poll_made = True
+            busy: BusyPoll | None = getattr(self.server, "busy", None)
+            if busy is not None:
+                self._poll = busy.connection(self.fileno(), self.reactor)
+        return self._poll
+
     def _read_and_send(self) -> ConnectionLost | ConnectionDone | None:
+        self._sent_all = False
         self._in_read = True
         try:
             why = super().doRead()
@@ -89,6 +120,7 @@ class ReplyFlushingServer(tcp.Server):
         if isinstance(sent, int) and sent == len(data):
             self.dataBuffer = b""
             self.offset = 0
+            self._sent_all = True
             return
         # The kernel took part of it, or the send failed: the rest (or the failure,
         # found again by the next doWrite) takes Twisted's usual path.
@@ -104,3 +136,5 @@ class ReplyFlushingPort(tcp.Port):
     #: Told the CPU seconds each read of a connection took to serve (see
     #: :class:`gateway.intents.pacing.ClientActivity`); None: not measured.
     served: Callable[[float], None] | None = None
+    #: How its connections poll for a client's next request; None: they never do.
+    busy: BusyPoll | None = None

@@ -1,5 +1,5 @@
-"""Node options of the SFTP frontend on real processes: CLOSE waiting for the grid, and an
-encrypted host key."""
+"""Node options of the SFTP frontend on real processes: CLOSE waiting for the grid, an
+encrypted host key, and polling for a client's next request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from gateway.sftp.hostkey import generate_host_key
 from tests.grid_e2e.processes import readable
 from tests.nodes import NodeReaper, gateway, node_pid
-from tests.sftp.gateway_node import restart_gateway, start_gateway
+from tests.sftp.gateway_node import RunningGateway, restart_gateway, start_gateway
+from tests.sftp.preauth_helpers import status
 
 
 def _set(node_dir: Path, old: str, new: str) -> None:
@@ -98,3 +99,38 @@ def test_wrong_host_key_passphrase_stops_the_start(tmp_path: Path, reaper: NodeR
     assert len(lines) == 1
     assert "ssh_host_ed25519_key" in lines[0] and "wrong passphrase" in lines[0]
     assert "wrong one" not in result.err
+
+
+def _stats(gw: RunningGateway, count: int) -> dict[str, object]:
+    """``count`` STATs in lock step over paramiko; then the SFTP part's status."""
+    transport, sftp = gw.sftp()
+    try:
+        sftp.mkdir("/d")
+        for _ in range(count):
+            assert sftp.stat("/d").st_mode is not None
+    finally:
+        transport.close()
+    return status(gw)
+
+
+def test_a_client_in_lock_step_is_polled_for(tmp_path: Path, reaper: NodeReaper) -> None:
+    """A client sending each request as soon as the last is answered: the gateway finds
+    its requests by polling (``busy_poll``), as the status page counts."""
+    gw = start_gateway(
+        tmp_path, reaper, configure=lambda d: _set(d, "#busy_poll = 300us", "busy_poll = 50ms")
+    )
+    figures = _stats(gw, 200)
+    assert figures["busy_poll_limit_us"] == 50_000
+    caught = figures["busy_polls_caught"]
+    assert isinstance(caught, int) and caught > 0
+    assert gateway("stop", gw.node_dir).code == 0
+
+
+def test_busy_poll_zero_never_polls(tmp_path: Path, reaper: NodeReaper) -> None:
+    """``busy_poll = 0``: the same client's requests are all answered; nothing is polled."""
+    gw = start_gateway(
+        tmp_path, reaper, configure=lambda d: _set(d, "#busy_poll = 300us", "busy_poll = 0")
+    )
+    figures = _stats(gw, 50)
+    assert (figures["busy_poll_limit_us"], figures["busy_polls"]) == (0, 0)
+    assert gateway("stop", gw.node_dir).code == 0

@@ -3,17 +3,35 @@ of that read, in order and whole, whatever their size, and closes still flush fi
 
 from __future__ import annotations
 
+import sys
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from gateway.listening import bound_address, listen_tcp
+from gateway.sftp.busypoll import BusyPoll
 from gateway.sftp.tcpflush import ReplyFlushingPort, ReplyFlushingServer
 
 BIG = 8 * 1024 * 1024  # more than loopback's socket buffers take at once
+
+LOCK_STEP = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for n in range(200):
+    line = b"%d\\n" % n
+    s.sendall(line)
+    got = b""
+    while not got.endswith(b"\\n"):
+        got += s.recv(100)
+    assert got == line, (got, line)
+print("answered", n + 1)
+"""
+"""A client in a process of its own: 200 requests, each sent once the last was answered."""
 
 
 class Answering(Protocol):
@@ -126,3 +144,18 @@ class ReplyFlushingTests(TestCase):
         await client.got
         assert told and all(seconds >= 0 for seconds in told)
         assert sum(told) > 0  # making and sending 8 MiB takes measurable CPU
+
+    async def test_a_client_in_lock_step_is_polled_for(self) -> None:
+        """A port given a busy poll: a client sending each request as soon as the last
+        is answered has every one answered, and its requests are found by polling,
+        read without going back to the reactor."""
+        assert isinstance(self.port, ReplyFlushingPort)
+        busy = self.port.busy = BusyPoll(0.05)
+        port = str(bound_address(self.port)[1])
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", LOCK_STEP, port], env=None
+        )
+        assert code == 0, err
+        assert out.split() == [b"answered", b"200"]
+        assert busy.caught > 0
+        assert busy.polls >= busy.caught
