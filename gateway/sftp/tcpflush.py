@@ -15,8 +15,9 @@ registers for writing when the kernel did not take everything. Writes made at
 any other time (a reply that waited for the grid or a thread) take Twisted's
 usual path.
 
-When every reply went out so, the connection may poll for the client's next
-request for a moment before the reactor thread sleeps
+When every reply went out so, or once a reply written later has left, the
+connection may poll for the client's next request for a moment before the
+reactor thread sleeps
 (:mod:`gateway.sftp.busypoll`, the port's :attr:`ReplyFlushingPort.busy`), and
 read it here.
 """
@@ -73,6 +74,24 @@ class ReplyFlushingServer(tcp.Server):
             why = self._read_and_send()
             if why is not None or not self._sent_all or not poll.wait():
                 return why
+
+    def doWrite(self) -> Exception | int | None:  # type: ignore[override]
+        """Send what waited for the socket (replies written outside a read: a request
+        answered by the grid or a thread); once all of it is sent, poll for the client's
+        next request as after a read, and read it here."""
+        why = super().doWrite()
+        poll = self._poll
+        if (
+            why is None
+            and poll is not None
+            and not self.dataBuffer
+            and not self._tempDataLen
+            and self.connected
+            and not self.disconnecting
+            and poll.wait()
+        ):
+            return self.doRead()
+        return why
 
     def _poller(self) -> ConnectionPoll | None:
         if not self._poll_made:

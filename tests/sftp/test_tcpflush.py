@@ -23,7 +23,7 @@ LOCK_STEP = """
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 for n in range(200):
-    line = b"%d\\n" % n
+    line = b"later\\n" if sys.argv[2] == "later" else b"%d\\n" % n
     s.sendall(line)
     got = b""
     while not got.endswith(b"\\n"):
@@ -31,7 +31,8 @@ for n in range(200):
     assert got == line, (got, line)
 print("answered", n + 1)
 """
-"""A client in a process of its own: 200 requests, each sent once the last was answered."""
+"""A client in a process of its own: 200 requests, each sent once the last was answered
+(``later``: each answered on the reactor turn after its read)."""
 
 
 class Answering(Protocol):
@@ -145,17 +146,28 @@ class ReplyFlushingTests(TestCase):
         assert told and all(seconds >= 0 for seconds in told)
         assert sum(told) > 0  # making and sending 8 MiB takes measurable CPU
 
-    async def test_a_client_in_lock_step_is_polled_for(self) -> None:
-        """A port given a busy poll: a client sending each request as soon as the last
-        is answered has every one answered, and its requests are found by polling,
-        read without going back to the reactor."""
+    async def _lock_step(self, kind: str) -> BusyPoll:
         assert isinstance(self.port, ReplyFlushingPort)
         busy = self.port.busy = BusyPoll(0.05)
         port = str(bound_address(self.port)[1])
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", LOCK_STEP, port], env=None
+            sys.executable, ["-c", LOCK_STEP, port, kind], env=None
         )
         assert code == 0, err
         assert out.split() == [b"answered", b"200"]
+        return busy
+
+    async def test_a_client_in_lock_step_is_polled_for(self) -> None:
+        """A port given a busy poll: a client sending each request as soon as the last
+        is answered has every one answered, and its requests are found by polling,
+        read without going back to the reactor."""
+        busy = await self._lock_step("now")
         assert busy.caught > 0
         assert busy.polls >= busy.caught
+
+    async def test_after_a_reply_written_later_too(self) -> None:
+        """Replies written on a later reactor turn (a request answered by the grid or a
+        thread) leave when the socket is writable; then the next request is polled for
+        as after a read."""
+        busy = await self._lock_step("later")
+        assert busy.caught > 0
