@@ -334,6 +334,15 @@ class Undo:
         self._before.extend((records, name, records.get(name)) for name in change.names)
         return change.apply_strict(records)
 
+    def replaced(self) -> list[str]:
+        """The read caps of the directories whose entries the changes applied so far
+        replaced or removed (a name that now holds another record, or none)."""
+        return [
+            record.read_cap
+            for records, name, record in self._before
+            if record is not None and record.read_cap and records.get(name) is not record
+        ]
+
     def revert(self) -> None:
         """Put back what every change applied so far replaced, latest first."""
         for records, name, record in reversed(self._before):

@@ -51,7 +51,7 @@ from gateway.intents.pacing import ClientActivity, retry_delay
 from gateway.intents.turns import BackgroundTurns, run_in_background
 from gateway.objects.caps import DirectoryWriteCap, b32encode
 from gateway.objects.concurrency import shared
-from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Undo, Unlink
+from gateway.objects.dirchanges import Change, Create, Link, MutableRecords, Undo
 from gateway.objects.dirflush import JOURNAL_DELAY, JournalFlushes
 from gateway.objects.dirformat import Record
 from gateway.objects.dirjournal import commit_record, open_journal, read_commit, reason
@@ -232,9 +232,8 @@ class DirectoryWriteBack:
             d.view = views[si]
             self._schedule(d)
         self._note_links(resolved)
-        for (_, decided), result in zip(resolved, results, strict=True):
-            if isinstance(decided, Unlink) and result is not None and result.read_cap:
-                self._drop_if_unlinked(result.read_cap)
+        for read_cap in undo.replaced():  # (rmdir, or a link over a new directory)
+            self._drop_if_unlinked(read_cap)
         # Sessions see the change at once; it is on disk once the flush started just after
         # (with the changes made meanwhile) ends.
         if journal:
@@ -376,10 +375,9 @@ class DirectoryWriteBack:
                     del self._children_made[si]
 
     def _drop_if_unlinked(self, read_cap: str) -> None:
-        """A directory made here and never published that no directory links any more
-        (mkdir, then rmdir) has nothing to publish: forget it now, not when its publish
-        timer comes (a ``cp -r`` then ``rm -r``, or a build's temporary directories, left a
-        timer per directory, and every timer made the reactor's others dearer)."""
+        """A directory made here, never published and linked nowhere any more (rmdir, a
+        link over it) has nothing to publish: forget it now, not at its timer (a ``cp -r``
+        then ``rm -r`` left a timer per directory, each making the reactor's others dearer)."""
         d = self._created.get(read_cap)
         if d is None or not d.create or d.lock.locked or d.loading is not None:
             return
@@ -436,6 +434,8 @@ class DirectoryWriteBack:
             self.publishes += 1
             self._settled(d)
             self._published(si, snapshot)
+            for read_cap in list(self._children_made.get(si, ())):  # linked over since
+                self._drop_if_unlinked(read_cap)  # (or its commit is never done)
         finally:
             d.lock.release()
 
