@@ -193,8 +193,8 @@ SCHEMA: tuple[Option, ...] = (
         parse_duration,
         "300us",
         "How long a connection that has just answered its client polls for the next request"
-        " before the CPU may sleep (0: never); it gives way to slower clients and to work in"
-        ' the node\'s threads (docs/performance.rst, "Waking up").',
+        " before the CPU may sleep (0: never); it gives way to slower clients, to work in"
+        ' the node\'s threads and to busy CPUs (docs/performance.rst, "Waking up").',
         ("gateway",),
     ),
     Option("web", "enabled", parse_bool, "true", "Serve the status page.", ("gateway", "storage")),

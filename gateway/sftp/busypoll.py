@@ -24,11 +24,17 @@ idle. It gives way where it would hurt:
   request again comes within the limit of a reply;
 - nothing is polled while a thread of the node works (the embedded storage,
   encoding, an fsync): the reactor thread would hold the interpreter's lock
-  that thread needs, between each of its polls (``quiet``).
+  that thread needs, between each of its polls (``quiet``);
+- nothing is polled while the machine's CPUs have more to run than they can
+  (the tasks ready to run, from ``/proc/loadavg``, averaged over the last
+  replies, above the number of CPUs): a CPU would not go idle anyway, and a
+  poll would take it from the client or from other work. On two busy CPUs a
+  STAT took 0.55 ms polling against 0.24 ms without.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +44,9 @@ from attrs import define, field
 
 MISSES = 4
 """Polls in a row that find no request before a connection stops polling."""
+
+LOAD_WEIGHT = 1 / 8
+"""The weight of each new count of tasks ready to run in their running average."""
 
 POLL_IN = select.EPOLLIN
 
@@ -71,11 +80,29 @@ class BusyPoll:
     limit: float
     quiet: Callable[[], bool] = field(default=never_busy, repr=False)
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
+    #: Tasks ready to run on the machine now (this thread included); None: unknown.
+    runnable: Callable[[], int] | None = field(factory=lambda: _loadavg_runnable(), repr=False)
+    cpus: int = field(factory=lambda: os.cpu_count() or 1)
     #: Polls started; polls that found the client's next request (ended by something
     #: else for the reactor, they count as neither); seconds spent polling.
     polls: int = 0
     caught: int = 0
     seconds: float = 0.0
+    #: Polls not started because the CPUs had other work (see :meth:`crowded`).
+    crowded_skips: int = 0
+    #: The running average of ``runnable`` over the replies.
+    load: float = 1.0
+
+    def crowded(self) -> bool:
+        """Whether the CPUs have had more ready to run than they can lately (then a
+        poll takes CPU from others, and no CPU would go idle anyway)."""
+        if self.runnable is None:
+            return False
+        self.load += (self.runnable() - self.load) * LOAD_WEIGHT
+        if self.load > self.cpus + 0.5:
+            self.crowded_skips += 1
+            return True
+        return False
 
     def connection(self, fd: int, reactor: Any) -> ConnectionPoll | None:
         """The poller of one connection's socket ``fd``; None when polling is off."""
@@ -90,6 +117,7 @@ class BusyPoll:
             "busy_polls": self.polls,
             "busy_polls_caught": self.caught,
             "busy_poll_seconds": round(self.seconds, 3),
+            "busy_polls_skipped_crowded": self.crowded_skips,
         }
 
 
@@ -116,7 +144,7 @@ class ConnectionPoll:
         else is ready for the reactor, or the limit has passed (False: back to it)."""
         policy = self._policy
         clock = policy.clock
-        if self.misses >= MISSES or not policy.quiet():
+        if policy.crowded() or self.misses >= MISSES or not policy.quiet():
             self._since = clock()
             return False
         started = clock()
@@ -156,3 +184,27 @@ def _ready_events(reactor: Any, fd: int) -> Callable[[], list[tuple[int, int]]]:
         return [(f, POLL_IN if e & mask else e) for f, e in poll_own(0)]
 
     return ready
+
+
+def _loadavg_runnable() -> Callable[[], int] | None:
+    """Tasks ready to run now, machine-wide, from ``/proc/loadavg`` (its fourth field's
+    first number; the descriptor stays open: a read costs about a microsecond); None
+    where there is none."""
+    try:
+        fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        int(os.pread(fd, 128, 0).split()[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        os.close(fd)
+        return None
+    pread = os.pread
+
+    def runnable() -> int:
+        try:
+            return int(pread(fd, 128, 0).split()[3].split(b"/")[0])
+        except (OSError, IndexError, ValueError):
+            return 1
+
+    return runnable

@@ -62,7 +62,7 @@ def test_the_next_request_is_found(
 ) -> None:
     """Bytes on the connection: wait says read them, and the poll counts as caught."""
     server, client = pair
-    policy = BusyPoll(1.0)
+    policy = BusyPoll(1.0, runnable=None)
     client.send(b"request")
     assert poller(policy, server, reactor).wait() is True
     assert (policy.polls, policy.caught) == (1, 1)
@@ -79,7 +79,7 @@ def test_anything_else_for_the_reactor_ends_the_poll(
     try:
         reactor._poller.register(other.fileno(), select.EPOLLIN)
         other_client.send(b"x")
-        policy = BusyPoll(10.0)
+        policy = BusyPoll(10.0, runnable=None)
         poll = poller(policy, server, reactor)
         assert poll.wait() is False
         client.send(b"request")
@@ -96,7 +96,7 @@ def test_a_slow_client_is_no_longer_polled_for(
     """Polls that find nothing within the limit count as misses; after MISSES in a row the
     connection goes back to the reactor without polling."""
     server, _ = pair
-    policy = BusyPoll(0.001, clock=Ticking(0.0004))
+    policy = BusyPoll(0.001, clock=Ticking(0.0004), runnable=None)
     poll = poller(policy, server, reactor)
     for _ in range(MISSES):
         assert poll.wait() is False
@@ -114,7 +114,7 @@ def test_polling_comes_back_for_a_client_that_is_quick_again(
     of the reply before it; not for one that comes later."""
     server, client = pair
     clock = Ticking(0.0004)
-    policy = BusyPoll(0.001, clock=clock)
+    policy = BusyPoll(0.001, clock=clock, runnable=None)
     poll = poller(policy, server, reactor)
     for _ in range(MISSES):
         poll.wait()
@@ -137,7 +137,7 @@ def test_nothing_is_polled_while_a_thread_works(
     the thread needs: the connection goes back to the reactor without polling."""
     server, client = pair
     working = [True]
-    policy = BusyPoll(1.0, quiet=all_quiet([lambda: True, lambda: not working[0]]))
+    policy = BusyPoll(1.0, quiet=all_quiet([lambda: True, lambda: not working[0]]), runnable=None)
     poll = poller(policy, server, reactor)
     client.send(b"request")
     assert poll.wait() is False
@@ -151,13 +151,57 @@ def test_without_an_epoll_reactor_the_socket_alone_is_polled(
 ) -> None:
     """A reactor without an epoll (poll or select): the connection's own socket is polled."""
     server, client = pair
-    policy = BusyPoll(1.0)
+    policy = BusyPoll(1.0, runnable=None)
     poll = poller(policy, server, object())
     client.send(b"request")
     assert poll.wait() is True
     server.recv(100)
-    short = BusyPoll(0.001, clock=Ticking(0.0004))
+    short = BusyPoll(0.001, clock=Ticking(0.0004), runnable=None)
     assert poller(short, server, object()).wait() is False
+
+
+def test_nothing_is_polled_while_the_cpus_are_crowded(
+    pair: tuple[socket.socket, socket.socket], reactor: Reactor
+) -> None:
+    """More tasks ready to run than the machine has CPUs, reply after reply: polling
+    stops (counted as skipped), and comes back once they are fewer again."""
+    server, client = pair
+    ready = [5]
+    policy = BusyPoll(1.0, runnable=lambda: ready[0], cpus=2)
+    poll = poller(policy, server, reactor)
+    client.send(b"request")
+    found = [poll.wait() for _ in range(20)]
+    assert found[:3] == [True] * 3  # (the average starts at one task)
+    assert found[3:] == [False] * 17
+    assert policy.crowded_skips == 17
+    assert policy.status()["busy_polls_skipped_crowded"] == 17
+    ready[0] = 1
+    while policy.crowded_skips and poll.wait() is False:
+        pass  # the average comes down over the next replies
+    assert policy.load < 2.5
+    assert policy.caught == 4
+
+
+def test_one_busy_moment_does_not_stop_polling(
+    pair: tuple[socket.socket, socket.socket], reactor: Reactor
+) -> None:
+    """The count of tasks ready to run is averaged: a client and its reader thread ready
+    at the same moment as the reply leaves do not stop the polling."""
+    server, client = pair
+    counts = iter([3, 1, 1, 3, 1, 1, 1, 3])
+    policy = BusyPoll(1.0, runnable=lambda: next(counts), cpus=2)
+    poll = poller(policy, server, reactor)
+    client.send(b"request")
+    for _ in range(8):
+        assert poll.wait() is True
+    assert policy.crowded_skips == 0
+
+
+def test_the_machine_s_ready_tasks_are_read(pair: tuple[socket.socket, socket.socket]) -> None:
+    """On Linux the count comes from /proc/loadavg, this thread included."""
+    policy = BusyPoll(1.0)
+    assert policy.runnable is not None
+    assert policy.runnable() >= 1
 
 
 def test_a_limit_of_zero_never_polls(pair: tuple[socket.socket, socket.socket]) -> None:

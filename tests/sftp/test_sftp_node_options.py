@@ -114,15 +114,22 @@ def _stats(gw: RunningGateway, count: int) -> dict[str, object]:
 
 
 def test_a_client_in_lock_step_is_polled_for(tmp_path: Path, reaper: NodeReaper) -> None:
-    """A client sending each request as soon as the last is answered: the gateway finds
-    its requests by polling (``busy_poll``), as the status page counts."""
+    """A client sending each request as soon as the last is answered: after its replies
+    the gateway polls for its requests (``busy_poll``), or skips a poll while the CPUs are
+    crowded (other tests running beside this one), as the status page counts."""
     gw = start_gateway(
         tmp_path, reaper, configure=lambda d: _set(d, "#busy_poll = 300us", "busy_poll = 50ms")
     )
     figures = _stats(gw, 200)
     assert figures["busy_poll_limit_us"] == 50_000
-    caught = figures["busy_polls_caught"]
-    assert isinstance(caught, int) and caught > 0
+    polls, caught, skipped = (
+        figures["busy_polls"],
+        figures["busy_polls_caught"],
+        figures["busy_polls_skipped_crowded"],
+    )
+    assert isinstance(polls, int) and isinstance(caught, int) and isinstance(skipped, int)
+    assert polls + skipped >= 200
+    assert caught <= polls
     assert gateway("stop", gw.node_dir).code == 0
 
 
@@ -132,5 +139,6 @@ def test_busy_poll_zero_never_polls(tmp_path: Path, reaper: NodeReaper) -> None:
         tmp_path, reaper, configure=lambda d: _set(d, "#busy_poll = 300us", "busy_poll = 0")
     )
     figures = _stats(gw, 50)
-    assert (figures["busy_poll_limit_us"], figures["busy_polls"]) == (0, 0)
+    assert figures["busy_poll_limit_us"] == 0
+    assert (figures["busy_polls"], figures["busy_polls_skipped_crowded"]) == (0, 0)
     assert gateway("stop", gw.node_dir).code == 0

@@ -148,7 +148,7 @@ class ReplyFlushingTests(TestCase):
 
     async def _lock_step(self, kind: str) -> BusyPoll:
         assert isinstance(self.port, ReplyFlushingPort)
-        busy = self.port.busy = BusyPoll(0.05)
+        busy = self.port.busy = BusyPoll(0.05, runnable=None)
         port = str(bound_address(self.port)[1])
         out, err, code = await getProcessOutputAndValue(
             sys.executable, ["-c", LOCK_STEP, port, kind], env=None
