@@ -6,8 +6,8 @@ reply. Between the two the reactor thread blocks in ``epoll_wait`` and its CPU
 goes idle. On a virtual machine an idle CPU halts, and the request that arrives
 next must wake it through the hypervisor. On this project's test machines that
 round trip costs more than the gateway spends serving the request: a STAT took
-0.37 ms with both processes free to move between CPUs and 0.25 ms with both
-pinned to one (``docs/performance.rst``, "Waking up").
+0.44 ms with both processes free to move between CPUs and 0.25-0.29 ms with
+both pinned to one (``docs/performance.rst``, "Waking up").
 
 So a connection that has just sent every reply to what it read polls its socket,
 without blocking, for up to :attr:`BusyPoll.limit` (``[sftp] busy_poll``) before
@@ -81,7 +81,7 @@ class BusyPoll:
     quiet: Callable[[], bool] = field(default=never_busy, repr=False)
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
     #: Tasks ready to run on the machine now (this thread included); None: unknown.
-    runnable: Callable[[], int] | None = field(factory=lambda: _loadavg_runnable(), repr=False)
+    runnable: Callable[[], int] | None = field(factory=lambda: loadavg_runnable(), repr=False)
     cpus: int = field(factory=lambda: os.cpu_count() or 1)
     #: Polls started; polls that found the client's next request (ended by something
     #: else for the reactor, they count as neither); seconds spent polling.
@@ -186,10 +186,19 @@ def _ready_events(reactor: Any, fd: int) -> Callable[[], list[tuple[int, int]]]:
     return ready
 
 
-def _loadavg_runnable() -> Callable[[], int] | None:
+_RUNNABLE: list[Callable[[], int] | None] = []
+
+
+def loadavg_runnable() -> Callable[[], int] | None:
     """Tasks ready to run now, machine-wide, from ``/proc/loadavg`` (its fourth field's
-    first number; the descriptor stays open: a read costs about a microsecond); None
-    where there is none."""
+    first number; one descriptor per process, kept open: a read costs about a
+    microsecond); None where there is none."""
+    if not _RUNNABLE:
+        _RUNNABLE.append(_open_loadavg())
+    return _RUNNABLE[0]
+
+
+def _open_loadavg() -> Callable[[], int] | None:
     try:
         fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

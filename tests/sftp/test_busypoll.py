@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.config_values import parse_duration
-from gateway.sftp.busypoll import MISSES, BusyPoll, ConnectionPoll, all_quiet
+from gateway.sftp.busypoll import MISSES, BusyPoll, ConnectionPoll, all_quiet, loadavg_runnable
 
 
 class Ticking:
@@ -198,10 +198,12 @@ def test_one_busy_moment_does_not_stop_polling(
 
 
 def test_the_machine_s_ready_tasks_are_read(pair: tuple[socket.socket, socket.socket]) -> None:
-    """On Linux the count comes from /proc/loadavg, this thread included."""
+    """On Linux the count comes from /proc/loadavg, this thread included, through one
+    descriptor however many pollers the process makes."""
     policy = BusyPoll(1.0)
     assert policy.runnable is not None
     assert policy.runnable() >= 1
+    assert BusyPoll(2.0).runnable is policy.runnable is loadavg_runnable()
 
 
 def test_a_limit_of_zero_never_polls(pair: tuple[socket.socket, socket.socket]) -> None:
