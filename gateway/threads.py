@@ -58,7 +58,7 @@ class CpuThreads:
     @property
     def idle(self) -> bool:
         """Whether no call runs in the pool now (a hint: one may start at any moment)."""
-        return self._pool is None or not self._pool.working
+        return pool_idle(self._pool)
 
     def __call__(self, call: Callable[[], T], /) -> Deferred[T]:
         """Start ``call`` in the pool."""
@@ -78,10 +78,14 @@ class CpuThreads:
             pool.stop()
 
 
-def reactor_pool_idle(reactor: Any) -> bool:
-    """Whether no call runs in the reactor's thread pool now (none yet: idle)."""
-    pool = getattr(reactor, "threadpool", None)
+def pool_idle(pool: ThreadPool | None) -> bool:
+    """Whether no call runs in ``pool`` now (no pool yet: idle)."""
     return pool is None or not pool.working
+
+
+def reactor_pool_idle(reactor: Any) -> bool:
+    """Whether no call runs in the reactor's thread pool now."""
+    return pool_idle(getattr(reactor, "threadpool", None))
 
 
 def cpu_threads(reactor: Any, size: int | None = None) -> CpuThreads | None:

@@ -232,7 +232,7 @@ class DirectoryWriteBack:
             d.view = views[si]
             self._schedule(d)
         self._note_links(resolved)
-        for read_cap in undo.replaced():  # (rmdir, or a link over a new directory)
+        for read_cap in undo.replaced() if self._created else ():  # (rmdir, link over)
             self._drop_if_unlinked(read_cap)
         # Sessions see the change at once; it is on disk once the flush started just after
         # (with the changes made meanwhile) ends.
