@@ -90,6 +90,8 @@ class BusyPoll:
     seconds: float = 0.0
     #: Polls not started because the CPUs had other work (see :meth:`crowded`).
     crowded_skips: int = 0
+    #: Polls not started because a thread of the node worked (``quiet`` said no).
+    working_skips: int = 0
     #: The running average of ``runnable`` over the replies.
     load: float = 1.0
 
@@ -118,6 +120,7 @@ class BusyPoll:
             "busy_polls_caught": self.caught,
             "busy_poll_seconds": round(self.seconds, 3),
             "busy_polls_skipped_crowded": self.crowded_skips,
+            "busy_polls_skipped_working": self.working_skips,
         }
 
 
@@ -144,7 +147,11 @@ class ConnectionPoll:
         else is ready for the reactor, or the limit has passed (False: back to it)."""
         policy = self._policy
         clock = policy.clock
-        if policy.crowded() or self.misses >= MISSES or not policy.quiet():
+        if policy.crowded() or self.misses >= MISSES:
+            self._since = clock()
+            return False
+        if not policy.quiet():
+            policy.working_skips += 1
             self._since = clock()
             return False
         started = clock()

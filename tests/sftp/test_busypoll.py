@@ -142,8 +142,10 @@ def test_nothing_is_polled_while_a_thread_works(
     client.send(b"request")
     assert poll.wait() is False
     assert policy.polls == 0
+    assert policy.status()["busy_polls_skipped_working"] == 1
     working[0] = False
     assert poll.wait() is True
+    assert policy.status()["busy_polls_skipped_working"] == 1
 
 
 def test_without_an_epoll_reactor_the_socket_alone_is_polled(
