@@ -112,6 +112,7 @@ class BackgroundApplier:
         self._holding = False
         """The thread waits for a hold to end (a new record need not wake it)."""
         self._draining = 0
+        """Threads waiting for records done (drain, a relieved submitter): whom _done wakes."""
         self._callers = 0
         """Other threads waiting for the files' lock (see :meth:`locked`)."""
         self._cond = threading.Condition()
@@ -343,7 +344,8 @@ class BackgroundApplier:
             if self._pending[storage_index] <= 0:
                 del self._pending[storage_index]
         self._finished += count
-        self._cond.notify_all()
+        if self._draining:  # (not the thread at every record an fsync's slot passes over)
+            self._cond.notify_all()
         if self._caught_up:
             self._call_caught_up()
 
@@ -462,9 +464,7 @@ def _target(record: Record) -> tuple[str, int] | None:
     op = record["op"]
     if op == "share":
         return ("share", int(record["n"]))
-    if op == "meta":
-        return ("meta", 0)
-    return None
+    return ("meta", 0) if op == "meta" else None
 
 
 def _superseded(record: Record, later: Iterable[Record]) -> bool:

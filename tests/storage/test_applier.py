@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -472,6 +473,33 @@ def test_a_slot_rewritten_while_held_back_keeps_one_record_waiting() -> None:
     hold.clear()
     applier.close()
     assert [r.get("data") for r in applied.records] == [b"0999", None, b"new", b"one"]
+
+
+def test_a_held_thread_is_not_woken_by_records_passed_over() -> None:
+    """Each fsync rewrites its directory's slot, and the record it hands over passes over
+    the one before. A thread held back sleeps through that: it is woken by work or by a
+    hold's recheck, not once per fsync (each wake-up took the interpreter's lock from the
+    reactor thread just as it sent the fsync's answer)."""
+    slot = bytes([7]) * 16
+    asked = [0]
+
+    def hold() -> bool:
+        asked[0] += 1
+        return True
+
+    applier = BackgroundApplier(Applied(), threading.RLock(), hold=hold)
+    applier.submit([{"op": "share", "si": slot, "n": 0, "data": b"first"}])
+    assert held_back(applier)
+    before = asked[0]
+    started = time.monotonic()
+    for i in range(100):
+        applier.submit([{"op": "share", "si": slot, "n": 0, "data": b"%04d" % i}])
+        time.sleep(0.001)  # the reactor thread lets go of the interpreter between fsyncs
+    rechecks = (time.monotonic() - started) / storage.applier.HOLD_RECHECK
+    assert asked[0] - before <= rechecks + 2  # its own rechecks only, not 100
+    assert applier.waiting == 1
+    applier.hold = lambda: False
+    applier.close()
 
 
 def test_a_reader_waiting_for_the_files_goes_before_the_next_record() -> None:
