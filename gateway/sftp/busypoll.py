@@ -106,6 +106,13 @@ class BusyPoll:
             return True
         return False
 
+    def threads_quiet(self) -> bool:
+        """Whether no thread of the node works now (counted when one does)."""
+        if self.quiet():
+            return True
+        self.working_skips += 1
+        return False
+
     def connection(self, fd: int, reactor: Any) -> ConnectionPoll | None:
         """The poller of one connection's socket ``fd``; None when polling is off."""
         if self.limit <= 0:
@@ -147,11 +154,7 @@ class ConnectionPoll:
         else is ready for the reactor, or the limit has passed (False: back to it)."""
         policy = self._policy
         clock = policy.clock
-        if policy.crowded() or self.misses >= MISSES:
-            self._since = clock()
-            return False
-        if not policy.quiet():
-            policy.working_skips += 1
+        if policy.crowded() or self.misses >= MISSES or not policy.threads_quiet():
             self._since = clock()
             return False
         started = clock()
