@@ -72,5 +72,10 @@ def test_bench_inplace_smoke(tmp_path: Path) -> None:
     checks = [c for c in report["targets"] if c["target"] == "gateway"]
     assert len(checks) == 9, checks
     assert all(c["value"] is not None and c["value"] > 0 for c in checks), checks
+    # Each size check carries OpenSSH's own ratio between the sizes, printed beside it.
+    sized = [c for c in checks if "median at" in c["target_text"]]
+    assert len(sized) == 2 and all(c["openssh_own"] > 0 for c in sized), sized
+    targets = {c["target"] for c in report["targets"]}
+    assert result.stdout.count("(OpenSSH's own: ") == 2 * len(targets), result.stdout
     assert leftovers(tmp_path) == []
     assert list(tmp_path.glob("gw-bench-*")) == []
