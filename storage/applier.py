@@ -178,10 +178,10 @@ class BackgroundApplier:
             if _superseded(earlier, (record,)):
                 self._taken.add(id(earlier))  # the thread passes over it
                 self._queued_bytes -= _size(earlier)
+                earlier.pop("data", None)  # (the queue holds it until then: not its share)
             else:
                 kept.append(earlier)
-        dropped = len(queued) - len(kept)
-        if dropped:
+        if dropped := len(queued) - len(kept):
             queued.clear()
             queued.extend(kept)
             self._done(storage_index, dropped)
