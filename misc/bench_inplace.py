@@ -382,20 +382,22 @@ def verdicts(rows: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a and b else None
 
+    def size_ratio(kind: str, who: str) -> float | None:
+        return ratio(
+            fig(f"{kind} {big}", "median_ms", who), fig(f"{kind} {small}", "median_ms", who)
+        )
+
+    sized = {
+        kind: f"{kind}: median at {big} / at {small} <= 1.5"
+        for kind in ("OPEN r+", "4 KiB write+fsync")
+    }
     # OpenSSH's own ratio between the sizes, beside each size check: the two sizes are
     # measured minutes apart, and a machine whose speed moved meanwhile moves it too.
-    own: dict[str, float | None] = {}
+    own = {text: size_ratio(kind, "openssh") for kind, text in sized.items()}
     for target in sorted({r["target"] for r in rows} - {"openssh"}):
         checks: list[tuple[str, float | None, float]] = []  # (text, value, limit); < 0: at least
-        for kind in ("OPEN r+", "4 KiB write+fsync"):
-            text = f"{kind}: median at {big} / at {small} <= 1.5"
-            value, own[text] = (
-                ratio(
-                    fig(f"{kind} {big}", "median_ms", who), fig(f"{kind} {small}", "median_ms", who)
-                )
-                for who in (target, "openssh")
-            )
-            checks.append((text, value, 1.5))
+        for kind, text in sized.items():
+            checks.append((text, size_ratio(kind, target), 1.5))
         for workload in (
             f"4 KiB write+fsync {small}",
             f"4 KiB write+fsync {small}, sustained",

@@ -178,7 +178,7 @@ class BackgroundApplier:
             if _superseded(earlier, (record,)):
                 self._taken.add(id(earlier))  # the thread passes over it
                 self._queued_bytes -= _size(earlier)
-                earlier.pop("data", None)  # (the queue holds it until then: not its share)
+                earlier.pop("data", None)  # (it waits in the queue for that; its share need not)
             else:
                 kept.append(earlier)
         if dropped := len(queued) - len(kept):
