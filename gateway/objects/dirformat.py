@@ -287,11 +287,27 @@ class Entry:
 
 @frozen
 class Record:
-    """An entry as stored: read cap string, sealed write cap, metadata (caps parsed lazily)."""
+    """An entry as stored: read cap string, sealed write cap, metadata (caps parsed lazily).
+
+    A record keeps its CBOR encoding under the name it was last packed with
+    (:meth:`encoded_as`): a directory is packed whole at every publish, and all but the
+    entries a change touched are the same record objects as at the one before.
+    """
 
     read_cap: str | None = field(repr=False)
     sealed_write_cap: bytes | None = field(repr=False)
     metadata: EntryMetadata
+    _encoding: list[tuple[str, bytes]] = field(init=False, factory=list, eq=False, repr=False)
+
+    def encoded_as(self, name: str) -> bytes:
+        """The CBOR of ``name`` and this entry, as :func:`pack_contents` lays them in its map."""
+        kept = self._encoding  # one (name, encoding) pair, replaced whole
+        if kept and (pair := kept[0])[0] == name:
+            return pair[1]
+        value = [self.read_cap, self.sealed_write_cap, self.metadata.to_cbor()]
+        encoded = cast(bytes, cbor2.dumps(name) + cbor2.dumps(value))
+        kept[:] = [(name, encoded)]
+        return encoded
 
 
 def seal_write_cap(key: bytes, write_cap: str, read_cap: str) -> bytes:
@@ -331,11 +347,32 @@ def make_record(cap: ChildCap | None, metadata: EntryMetadata, key: bytes | None
 
 
 def pack_contents(records: Mapping[str, Record]) -> bytes:
-    """Serialize a directory's entries (the plaintext the mutable object holds)."""
-    entries = {
-        name: [r.read_cap, r.sealed_write_cap, r.metadata.to_cbor()] for name, r in records.items()
-    }
-    return cast(bytes, cbor2.dumps([FORMAT_VERSION, entries]))
+    """Serialize a directory's entries (the plaintext the mutable object holds).
+
+    The bytes are ``cbor2.dumps([FORMAT_VERSION, {name: [...], ...}])``'s, laid out from
+    each record's kept encoding (:meth:`Record.encoded_as`), so a publish encodes only
+    the entries that changed.
+    """
+    parts = [_CONTENTS_START, _cbor_head(_CBOR_MAP, len(records))]
+    parts.extend(record.encoded_as(name) for name, record in records.items())
+    return b"".join(parts)
+
+
+_CONTENTS_START = cbor2.dumps([FORMAT_VERSION, {}])[:-1]
+"""A two-item array and the format version: what precedes the entries' map."""
+
+_CBOR_MAP = 5
+"""CBOR's major type of a map."""
+
+
+def _cbor_head(major: int, count: int) -> bytes:
+    """A CBOR data item's head: its major type and a count in the shortest form."""
+    if count < 24:
+        return bytes([major << 5 | count])
+    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if count < 1 << (8 * width):
+            return bytes([major << 5 | extra]) + count.to_bytes(width, "big")
+    raise ValueError("a CBOR count fits in 64 bits")
 
 
 def unpack_contents(data: bytes) -> dict[str, Record]:
