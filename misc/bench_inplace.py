@@ -13,6 +13,9 @@ workload, back to back, each operation timed on its own:
   on the 256 MiB file, the same stream kept up (``--sustained``, 1,900 more, as a
   database or a VM image does: every extent it touches gathers patches);
 - a 4 KiB append + CLOSE (OPEN, WRITE at the end, CLOSE: what ``>>`` does) on both;
+- the 4 KiB write + fsync again, on a 16 MiB file in a directory of 2,000 other
+  (empty) files: every fsync publishes the file's directory, so this shows what the
+  directory's size adds to it (reported, not one of the issue's targets);
 - SQLite transactions on an sshfs mount (``synchronous=FULL``, rollback
   journal; each an INSERT and an UPDATE of a random row of a 16 MiB database);
 - ext4 on a loop device on an image file on an sshfs mount: ``mkfs.ext4``, then
@@ -74,6 +77,8 @@ from bench_workloads import make_tree
 CHANGE = 4096
 OPEN_OPS_FACTOR = 4
 """OPENs timed per size, in units of ``--ops``."""
+CROWD_FILES = 2000
+"""Files beside the one the crowded-directory write+fsync changes."""
 SUSTAINED_OPS = 1900
 """write+fsyncs timed after the first ``--ops`` on the 256 MiB file, on the same handle."""
 Op = Callable[[int], float]
@@ -316,6 +321,8 @@ class Config:
         self.db_rows = 64 if smoke else 4096  # of 4 KiB: 16 MiB in a full run
         self.image = 16 * MiB if smoke else 256 * MiB
         self.tree_files = 20 if smoke else 500
+        self.crowd = 20 if smoke else CROWD_FILES
+        self.crowd_size = MiB if smoke else 16 * MiB
         self.grid = grid and not smoke
 
 
@@ -354,6 +361,7 @@ def measure_all(
             for target, sftp in both:
                 op = append_close(sftp, paths[target.name, size], size)
                 rows.append(measure(target, f"4 KiB append+CLOSE {name}", config.ops, op, profile))
+        rows += crowded_workload(list(zip(targets, sessions, strict=True)), config, profile)
     tree = work / "inplace-tree"
     make_tree(tree, config.tree_files)
     if not ext4_possible():
@@ -366,6 +374,28 @@ def measure_all(
     for target in targets if ext4_possible() else []:
         with sshfs_mount(target, work / f"mnt-ext4-{target.name}") as mount:
             rows += ext4_workload(target, mount, work, config.image, tree, profile)
+    return rows
+
+
+def crowded_workload(
+    both: list[tuple[Target, paramiko.SFTPClient]], config: Config, profile: Path | None
+) -> list[Row]:
+    """4 KiB write+fsync on a file with ``config.crowd`` other files in its directory."""
+    rows: list[Row] = []
+    paths = {}
+    for target, sftp in both:  # setup, not a figure
+        folder = paths[target.name] = f"{target.root}/crowded"
+        sftp.mkdir(folder)
+        for n in range(config.crowd):
+            sftp.open(f"{folder}/neighbour-{n:05d}.txt", "wb").close()
+        create_file(sftp, f"{folder}/changed.bin", config.crowd_size)
+        os.sync()
+        drain(target)
+    workload = f"4 KiB write+fsync {label(config.crowd_size)}, {config.crowd:,} files beside"
+    for target, sftp in both:
+        with sftp.open(f"{paths[target.name]}/changed.bin", "r+") as f:
+            op = write_fsync(sftp, f, config.crowd_size, seed=config.crowd)
+            rows.append(measure(target, workload, config.ops, op, profile))
     return rows
 
 
