@@ -353,9 +353,14 @@ def pack_contents(records: Mapping[str, Record]) -> bytes:
     each record's kept encoding (:meth:`Record.encoded_as`), so a publish encodes only
     the entries that changed.
     """
-    parts = [_CONTENTS_START, _cbor_head(_CBOR_MAP, len(records))]
+    parts = [contents_head(len(records))]
     parts.extend(record.encoded_as(name) for name, record in records.items())
     return b"".join(parts)
+
+
+def contents_head(count: int) -> bytes:
+    """What precedes the entries in contents holding ``count`` of them."""
+    return _CONTENTS_START + _cbor_head(_CBOR_MAP, count)
 
 
 _CONTENTS_START = cbor2.dumps([FORMAT_VERSION, {}])[:-1]

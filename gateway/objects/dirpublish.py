@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from gateway.objects.caps import DirectoryReadCap, DirectoryWriteCap
 from gateway.objects.dirchanges import Change, MutableRecords, apply_lenient
 from gateway.objects.dirformat import pack_contents, unpack_contents
+from gateway.objects.dirpacking import Packer
 from gateway.objects.errors import NotEnoughShares, SharesKeptChanging, UncoordinatedWriteError
 from gateway.objects.mutable import KnownState, MutableClient
 
@@ -67,19 +68,22 @@ async def publish_changes(
     clock: IReactorTime,
     rng: random.Random,
     known_records: MutableRecords | None = None,
+    packer: Packer | None = None,
 ) -> Published:
     """Publish ``changes`` to the directory ``cap`` names: created when it is new, else
     applied to the current version (``known`` spares a read when it is still current, and
-    ``known_records``, its contents already unpacked, the unpacking).
+    ``known_records``, its contents already unpacked, the unpacking; ``packer``, the
+    directory's last packing, the encoding of entries that did not change).
 
     Raises UncoordinatedWriteError when other writers kept winning (retried later).
     """
     writer = cap.node
     maybe_exists = directory.maybe_exists
+    pack = pack_contents if packer is None else packer.pack
     if directory.create and not maybe_exists:
         records = apply_lenient(changes, {})
         try:
-            _, state = await client.create_known(pack_contents(records), writer)
+            _, state = await client.create_known(pack(records), writer)
             return Published(state, records, maybe_exists)
         except UncoordinatedWriteError:
             maybe_exists = True  # a share is there already: publish on top of it
@@ -92,7 +96,7 @@ async def publish_changes(
             base = unpack_contents(data)
         records = apply_lenient(changes, base)
         outcome[:] = [records]
-        return pack_contents(records)
+        return pack(records)
 
     for attempt in range(ATTEMPTS):
         try:
@@ -105,6 +109,6 @@ async def publish_changes(
             if not (directory.create and known is None):
                 raise
             records = apply_lenient(changes, {})  # made before a restart, never published
-            _, state = await client.create_known(pack_contents(records), writer)
+            _, state = await client.create_known(pack(records), writer)
             return Published(state, records, maybe_exists)
     raise UncoordinatedWriteError("other writers kept changing the directory; retrying later")

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from gateway.objects.caps import DirectoryWriteCap
 from gateway.objects.dirchanges import Change, Link, MutableRecords, apply_lenient
 from gateway.objects.dirformat import CorruptDirectory, Record, unpack_contents
+from gateway.objects.dirpacking import Packer
 from gateway.objects.dirpublish import JournaledDirectory, PublishAs, publish_changes
 from gateway.objects.errors import NotEnoughShares
 from gateway.objects.mutable import KnownState, MutableClient
@@ -48,6 +49,7 @@ class DirectoryState:
     timer: IDelayedCall | None = None
     loading: Deferred[Exception | None] | None = None
     lock: DeferredLock = field(factory=DeferredLock)
+    packer: Packer = field(factory=Packer)  # its last publish's contents, to pack the next
 
     @classmethod
     def of(cls, cap: DirectoryWriteCap) -> DirectoryState:
@@ -107,6 +109,7 @@ class DirectoryState:
             clock,
             rng,
             self.known_records,
+            self.packer,
         )
         self.generation += 1
         self.known = published.state

@@ -1,5 +1,6 @@
-"""A directory's contents as packed from each entry's kept encoding: the same bytes as
-CBOR of the whole, whatever the entries, their number, or the names they were packed under."""
+"""A directory's contents as packed from each entry's kept encoding, or from the table
+packed before: the same bytes as CBOR of the whole, whatever the entries, their number,
+the names they were packed under, or how the table changed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.objects.dirformat import (
     pack_contents,
     unpack_contents,
 )
+from gateway.objects.dirpacking import Packer
 
 
 def whole(records: dict[str, Record]) -> bytes:
@@ -83,3 +85,58 @@ def test_a_renamed_or_replaced_entry_packs_as_it_now_is() -> None:
     assert read["c.txt"].metadata.size == 77
     assert read["c.txt"].metadata.mtime == 2000.25
     assert record == file_record() and hash(record) == hash(file_record())
+
+
+names = st.text(min_size=1, max_size=12)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), names, records),  # a new entry, or a changed one
+        st.tuples(st.just("touch"), st.integers(min_value=0), records),  # change an entry
+        st.tuples(st.just("remove"), st.integers(min_value=0), st.none()),
+        st.tuples(st.just("same"), st.none(), st.none()),  # publish the same table again
+    ),
+    max_size=30,
+)
+
+
+@given(st.dictionaries(names, records, max_size=30), steps)
+def test_a_packer_packs_each_table_as_cbor_of_the_whole(
+    first: dict[str, Record], changes: list[tuple[str, object, object]]
+) -> None:
+    """Tables made from one another by new, changed and removed entries, packed one after
+    another by one Packer (each from the one before where it can be), are each the bytes
+    CBOR of the whole gives, and read back as that table."""
+    packer = Packer()
+    table = dict(first)
+    for op, where, record in [("same", None, None), *changes]:
+        table = dict(table)  # each publish packs a new table made from the last
+        if op == "set":
+            assert isinstance(where, str) and isinstance(record, Record)
+            table[where] = record
+        elif op == "touch" and table:
+            assert isinstance(where, int) and isinstance(record, Record)
+            table[list(table)[where % len(table)]] = record
+        elif op == "remove" and table:
+            assert isinstance(where, int)
+            del table[list(table)[where % len(table)]]
+        packed = packer.pack(table)
+        assert packed == whole(table)
+        assert unpack_contents(packed) == table
+
+
+def test_a_packer_copies_what_did_not_change() -> None:
+    """Changing one entry of 2,000, or adding one at the end, packs from the table before
+    (the bytes as CBOR of the whole); removing one packs the whole table."""
+    packer = Packer()
+    table = {f"neighbour-{n:05d}.txt": file_record(size=n) for n in range(2000)}
+    assert packer.pack(table) == whole(table)
+    assert packer.spliced == 0
+    table = dict(table, **{"neighbour-01000.txt": file_record(size=123456789)})
+    assert packer.pack(table) == whole(table)
+    table = dict(table, **{"new.txt": file_record()})
+    assert packer.pack(table) == whole(table)
+    assert packer.spliced == 2
+    del table["neighbour-00000.txt"]
+    assert packer.pack(table) == whole(table)
+    assert packer.spliced == 2
+    assert len(unpack_contents(packer.pack(table))) == 2000
