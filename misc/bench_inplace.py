@@ -471,8 +471,9 @@ def report(
         f", {config.ops} ops each (OPEN {OPEN_OPS_FACTOR * config.ops}), back to back;"
         f" load average {os.getloadavg()[0]:.1f}{stolen}"
     )
+    wide = max([len("workload"), *(len(r["workload"]) for r in rows)]) + 2
     print(
-        f"{'workload':<38}{'target':<9}{'ops':>5}{'median ms':>11}{'p90 ms':>10}{'ops/s':>10}"
+        f"{'workload':<{wide}}{'target':<9}{'ops':>5}{'median ms':>11}{'p90 ms':>10}{'ops/s':>10}"
         f"{'CPU ms/op':>11}{'RSS MiB':>9}{'steal %':>9}{'vs openssh':>12}"
     )
     base = {r["workload"]: r for r in rows if r["target"] == "openssh"}
@@ -484,7 +485,7 @@ def report(
         theirs = base.get(r["workload"])
         ratio = r["ops_per_s"] / theirs["ops_per_s"] if theirs and r is not theirs else None
         print(
-            f"{r['workload']:<38}{r['target']:<9}{r['ops']:>5}{cell(r['median_ms'], 11, 2)}"
+            f"{r['workload']:<{wide}}{r['target']:<9}{r['ops']:>5}{cell(r['median_ms'], 11, 2)}"
             f"{cell(r['p90_ms'], 10, 2)}{cell(r['ops_per_s'], 10)}"
             f"{cell(r['cpu_ms_per_op'], 11)}{cell(r['peak_rss_mib'], 9)}"
             f"{cell(None if r['steal'] is None else 100 * r['steal'], 9)}"

@@ -39,6 +39,13 @@ class _Packed:
     ends: list[int]
     data: bytes
 
+    @classmethod
+    def of(
+        cls, names: list[str], records: list[Record], lengths: list[int], head: int, data: bytes
+    ) -> _Packed:
+        """The table packed as ``data``: ``head`` bytes, then entries of ``lengths``."""
+        return cls(names, records, lengths, list(accumulate(lengths, initial=head))[1:], data)
+
 
 @define(eq=False)
 class Packer:
@@ -61,9 +68,7 @@ class Packer:
             lengths = list(map(len, encodings))
             head = contents_head(len(names))
             data = b"".join([head, *encodings])
-            self._last = _Packed(
-                names, values, lengths, list(accumulate(lengths, initial=len(head)))[1:], data
-            )
+            self._last = _Packed.of(names, values, lengths, len(head), data)
         return data
 
     def _spliced(self, last: _Packed, names: list[str], values: list[Record]) -> bytes | None:
@@ -93,8 +98,6 @@ class Packer:
             parts.append(encoded)
             lengths.append(len(encoded))
         data = b"".join(parts)
-        self._last = _Packed(
-            names, values, lengths, list(accumulate(lengths, initial=len(head)))[1:], data
-        )
+        self._last = _Packed.of(names, values, lengths, len(head), data)
         self.spliced += 1
         return data
