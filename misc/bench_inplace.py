@@ -23,7 +23,9 @@ workload, back to back, each operation timed on its own:
   -f`` (root only; skipped, with the reason, otherwise).
 
 Creating the files (and the database's first rows) is setup: written once per
-target, then the upload queue drained, before anything is timed. Per operation:
+target, then the upload queue drained, before anything is timed. Before a target's
+turn at a workload, the other targets finish their background work (their storage
+catching up on the one machine would run beside it); its own still overlaps it. Per operation:
 median and p90 latency, ops/s, our gateways' CPU per operation (``/proc/PID/stat``
 from the first operation until the upload queue drained after the last) and peak
 RSS (``VmHWM``); then the issue's targets, met or not. ``--profile DIR``: ``py-spy
@@ -81,6 +83,8 @@ CROWD_FILES = 2000
 """Files beside the one the crowded-directory write+fsync changes."""
 SUSTAINED_OPS = 1900
 """write+fsyncs timed after the first ``--ops`` on the 256 MiB file, on the same handle."""
+OTHERS_QUIET_TIMEOUT = 120.0
+"""Seconds to wait for the other targets' background work before a target's workload."""
 Op = Callable[[int], float]
 """One operation (given its number); the seconds it took."""
 
@@ -150,6 +154,16 @@ def measure(
         row.cpu = cpu_seconds(pid) - before
         row.rss = vm_hwm_kib(pid) / 1024
     return row
+
+
+def quiet_others(targets: list[Target], target: Target) -> None:
+    """Wait until every target but ``target`` has finished its background work (see
+    ``Target.quiesce``): on one machine, another server's storage catching up after its
+    own workload would otherwise run beside this one's. ``target``'s own background work
+    from its workloads before still overlaps its next one, as it would for a user."""
+    for other in targets:
+        if other is not target:
+            other.quiesce(timeout=OTHERS_QUIET_TIMEOUT)
 
 
 def fsync(sftp: paramiko.SFTPClient, handle: bytes) -> None:
@@ -343,12 +357,14 @@ def measure_all(
             both = list(zip(targets, sessions, strict=True))
             name = label(size)
             for target, sftp in both:
+                quiet_others(targets, target)
                 op = open_rw(sftp, paths[target.name, size])
                 # A fraction of a millisecond each: four times as many, so that the
                 # median at 4 GiB against the one at 256 MiB is not a matter of noise.
                 count = OPEN_OPS_FACTOR * config.ops
                 rows.append(measure(target, f"OPEN r+ {name}", count, op, profile))
             for target, sftp in both:
+                quiet_others(targets, target)
                 with sftp.open(paths[target.name, size], "r+") as f:
                     op = write_fsync(sftp, f, size, seed=size)
                     rows.append(
@@ -359,6 +375,7 @@ def measure_all(
                         op = write_fsync(sftp, f, size, seed=size + 1)
                         rows.append(measure(target, label_, config.sustained, op, profile))
             for target, sftp in both:
+                quiet_others(targets, target)
                 op = append_close(sftp, paths[target.name, size], size)
                 rows.append(measure(target, f"4 KiB append+CLOSE {name}", config.ops, op, profile))
         rows += crowded_workload(list(zip(targets, sessions, strict=True)), config, profile)
@@ -367,11 +384,13 @@ def measure_all(
     if not ext4_possible():
         print("bench_inplace: ext4 on a loop device skipped: needs root", file=sys.stderr)
     for target in targets:
+        quiet_others(targets, target)
         with sshfs_mount(target, work / f"mnt-inplace-{target.name}") as mount:
             rows.append(
                 sqlite_workload(target, mount, config.transactions, config.db_rows, profile)
             )
     for target in targets if ext4_possible() else []:
+        quiet_others(targets, target)
         with sshfs_mount(target, work / f"mnt-ext4-{target.name}") as mount:
             rows += ext4_workload(target, mount, work, config.image, tree, profile)
     return rows
@@ -393,6 +412,7 @@ def crowded_workload(
         drain(target)
     workload = f"4 KiB write+fsync {label(config.crowd_size)}, {config.crowd:,} files beside"
     for target, sftp in both:
+        quiet_others([t for t, _ in both], target)
         with sftp.open(f"{paths[target.name]}/changed.bin", "r+") as f:
             op = write_fsync(sftp, f, config.crowd_size, seed=config.crowd)
             rows.append(measure(target, workload, config.ops, op, profile))

@@ -61,6 +61,7 @@ class Target:
         self.listener_pid: int | None = None  # OpenSSH: the sshd that forks one per session
         self.env: dict[str, str] | None = None  # the environment of ``sftp`` (None: ours)
         self.web_url: str | None = None  # our gateway's status page
+        self.helpers: list[int] = []  # its other processes (grid5's storage nodes)
 
     def batch(self, commands: str, work: Path) -> float:
         """Run an OpenSSH ``sftp -b`` batch; return its wall time in seconds."""
@@ -110,13 +111,16 @@ class Target:
     def quiesce(self, timeout: float = 600.0) -> None:
         """Wait until the server is idle: our gateway's upload queue drained and every
         directory change published (its status page says), then no CPU used for a quarter
-        of a second (OpenSSH: nothing outlives a session). Background work of earlier
+        of a second by it and by each of its other processes (grid5's storage nodes;
+        OpenSSH: nothing outlives a session). Background work of earlier
         workloads would otherwise count in the next one, and a download be served from
         staging; the ``idle`` column is measured after this."""
         deadline = time.monotonic() + timeout
         drain(self, timeout)
-        if self.pid is not None and not idle_cpu(self.pid, deadline - time.monotonic()):
-            print(f"bench: {self.name} kept using CPU for {timeout:.0f} s", file=sys.stderr)
+        for pid in [] if self.pid is None else [self.pid, *self.helpers]:
+            if not idle_cpu(pid, deadline - time.monotonic()):
+                print(f"bench: {self.name} kept using CPU for {timeout:.0f} s", file=sys.stderr)
+                return
 
 
 def status(target: Target) -> dict[str, Any]:
@@ -268,6 +272,7 @@ def grid_gateway_target(work: Path, key: Path) -> Iterator[Target]:
             nodes.append(OurStorageNode(root / f"ours-{i}", f"ours-{i}", reserved_space="0"))
             nodes[-1].start()
         with gateway_target(work, key, "grid5", [n.nurl for n in nodes]) as target:
+            target.helpers = [n.pid for n in nodes if n.pid is not None]
             yield target
     finally:
         for n in nodes:
