@@ -47,11 +47,15 @@ class _Packed:
         return cls(names, records, lengths, list(accumulate(lengths, initial=head))[1:], data)
 
 
+_EMPTY = _Packed([], [], [], [], b"")
+"""No table: packing against it encodes every entry."""
+
+
 @define(eq=False)
 class Packer:
     """Packs one directory's successive tables, each from the one before (see the module)."""
 
-    _last: _Packed | None = field(default=None, repr=False)
+    _last: _Packed = field(default=_EMPTY, repr=False)
     spliced: int = 0
     """Tables packed from the one before (the rest were packed whole)."""
 
@@ -60,32 +64,16 @@ class Packer:
         names = list(records)
         values = list(records.values())
         last = self._last
-        data = None
-        if last is not None and len(names) >= len(last.names):
-            data = self._spliced(last, names, values)
-        if data is None:
-            encodings = [record.encoded_as(name) for name, record in records.items()]
-            lengths = list(map(len, encodings))
-            head = contents_head(len(names))
-            data = b"".join([head, *encodings])
-            self._last = _Packed.of(names, values, lengths, len(head), data)
-        return data
-
-    def _spliced(self, last: _Packed, names: list[str], values: list[Record]) -> bytes | None:
-        """The new table from ``last`` when it only changed records or added names at its
-        end; None when it should be packed whole."""
-        kept = len(last.names)
-        if names[:kept] != last.names:
-            return None  # (names the same objects compare without being read)
-        changed = list(compress(range(kept), map(is_not, values[:kept], last.records)))
-        if len(changed) > max(1, kept // SPLICE_SHARE):
-            return None
-        old_head = last.ends[0] - last.lengths[0] if kept else len(last.data)
+        changed = _changed(last, names, values)
+        if changed is None:
+            last, changed = _EMPTY, []  # packed whole
+        elif last is not _EMPTY:
+            self.spliced += 1
         head = contents_head(len(names))
         parts: list[bytes | memoryview] = [head]
         lengths = last.lengths.copy()
         view = memoryview(last.data)
-        start = old_head
+        start = last.ends[0] - last.lengths[0] if last.names else len(last.data)
         for i in changed:
             parts.append(view[start : last.ends[i] - last.lengths[i]])
             encoded = values[i].encoded_as(names[i])
@@ -93,11 +81,20 @@ class Packer:
             lengths[i] = len(encoded)
             start = last.ends[i]
         parts.append(view[start:])
-        for i in range(kept, len(names)):
+        for i in range(len(last.names), len(names)):
             encoded = values[i].encoded_as(names[i])
             parts.append(encoded)
             lengths.append(len(encoded))
         data = b"".join(parts)
         self._last = _Packed.of(names, values, lengths, len(head), data)
-        self.spliced += 1
         return data
+
+
+def _changed(last: _Packed, names: list[str], values: list[Record]) -> list[int] | None:
+    """Where the new table's records are not ``last``'s, when it only changed records or
+    added names at its end and few enough changed; else None (pack it whole)."""
+    kept = len(last.names)
+    if len(names) < kept or names[:kept] != last.names:
+        return None  # (names the same objects compare without being read)
+    changed = list(compress(range(kept), map(is_not, values[:kept], last.records)))
+    return None if len(changed) > max(1, kept // SPLICE_SHARE) else changed
